@@ -1,0 +1,41 @@
+# Costlake: `make run` serves the app on embedded defaults; `make test` sets up and runs the test suite.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PYTHONPATH := $(CURDIR)
+
+.PHONY: setup run test test-all lint format status pipeline bench clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt -c constraints.txt
+	touch $(STAMP)
+
+run: setup  ## serve the app on http://localhost:8501 (embedded Postgres, Kafka, lake, Spark)
+	$(BIN)/streamlit run app/main.py --server.port 8501
+
+test: setup  ## lint, then the whole test suite against real embedded servers
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+status: setup  ## each service, where it runs and whether it is healthy
+	$(BIN)/python -m backend.runtime status
+
+bench: setup  ## every benchmark; results land in bench/results/
+	$(BIN)/python -m bench
+
+clean-venv:
+	rm -rf $(VENV)

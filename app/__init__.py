@@ -1,0 +1,1 @@
+"""Streamlit UI: the entry point and the pieces pages share."""

