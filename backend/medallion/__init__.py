@@ -1,0 +1,1 @@
+"""Medallion jobs: bronze -> silver (FOCUS-aligned, typed, MERGEd, quarantine) -> gold (aggregates, affected partitions only)."""
