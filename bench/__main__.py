@@ -1,0 +1,39 @@
+"""Runs benchmarks: `python -m bench` runs every bench_*.py module's main(); `python -m bench kafka` runs one."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+from pathlib import Path
+
+log = logging.getLogger("bench")
+
+
+def available() -> list[str]:
+    here = Path(__file__).resolve().parent
+    return sorted(m.name[len("bench_") :] for m in pkgutil.iter_modules([str(here)]) if m.name.startswith("bench_"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("names", nargs="*", help=f"benchmarks to run (default: all of {available()})")
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    failed = []
+    for name in args.names or available():
+        module = importlib.import_module(f"bench.bench_{name}")
+        log.info("=== bench %s ===", name)
+        try:
+            module.main(quick=args.quick)
+        except Exception:
+            log.exception("bench %s failed", name)
+            failed.append(name)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
