@@ -1,0 +1,192 @@
+"""Runs named pipeline steps in order under a Postgres advisory lock, recording the run, its steps and its logs."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import Any
+
+import sqlalchemy as sa
+
+from backend.config import Settings
+from backend.lake import Lake
+from backend.logs import current_run_id
+from backend.pipeline.runs import (
+    FAILED,
+    SKIPPED,
+    SUCCEEDED,
+    RunLogHandler,
+    RunRecorder,
+    StepResult,
+)
+from backend.runtime import Endpoints
+
+log = logging.getLogger(__name__)
+
+# One lock for every pipeline run: steps share tables, so two runs (two app replicas, or the app and
+# the CLI) must never interleave.
+PIPELINE_LOCK_KEY = zlib.crc32(b"costlake:pipeline")
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    run_id: str
+    step: str
+    status: str  # running / succeeded / failed
+    index: int
+    total: int
+    message: str = ""
+
+    @property
+    def fraction(self) -> float:
+        done = self.index + (1 if self.status != "running" else 0)
+        return min(1.0, done / self.total) if self.total else 1.0
+
+
+ProgressCallback = Callable[[ProgressEvent], None]
+
+
+@dataclass
+class PipelineContext:
+    """What a step gets: settings, resolved endpoints, the owner engine, the lake, and shared run state."""
+
+    settings: Settings
+    endpoints: Endpoints
+    engine: sa.Engine
+    lake: Lake
+    run_id: str
+    sources: list[str]
+    state: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def spark(self):
+        from backend.runtime.spark import get_spark
+
+        return get_spark(self.settings)
+
+
+Step = Callable[[PipelineContext], StepResult]
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    status: str
+    steps: dict[str, StepResult] = field(default_factory=dict)
+    error: str | None = None
+    seconds: float = 0.0
+
+
+def new_run_id() -> str:
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+
+
+def run_pipeline(
+    ctx_factory: Callable[[str], PipelineContext],
+    *,
+    steps: Sequence[str],
+    registry: dict[str, Step],
+    trigger: str,
+    progress: ProgressCallback | None = None,
+    run_id: str | None = None,
+) -> RunSummary:
+    """Run `steps` in order. A failing step fails the run (and skips the rest); nothing is swallowed.
+
+    Returns status "skipped" without recording a run when another process holds the pipeline lock.
+    """
+    unknown = [s for s in steps if s not in registry]
+    if unknown:
+        raise ValueError(f"unknown step(s) {unknown}; known steps: {list(registry)}")
+    run_id = run_id or new_run_id()
+    ctx = ctx_factory(run_id)
+    recorder = RunRecorder(ctx.engine)
+    t0 = time.monotonic()
+    with ctx.engine.connect() as lock_conn:
+        got_lock = lock_conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": PIPELINE_LOCK_KEY}).scalar()
+        lock_conn.commit()
+        if not got_lock:
+            log.info("pipeline already running in another process; %s run skipped", trigger)
+            return RunSummary(run_id, SKIPPED, error="another pipeline run holds the lock")
+        try:
+            # Holding the lock means no other run is alive: anything still 'running' died mid-way.
+            recorder.abandon_dead_runs()
+            return _run_locked(ctx, recorder, steps, registry, trigger, progress, t0)
+        finally:
+            lock_conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": PIPELINE_LOCK_KEY})
+            lock_conn.commit()
+
+
+def _run_locked(
+    ctx: PipelineContext,
+    recorder: RunRecorder,
+    steps: Sequence[str],
+    registry: dict[str, Step],
+    trigger: str,
+    progress: ProgressCallback | None,
+    t0: float,
+) -> RunSummary:
+    run_id = ctx.run_id
+    token = current_run_id.set(run_id)
+    handler = RunLogHandler(ctx.engine, run_id)
+    logging.getLogger().addHandler(handler)
+    summary = RunSummary(run_id, SUCCEEDED)
+    recorder.start_run(run_id, trigger=trigger, steps=list(steps), sources=ctx.sources)
+    log.info("run %s started (%s): steps %s, sources %s", run_id, trigger, list(steps), ctx.sources)
+    try:
+        for index, step in enumerate(steps):
+            _notify(progress, ProgressEvent(run_id, step, "running", index, len(steps)))
+            recorder.start_step(run_id, step)
+            step_t0 = time.monotonic()
+            try:
+                result = registry[step](ctx) or StepResult()
+            except Exception as exc:
+                log.exception("step %s failed", step)
+                recorder.fail_step(run_id, step, exc)
+                recorder.skip_remaining(run_id)
+                summary.status, summary.error = FAILED, f"{step}: {type(exc).__name__}: {exc}"
+                _notify(progress, ProgressEvent(run_id, step, "failed", index, len(steps), str(exc)))
+                break
+            result.detail.setdefault("seconds", round(time.monotonic() - step_t0, 3))
+            recorder.finish_step(run_id, step, result)
+            summary.steps[step] = result
+            log.info(
+                "step %s done in %.1fs (rows in %s, out %s)",
+                step,
+                time.monotonic() - step_t0,
+                result.rows_in,
+                result.rows_out,
+            )
+            _notify(progress, ProgressEvent(run_id, step, "succeeded", index, len(steps)))
+            handler.flush()
+    finally:
+        summary.seconds = time.monotonic() - t0
+        first = next(iter(summary.steps.values()), None)
+        last = next(reversed(summary.steps.values()), None) if summary.steps else None
+        recorder.finish_run(
+            run_id,
+            status=summary.status,
+            error=summary.error,
+            rows_in=first.rows_in if first else None,
+            rows_out=last.rows_out if last else None,
+        )
+        log.info("run %s %s in %.1fs", run_id, summary.status, summary.seconds)
+        handler.flush()
+        logging.getLogger().removeHandler(handler)
+        current_run_id.reset(token)
+    return summary
+
+
+def _notify(progress: ProgressCallback | None, event: ProgressEvent) -> None:
+    if progress is None:
+        return
+    try:
+        progress(event)
+    except Exception:
+        # A broken progress display must not fail the pipeline; it is logged, not hidden.
+        log.exception("progress callback failed for %s", event)

@@ -1,0 +1,1 @@
+"""Tests for the pipeline runner and steps."""
