@@ -123,3 +123,178 @@ GOLD_COST_BY_TAG_SCHEMA = pa.schema(
         ("charge_month", pa.string()),
     ]
 )
+
+# Monthly roll-up per billing account, subscription and currency (added by the medallion jobs).
+GOLD_MONTHLY_SUMMARY_SCHEMA = pa.schema(
+    [
+        ("charge_month", pa.string()),  # "YYYY-MM", partition column
+        ("billing_account_id", pa.string()),
+        ("subscription_id", pa.string()),
+        ("subscription_name", pa.string()),
+        ("billing_currency", pa.string()),
+        ("actual_cost", MONEY),
+        ("amortized_cost", MONEY),
+        ("list_cost", MONEY),
+        ("actual_cost_converted", MONEY),
+        ("previous_month_actual_cost", MONEY),  # null when the previous month has no rows
+        ("previous_month_amortized_cost", MONEY),
+        ("days_with_cost", pa.int32()),
+        ("resource_count", pa.int64()),
+        ("row_count", pa.int64()),
+        ("run_id", pa.string()),
+    ]
+)
+
+# ================================================================================================
+# Silver (added by the medallion jobs; FOCUS column names, `x_` for Costlake / Azure extensions)
+# ================================================================================================
+SILVER_FX_RATES = "silver/fx_rates"
+
+# Silver grain: one row per natural key (SILVER_KEY) and charge day. Azure detail reports arrive as
+# separate ActualCost / AmortizedCost reports of the same rows: both land on the same silver row
+# (BilledCost from the actual report, EffectiveCost from the amortized one); FOCUS rows carry both.
+TAGS = pa.map_(pa.string(), pa.string())
+SILVER_COSTS_SCHEMA = pa.schema(
+    [
+        # --- natural key -------------------------------------------------------------------
+        ("x_SourceFamily", pa.string()),  # azure_detail | focus | azure_query (granularity family)
+        ("SubAccountId", pa.string()),  # subscription
+        ("x_ChargeDate", pa.date32()),
+        ("ResourceId", pa.string()),  # lower-cased ARM id
+        ("x_MeterId", pa.string()),
+        ("ServiceName", pa.string()),
+        ("ChargeCategory", pa.string()),
+        ("x_PricingModel", pa.string()),  # OnDemand / Reservation / SavingsPlan / Spot
+        ("CommitmentDiscountId", pa.string()),
+        ("x_ResourceGroupName", pa.string()),
+        ("BillingCurrency", pa.string()),
+        # --- FOCUS dimensions ----------------------------------------------------------------
+        ("ChargePeriodStart", UTC_TS),
+        ("ChargePeriodEnd", UTC_TS),
+        ("BillingAccountId", pa.string()),
+        ("BillingAccountName", pa.string()),
+        ("SubAccountName", pa.string()),
+        ("ResourceName", pa.string()),
+        ("ResourceType", pa.string()),
+        ("RegionName", pa.string()),
+        ("ServiceCategory", pa.string()),
+        ("ChargeClass", pa.string()),
+        ("ChargeDescription", pa.string()),
+        ("PricingCategory", pa.string()),  # FOCUS: Standard / Committed / Dynamic / Other
+        ("CommitmentDiscountType", pa.string()),
+        ("PricingUnit", pa.string()),
+        ("x_MeterCategory", pa.string()),
+        ("x_MeterSubCategory", pa.string()),
+        ("x_MeterName", pa.string()),
+        ("Tags", TAGS),  # keys trimmed and case-folded, values trimmed
+        # --- money and quantities (exact decimals) -----------------------------------------
+        ("PricingQuantity", MONEY),
+        ("BilledCost", MONEY),  # actual (null until an actual report / FOCUS row covers the key)
+        ("EffectiveCost", MONEY),  # amortized (null until an amortized report / FOCUS row covers it)
+        ("ListCost", MONEY),
+        ("ContractedCost", MONEY),
+        # --- replacement slices and lineage ------------------------------------------------
+        ("x_Slice", pa.string()),  # "<family>|<scope>|<day>": what a newer report of that scope replaces
+        ("x_BilledBatchId", pa.string()),  # batch that set BilledCost
+        ("x_EffectiveBatchId", pa.string()),  # batch that set EffectiveCost
+        ("x_SourceFormat", pa.string()),  # PayloadFormat of the last write
+        ("x_Source", pa.string()),  # RawChunk.source of the last write
+        ("x_SourceRowCount", pa.int64()),  # source rows summed into this row by the last write
+        ("x_BronzeTopic", pa.string()),
+        ("x_BronzePartition", pa.int32()),
+        ("x_BronzeOffset", pa.int64()),  # first Kafka message (min offset) of the rows summed
+        ("x_BatchId", pa.string()),
+        ("x_BronzeRunId", pa.string()),
+        ("x_RunId", pa.string()),  # medallion run that last wrote the row
+        ("x_UpdatedAt", UTC_TS),
+        ("x_ChargeMonth", pa.string()),  # "YYYY-MM", partition column
+    ]
+)
+SILVER_KEY = [
+    "x_SourceFamily",
+    "SubAccountId",
+    "x_ChargeDate",
+    "ResourceId",
+    "x_MeterId",
+    "ServiceName",
+    "ChargeCategory",
+    "x_PricingModel",
+    "CommitmentDiscountId",
+    "x_ResourceGroupName",
+    "BillingCurrency",
+]
+SILVER_PARTITION_BY = ["x_ChargeMonth"]
+
+# A source row (or a whole undecodable message) that failed validation: the rule(s) and the raw row.
+SILVER_QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("rule", pa.string()),  # first failing rule
+        ("rules", pa.list_(pa.string())),  # every failing rule
+        ("raw_row", pa.string()),  # JSON object of the row's fields as received (strings)
+        ("source_format", pa.string()),
+        ("source", pa.string()),
+        ("metric", pa.string()),
+        ("row_index", pa.int64()),  # position of the row in its payload (-1: the whole message)
+        ("topic", pa.string()),
+        ("partition", pa.int32()),
+        ("offset", pa.int64()),
+        ("batch_id", pa.string()),
+        ("bronze_run_id", pa.string()),
+        ("run_id", pa.string()),
+        ("quarantined_at", UTC_TS),
+        ("quarantine_date", pa.date32()),  # partition column
+    ]
+)
+SILVER_QUARANTINE_KEY = ["topic", "partition", "offset", "row_index"]
+
+# Optional rate table: `rate` converts one unit of from_currency into to_currency (the reporting
+# currency) for a month; gold's *_converted columns are null where no rate exists.
+SILVER_FX_RATES_SCHEMA = pa.schema(
+    [
+        ("rate_month", pa.string()),
+        ("from_currency", pa.string()),
+        ("to_currency", pa.string()),
+        ("rate", MONEY),
+    ]
+)
+
+# --- further gold tables ------------------------------------------------------------------------
+GOLD_TOP_MOVERS = "gold/top_movers"
+GOLD_COST_CHANGES = "gold/resource_cost_changes"
+
+# Biggest day-over-day and month-over-month changes of amortized cost (actual where no amortized).
+GOLD_TOP_MOVERS_SCHEMA = pa.schema(
+    [
+        ("period_type", pa.string()),  # "day" | "month"
+        ("period", pa.string()),  # "YYYY-MM-DD" | "YYYY-MM"
+        ("previous_period", pa.string()),
+        ("dimension", pa.string()),  # "resource" | "service" | "subscription"
+        ("dimension_value", pa.string()),
+        ("subscription_id", pa.string()),
+        ("billing_currency", pa.string()),
+        ("current_cost", MONEY),
+        ("previous_cost", MONEY),
+        ("change", MONEY),
+        ("change_pct", pa.float64()),  # a ratio for display only; null when previous is 0
+        ("rank", pa.int32()),  # 1 = largest absolute change in its period/dimension/currency
+        ("run_id", pa.string()),
+        ("charge_month", pa.string()),
+    ]
+)
+TOP_MOVERS_PER_PERIOD = 20
+
+# Resources whose cost started (first day after a gap) or stopped (last day before a gap): idle/waste hints.
+GOLD_COST_CHANGES_SCHEMA = pa.schema(
+    [
+        ("resource_id", pa.string()),
+        ("subscription_id", pa.string()),
+        ("resource_group", pa.string()),
+        ("service_name", pa.string()),
+        ("event", pa.string()),  # "started" | "stopped"
+        ("event_date", pa.date32()),  # first day with cost (started) / last day with cost (stopped)
+        ("daily_cost", MONEY),  # cost on event_date
+        ("billing_currency", pa.string()),
+        ("run_id", pa.string()),
+        ("charge_month", pa.string()),
+    ]
+)
