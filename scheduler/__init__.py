@@ -1,0 +1,1 @@
+"""APScheduler wiring: one BackgroundScheduler per server process, jobs persisted in Postgres; no business logic here."""

@@ -1,0 +1,134 @@
+"""Builds the process's BackgroundScheduler (SQLAlchemyJobStore in Postgres), seeds default jobs, and offers run-now/pause/edit."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from scheduler.jobs import DEFAULT_JOBS, run_job
+
+log = logging.getLogger(__name__)
+
+# The function that actually runs the pipeline in this process; set by `start_scheduler`.
+_pipeline_runner: Callable[..., Any] | None = None
+_lock = threading.Lock()
+
+
+@dataclass
+class JobInfo:
+    job_id: str
+    name: str
+    trigger: str
+    next_run_time: datetime | None
+    paused: bool
+
+
+def build_scheduler(database_url: str) -> BackgroundScheduler:
+    """A scheduler whose jobs persist in ops.apscheduler_jobs; one-off manual runs live in memory."""
+    return BackgroundScheduler(
+        jobstores={
+            "default": SQLAlchemyJobStore(url=database_url, tablename="apscheduler_jobs", tableschema="ops"),
+            "adhoc": MemoryJobStore(),
+        },
+        # Two workers: a scheduled run and a manual one can queue; the pipeline's advisory lock
+        # still lets only one execute at a time, across processes.
+        executors={"default": ThreadPoolExecutor(2)},
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
+        timezone=UTC,
+    )
+
+
+def make_trigger(kind: str, args: dict[str, Any]):
+    if kind == "interval":
+        return IntervalTrigger(timezone=UTC, **args)
+    if kind == "cron":
+        return CronTrigger(timezone=UTC, **args)
+    raise ValueError(f"unknown trigger kind {kind!r}: use 'interval' or 'cron'")
+
+
+def ensure_default_jobs(scheduler: BackgroundScheduler) -> None:
+    """Add missing default jobs; existing ones keep whatever schedule a user gave them."""
+    for spec in DEFAULT_JOBS:
+        if scheduler.get_job(spec.job_id, jobstore="default") is not None:
+            continue
+        scheduler.add_job(
+            run_job,
+            trigger=make_trigger(spec.trigger, spec.trigger_args),
+            id=spec.job_id,
+            name=spec.name,
+            kwargs={"job_id": spec.job_id, "steps": list(spec.steps), "options": dict(spec.options)},
+            jobstore="default",
+            replace_existing=False,
+        )
+        log.info("added default job %s (%s %s)", spec.job_id, spec.trigger, spec.trigger_args)
+
+
+def start_scheduler(database_url: str, runner: Callable[..., Any], *, paused: bool = False) -> BackgroundScheduler:
+    """Start a scheduler for this process. `runner(steps=, trigger=, options=)` runs the pipeline."""
+    global _pipeline_runner
+    with _lock:
+        _pipeline_runner = runner
+    scheduler = build_scheduler(database_url)
+    scheduler.start(paused=True)
+    ensure_default_jobs(scheduler)
+    if not paused:
+        scheduler.resume()
+    log.info("scheduler started with jobs %s", [j.id for j in scheduler.get_jobs()])
+    return scheduler
+
+
+def run_pipeline_now(*, steps: list[str] | None, trigger: str, options: dict[str, Any]):
+    with _lock:
+        runner = _pipeline_runner
+    if runner is None:
+        raise RuntimeError("no pipeline runner registered in this process (start_scheduler was not called)")
+    return runner(steps=steps, trigger=trigger, options=options)
+
+
+def run_now(scheduler: BackgroundScheduler, *, steps: list[str] | None = None, options: dict | None = None) -> str:
+    """Queue a manual run on the scheduler's workers; returns the ad-hoc job id."""
+    job_id = f"manual-{uuid.uuid4().hex[:8]}"
+    scheduler.add_job(
+        run_job,
+        trigger="date",
+        run_date=datetime.now(UTC),
+        id=job_id,
+        name="Run now",
+        kwargs={"job_id": job_id, "steps": steps, "options": options or {}},
+        jobstore="adhoc",
+    )
+    return job_id
+
+
+def list_jobs(scheduler: BackgroundScheduler) -> list[JobInfo]:
+    return [
+        JobInfo(job.id, job.name, str(job.trigger), job.next_run_time, job.next_run_time is None)
+        for job in scheduler.get_jobs(jobstore="default")
+    ]
+
+
+def reschedule(scheduler: BackgroundScheduler, job_id: str, *, kind: str, args: dict[str, Any]) -> JobInfo:
+    """Change a job's trigger at runtime; persisted in Postgres, so it survives restarts."""
+    trigger = make_trigger(kind, args)
+    scheduler.reschedule_job(job_id, jobstore="default", trigger=trigger)
+    return next(j for j in list_jobs(scheduler) if j.job_id == job_id)
+
+
+def pause(scheduler: BackgroundScheduler, job_id: str) -> None:
+    scheduler.pause_job(job_id, jobstore="default")
+
+
+def resume(scheduler: BackgroundScheduler, job_id: str) -> None:
+    scheduler.resume_job(job_id, jobstore="default")

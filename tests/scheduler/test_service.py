@@ -1,0 +1,128 @@
+"""Scheduler: default jobs persist in Postgres across restarts, edits survive, run-now runs, two processes never overlap."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from backend.config import REPO_ROOT
+from backend.mart.migrate import upgrade
+from scheduler.jobs import DEFAULT_JOBS
+from scheduler.service import list_jobs, pause, reschedule, resume, run_now, start_scheduler
+
+
+@pytest.fixture
+def migrated(pg_url):
+    upgrade(pg_url)
+    return pg_url
+
+
+def test_jobs_persist_and_edits_survive_restart(migrated):
+    scheduler = start_scheduler(migrated, runner=lambda **kw: None, paused=True)
+    assert {j.job_id for j in list_jobs(scheduler)} == {spec.job_id for spec in DEFAULT_JOBS}
+    reschedule(scheduler, "pipeline-hourly", kind="interval", args={"minutes": 15})
+    pause(scheduler, "inbox-scan")
+    scheduler.shutdown(wait=False)
+
+    again = start_scheduler(migrated, runner=lambda **kw: None)
+    jobs = {j.job_id: j for j in list_jobs(again)}
+    assert len(jobs) == len(DEFAULT_JOBS)  # not duplicated
+    assert "0:15:00" in jobs["pipeline-hourly"].trigger
+    assert jobs["inbox-scan"].paused
+    resume(again, "inbox-scan")
+    assert not {j.job_id: j for j in list_jobs(again)}["inbox-scan"].paused
+    again.shutdown(wait=False)
+
+
+def test_bad_trigger_is_refused(migrated):
+    scheduler = start_scheduler(migrated, runner=lambda **kw: None, paused=True)
+    try:
+        with pytest.raises(ValueError, match="interval"):
+            reschedule(scheduler, "pipeline-hourly", kind="weekly", args={})
+    finally:
+        scheduler.shutdown(wait=False)
+
+
+def test_run_now_calls_the_runner(migrated):
+    calls = []
+    scheduler = start_scheduler(migrated, runner=lambda **kw: calls.append(kw) or _Summary("succeeded"))
+    try:
+        run_now(scheduler, steps=["mart"])
+        deadline = time.monotonic() + 10
+        while not calls and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        scheduler.shutdown(wait=True)
+    assert calls and calls[0]["steps"] == ["mart"] and calls[0]["trigger"].startswith("schedule:manual-")
+
+
+class _Summary:
+    def __init__(self, status: str) -> None:
+        self.status, self.run_id, self.error = status, "x", None
+
+
+_TWO_PROCESS_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    import sqlalchemy as sa
+    from pathlib import Path
+    from backend.lake import lake_from_settings
+    from backend.lake.storage import lake_location
+    from backend.pipeline.runner import PipelineContext, run_pipeline
+    from backend.pipeline.runs import StepResult
+    from backend.runtime import Endpoints
+    from scheduler.service import run_now, start_scheduler
+    from tests.conftest import make_settings
+
+    url, tmp, start_at = sys.argv[1], Path(sys.argv[2]), float(sys.argv[3])
+    settings = make_settings(tmp, database_url=url)
+    engine = sa.create_engine(url)
+
+    def slow(ctx):
+        time.sleep(6)  # long enough that both processes' runs surely overlap
+        return StepResult(rows_out=1)
+
+    def runner(steps, trigger, options):
+        def factory(run_id):
+            return PipelineContext(settings, Endpoints(url, "", lake_location(settings)), engine,
+                                   lake_from_settings(settings), run_id, [])
+        summary = run_pipeline(factory, steps=["slow"], registry={"slow": slow}, trigger=trigger)
+        print(summary.status, flush=True)
+        return summary
+
+    scheduler = start_scheduler(url, runner)
+    time.sleep(max(0.0, start_at - time.time()))
+    run_now(scheduler)
+    time.sleep(9)
+    scheduler.shutdown(wait=True)
+    """
+)
+
+
+@pytest.mark.slow
+def test_two_scheduler_processes_never_run_the_pipeline_at_once(migrated, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    start_at = str(time.time() + 10)  # both processes are up by then, even on a busy machine
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _TWO_PROCESS_SCRIPT, migrated, str(tmp_path / f"p{i}"), start_at],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=REPO_ROOT,
+        )
+        for i in range(2)
+    ]
+    outputs = sorted(p.communicate(timeout=120)[0].split()[-1] for p in procs)
+    assert outputs == ["skipped", "succeeded"]
+    engine = sa.create_engine(migrated)
+    with engine.connect() as conn:
+        runs = conn.execute(sa.text("SELECT status FROM ops.pipeline_runs")).scalars().all()
+    engine.dispose()
+    assert runs == ["succeeded"]
