@@ -26,6 +26,17 @@ def _commit(run_id: str | None, operation: str, extra: dict[str, str] | None = N
     return CommitProperties(custom_metadata=metadata)
 
 
+def _with_txn(props: CommitProperties, app_transaction: tuple[str, int] | None) -> CommitProperties:
+    if app_transaction is None:
+        return props
+    from deltalake import Transaction
+
+    return CommitProperties(
+        custom_metadata=props.custom_metadata,
+        app_transactions=[Transaction(app_id=app_transaction[0], version=app_transaction[1])],
+    )
+
+
 class Lake:
     """Named Delta tables (e.g. "bronze/cost_records") under one lake root."""
 
@@ -76,8 +87,19 @@ class Lake:
         dt = self.table(table, version=version)
         return dt.to_pyarrow_table(columns=list(columns) if columns else None, filters=filters)
 
-    def file_uris(self, table: str) -> list[str]:
-        return self.table(table).file_uris()
+    def file_uris(self, table: str, *, version: int | None = None, partition_filters: Any = None) -> list[str]:
+        """Active data files (of `version`, optionally only partitions matching pyarrow-style filters)."""
+        return self.table(table, version=version).file_uris(partition_filters=partition_filters)
+
+    def read_files_arrow(self, table: str, uris: Sequence[str], *, columns: Sequence[str] | None = None) -> pa.Table:
+        """Only the given data files of the table (e.g. the files a newer version added) as Arrow."""
+        import pyarrow.dataset as ds
+
+        wanted = {u.rstrip("/").rsplit("/", 1)[-1] for u in uris}
+        dataset = self.table(table).to_pyarrow_dataset()
+        fragments = [f for f in dataset.get_fragments() if f.path.rsplit("/", 1)[-1] in wanted]
+        subset = ds.FileSystemDataset(fragments, dataset.schema, dataset.format, dataset.filesystem)
+        return subset.to_table(columns=list(columns) if columns else None)
 
     def version(self, table: str) -> int | None:
         try:
@@ -177,11 +199,17 @@ class Lake:
         update_columns: Sequence[str] | None = None,
         insert: bool = True,
         extra_predicate: str = "",
+        not_matched_by_source_delete: str | None = None,
+        not_matched_by_source_update: tuple[dict[str, str], str] | None = None,
+        app_transaction: tuple[str, int] | None = None,
     ) -> dict[str, Any]:
         """Upsert `data` on `keys` (silver semantics). Creates the table on first write.
 
         `update_columns` limits which columns a match overwrites (e.g. only the amortized cost
         when the amortized report arrives); `extra_predicate` prunes target partitions.
+        `not_matched_by_source_delete` / `_update` ((updates, predicate)) handle target rows the
+        source no longer has (checked in that order; predicates use the `t.` alias);
+        `app_transaction` records (app_id, version) atomically with the commit.
         """
         if not self.exists(table):
             write_deltalake(
@@ -190,7 +218,7 @@ class Lake:
                 mode="append",
                 partition_by=list(partition_by) if partition_by else None,
                 storage_options=self.storage_options or None,
-                commit_properties=_commit(run_id, "create"),
+                commit_properties=_with_txn(_commit(run_id, "create"), app_transaction),
             )
             return {"num_target_rows_inserted": data.num_rows, "num_target_rows_updated": 0}
         # Null-safe key equality: a null key must match the same null key, never duplicate it.
@@ -202,7 +230,7 @@ class Lake:
             predicate=predicate,
             source_alias="s",
             target_alias="t",
-            commit_properties=_commit(run_id, "merge"),
+            commit_properties=_with_txn(_commit(run_id, "merge"), app_transaction),
         )
         if update_columns is None:
             merger = merger.when_matched_update_all()
@@ -210,6 +238,11 @@ class Lake:
             merger = merger.when_matched_update({c: f"s.`{c}`" for c in update_columns})
         if insert:
             merger = merger.when_not_matched_insert_all()
+        if not_matched_by_source_delete:
+            merger = merger.when_not_matched_by_source_delete(predicate=not_matched_by_source_delete)
+        if not_matched_by_source_update:
+            updates, nmbs_predicate = not_matched_by_source_update
+            merger = merger.when_not_matched_by_source_update(updates, predicate=nmbs_predicate)
         return merger.execute()
 
     def delete(self, table: str, predicate: str, *, run_id: str | None = None) -> dict[str, Any]:

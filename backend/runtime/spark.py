@@ -37,6 +37,8 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         "spark.driver.extraJavaOptions": "-Duser.timezone=UTC -Dfile.encoding=UTF-8",
         "spark.executor.extraJavaOptions": "-Duser.timezone=UTC -Dfile.encoding=UTF-8",
         "spark.sql.sources.partitionOverwriteMode": "dynamic",
+        # Tags are case-folded into maps: "Env" and "env" on one resource must collapse, not fail the job.
+        "spark.sql.mapKeyDedupPolicy": "LAST_WIN",
     }
 
 

@@ -1,0 +1,333 @@
+"""Explode bronze payloads (Query API JSON pages, Azure CSV reports, FOCUS CSV/Parquet) into string rows with one mapping per format."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
+
+# Canonical staging fields: every format is renamed onto these, all as strings, so nothing is
+# coerced before validation (typed casts and rules happen in Spark, see silver.py).
+STAGING_FIELDS: tuple[str, ...] = (
+    "charge_date",
+    "charge_period_start",
+    "charge_period_end",
+    "billing_account_id",
+    "billing_account_name",
+    "sub_account_id",
+    "sub_account_name",
+    "resource_id",
+    "resource_name",
+    "resource_type",
+    "region",
+    "service_name",
+    "service_category",
+    "charge_category",
+    "charge_class",
+    "charge_description",
+    "pricing_category",
+    "pricing_model",
+    "commitment_discount_id",
+    "commitment_discount_type",
+    "pricing_quantity",
+    "pricing_unit",
+    "cost",  # Azure reports: the one cost column; its meaning (actual / amortized) comes from meta.metric
+    "billed_cost",
+    "effective_cost",
+    "list_cost",
+    "contracted_cost",
+    "list_unit_price",
+    "billing_currency",
+    "tags",
+    "resource_group",
+    "meter_category",
+    "meter_subcategory",
+    "meter_name",
+    "meter_id",
+)
+
+# Lineage and context added to every exploded row (from the bronze row it came from).
+LINEAGE_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
+    ("row_index", pa.int64()),  # position in the payload; -1 for a whole-message parse failure
+    ("source_format", pa.string()),
+    ("source", pa.string()),
+    ("metric", pa.string()),
+    ("meta_subscription_id", pa.string()),
+    ("topic", pa.string()),
+    ("partition", pa.int32()),
+    ("offset", pa.int64()),
+    ("batch_id", pa.string()),
+    ("bronze_run_id", pa.string()),
+    ("fetched_at", pa.timestamp("us", tz="UTC")),
+    ("parse_error", pa.string()),  # set only on a whole-message failure row
+    ("raw_payload", pa.string()),  # the undecodable payload (text, or base64 for binary), failures only
+)
+
+STAGING_SCHEMA = pa.schema([(name, pa.string()) for name in STAGING_FIELDS] + list(LINEAGE_FIELDS))
+
+# Bronze columns the parser needs (a projection keeps the scan small).
+BRONZE_INPUT_COLUMNS = [
+    "topic",
+    "partition",
+    "offset",
+    "format",
+    "content_type",
+    "source",
+    "batch_id",
+    "fetched_at",
+    "meta",
+    "payload",
+    "run_id",
+]
+
+# --- one mapping per format: staging field -> candidate source columns (matched case-insensitively, first wins)
+AZURE_DETAIL_MAP: dict[str, tuple[str, ...]] = {
+    "charge_date": ("Date", "UsageDate", "UsageDateTime"),
+    "billing_account_id": ("BillingAccountId", "EnrollmentNumber"),
+    "billing_account_name": ("BillingAccountName",),
+    "sub_account_id": ("SubscriptionId", "SubscriptionGuid"),
+    "sub_account_name": ("SubscriptionName",),
+    "resource_id": ("ResourceId", "InstanceId", "InstanceName"),
+    "resource_name": ("ResourceName",),
+    "resource_type": ("ResourceType",),
+    "region": ("ResourceLocation", "Location", "MeterRegion"),
+    "charge_category": ("ChargeType",),
+    "charge_description": ("ProductName", "Product"),
+    "pricing_model": ("PricingModel",),
+    "commitment_discount_id": ("BenefitId", "ReservationId"),
+    "pricing_quantity": ("Quantity", "ConsumedQuantity", "UsageQuantity"),
+    "pricing_unit": ("UnitOfMeasure",),
+    "cost": ("CostInBillingCurrency", "Cost", "PreTaxCost", "ExtendedCost"),
+    "list_cost": ("PaygCostInBillingCurrency",),
+    "list_unit_price": ("PayGPrice",),
+    "billing_currency": ("BillingCurrency", "BillingCurrencyCode", "Currency"),
+    "tags": ("Tags",),
+    "resource_group": ("ResourceGroup", "ResourceGroupName"),
+    "meter_category": ("MeterCategory",),
+    "meter_subcategory": ("MeterSubCategory",),
+    "meter_name": ("MeterName",),
+    "meter_id": ("MeterId",),
+}
+
+FOCUS_MAP: dict[str, tuple[str, ...]] = {
+    "charge_period_start": ("ChargePeriodStart",),
+    "charge_period_end": ("ChargePeriodEnd",),
+    "billing_account_id": ("BillingAccountId",),
+    "billing_account_name": ("BillingAccountName",),
+    "sub_account_id": ("SubAccountId",),
+    "sub_account_name": ("SubAccountName",),
+    "resource_id": ("ResourceId",),
+    "resource_name": ("ResourceName",),
+    "resource_type": ("ResourceType",),
+    "region": ("RegionName", "RegionId"),
+    "service_name": ("ServiceName",),
+    "service_category": ("ServiceCategory",),
+    "charge_category": ("ChargeCategory",),
+    "charge_class": ("ChargeClass",),
+    "charge_description": ("ChargeDescription",),
+    "pricing_category": ("PricingCategory",),
+    "pricing_model": ("x_PricingModel",),
+    "commitment_discount_id": ("CommitmentDiscountId",),
+    "commitment_discount_type": ("CommitmentDiscountType",),
+    "pricing_quantity": ("PricingQuantity", "ConsumedQuantity"),
+    "pricing_unit": ("PricingUnit", "ConsumedUnit"),
+    "billed_cost": ("BilledCost",),
+    "effective_cost": ("EffectiveCost",),
+    "list_cost": ("ListCost",),
+    "contracted_cost": ("ContractedCost",),
+    "list_unit_price": ("ListUnitPrice",),
+    "billing_currency": ("BillingCurrency",),
+    "tags": ("Tags",),
+    "resource_group": ("x_ResourceGroupName", "ResourceGroupName"),
+    "meter_category": ("x_MeterCategory", "x_SkuMeterCategory"),
+    "meter_subcategory": ("x_MeterSubCategory", "x_MeterSubcategory", "x_SkuMeterSubcategory"),
+    "meter_name": ("x_MeterName", "x_SkuMeterName", "SkuMeter"),
+    "meter_id": ("x_MeterId", "x_SkuMeterId", "SkuId"),
+}
+
+# Query API columns (the grouping dimensions vary per request; at most two plus the date and cost).
+AZURE_QUERY_MAP: dict[str, tuple[str, ...]] = {
+    "charge_date": ("UsageDate", "BillingMonth"),
+    "cost": ("Cost", "PreTaxCost", "CostUSD", "TotalCost"),
+    "billing_currency": ("Currency",),
+    "sub_account_id": ("SubscriptionId",),
+    "sub_account_name": ("SubscriptionName",),
+    "resource_group": ("ResourceGroupName", "ResourceGroup"),
+    "service_name": ("ServiceName",),
+    "meter_category": ("MeterCategory",),
+    "meter_subcategory": ("MeterSubCategory",),
+    "meter_name": ("Meter", "MeterName"),
+    "meter_id": ("MeterId",),
+    "region": ("ResourceLocation",),
+    "resource_id": ("ResourceId",),
+    "resource_type": ("ResourceType",),
+    "charge_category": ("ChargeType",),
+    "pricing_model": ("PricingModel",),
+    "commitment_discount_id": ("BenefitId", "ReservationId"),
+    "pricing_quantity": ("UsageQuantity",),
+}
+
+FORMAT_MAPS: dict[str, dict[str, tuple[str, ...]]] = {
+    "azure_query": AZURE_QUERY_MAP,
+    "azure_cost_details": AZURE_DETAIL_MAP,
+    "azure_export_ea": AZURE_DETAIL_MAP,
+    "azure_export_mca": AZURE_DETAIL_MAP,
+    "focus": FOCUS_MAP,
+}
+
+BOM = b"\xef\xbb\xbf"
+
+
+class PayloadError(ValueError):
+    """A payload that cannot be decoded at all (quarantined as one row with the raw payload)."""
+
+
+def _as_strings(table: pa.Table) -> pa.Table:
+    """Every column as string: nested values as JSON text, "" and the literal "NULL" (FOCUS) as null."""
+    columns = []
+    for column in table.columns:
+        if pa.types.is_nested(column.type):
+            values = [None if v is None else json.dumps(_jsonable(v), separators=(",", ":")) for v in column.to_pylist()]
+            column = pa.chunked_array([pa.array(values, pa.string())])
+        elif not pa.types.is_string(column.type):
+            column = column.cast(pa.large_string() if pa.types.is_large_string(column.type) else pa.string())
+            column = column.cast(pa.string())
+        blank = pc.or_(pc.equal(pc.utf8_trim_whitespace(column), ""), pc.equal(pc.utf8_upper(column), "NULL"))
+        columns.append(pc.if_else(blank, pa.scalar(None, pa.string()), column))
+    return pa.table(columns, names=table.column_names)
+
+
+def _jsonable(value):
+    # Parquet maps arrive as lists of (key, value) tuples.
+    if isinstance(value, list) and all(isinstance(v, tuple) and len(v) == 2 for v in value):
+        return {str(k): v for k, v in value}
+    return value
+
+
+def read_csv(payload: bytes) -> pa.Table:
+    """CSV bytes with every column read as string (header from the first line, BOM dropped)."""
+    if payload.startswith(BOM):
+        payload = payload[len(BOM) :]
+    if not payload.strip():
+        return pa.table({})
+    header_line = payload.split(b"\n", 1)[0].decode("utf-8").rstrip("\r")
+    names = next(csv.reader([header_line]))
+    if len(set(names)) != len(names):
+        raise PayloadError(f"duplicate CSV header names: {names}")
+    return pacsv.read_csv(
+        io.BytesIO(payload),
+        convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+    )
+
+
+def read_query_page(payload: bytes) -> pa.Table:
+    """One Query API response page -> table of strings (numbers kept as their exact JSON text)."""
+    doc = json.loads(payload, parse_float=str, parse_int=str)
+    props = doc.get("properties") if isinstance(doc, dict) else None
+    if not isinstance(props, dict) or "columns" not in props or "rows" not in props:
+        raise PayloadError("not a Cost Management query response (properties.columns/rows missing)")
+    names = [c["name"] for c in props["columns"]]
+    rows = props["rows"] or []
+    for row in rows:
+        if len(row) != len(names):
+            raise PayloadError(f"query row has {len(row)} values for {len(names)} columns")
+    columns = {
+        name: pa.array([None if r[i] is None else str(r[i]) for r in rows], pa.string()) for i, name in enumerate(names)
+    }
+    return pa.table(columns) if names else pa.table({})
+
+
+def read_payload(source_format: str, content_type: str, payload: bytes) -> pa.Table:
+    """The payload's rows as a table of strings, columns named as in the source."""
+    if source_format == "azure_query":
+        return read_query_page(payload)
+    if source_format in FORMAT_MAPS:
+        if "parquet" in (content_type or "") or payload[:4] == b"PAR1":
+            return pq.read_table(io.BytesIO(payload))
+        return read_csv(payload)
+    raise PayloadError(f"unknown payload format {source_format!r}")
+
+
+def map_columns(raw: pa.Table, source_format: str) -> pa.Table:
+    """Rename a source table onto STAGING_FIELDS with the format's mapping (missing fields are null)."""
+    mapping = FORMAT_MAPS[source_format]
+    strings = _as_strings(raw)
+    by_lower = {name.lower(): name for name in strings.column_names}
+    n = strings.num_rows
+    columns = []
+    for field in STAGING_FIELDS:
+        chosen = next((by_lower[c.lower()] for c in mapping.get(field, ()) if c.lower() in by_lower), None)
+        columns.append(strings.column(chosen) if chosen else pa.nulls(n, pa.string()))
+    return pa.table(columns, names=list(STAGING_FIELDS))
+
+
+def _meta(text: str | None) -> dict[str, str]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def explode_row(row: dict) -> pa.Table:
+    """One bronze row -> its source rows on STAGING_SCHEMA (or one failure row when undecodable)."""
+    meta = _meta(row.get("meta"))
+    source_format = row.get("format") or ""
+    payload = row.get("payload") or b""
+    error = None
+    try:
+        mapped = map_columns(read_payload(source_format, row.get("content_type") or "", payload), source_format)
+    # A corrupt payload must not stop the run: it becomes one quarantined row holding the payload.
+    except (PayloadError, ValueError, KeyError, TypeError, pa.ArrowException, UnicodeDecodeError) as exc:
+        error = f"{type(exc).__name__}: {exc}"[:500]
+        mapped = pa.table([pa.nulls(1, pa.string()) for _ in STAGING_FIELDS], names=list(STAGING_FIELDS))
+    n = mapped.num_rows
+    if error:
+        try:
+            raw = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            raw = "base64:" + base64.b64encode(payload).decode("ascii")
+    lineage = {
+        "row_index": pa.array([-1], pa.int64()) if error else pa.array(range(n), pa.int64()),
+        "source_format": pa.array([source_format] * n, pa.string()),
+        "source": pa.array([row.get("source")] * n, pa.string()),
+        "metric": pa.array([meta.get("metric")] * n, pa.string()),
+        "meta_subscription_id": pa.array([meta.get("subscription_id") or None] * n, pa.string()),
+        "topic": pa.array([row.get("topic")] * n, pa.string()),
+        "partition": pa.array([row.get("partition")] * n, pa.int32()),
+        "offset": pa.array([row.get("offset")] * n, pa.int64()),
+        "batch_id": pa.array([row.get("batch_id")] * n, pa.string()),
+        "bronze_run_id": pa.array([row.get("run_id")] * n, pa.string()),
+        "fetched_at": pa.array([row.get("fetched_at")] * n, pa.timestamp("us", tz="UTC")),
+        "parse_error": pa.array([error] * n, pa.string()),
+        "raw_payload": pa.array([raw if error else None] * n, pa.string()),
+    }
+    if error:
+        log.warning("undecodable %s payload at %s/%s/%s: %s", source_format, row.get("topic"), row.get("partition"), row.get("offset"), error)
+    return pa.table(list(mapped.columns) + list(lineage.values()), schema=STAGING_SCHEMA)
+
+
+def explode_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body: bronze record batches in, staging record batches out."""
+    for batch in batches:
+        for row in batch.to_pylist():
+            yield from explode_row(row).to_batches(max_chunksize=65_536)
+
+
+def explode_arrow(bronze: pa.Table) -> pa.Table:
+    """The same explode without Spark (tests, small inputs)."""
+    tables = [explode_row(row) for row in bronze.select(BRONZE_INPUT_COLUMNS).to_pylist()]
+    return pa.concat_tables(tables) if tables else STAGING_SCHEMA.empty_table()
