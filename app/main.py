@@ -12,11 +12,12 @@ if str(_ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from app.context import get_runtime  # noqa: E402
+from app.context import get_runtime, get_scheduler  # noqa: E402
 
 st.set_page_config(page_title="Costlake", page_icon="💠", layout="wide")
 
 get_runtime()
+get_scheduler()
 
 PAGES = {
     "Settings": [

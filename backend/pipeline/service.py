@@ -1,0 +1,66 @@
+"""Runs the pipeline for a started Runtime: builds each run's context and hands the runner the step registry."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from backend.lake import Lake
+from backend.mart.migrate import upgrade
+from backend.pipeline.runner import PipelineContext, ProgressCallback, RunSummary, run_pipeline
+from backend.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+class PipelineService:
+    """One per process: owns the owner-role engine; `run()` is what the CLI, the scheduler and the UI call."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.endpoints = runtime.start()
+        upgrade(self.endpoints.database_url)
+        self.engine = sa.create_engine(self.endpoints.database_url, pool_pre_ping=True)
+        self.lake = Lake(self.endpoints.lake)
+
+    @property
+    def settings(self):
+        return self.runtime.settings
+
+    def default_sources(self) -> list[str]:
+        """Sources a run pulls when none are named: Azure when configured, else the demo estate; plus the inbox."""
+        primary = "demo" if self.settings.is_demo else "azure"
+        return [primary, "inbox"]
+
+    def run(
+        self,
+        *,
+        steps: Sequence[str] | None = None,
+        sources: Sequence[str] | None = None,
+        trigger: str = "manual",
+        options: dict[str, Any] | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> RunSummary:
+        from backend.pipeline.steps import ALL_STEPS, REGISTRY
+
+        options = dict(options or {})
+        chosen_sources = list(sources or options.pop("sources", None) or self.default_sources())
+
+        def factory(run_id: str) -> PipelineContext:
+            ctx = PipelineContext(self.settings, self.endpoints, self.engine, self.lake, run_id, chosen_sources)
+            ctx.state["options"] = options
+            return ctx
+
+        return run_pipeline(
+            factory,
+            steps=list(steps or ALL_STEPS),
+            registry=REGISTRY,
+            trigger=trigger,
+            progress=progress,
+        )
+
+    def close(self) -> None:
+        self.engine.dispose()
