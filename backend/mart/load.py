@@ -1,0 +1,510 @@
+"""Gold -> mart loader: COPY into staging, stable-key dimension upserts, and a month-partition swap in ONE transaction.
+
+Write semantics: for every month loaded, the mart ends up holding exactly gold's rows for that month.
+All of it (dimensions, the fact partitions, aggregates, tags, the load's status) commits together, so a
+failed or killed load leaves the previous state intact and readers never see a half-loaded month.
+
+How:
+1. Read gold cost_daily for the months (Arrow via delta-rs).
+2. Dimensions: distinct natural keys COPYed into a temp staging table, `INSERT ... ON CONFLICT DO
+   NOTHING/UPDATE` (keys are never regenerated; attributes such as a renamed subscription update in
+   place), then the key map comes back and the fact rows get their keys in Arrow (a hash lookup).
+3. Fact: per month, COPY (CSV streamed through a pipe while Arrow writes it) into a fresh table
+   created in this transaction (COPY FREEZE, no index maintenance during the copy), index it, then
+   DETACH + DROP the old month partition and ATTACH the new one.
+4. Aggregates for those months are rebuilt from the new partitions; tag tables from gold.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import sqlalchemy as sa
+
+from backend.config import Settings
+from backend.lake.delta import Lake
+from backend.mart.model import AGG_KEYS, DIMENSIONS, FACT_COLUMNS, Dimension
+from backend.medallion.schemas import (
+    GOLD_COST_BY_TAG,
+    GOLD_COST_DAILY,
+    GOLD_COST_DAILY_SCHEMA,
+    GOLD_MONTHLY_SUMMARY,
+    GOLD_RESOURCE_TAGS,
+)
+
+log = logging.getLogger(__name__)
+
+LOAD_LOCK = 727000002  # pg_advisory_xact_lock key: one mart load at a time
+_SEP = "\x1f"  # joins multi-column natural keys; a control character no name contains
+
+
+@dataclass
+class LoadStats:
+    """What one load did."""
+
+    load_id: int
+    months: list[str]
+    rows_in: int = 0
+    rows_loaded: int = 0
+    rows_replaced: int = 0
+    dims_added: dict[str, int] = field(default_factory=dict)
+    tag_rows: int = 0
+    gold_versions: dict[str, int | None] = field(default_factory=dict)
+    seconds: float = 0.0
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+
+
+class LoadError(RuntimeError):
+    """Gold data the mart cannot take (e.g. a row whose dimension key could not be resolved)."""
+
+
+def _engine(target: Settings | sa.Engine | str) -> tuple[sa.Engine, bool]:
+    if isinstance(target, sa.Engine):
+        return target, False
+    url = target.database_url if isinstance(target, Settings) else target
+    if not url:
+        raise ValueError("no mart URL: pass the runtime's Endpoints.database_url (embedded) or an engine")
+    return sa.create_engine(url, poolclass=sa.pool.NullPool), True
+
+
+def _month_bounds(month: str) -> tuple[dt.date, dt.date]:
+    year, mon = (int(p) for p in month.split("-"))
+    start = dt.date(year, mon, 1)
+    return start, start + dt.timedelta(days=calendar.monthrange(year, mon)[1])
+
+
+def _partition_name(month: str) -> str:
+    _month_bounds(month)  # validates "YYYY-MM" before it reaches an identifier
+    return "fact_cost_daily_" + month.replace("-", "_")
+
+
+# --- COPY -----------------------------------------------------------------------------------
+def _copy_arrow(cur, table: pa.Table, target: str, *, freeze: bool = False) -> None:
+    """COPY an Arrow table into `target` (columns by name) as CSV streamed through a pipe.
+
+    A thread writes CSV (Arrow's C++ writer) while psycopg2 sends it, so a large month never sits in
+    memory as text. A writer error is re-raised after the COPY so the transaction fails rather than
+    committing a truncated copy.
+    """
+    if table.num_rows == 0:
+        return
+    read_fd, write_fd = os.pipe()
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            with os.fdopen(write_fd, "wb", buffering=1 << 20) as sink:
+                pacsv.write_csv(table, sink, write_options=pacsv.WriteOptions(include_header=False, batch_size=65536))
+        # Handed to the caller's thread, which re-raises it (a BrokenPipeError means the COPY failed
+        # first, and the COPY's error is the one that propagates).
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    writer = threading.Thread(target=write, name="mart-copy-writer", daemon=True)
+    columns = ", ".join(table.column_names)
+    options = "FORMAT csv, FREEZE true" if freeze else "FORMAT csv"
+    with os.fdopen(read_fd, "rb", buffering=0) as source:
+        writer.start()
+        try:
+            cur.copy_expert(f"COPY {target} ({columns}) FROM STDIN WITH ({options})", source, size=1 << 20)
+        finally:
+            # Drain so a writer blocked on a full pipe sees EOF/broken pipe and exits.
+            source.close()
+            writer.join()
+    if errors and not isinstance(errors[0], BrokenPipeError):
+        raise errors[0]
+
+
+# --- dimensions -----------------------------------------------------------------------------
+def _text_key(table: pa.Table, columns: Sequence[str]) -> pa.ChunkedArray:
+    arrays = [pc.fill_null(table[c].cast(pa.string()), "") for c in columns]
+    if len(arrays) == 1:
+        return arrays[0]
+    return pc.binary_join_element_wise(*arrays, _SEP)
+
+
+def _distinct_members(gold: pa.Table, dim: Dimension, extra: list[pa.Table]) -> pa.Table:
+    """Distinct natural keys (and one value per attribute) of `dim` in gold, renamed to mart columns."""
+    natural = dim.gold_natural_columns
+    parts = [gold]
+    parts += [t for t in extra if all(c in t.column_names for c in natural)]
+    frames = []
+    for part in parts:
+        present = [g for _, g in dim.attributes if g in part.column_names]
+        projected = part.select(natural + present)
+        for _, gold_col in dim.attributes:
+            if gold_col not in present:
+                projected = projected.append_column(gold_col, pa.nulls(projected.num_rows, pa.string()))
+        frames.append(projected.cast(pa.schema([(c, pa.string()) for c in projected.column_names])))
+    table = pa.concat_tables(frames)
+    for name in table.column_names:
+        table = table.set_column(table.column_names.index(name), name, pc.fill_null(table[name], ""))
+    if dim.attributes:
+        # One value per attribute: the greatest non-empty one, so a resource seen with and without a
+        # name keeps its name; deterministic across reloads.
+        grouped = table.group_by(natural).aggregate([(g, "max") for _, g in dim.attributes])
+        grouped = grouped.rename_columns(natural + [g for _, g in dim.attributes])
+    else:
+        grouped = table.group_by(natural).aggregate([])
+    mapping = dict(dim.natural + dim.attributes)
+    mart_names = [next(m for m, g in mapping.items() if g == c) for c in grouped.column_names]
+    return grouped.rename_columns(mart_names)
+
+
+def _upsert_dimension(cur, dim: Dimension, members: pa.Table) -> tuple[pa.Table, int]:
+    """Insert new members; returns (key map with columns [key, natural...], rows inserted)."""
+    natural = dim.natural_columns
+    attrs = [m for m, _ in dim.attributes]
+    cols = natural + attrs
+    stage = f"stage_{dim.table}"
+    cur.execute(f"CREATE TEMP TABLE {stage} ({', '.join(f'{c} text NOT NULL' for c in cols)}) ON COMMIT DROP")
+    _copy_arrow(cur, members.select(cols), stage)
+    if attrs:
+        updates = ", ".join(f"{a} = EXCLUDED.{a}" for a in attrs)
+        changed = " OR ".join(f"d.{a} IS DISTINCT FROM EXCLUDED.{a}" for a in attrs)
+        # The (none) member's attributes stay empty; other members follow gold (SCD type 1).
+        conflict = f"DO UPDATE SET {updates} WHERE ({changed}) AND EXCLUDED.{natural[0]} <> ''"
+    else:
+        conflict = "DO NOTHING"
+    cur.execute(
+        f"INSERT INTO mart.{dim.table} AS d ({', '.join(cols)}) SELECT {', '.join(cols)} FROM {stage} "
+        f"ORDER BY {', '.join(natural)} ON CONFLICT ({', '.join(natural)}) {conflict} "
+        f"RETURNING (xmax = 0) AS inserted"
+    )
+    inserted = sum(1 for (is_new,) in cur.fetchall() if is_new)
+    cur.execute(
+        f"SELECT d.{dim.key}, {', '.join(f'd.{c}' for c in natural)} FROM mart.{dim.table} d "
+        f"JOIN {stage} s USING ({', '.join(natural)})"
+    )
+    rows = cur.fetchall()
+    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in range(len(natural) + 1)]
+    key_map = pa.table(
+        {
+            dim.key: pa.array(columns[0], pa.int32()),
+            **{c: pa.array(columns[i + 1], pa.string()) for i, c in enumerate(natural)},
+        }
+    )
+    return key_map, inserted
+
+
+def _lookup_keys(gold: pa.Table, dim: Dimension, key_map: pa.Table) -> pa.ChunkedArray:
+    wanted = _text_key(gold, dim.gold_natural_columns)
+    known = _text_key(key_map, dim.natural_columns).combine_chunks()
+    positions = pc.index_in(wanted, value_set=known)
+    if positions.null_count:
+        missing = pc.filter(wanted, pc.is_null(positions))[0].as_py()
+        raise LoadError(f"{dim.name}: no key for natural key {missing!r}")
+    return pc.take(key_map[dim.key], positions)
+
+
+# --- the load -------------------------------------------------------------------------------
+def _read_gold(lake: Lake, months: Sequence[str] | None) -> tuple[pa.Table, list[str]]:
+    if not lake.exists(GOLD_COST_DAILY):
+        raise LoadError(f"gold table {GOLD_COST_DAILY} does not exist yet; run the gold job first")
+    if months is None:
+        present = lake.read_arrow(GOLD_COST_DAILY, columns=["charge_month"])["charge_month"]
+        months = sorted(str(m) for m in pc.unique(present).to_pylist())
+    months = sorted(set(months))
+    for month in months:
+        _month_bounds(month)
+    if not months:
+        return GOLD_COST_DAILY_SCHEMA.empty_table(), []
+    gold = lake.read_arrow(GOLD_COST_DAILY, filters=[("charge_month", "in", list(months))])
+    gold = gold.select(GOLD_COST_DAILY_SCHEMA.names).cast(GOLD_COST_DAILY_SCHEMA)
+    return gold, list(months)
+
+
+def _read_optional(lake: Lake, table: str, months: Sequence[str] | None = None) -> pa.Table | None:
+    if not lake.exists(table):
+        return None
+    filters = [("charge_month", "in", list(months))] if months is not None else None
+    return lake.read_arrow(table, filters=filters)
+
+
+def _fact_table(gold: pa.Table, keys: dict[str, pa.ChunkedArray], load_id: int) -> pa.Table:
+    columns: dict[str, Any] = {"charge_date": gold["charge_date"]}
+    for dim in DIMENSIONS:
+        columns[dim.key] = keys[dim.key]
+    for measure in ("actual_cost", "amortized_cost", "list_cost", "quantity", "actual_cost_converted", "row_count"):
+        columns[measure] = gold[measure]
+    columns["load_id"] = pa.array(np.full(gold.num_rows, load_id, dtype=np.int64))
+    fact = pa.table(columns)
+    assert tuple(fact.column_names) == FACT_COLUMNS
+    # Date order makes the BRIN index on charge_date tight.
+    return fact.take(pc.sort_indices(fact["charge_date"]))
+
+
+def _stage_month(cur, month: str, fact: pa.Table) -> None:
+    """COPY the month into a fresh table (created in this transaction, so COPY FREEZE applies and no index
+    is maintained row by row), then index and analyze it."""
+    stage = _partition_name(month) + "_new"
+    cur.execute(f"CREATE TABLE mart.{stage} (LIKE mart.fact_cost_daily INCLUDING DEFAULTS)")
+    _copy_arrow(cur, fact, f"mart.{stage}", freeze=True)
+    # Same definitions as the parent's indexes, so ATTACH adopts them instead of building new ones.
+    cur.execute(f"CREATE INDEX ON mart.{stage} USING brin (charge_date)")
+    cur.execute(f"CREATE INDEX ON mart.{stage} (resource_key, charge_date)")
+    cur.execute(f"ANALYZE mart.{stage}")
+
+
+def _swap_month(cur, month: str) -> int:
+    """Replace the month's partition with its staged table; returns the rows replaced.
+
+    DETACH takes an ACCESS EXCLUSIVE lock on the fact table until commit, so this is the last step
+    before COMMIT; readers wait at most the few milliseconds the swap takes (and a long reader delays
+    the swap by at most the reader's statement_timeout).
+    """
+    name = _partition_name(month)
+    start, end = _month_bounds(month)
+    cur.execute("SELECT to_regclass(%s) IS NOT NULL", (f"mart.{name}",))
+    replaced = 0
+    if cur.fetchone()[0]:
+        cur.execute(f"SELECT count(*) FROM mart.{name}")
+        replaced = cur.fetchone()[0]
+        cur.execute(f"ALTER TABLE mart.fact_cost_daily DETACH PARTITION mart.{name}")
+        cur.execute(f"DROP TABLE mart.{name}")
+    cur.execute(f"ALTER TABLE mart.{name}_new RENAME TO {name}")
+    cur.execute(
+        f"ALTER TABLE mart.fact_cost_daily ATTACH PARTITION mart.{name} FOR VALUES FROM (%s) TO (%s)",
+        (start, end),
+    )
+    return replaced
+
+
+def _rebuild_aggregates(cur, months: Sequence[str]) -> None:
+    keys = ", ".join(AGG_KEYS)
+    sums = "sum(actual_cost), sum(amortized_cost), sum(list_cost), sum(quantity)"
+    for month in months:
+        start, end = _month_bounds(month)
+        cur.execute("DELETE FROM mart.agg_cost_daily WHERE charge_date >= %s AND charge_date < %s", (start, end))
+        cur.execute(
+            f"""INSERT INTO mart.agg_cost_daily (charge_date, {keys}, actual_cost, amortized_cost, list_cost,
+                    quantity, fact_rows)
+                SELECT charge_date, {keys}, {sums}, count(*)
+                FROM mart.{_partition_name(month)}_new GROUP BY charge_date, {keys}"""
+        )
+        cur.execute("DELETE FROM mart.agg_cost_monthly WHERE charge_month = %s", (start,))
+        cur.execute(
+            f"""INSERT INTO mart.agg_cost_monthly (charge_month, {keys}, actual_cost, amortized_cost, list_cost,
+                    quantity, fact_rows)
+                SELECT %s, {keys}, {sums}, sum(fact_rows)
+                FROM mart.agg_cost_daily WHERE charge_date >= %s AND charge_date < %s GROUP BY {keys}""",
+            (start, start, end),
+        )
+    cur.execute("ANALYZE mart.agg_cost_daily")
+    cur.execute("ANALYZE mart.agg_cost_monthly")
+
+
+def _load_tags(
+    cur,
+    lake: Lake,
+    by_tag: pa.Table | None,
+    months: Sequence[str],
+    key_maps: dict[str, pa.Table],
+    stats: LoadStats,
+) -> None:
+    if by_tag is not None:
+        for month in months:
+            start, end = _month_bounds(month)
+            cur.execute("DELETE FROM mart.agg_cost_by_tag WHERE charge_date >= %s AND charge_date < %s", (start, end))
+        if by_tag.num_rows:
+            rows = pa.table(
+                {
+                    "charge_date": by_tag["charge_date"],
+                    "subscription_key": _lookup_keys(by_tag, _dim("subscription"), key_maps["subscription"]),
+                    "tag_key": pc.fill_null(by_tag["tag_key"], ""),
+                    "tag_value": pc.fill_null(by_tag["tag_value"], ""),
+                    "currency_key": _lookup_keys(by_tag, _dim("currency"), key_maps["currency"]),
+                    "actual_cost": by_tag["actual_cost"],
+                    "amortized_cost": by_tag["amortized_cost"],
+                }
+            )
+            _copy_arrow(cur, rows, "mart.agg_cost_by_tag")
+            stats.tag_rows = rows.num_rows
+        cur.execute("ANALYZE mart.agg_cost_by_tag")
+
+    tags = _read_optional(lake, GOLD_RESOURCE_TAGS)
+    if tags is None:
+        return
+    # The bridge is gold's current resource -> tag mapping, replaced whole (it is small).
+    cur.execute(
+        "CREATE TEMP TABLE stage_resource_tags (resource_id text, tag_key text, tag_value text, "
+        "first_seen date, last_seen date) ON COMMIT DROP"
+    )
+    _copy_arrow(
+        cur, tags.select(["resource_id", "tag_key", "tag_value", "first_seen", "last_seen"]), "stage_resource_tags"
+    )
+    # Resources that carry tags but had no cost in the loaded months still need a stable key.
+    cur.execute(
+        "INSERT INTO mart.dim_resource (resource_id) SELECT DISTINCT coalesce(resource_id, '') FROM stage_resource_tags "
+        "ORDER BY 1 ON CONFLICT (resource_id) DO NOTHING"
+    )
+    cur.execute(
+        "INSERT INTO mart.dim_tag (tag_key, tag_value) SELECT DISTINCT coalesce(tag_key, ''), coalesce(tag_value, '') "
+        "FROM stage_resource_tags ORDER BY 1, 2 ON CONFLICT (tag_key, tag_value) DO NOTHING"
+    )
+    cur.execute("DELETE FROM mart.bridge_resource_tag")
+    cur.execute(
+        """INSERT INTO mart.bridge_resource_tag (resource_key, tag_id, first_seen, last_seen)
+           SELECT r.resource_key, t.tag_id, min(s.first_seen), max(s.last_seen)
+           FROM stage_resource_tags s
+           JOIN mart.dim_resource r ON r.resource_id = coalesce(s.resource_id, '')
+           JOIN mart.dim_tag t ON t.tag_key = coalesce(s.tag_key, '') AND t.tag_value = coalesce(s.tag_value, '')
+           GROUP BY r.resource_key, t.tag_id"""
+    )
+
+
+def _record_failure(dbapi, load_id: int, exc: Exception, seconds: float) -> None:
+    """Roll back and mark the load failed; if the connection itself is gone (killed backend), say so and let
+    the original error propagate: the row stays 'running' with its dead backend's pid."""
+    try:
+        dbapi.rollback()
+        with dbapi.cursor() as cur:
+            cur.execute(
+                "UPDATE mart.load_history SET status = 'failed', finished_at = now(), error = %s, "
+                "duration_ms = %s WHERE load_id = %s",
+                (f"{type(exc).__name__}: {exc}", int(seconds * 1000), load_id),
+            )
+        dbapi.commit()
+    except Exception:
+        log.exception("could not record the failure of mart load %s", load_id)
+
+
+def _dim(name: str) -> Dimension:
+    return next(d for d in DIMENSIONS if d.name == name)
+
+
+def load_gold(
+    target: Settings | sa.Engine | str,
+    lake: Lake,
+    *,
+    run_id: str | None,
+    months: Sequence[str] | None = None,
+) -> LoadStats:
+    """Load gold cost_daily (and the tag tables) into the mart for `months` ("YYYY-MM"; None = every
+    month gold holds), atomically. Re-running with the same gold changes nothing (same keys, same rows).
+
+    `target` is the owner role: Settings with database_url, an Engine, or a URL.
+    """
+    t0 = time.perf_counter()
+    engine, owned = _engine(target)
+    phases: dict[str, float] = {}
+    try:
+        tick = time.perf_counter()
+        gold, months = _read_gold(lake, months)
+        tag_costs = _read_optional(lake, GOLD_COST_BY_TAG, months) if months else None
+        versions = {
+            t: lake.version(t) for t in (GOLD_COST_DAILY, GOLD_COST_BY_TAG, GOLD_RESOURCE_TAGS, GOLD_MONTHLY_SUMMARY)
+        }
+        phases["read_gold"] = time.perf_counter() - tick
+
+        raw = engine.raw_connection()
+        try:
+            dbapi = raw.driver_connection
+            dbapi.autocommit = True
+            with dbapi.cursor() as cur:
+                # Recorded outside the data transaction so a killed load remains visible as 'running'.
+                cur.execute(
+                    "INSERT INTO mart.load_history (run_id, status, months, rows_in, gold_versions, backend_pid) "
+                    "VALUES (%s, 'running', %s, %s, %s, pg_backend_pid()) RETURNING load_id",
+                    (run_id, list(months), gold.num_rows, json.dumps(versions)),
+                )
+                load_id = cur.fetchone()[0]
+            stats = LoadStats(load_id=load_id, months=list(months), rows_in=gold.num_rows, gold_versions=versions)
+            log.info("mart load %s: %d gold rows for months %s (run %s)", load_id, gold.num_rows, months, run_id)
+            dbapi.autocommit = False
+            try:
+                with dbapi.cursor() as cur:
+                    _load_in_transaction(cur, lake, gold, tag_costs, months, stats, phases)
+                    stats.seconds = time.perf_counter() - t0
+                    cur.execute(
+                        "UPDATE mart.load_history SET status = 'succeeded', finished_at = now(), rows_loaded = %s, "
+                        "rows_replaced = %s, dims_added = %s, duration_ms = %s WHERE load_id = %s",
+                        (
+                            stats.rows_loaded,
+                            stats.rows_replaced,
+                            json.dumps(stats.dims_added),
+                            int(stats.seconds * 1000),
+                            load_id,
+                        ),
+                    )
+                tick = time.perf_counter()
+                dbapi.commit()
+                phases["commit"] = time.perf_counter() - tick
+            except Exception as exc:
+                log.exception("mart load %s failed; previous mart state kept", load_id)
+                _record_failure(dbapi, load_id, exc, time.perf_counter() - t0)
+                raise
+        finally:
+            raw.close()
+    finally:
+        if owned:
+            engine.dispose()
+    stats.seconds = time.perf_counter() - t0
+    stats.phase_seconds = {k: round(v, 3) for k, v in phases.items()}
+    log.info(
+        "mart load %s: %d rows in %.1fs (replaced %d, new members %s)",
+        stats.load_id,
+        stats.rows_loaded,
+        stats.seconds,
+        stats.rows_replaced,
+        stats.dims_added,
+    )
+    return stats
+
+
+def _load_in_transaction(
+    cur,
+    lake: Lake,
+    gold: pa.Table,
+    tag_costs: pa.Table | None,
+    months: list[str],
+    stats: LoadStats,
+    phases: dict[str, float],
+) -> None:
+    cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOAD_LOCK,))
+    tick = time.perf_counter()
+    key_maps: dict[str, pa.Table] = {}
+    keys: dict[str, pa.ChunkedArray] = {}
+    # Tag costs name subscriptions and currencies too; they need keys even if cost_daily lacks them.
+    extra = [tag_costs] if tag_costs is not None else []
+    for dim in DIMENSIONS:
+        members = _distinct_members(gold, dim, extra if dim.name in ("subscription", "currency") else [])
+        key_maps[dim.name], stats.dims_added[dim.name] = _upsert_dimension(cur, dim, members)
+        keys[dim.key] = _lookup_keys(gold, dim, key_maps[dim.name])
+    phases["dimensions"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    fact = _fact_table(gold, keys, stats.load_id)
+    phases["prepare_fact"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    for month in months:
+        start, end = _month_bounds(month)
+        in_month = pc.and_(pc.greater_equal(fact["charge_date"], start), pc.less(fact["charge_date"], end))
+        rows = fact.filter(in_month)
+        _stage_month(cur, month, rows)
+        stats.rows_loaded += rows.num_rows
+    phases["copy"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    _rebuild_aggregates(cur, months)
+    phases["aggregates"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    _load_tags(cur, lake, tag_costs, months, key_maps, stats)
+    phases["tags"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    for month in months:
+        stats.rows_replaced += _swap_month(cur, month)
+    phases["swap"] = time.perf_counter() - tick
