@@ -122,16 +122,21 @@ class Lake:
         run_id: str | None = None,
         partition_by: Sequence[str] | None = None,
         app_transaction: tuple[str, int] | None = None,
+        app_transactions: Sequence[tuple[str, int]] | None = None,
+        metadata: dict[str, str] | None = None,
     ) -> None:
         """Append rows (bronze semantics). `app_transaction` records (app_id, version) atomically with the
-        data, so a writer can tell after a crash which batch already landed."""
-        props = _commit(run_id, "append")
-        if app_transaction is not None:
+        data, so a writer can tell after a crash which batch already landed; `app_transactions` records
+        several in the same commit (e.g. one per Kafka partition). `metadata` adds string entries to the
+        commit's custom metadata (visible in `history`)."""
+        props = _commit(run_id, "append", metadata)
+        txns = ([app_transaction] if app_transaction is not None else []) + list(app_transactions or [])
+        if txns:
             from deltalake import Transaction
 
             props = CommitProperties(
                 custom_metadata=props.custom_metadata,
-                app_transactions=[Transaction(app_id=app_transaction[0], version=app_transaction[1])],
+                app_transactions=[Transaction(app_id=app, version=version) for app, version in txns],
             )
         write_deltalake(
             self.uri(table),
