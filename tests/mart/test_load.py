@@ -1,0 +1,244 @@
+"""The gold -> mart load: exact totals, idempotent reloads with stable keys, and atomicity under failure and kill."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from decimal import Decimal
+
+import psycopg2
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+import sqlalchemy as sa
+
+from backend.lake.delta import lake_from_settings
+from backend.mart import load as mart_load
+from backend.mart import testing
+from backend.mart.load import LoadError, load_gold
+from backend.mart.model import DIMENSIONS
+
+START = dt.date(2026, 1, 25)  # 14 days across two months
+
+
+@pytest.fixture
+def lake(mart_settings):
+    return lake_from_settings(mart_settings)
+
+
+@pytest.fixture
+def gold(lake):
+    daily = testing.gold_cost_daily(start=START, days=14, rows_per_day=60, resources=80)
+    testing.write_gold(lake, daily)
+    return daily
+
+
+def _gold_total(daily: pa.Table, column: str = "actual_cost") -> Decimal:
+    return pc.sum(daily[column]).as_py()
+
+
+def _snapshot(engine: sa.Engine) -> dict:
+    """Everything a reader could notice: keys of every dimension, fact and aggregate totals."""
+    with engine.connect() as conn:
+        dims = {
+            d.table: conn.execute(
+                sa.text(f"SELECT {d.key}, {', '.join(d.natural_columns)} FROM mart.{d.table} ORDER BY 1")
+            ).all()
+            for d in DIMENSIONS
+        }
+        return {
+            "dims": dims,
+            "fact": conn.execute(
+                sa.text(
+                    "SELECT charge_date, count(*), sum(actual_cost), sum(amortized_cost) FROM mart.fact_cost_daily "
+                    "GROUP BY 1 ORDER BY 1"
+                )
+            ).all(),
+            "agg": conn.execute(
+                sa.text("SELECT count(*), sum(actual_cost), sum(amortized_cost) FROM mart.agg_cost_daily")
+            ).one(),
+            "monthly": conn.execute(
+                sa.text("SELECT charge_month, sum(actual_cost) FROM mart.agg_cost_monthly GROUP BY 1 ORDER BY 1")
+            ).all(),
+            "tags": conn.execute(sa.text("SELECT count(*), sum(actual_cost) FROM mart.agg_cost_by_tag")).one(),
+            "bridge": conn.execute(sa.text("SELECT count(*) FROM mart.bridge_resource_tag")).scalar(),
+        }
+
+
+def test_load_is_exact(mart_settings, lake, gold, owner):
+    stats = load_gold(mart_settings, lake, run_id="r1")
+    assert stats.months == ["2026-01", "2026-02"]
+    assert stats.rows_loaded == gold.num_rows
+    snap = _snapshot(owner)
+    assert sum(n for _, n, _, _ in snap["fact"]) == gold.num_rows
+    assert sum(a for _, _, a, _ in snap["fact"]) == _gold_total(gold)
+    assert snap["agg"][1] == _gold_total(gold) and snap["agg"][2] == _gold_total(gold, "amortized_cost")
+    assert sum(t for _, t in snap["monthly"]) == _gold_total(gold)
+    # Every tag key partitions the whole cost (untagged included).
+    assert snap["tags"][1] == 2 * _gold_total(gold)
+    with owner.connect() as conn:
+        none_service = conn.execute(
+            sa.text(
+                "SELECT sum(f.actual_cost) FROM mart.fact_cost_daily f JOIN mart.dim_service s USING (service_key) "
+                "WHERE s.label = '(none)'"
+            )
+        ).scalar()
+        history = conn.execute(sa.text("SELECT status, rows_loaded, run_id FROM mart.load_history")).all()
+        partitions = conn.execute(
+            sa.text("SELECT count(*) FROM pg_inherits WHERE inhparent = 'mart.fact_cost_daily'::regclass")
+        ).scalar()
+    empty_service = pc.equal(gold["service_name"], "")
+    assert none_service == pc.sum(pc.filter(gold["actual_cost"], empty_service)).as_py() > 0
+    assert history == [("succeeded", gold.num_rows, "r1")]
+    assert partitions == 2
+
+
+def test_reload_is_idempotent(mart_settings, lake, gold, owner):
+    load_gold(mart_settings, lake, run_id="r1")
+    before = _snapshot(owner)
+    stats = load_gold(mart_settings, lake, run_id="r2")
+    assert _snapshot(owner) == before
+    assert stats.rows_replaced == gold.num_rows
+    assert set(stats.dims_added.values()) == {0}
+
+
+def test_reloading_one_month_keeps_keys_and_other_months(mart_settings, lake, gold, owner):
+    load_gold(mart_settings, lake, run_id="r1")
+    before = _snapshot(owner)
+    # February is re-rated, and a new resource appears in it.
+    feb = testing.gold_cost_daily(start=dt.date(2026, 2, 1), days=7, rows_per_day=60, resources=90, seed=7)
+    testing.write_gold(lake, feb, tags=False)
+    stats = load_gold(mart_settings, lake, run_id="r2", months=["2026-02"])
+    after = _snapshot(owner)
+    assert stats.months == ["2026-02"]
+    for table, rows in before["dims"].items():
+        assert after["dims"][table][: len(rows)] == rows, table  # existing keys never move
+    assert len(after["dims"]["dim_resource"]) > len(before["dims"]["dim_resource"])
+    jan_before = [r for r in before["fact"] if r[0].month == 1]
+    assert [r for r in after["fact"] if r[0].month == 1] == jan_before
+    feb_total = sum(t for d, _, t, _ in after["fact"] if d.month == 2)
+    assert feb_total == _gold_total(feb)
+    assert after["monthly"][1][1] == _gold_total(feb)
+
+
+def test_a_failed_load_leaves_the_previous_state(mart_settings, lake, gold, owner, monkeypatch):
+    load_gold(mart_settings, lake, run_id="r1")
+    before = _snapshot(owner)
+    testing.write_gold(lake, testing.gold_cost_daily(start=START, days=14, rows_per_day=30, seed=3))
+
+    def explode(cur, months):
+        raise RuntimeError("disk full (injected)")
+
+    monkeypatch.setattr(mart_load, "_rebuild_aggregates", explode)
+    with pytest.raises(RuntimeError, match="injected"):
+        load_gold(mart_settings, lake, run_id="r2")
+    assert _snapshot(owner) == before
+    with owner.connect() as conn:
+        status = conn.execute(sa.text("SELECT status, error FROM mart.load_history WHERE run_id = 'r2'")).one()
+    assert status[0] == "failed" and "injected" in status[1]
+
+
+def test_unknown_month_and_missing_gold_fail_clearly(mart_settings, lake):
+    with pytest.raises(LoadError, match="does not exist"):
+        load_gold(mart_settings, lake, run_id="r1")
+    testing.write_gold(lake, testing.gold_cost_daily(start=START, days=2, rows_per_day=5), tags=False)
+    with pytest.raises(ValueError):
+        load_gold(mart_settings, lake, run_id="r1", months=["2026-13"])
+
+
+def _block_the_swap(owner: sa.Engine) -> sa.Connection:
+    """A reader transaction holding ACCESS SHARE on the fact table: the load's DETACH waits behind it,
+    i.e. the load is paused inside its transaction after COPYing the new data."""
+    conn = owner.connect()
+    conn.execute(sa.text("SELECT count(*) FROM mart.fact_cost_daily"))
+    return conn
+
+
+def _wait_for_blocked_load(owner: sa.Engine, timeout: float = 60) -> int:
+    deadline = time.monotonic() + timeout
+    with owner.connect() as conn:
+        while time.monotonic() < deadline:
+            pid = conn.execute(
+                sa.text(
+                    "SELECT h.backend_pid FROM mart.load_history h JOIN pg_stat_activity a ON a.pid = h.backend_pid "
+                    "WHERE h.status = 'running' AND a.wait_event_type = 'Lock'"
+                )
+            ).scalar()
+            if pid:
+                return pid
+            time.sleep(0.05)
+    raise AssertionError("the load never reached the swap")
+
+
+def _wait_backend_gone(owner: sa.Engine, pid: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    with owner.connect() as conn:
+        while conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :p"), {"p": pid}).scalar():
+            assert time.monotonic() < deadline, "backend still alive"
+            time.sleep(0.05)
+
+
+def test_load_terminated_inside_its_transaction_leaves_old_data(mart_settings, lake, gold, owner):
+    load_gold(mart_settings, lake, run_id="r1")
+    before = _snapshot(owner)
+    testing.write_gold(lake, testing.gold_cost_daily(start=START, days=14, rows_per_day=30, seed=5))
+    blocker = _block_the_swap(owner)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            load_gold(mart_settings, lake, run_id="r2")
+        except Exception as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        pid = _wait_for_blocked_load(owner)
+        with owner.connect() as conn:
+            assert conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar()
+    finally:
+        blocker.close()
+        thread.join(60)
+    assert errors and isinstance(errors[0], psycopg2.OperationalError), errors
+    assert _snapshot(owner) == before
+    with owner.connect() as conn:
+        # Its connection died, so nobody could mark it failed: it stays 'running' with a dead backend pid.
+        assert conn.execute(sa.text("SELECT status FROM mart.load_history WHERE run_id = 'r2'")).scalar() == "running"
+
+
+def test_load_process_killed_inside_its_transaction_leaves_old_data(mart_settings, lake, gold, owner, tmp_path):
+    load_gold(mart_settings, lake, run_id="r1")
+    before = _snapshot(owner)
+    testing.write_gold(lake, testing.gold_cost_daily(start=START, days=14, rows_per_day=30, seed=5))
+    script = (
+        "import sys\n"
+        "from backend.mart.load import load_gold\n"
+        "from tests.conftest import make_settings\n"
+        "from backend.lake.delta import lake_from_settings\n"
+        "s = make_settings(sys.argv[1], database_url=sys.argv[2], lake_uri=sys.argv[3])\n"
+        "load_gold(s, lake_from_settings(s), run_id='killed')\n"
+    )
+    blocker = _block_the_swap(owner)
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path), mart_settings.database_url, mart_settings.lake_uri], env=env
+    )
+    try:
+        pid = _wait_for_blocked_load(owner)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        blocker.close()
+    # The orphaned backend finishes its statement, finds its client gone and rolls back.
+    _wait_backend_gone(owner, pid)
+    assert _snapshot(owner) == before
+    with owner.connect() as conn:
+        assert (
+            conn.execute(sa.text("SELECT status FROM mart.load_history WHERE run_id = 'killed'")).scalar() == "running"
+        )
