@@ -48,7 +48,7 @@ STAGING_FIELDS: tuple[str, ...] = (
     "contracted_cost",
     "list_unit_price",
     "billing_currency",
-    "tags",
+    "tags_raw",  # not "tags": Spark resolves names case-insensitively and silver has "Tags"
     "resource_group",
     "meter_category",
     "meter_subcategory",
@@ -111,7 +111,7 @@ AZURE_DETAIL_MAP: dict[str, tuple[str, ...]] = {
     "list_cost": ("PaygCostInBillingCurrency",),
     "list_unit_price": ("PayGPrice",),
     "billing_currency": ("BillingCurrency", "BillingCurrencyCode", "Currency"),
-    "tags": ("Tags",),
+    "tags_raw": ("Tags",),
     "resource_group": ("ResourceGroup", "ResourceGroupName"),
     "meter_category": ("MeterCategory",),
     "meter_subcategory": ("MeterSubCategory",),
@@ -147,7 +147,7 @@ FOCUS_MAP: dict[str, tuple[str, ...]] = {
     "contracted_cost": ("ContractedCost",),
     "list_unit_price": ("ListUnitPrice",),
     "billing_currency": ("BillingCurrency",),
-    "tags": ("Tags",),
+    "tags_raw": ("Tags",),
     "resource_group": ("x_ResourceGroupName", "ResourceGroupName"),
     "meter_category": ("x_MeterCategory", "x_SkuMeterCategory"),
     "meter_subcategory": ("x_MeterSubCategory", "x_MeterSubcategory", "x_SkuMeterSubcategory"),
@@ -197,7 +197,9 @@ def _as_strings(table: pa.Table) -> pa.Table:
     columns = []
     for column in table.columns:
         if pa.types.is_nested(column.type):
-            values = [None if v is None else json.dumps(_jsonable(v), separators=(",", ":")) for v in column.to_pylist()]
+            values = [
+                None if v is None else json.dumps(_jsonable(v), separators=(",", ":")) for v in column.to_pylist()
+            ]
             column = pa.chunked_array([pa.array(values, pa.string())])
         elif not pa.types.is_string(column.type):
             column = column.cast(pa.large_string() if pa.types.is_large_string(column.type) else pa.string())
@@ -316,7 +318,14 @@ def explode_row(row: dict) -> pa.Table:
         "raw_payload": pa.array([raw if error else None] * n, pa.string()),
     }
     if error:
-        log.warning("undecodable %s payload at %s/%s/%s: %s", source_format, row.get("topic"), row.get("partition"), row.get("offset"), error)
+        log.warning(
+            "undecodable %s payload at %s/%s/%s: %s",
+            source_format,
+            row.get("topic"),
+            row.get("partition"),
+            row.get("offset"),
+            error,
+        )
     return pa.table(list(mapped.columns) + list(lineage.values()), schema=STAGING_SCHEMA)
 
 

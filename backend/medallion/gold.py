@@ -1,0 +1,298 @@
+"""Gold: daily cost, monthly summary, cost by tag, resource tags, top movers and started/stopped resources, from silver."""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F  # noqa: N812  (the PySpark convention)
+
+from backend.medallion.schemas import (
+    GOLD_COST_BY_TAG_SCHEMA,
+    GOLD_COST_CHANGES_SCHEMA,
+    GOLD_COST_DAILY_SCHEMA,
+    GOLD_MONTHLY_SUMMARY_SCHEMA,
+    GOLD_RESOURCE_TAGS_SCHEMA,
+    GOLD_TOP_MOVERS_SCHEMA,
+    MONEY_SQL,
+    TOP_MOVERS_PER_PERIOD,
+)
+
+# Granularity families of the same money, best first: when a (subscription, day) has rows from
+# several families, gold keeps only the best one so Query API aggregates never add to detail rows.
+FAMILY_RANK = {"azure_detail": 3, "focus": 2, "azure_query": 1}
+UNTAGGED = "untagged"
+
+# gold column <- silver column; dimensions are never null in gold ("" = unknown).
+DAILY_DIMENSIONS = {
+    "billing_account_id": "BillingAccountId",
+    "billing_account_name": "BillingAccountName",
+    "subscription_id": "SubAccountId",
+    "subscription_name": "SubAccountName",
+    "resource_group": "x_ResourceGroupName",
+    "resource_id": "ResourceId",
+    "resource_name": "ResourceName",
+    "resource_type": "ResourceType",
+    "region": "RegionName",
+    "service_name": "ServiceName",
+    "service_category": "ServiceCategory",
+    "meter_category": "x_MeterCategory",
+    "meter_name": "x_MeterName",
+    "pricing_model": "x_PricingModel",
+    "charge_category": "ChargeCategory",
+    "billing_currency": "BillingCurrency",
+    "pricing_unit": "PricingUnit",
+}
+
+
+def _conform(df: DataFrame, schema) -> DataFrame:
+    """Select and cast to an Arrow contract's column order and types."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    spark_schema = from_arrow_schema(schema)
+    return df.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in spark_schema.fields])
+
+
+def _month(date_col: Column) -> Column:
+    return F.date_format(date_col, "yyyy-MM")
+
+
+def _in_months(col: Column, months: list[str] | None) -> Column:
+    return F.lit(True) if months is None else col.isin(*months)
+
+
+def _sum(col: str) -> Column:
+    return F.sum(col).cast(MONEY_SQL)
+
+
+def prefer_detail(silver: DataFrame) -> DataFrame:
+    """Keep, per (subscription, day), only rows of the most detailed family present (never double count)."""
+    rank = F.create_map(*[F.lit(x) for kv in FAMILY_RANK.items() for x in kv])[F.col("x_SourceFamily")]
+    ranked = silver.withColumn("_rank", F.coalesce(rank, F.lit(0)))
+    best = ranked.groupBy("SubAccountId", "x_ChargeDate").agg(F.max("_rank").alias("_rank"))
+    # eqNullSafe: rows scoped to a billing account only (null subscription) must keep their day.
+    joined = ranked.join(
+        F.broadcast(best).withColumnRenamed("SubAccountId", "_s").withColumnRenamed("x_ChargeDate", "_d"),
+        (ranked["SubAccountId"].eqNullSafe(F.col("_s")))
+        & (ranked["x_ChargeDate"] == F.col("_d"))
+        & (ranked["_rank"] == best["_rank"]),
+        "left_semi",
+    )
+    return joined.drop("_rank")
+
+
+def cost_daily(silver: DataFrame, *, run_id: str, fx: DataFrame | None = None) -> DataFrame:
+    """Pure transform: preferred silver rows -> GOLD_COST_DAILY_SCHEMA (one row per day and dimension set)."""
+    dims = [F.coalesce(F.col(src), F.lit("")).alias(dst) for dst, src in DAILY_DIMENSIONS.items()]
+    daily = silver.groupBy(
+        F.col("x_ChargeDate").alias("charge_date"), *dims, F.col("x_SourceFamily").alias("source")
+    ).agg(
+        _sum("BilledCost").alias("actual_cost"),
+        _sum("EffectiveCost").alias("amortized_cost"),
+        _sum("ListCost").alias("list_cost"),
+        _sum("PricingQuantity").alias("quantity"),
+        F.count(F.lit(1)).alias("row_count"),
+    )
+    daily = daily.withColumn("charge_month", _month(F.col("charge_date")))
+    if fx is None:
+        daily = daily.withColumn("actual_cost_converted", F.lit(None).cast(MONEY_SQL))
+    else:
+        rates = fx.select(
+            F.col("rate_month").alias("charge_month"), F.col("from_currency").alias("billing_currency"), "rate"
+        )
+        daily = daily.join(F.broadcast(rates), ["charge_month", "billing_currency"], "left").withColumn(
+            "actual_cost_converted", (F.col("actual_cost") * F.col("rate")).cast(MONEY_SQL)
+        )
+    return _conform(daily.withColumn("run_id", F.lit(run_id)), GOLD_COST_DAILY_SCHEMA)
+
+
+def monthly_summary(daily: DataFrame, *, run_id: str, months: list[str] | None = None) -> DataFrame:
+    """Pure transform: gold daily rows (target months plus their previous months) -> GOLD_MONTHLY_SUMMARY_SCHEMA."""
+    keys = ["billing_account_id", "subscription_id", "billing_currency"]
+    monthly = daily.groupBy("charge_month", *keys).agg(
+        F.max("subscription_name").alias("subscription_name"),
+        _sum("actual_cost").alias("actual_cost"),
+        _sum("amortized_cost").alias("amortized_cost"),
+        _sum("list_cost").alias("list_cost"),
+        _sum("actual_cost_converted").alias("actual_cost_converted"),
+        F.countDistinct("charge_date").cast("int").alias("days_with_cost"),
+        F.countDistinct(F.nullif(F.col("resource_id"), F.lit(""))).alias("resource_count"),
+        F.sum("row_count").alias("row_count"),
+    )
+    previous = monthly.select(
+        _month(F.add_months(F.to_date(F.concat(F.col("charge_month"), F.lit("-01"))), 1)).alias("charge_month"),
+        *keys,
+        F.col("actual_cost").alias("previous_month_actual_cost"),
+        F.col("amortized_cost").alias("previous_month_amortized_cost"),
+    )
+    out = monthly.join(previous, ["charge_month", *keys], "left").where(_in_months(F.col("charge_month"), months))
+    return _conform(out.withColumn("run_id", F.lit(run_id)), GOLD_MONTHLY_SUMMARY_SCHEMA)
+
+
+def cost_by_tag(silver: DataFrame, *, run_id: str) -> DataFrame:
+    """Pure transform: preferred silver rows -> GOLD_COST_BY_TAG_SCHEMA.
+
+    For every tag key seen in a month, the cost of rows lacking that key is reported under the
+    value "untagged", so each key's values add up to the day's total.
+    """
+    base = silver.select(
+        F.col("x_ChargeDate").alias("charge_date"),
+        F.coalesce(F.col("SubAccountId"), F.lit("")).alias("subscription_id"),
+        F.coalesce(F.col("BillingCurrency"), F.lit("")).alias("billing_currency"),
+        "Tags",
+        "BilledCost",
+        "EffectiveCost",
+    ).withColumn("charge_month", _month(F.col("charge_date")))
+    grain = ["charge_date", "subscription_id", "billing_currency", "charge_month"]
+    tagged_rows = base.select(*grain, F.explode("Tags").alias("tag_key", "tag_value"), "BilledCost", "EffectiveCost")
+    tagged = tagged_rows.groupBy(*grain, "tag_key", "tag_value").agg(
+        _sum("BilledCost").alias("actual_cost"), _sum("EffectiveCost").alias("amortized_cost")
+    )
+    totals = base.groupBy(*grain).agg(
+        _sum("BilledCost").alias("t_actual"), _sum("EffectiveCost").alias("t_amortized"), F.count(F.lit(1)).alias("t_n")
+    )
+    per_key = tagged_rows.groupBy(*grain, "tag_key").agg(
+        _sum("BilledCost").alias("k_actual"), _sum("EffectiveCost").alias("k_amortized"), F.count(F.lit(1)).alias("k_n")
+    )
+    keys_of_month = tagged_rows.select("charge_month", "tag_key").distinct()
+    untagged = (
+        totals.join(keys_of_month, "charge_month")
+        .join(per_key, [*grain, "tag_key"], "left")
+        .where(F.col("t_n") > F.coalesce(F.col("k_n"), F.lit(0)))
+        .select(
+            *grain,
+            "tag_key",
+            F.lit(UNTAGGED).alias("tag_value"),
+            (F.col("t_actual") - F.coalesce(F.col("k_actual"), F.lit(0))).cast(MONEY_SQL).alias("actual_cost"),
+            (F.col("t_amortized") - F.coalesce(F.col("k_amortized"), F.lit(0))).cast(MONEY_SQL).alias("amortized_cost"),
+        )
+    )
+    out = tagged.unionByName(untagged).withColumn("run_id", F.lit(run_id))
+    return _conform(out, GOLD_COST_BY_TAG_SCHEMA)
+
+
+def resource_tags(silver: DataFrame, *, run_id: str, existing: DataFrame | None = None) -> DataFrame:
+    """Pure transform: (resource, tag key, tag value) with first/last day seen, folded into the existing table."""
+    seen = (
+        silver.where(F.col("ResourceId").isNotNull())
+        .select("ResourceId", "x_ChargeDate", F.explode("Tags").alias("tag_key", "tag_value"))
+        .groupBy(
+            F.col("ResourceId").alias("resource_id"), "tag_key", F.coalesce("tag_value", F.lit("")).alias("tag_value")
+        )
+        .agg(F.min("x_ChargeDate").alias("first_seen"), F.max("x_ChargeDate").alias("last_seen"))
+    )
+    if existing is not None:
+        seen = seen.unionByName(existing.select("resource_id", "tag_key", "tag_value", "first_seen", "last_seen"))
+        seen = seen.groupBy("resource_id", "tag_key", "tag_value").agg(
+            F.min("first_seen").alias("first_seen"), F.max("last_seen").alias("last_seen")
+        )
+    return _conform(seen.withColumn("run_id", F.lit(run_id)), GOLD_RESOURCE_TAGS_SCHEMA)
+
+
+def _cost_basis(daily: DataFrame) -> DataFrame:
+    # Movers and start/stop hints follow amortized cost (what the resource really costs), actual where
+    # no amortized report exists.
+    return daily.withColumn("_cost", F.coalesce(F.col("amortized_cost"), F.col("actual_cost")))
+
+
+def top_movers(
+    daily: DataFrame, *, run_id: str, months: list[str] | None = None, top: int = TOP_MOVERS_PER_PERIOD
+) -> DataFrame:
+    """Pure transform: gold daily rows -> largest day-over-day and month-over-month changes per dimension."""
+    base = _cost_basis(daily)
+    dimensions = {
+        "resource": (F.col("resource_id"), F.col("subscription_id")),
+        "service": (F.col("service_name"), F.lit("")),
+        "subscription": (F.col("subscription_id"), F.lit("")),
+    }
+    parts = []
+    for dim, (value, sub) in dimensions.items():
+        rows = base.where(value != "") if dim == "resource" else base
+        for period_type in ("day", "month"):
+            if period_type == "day":
+                period = F.col("charge_date")
+                shifted = F.date_add(F.col("period"), 1)
+            else:
+                period = F.to_date(F.concat(F.col("charge_month"), F.lit("-01")))
+                shifted = F.add_months(F.col("period"), 1)
+            agg = rows.groupBy(
+                period.alias("period"), value.alias("dimension_value"), sub.alias("subscription_id"), "billing_currency"
+            ).agg(_sum("_cost").alias("current_cost"))
+            prev = agg.select(
+                shifted.alias("period"),
+                "dimension_value",
+                "subscription_id",
+                "billing_currency",
+                F.col("current_cost").alias("previous_cost"),
+            )
+            # Only periods that have data at all: a resource gone on a day with no data is no mover.
+            periods = agg.select("period", "billing_currency").distinct()
+            joined = agg.join(prev, ["period", "dimension_value", "subscription_id", "billing_currency"], "full").join(
+                periods, ["period", "billing_currency"], "left_semi"
+            )
+            cur = F.coalesce(F.col("current_cost"), F.lit(0))
+            pre = F.coalesce(F.col("previous_cost"), F.lit(0))
+            change = (cur - pre).cast(MONEY_SQL)
+            fmt = "yyyy-MM-dd" if period_type == "day" else "yyyy-MM"
+            prev_period = F.date_sub(F.col("period"), 1) if period_type == "day" else F.add_months(F.col("period"), -1)
+            scored = joined.select(
+                F.lit(period_type).alias("period_type"),
+                F.date_format("period", fmt).alias("period_s"),
+                F.date_format(prev_period, fmt).alias("previous_period"),
+                F.lit(dim).alias("dimension"),
+                "dimension_value",
+                "subscription_id",
+                "billing_currency",
+                cur.cast(MONEY_SQL).alias("current_cost"),
+                pre.cast(MONEY_SQL).alias("previous_cost"),
+                change.alias("change"),
+                F.when(pre != 0, (change / pre).cast("double")).alias("change_pct"),
+                _month(F.col("period")).alias("charge_month"),
+            ).where(F.col("change") != 0)
+            order = Window.partitionBy("period_s", "billing_currency").orderBy(
+                F.abs(F.col("change")).desc(), F.col("dimension_value"), F.col("subscription_id")
+            )
+            parts.append(scored.withColumn("rank", F.row_number().over(order)).where(F.col("rank") <= top))
+    out = parts[0]
+    for part in parts[1:]:
+        out = out.unionByName(part)
+    out = out.withColumnRenamed("period_s", "period").where(_in_months(F.col("charge_month"), months))
+    return _conform(out.withColumn("run_id", F.lit(run_id)), GOLD_TOP_MOVERS_SCHEMA)
+
+
+def cost_changes(daily: DataFrame, *, run_id: str, months: list[str] | None = None) -> DataFrame:
+    """Pure transform: resources whose daily cost started after a gap or stopped before one (idle/waste hints).
+
+    The first day of the data cannot say "started" and its last day cannot say "stopped".
+    """
+    base = _cost_basis(daily).where(F.col("resource_id") != "")
+    per_day = (
+        base.groupBy("resource_id", "subscription_id", "billing_currency", "charge_date")
+        .agg(
+            _sum("_cost").alias("daily_cost"),
+            F.max("resource_group").alias("resource_group"),
+            F.max("service_name").alias("service_name"),
+        )
+        .where(F.col("daily_cost") != 0)
+    )
+    bounds = base.agg(F.min("charge_date").alias("_first"), F.max("charge_date").alias("_last"))
+    order = Window.partitionBy("resource_id", "subscription_id", "billing_currency").orderBy("charge_date")
+    seq = (
+        per_day.withColumn("_prev", F.lag("charge_date").over(order))
+        .withColumn("_next", F.lead("charge_date").over(order))
+        .crossJoin(F.broadcast(bounds))
+    )
+    started = seq.where(
+        (F.col("charge_date") > F.col("_first"))
+        & (F.col("_prev").isNull() | (F.col("_prev") < F.date_sub(F.col("charge_date"), 1)))
+    ).withColumn("event", F.lit("started"))
+    stopped = seq.where(
+        (F.col("charge_date") < F.col("_last"))
+        & (F.col("_next").isNull() | (F.col("_next") > F.date_add(F.col("charge_date"), 1)))
+    ).withColumn("event", F.lit("stopped"))
+    out = (
+        started.unionByName(stopped)
+        .withColumn("event_date", F.col("charge_date"))
+        .withColumn("charge_month", _month(F.col("charge_date")))
+        .where(_in_months(F.col("charge_month"), months))
+        .withColumn("run_id", F.lit(run_id))
+    )
+    return _conform(out, GOLD_COST_CHANGES_SCHEMA)

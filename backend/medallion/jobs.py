@@ -1,0 +1,263 @@
+"""The medallion run: new bronze files -> silver MERGE + quarantine -> gold for the touched months (or a full rebuild)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F  # noqa: N812  (the PySpark convention)
+from pyspark.sql.pandas.types import from_arrow_schema
+
+from backend.config import Settings
+from backend.lake import Lake
+from backend.medallion import gold, silver
+from backend.medallion.parse import BRONZE_INPUT_COLUMNS
+from backend.medallion.schemas import (
+    BRONZE_COST_RECORDS,
+    BRONZE_SCHEMA,
+    GOLD_COST_BY_TAG,
+    GOLD_COST_BY_TAG_SCHEMA,
+    GOLD_COST_CHANGES,
+    GOLD_COST_CHANGES_SCHEMA,
+    GOLD_COST_DAILY,
+    GOLD_COST_DAILY_SCHEMA,
+    GOLD_MONTHLY_SUMMARY,
+    GOLD_MONTHLY_SUMMARY_SCHEMA,
+    GOLD_RESOURCE_TAGS,
+    GOLD_RESOURCE_TAGS_SCHEMA,
+    GOLD_TOP_MOVERS,
+    GOLD_TOP_MOVERS_SCHEMA,
+    SILVER_COSTS,
+    SILVER_COSTS_SCHEMA,
+    SILVER_FX_RATES,
+    SILVER_PARTITION_BY,
+    SILVER_QUARANTINE,
+    SILVER_QUARANTINE_SCHEMA,
+)
+
+log = logging.getLogger(__name__)
+
+# Silver records, atomically with its last MERGE, the bronze table version it has processed.
+BRONZE_PROGRESS_APP_ID = "costlake.medallion.bronze_version"
+
+# Gold tables replaced per affected month (partitioned by charge_month).
+MONTHLY_GOLD = {
+    GOLD_COST_DAILY: GOLD_COST_DAILY_SCHEMA,
+    GOLD_MONTHLY_SUMMARY: GOLD_MONTHLY_SUMMARY_SCHEMA,
+    GOLD_COST_BY_TAG: GOLD_COST_BY_TAG_SCHEMA,
+    GOLD_TOP_MOVERS: GOLD_TOP_MOVERS_SCHEMA,
+    GOLD_COST_CHANGES: GOLD_COST_CHANGES_SCHEMA,
+}
+
+
+@dataclass
+class MedallionStats:
+    """What one run did (the pipeline records it on its run row)."""
+
+    run_id: str
+    full_rebuild: bool = False
+    bronze_version: int | None = None
+    bronze_files: int = 0
+    bronze_messages: int = 0  # bronze rows (Kafka messages) in scope
+    source_rows: int = 0  # rows inside those payloads (+1 per undecodable message)
+    valid_rows: int = 0
+    quarantined: int = 0  # valid_rows + quarantined == source_rows
+    superseded_rows: int = 0  # valid rows of an older batch replaced by a newer pull of the same slice
+    silver_upserted: int = 0
+    silver_removed: int = 0  # target rows re-rated away (deleted)
+    gold_rows: dict[str, int] = field(default_factory=dict)
+    affected_months: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# --- reading -------------------------------------------------------------------------------------
+def _spark_frame(spark: SparkSession, arrow: pa.Table, schema: pa.Schema) -> DataFrame:
+    if arrow.num_rows == 0:
+        return spark.createDataFrame([], from_arrow_schema(schema))
+    return spark.createDataFrame(arrow)
+
+
+def read_files(
+    spark: SparkSession, lake: Lake, table: str, uris: list[str], schema: pa.Schema, columns: list[str] | None = None
+) -> DataFrame:
+    """Delta data files as a Spark DataFrame: Spark reads local Parquet itself (in parallel); for S3 the
+    rows come through delta-rs as Arrow (this Spark has no S3 filesystem jars)."""
+    wanted = pa.schema([schema.field(c) for c in columns]) if columns else schema
+    if not uris:
+        return spark.createDataFrame([], from_arrow_schema(wanted))
+    if lake.location.is_s3:
+        return _spark_frame(spark, lake.read_files_arrow(table, uris, columns=wanted.names), wanted)
+    # Partition columns live in the path, not the files: read the file columns and let callers derive them.
+    part_cols = {"ingest_date", *SILVER_PARTITION_BY, "charge_month"}
+    file_schema = pa.schema([f for f in wanted if f.name not in part_cols])
+    return spark.read.schema(from_arrow_schema(file_schema)).parquet(*uris)
+
+
+def new_bronze_files(lake: Lake, processed_version: int | None, current_version: int) -> list[str]:
+    """Files bronze added after `processed_version` (bronze is append-only, so new files = new rows)."""
+    current = lake.file_uris(BRONZE_COST_RECORDS, version=current_version)
+    if processed_version is None:
+        return current
+    seen = set(lake.file_uris(BRONZE_COST_RECORDS, version=processed_version))
+    return [u for u in current if u not in seen]
+
+
+def read_silver(spark: SparkSession, lake: Lake, months: list[str] | None) -> DataFrame:
+    """Silver rows of the given months (all when None)."""
+    if not lake.exists(SILVER_COSTS):
+        return spark.createDataFrame([], from_arrow_schema(SILVER_COSTS_SCHEMA))
+    filters = None if months is None else [("x_ChargeMonth", "in", months)]
+    if lake.location.is_s3:
+        arrow = lake.read_arrow(SILVER_COSTS, filters=filters)
+        return _spark_frame(spark, arrow.cast(SILVER_COSTS_SCHEMA), SILVER_COSTS_SCHEMA)
+    uris = lake.file_uris(SILVER_COSTS, partition_filters=filters)
+    df = read_files(spark, lake, SILVER_COSTS, uris, SILVER_COSTS_SCHEMA)
+    return df.withColumn("x_ChargeMonth", F.date_format("x_ChargeDate", "yyyy-MM"))
+
+
+def _previous_month(month: str) -> str:
+    year, mon = int(month[:4]), int(month[5:7])
+    return f"{year - 1}-12" if mon == 1 else f"{year}-{mon - 1:02d}"
+
+
+# --- the run -------------------------------------------------------------------------------------
+def run_silver(spark: SparkSession, lake: Lake, stats: MedallionStats, *, run_id: str) -> set[str]:
+    """Bronze files not yet processed -> silver MERGE + quarantine MERGE. Returns the touched months."""
+    current = lake.version(BRONZE_COST_RECORDS)
+    stats.bronze_version = current
+    if current is None:
+        log.info("no bronze table yet; nothing to do")
+        return set()
+    processed = None if stats.full_rebuild else lake.transaction_version(SILVER_COSTS, BRONZE_PROGRESS_APP_ID)
+    if processed is not None and processed >= current:
+        log.info("bronze version %s already processed", current)
+        return set()
+    uris = new_bronze_files(lake, processed, current)
+    stats.bronze_files = len(uris)
+    if not uris:
+        lake.append(
+            SILVER_COSTS,
+            SILVER_COSTS_SCHEMA.empty_table(),
+            run_id=run_id,
+            partition_by=SILVER_PARTITION_BY,
+            app_transaction=(BRONZE_PROGRESS_APP_ID, current),
+        )
+        return set()
+    t0 = time.perf_counter()
+    bronze = read_files(spark, lake, BRONZE_COST_RECORDS, uris, BRONZE_SCHEMA, columns=BRONZE_INPUT_COLUMNS)
+    validated = silver.validate(silver.explode(bronze)).persist()
+    try:
+        counts = {
+            r["ok"]: r["n"]
+            for r in validated.groupBy((F.size("_rules") == 0).alias("ok")).agg(F.count(F.lit(1)).alias("n")).collect()
+        }
+        stats.bronze_messages = bronze.count()
+        stats.valid_rows, stats.quarantined = counts.get(True, 0), counts.get(False, 0)
+        stats.source_rows = stats.valid_rows + stats.quarantined
+        now = datetime.now(UTC)
+        rows = silver.transform(validated.where(F.size("_rules") == 0), run_id=run_id, now=now).toArrow()
+        quarantined = silver.quarantine(validated.where(F.size("_rules") > 0), run_id=run_id, now=now).toArrow()
+    finally:
+        validated.unpersist()
+    stats.seconds["silver_compute"] = round(time.perf_counter() - t0, 2)
+    stats.superseded_rows = stats.valid_rows - (int(pc.sum(rows["x_SourceRowCount"]).as_py() or 0))
+    t0 = time.perf_counter()
+    merge_silver_out = silver.merge_silver(lake, rows, run_id=run_id, app_transaction=(BRONZE_PROGRESS_APP_ID, current))
+    silver.merge_quarantine(lake, quarantined, run_id=run_id)
+    stats.seconds["silver_write"] = round(time.perf_counter() - t0, 2)
+    stats.silver_upserted = merge_silver_out.upserted
+    stats.silver_removed = merge_silver_out.deleted_or_cleared
+    log.info(
+        "silver: %s messages, %s source rows, %s valid, %s quarantined, %s upserted",
+        stats.bronze_messages,
+        stats.source_rows,
+        stats.valid_rows,
+        stats.quarantined,
+        stats.silver_upserted,
+    )
+    return merge_silver_out.months
+
+
+def run_gold(spark: SparkSession, lake: Lake, months: list[str] | None, *, run_id: str) -> dict[str, int]:
+    """Recompute gold for `months` (all months when None = full rebuild) and replace exactly those partitions."""
+    context = None if months is None else sorted({*months, *(_previous_month(m) for m in months)})
+    silver_rows = gold.prefer_detail(read_silver(spark, lake, context))
+    fx = None
+    if lake.exists(SILVER_FX_RATES):
+        fx = spark.createDataFrame(lake.read_arrow(SILVER_FX_RATES))
+    daily_all = gold.cost_daily(silver_rows, run_id=run_id, fx=fx).persist()
+    try:
+        target = F.lit(True) if months is None else F.col("charge_month").isin(*months)
+        silver_target = silver_rows if months is None else silver_rows.where(F.col("x_ChargeMonth").isin(*months))
+        existing_tags = None
+        if months is not None and lake.exists(GOLD_RESOURCE_TAGS):
+            existing_tags = spark.createDataFrame(lake.read_arrow(GOLD_RESOURCE_TAGS))
+        outputs = {
+            GOLD_COST_DAILY: daily_all.where(target),
+            GOLD_MONTHLY_SUMMARY: gold.monthly_summary(daily_all, run_id=run_id, months=months),
+            GOLD_COST_BY_TAG: gold.cost_by_tag(silver_target, run_id=run_id),
+            GOLD_TOP_MOVERS: gold.top_movers(daily_all, run_id=run_id, months=months),
+            GOLD_COST_CHANGES: gold.cost_changes(daily_all, run_id=run_id, months=months),
+        }
+        written: dict[str, int] = {}
+        for table, frame in outputs.items():
+            schema = MONTHLY_GOLD[table]
+            data = frame.toArrow().cast(schema)
+            if months is None:
+                lake.overwrite(table, data, run_id=run_id, partition_by=["charge_month"])
+            else:
+                predicate = f"charge_month IN ({silver._sql_list(months)})"
+                lake.replace_where(table, data, predicate=predicate, run_id=run_id, partition_by=["charge_month"])
+            written[table] = data.num_rows
+        tags = gold.resource_tags(silver_target, run_id=run_id, existing=existing_tags).toArrow()
+        tags = tags.cast(GOLD_RESOURCE_TAGS_SCHEMA)
+        # Small dimension table: first/last seen folded with what it held, written whole.
+        lake.overwrite(GOLD_RESOURCE_TAGS, tags, run_id=run_id)
+        written[GOLD_RESOURCE_TAGS] = tags.num_rows
+    finally:
+        daily_all.unpersist()
+    return written
+
+
+def reset_for_rebuild(lake: Lake, *, run_id: str) -> None:
+    """Empty silver and quarantine (schema kept, history kept: time travel still shows the old state)."""
+    lake.overwrite(SILVER_COSTS, SILVER_COSTS_SCHEMA.empty_table(), run_id=run_id, partition_by=SILVER_PARTITION_BY)
+    lake.overwrite(SILVER_QUARANTINE, SILVER_QUARANTINE_SCHEMA.empty_table(), run_id=run_id)
+
+
+def run(
+    settings: Settings, lake: Lake, spark: SparkSession, *, run_id: str, full_rebuild: bool = False
+) -> MedallionStats:
+    """Process new bronze into silver and refresh gold for the months touched; `full_rebuild` redoes everything from bronze.
+
+    Write semantics: silver MERGEs on its natural key (replacing re-pulled slices), quarantine
+    MERGEs on the source row position, gold replaces only the affected charge_month partitions
+    (a full rebuild overwrites gold). Every commit carries `run_id`.
+    """
+    del settings  # the lake and the session carry everything this job needs; kept for a uniform job signature
+    stats = MedallionStats(run_id=run_id, full_rebuild=full_rebuild)
+    t0 = time.perf_counter()
+    if full_rebuild:
+        reset_for_rebuild(lake, run_id=run_id)
+    months = run_silver(spark, lake, stats, run_id=run_id)
+    stats.affected_months = sorted(months)
+    t1 = time.perf_counter()
+    if full_rebuild:
+        stats.gold_rows = run_gold(spark, lake, None, run_id=run_id)
+        if lake.exists(GOLD_COST_DAILY):
+            months_col = lake.read_arrow(GOLD_COST_DAILY, columns=["charge_month"]).column("charge_month")
+            stats.affected_months = sorted(pc.unique(months_col).to_pylist())
+    elif months:
+        stats.gold_rows = run_gold(spark, lake, sorted(months), run_id=run_id)
+    stats.seconds["gold"] = round(time.perf_counter() - t1, 2)
+    stats.seconds["total"] = round(time.perf_counter() - t0, 2)
+    log.info("medallion run %s done: %s", run_id, stats.as_dict())
+    return stats

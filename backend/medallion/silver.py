@@ -1,0 +1,480 @@
+"""Silver `costs`: typed, validated, FOCUS-named rows from bronze payloads, MERGEd per natural key; failures go to quarantine."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F  # noqa: N812  (the PySpark convention)
+from pyspark.sql.pandas.types import from_arrow_schema
+
+from backend.lake import Lake
+from backend.medallion.parse import STAGING_FIELDS, STAGING_SCHEMA, explode_batches
+from backend.medallion.schemas import (
+    MONEY_SQL,
+    SILVER_COSTS,
+    SILVER_COSTS_SCHEMA,
+    SILVER_KEY,
+    SILVER_PARTITION_BY,
+    SILVER_QUARANTINE,
+    SILVER_QUARANTINE_KEY,
+    SILVER_QUARANTINE_SCHEMA,
+)
+
+log = logging.getLogger(__name__)
+
+STAGING_SPARK_SCHEMA = from_arrow_schema(STAGING_SCHEMA)
+
+FAMILY_BY_FORMAT = {
+    "azure_cost_details": "azure_detail",
+    "azure_export_ea": "azure_detail",
+    "azure_export_mca": "azure_detail",
+    "focus": "focus",
+    "azure_query": "azure_query",
+}
+AZURE_FORMATS = ("azure_cost_details", "azure_export_ea", "azure_export_mca", "azure_query")
+
+# Merge modes: which cost a row sets. Azure reports carry one metric each; FOCUS rows carry both.
+MODE_BOTH, MODE_BILLED, MODE_EFFECTIVE = "both", "billed", "effective"
+
+# ISO 4217 codes Costlake accepts as a billing currency (a typo such as "US" or "EURO" is quarantined).
+KNOWN_CURRENCIES = frozenset(
+    [
+        "AED",
+        "ARS",
+        "AUD",
+        "BGN",
+        "BHD",
+        "BRL",
+        "CAD",
+        "CHF",
+        "CLP",
+        "CNY",
+        "COP",
+        "CZK",
+        "DKK",
+        "EGP",
+        "EUR",
+        "GBP",
+        "HKD",
+        "HUF",
+        "IDR",
+        "ILS",
+        "INR",
+        "ISK",
+        "JPY",
+        "KES",
+        "KRW",
+        "KWD",
+        "MAD",
+        "MXN",
+        "MYR",
+        "NGN",
+        "NOK",
+        "NZD",
+        "PEN",
+        "PHP",
+        "PKR",
+        "PLN",
+        "QAR",
+        "RON",
+        "RSD",
+        "RUB",
+        "SAR",
+        "SEK",
+        "SGD",
+        "THB",
+        "TRY",
+        "TWD",
+        "UAH",
+        "USD",
+        "VND",
+        "ZAR",
+    ]
+)
+
+# Rules in reporting order: the first failing one is `rule`, all of them are `rules`.
+RULES: tuple[str, ...] = (
+    "unparseable_payload",
+    "unknown_format",
+    "unknown_metric",
+    "missing_charge_date",
+    "invalid_charge_date",
+    "missing_scope",
+    "missing_cost",
+    "invalid_cost",
+    "invalid_quantity",
+    "invalid_list_cost",
+    "missing_currency",
+    "unknown_currency",
+    "invalid_tags",
+)
+
+
+def _money(column: Column) -> Column:
+    # try_cast: a non-numeric, NaN, infinite or out-of-range value becomes null and fails a rule
+    # instead of aborting the job (ANSI mode would raise on a plain cast).
+    return F.trim(column).try_cast(MONEY_SQL)
+
+
+def _charge_date(text: Column) -> Column:
+    """ISO (with or without time), Azure EA MM/DD/YYYY, or Query API yyyymmdd."""
+    first = F.split(F.trim(text), "[ T]").getItem(0)
+    return F.coalesce(
+        F.when(first.rlike(r"^\d{4}-\d{2}-\d{2}$"), F.try_to_date(first, "yyyy-MM-dd")),
+        F.when(first.rlike(r"^\d{1,2}/\d{1,2}/\d{4}$"), F.try_to_date(first, "M/d/yyyy")),
+        F.when(first.rlike(r"^\d{8}(\.0+)?$"), F.try_to_date(F.substring(first, 1, 8), "yyyyMMdd")),
+    )
+
+
+def _tags(text: Column) -> tuple[Column, Column]:
+    """(normalised map, parse-failed flag). Legacy EA tags lack the braces: `"env": "prod","team": "x"`."""
+    trimmed = F.trim(text)
+    as_json = F.when(trimmed.startswith("{"), trimmed).otherwise(F.concat(F.lit("{"), trimmed, F.lit("}")))
+    parsed = F.from_json(as_json, "map<string,string>")
+    entries = F.filter(F.map_entries(parsed), lambda e: F.trim(e["key"]) != "")
+    normalised = F.map_from_entries(
+        F.transform(
+            entries, lambda e: F.struct(F.lower(F.trim(e["key"])).alias("key"), F.trim(e["value"]).alias("value"))
+        )
+    )
+    empty = F.create_map().cast("map<string,string>")
+    tags = F.when(text.isNull(), empty).otherwise(F.coalesce(normalised, empty))
+    return tags, text.isNotNull() & parsed.isNull()
+
+
+def _pricing_model(df_model: Column, commitment_type: Column, pricing_category: Column) -> Column:
+    key = F.regexp_replace(F.lower(df_model), "[^a-z]", "")
+    ctype = F.regexp_replace(F.lower(commitment_type), "[^a-z]", "")
+    category = F.lower(pricing_category)
+    return (
+        F.when(key == "ondemand", "OnDemand")
+        .when(key == "reservation", "Reservation")
+        .when(key == "savingsplan", "SavingsPlan")
+        .when(key == "spot", "Spot")
+        .when(ctype == "reservation", "Reservation")
+        .when(ctype == "savingsplan", "SavingsPlan")
+        .when(category == "dynamic", "Spot")
+        .when(category == "standard", "OnDemand")
+        .otherwise(df_model)
+    )
+
+
+def _charge_category(value: Column) -> Column:
+    # Azure ChargeType -> FOCUS ChargeCategory; FOCUS values pass through.
+    key = F.lower(value)
+    return (
+        F.when(key.isin("usage", "unusedreservation", "unusedsavingsplan"), "Usage")
+        .when(key == "purchase", "Purchase")
+        .when(key == "tax", "Tax")
+        .when(key.isin("refund", "credit"), "Credit")
+        .when(key.isin("roundingadjustment", "adjustment"), "Adjustment")
+        .otherwise(value)
+    )
+
+
+def validate(staged: DataFrame) -> DataFrame:
+    """Pure transform: staging strings -> typed silver columns plus `_mode`, `_rules` (empty = valid) and the staging fields."""
+    c = F.col
+    fmt = c("source_format")
+    is_focus = fmt == "focus"
+    is_azure = fmt.isin(*AZURE_FORMATS)
+    metric = c("metric")
+    mode = (
+        F.when(is_focus, F.lit(MODE_BOTH))
+        .when(is_azure & (metric == "ActualCost"), F.lit(MODE_BILLED))
+        .when(is_azure & (metric == "AmortizedCost"), F.lit(MODE_EFFECTIVE))
+    )
+    date_text = F.coalesce(c("charge_date"), c("charge_period_start"))
+    charge_date = _charge_date(date_text)
+    cost = _money(c("cost"))
+    billed = F.when(is_focus, _money(c("billed_cost"))).when(mode == MODE_BILLED, cost)
+    effective = F.when(is_focus, _money(c("effective_cost"))).when(mode == MODE_EFFECTIVE, cost)
+    quantity = _money(c("pricing_quantity"))
+    list_cost = F.coalesce(
+        _money(c("list_cost")),
+        F.when(quantity.isNotNull(), (_money(c("list_unit_price")) * quantity).try_cast(MONEY_SQL)),
+    )
+    currency = F.upper(F.trim(c("billing_currency")))
+    tags, tags_failed = _tags(c("tags_raw"))
+    sub = F.coalesce(c("sub_account_id"), c("meta_subscription_id"))
+    resource_id = F.lower(F.trim(c("resource_id")))
+    arm_type = F.regexp_extract(resource_id, r"/providers/([^/]+/[^/]+)/", 1)
+    needs_billed = is_focus | (mode == MODE_BILLED)
+    needs_effective = is_focus | (mode == MODE_EFFECTIVE)
+    cost_text_missing = F.when(is_focus, c("billed_cost").isNull() | c("effective_cost").isNull()).otherwise(
+        c("cost").isNull()
+    )
+    cost_invalid = (~cost_text_missing) & ((needs_billed & billed.isNull()) | (needs_effective & effective.isNull()))
+    checks = {
+        "unparseable_payload": c("parse_error").isNotNull(),
+        "unknown_format": fmt.isNull() | ~fmt.isin(*FAMILY_BY_FORMAT),
+        "unknown_metric": is_azure & mode.isNull(),
+        "missing_charge_date": date_text.isNull(),
+        "invalid_charge_date": date_text.isNotNull() & charge_date.isNull(),
+        "missing_scope": sub.isNull() & c("billing_account_id").isNull(),
+        "missing_cost": (is_focus | mode.isNotNull()) & cost_text_missing,
+        "invalid_cost": cost_invalid,
+        "invalid_quantity": c("pricing_quantity").isNotNull() & quantity.isNull(),
+        "invalid_list_cost": (c("list_cost").isNotNull() | c("list_unit_price").isNotNull()) & list_cost.isNull(),
+        "missing_currency": currency.isNull(),
+        "unknown_currency": currency.isNotNull() & ~currency.isin(*KNOWN_CURRENCIES),
+        "invalid_tags": tags_failed,
+    }
+    # A whole-message failure row only reports that; its null fields are not separate findings.
+    rules = F.when(c("parse_error").isNotNull(), F.array(F.lit("unparseable_payload"))).otherwise(
+        F.filter(F.array(*[F.when(checks[r], F.lit(r)) for r in RULES]), lambda x: x.isNotNull())
+    )
+    family = F.when(
+        fmt.isin(*FAMILY_BY_FORMAT), F.create_map(*[F.lit(x) for kv in FAMILY_BY_FORMAT.items() for x in kv])[fmt]
+    )
+    start = charge_date.cast("timestamp")
+    meter_name = c("meter_name")
+    return staged.select(
+        "*",
+        family.alias("x_SourceFamily"),
+        sub.alias("SubAccountId"),
+        charge_date.alias("x_ChargeDate"),
+        resource_id.alias("ResourceId"),
+        F.coalesce(c("meter_id"), meter_name).alias("x_MeterId"),
+        F.coalesce(c("service_name"), c("meter_category")).alias("ServiceName"),
+        _charge_category(c("charge_category")).alias("ChargeCategory"),
+        _pricing_model(c("pricing_model"), c("commitment_discount_type"), c("pricing_category")).alias(
+            "x_PricingModel"
+        ),
+        F.lower(F.trim(c("commitment_discount_id"))).alias("CommitmentDiscountId"),
+        F.lower(F.trim(c("resource_group"))).alias("x_ResourceGroupName"),
+        currency.alias("BillingCurrency"),
+        start.alias("ChargePeriodStart"),
+        (start + F.expr("INTERVAL 1 DAY")).alias("ChargePeriodEnd"),
+        c("billing_account_id").alias("BillingAccountId"),
+        c("billing_account_name").alias("BillingAccountName"),
+        c("sub_account_name").alias("SubAccountName"),
+        F.coalesce(c("resource_name"), F.nullif(F.regexp_extract(resource_id, r"([^/]+)$", 1), F.lit(""))).alias(
+            "ResourceName"
+        ),
+        F.coalesce(c("resource_type"), F.nullif(arm_type, F.lit(""))).alias("ResourceType"),
+        F.lower(F.regexp_replace(c("region"), " ", "")).alias("RegionName"),
+        c("service_category").alias("ServiceCategory"),
+        c("charge_class").alias("ChargeClass"),
+        F.coalesce(c("charge_description"), meter_name).alias("ChargeDescription"),
+        c("pricing_category").alias("PricingCategory"),
+        c("commitment_discount_type").alias("CommitmentDiscountType"),
+        c("pricing_unit").alias("PricingUnit"),
+        c("meter_category").alias("x_MeterCategory"),
+        c("meter_subcategory").alias("x_MeterSubCategory"),
+        meter_name.alias("x_MeterName"),
+        tags.alias("Tags"),
+        quantity.alias("PricingQuantity"),
+        billed.alias("BilledCost"),
+        effective.alias("EffectiveCost"),
+        list_cost.alias("ListCost"),
+        _money(c("contracted_cost")).alias("ContractedCost"),
+        mode.alias("_mode"),
+        rules.alias("_rules"),
+    )
+
+
+_SUMMED = ("PricingQuantity", "BilledCost", "EffectiveCost", "ListCost", "ContractedCost")
+_DIMENSIONS = (
+    "ChargePeriodStart",
+    "ChargePeriodEnd",
+    "BillingAccountId",
+    "BillingAccountName",
+    "SubAccountName",
+    "ResourceName",
+    "ResourceType",
+    "RegionName",
+    "ServiceCategory",
+    "ChargeClass",
+    "ChargeDescription",
+    "PricingCategory",
+    "CommitmentDiscountType",
+    "PricingUnit",
+    "x_MeterCategory",
+    "x_MeterSubCategory",
+    "x_MeterName",
+    "Tags",
+    "source_format",
+    "source",
+)
+
+
+def transform(valid: DataFrame, *, run_id: str, now: datetime | None = None) -> DataFrame:
+    """Pure transform: validated rows -> one silver row per (natural key, merge mode) on SILVER_COSTS_SCHEMA + `_mode`.
+
+    Within a run the newest batch of each (slice, mode) wins (a re-pulled window replaces the older
+    pull); rows of that batch with the same natural key are summed, so nothing is lost.
+    """
+    now = now or datetime.now(UTC)
+    c = F.col
+    slice_col = F.concat_ws(
+        "|", c("x_SourceFamily"), F.coalesce(c("SubAccountId"), c("BillingAccountId")), c("x_ChargeDate").cast("string")
+    )
+    rows = valid.withColumn("x_Slice", slice_col)
+    # Newest batch per (slice, mode): a small aggregate joined back, cheaper than a window over all rows.
+    batches = rows.groupBy("x_Slice", "_mode", "batch_id").agg(F.max("fetched_at").alias("_fetched"))
+    order = Window.partitionBy("x_Slice", "_mode").orderBy(
+        F.col("_fetched").desc_nulls_last(), F.col("batch_id").desc()
+    )
+    latest = batches.withColumn("_n", F.row_number().over(order)).where("_n = 1").select("x_Slice", "_mode", "batch_id")
+    rows = rows.join(F.broadcast(latest), ["x_Slice", "_mode", "batch_id"], "left_semi")
+    first_row = F.struct(c("topic"), c("partition"), c("offset"), c("row_index"))
+    grouped = rows.groupBy(*SILVER_KEY, "_mode", "x_Slice", "batch_id").agg(
+        *[F.sum(m).cast(MONEY_SQL).alias(m) for m in _SUMMED],
+        # Non-key attributes come from the first source row (deterministic: ordered by Kafka position).
+        F.min_by(F.struct(*[c(d) for d in _DIMENSIONS]), first_row).alias("_dims"),
+        F.min_by(F.struct(c("topic"), c("partition"), c("offset"), c("bronze_run_id")), first_row).alias("_lineage"),
+        F.count(F.lit(1)).alias("x_SourceRowCount"),
+    )
+    mode = c("_mode")
+    out = grouped.select(
+        *SILVER_KEY,
+        *[c("_dims")[d].alias(d) for d in _DIMENSIONS if d not in ("source_format", "source")],
+        *_SUMMED,
+        "x_Slice",
+        F.when(mode != MODE_EFFECTIVE, c("batch_id")).alias("x_BilledBatchId"),
+        F.when(mode != MODE_BILLED, c("batch_id")).alias("x_EffectiveBatchId"),
+        c("_dims")["source_format"].alias("x_SourceFormat"),
+        c("_dims")["source"].alias("x_Source"),
+        "x_SourceRowCount",
+        c("_lineage")["topic"].alias("x_BronzeTopic"),
+        c("_lineage")["partition"].alias("x_BronzePartition"),
+        c("_lineage")["offset"].alias("x_BronzeOffset"),
+        c("batch_id").alias("x_BatchId"),
+        c("_lineage")["bronze_run_id"].alias("x_BronzeRunId"),
+        F.lit(run_id).alias("x_RunId"),
+        F.lit(now).cast("timestamp").alias("x_UpdatedAt"),
+        F.date_format(c("x_ChargeDate"), "yyyy-MM").alias("x_ChargeMonth"),
+        "_mode",
+    )
+    return out.select(*[f.name for f in SILVER_COSTS_SCHEMA], "_mode")
+
+
+def quarantine(invalid: DataFrame, *, run_id: str, now: datetime | None = None) -> DataFrame:
+    """Pure transform: failing rows -> SILVER_QUARANTINE_SCHEMA with the rule(s) and the raw row as received."""
+    now = now or datetime.now(UTC)
+    c = F.col
+    raw = F.when(c("raw_payload").isNotNull(), c("raw_payload")).otherwise(
+        F.to_json(F.struct(*[c(f) for f in STAGING_FIELDS]))
+    )
+    return invalid.select(
+        c("_rules")[0].alias("rule"),
+        c("_rules").alias("rules"),
+        raw.alias("raw_row"),
+        c("source_format"),
+        c("source"),
+        c("metric"),
+        c("row_index"),
+        c("topic"),
+        c("partition"),
+        c("offset"),
+        c("batch_id"),
+        c("bronze_run_id"),
+        F.lit(run_id).alias("run_id"),
+        F.lit(now).cast("timestamp").alias("quarantined_at"),
+        F.lit(now).cast("timestamp").cast("date").alias("quarantine_date"),
+    )
+
+
+def explode(bronze: DataFrame) -> DataFrame:
+    """Bronze rows (whole payloads) -> one staging row per source row, parsed in Python workers via Arrow."""
+    return bronze.mapInArrow(explode_batches, STAGING_SPARK_SCHEMA)
+
+
+# --- writes -------------------------------------------------------------------------------------
+@dataclass
+class SilverWrite:
+    upserted: int = 0
+    deleted_or_cleared: int = 0
+    months: set[str] = field(default_factory=set)
+
+
+def _sql_list(values) -> str:
+    return ", ".join("'" + str(v).replace("'", "''") + "'" for v in values)
+
+
+def to_silver_arrow(table: pa.Table) -> pa.Table:
+    return table.select([f.name for f in SILVER_COSTS_SCHEMA]).cast(SILVER_COSTS_SCHEMA)
+
+
+def merge_silver(
+    lake: Lake, rows: pa.Table, *, run_id: str, app_transaction: tuple[str, int] | None = None
+) -> SilverWrite:
+    """MERGE silver rows (with `_mode`) into silver/costs, one commit per mode.
+
+    Semantics: match on SILVER_KEY (null-safe). A FOCUS row sets every column; an actual report
+    sets BilledCost (and dimensions) only, an amortized report EffectiveCost only. Within the
+    (family, scope, day) slices present in the new rows, target rows last set by another batch and
+    absent from the new data were re-rated away: their cost is cleared, and the row deleted when
+    no cost is left.
+    """
+    result = SilverWrite()
+    modes = [
+        m
+        for m in (MODE_BOTH, MODE_BILLED, MODE_EFFECTIVE)
+        if rows.num_rows and pc.any(pc.equal(rows["_mode"], m)).as_py()
+    ]
+    for i, mode in enumerate(modes):
+        part = rows.filter(pc.equal(rows["_mode"], mode))
+        data = to_silver_arrow(part)
+        slices = pc.unique(data["x_Slice"]).to_pylist()
+        months = pc.unique(data["x_ChargeMonth"]).to_pylist()
+        result.months.update(months)
+        batch_col = "x_EffectiveBatchId" if mode == MODE_EFFECTIVE else "x_BilledBatchId"
+        batches = pc.unique(data[batch_col]).to_pylist()
+        stale = (
+            f"t.x_Slice IN ({_sql_list(slices)}) AND "
+            f"(t.{batch_col} IS NULL OR t.{batch_col} NOT IN ({_sql_list(batches)}))"
+        )
+        if mode == MODE_BOTH:
+            update_columns = None
+            nmbs_delete, nmbs_update = stale, None
+        elif mode == MODE_BILLED:
+            update_columns = [
+                f.name for f in SILVER_COSTS_SCHEMA if f.name not in ("EffectiveCost", "x_EffectiveBatchId")
+            ]
+            nmbs_delete = f"{stale} AND t.EffectiveCost IS NULL"
+            nmbs_update = ({"BilledCost": "NULL", "x_BilledBatchId": "NULL"}, stale)
+        else:
+            update_columns = [f.name for f in SILVER_COSTS_SCHEMA if f.name not in ("BilledCost", "x_BilledBatchId")]
+            nmbs_delete = f"{stale} AND t.BilledCost IS NULL"
+            nmbs_update = ({"EffectiveCost": "NULL", "x_EffectiveBatchId": "NULL"}, stale)
+        metrics = lake.merge(
+            SILVER_COSTS,
+            data,
+            keys=SILVER_KEY,
+            run_id=run_id,
+            partition_by=SILVER_PARTITION_BY,
+            update_columns=update_columns,
+            extra_predicate=f"t.x_ChargeMonth IN ({_sql_list(months)})",
+            not_matched_by_source_delete=nmbs_delete,
+            not_matched_by_source_update=nmbs_update,
+            app_transaction=app_transaction if i == len(modes) - 1 else None,
+        )
+        result.upserted += data.num_rows
+        result.deleted_or_cleared += int(metrics.get("num_target_rows_deleted", 0))
+        log.info("silver merge (%s): %s rows, %s slices, metrics %s", mode, data.num_rows, len(slices), metrics)
+    if not modes and app_transaction is not None:
+        # Nothing valid arrived; still record that these bronze files were processed.
+        lake.append(
+            SILVER_COSTS,
+            SILVER_COSTS_SCHEMA.empty_table(),
+            run_id=run_id,
+            app_transaction=app_transaction,
+            partition_by=SILVER_PARTITION_BY,
+        )
+    return result
+
+
+def merge_quarantine(lake: Lake, rows: pa.Table, *, run_id: str) -> int:
+    """Quarantine MERGEs on the source row's position, so reprocessing bronze never duplicates it."""
+    if rows.num_rows == 0:
+        return 0
+    data = rows.select([f.name for f in SILVER_QUARANTINE_SCHEMA]).cast(SILVER_QUARANTINE_SCHEMA)
+    lake.merge(SILVER_QUARANTINE, data, keys=SILVER_QUARANTINE_KEY, run_id=run_id)
+    return data.num_rows
