@@ -202,7 +202,17 @@ class BronzeIngestor:
         return out
 
     def flush(self, messages: list[ConsumedMessage], result: DrainResult) -> None:
-        """Land one buffer of messages in bronze (and dead letters), then commit the group offsets."""
+        """Land a buffer of messages in bronze (and dead letters), one Delta commit per `commit_messages`
+        / `commit_bytes` slice, committing the group offsets after each."""
+        start, size = 0, 0
+        for i, msg in enumerate(messages):
+            size += len(msg.value or b"")
+            if i + 1 - start >= self.commit_messages or size >= self.commit_bytes:
+                self._flush_slice(messages[start : i + 1], result)
+                start, size = i + 1, 0
+        self._flush_slice(messages[start:], result)
+
+    def _flush_slice(self, messages: list[ConsumedMessage], result: DrainResult) -> None:
         if not messages:
             return
         self._check_topic_ids()
