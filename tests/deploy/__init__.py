@@ -1,0 +1,1 @@
+"""Deployment: the docker-compose production stack, validated offline and run against the test servers."""
