@@ -1,0 +1,402 @@
+"""Typed read queries the pages and the agent use (KPIs, explorer breakdowns, time series, top movers, filter values).
+
+Every function takes an Engine on the read-only role (`backend.mart.db.reader_engine`). SQL is built
+only from whitelisted identifiers; user values are always bound parameters. Queries read the
+aggregates (agg_cost_daily / agg_cost_monthly / agg_cost_by_tag) whenever the dimensions involved
+allow it, and the fact table only for resource / meter / tag drill-downs.
+
+Dimensions are addressed by name: the names in `backend.mart.model.DIMENSIONS` (subscription,
+resource_group, service, region, resource, meter, ...) or "tag:<key>". Filter values and group
+labels are dimension labels (what `dimension_values` returns; "(none)" for empty, "untagged" for a
+resource without the tag key).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Literal
+
+import pandas as pd
+import sqlalchemy as sa
+
+from backend.mart.model import BY_NAME, DIMENSIONS
+
+log = logging.getLogger(__name__)
+
+Metric = Literal["actual", "amortized"]
+Grain = Literal["daily", "weekly", "monthly"]
+Filters = Mapping[str, Sequence[str]]  # dimension name -> selected labels (OR within, AND across)
+
+UNTAGGED = "untagged"
+TAG_PREFIX = "tag:"
+_METRIC_COLUMN = {"actual": "actual_cost", "amortized": "amortized_cost"}
+_PERIOD = {
+    "daily": "{col}",
+    "weekly": "date_trunc('week', {col})::date",
+    "monthly": "date_trunc('month', {col})::date",
+}
+
+
+class QueryError(ValueError):
+    """A request the mart cannot answer (unknown dimension, bad range); the message is safe to show."""
+
+
+@dataclass(frozen=True)
+class Kpis:
+    """Overview numbers. Money is exact; `currencies` lists what the sums mix (one entry = no mixing)."""
+
+    metric: str
+    data_as_of: dt.date | None  # the last charge day in the mart
+    month_to_date: Decimal
+    last_month_same_point: Decimal  # previous month from its 1st to the same day of month
+    last_month_total: Decimal
+    change_vs_last_month: float | None  # ratio, None when last month had no cost to that point
+    currencies: list[str]
+
+
+@dataclass(frozen=True)
+class Freshness:
+    data_as_of: dt.date | None
+    last_load_at: dt.datetime | None
+    last_load_status: str | None
+    last_successful_load_at: dt.datetime | None
+    fact_months: list[str]
+
+
+def _metric(metric: str) -> str:
+    try:
+        return _METRIC_COLUMN[metric]
+    except KeyError:
+        raise QueryError(f"metric must be one of {sorted(_METRIC_COLUMN)}, not {metric!r}") from None
+
+
+def _check_dimension(name: str) -> None:
+    if name.startswith(TAG_PREFIX):
+        if not name[len(TAG_PREFIX) :]:
+            raise QueryError("tag dimension needs a key, e.g. 'tag:env'")
+        return
+    if name not in BY_NAME:
+        raise QueryError(f"unknown dimension {name!r}; choose from {sorted(BY_NAME)} or 'tag:<key>'")
+
+
+class _Query:
+    """Accumulates joins, WHERE clauses and bound parameters for one SELECT over a cost table."""
+
+    def __init__(self, table: str, alias: str = "f") -> None:
+        self.table, self.alias = table, alias
+        self.joins: list[str] = []
+        self.where: list[str] = []
+        self.params: dict[str, object] = {}
+        self._joined: set[str] = set()
+
+    def bind(self, value: object) -> str:
+        name = f"p{len(self.params)}"
+        self.params[name] = value
+        return name
+
+    def join_dimension(self, name: str) -> str:
+        dim = BY_NAME[name]
+        alias = f"d_{name}"
+        if alias not in self._joined:
+            self.joins.append(f"JOIN mart.{dim.table} {alias} ON {alias}.{dim.key} = {self.alias}.{dim.key}")
+            self._joined.add(alias)
+        return alias
+
+    def join_tag(self, key: str) -> str:
+        """The resource's value for tag `key` ('untagged' when it has none); one value per resource."""
+        alias = f"t{len(self._joined)}"
+        k = self.bind(key)
+        self.joins.append(
+            f"LEFT JOIN (SELECT b.resource_key, max(t.tag_value) AS tag_value FROM mart.bridge_resource_tag b "
+            f"JOIN mart.dim_tag t USING (tag_id) WHERE t.tag_key = :{k} GROUP BY b.resource_key) {alias} "
+            f"ON {alias}.resource_key = {self.alias}.resource_key"
+        )
+        self._joined.add(alias)
+        return f"coalesce({alias}.tag_value, '{UNTAGGED}')"
+
+    def sql(self, select: str, *, group_by: str = "", order_by: str = "", limit: int | None = None) -> sa.TextClause:
+        text = f"SELECT {select} FROM mart.{self.table} {self.alias} {' '.join(self.joins)}"
+        if self.where:
+            text += " WHERE " + " AND ".join(self.where)
+        if group_by:
+            text += f" GROUP BY {group_by}"
+        if order_by:
+            text += f" ORDER BY {order_by}"
+        if limit is not None:
+            text += f" LIMIT {int(limit)}"
+        return sa.text(text)
+
+
+def _dimension_expr(q: _Query, name: str) -> str:
+    if name.startswith(TAG_PREFIX):
+        if q.table == "agg_cost_by_tag":
+            return f"{q.alias}.tag_value"
+        return q.join_tag(name[len(TAG_PREFIX) :])
+    return f"{q.join_dimension(name)}.label"
+
+
+def _apply_filters(q: _Query, filters: Filters | None) -> None:
+    for name, values in (filters or {}).items():
+        _check_dimension(name)
+        if not values:
+            continue
+        if name.startswith(TAG_PREFIX) and q.table == "agg_cost_by_tag":
+            continue  # the tag table's key is fixed by the WHERE on tag_key; values filter below
+        expr = _dimension_expr(q, name)
+        q.where.append(f"{expr} IN :{q.bind(tuple(values))}")
+
+
+def _choose_table(
+    group_by: str | None, filters: Filters | None, grain: str, span: tuple[dt.date, dt.date] | None = None
+) -> str:
+    names = [n for n, v in (filters or {}).items() if v]
+    if group_by:
+        names.append(group_by)
+    tags = {n for n in names if n.startswith(TAG_PREFIX)}
+    if tags:
+        # gold's cost_by_tag answers "by tag key" views filtered by subscription/currency/that same key.
+        if group_by in tags and len(tags) == 1 and set(names) <= {group_by, "subscription", "currency"}:
+            return "agg_cost_by_tag"
+        return "fact_cost_daily"
+    if any(not BY_NAME[n].in_aggregate for n in names):
+        return "fact_cost_daily"
+    # The monthly table only when the range is whole months; partial months need daily rows.
+    whole_months = span is not None and span[0].day == 1 and (span[1] + dt.timedelta(days=1)).day == 1
+    return "agg_cost_monthly" if grain == "monthly" and whole_months else "agg_cost_daily"
+
+
+def _date_range(q: _Query, start: dt.date, end: dt.date) -> None:
+    """Inclusive [start, end] on charge days (the monthly table is only chosen for whole months)."""
+    if end < start:
+        raise QueryError(f"end {end} is before start {start}")
+    if q.table == "agg_cost_monthly":
+        q.where.append(f"{q.alias}.charge_month BETWEEN :{q.bind(start.replace(day=1))} AND :{q.bind(end)}")
+    else:
+        q.where.append(f"{q.alias}.charge_date BETWEEN :{q.bind(start)} AND :{q.bind(end)}")
+
+
+def _tag_table_filters(q: _Query, group_by: str, filters: Filters | None) -> None:
+    q.where.append(f"{q.alias}.tag_key = :{q.bind(group_by[len(TAG_PREFIX) :])}")
+    selected = (filters or {}).get(group_by)
+    if selected:
+        q.where.append(f"{q.alias}.tag_value IN :{q.bind(tuple(selected))}")
+
+
+def _frame(conn: sa.Connection, statement: sa.TextClause, params: dict, columns: list[str]) -> pd.DataFrame:
+    bound = statement.bindparams(*[sa.bindparam(k, expanding=True) for k, v in params.items() if isinstance(v, tuple)])
+    rows = conn.execute(bound, params).all()
+    return pd.DataFrame(rows, columns=columns)
+
+
+def cost_breakdown(
+    engine: sa.Engine,
+    *,
+    start: dt.date,
+    end: dt.date,
+    group_by: str | None = None,
+    grain: Grain = "daily",
+    metric: Metric = "actual",
+    filters: Filters | None = None,
+    top_n: int | None = None,
+) -> pd.DataFrame:
+    """Cost per period (and per group). Columns: period (date: day, Monday of the week, or 1st of the
+    month), group (str; "Total" without group_by), currency (str), cost (float, for charts), cost_exact
+    (Decimal). With `top_n`, groups beyond the top N by total cost are summed into "Other"."""
+    column = _metric(metric)
+    if grain not in _PERIOD:
+        raise QueryError(f"grain must be one of {sorted(_PERIOD)}, not {grain!r}")
+    if group_by:
+        _check_dimension(group_by)
+    table = _choose_table(group_by, filters, grain, (start, end))
+    q = _Query(table)
+    _date_range(q, start, end)
+    if table == "agg_cost_by_tag":
+        _tag_table_filters(q, group_by, filters)
+        _apply_filters(q, {k: v for k, v in (filters or {}).items() if k != group_by})
+    else:
+        _apply_filters(q, filters)
+    date_col = f"{q.alias}.charge_month" if table == "agg_cost_monthly" else f"{q.alias}.charge_date"
+    period = _PERIOD[grain].format(col=date_col)
+    group = _dimension_expr(q, group_by) if group_by else "'Total'"
+    currency = f"{q.join_dimension('currency')}.currency_code"
+    statement = q.sql(
+        f"{period} AS period, {group} AS grp, {currency} AS currency, sum({q.alias}.{column}) AS cost",
+        group_by="1, 2, 3",
+        order_by="1, 2, 3",
+    )
+    with engine.connect() as conn:
+        frame = _frame(conn, statement, q.params, ["period", "group", "currency", "cost_exact"])
+    frame["cost"] = frame["cost_exact"].astype(float)
+    if top_n and group_by and frame["group"].nunique() > top_n:
+        totals = frame.groupby("group")["cost"].sum().sort_values(ascending=False)
+        keep = set(totals.index[:top_n])
+        frame.loc[~frame["group"].isin(keep), "group"] = "Other"
+        frame = frame.groupby(["period", "group", "currency"], as_index=False).agg(
+            cost=("cost", "sum"), cost_exact=("cost_exact", "sum")
+        )
+    log.debug("cost_breakdown on %s: %d rows", table, len(frame))
+    return frame[["period", "group", "currency", "cost", "cost_exact"]]
+
+
+def time_series(
+    engine: sa.Engine,
+    *,
+    start: dt.date,
+    end: dt.date,
+    grain: Grain = "daily",
+    metric: Metric = "actual",
+    filters: Filters | None = None,
+) -> pd.DataFrame:
+    """Total cost per period. Columns: period (date), currency (str), cost (float), cost_exact (Decimal)."""
+    frame = cost_breakdown(engine, start=start, end=end, grain=grain, metric=metric, filters=filters)
+    return frame.drop(columns="group")
+
+
+def _sum(engine: sa.Engine, q: _Query, column: str) -> tuple[Decimal, list[str]]:
+    currency = f"{q.join_dimension('currency')}.currency_code"
+    statement = q.sql(f"{currency}, sum({q.alias}.{column})", group_by="1", order_by="1")
+    with engine.connect() as conn:
+        rows = _frame(conn, statement, q.params, ["currency", "total"])
+    return sum(rows["total"], Decimal(0)), rows["currency"].tolist()
+
+
+def data_as_of(engine: sa.Engine) -> dt.date | None:
+    with engine.connect() as conn:
+        return conn.execute(sa.text("SELECT max(charge_date) FROM mart.agg_cost_daily")).scalar()
+
+
+def kpis(
+    engine: sa.Engine,
+    *,
+    metric: Metric = "actual",
+    as_of: dt.date | None = None,
+    filters: Filters | None = None,
+) -> Kpis:
+    """Month to date up to `as_of` (default: the last day with data) vs the same point last month."""
+    column = _metric(metric)
+    latest = data_as_of(engine)
+    day = as_of or latest
+    if day is None:
+        return Kpis(metric, None, Decimal(0), Decimal(0), Decimal(0), None, [])
+    month_start = day.replace(day=1)
+    prev_end = month_start - dt.timedelta(days=1)
+    prev_start = prev_end.replace(day=1)
+    prev_same = min(prev_end, prev_start.replace(day=min(day.day, prev_end.day)))
+    table = _choose_table(None, filters, "daily")
+
+    def total(start: dt.date, end: dt.date) -> tuple[Decimal, list[str]]:
+        q = _Query(table)
+        _date_range(q, start, end)
+        _apply_filters(q, filters)
+        return _sum(engine, q, column)
+
+    mtd, cur1 = total(month_start, day)
+    same, cur2 = total(prev_start, prev_same)
+    last, cur3 = total(prev_start, prev_end)
+    change = float((mtd - same) / same) if same else None
+    return Kpis(metric, latest, mtd, same, last, change, sorted(set(cur1) | set(cur2) | set(cur3)))
+
+
+def top_movers(
+    engine: sa.Engine,
+    *,
+    dimension: str,
+    current: tuple[dt.date, dt.date],
+    previous: tuple[dt.date, dt.date],
+    metric: Metric = "actual",
+    filters: Filters | None = None,
+    limit: int = 10,
+) -> pd.DataFrame:
+    """Members whose cost changed most (absolute) between two inclusive date ranges. Columns: group (str),
+    current_cost, previous_cost, change (float), change_pct (float ratio; NaN when previous is 0)."""
+    column = _metric(metric)
+    _check_dimension(dimension)
+    table = _choose_table(dimension, filters, "daily")
+    q = _Query(table)
+    lo, hi = min(current[0], previous[0]), max(current[1], previous[1])
+    _date_range(q, lo, hi)
+    if table == "agg_cost_by_tag":
+        _tag_table_filters(q, dimension, filters)
+        _apply_filters(q, {k: v for k, v in (filters or {}).items() if k != dimension})
+    else:
+        _apply_filters(q, filters)
+    group = _dimension_expr(q, dimension)
+    d = f"{q.alias}.charge_date"
+    c0, c1 = q.bind(current[0]), q.bind(current[1])
+    p0, p1 = q.bind(previous[0]), q.bind(previous[1])
+    inner = q.sql(
+        f"{group} AS grp, "
+        f"coalesce(sum({q.alias}.{column}) FILTER (WHERE {d} BETWEEN :{c0} AND :{c1}), 0) AS cur, "
+        f"coalesce(sum({q.alias}.{column}) FILTER (WHERE {d} BETWEEN :{p0} AND :{p1}), 0) AS prev",
+        group_by="1",
+    )
+    statement = sa.text(
+        f"SELECT grp, cur, prev FROM ({inner.text}) m ORDER BY abs(cur - prev) DESC, grp LIMIT {int(limit)}"
+    )
+    with engine.connect() as conn:
+        frame = _frame(conn, statement, q.params, ["group", "current_cost", "previous_cost"])
+    frame["current_cost"] = frame["current_cost"].astype(float)
+    frame["previous_cost"] = frame["previous_cost"].astype(float)
+    frame["change"] = frame["current_cost"] - frame["previous_cost"]
+    frame["change_pct"] = frame["change"] / frame["previous_cost"].where(frame["previous_cost"] != 0)
+    return frame
+
+
+def dimensions() -> list[str]:
+    """Dimension names the explorer can group and filter by (plus "tag:<key>" for each of `tag_keys`)."""
+    return [d.name for d in DIMENSIONS]
+
+
+def tag_keys(engine: sa.Engine) -> list[str]:
+    with engine.connect() as conn:
+        return list(conn.execute(sa.text("SELECT DISTINCT tag_key FROM mart.dim_tag ORDER BY 1")).scalars())
+
+
+def dimension_values(engine: sa.Engine, dimension: str, *, search: str | None = None, limit: int = 500) -> list[str]:
+    """Labels of a dimension's members for a multi-select, sorted; `search` is a case-insensitive substring."""
+    _check_dimension(dimension)
+    params: dict[str, object] = {"limit": int(limit)}
+    if dimension.startswith(TAG_PREFIX):
+        params["key"] = dimension[len(TAG_PREFIX) :]
+        sql = (
+            f"SELECT v FROM (SELECT tag_value AS v FROM mart.dim_tag WHERE tag_key = :key UNION SELECT '{UNTAGGED}') x"
+        )
+        column = "v"
+    else:
+        dim = BY_NAME[dimension]
+        sql = f"SELECT DISTINCT label FROM mart.{dim.table}"
+        column = "label"
+    if search:
+        sql = f"SELECT * FROM ({sql}) s WHERE {column} ILIKE :pattern"
+        escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        params["pattern"] = f"%{escaped}%"
+    sql = f"SELECT {column} FROM ({sql}) o ORDER BY 1 LIMIT :limit"
+    with engine.connect() as conn:
+        return list(conn.execute(sa.text(sql), params).scalars())
+
+
+def freshness(engine: sa.Engine) -> Freshness:
+    """ "Data as of" and the state of the last load, for the overview and pipeline pages."""
+    with engine.connect() as conn:
+        last = conn.execute(
+            sa.text("SELECT started_at, status FROM mart.load_history ORDER BY load_id DESC LIMIT 1")
+        ).first()
+        ok = conn.execute(sa.text("SELECT max(finished_at) FROM mart.load_history WHERE status = 'succeeded'")).scalar()
+        months = conn.execute(
+            sa.text(
+                "SELECT to_char(date_trunc('month', min(charge_date)), 'YYYY-MM') FROM mart.agg_cost_daily "
+                "GROUP BY date_trunc('month', charge_date) ORDER BY 1"
+            )
+        ).scalars()
+        months = list(months)
+    return Freshness(
+        data_as_of=data_as_of(engine),
+        last_load_at=last[0] if last else None,
+        last_load_status=last[1] if last else None,
+        last_successful_load_at=ok,
+        fact_months=months,
+    )
