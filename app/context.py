@@ -49,3 +49,67 @@ def get_scheduler():
 
 def settings() -> Settings:
     return get_runtime().settings
+
+
+# --- added for the pages (issue 9): read-only engine, owner engine, lake, run launcher -------------------
+
+
+@st.cache_resource(show_spinner=False)
+def get_reader():
+    """Engine on the mart's read-only role (pages read through it); the owner engine when the role is unusable."""
+    from backend.mart.db import ensure_reader_role, reader_engine
+
+    pipeline = get_pipeline()
+    owner_url = pipeline.endpoints.database_url
+    try:
+        ensure_reader_role(pipeline.settings, owner_url=owner_url)
+        engine = reader_engine(pipeline.settings, owner_url=owner_url)
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        return engine
+    except Exception:
+        # Pages must still work (e.g. an external server that requires a reader password not yet set):
+        # logged loudly, and the page-level writes already use the owner anyway.
+        log.exception("read-only role unusable; pages fall back to the owner engine")
+        return pipeline.engine
+
+
+def get_owner():
+    """The owner-role engine (budgets, anomaly feedback, run logs)."""
+    return get_pipeline().engine
+
+
+def get_lake():
+    return get_pipeline().lake
+
+
+@st.cache_resource(show_spinner=False)
+def get_launcher():
+    """Starts manual pipeline runs in a background thread of this process and remembers the outcome."""
+    from app.runs import RunLauncher
+
+    return RunLauncher(lambda: get_pipeline())
+
+
+@st.cache_resource(show_spinner=False)
+def autostart_demo() -> bool:
+    """First start with no configuration: load the demo estate at once instead of waiting for the hourly job.
+
+    Only with the scheduler enabled (a served app, not a headless test) and only when no run was ever
+    recorded, so a restart never re-triggers it."""
+    runtime = get_runtime()
+    if not (runtime.settings.is_demo and runtime.settings.scheduler_enabled):
+        return False
+    import sqlalchemy as sa
+
+    try:
+        with get_pipeline().engine.connect() as conn:
+            ran = conn.execute(sa.text("SELECT EXISTS (SELECT 1 FROM ops.pipeline_runs)")).scalar()
+    except Exception:
+        log.exception("could not check for earlier runs; demo autostart skipped")
+        return False
+    if ran:
+        return False
+    log.info("first start in demo mode: loading the demo estate")
+    get_launcher().start()
+    return True

@@ -12,17 +12,34 @@ if str(_ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from app.context import get_runtime, get_scheduler  # noqa: E402
+from app.context import autostart_demo, get_runtime, get_scheduler  # noqa: E402
 
 st.set_page_config(page_title="Costlake", page_icon="💠", layout="wide")
 
 get_runtime()
 get_scheduler()
+autostart_demo()
+
+
+def _page(name: str, title: str, icon: str, **kwargs) -> st.Page:
+    return st.Page(f"../pages/{name}.py", title=title, icon=icon, url_path=name, **kwargs)
+
 
 PAGES = {
-    "Settings": [
-        st.Page("../pages/health.py", title="Services & settings", icon="🩺", url_path="health", default=True),
+    "Cost": [
+        _page("overview", "Overview", "📊", default=True),
+        _page("explorer", "Cost explorer", "🔎"),
+        _page("anomalies", "Anomalies", "🚨"),
+        _page("budgets", "Budgets", "🎯"),
+    ],
+    "Data": [
+        _page("gold", "Gold tables", "🥇"),
+        _page("pipeline", "Pipeline", "⚙️"),
+        _page("sources", "Sources & settings", "🩺"),
     ],
 }
+# The chat page belongs to the agent work; the nav must work before it lands.
+if (_ROOT / "pages" / "chat.py").exists():
+    PAGES["Cost"].append(_page("chat", "Ask Costlake", "💬"))
 
 st.navigation(PAGES).run()

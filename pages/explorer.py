@@ -1,0 +1,107 @@
+"""Cost explorer: group by any dimension or tag key, filter, pick grain and metric; the view lives in the URL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+
+import streamlit as st
+
+from app import charts, data, explorer_state, fmt, ui
+
+st.title("Cost explorer")
+status = ui.status_or_stop()
+ui.require_data(status)
+ui.data_as_of(status)
+
+# The URL is the source of truth on first load (a shared link); afterwards the widgets are.
+if "explorer_loaded" not in st.session_state:
+    st.session_state["explorer_loaded"] = True
+    view = explorer_state.read_query_params(st.query_params)
+    st.session_state["ex_group"] = view.group_by
+    st.session_state["ex_grain"] = view.grain
+    st.session_state["ex_metric"] = view.metric
+    st.session_state["ex_chart"] = view.chart
+    start = view.start or max(status.first_date or status.as_of, status.as_of - dt.timedelta(days=89))
+    st.session_state["ex_range"] = (start, view.end or status.as_of)
+    for name, values in view.filters.items():
+        st.session_state[f"ex_f_{name}"] = values
+
+tags = ui.guard("list tag keys", ui.tag_keys, status.version) or []
+groups = list(data.DIMS) + [f"{data.TAG_PREFIX}{t}" for t in tags]
+if st.session_state["ex_group"] not in groups:
+    groups.append(st.session_state["ex_group"])
+
+
+def title(name: str) -> str:
+    return f"Tag: {name[len(data.TAG_PREFIX) :]}" if name.startswith(data.TAG_PREFIX) else data.DIMS[name].title
+
+
+c1, c2, c3, c4, c5 = st.columns([2, 3, 2, 2, 2])
+group_by = c1.selectbox("Group by", groups, key="ex_group", format_func=title)
+date_range = c2.date_input("Dates", key="ex_range", min_value=status.first_date, max_value=status.as_of)
+grain = c3.segmented_control("Grain", list(data.GRAINS), key="ex_grain") or "day"
+metric = c4.segmented_control("Cost", list(data.METRICS), key="ex_metric",
+                              help="Actual = billed; amortized spreads reservation and savings-plan purchases.") or "actual"  # fmt: skip
+chart = c5.segmented_control("Chart", list(explorer_state.CHARTS), key="ex_chart") or "area"
+
+tag_group = group_by.startswith(data.TAG_PREFIX)
+filter_dims = ["subscription", "currency"] if tag_group else [
+    "subscription", "resource_group", "service", "region", "pricing_model", "charge_category"]  # fmt: skip
+filters: dict[str, list[str]] = {}
+with st.expander("Filters", expanded=any(st.session_state.get(f"ex_f_{n}") for n in filter_dims)):
+    cols = st.columns(3)
+    names = filter_dims + ([group_by] if tag_group else [])
+    for i, name in enumerate(names):
+        options = ui.guard(f"list {name} values", ui.dimension_values, status.version, name) or []
+        chosen = st.session_state.get(f"ex_f_{name}") or []
+        options = list(dict.fromkeys([*options, *chosen]))
+        label = title(name) if name.startswith(data.TAG_PREFIX) else data.DIMS[name].title
+        filters[name] = cols[i % 3].multiselect(label, options, key=f"ex_f_{name}", placeholder="all")
+    if tag_group:
+        st.caption("Tag costs are kept per subscription and currency, so only those filters apply to a tag view.")
+
+if not isinstance(date_range, tuple) or len(date_range) != 2:
+    st.info("Pick an end date to complete the range.")
+    st.stop()
+start, end = date_range
+view = explorer_state.ExplorerView(group_by, grain, metric, chart, start, end, {k: v for k, v in filters.items() if v})
+st.query_params.from_dict(view.to_params())
+
+frame = ui.guard("query costs", ui.cost_by, status.version, group_by, start, end, grain, metric, view.filter_key,
+                 fix="Try a shorter date range or fewer filters.")  # fmt: skip
+if frame is None:
+    st.stop()
+if frame.empty:
+    st.info("No cost matches this view. Widen the dates or clear some filters.", icon="🔍")
+    st.stop()
+
+currencies = sorted(frame["currency"].unique())
+if len(currencies) > 1:
+    shown = st.radio("Currency", currencies, horizontal=True, key="ex_currency")
+    frame = frame[frame["currency"] == shown]
+currency = currencies[0] if len(currencies) == 1 else shown
+
+total = frame["cost"].sum()
+m1, m2, m3 = st.columns(3)
+m1.metric("Total", fmt.money(total, currency))
+m2.metric(f"Members ({title(group_by)})", frame["member"].nunique())
+m3.metric("Periods", frame["period"].nunique())
+
+st.plotly_chart(charts.stacked(data.top_n(frame, 10), kind=chart, currency=currency), key="explorer_chart")
+
+table = frame.pivot_table(index="member", columns="period", values="cost", aggfunc="sum", fill_value=0)
+table.columns = [p.strftime("%Y-%m-%d") for p in table.columns]
+table.insert(0, "total", table.sum(axis=1))
+table = table.sort_values("total", ascending=False).reset_index()
+st.dataframe(table, hide_index=True, width="stretch", column_config={"member": title(group_by)})
+
+long = frame.assign(period=frame["period"].dt.date).rename(columns={"member": group_by})
+d1, d2, _ = st.columns([1, 1, 4])
+d1.download_button("Download CSV", long.to_csv(index=False).encode(), file_name="costlake_explorer.csv",
+                   mime="text/csv", key="ex_csv")  # fmt: skip
+buf = io.BytesIO()
+long.to_parquet(buf, index=False)
+d2.download_button("Download Parquet", buf.getvalue(), file_name="costlake_explorer.parquet",
+                   mime="application/vnd.apache.parquet", key="ex_parquet")  # fmt: skip
+st.caption("The address bar holds this view: copy it to share exactly what you see.")

@@ -1,0 +1,102 @@
+"""Overview: month-to-date, end-of-month forecast, vs last month, budget burn, top movers, open anomalies."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import streamlit as st
+
+from app import charts, data, fmt, ui
+from app.context import get_reader
+
+st.title("Overview")
+status = ui.status_or_stop()
+ui.require_data(status)
+
+left, right = st.columns([3, 1])
+with right:
+    currency = ui.currency_choice(status, key="overview_currency")
+    metric = st.segmented_control("Cost", ["actual", "amortized"], default="actual", key="overview_metric") or "actual"
+with left:
+    ui.data_as_of(status)
+
+as_of = status.as_of
+k = ui.guard("compute the KPIs", ui.kpis, status.version, as_of, currency, metric)
+if k is None:
+    st.stop()
+
+c1, c2, c3, c4 = st.columns(4)
+c1.metric(f"Month to date ({as_of:%b %Y})", fmt.money(k.mtd, currency), border=True)
+c2.metric(
+    "vs last month, same day",
+    fmt.money(k.last_month_same_day, currency),
+    delta=fmt.pct(k.vs_last_month_pct) if k.vs_last_month_pct is not None else None,
+    delta_color="inverse",
+    border=True,
+    help=f"{fmt.when(data.previous_month_same_day(as_of)[0])} to {fmt.when(data.previous_month_same_day(as_of)[1])}",
+)
+c3.metric(
+    "End-of-month forecast",
+    fmt.money(k.forecast, currency),
+    border=True,
+    help=f"Method: {k.forecast_method}",
+)
+c3.caption(
+    f"interval {fmt.money(k.forecast_low, currency)} – {fmt.money(k.forecast_high, currency)} · {k.forecast_method}"
+)
+c4.metric("Last month total", fmt.money(k.last_month_total, currency), border=True)
+
+daily = ui.guard(
+    "load the daily trend", ui.daily_total, status.version, as_of - dt.timedelta(days=59), as_of, metric, currency
+)
+if daily is not None and not daily.empty:
+    st.plotly_chart(charts.daily_bars(daily, currency=currency), key="overview_daily")
+
+col_b, col_m = st.columns(2)
+with col_b:
+    st.subheader("Budget burn")
+    budgets = ui.guard("load budgets", data.list_budgets, get_reader())
+    if budgets is not None and budgets.empty:
+        st.caption("No budgets yet. Create one on the **Budgets** page to track burn here.")
+    elif budgets is not None:
+        for _, b in budgets[budgets["enabled"]].head(6).iterrows():
+            burn = ui.guard(f"compute burn of {b['name']}", data.budget_burn, get_reader(), b.to_dict(), as_of=as_of)
+            spent = float(burn["cumulative"].iloc[-1]) if burn is not None and not burn.empty else 0.0
+            share = spent / float(b["amount"]) if b["amount"] else 0.0
+            st.progress(min(share, 1.0), text=f"{b['name']}: {fmt.money(spent, b['currency'])} of "
+                        f"{fmt.money(float(b['amount']), b['currency'])} ({share:.0%}, {b['period']})")  # fmt: skip
+with col_m:
+    st.subheader("Top movers (7 days vs the 7 before)")
+    dim = st.selectbox("by", ["service", "subscription", "resource_group", "region"], key="overview_movers_dim",
+                       format_func=lambda n: data.DIMS[n].title, label_visibility="collapsed")  # fmt: skip
+    movers = ui.guard("load top movers", ui.top_movers, status.version, as_of, currency, dim, metric)
+    if movers is not None and movers.empty:
+        st.caption("Not enough history yet for movers (needs 14 days).")
+    elif movers is not None:
+        st.dataframe(
+            movers,
+            hide_index=True,
+            width="stretch",
+            column_config={
+                "member": data.DIMS[dim].title,
+                "current": st.column_config.NumberColumn("last 7 days", format="%.2f"),
+                "previous": st.column_config.NumberColumn("7 days before", format="%.2f"),
+                "change": st.column_config.NumberColumn("change", format="%+.2f"),
+                "change_pct": st.column_config.NumberColumn("change %", format="%+.1f%%"),
+            },
+        )
+
+st.subheader("Open anomalies")
+open_anomalies = ui.guard("load anomalies", data.anomalies, get_reader(), status="open")
+if open_anomalies is not None and open_anomalies.empty:
+    st.caption("No open anomalies. Detection runs in the pipeline's analytics step.")
+elif open_anomalies is not None:
+    st.metric("open", len(open_anomalies), label_visibility="collapsed")
+    st.dataframe(
+        open_anomalies[
+            ["charge_date", "level", "dimension_value", "kind", "severity", "actual", "expected", "impact"]
+        ].head(10),
+        hide_index=True,
+        width="stretch",
+    )
+    st.caption("Review and mark them on the **Anomalies** page.")

@@ -1,0 +1,201 @@
+"""Pipeline: run now (all or some steps) with live progress, schedules, run history with steps and logs,
+Kafka lag, table freshness and reconciliation."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import streamlit as st
+
+from app import data, fmt, ops, ui
+from app.context import get_lake, get_launcher, get_owner, get_pipeline, get_reader, get_scheduler
+
+log = logging.getLogger(__name__)
+st.title("Pipeline")
+launcher = get_launcher()
+ICONS = {"succeeded": "✅", "failed": "❌", "running": "⏳", "pending": "⏸️", "skipped": "⏭️", "abandoned": "💀"}
+
+# --- run now -----------------------------------------------------------------------------------------
+steps_all = ops.known_steps()
+with st.container(border=True):
+    c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
+    chosen = c1.multiselect("Steps", steps_all, default=steps_all, key="pl_steps",
+                            help="All steps in order, or only some (e.g. re-run analytics after a fix).")  # fmt: skip
+    clicked = c2.button("▶ Run now", type="primary", disabled=launcher.busy or not chosen, key="pl_run")
+if clicked:
+    ordered = [s for s in steps_all if s in chosen]
+    launcher.start(steps=None if ordered == steps_all else ordered)
+    st.session_state["pl_watch"] = True
+
+
+def _active() -> bool:
+    try:
+        latest = data.latest_run(get_reader())
+    except Exception:
+        log.exception("could not read the latest run")
+        latest = None
+    return launcher.busy or bool(latest and latest["status"] == "running")
+
+
+@st.fragment(run_every=dt.timedelta(seconds=2) if (launcher.busy or st.session_state.get("pl_watch")) else None)
+def live_progress() -> None:
+    """Progress of the current (or last) run from ops.pipeline_steps: manual and scheduled runs alike."""
+    launch = launcher.current
+    latest = ui.guard("read the latest run", data.latest_run, get_reader())
+    if launch is not None and launch.status == "error":
+        st.error(f"The run could not start: {launch.error}\n\nSee **Logs** below or the app log for details.", icon="⚠️")
+    if latest is None:
+        if launch is None or launch.status != "error":
+            st.info("No pipeline run yet. Press **Run now** to ingest, process and load cost data.", icon="⚙️")
+        st.session_state["pl_watch"] = launcher.busy
+        return
+    steps = ui.guard("read the run's steps", data.run_steps, get_reader(), latest["run_id"])
+    running = latest["status"] == "running"
+    label = f"Run {latest['run_id']} · {latest['trigger']} · {latest['status']}"
+    state = "running" if running else ("error" if latest["status"] in ("failed", "abandoned") else "complete")
+    with st.status(label, state=state, expanded=running or latest["status"] == "failed"):
+        if steps is not None and not steps.empty:
+            done = int(steps["status"].isin(["succeeded", "failed", "skipped"]).sum())
+            st.progress(done / len(steps), text=f"{done}/{len(steps)} steps")
+            for _, s in steps.iterrows():
+                extra = f" · {s['seconds']:.1f}s" if s["seconds"] == s["seconds"] and s["seconds"] is not None else ""
+                rows = (
+                    f" · rows in {s['rows_in']:,.0f}, out {s['rows_out']:,.0f}"
+                    if s["rows_out"] == s["rows_out"] and s["rows_out"] is not None
+                    else ""
+                )
+                st.write(f"{ICONS.get(s['status'], '•')} **{s['step']}** {s['status']}{extra}{rows}")
+                if s["error"]:
+                    st.error(s["error"], icon="❌")
+        if latest["error"]:
+            st.caption(latest["error"])
+    was_watching = st.session_state.get("pl_watch")
+    st.session_state["pl_watch"] = running or launcher.busy
+    if was_watching and not st.session_state["pl_watch"]:
+        ui.clear_reads()
+        st.rerun()  # the run ended: refresh history, freshness and the rest of the page
+
+
+live_progress()
+
+tab_hist, tab_sched, tab_kafka, tab_fresh, tab_recon = st.tabs(
+    ["Run history", "Schedules", "Kafka lag", "Table freshness", "Reconciliation"]
+)
+
+with tab_hist:
+    runs = ui.guard("load run history", data.runs, get_reader())
+    if runs is not None and runs.empty:
+        st.caption("No runs recorded yet.")
+    elif runs is not None:
+        event = st.dataframe(
+            runs.assign(status=runs["status"].map(lambda s: f"{ICONS.get(s, '')} {s}")),
+            hide_index=True,
+            width="stretch",
+            on_select="rerun",
+            selection_mode="single-row",
+            key="pl_runs",
+            column_config={"seconds": st.column_config.NumberColumn("seconds", format="%.1f")},
+        )
+        picked = event.selection.rows if event is not None else []
+        run_id = runs.iloc[picked[0] if picked else 0]["run_id"]
+        st.markdown(f"**Steps of {run_id}**")
+        steps = ui.guard("load the steps", data.run_steps, get_reader(), run_id)
+        if steps is not None:
+            st.dataframe(steps, hide_index=True, width="stretch")
+        with st.expander("Logs"):
+            logs = ui.guard("load the logs", data.run_logs, get_owner(), run_id)
+            if logs is not None and logs.empty:
+                st.caption("No log lines stored for this run.")
+            elif logs is not None:
+                level = st.segmented_control("Level", ["all", "WARNING", "ERROR"], default="all", key="pl_log_level")
+                if level and level != "all":
+                    logs = logs[
+                        logs["level"].isin(
+                            ["WARNING", "ERROR", "CRITICAL"] if level == "WARNING" else ["ERROR", "CRITICAL"]
+                        )
+                    ]
+                st.dataframe(logs, hide_index=True, width="stretch")
+
+with tab_sched:
+    scheduler = get_scheduler()
+    if scheduler is None:
+        st.info(
+            "The scheduler is off in this process (`SCHEDULER_ENABLED=false`); runs start only from here or the CLI."
+        )
+    else:
+        from scheduler import service as sched
+
+        jobs = ui.guard("list the scheduled jobs", sched.list_jobs, scheduler) or []
+        for job in jobs:
+            with st.container(border=True):
+                j1, j2, j3 = st.columns([3, 2, 1])
+                j1.markdown(f"**{job.name}**  \n`{job.job_id}` · {job.trigger}")
+                j2.write("⏸️ paused" if job.paused else f"next run {fmt.when(job.next_run_time)}")
+                if j3.button("Resume" if job.paused else "Pause", key=f"pl_toggle_{job.job_id}"):
+                    ui.guard("change the job", sched.resume if job.paused else sched.pause, scheduler, job.job_id)
+                    st.rerun()
+                with st.expander("Edit schedule"), st.form(f"pl_form_{job.job_id}"):
+                    kind = st.radio("Kind", ["interval", "cron"], horizontal=True, key=f"pl_kind_{job.job_id}")
+                    k1, k2 = st.columns(2)
+                    every = k1.number_input("Every (interval)", 1, 10_000, 60, key=f"pl_every_{job.job_id}")
+                    unit = k2.selectbox("Unit", ["minutes", "hours", "days"], key=f"pl_unit_{job.job_id}")
+                    cron = st.text_input("Cron (minute hour day month day_of_week), UTC", "30 3 * * *",
+                                         key=f"pl_cron_{job.job_id}")  # fmt: skip
+                    if st.form_submit_button("Save schedule"):
+                        try:
+                            if kind == "interval":
+                                args = {unit: int(every)}
+                            else:
+                                parts = cron.split()
+                                if len(parts) != 5:
+                                    raise ValueError(
+                                        "a cron expression has 5 fields: minute hour day month day_of_week"
+                                    )
+                                args = dict(zip(["minute", "hour", "day", "month", "day_of_week"], parts, strict=True))
+                            info = sched.reschedule(scheduler, job.job_id, kind=kind, args=args)
+                            st.success(f"Saved: {info.trigger}, next run {fmt.when(info.next_run_time)}")
+                        except ValueError as exc:
+                            st.error(f"That schedule is not valid: {exc}", icon="✋")
+
+with tab_kafka:
+    lag = ui.guard("read Kafka lag", ops.kafka_lag, get_pipeline(),
+                   fix="Kafka may still be starting, or no data was ever sent; see **Sources & settings**.")  # fmt: skip
+    if lag is not None and lag.empty:
+        st.caption("No partitions yet: the topic is created by the first ingest.")
+    elif lag is not None:
+        st.metric("Messages not yet in bronze", f"{int(lag['lag'].sum()):,}")
+        st.dataframe(lag, hide_index=True, width="stretch")
+
+with tab_fresh:
+    fresh = ui.guard("read the mart freshness", data.mart_freshness, get_reader())
+    if fresh is not None:
+        st.markdown("**Cost mart**")
+        st.dataframe(fresh, hide_index=True, width="stretch")
+    loads = ui.guard("read the load history", data.load_history, get_reader())
+    if loads is not None and not loads.empty:
+        st.markdown("**Mart loads**")
+        st.dataframe(loads, hide_index=True, width="stretch")
+    lake_tables = ui.guard("read the lake tables", ops.lake_freshness, get_lake())
+    if lake_tables is not None:
+        st.markdown("**Lake tables**")
+        if lake_tables.empty:
+            st.caption("No Delta tables yet.")
+        else:
+            st.dataframe(lake_tables, hide_index=True, width="stretch")
+
+with tab_recon:
+    result = ui.guard("read the reconciliation", data.reconciliation, get_reader())
+    if result is not None:
+        check, rows = result
+        if check is None:
+            st.caption(
+                "No reconciliation yet: the pipeline checks mart totals against silver and the source after each load."
+            )
+        else:
+            r1, r2, r3 = st.columns(3)
+            r1.metric("Checked", fmt.when(check["checked_at"]))
+            r2.metric("Days checked", check["days_checked"])
+            r3.metric("Mismatches", check["mismatches"], delta="ok" if not check["mismatches"] else "investigate",
+                      delta_color="normal" if not check["mismatches"] else "inverse")  # fmt: skip
+            st.dataframe(rows, hide_index=True, width="stretch")

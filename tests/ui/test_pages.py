@@ -1,0 +1,189 @@
+"""Every page run headlessly with AppTest against a real runtime and a seeded mart: no exception, key
+elements present, and the interactions users rely on."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from tests.ui.conftest import page, texts
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _param(at, name: str) -> list[str]:
+    value = at.query_params[name]
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def test_overview_shows_kpis_movers_anomalies(seeded):
+    at = page("overview").run()
+    assert not at.exception
+    labels = [m.label for m in at.metric]
+    assert any(label.startswith("Month to date") for label in labels)
+    assert "End-of-month forecast" in labels and "vs last month, same day" in labels
+    body = texts(at)
+    assert "Data as of" in body and "Top movers" in body and "Open anomalies" in body
+    assert "Platform" in " ".join(p.proto.text for p in at.get("progress"))
+
+
+def test_empty_mart_says_what_to_do(pipeline):
+    at = page("overview").run()
+    assert not at.exception
+    assert "No cost data in the mart yet" in texts(at)
+    assert any(b.label == "Load the demo estate now" for b in at.button)
+
+
+def test_explorer_filters_grain_and_url_state(seeded):
+    at = page("explorer").run()
+    assert not at.exception
+    total = next(m.value for m in at.metric if m.label == "Total")
+    at.selectbox(key="ex_group").set_value("region").run()
+    at.segmented_control(key="ex_grain").set_value("week").run()
+    assert not at.exception
+    assert _param(at, "group") == ["region"] and _param(at, "grain") == ["week"]
+    at.multiselect(key="ex_f_service").set_value(["Storage"]).run()
+    assert not at.exception
+    filtered = next(m.value for m in at.metric if m.label == "Total")
+    assert filtered != total
+    assert _param(at, "f.service") == ["Storage"]
+    assert {b.label for b in at.get("download_button")} >= {"Download CSV", "Download Parquet"}
+
+
+def test_explorer_opens_a_shared_view_by_tag(seeded):
+    at = page("explorer")
+    at.query_params["group"] = "tag:env"
+    at.query_params["grain"] = "month"
+    at.query_params["metric"] = "amortized"
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="ex_group").value == "tag:env"
+    assert at.segmented_control(key="ex_metric").value == "amortized"
+    assert any(m.label == "Members (Tag: env)" and m.value == "3" for m in at.metric)
+
+
+def test_anomalies_list_chart_and_mark_expected(seeded, pipeline):
+    at = page("anomalies").run()
+    assert not at.exception
+    assert "Root-cause contributors" in texts(at)
+    at.radio[0].set_value("expected")
+    at.text_input[0].set_value("planned load test")
+    next(b for b in at.button if b.label == "Save verdict").click().run()
+    assert not at.exception
+    with pipeline.engine.connect() as conn:
+        statuses = dict(conn.execute(sa.text("SELECT level, status FROM mart.anomalies")).all())
+        feedback = conn.execute(sa.text("SELECT verdict, note FROM mart.anomaly_feedback")).all()
+    assert "expected" in statuses.values()
+    assert feedback and feedback[0].verdict == "expected" and feedback[0].note == "planned load test"
+
+
+def test_budgets_create_validate_edit_delete(seeded, pipeline):
+    at = page("budgets").run()
+    assert not at.exception
+    assert "Platform" in texts(at)
+
+    def submit(label: str):
+        next(b for b in at.button if b.label == label).click().run()
+        assert not at.exception
+
+    # invalid: no amount -> a clear error and nothing saved
+    at.text_input(key="bf_name_new").set_value("Storage team")
+    submit("Create budget")
+    assert any("greater than zero" in e.value for e in at.error)
+    at.text_input(key="bf_name_new").set_value("Storage team")
+    at.selectbox(key="bf_scope_new").set_value("service")
+    at.text_input(key="bf_scope_value_new").set_value("Storage")
+    at.number_input(key="bf_amount_new").set_value(1200.0)
+    submit("Create budget")
+    with pipeline.engine.connect() as conn:
+        row = conn.execute(
+            sa.text("SELECT budget_id, amount, scope_value FROM mart.budgets WHERE name = 'Storage team'")
+        ).one()
+    assert float(row.amount) == 1200.0 and row.scope_value == "Storage"
+    assert any("created" in s.value for s in at.success)
+
+    at.selectbox(key="bf_choice").set_value("Storage team").run()
+    at.number_input(key=f"bf_amount_{row.budget_id}").set_value(1500.0)
+    submit("Save changes")
+    with pipeline.engine.connect() as conn:
+        assert (
+            float(conn.execute(sa.text("SELECT amount FROM mart.budgets WHERE name = 'Storage team'")).scalar())
+            == 1500.0
+        )
+
+    at.selectbox(key="bf_choice").set_value("Storage team").run()
+    at.button(key="bf_delete").click().run()
+    assert not at.exception
+    with pipeline.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM mart.budgets WHERE name = 'Storage team'")).scalar() == 0
+
+
+def test_gold_tables_browse_schema_history_preview(seeded):
+    at = page("gold").run()
+    assert not at.exception
+    assert at.selectbox(key="gold_table").value in ("gold/cost_by_tag", "gold/cost_daily", "gold/resource_tags")
+    at.selectbox(key="gold_table").set_value("gold/cost_daily").run()
+    assert not at.exception
+    rows = next(m.value for m in at.metric if m.label == "Rows")
+    assert rows == f"{60 * 60:,}"
+    at.selectbox(key="gold_col_gold/cost_daily").set_value("service_name")
+    at.text_input(key="gold_contains_gold/cost_daily").set_value("storage").run()
+    assert not at.exception
+    assert any("matching rows" in c.value for c in at.caption)
+    assert len(at.dataframe) >= 3  # preview, schema, history
+
+
+def test_pipeline_run_now_shows_progress_and_history(seeded, quick_steps):
+    import app.context
+
+    at = page("pipeline").run()
+    assert not at.exception
+    assert at.multiselect(key="pl_steps").value == list(quick_steps)
+    at.button(key="pl_run").click().run()
+    assert not at.exception
+    launch = app.context.get_launcher().wait(timeout=60)
+    assert launch is not None and launch.status == "succeeded", launch
+    time.sleep(0.2)
+    at.run()
+    assert not at.exception
+    assert any("succeeded" in s.label and launch.run_id in s.label for s in at.status)
+    assert any("Steps of" in m.value for m in at.markdown)
+
+
+def test_sources_bad_upload_is_rejected_and_loads_nothing(pipeline, ui_settings):
+    at = page("sources").run()
+    assert not at.exception
+    assert [m.label for m in at.metric][:4] == ["Postgres", "Kafka", "Lake", "Spark"]
+    at.file_uploader(key="src_files").set_value(("costs.csv", b"foo,bar\n1,2\n", "text/csv"))
+    at.checkbox(key="src_import_now").uncheck()
+    next(b for b in at.button if b.label == "Validate and upload").click().run()
+    assert not at.exception
+    assert any("rejected" in e.value and "neither a FOCUS file" in e.value for e in at.error)
+    assert not ui_settings.inbox_dir.exists() or not any(ui_settings.inbox_dir.iterdir())
+
+
+def test_sources_good_focus_file_goes_to_inbox(pipeline, ui_settings):
+    from app.uploads import FOCUS_REQUIRED
+
+    header = ",".join(FOCUS_REQUIRED)
+    values = {"BilledCost": "1.5", "EffectiveCost": "1.5", "ChargePeriodStart": "2026-01-01T00:00:00Z"}
+    row = ",".join(values.get(c, "x") for c in FOCUS_REQUIRED)
+    at = page("sources").run()
+    at.file_uploader(key="src_files").set_value(("focus.csv", f"{header}\n{row}\n".encode(), "text/csv"))
+    at.checkbox(key="src_import_now").uncheck()
+    next(b for b in at.button if b.label == "Validate and upload").click().run()
+    assert not at.exception
+    assert any("focus file, 1 rows" in s.value for s in at.success)
+    assert len(list(ui_settings.inbox_dir.iterdir())) == 1
+
+
+def test_main_navigation_runs(pipeline):
+    from streamlit.testing.v1 import AppTest
+
+    from backend.config import REPO_ROOT
+
+    at = AppTest.from_file(str(REPO_ROOT / "app" / "main.py"), default_timeout=60).run()
+    assert not at.exception
+    assert at.title[0].value == "Overview"
