@@ -82,7 +82,8 @@ def instrument(engine: sa.Engine) -> sa.Engine:
             return
         starts = context.connection.info.get("agent_t0", []) if context.connection is not None else []
         t0 = starts.pop() if starts else time.perf_counter()
-        cursor = context.cursor
+        execution = context.execution_context
+        cursor = getattr(execution, "cursor", None) if execution is not None else None
         captured.append(
             ExecutedSQL(
                 sql=_decode(getattr(cursor, "query", None), context.statement),

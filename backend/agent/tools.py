@@ -314,10 +314,14 @@ def compare_periods_impl(
         raise ToolInputError("compare by service_category is not supported; use dimension 'service'")
     current = _period(ctx, period)
     previous = current.previous() if baseline in ("", "previous", None) else _period(ctx, baseline)
-    # "This month so far vs last month" compares like with like: the same number of days.
-    if baseline in ("", "previous", None) and current.label.endswith(str(ctx.as_of())) and current.start.day == 1:
-        prev_start = previous.start
-        same_end = min(previous.end, prev_start + dt.timedelta(days=current.days))
+    # "This month so far vs last month" compares like with like: the same days of the previous month.
+    if (
+        baseline in ("", "previous", None)
+        and current.start.day == 1
+        and current.end - dt.timedelta(days=1) == ctx.as_of()
+    ):
+        prev_start = (current.start - dt.timedelta(days=1)).replace(day=1)
+        same_end = min(current.start, prev_start + dt.timedelta(days=current.days))
         previous = Period(prev_start, same_end, f"{prev_start}..{same_end - dt.timedelta(days=1)}")
     resolved = _filters(ctx, filters)
     if dim is None:
@@ -342,7 +346,8 @@ def compare_periods_impl(
             limit=max(1, int(top_n)),
         ).rename(columns={"group": dim})
         frame["change_pct"] = (frame["change_pct"] * 100).round(1)
-        cur, prev = frame["current_cost"].sum(), frame["previous_cost"].sum()
+        cur = _breakdown_totals(ctx, period=current, dimension=None, metric=metric, filters=resolved)["cost"].sum()
+        prev = _breakdown_totals(ctx, period=previous, dimension=None, metric=metric, filters=resolved)["cost"].sum()
     lines = [f"{metric.capitalize()} cost {current.label}: {_money(cur)} vs {previous.label}: {_money(prev)}"]
     if prev:
         lines[0] += f" ({(cur - prev) / prev * 100:+.1f}%)."
@@ -464,21 +469,19 @@ def forecast_impl(
             filters={dim: [member]} if dim and member else None,
         )
     rows = _forecast_rows(ctx, scope_type, scope_value, max(target.start, as_of + dt.timedelta(days=1)), last, metric)
-    frame = pd.DataFrame(
-        {
-            "date": [r.forecast_date for r in rows],
-            "actual": [None] * len(rows),
-            "forecast": [float(r.point) for r in rows],
-            "lower": [float(r.lower_bound) if r.lower_bound is not None else None for r in rows],
-            "upper": [float(r.upper_bound) if r.upper_bound is not None else None for r in rows],
-        }
-    )
-    if not actual_frame.empty:
-        past = pd.DataFrame(
-            {"date": actual_frame["period"], "actual": actual_frame["cost"], "forecast": None, "lower": None}
+    nan = float("nan")
+    records = [(d, float(c), nan, nan, nan) for d, c in zip(actual_frame["period"], actual_frame["cost"], strict=True)]
+    records += [
+        (
+            r.forecast_date,
+            nan,
+            float(r.point),
+            float(r.lower_bound) if r.lower_bound is not None else nan,
+            float(r.upper_bound) if r.upper_bound is not None else nan,
         )
-        past["upper"] = None
-        frame = pd.concat([past, frame], ignore_index=True)
+        for r in rows
+    ]
+    frame = pd.DataFrame.from_records(records, columns=["date", "actual", "forecast", "lower", "upper"])
     spent = float(actual_frame["cost"].sum()) if not actual_frame.empty else 0.0
     remaining_days = (last - max(as_of, target.start - dt.timedelta(days=1))).days
     scope = f"{scope_type} {scope_value}" if scope_value else "total cost"
