@@ -44,7 +44,10 @@ def live_progress() -> None:
     launch = launcher.current
     latest = ui.guard("read the latest run", data.latest_run, get_reader())
     if launch is not None and launch.status == "error":
-        st.error(f"The run could not start: {launch.error}\n\nSee **Logs** below or the app log for details.", icon="⚠️")
+        st.error(
+            f"The run requested at {launch.started_at:%H:%M:%S} UTC could not start: {launch.error}\n\nSee **Logs** below or the app log for details.",
+            icon="⚠️",
+        )
     if latest is None:
         if launch is None or launch.status != "error":
             st.info("No pipeline run yet. Press **Run now** to ingest, process and load cost data.", icon="⚙️")

@@ -1,0 +1,186 @@
+"""Real browser: start the app as the README does (`streamlit run app/main.py`, fresh DATA_DIR, free port), visit
+every page in headless Debian Chromium, press "Run now", wait for the run to end, screenshot every page."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from backend.config import REPO_ROOT
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(1500)]
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+SHOTS = REPO_ROOT / "artifacts" / "screenshots"
+PAGES = [
+    ("overview", "Overview"),
+    ("explorer", "Cost explorer"),
+    ("anomalies", "Anomalies"),
+    ("budgets", "Budgets"),
+    ("gold", "Gold tables"),
+    ("pipeline", "Pipeline"),
+    ("sources", "Sources & settings"),
+]
+RUN_LABEL = re.compile(r"Run (\S+) · (\S+) · (succeeded|failed|abandoned|running)")
+
+
+def _free_port() -> int:
+    from backend.runtime.kafka import free_port
+
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+    data_dir = tmp_path_factory.mktemp("app-data")
+    port = _free_port()
+    log = (data_dir / "streamlit.log").open("wb")
+    env = {**os.environ, "DATA_DIR": str(data_dir), "PYTHONPATH": str(REPO_ROOT), "SPARK_DRIVER_MEMORY": "1g"}
+    for name in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "LAKE_URI"):
+        env.pop(name, None)  # the README's path: everything embedded under DATA_DIR
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app/main.py",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--server.headless",
+            "true",
+        ],  # fmt: skip
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    import urllib.request
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.terminate()
+        pytest.fail(f"streamlit did not come up; log: {(data_dir / 'streamlit.log').read_text()[-3000:]}")
+    yield url
+    proc.terminate()  # SIGTERM: streamlit runs atexit, which releases the embedded servers
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", "--window-size=1400,1000",
+                f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):  # fmt: skip
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(120)
+    yield driver
+    driver.quit()
+
+
+def _wait(driver, predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate(driver)
+            if value:
+                return value
+        except Exception:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; page text:\n{_text(driver)[:2000]}")
+
+
+def _text(driver) -> str:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.TAG_NAME, "body").text
+
+
+def _settled(driver, title: str) -> bool:
+    """The page's title is drawn and Streamlit is no longer running the script."""
+    from selenium.webdriver.common.by import By
+
+    heads = [h.text for h in driver.find_elements(By.TAG_NAME, "h1")]
+    running = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"]')
+    return any(h.strip() == title for h in heads) and not running
+
+
+def _visit(driver, url: str, name: str, title: str) -> None:
+    driver.get(f"{url}/{name}")
+    _wait(driver, lambda d: _settled(d, title), 180, f"page {name}")
+    time.sleep(1.0)  # charts draw after the script run
+    assert "Traceback" not in _text(driver)
+
+
+def test_every_page_and_run_now(app_url, browser):
+    from selenium.webdriver.common.by import By
+
+    if SHOTS.exists():
+        shutil.rmtree(SHOTS)
+    SHOTS.mkdir(parents=True)
+
+    _visit(browser, app_url, "pipeline", "Pipeline")
+
+    def run_button(d):
+        buttons = [b for b in d.find_elements(By.TAG_NAME, "button") if "Run now" in b.text]
+        return buttons[0] if buttons and buttons[0].is_enabled() else None
+
+    # A first start in demo mode loads the demo estate by itself: let that run end before pressing Run now.
+    button = _wait(browser, run_button, 900, "the Run now button to be enabled")
+    before = set(m.group(1) for m in RUN_LABEL.finditer(_text(browser)))
+    requested = time.strftime("%H:%M", time.gmtime())
+    button.click()
+
+    def finished(d):
+        text = _text(d)
+        for m in RUN_LABEL.finditer(text):
+            if m.group(1) not in before and m.group(3) != "running":
+                return m.group(3)
+        if "could not start" in text and f"requested at {requested}" in text:
+            return "could not start"
+        return None
+
+    outcome = _wait(browser, finished, 900, "the manual run to finish")
+    browser.save_screenshot(str(SHOTS / "pipeline_after_run.png"))
+    try:
+        import backend.pipeline.steps  # noqa: F401
+
+        assert outcome == "succeeded", outcome
+    except ImportError:
+        # Until the step registry lands a run cannot start; the page must say so, not crash.
+        assert outcome in ("could not start", "failed"), outcome
+
+    for name, title in PAGES:
+        _visit(browser, app_url, name, title)
+        browser.save_screenshot(str(SHOTS / f"{name}.png"))
+    assert len(list(SHOTS.glob("*.png"))) == len(PAGES) + 1
