@@ -150,6 +150,10 @@ class QuestionParser:
         q = " ".join(question.lower().split())
         if not q or re.fullmatch(r"(hi|hello|hey|help|\?|what can you do\??)[!. ]*", q):
             return Plan(text=HELP)
+        if re.match(
+            r"(?:please\s+)?(?:delete|drop|truncate|update|insert|alter|create|grant|modify|remove|change)\b", q
+        ):
+            return Plan(text="I only read cost data: I cannot change, delete or create anything. " + HELP)
         stripped = question.strip().strip("`").removeprefix("sql").strip()
         if re.match(r"(?is)^\s*(select|with)\b", stripped):
             return Plan(calls=[("run_sql", {"sql": stripped})])

@@ -1,0 +1,105 @@
+"""Fixtures for agent tests: one seeded demo mart per session (read-only use), settings and an agent factory."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+
+from backend.agent.agent import CostAgent, build_agent
+from backend.agent.seed import seed_demo_mart
+from backend.mart.migrate import upgrade
+from tests.conftest import make_settings
+
+TIMEOUT_MS = 1000
+
+
+@pytest.fixture(scope="session")
+def demo_mart_url(pg_admin_url: str) -> Iterator[str]:
+    """A migrated mart holding the demo estate (with planted prompt injections); tests only read it,
+    except the agent's own audit rows, which tests tell apart by session id."""
+    name = f"agent_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.engine.make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    seed_demo_mart(engine, injection=True)
+    engine.dispose()
+    yield url
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def agent_settings(demo_mart_url, tmp_path_factory):
+    return make_settings(tmp_path_factory.mktemp("agent"), database_url=demo_mart_url, statement_timeout_ms=TIMEOUT_MS)
+
+
+@pytest.fixture(scope="session")
+def owner(demo_mart_url) -> Iterator[sa.Engine]:
+    engine = sa.create_engine(demo_mart_url, poolclass=sa.pool.NullPool)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def rule_agent(agent_settings) -> Iterator[CostAgent]:
+    """The agent as the app builds it with no LLM configured."""
+    agent = build_agent(agent_settings)
+    yield agent
+    agent.ctx.engine.dispose()
+    agent.audit.engine.dispose()
+
+
+@pytest.fixture
+def make_agent(agent_settings) -> Iterator[Callable[[BaseChatModel], CostAgent]]:
+    built: list[CostAgent] = []
+
+    def make(model: BaseChatModel) -> CostAgent:
+        agent = build_agent(agent_settings, model=model)
+        built.append(agent)
+        return agent
+
+    yield make
+    for agent in built:
+        agent.ctx.engine.dispose()
+        agent.audit.engine.dispose()
+
+
+class ScriptedChatModel(BaseChatModel):
+    """A fake LLM that replays scripted AIMessages (tool calls included), one per model call."""
+
+    script: list[AIMessage]
+    seen: list[list[BaseMessage]] = []
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted"
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedChatModel:
+        return self
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs) -> ChatResult:
+        self.seen.append(list(messages))
+        step = len(self.seen) - 1
+        message = self.script[min(step, len(self.script) - 1)]
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+def tool_call(name: str, **args: Any) -> dict[str, Any]:
+    return {"name": name, "args": args, "id": f"call_{uuid.uuid4().hex[:8]}", "type": "tool_call"}
+
+
+def scripted(*steps: list[dict[str, Any]] | str) -> ScriptedChatModel:
+    """Each step is a list of tool calls or a final text."""
+    messages = [AIMessage(content=s) if isinstance(s, str) else AIMessage(content="", tool_calls=s) for s in steps]
+    return ScriptedChatModel(script=messages, seen=[])
