@@ -129,6 +129,23 @@ class Settings(BaseSettings):
     scheduler_enabled: bool = True
     max_upload_mb: int = Field(default=512, ge=1)
 
+    # --- analytics: anomalies, forecasts, budgets (defaults chosen by bench/bench_analytics.py) -----
+    anomaly_levels: CommaList = Field(
+        default_factory=lambda: ["subscription", "resource_group", "service", "tag:team"],
+        description="subscription, resource_group, service, tag:<key> (comma separated)",
+    )
+    anomaly_metrics: CommaList = Field(default_factory=lambda: ["actual", "amortized"])
+    anomaly_history_days: int = Field(default=56, ge=14, le=365)
+    anomaly_sensitivity: float = Field(default=4.0, gt=0, description="robust z-score a day must exceed")
+    anomaly_min_cost_impact: float = Field(default=10.0, ge=0, description="per day, billing currency")
+    anomaly_min_relative_impact: float = Field(default=0.25, ge=0)
+    anomaly_lookback_days: int = Field(default=7, ge=1, description="recent days (re)scored every run")
+    anomaly_feedback_days: int = Field(default=90, ge=1, description="how long 'expected' suppresses a pattern")
+    forecast_horizon_days: int = Field(default=30, ge=1, le=366)
+    forecast_interval_level: float = Field(default=0.95, gt=0.5, lt=1)
+    budget_webhook_retries: int = Field(default=3, ge=0)
+    budget_webhook_timeout_s: float = Field(default=5.0, gt=0)
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -142,7 +159,7 @@ class Settings(BaseSettings):
         secrets_toml = SecretsTomlSource(settings_cls, REPO_ROOT / ".streamlit" / "secrets.toml")
         return init_settings, env_settings, dotenv_settings, secrets_toml, file_secret_settings
 
-    @field_validator("azure_subscription_ids", mode="before")
+    @field_validator("azure_subscription_ids", "anomaly_levels", "anomaly_metrics", mode="before")
     @classmethod
     def _split_ids(cls, value: Any) -> Any:
         if isinstance(value, str):

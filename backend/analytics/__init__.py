@@ -1,0 +1,1 @@
+"""Analytics on gold: anomaly detection, forecasts and budgets, written to the mart."""

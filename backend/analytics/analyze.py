@@ -1,0 +1,202 @@
+"""Per-series analytics as pure pandas functions (anomalies, forecasts, contributors, feedback), shared by Spark and tests."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+
+from backend.analytics.detect import DetectorParams, baseline, detect
+from backend.analytics.forecast import ForecastParams, forecast_series
+
+SERIES_KEYS = ["level", "member", "metric"]
+ANOMALY_COLUMNS = [
+    *SERIES_KEYS,
+    "charge_date",
+    "actual",
+    "expected",
+    "lower_bound",
+    "upper_bound",
+    "impact",
+    "severity",
+    "kind",
+]
+ANOMALY_SPARK_SCHEMA = (
+    "level string, member string, metric string, charge_date date, actual double, expected double, "
+    "lower_bound double, upper_bound double, impact double, severity double, kind string"
+)
+FORECAST_COLUMNS = [
+    *SERIES_KEYS,
+    "row_type",
+    "forecast_date",
+    "period_end",
+    "actual_to_date",
+    "point",
+    "lower_bound",
+    "upper_bound",
+    "method",
+    "backtest_error",
+]
+FORECAST_SPARK_SCHEMA = (
+    "level string, member string, metric string, row_type string, forecast_date date, period_end date, "
+    "actual_to_date double, point double, lower_bound double, upper_bound double, method string, backtest_error double"
+)
+
+
+def complete_days(series: pd.DataFrame, start, end) -> pd.DataFrame:
+    """One series (charge_date, cost) on every day from start to end: missing days cost zero."""
+    days = pd.date_range(pd.Timestamp(start), pd.Timestamp(end), freq="D")
+    cost = series.assign(charge_date=pd.to_datetime(series["charge_date"])).groupby("charge_date")["cost"].sum()
+    return pd.DataFrame({"charge_date": days, "cost": cost.reindex(days, fill_value=0.0).to_numpy(dtype=float)})
+
+
+def _keys(series: pd.DataFrame) -> dict:
+    return {k: series[k].iloc[0] for k in SERIES_KEYS}
+
+
+def series_anomalies(series: pd.DataFrame, params: DetectorParams, *, start, end, since) -> pd.DataFrame:
+    """Anomalies of one series (level, member, metric, charge_date, cost) reported on days >= since."""
+    if series.empty:
+        return pd.DataFrame(columns=ANOMALY_COLUMNS)
+    keys = _keys(series)
+    full = complete_days(series, start, end)
+    found = detect(full["charge_date"].to_numpy(), full["cost"].to_numpy(), params, since=since)
+    for name, value in keys.items():
+        found[name] = value
+    found["charge_date"] = pd.to_datetime(found["charge_date"]).dt.date
+    return found[ANOMALY_COLUMNS]
+
+
+def series_forecasts(series: pd.DataFrame, params: ForecastParams, *, start, end) -> pd.DataFrame:
+    """Daily forecast rows for the next horizon days plus 'month_end' and 'next_days' total rows for one series."""
+    if series.empty:
+        return pd.DataFrame(columns=FORECAST_COLUMNS)
+    keys = _keys(series)
+    full = complete_days(series, start, end)
+    dates, values = full["charge_date"].to_numpy(), full["cost"].to_numpy()
+    fc = forecast_series(dates, values, params)
+    if fc is None:
+        return pd.DataFrame(columns=FORECAST_COLUMNS)
+    last = pd.Timestamp(end)
+    rows = [
+        {
+            "row_type": "day",
+            "forecast_date": d.date(),
+            "period_end": d.date(),
+            "actual_to_date": 0.0,
+            "point": p,
+            "lower_bound": lo,
+            "upper_bound": hi,
+        }
+        for d, p, lo, hi in zip(fc.dates, fc.point, fc.lower, fc.upper, strict=True)
+    ]
+    month_end = (last + pd.offsets.MonthEnd(0)).normalize()
+    remaining = (month_end - last).days
+    to_date = float(values[full["charge_date"] >= last.replace(day=1)].sum())
+    if remaining == 0:
+        eom = (to_date, to_date, to_date)
+    else:
+        # The horizon's cumulative interval at the month's last day: one calibration serves both totals.
+        step = min(remaining, len(fc.point)) - 1
+        eom = (
+            to_date + float(fc.point[: step + 1].sum()),
+            to_date + float(fc.cum_lower[step]),
+            to_date + float(fc.cum_upper[step]),
+        )
+    rows.append(
+        {
+            "row_type": "month_end",
+            "forecast_date": last.replace(day=1).date(),
+            "period_end": month_end.date(),
+            "actual_to_date": to_date,
+            "point": eom[0],
+            "lower_bound": eom[1],
+            "upper_bound": eom[2],
+        }
+    )
+    rows.append(
+        {
+            "row_type": "next_days",
+            "forecast_date": fc.dates[0].date(),
+            "period_end": fc.dates[-1].date(),
+            "actual_to_date": 0.0,
+            "point": float(fc.point.sum()),
+            "lower_bound": float(fc.cum_lower[-1]),
+            "upper_bound": float(fc.cum_upper[-1]),
+        }
+    )
+    out = pd.DataFrame(rows)
+    for name, value in keys.items():
+        out[name] = value
+    out["method"] = fc.method
+    out["backtest_error"] = fc.backtest_error
+    return out[FORECAST_COLUMNS]
+
+
+def contributors(
+    anomaly: pd.Series, children: pd.DataFrame, params: DetectorParams, *, top: int = 5, child_name: str = "resource"
+) -> list[dict]:
+    """Which members one level down explain an anomaly: each child's expected value (same baseline as the parent)
+    against its actual on the day, largest deltas in the anomaly's direction first.
+
+    `children` holds (child, charge_date, cost[, meter]) rows of the anomalous member's history up to the day."""
+    day = pd.Timestamp(anomaly["charge_date"])
+    start = day - timedelta(days=int(np.ceil(params.history_days / 7)) * 7)
+    out = []
+    for child, rows in children.groupby("child"):
+        full = complete_days(rows, start, day)
+        expected, _ = baseline(full["cost"].to_numpy(), params)
+        exp = float(expected[-1]) if np.isfinite(expected[-1]) else float(full["cost"].iloc[:-1].median())
+        actual = float(full["cost"].iloc[-1])
+        item = {
+            "dimension": child_name,
+            "value": child,
+            "expected": round(exp, 4),
+            "actual": round(actual, 4),
+            "delta": round(actual - exp, 4),
+        }
+        if "meter" in rows.columns:
+            day_rows = rows[pd.to_datetime(rows["charge_date"]) == day]
+            if len(day_rows):
+                item["meter"] = str(day_rows.sort_values("cost").iloc[-1]["meter"])
+        out.append(item)
+    sign = 1.0 if float(anomaly["impact"]) >= 0 else -1.0
+    out.sort(key=lambda c: -sign * c["delta"])
+    return [c for c in out if sign * c["delta"] > 0][:top]
+
+
+def refine_kind(kind: str, contributors_list: list[dict], impact: float) -> str:
+    """A spike or shift driven mostly by children that cost nothing before is new cost."""
+    if impact <= 0 or not contributors_list or kind == "new_cost":
+        return kind
+    new = sum(c["delta"] for c in contributors_list if abs(c["expected"]) < 1e-9)
+    return "new_cost" if new >= 0.5 * impact else kind
+
+
+def suppressed_by_feedback(anomalies: pd.DataFrame, feedback: pd.DataFrame, *, default_days: int) -> pd.Series:
+    """Feedback id that suppresses each anomaly (NaN when none): an 'expected' verdict on the same level, member and
+    kind covers anomalies from the marked day up to suppress_until (or default_days), unless the new one is > 2x the size."""
+    out = pd.Series(np.nan, index=anomalies.index)
+    if anomalies.empty or feedback.empty:
+        return out
+    fb = feedback[feedback["verdict"] == "expected"]
+    for idx, a in anomalies.iterrows():
+        same = fb[(fb["level"] == a["level"]) & (fb["dimension_value"] == a["member"])]
+        same = same[same["kind"].isna() | (same["kind"] == a["kind"])]
+        day = pd.Timestamp(a["charge_date"])
+        for f in same.itertuples():
+            marked = pd.Timestamp(f.marked_date)
+            until = (
+                pd.Timestamp(f.suppress_until) if pd.notna(f.suppress_until) else marked + timedelta(days=default_days)
+            )
+            size_ok = pd.isna(f.marked_impact) or abs(a["impact"]) <= 2 * abs(float(f.marked_impact))
+            if marked <= day <= until and size_ok:
+                out[idx] = f.feedback_id
+                break
+    return out
+
+
+def contributors_json(items: list[dict]) -> str:
+    return json.dumps(items, separators=(",", ":"))

@@ -1,0 +1,167 @@
+"""Anomaly detection on one daily cost series: a weekday-aware robust baseline (median/MAD), pure numpy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
+
+MAD_TO_SIGMA = 1.4826
+METHODS = ("seasonal_median", "rolling_mean_pct", "zscore")
+
+
+@dataclass(frozen=True)
+class DetectorParams:
+    """Tunables of the detector; `sensitivity` is the robust z a day must exceed (lower = more alerts)."""
+
+    method: str = "seasonal_median"
+    history_days: int = 56  # rounded up to whole weeks: the weekday profile needs every weekday equally often
+    level_days: int = 14  # recent days whose deseasonalised median is the expected level
+    scale_days: int = 28  # recent days whose deseasonalised MAD is the noise scale
+    min_history_days: int = 14
+    sensitivity: float = 4.0
+    min_cost_impact: float = 5.0  # |actual - expected| per day, billing currency
+    min_relative_impact: float = 0.10  # |actual - expected| / expected
+    relative_scale_floor: float = 0.02  # noise is never assumed below 2% of the level (steady series have MAD 0)
+    directions: str = "both"  # "up" reports only increases
+    monthly_recurrence: bool = True  # a charge on the same day of the previous month is a pattern, not a surprise
+    pct_threshold: float = 0.3  # rolling_mean_pct: today > mean x (1 + pct)
+    shift_days: int = 3  # alerts on >= this many consecutive days form a level shift
+
+    def weeks(self, available: int) -> int:
+        """Whole weeks of history to use, given `available` days before the day evaluated."""
+        return max(0, min(int(np.ceil(self.history_days / 7)), available // 7))
+
+
+def baseline(values: np.ndarray, params: DetectorParams) -> tuple[np.ndarray, np.ndarray]:
+    """Expected value and noise scale for every day (NaN where history is too short), from days before it only."""
+    x = np.asarray(values, dtype=np.float64)
+    n = len(x)
+    expected = np.full(n, np.nan)
+    scale = np.full(n, np.nan)
+    weeks = params.weeks(n - 1)
+    h = weeks * 7
+    if h < max(params.min_history_days, 7):
+        return expected, scale
+    windows = sliding_window_view(x, h)[: n - h]  # windows[j] is the history of day j + h
+    if params.method == "rolling_mean_pct":
+        mean = windows.mean(axis=1)
+        expected[h:] = mean
+        scale[h:] = mean * params.pct_threshold / params.sensitivity
+        return expected, scale
+    if params.method == "zscore":
+        # The "fixed confidence interval on a univariate history" peers use: mean and standard deviation.
+        expected[h:] = windows.mean(axis=1)
+        scale[h:] = windows.std(axis=1)
+        return expected, np.maximum(scale, 1e-9)
+    # Position c in a window has weekday (weekday of day j + c); h is a whole number of weeks, so column 0 of
+    # the (weeks, 7) view shares the weekday of the evaluated day j + h.
+    by_week = windows.reshape(len(windows), weeks, 7)
+    overall = np.median(windows, axis=1)
+    profile = np.median(by_week, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        factor = np.where(overall[:, None] > 0, profile / overall[:, None], 1.0)
+        mean_factor = factor.mean(axis=1, keepdims=True)
+        factor = np.where(mean_factor > 0, factor / mean_factor, 1.0)
+        factor = np.where(factor > 0.05, factor, 1.0)  # a weekday with no cost carries no shape information
+        deseason = windows / np.tile(factor, weeks)
+    level = np.median(deseason[:, -min(params.level_days, h) :], axis=1)
+    recent = deseason[:, -min(params.scale_days, h) :]
+    mad = MAD_TO_SIGMA * np.median(np.abs(recent - level[:, None]), axis=1)
+    mad = np.maximum(mad, params.relative_scale_floor * np.abs(level))
+    expected[h:] = level * factor[:, 0]
+    scale[h:] = mad * factor[:, 0]
+    return expected, scale
+
+
+def detect(dates: np.ndarray, values: np.ndarray, params: DetectorParams, *, since=None) -> pd.DataFrame:
+    """Anomalous days of one series: charge_date, actual, expected, lower_bound, upper_bound, severity, kind.
+
+    `since` limits reporting to days on or after it (history before it still feeds the baseline)."""
+    x = np.asarray(values, dtype=np.float64)
+    dates = pd.to_datetime(pd.Series(dates)).dt.normalize().to_numpy()
+    expected, scale = baseline(x, params)
+    k = params.sensitivity
+    lower, upper = expected - k * scale, expected + k * scale
+    impact = x - expected
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = np.where(scale > 0, impact / scale, np.where(impact > 0, np.inf, 0.0))
+        relative = np.where(np.abs(expected) > 0, np.abs(impact) / np.abs(expected), np.inf)
+    flag = np.isfinite(expected) & (np.abs(z) >= k)
+    flag &= (np.abs(impact) >= params.min_cost_impact) & (relative >= params.min_relative_impact)
+    if params.directions == "up":
+        flag &= impact > 0
+    if params.monthly_recurrence:
+        flag &= ~_recurs_monthly(dates, impact, flag)
+    kind = _kinds(flag, impact, expected, params.shift_days)
+    out = pd.DataFrame(
+        {
+            "charge_date": dates,
+            "actual": x,
+            "expected": expected,
+            "lower_bound": np.maximum(lower, 0.0),
+            "upper_bound": upper,
+            "impact": impact,
+            "severity": np.abs(z),
+            "kind": kind,
+        }
+    )[flag]
+    if since is not None:
+        out = out[out["charge_date"] >= pd.Timestamp(since)]
+    return out.reset_index(drop=True)
+
+
+def _recurs_monthly(dates: np.ndarray, impact: np.ndarray, flag: np.ndarray) -> np.ndarray:
+    """Days whose excess repeats the excess on the same day of the previous month (monthly purchases, invoices).
+
+    Only a similar excess counts (within a factor 2), so a spike that happens to fall on that day still shows."""
+    out = np.zeros(len(dates), dtype=bool)
+    if not flag.any():
+        return out
+    ts = pd.DatetimeIndex(dates)
+    position = {d: i for i, d in enumerate(ts)}
+    for i in np.flatnonzero(flag):
+        previous = ts[i] - pd.DateOffset(months=1)
+        if previous.day != ts[i].day:
+            continue
+        j = position.get(previous)
+        if j is None or not np.isfinite(impact[j]) or impact[i] == 0:
+            continue
+        ratio = impact[j] / impact[i]
+        out[i] = 0.5 <= ratio <= 2.0
+    return out
+
+
+def _kinds(flag: np.ndarray, impact: np.ndarray, expected: np.ndarray, shift_days: int) -> np.ndarray:
+    """spike / drop for isolated alerts; level_shift for runs of >= shift_days; new_cost where nothing was expected."""
+    kind = np.where(impact >= 0, "spike", "drop").astype(object)
+    i, n = 0, len(flag)
+    while i < n:
+        if not flag[i]:
+            i += 1
+            continue
+        j = i
+        while j + 1 < n and flag[j + 1]:
+            j += 1
+        if j - i + 1 >= shift_days:
+            kind[i : j + 1] = "level_shift"
+        i = j + 1
+    with np.errstate(invalid="ignore"):
+        kind[(np.abs(expected) < 1e-9) & (impact > 0)] = "new_cost"
+    return kind
+
+
+def detect_frame(series: pd.DataFrame, params: DetectorParams, *, since=None) -> pd.DataFrame:
+    """`detect` over a long frame of one series (columns charge_date, cost), keyed columns carried through."""
+    series = series.sort_values("charge_date")
+    found = detect(series["charge_date"].to_numpy(), series["cost"].to_numpy(), params, since=since)
+    for key in ("level", "member", "metric"):
+        if key in series.columns:
+            found.insert(0, key, series[key].iloc[0] if len(series) else None)
+    return found
+
+
+def with_overrides(params: DetectorParams, **overrides) -> DetectorParams:
+    return replace(params, **{k: v for k, v in overrides.items() if v is not None})

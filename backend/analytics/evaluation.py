@@ -1,0 +1,126 @@
+"""Scoring detectors and forecasters against the synthetic estate's labelled anomalies (pure pandas)."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+TAG_KEYS = ("team", "env", "costcenter", "app")
+
+
+def _canonical_tags(raw: str | None) -> dict[str, str]:
+    """Tag JSON as gold normalises it: keys trimmed and lower-cased, values trimmed and lower-cased."""
+    if not raw:
+        return {}
+    try:
+        tags = json.loads(raw)
+    except ValueError:
+        return {}
+    return {str(k).strip().lower(): str(v).strip().lower() for k, v in tags.items()}
+
+
+def estate_cost_frame(costs: pa.Table) -> pd.DataFrame:
+    """A synthetic estate's FOCUS rows aggregated to the gold cost_daily grain the analytics read (plus tag_<key>
+    columns per canonical tag key), so the evaluation does not depend on the whole pipeline."""
+    cols = {
+        "charge_date": pc.cast(costs["ChargePeriodStart"], pa.date32()),
+        "subscription_id": costs["SubAccountId"],
+        "resource_group": costs["x_ResourceGroupName"],
+        "service_name": costs["ServiceName"],
+        "resource_id": costs["ResourceId"],
+        "meter_name": costs["x_MeterName"],
+        "tags": costs["Tags"],
+        "actual_cost": pc.cast(costs["BilledCost"], pa.float64()),
+        "amortized_cost": pc.cast(costs["EffectiveCost"], pa.float64()),
+    }
+    frame = pa.table({k: (v.cast(pa.string()) if pa.types.is_dictionary(v.type) else v) for k, v in cols.items()})
+    keys = ["charge_date", "subscription_id", "resource_group", "service_name", "resource_id", "meter_name", "tags"]
+    grouped = frame.group_by(keys, use_threads=False).aggregate([("actual_cost", "sum"), ("amortized_cost", "sum")])
+    df = grouped.to_pandas().rename(columns={"actual_cost_sum": "actual_cost", "amortized_cost_sum": "amortized_cost"})
+    for key in ("subscription_id", "resource_group", "service_name", "resource_id", "meter_name"):
+        df[key] = df[key].fillna("")
+    parsed = {raw: _canonical_tags(raw) for raw in df["tags"].dropna().unique()}
+    for key in TAG_KEYS:
+        df[f"tag_{key}"] = df["tags"].map(
+            lambda raw, k=key: parsed.get(raw, {}).get(k, "untagged") if raw else "untagged"
+        )
+    df["charge_date"] = pd.to_datetime(df["charge_date"])
+    return df.drop(columns=["tags"])
+
+
+def truth_members(labels: pd.DataFrame, costs: pd.DataFrame, level: str) -> pd.DataFrame:
+    """Every label mapped to the member of `level` it moves (a service anomaly also moves its resource group)."""
+    out = labels.copy()
+    if level == "service":
+        out["member"] = out["service_name"]
+    elif level == "resource_group":
+        out["member"] = out["resource_group"]
+    elif level == "subscription":
+        out["member"] = out["subscription_id"]
+    elif level.startswith("tag:"):
+        col = "tag_" + level[4:]
+        owner = costs.drop_duplicates("resource_id").set_index("resource_id")[col]
+        out["member"] = out["resource_id"].map(owner).fillna("untagged")
+    else:
+        raise ValueError(level)
+    out["start_date"] = pd.to_datetime(out["start_date"])
+    out["end_date"] = pd.to_datetime(out["end_date"])
+    return out
+
+
+def alert_events(alerts: pd.DataFrame) -> pd.DataFrame:
+    """Consecutive alert days of one series merged into events (a level shift alerts for several days)."""
+    if alerts.empty:
+        return pd.DataFrame(columns=["member", "first", "last"])
+    rows = []
+    for member, group in alerts.groupby("member"):
+        days = np.sort(pd.to_datetime(group["charge_date"]).unique())
+        start = prev = days[0]
+        for day in days[1:]:
+            if day - prev > np.timedelta64(1, "D"):
+                rows.append((member, start, prev))
+                start = day
+            prev = day
+        rows.append((member, start, prev))
+    return pd.DataFrame(rows, columns=["member", "first", "last"])
+
+
+def score_detection(alerts: pd.DataFrame, truth: pd.DataFrame, *, max_delay_days: int = 1) -> dict:
+    """Precision over alert events, recall over labels (detected within `max_delay_days` of the start), delays."""
+    events = alert_events(alerts)
+    hit_events = 0
+    for ev in events.itertuples():
+        same = truth[truth["member"] == ev.member]
+        # An event is explained by a label when it overlaps the label's window (plus one day of tolerance).
+        if ((same["start_date"] <= ev.last) & (same["end_date"] + timedelta(days=1) >= ev.first)).any():
+            hit_events += 1
+    delays = []
+    detected = 0
+    for lab in truth.itertuples():
+        mine = alerts[(alerts["member"] == lab.member)]
+        days = pd.to_datetime(mine["charge_date"])
+        inside = days[(days >= lab.start_date) & (days <= lab.end_date)]
+        delay = (inside.min() - lab.start_date).days if len(inside) else None
+        delays.append(delay)
+        if delay is not None and delay <= max_delay_days:
+            detected += 1
+    precision = hit_events / len(events) if len(events) else 1.0
+    recall = detected / len(truth) if len(truth) else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    found = [d for d in delays if d is not None]
+    return {
+        "labels": len(truth),
+        "events": len(events),
+        "false_events": len(events) - hit_events,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "mean_delay_days": float(np.mean(found)) if found else None,
+        "max_delay_days": int(max(found)) if found else None,
+        "missed": int(sum(d is None or d > max_delay_days for d in delays)),
+    }

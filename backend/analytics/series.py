@@ -1,0 +1,54 @@
+"""Daily cost series per analysis level (subscription, resource group, service, tag) from gold cost rows, in pandas."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+METRICS = {"actual": "actual_cost", "amortized": "amortized_cost"}
+# The level an anomaly is explained by: each level's contributors come from the column one level down.
+LEVEL_COLUMN = {"subscription": "subscription_id", "resource_group": "resource_group", "service": "service_name"}
+CHILD_COLUMN = {"subscription": "resource_group", "resource_group": "resource_id", "service": "resource_id"}
+TAG_PREFIX = "tag:"
+TOTAL = "total"
+
+
+def level_column(level: str) -> str:
+    """The cost-frame column holding a level's members ("tag:team" -> "tag_team")."""
+    if level in LEVEL_COLUMN:
+        return LEVEL_COLUMN[level]
+    if level.startswith(TAG_PREFIX):
+        return "tag_" + level[len(TAG_PREFIX) :]
+    if level == TOTAL:
+        return TOTAL
+    raise ValueError(f"unknown analysis level {level!r}")
+
+
+def child_column(level: str) -> str:
+    return CHILD_COLUMN.get(level, "resource_id")
+
+
+def level_series(costs: pd.DataFrame, levels: list[str], metrics: list[str]) -> pd.DataFrame:
+    """Long frame (level, member, metric, charge_date, cost) of daily totals; every member gets every day of
+    the frame's date range (missing days are zero cost), so a new member has a zero history, not none."""
+    dates = pd.date_range(costs["charge_date"].min(), costs["charge_date"].max(), freq="D")
+    frames = []
+    for level in levels:
+        col = level_column(level)
+        if col != TOTAL and col not in costs.columns:
+            continue
+        keys = costs[col].fillna("").astype(str) if col != TOTAL else pd.Series("", index=costs.index)
+        for metric in metrics:
+            value = costs[METRICS[metric]].astype(float)
+            daily = value.groupby([keys.rename("member"), pd.to_datetime(costs["charge_date"])]).sum()
+            wide = daily.unstack("charge_date").reindex(columns=dates, fill_value=0.0).fillna(0.0)
+            long = wide.stack().rename("cost").reset_index()
+            long.columns = ["member", "charge_date", "cost"]
+            long.insert(0, "metric", metric)
+            long.insert(0, "level", level)
+            frames.append(long)
+    if not frames:
+        return pd.DataFrame(columns=["level", "member", "metric", "charge_date", "cost"])
+    out = pd.concat(frames, ignore_index=True)
+    out["cost"] = out["cost"].astype(np.float64)
+    return out

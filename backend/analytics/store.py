@@ -1,0 +1,163 @@
+"""Mart I/O for analytics: upsert anomalies, append forecasts, read feedback (owner engine, one transaction each)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import date
+
+import pandas as pd
+import sqlalchemy as sa
+
+log = logging.getLogger(__name__)
+
+METHOD = "seasonal_median"
+
+
+def read_feedback(engine: sa.Engine) -> pd.DataFrame:
+    """'expected' verdicts with the day and impact of the anomaly they were given on."""
+    sql = """
+        SELECT f.feedback_id, f.level, f.dimension_value, f.kind, f.verdict, f.suppress_until,
+               coalesce(a.charge_date, f.created_at::date) AS marked_date, a.impact AS marked_impact
+        FROM mart.anomaly_feedback f LEFT JOIN mart.anomalies a ON a.anomaly_id = f.anomaly_id
+        WHERE f.verdict = 'expected'"""
+    with engine.connect() as conn:
+        return pd.read_sql_query(sa.text(sql), conn)
+
+
+def write_anomalies(
+    engine: sa.Engine, anomalies: pd.DataFrame, *, since: date, run_id: str, levels: list[str], metrics: list[str]
+) -> dict:
+    """Upsert the anomalies of days >= since (the window this run rescored) and drop open ones the rescoring no
+    longer finds (re-rated data); rows a user already judged keep their status and feedback."""
+    rows = [
+        {
+            "run_id": run_id,
+            "level": r.level,
+            "value": r.member,
+            "metric": r.metric,
+            "day": r.charge_date,
+            "expected": float(r.expected),
+            "lower": float(r.lower_bound),
+            "upper": float(r.upper_bound),
+            "actual": float(r.actual),
+            "impact": float(r.impact),
+            "currency": getattr(r, "currency", None),
+            "severity": float(min(r.severity, 1e6)),
+            "kind": r.kind,
+            "method": METHOD,
+            "contributors": r.contributors,
+            "status": r.status,
+            "feedback": r.feedback,
+        }
+        for r in anomalies.itertuples()
+    ]
+    upsert = sa.text(
+        """
+        INSERT INTO mart.anomalies (run_id, level, dimension_value, metric, charge_date, expected, lower_bound,
+            upper_bound, actual, impact, currency, severity, kind, method, contributors, status, feedback)
+        VALUES (:run_id, :level, :value, :metric, :day, :expected, :lower, :upper, :actual, :impact, :currency,
+            :severity, :kind, :method, CAST(:contributors AS jsonb), :status, :feedback)
+        ON CONFLICT (level, dimension_value, metric, charge_date) DO UPDATE SET
+            run_id = EXCLUDED.run_id, expected = EXCLUDED.expected, lower_bound = EXCLUDED.lower_bound,
+            upper_bound = EXCLUDED.upper_bound, actual = EXCLUDED.actual, impact = EXCLUDED.impact,
+            currency = EXCLUDED.currency, severity = EXCLUDED.severity, kind = EXCLUDED.kind,
+            method = EXCLUDED.method, contributors = EXCLUDED.contributors, updated_at = now(),
+            status = CASE WHEN mart.anomalies.status = 'open' THEN EXCLUDED.status ELSE mart.anomalies.status END,
+            feedback = coalesce(mart.anomalies.feedback, EXCLUDED.feedback)"""
+    )
+    with engine.begin() as conn:
+        stale = conn.execute(
+            sa.text(
+                "DELETE FROM mart.anomalies WHERE charge_date >= :since AND status = 'open' "
+                "AND level = ANY(:levels) AND metric = ANY(:metrics) AND run_id IS DISTINCT FROM :run_id"
+            ),
+            {"since": since, "levels": list(levels), "metrics": list(metrics), "run_id": run_id},
+        ).rowcount
+        if rows:
+            conn.execute(upsert, rows)
+    # Deleting first then upserting the same run's rows keeps re-runs idempotent: the rescored window ends up
+    # holding exactly this run's findings plus whatever users already judged.
+    log.info("anomalies: %d upserted, %d stale open rows removed (since %s)", len(rows), stale, since)
+    return {"anomalies": len(rows), "anomalies_removed": stale}
+
+
+def write_forecasts(
+    engine: sa.Engine,
+    forecasts: pd.DataFrame,
+    *,
+    run_id: str,
+    interval_level: float,
+    currency: str | None,
+    as_of: date,
+    keep_days: int = 90,
+) -> dict:
+    """Append this run's forecasts (one generation, same generated_at) and prune generations older than keep_days."""
+    days = forecasts[forecasts["row_type"] == "day"]
+    totals = forecasts[forecasts["row_type"] != "day"]
+    with engine.begin() as conn:
+        generated_at = conn.execute(sa.text("SELECT now()")).scalar_one()
+        common = {
+            "interval_level": interval_level,
+            "currency": currency,
+            "generated_at": generated_at,
+            "run_id": run_id,
+            "metric_name": "mape_30d_total",
+        }
+        if len(days):
+            conn.execute(
+                sa.text(
+                    """
+                    INSERT INTO mart.forecasts (scope_type, scope_value, metric, forecast_date, point, lower_bound,
+                        upper_bound, interval_level, currency, method, backtest_metric, backtest_error, generated_at,
+                        run_id)
+                    VALUES (:level, :member, :metric, :forecast_date, :point, :lower, :upper, :interval_level,
+                        :currency, :method, :metric_name, :error, :generated_at, :run_id)"""
+                ),
+                [_params(r, common) for r in days.itertuples()],
+            )
+        if len(totals):
+            conn.execute(
+                sa.text(
+                    """
+                    INSERT INTO mart.forecast_totals (scope_type, scope_value, metric, period, period_start,
+                        period_end, actual_to_date, point, lower_bound, upper_bound, interval_level, currency, method,
+                        backtest_metric, backtest_error, as_of, generated_at, run_id)
+                    VALUES (:level, :member, :metric, :period, :forecast_date, :period_end, :actual_to_date, :point,
+                        :lower, :upper, :interval_level, :currency, :method, :metric_name, :error, :as_of,
+                        :generated_at, :run_id)"""
+                ),
+                [
+                    {
+                        **_params(r, common),
+                        "period": r.row_type,
+                        "period_end": r.period_end,
+                        "actual_to_date": float(r.actual_to_date),
+                        "as_of": as_of,
+                    }
+                    for r in totals.itertuples()
+                ],
+            )
+        pruned = 0
+        for table in ("mart.forecasts", "mart.forecast_totals"):
+            pruned += conn.execute(
+                sa.text(f"DELETE FROM {table} WHERE generated_at < :g - make_interval(days => :d)"),
+                {"g": generated_at, "d": keep_days},
+            ).rowcount
+    log.info("forecasts: %d daily rows, %d totals, %d old rows pruned", len(days), len(totals), pruned)
+    return {"forecast_rows": len(days), "forecast_totals": len(totals)}
+
+
+def _params(r, common: dict) -> dict:
+    error = r.backtest_error
+    return {
+        **common,
+        "level": r.level,
+        "member": r.member,
+        "metric": r.metric,
+        "forecast_date": r.forecast_date,
+        "point": float(r.point),
+        "lower": float(r.lower_bound),
+        "upper": float(r.upper_bound),
+        "method": r.method,
+        "error": None if error is None or pd.isna(error) else float(error),
+    }
