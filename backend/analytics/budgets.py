@@ -1,0 +1,281 @@
+"""Budgets: CRUD, evaluation against actual and forecast spend after each pipeline run, alert history, webhooks."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from datetime import date, timedelta
+from typing import Any
+
+import requests
+import sqlalchemy as sa
+
+log = logging.getLogger(__name__)
+
+SCOPES = ("total", "subscription", "resource_group", "service", "tag")
+PERIODS = ("monthly", "quarterly", "yearly")
+FIELDS = (
+    "name",
+    "scope_type",
+    "scope_value",
+    "tag_key",
+    "metric",
+    "amount",
+    "currency",
+    "period",
+    "actual_thresholds",
+    "forecast_thresholds",
+    "webhook_url",
+    "enabled",
+)
+# How each scope finds its members in the aggregate: dimension table, key, natural key.
+SCOPE_DIM = {
+    "subscription": ("dim_subscription", "subscription_key", "subscription_id"),
+    "resource_group": ("dim_resource_group", "resource_group_key", "resource_group"),
+    "service": ("dim_service", "service_key", "service_name"),
+}
+
+HttpPost = Callable[..., Any]
+
+
+def validate(values: Mapping[str, Any]) -> dict[str, Any]:
+    out = {k: values[k] for k in FIELDS if k in values}
+    if out.get("scope_type", "total") not in SCOPES:
+        raise ValueError(f"scope_type must be one of {SCOPES}")
+    if out.get("period", "monthly") not in PERIODS:
+        raise ValueError(f"period must be one of {PERIODS}")
+    if "amount" in out and not float(out["amount"]) > 0:
+        raise ValueError("amount must be > 0")
+    if out.get("scope_type") == "tag" and not out.get("tag_key"):
+        raise ValueError("a tag budget needs tag_key")
+    for key in ("actual_thresholds", "forecast_thresholds"):
+        if key in out:
+            out[key] = sorted(float(v) for v in out[key])
+            if any(v <= 0 for v in out[key]):
+                raise ValueError(f"{key} are percentages > 0")
+    return out
+
+
+def create_budget(engine: sa.Engine, **values: Any) -> int:
+    data = validate(values)
+    cols = ", ".join(data)
+    with engine.begin() as conn:
+        return conn.execute(
+            sa.text(
+                f"INSERT INTO mart.budgets ({cols}) VALUES ({', '.join(':' + k for k in data)}) RETURNING budget_id"
+            ),
+            data,
+        ).scalar_one()
+
+
+def update_budget(engine: sa.Engine, budget_id: int, **values: Any) -> None:
+    data = validate(values)
+    if not data:
+        return
+    sets = ", ".join(f"{k} = :{k}" for k in data)
+    with engine.begin() as conn:
+        n = conn.execute(
+            sa.text(f"UPDATE mart.budgets SET {sets}, updated_at = now() WHERE budget_id = :id"),
+            {**data, "id": budget_id},
+        ).rowcount
+    if not n:
+        raise LookupError(f"budget {budget_id} not found")
+
+
+def delete_budget(engine: sa.Engine, budget_id: int) -> None:
+    """Deletes the budget; its alert history stays (budget_id set null, name kept)."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM mart.budgets WHERE budget_id = :id"), {"id": budget_id})
+
+
+def get_budget(engine: sa.Engine, budget_id: int) -> dict[str, Any] | None:
+    with engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT * FROM mart.budgets WHERE budget_id = :id"), {"id": budget_id}).mappings()
+        found = row.one_or_none()
+    return dict(found) if found else None
+
+
+def list_budgets(engine: sa.Engine, *, enabled_only: bool = False) -> list[dict[str, Any]]:
+    where = " WHERE enabled" if enabled_only else ""
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(sa.text(f"SELECT * FROM mart.budgets{where} ORDER BY name")).mappings()]
+
+
+def period_bounds(period: str, day: date) -> tuple[date, date]:
+    """First and last day (inclusive) of the budget period containing `day`."""
+    if period == "monthly":
+        start = day.replace(day=1)
+        months = 1
+    elif period == "quarterly":
+        start = date(day.year, 3 * ((day.month - 1) // 3) + 1, 1)
+        months = 3
+    elif period == "yearly":
+        start, months = date(day.year, 1, 1), 12
+    else:
+        raise ValueError(period)
+    year, month = divmod(start.month - 1 + months, 12)
+    return start, date(start.year + year, month + 1, 1) - timedelta(days=1)
+
+
+def crossed(amount_spent: float, budget_amount: float, thresholds: list[float]) -> list[float]:
+    """Thresholds (percent of budget) that the spend has reached."""
+    return [t for t in thresholds if amount_spent >= budget_amount * t / 100.0]
+
+
+def _spend(conn, budget: Mapping[str, Any], start: date, end: date) -> float:
+    col = "amortized_cost" if budget["metric"] == "amortized" else "actual_cost"
+    params: dict[str, Any] = {"start": start, "end": end, "cur": budget["currency"], "sv": budget["scope_value"]}
+    cur = "a.currency_key = (SELECT currency_key FROM mart.dim_currency WHERE currency_code = :cur)"
+    if budget["scope_type"] == "tag":
+        params["tk"] = budget["tag_key"]
+        sql = f"""SELECT coalesce(sum(a.{col}), 0) FROM mart.agg_cost_by_tag a WHERE a.charge_date BETWEEN :start
+                  AND :end AND {cur} AND a.tag_key = :tk AND a.tag_value = :sv"""
+    elif budget["scope_type"] == "total":
+        sql = f"SELECT coalesce(sum(a.{col}), 0) FROM mart.agg_cost_daily a WHERE a.charge_date BETWEEN :start AND :end AND {cur}"
+    else:
+        table, key, natural = SCOPE_DIM[budget["scope_type"]]
+        sql = f"""SELECT coalesce(sum(a.{col}), 0) FROM mart.agg_cost_daily a WHERE a.charge_date BETWEEN :start
+                  AND :end AND {cur} AND a.{key} IN (SELECT {key} FROM mart.{table} WHERE {natural} = :sv)"""
+    return float(conn.execute(sa.text(sql), params).scalar_one())
+
+
+def _forecast_rest(conn, budget: Mapping[str, Any], after: date, end: date) -> float | None:
+    """Forecast spend from the day after `after` to `end` from the latest forecast generation of the scope."""
+    scope_type = f"tag:{budget['tag_key']}" if budget["scope_type"] == "tag" else budget["scope_type"]
+    row = conn.execute(
+        sa.text(
+            """
+            WITH latest AS (SELECT max(generated_at) AS g FROM mart.forecasts
+                            WHERE scope_type = :st AND scope_value = :sv AND metric = :m)
+            SELECT count(*), coalesce(sum(point), 0), max(forecast_date) FROM mart.forecasts f, latest
+            WHERE f.scope_type = :st AND f.scope_value = :sv AND f.metric = :m AND f.generated_at = latest.g
+              AND f.forecast_date > :after AND f.forecast_date <= :end"""
+        ),
+        {"st": scope_type, "sv": budget["scope_value"], "m": budget["metric"], "after": after, "end": end},
+    ).one()
+    count, total, last = row
+    if not count:
+        return None
+    # Beyond the forecast horizon (quarter / year budgets), extend at the forecast's average daily rate.
+    missing = (end - last).days if last < end else 0
+    return float(total) + float(total) / count * missing
+
+
+def post_webhook(
+    url: str, payload: dict, *, http_post: HttpPost, retries: int, timeout: float, backoff: float = 0.5
+) -> tuple[str, int, str | None]:
+    """POST JSON with retries on errors and 5xx/429; returns (status, attempts, last error)."""
+    error = None
+    for attempt in range(1, retries + 2):
+        try:
+            response = http_post(url, json=payload, timeout=timeout)
+            if response.status_code < 300:
+                return "delivered", attempt, None
+            error = f"HTTP {response.status_code}"
+            if response.status_code < 500 and response.status_code != 429:
+                return "failed", attempt, error  # a client error will not fix itself by retrying
+        except requests.RequestException as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        log.warning("webhook %s attempt %d failed: %s", url.split("?")[0], attempt, error)
+        if attempt <= retries:
+            time.sleep(backoff * 2 ** (attempt - 1))
+    return "failed", retries + 1, error
+
+
+def evaluate_budgets(
+    engine: sa.Engine,
+    *,
+    run_id: str,
+    as_of: date | None = None,
+    http_post: HttpPost = requests.post,
+    retries: int = 3,
+    timeout: float = 5.0,
+    backoff: float = 0.5,
+) -> dict[str, int]:
+    """Compare every enabled budget's period spend (actual) and spend + forecast with its thresholds; record each
+    newly crossed threshold once per period (alert history) and POST it to the budget's webhook if any."""
+    stats = {"budgets": 0, "alerts": 0, "webhooks_delivered": 0, "webhooks_failed": 0}
+    with engine.connect() as conn:
+        if as_of is None:
+            as_of = conn.execute(sa.text("SELECT max(charge_date) FROM mart.agg_cost_daily")).scalar()
+        if as_of is None:
+            return stats
+    for budget in list_budgets(engine, enabled_only=True):
+        stats["budgets"] += 1
+        start, end = period_bounds(budget["period"], as_of)
+        amount = float(budget["amount"])
+        with engine.connect() as conn:
+            spent = _spend(conn, budget, start, min(as_of, end))
+            rest = _forecast_rest(conn, budget, as_of, end) if as_of < end else 0.0
+        checks = [("actual", spent, [float(t) for t in budget["actual_thresholds"]])]
+        if rest is not None:
+            checks.append(("forecast", spent + rest, [float(t) for t in budget["forecast_thresholds"]]))
+        for kind, value, thresholds in checks:
+            for pct in crossed(value, amount, thresholds):
+                alert_id = _record_alert(engine, budget, start, kind, pct, value, run_id)
+                if alert_id is None:
+                    continue  # already alerted for this threshold in this period
+                stats["alerts"] += 1
+                if budget.get("webhook_url"):
+                    payload = {
+                        "budget": budget["name"],
+                        "budget_id": budget["budget_id"],
+                        "scope_type": budget["scope_type"],
+                        "scope_value": budget["scope_value"],
+                        "period": budget["period"],
+                        "period_start": start.isoformat(),
+                        "threshold_type": kind,
+                        "threshold_pct": pct,
+                        "amount": round(value, 2),
+                        "budget_amount": amount,
+                        "currency": budget["currency"],
+                        "as_of": as_of.isoformat(),
+                        "run_id": run_id,
+                    }
+                    status, attempts, error = post_webhook(
+                        budget["webhook_url"],
+                        payload,
+                        http_post=http_post,
+                        retries=retries,
+                        timeout=timeout,
+                        backoff=backoff,
+                    )
+                    stats["webhooks_delivered" if status == "delivered" else "webhooks_failed"] += 1
+                    with engine.begin() as conn:
+                        conn.execute(
+                            sa.text(
+                                "UPDATE mart.budget_alerts SET webhook_status = :s, webhook_attempts = :n,"
+                                " webhook_error = :e, delivered_at = CASE WHEN :s = 'delivered' THEN now() END"
+                                " WHERE alert_id = :id"
+                            ),
+                            {"s": status, "n": attempts, "e": error, "id": alert_id},
+                        )
+    log.info("budgets evaluated as of %s: %s", as_of, stats)
+    return stats
+
+
+def _record_alert(engine, budget, start, kind, pct, value, run_id) -> int | None:
+    with engine.begin() as conn:
+        return conn.execute(
+            sa.text(
+                """
+                INSERT INTO mart.budget_alerts (budget_id, budget_name, period_start, threshold_type, threshold_pct,
+                    amount_at_alert, budget_amount, currency, run_id, webhook_status)
+                VALUES (:bid, :name, :start, :kind, :pct, :value, :amount, :cur, :run_id, :wh)
+                ON CONFLICT ON CONSTRAINT uq_budget_alerts_once DO NOTHING
+                RETURNING alert_id"""
+            ),
+            {
+                "bid": budget["budget_id"],
+                "name": budget["name"],
+                "start": start,
+                "kind": kind,
+                "pct": pct,
+                "value": value,
+                "amount": float(budget["amount"]),
+                "cur": budget["currency"],
+                "run_id": run_id,
+                "wh": "pending" if budget.get("webhook_url") else "none",
+            },
+        ).scalar()
