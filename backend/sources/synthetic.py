@@ -36,15 +36,20 @@ import calendar
 import json
 import logging
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from backend.config import Settings
 from backend.medallion.schemas import MONEY, UTC_TS
+from backend.sources.base import ContentType, PayloadFormat, RawChunk
 from backend.sources.catalog import (
     COST_CENTERS,
     OWNERS,
@@ -54,6 +59,8 @@ from backend.sources.catalog import (
     SUBSCRIPTIONS,
     WORKLOADS,
 )
+from backend.sources.chunks import parquet_pieces, payload_budget
+from backend.sources.cursors import CursorRow, CursorStore
 
 log = logging.getLogger(__name__)
 
@@ -1055,3 +1062,115 @@ def _build_table(columns, all_line, all_day, cal, money, quantity, unit_price) -
         [pa.field(f.name, pa.dictionary(pa.int32(), STRING)) if f.type == STRING else f for f in FOCUS_SCHEMA]
     )
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+# --- the synthetic estate as a CostSource ---------------------------------------------------------
+class SyntheticSource:
+    """Delivers an estate's rows as FOCUS Parquet chunks, one (subscription, day) at a time.
+
+    Chunks are keyed "<SubAccountId>|<YYYY-MM-DD>"; a (subscription, day) too big for one Kafka
+    message is cut into several chunks (meta chunk_index / chunk_count). Like the API sources, a day
+    is delivered once: the cursor (scope = subscription GUID, metric "FocusCost") remembers it after
+    `commit`, and later fetches skip it unless it is listed in `redeliver`. `until` holds back days
+    after it, so a demo can let the estate "arrive" day by day. meta window_start / window_end are
+    the chunk's charge day (inclusive)."""
+
+    name = "synthetic"
+    metric = "FocusCost"
+
+    def __init__(
+        self,
+        settings: Settings,
+        estate: Estate,
+        *,
+        cursors: CursorStore,
+        until: date | None = None,
+        redeliver: Iterable[date] = (),
+    ) -> None:
+        self.settings = settings
+        self.estate = estate
+        self.cursors = cursors
+        self.until = until
+        self.redeliver = set(redeliver)
+        self._groups: list[tuple[int, int, np.ndarray]] | None = None
+
+    def _grouped(self) -> list[tuple[int, int, np.ndarray]]:
+        """(subscription code, day index, row indices) per (subscription, day), in day order."""
+        if self._groups is None:
+            costs = self.estate.costs
+            sub = costs["SubAccountId"].combine_chunks().indices.to_numpy(zero_copy_only=False).astype(np.int64)
+            micros = costs["ChargePeriodStart"].combine_chunks().cast(pa.int64()).to_numpy()
+            day = micros // _DAY_US - (self.estate.start - date(1970, 1, 1)).days
+            nsub = int(sub.max()) + 1 if len(sub) else 1
+            code = day * nsub + sub
+            order = np.argsort(code, kind="stable")
+            uniq, first = np.unique(code[order], return_index=True)
+            bounds = [*first.tolist(), len(order)]
+            self._groups = [
+                (int(c % nsub), int(c // nsub), order[bounds[i] : bounds[i + 1]]) for i, c in enumerate(uniq)
+            ]
+        return self._groups
+
+    def fetch(self, batch_id: str) -> Iterator[RawChunk]:
+        costs = self.estate.costs
+        sub_dict = costs["SubAccountId"].combine_chunks().dictionary.to_pylist()
+        delivered = self.cursors.delivered(self.name)
+        budget = payload_budget(self.settings)
+        fetched_at = datetime.now(UTC)
+        cursor_rows: list[CursorRow] = []
+        chunks = 0
+        for sub_code, day_index, rows in self._grouped():
+            day = self.estate.start + timedelta(days=day_index)
+            sub_account_id = sub_dict[sub_code]
+            scope = sub_account_id.rsplit("/", 1)[-1]
+            if self.until is not None and day > self.until:
+                continue
+            if (scope, self.metric, day) in delivered and day not in self.redeliver:
+                continue
+            table = costs.take(pa.array(rows)).cast(FOCUS_SCHEMA)
+            pieces = parquet_pieces(table, budget=budget)
+            billed = pc.sum(table["BilledCost"]).as_py() or Decimal(0)
+            for index, (piece, payload) in enumerate(pieces):
+                meta = {
+                    "source": self.name,
+                    "subscription_id": scope,
+                    "sub_account_id": sub_account_id,
+                    "metric": self.metric,
+                    "window_start": day.isoformat(),
+                    "window_end": day.isoformat(),
+                    "row_count": str(piece.num_rows),
+                    "chunk_index": str(index),
+                    "chunk_count": str(len(pieces)),
+                    "fetched_at": fetched_at.isoformat(),
+                    "billed_cost_total": str(pc.sum(piece["BilledCost"]).as_py() or Decimal(0)),
+                    "effective_cost_total": str(pc.sum(piece["EffectiveCost"]).as_py() or Decimal(0)),
+                    "currency": self.estate.currency,
+                    "seed": str(self.estate.seed),
+                }
+                chunks += 1
+                yield RawChunk(
+                    source=self.name,
+                    format=PayloadFormat.focus,
+                    content_type=ContentType.parquet,
+                    key=f"{sub_account_id}|{day.isoformat()}",
+                    payload=payload,
+                    meta=meta,
+                )
+            cursor_rows.append(
+                CursorRow(
+                    source=self.name,
+                    scope=scope,
+                    metric=self.metric,
+                    day=day,
+                    fetched_at=fetched_at,
+                    row_count=table.num_rows,
+                    reported_total=billed,
+                    currency=self.estate.currency,
+                )
+            )
+        # Staged only when the fetch ran to the end: a half-sent batch never advances the cursor.
+        self.cursors.stage(batch_id, self.name, cursor_rows, chunk_count=chunks)
+        log.info("synthetic batch %s: %d chunk(s) for %d (subscription, day)", batch_id, chunks, len(cursor_rows))
+
+    def commit(self, batch_id: str) -> None:
+        self.cursors.commit(batch_id)

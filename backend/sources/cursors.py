@@ -1,0 +1,202 @@
+"""Source cursors: which (source, scope, metric, day) bronze holds, staged per batch and advanced only on commit."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Protocol
+
+import sqlalchemy as sa
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CursorRow:
+    """One delivered day of one scope (subscription, billing account, file) and metric."""
+
+    source: str
+    scope: str
+    metric: str
+    day: date
+    fetched_at: datetime
+    row_count: int | None = None
+    reported_total: Decimal | None = None  # what the source said the day cost, for reconciliation
+    currency: str | None = None
+
+    def to_json(self) -> dict[str, str | int | None]:
+        return {
+            "source": self.source,
+            "scope": self.scope,
+            "metric": self.metric,
+            "day": self.day.isoformat(),
+            "fetched_at": self.fetched_at.isoformat(),
+            "row_count": self.row_count,
+            "reported_total": None if self.reported_total is None else str(self.reported_total),
+            "currency": self.currency,
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict) -> CursorRow:
+        total = doc.get("reported_total")
+        return cls(
+            source=doc["source"],
+            scope=doc["scope"],
+            metric=doc["metric"],
+            day=date.fromisoformat(doc["day"]),
+            fetched_at=datetime.fromisoformat(doc["fetched_at"]),
+            row_count=doc.get("row_count"),
+            reported_total=None if total is None else Decimal(total),
+            currency=doc.get("currency"),
+        )
+
+
+class UnknownBatchError(KeyError):
+    """`commit` was called for a batch that was never fully fetched (or belongs to another source)."""
+
+
+class CursorStore(Protocol):
+    """Where sources keep their cursors. `stage` after a complete fetch; `commit` once bronze holds the batch."""
+
+    def delivered(self, source: str) -> set[tuple[str, str, date]]:
+        """(scope, metric, day) already in bronze for `source`."""
+        ...
+
+    def stage(self, batch_id: str, source: str, rows: Iterable[CursorRow], *, chunk_count: int) -> None: ...
+
+    def commit(self, batch_id: str) -> int:
+        """Advance the cursor by the batch's rows; returns how many rows moved. Idempotent."""
+        ...
+
+
+class MemoryCursorStore:
+    """Cursors in memory: for tests, benchmarks and one-shot imports that keep no state."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._done: dict[tuple[str, str, str, date], CursorRow] = {}
+        self._staged: dict[str, list[CursorRow]] = {}
+        self._committed: set[str] = set()
+
+    def delivered(self, source: str) -> set[tuple[str, str, date]]:
+        with self._lock:
+            return {(s, m, d) for (src, s, m, d) in self._done if src == source}
+
+    def rows(self, source: str) -> list[CursorRow]:
+        with self._lock:
+            return [row for key, row in sorted(self._done.items()) if key[0] == source]
+
+    def stage(self, batch_id: str, source: str, rows: Iterable[CursorRow], *, chunk_count: int) -> None:
+        with self._lock:
+            self._staged[batch_id] = list(rows)
+
+    def commit(self, batch_id: str) -> int:
+        with self._lock:
+            if batch_id in self._committed:
+                return 0
+            if batch_id not in self._staged:
+                raise UnknownBatchError(f"batch {batch_id!r} was not fetched to the end; nothing to commit")
+            rows = self._staged.pop(batch_id)
+            for row in rows:
+                self._done[(row.source, row.scope, row.metric, row.day)] = row
+            self._committed.add(batch_id)
+            return len(rows)
+
+
+class PostgresCursorStore:
+    """Cursors in `ops.source_cursors`, staged batches in `ops.source_batches` (migration 0001_ops).
+
+    Staged rows live in the batch's `detail` JSON, so a commit works from another process too (the
+    ingest worker that saw bronze's write may not be the process that fetched)."""
+
+    def __init__(self, database_url: str) -> None:
+        self._engine = sa.create_engine(database_url, pool_pre_ping=True, pool_size=2, max_overflow=2)
+
+    def dispose(self) -> None:
+        self._engine.dispose()
+
+    def delivered(self, source: str) -> set[tuple[str, str, date]]:
+        with self._engine.connect() as conn:
+            result = conn.execute(
+                sa.text("SELECT scope, metric, day FROM ops.source_cursors WHERE source = :source"),
+                {"source": source},
+            )
+            return {(scope, metric, day) for scope, metric, day in result}
+
+    def rows(self, source: str) -> list[CursorRow]:
+        with self._engine.connect() as conn:
+            result = conn.execute(
+                sa.text(
+                    "SELECT source, scope, metric, day, fetched_at, row_count, reported_total, currency"
+                    " FROM ops.source_cursors WHERE source = :source ORDER BY scope, metric, day"
+                ),
+                {"source": source},
+            )
+            return [CursorRow(*row) for row in result]
+
+    def stage(self, batch_id: str, source: str, rows: Iterable[CursorRow], *, chunk_count: int) -> None:
+        detail = json.dumps({"cursor_rows": [row.to_json() for row in rows]})
+        with self._engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO ops.source_batches (batch_id, source, chunk_count, state, detail)"
+                    " VALUES (:batch_id, :source, :chunk_count, 'sent', CAST(:detail AS json))"
+                    " ON CONFLICT (batch_id) DO UPDATE SET chunk_count = EXCLUDED.chunk_count,"
+                    " detail = EXCLUDED.detail, state = 'sent'"
+                    " WHERE ops.source_batches.state <> 'committed'"
+                ),
+                {"batch_id": batch_id, "source": source, "chunk_count": chunk_count, "detail": detail},
+            )
+
+    def commit(self, batch_id: str) -> int:
+        with self._engine.begin() as conn:
+            found = conn.execute(
+                sa.text("SELECT state, detail FROM ops.source_batches WHERE batch_id = :b FOR UPDATE"),
+                {"b": batch_id},
+            ).one_or_none()
+            if found is None:
+                raise UnknownBatchError(f"batch {batch_id!r} was not fetched to the end; nothing to commit")
+            state, detail = found
+            if state == "committed":
+                return 0
+            rows = [CursorRow.from_json(doc) for doc in (detail or {}).get("cursor_rows", [])]
+            if rows:
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO ops.source_cursors"
+                        " (source, scope, metric, day, batch_id, fetched_at, row_count, reported_total, currency)"
+                        " VALUES (:source, :scope, :metric, :day, :batch_id, :fetched_at, :row_count,"
+                        " :reported_total, :currency)"
+                        " ON CONFLICT (source, scope, metric, day) DO UPDATE SET batch_id = EXCLUDED.batch_id,"
+                        " fetched_at = EXCLUDED.fetched_at, row_count = EXCLUDED.row_count,"
+                        " reported_total = EXCLUDED.reported_total, currency = EXCLUDED.currency"
+                    ),
+                    [
+                        {
+                            "source": r.source,
+                            "scope": r.scope,
+                            "metric": r.metric,
+                            "day": r.day,
+                            "batch_id": batch_id,
+                            "fetched_at": r.fetched_at,
+                            "row_count": r.row_count,
+                            "reported_total": r.reported_total,
+                            "currency": r.currency,
+                        }
+                        for r in rows
+                    ],
+                )
+            conn.execute(
+                sa.text("UPDATE ops.source_batches SET state = 'committed' WHERE batch_id = :b"), {"b": batch_id}
+            )
+        log.info("batch %s committed: cursor advanced by %d day(s)", batch_id, len(rows))
+        return len(rows)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)

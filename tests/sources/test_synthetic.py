@@ -1,0 +1,209 @@
+"""The synthetic estate: determinism, FOCUS shape, commitments, tags, churn, detectable labelled anomalies, the source."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import date, timedelta
+from decimal import Decimal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from backend.medallion.schemas import MONEY
+from backend.sources.base import ContentType, PayloadFormat
+from backend.sources.chunks import payload_budget
+from backend.sources.cursors import MemoryCursorStore, PostgresCursorStore, UnknownBatchError
+from backend.sources.synthetic import FOCUS_SCHEMA, NATURAL_KEY, SyntheticSource, generate_estate
+from tests.conftest import make_settings
+
+START = date(2025, 1, 1)
+
+
+@pytest.fixture(scope="module")
+def estate():
+    return generate_estate(seed=7, start=START, months=7, target_rows=80_000)
+
+
+@pytest.fixture(scope="module")
+def frame(estate) -> pd.DataFrame:
+    df = estate.plain_costs().to_pandas()
+    df["day"] = df["ChargePeriodStart"].dt.date
+    return df
+
+
+def test_same_seed_same_data_and_other_seed_differs(estate):
+    again = generate_estate(seed=7, start=START, months=7, target_rows=80_000)
+    assert again.costs.equals(estate.costs)
+    assert again.labels.equals(estate.labels)
+    other = generate_estate(seed=8, start=START, months=7, target_rows=80_000)
+    assert not other.costs.equals(estate.costs)
+
+
+def test_shape_types_and_row_target(estate):
+    costs = estate.costs
+    assert 0.97 * 80_000 <= costs.num_rows <= 1.03 * 80_000
+    assert costs.schema.names == FOCUS_SCHEMA.names
+    assert estate.plain_costs().schema == FOCUS_SCHEMA
+    for name in ("BilledCost", "EffectiveCost", "ListCost", "ContractedCost", "PricingQuantity"):
+        assert costs.schema.field(name).type == MONEY
+    assert pc.min(costs["ChargePeriodStart"]).as_py().date() == START
+    assert pc.max(costs["ChargePeriodStart"]).as_py().date() == date(2025, 7, 31)
+
+
+def test_natural_key_is_unique(frame):
+    assert not frame.duplicated(list(NATURAL_KEY)).any()
+
+
+def test_realistic_catalog_and_estate(frame):
+    assert frame["ServiceName"].nunique() >= 20
+    assert frame["SubAccountId"].nunique() == 6
+    assert frame["x_ResourceGroupName"].nunique() >= 18
+    usage = frame[frame["ChargeCategory"] == "Usage"]
+    assert (usage["BilledCost"] >= 0).all()
+    # Resources are created and deleted inside the window.
+    span = frame[frame["x_ResourceGroupName"].notna()].groupby("ResourceId")["day"].agg(["min", "max"])
+    assert (span["min"] > START).sum() > 10
+    assert (span["max"] < date(2025, 7, 31)).sum() > 10
+    # Weekly seasonality: weekends are cheaper than weekdays.
+    daily = usage.groupby("day")["ListCost"].sum().astype(float)
+    weekend = np.array([d.weekday() >= 5 for d in daily.index])
+    assert daily[weekend].mean() < 0.97 * daily[~weekend].mean()
+    assert set(frame["x_PricingModel"]) == {"OnDemand", "Reservation", "SavingsPlan", "Spot"}
+    assert set(frame["PricingCategory"]) == {"Standard", "Committed", "Dynamic"}
+
+
+def test_commitments_make_actual_and_amortized_differ_but_agree_per_month(frame):
+    covered = frame[(frame["ChargeCategory"] == "Usage") & frame["x_PricingModel"].isin(["Reservation", "SavingsPlan"])]
+    assert len(covered) and (covered["BilledCost"] == 0).all() and (covered["EffectiveCost"] > 0).all()
+    purchases = frame[frame["ChargeCategory"] == "Purchase"]
+    assert len(purchases) and (purchases["BilledCost"] > 0).all() and (purchases["EffectiveCost"] == 0).all()
+    assert (frame["CommitmentDiscountStatus"] == "Unused").any()
+    commitment = frame[frame["CommitmentDiscountId"].notna()]
+    by_month = commitment.groupby(commitment["ChargePeriodStart"].dt.strftime("%Y-%m"))[["BilledCost", "EffectiveCost"]]
+    sums = by_month.sum()
+    # Exact decimals: a reservation's monthly payment is the sum of its daily amortized cost.
+    assert (sums["BilledCost"] == sums["EffectiveCost"]).all()
+    day_totals = frame.groupby("day")[["BilledCost", "EffectiveCost"]].sum()
+    assert (day_totals["BilledCost"] != day_totals["EffectiveCost"]).any()
+
+
+def test_tags_are_messy_like_real_estates(frame):
+    tags = frame.drop_duplicates("ResourceId")["Tags"]
+    assert tags.isna().any() and (tags == "{}").any()
+    keys = {k for t in tags.dropna() for k in json.loads(t)}
+    assert {"env", "Env"} <= keys
+    assert any(k != k.strip() for k in keys), "some tag keys carry stray spaces"
+    values = {json.loads(t).get("env") for t in tags.dropna()} - {None}
+    assert {"prod", "Prod", "production"} & values
+
+
+def _daily(frame: pd.DataFrame, column: str, value: str) -> pd.Series:
+    rows = frame[frame[column] == value]
+    series = rows.groupby("day")["EffectiveCost"].sum().astype(float)
+    days = [START + timedelta(days=i) for i in range((date(2025, 8, 1) - START).days)]
+    return series.reindex(days, fill_value=0.0)
+
+
+def test_anomalies_are_labelled_and_visible_in_service_and_resource_group_series(estate, frame, tmp_path):
+    labels = estate.labels.to_pylist()
+    assert len(labels) >= 8
+    assert {lab["kind"] for lab in labels} == {"spike", "level_shift", "new_cost"}
+    for lab in labels:
+        assert lab["start_date"] >= START + timedelta(days=60)
+        assert lab["relative_to_service"] >= 0.4 and lab["relative_to_resource_group"] >= 0.4
+        for column, value in (("ServiceName", lab["service_name"]), ("x_ResourceGroupName", lab["resource_group"])):
+            series = _daily(frame, column, value)
+            before = series[lab["start_date"] - timedelta(days=28) : lab["start_date"] - timedelta(days=1)].mean()
+            during = series[lab["start_date"] : min(lab["end_date"], lab["start_date"] + timedelta(days=4))].mean()
+            assert during - before >= 0.3 * before, (lab, column)
+    for suffix in (".csv", ".json", ".parquet"):
+        path = estate.write_labels(tmp_path / f"labels{suffix}")
+        assert path.stat().st_size > 100
+    assert len(json.loads((tmp_path / "labels.json").read_text())) == len(labels)
+
+
+def _rows(chunks) -> pa.Table:
+    return pa.concat_tables(pq.read_table(io.BytesIO(c.payload)) for c in chunks)
+
+
+def test_source_delivers_every_row_once_keyed_by_subscription_day(tmp_path):
+    # A small estate: the property is per (subscription, day), not per size.
+    estate = generate_estate(seed=3, start=START, months=1, target_rows=5_000, subscriptions=2)
+    settings = make_settings(tmp_path)
+    cursors = MemoryCursorStore()
+    source = SyntheticSource(settings, estate, cursors=cursors)
+    chunks = list(source.fetch("b1"))
+    assert all(c.format == PayloadFormat.focus and c.content_type == ContentType.parquet for c in chunks)
+    first = chunks[0]
+    assert first.key == f"{first.meta['sub_account_id']}|{first.meta['window_start']}"
+    assert first.meta["source"] == "synthetic" and first.meta["metric"] == "FocusCost"
+    delivered = _rows(chunks)
+    assert delivered.num_rows == estate.costs.num_rows
+    assert delivered.schema == FOCUS_SCHEMA
+    assert pc.sum(delivered["BilledCost"]).as_py() == pc.sum(estate.costs["BilledCost"]).as_py()
+    assert sum(Decimal(c.meta["billed_cost_total"]) for c in chunks) == pc.sum(estate.costs["BilledCost"]).as_py()
+
+    # Not committed: the next fetch delivers the same days again (bronze never confirmed them).
+    assert len(list(source.fetch("b2"))) == len(chunks)
+    source.commit("b2")
+    assert list(source.fetch("b3")) == []
+    day = START + timedelta(days=20)
+    again = SyntheticSource(settings, estate, cursors=cursors, redeliver=[day])
+    redelivered = list(again.fetch("b4"))
+    assert redelivered and {c.meta["window_start"] for c in redelivered} == {day.isoformat()}
+    rows = cursors.rows("synthetic")
+    assert sum(r.row_count for r in rows) == estate.costs.num_rows
+
+
+def test_big_subscription_days_are_split_under_the_message_limit(estate, tmp_path):
+    settings = make_settings(tmp_path, kafka_max_message_bytes=18_000)
+    source = SyntheticSource(settings, estate, cursors=MemoryCursorStore(), until=START + timedelta(days=3))
+    chunks = list(source.fetch("b1"))
+    assert all(len(c.payload) <= payload_budget(settings) for c in chunks)
+    split = [c for c in chunks if int(c.meta["chunk_count"]) > 1]
+    assert split, "a (subscription, day) over the limit is cut into several chunks"
+    key = split[0].key
+    same = [c for c in chunks if c.key == key]
+    assert sorted(int(c.meta["chunk_index"]) for c in same) == list(range(len(same)))
+    assert _rows(chunks).num_rows == sum(
+        1 for d in estate.plain_costs()["ChargePeriodStart"].to_pylist() if d.date() <= START + timedelta(days=3)
+    )
+
+
+def test_source_holds_back_days_after_until(estate, tmp_path):
+    until = START + timedelta(days=9)
+    source = SyntheticSource(make_settings(tmp_path), estate, cursors=MemoryCursorStore(), until=until)
+    days = {c.meta["window_start"] for c in source.fetch("b1")}
+    assert max(days) == until.isoformat() and len(days) == 10
+
+
+def test_postgres_cursor_store_stages_and_commits_once(pg_url, estate, tmp_path):
+    from backend.mart.migrate import upgrade
+
+    upgrade(pg_url)
+    store = PostgresCursorStore(pg_url)
+    try:
+        until = START + timedelta(days=2)
+        source = SyntheticSource(make_settings(tmp_path), estate, cursors=store, until=until)
+        chunks = list(source.fetch("batch-1"))
+        assert chunks
+        with pytest.raises(UnknownBatchError):
+            store.commit("never-fetched")
+        assert store.delivered("synthetic") == set()
+        source.commit("batch-1")
+        assert store.commit("batch-1") == 0  # idempotent
+        delivered = store.delivered("synthetic")
+        assert len(delivered) == 3 * 6
+        rows = store.rows("synthetic")
+        first_day = [c for c in chunks if c.meta["window_start"] == START.isoformat()]
+        assert sum(r.reported_total for r in rows if r.day == START) == sum(
+            Decimal(c.meta["billed_cost_total"]) for c in first_day
+        )
+        assert list(source.fetch("batch-2")) == []
+    finally:
+        store.dispose()
