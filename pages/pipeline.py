@@ -45,7 +45,7 @@ def live_progress() -> None:
     latest = ui.guard("read the latest run", data.latest_run, get_reader())
     if launch is not None and launch.status == "error":
         st.error(
-            f"The run requested at {launch.started_at:%H:%M:%S} UTC could not start: {launch.error}\n\nSee **Logs** below or the app log for details.",
+            f"The run requested at {launch.started_at:%H:%M:%S} UTC could not start: {launch.error}\n\nThe app log (`DATA_DIR/logs/costlake.log`) has the details.",
             icon="⚠️",
         )
     if latest is None:
