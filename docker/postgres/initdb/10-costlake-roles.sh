@@ -18,7 +18,7 @@ psql -v ON_ERROR_STOP=1 --no-psqlrc --quiet \
   -v owner="$POSTGRES_OWNER_USER" -v owner_password="$POSTGRES_OWNER_PASSWORD" \
   -v reader="$reader" -v reader_password="$DATABASE_READONLY_PASSWORD" <<'SQL'
 -- Owner: not a superuser. CREATEROLE only because the mart's migration and bootstrap adjust the reader
--- (role defaults, password); on PostgreSQL 16 that reaches only roles it holds ADMIN on (granted below).
+-- (role defaults, password); since PostgreSQL 16 that reaches only roles it holds ADMIN on (granted below).
 SELECT format('CREATE ROLE %I', :'owner') WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'owner')
 \gexec
 SELECT format('ALTER ROLE %I WITH LOGIN NOSUPERUSER NOCREATEDB CREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD %L',
