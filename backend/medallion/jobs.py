@@ -189,7 +189,8 @@ def run_silver(spark: SparkSession, lake: Lake, stats: MedallionStats, *, run_id
 def run_gold(spark: SparkSession, lake: Lake, months: list[str] | None, *, run_id: str) -> dict[str, int]:
     """Recompute gold for `months` (all months when None = full rebuild) and replace exactly those partitions."""
     context = None if months is None else sorted({*months, *(_previous_month(m) for m in months)})
-    silver_rows = gold.prefer_detail(read_silver(spark, lake, context))
+    # Persisted: every gold table below starts from these rows (one read of silver per run).
+    silver_rows = gold.prefer_detail(read_silver(spark, lake, context)).persist()
     fx = None
     if lake.exists(SILVER_FX_RATES):
         fx = spark.createDataFrame(lake.read_arrow(SILVER_FX_RATES))
@@ -224,6 +225,7 @@ def run_gold(spark: SparkSession, lake: Lake, months: list[str] | None, *, run_i
         written[GOLD_RESOURCE_TAGS] = tags.num_rows
     finally:
         daily_all.unpersist()
+        silver_rows.unpersist()
     return written
 
 

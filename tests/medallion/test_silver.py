@@ -1,0 +1,161 @@
+"""Silver transforms on three-row inline DataFrames: typing, validation rules, tags, key summing, newest batch wins."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pyarrow as pa
+import pytest
+
+from backend.medallion import silver
+from backend.medallion.parse import STAGING_SCHEMA
+
+
+def staged(spark, rows: list[dict]):
+    """Staging rows with defaults for every field not given."""
+    base = {
+        "source_format": "azure_export_ea",
+        "source": "file",
+        "metric": "ActualCost",
+        "sub_account_id": "sub-1",
+        "charge_date": "2024-01-05",
+        "cost": "1",
+        "billing_currency": "USD",
+        "resource_id": "/subscriptions/sub-1/resourceGroups/RG/providers/Microsoft.Compute/virtualMachines/VM1",
+        "meter_id": "m",
+        "topic": "t",
+        "partition": 0,
+        "offset": 0,
+        "batch_id": "b1",
+        "fetched_at": datetime(2024, 1, 6, tzinfo=UTC),
+    }
+    full = []
+    for i, row in enumerate(rows):
+        r = {name: None for name in STAGING_SCHEMA.names} | base | {"row_index": i} | row
+        full.append(r)
+    return spark.createDataFrame(pa.Table.from_pylist(full, schema=STAGING_SCHEMA))
+
+
+def rules_of(spark, rows):
+    return [r["_rules"] for r in silver.validate(staged(spark, rows)).orderBy("row_index").collect()]
+
+
+def test_dates_in_every_azure_form_and_exact_money(spark):
+    out = silver.validate(
+        staged(
+            spark,
+            [
+                {"charge_date": "01/05/2024", "cost": "0.000000000001"},
+                {"charge_date": "20240105", "source_format": "azure_query"},
+                {"charge_date": "2024-01-05T00:00:00Z", "cost": "1e2"},
+            ],
+        )
+    ).orderBy("row_index")
+    rows = out.collect()
+    assert {str(r["x_ChargeDate"]) for r in rows} == {"2024-01-05"}
+    assert rows[0]["BilledCost"] == Decimal("0.000000000001")
+    assert rows[2]["BilledCost"] == Decimal(100)
+    assert [r["_rules"] for r in rows] == [[], [], []]
+    assert rows[0]["ResourceType"] == "microsoft.compute/virtualmachines"
+    assert rows[0]["ResourceName"] == "vm1"
+
+
+def test_validation_rules_name_what_failed(spark):
+    assert rules_of(
+        spark,
+        [
+            {"charge_date": "31/31/2024", "cost": "NaN", "billing_currency": "US"},
+            {"charge_date": None, "sub_account_id": None, "cost": None},
+            {"metric": "Usage", "pricing_quantity": "lots", "tags_raw": "{broken"},
+        ],
+    ) == [
+        ["invalid_charge_date", "invalid_cost", "unknown_currency"],
+        ["missing_charge_date", "missing_scope", "missing_cost"],
+        ["unknown_metric", "invalid_quantity", "invalid_tags"],
+    ]
+
+
+def test_tags_json_and_legacy_ea_are_normalised(spark):
+    rows = (
+        silver.validate(
+            staged(
+                spark,
+                [
+                    {"tags_raw": '{" Env ": " prod ", "CostCenter": 42}'},
+                    {"tags_raw": '"env": "dev","ENV": "test"'},
+                    {"tags_raw": None},
+                ],
+            )
+        )
+        .orderBy("row_index")
+        .collect()
+    )
+    assert dict(rows[0]["Tags"]) == {"env": "prod", "costcenter": "42"}
+    assert dict(rows[1]["Tags"]) == {"env": "test"}  # case-folded duplicates: the last one wins
+    assert dict(rows[2]["Tags"]) == {}
+
+
+def test_focus_row_sets_both_costs_and_azure_rows_one(spark):
+    rows = (
+        silver.validate(
+            staged(
+                spark,
+                [
+                    {
+                        "source_format": "focus",
+                        "metric": "FocusCost",
+                        "billed_cost": "2",
+                        "effective_cost": "1.5",
+                        "commitment_discount_type": "Savings Plan",
+                    },  # fmt: skip
+                    {"metric": "AmortizedCost", "cost": "3"},
+                    {"cost": "4", "pricing_model": "Spot"},
+                ],
+            )
+        )
+        .orderBy("row_index")
+        .collect()
+    )
+    assert [(r["_mode"], r["BilledCost"], r["EffectiveCost"]) for r in rows] == [
+        ("both", Decimal(2), Decimal("1.5")),
+        ("effective", None, Decimal(3)),
+        ("billed", Decimal(4), None),
+    ]
+    assert [r["x_PricingModel"] for r in rows] == ["SavingsPlan", None, "Spot"]
+
+
+def test_transform_sums_identical_keys_and_keeps_the_newest_batch(spark):
+    valid = silver.validate(
+        staged(
+            spark,
+            [
+                {"cost": "1", "batch_id": "old", "fetched_at": datetime(2024, 1, 6, tzinfo=UTC)},
+                {"cost": "2", "batch_id": "new", "fetched_at": datetime(2024, 1, 7, tzinfo=UTC), "offset": 9},
+                {"cost": "3", "batch_id": "new", "fetched_at": datetime(2024, 1, 7, tzinfo=UTC), "offset": 9},
+            ],
+        )
+    )
+    out = silver.transform(valid, run_id="r").collect()
+    assert len(out) == 1
+    row = out[0]
+    assert row["BilledCost"] == Decimal(5) and row["x_SourceRowCount"] == 2
+    assert (row["x_BilledBatchId"], row["x_EffectiveBatchId"], row["x_BronzeOffset"]) == ("new", None, 9)
+    assert row["x_Slice"] == "azure_detail|sub-1|2024-01-05" and row["x_ChargeMonth"] == "2024-01"
+    assert row["x_RunId"] == "r"
+
+
+def test_quarantine_keeps_the_raw_row_and_every_rule(spark):
+    bad = silver.validate(staged(spark, [{"cost": "abc", "billing_currency": "XX"}]))
+    row = silver.quarantine(bad, run_id="r").collect()[0]
+    assert row["rule"] == "invalid_cost" and row["rules"] == ["invalid_cost", "unknown_currency"]
+    assert '"cost":"abc"' in row["raw_row"]
+    assert (row["topic"], row["offset"], row["row_index"]) == ("t", 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("usage", "Usage"), ("UnusedReservation", "Usage"), ("Refund", "Credit")]
+)
+def test_charge_type_maps_to_focus_charge_category(spark, text, expected):
+    row = silver.validate(staged(spark, [{"charge_category": text}])).collect()[0]
+    assert row["ChargeCategory"] == expected
