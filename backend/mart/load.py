@@ -283,18 +283,33 @@ def _swap_month(cur, month: str) -> int:
     return replaced
 
 
-def _rebuild_aggregates(cur, months: Sequence[str]) -> None:
+def _daily_aggregate(fact: pa.Table) -> pa.Table:
+    """agg_cost_daily rows for `fact`: summed in Arrow (multi-threaded, exact decimal sums) rather than by a
+    single-core Postgres GROUP BY over millions of numeric rows; only the small result is COPYed."""
+    grouped = fact.group_by(["charge_date", *AGG_KEYS], use_threads=True).aggregate(
+        [
+            ("actual_cost", "sum"),
+            ("amortized_cost", "sum"),
+            ("list_cost", "sum"),
+            ("quantity", "sum"),
+            ([], "count_all"),
+        ]
+    )
+    return grouped.rename_columns(
+        ["charge_date", *AGG_KEYS, "actual_cost", "amortized_cost", "list_cost", "quantity", "fact_rows"]
+    )
+
+
+def _rebuild_aggregates(cur, months: Sequence[str], daily: pa.Table) -> None:
+    """Replace the months' rows of agg_cost_daily (from `daily`) and agg_cost_monthly (from agg_cost_daily)."""
     keys = ", ".join(AGG_KEYS)
     sums = "sum(actual_cost), sum(amortized_cost), sum(list_cost), sum(quantity)"
     for month in months:
         start, end = _month_bounds(month)
         cur.execute("DELETE FROM mart.agg_cost_daily WHERE charge_date >= %s AND charge_date < %s", (start, end))
-        cur.execute(
-            f"""INSERT INTO mart.agg_cost_daily (charge_date, {keys}, actual_cost, amortized_cost, list_cost,
-                    quantity, fact_rows)
-                SELECT charge_date, {keys}, {sums}, count(*)
-                FROM mart.{_partition_name(month)}_new GROUP BY charge_date, {keys}"""
-        )
+    _copy_arrow(cur, daily, "mart.agg_cost_daily")
+    for month in months:
+        start, end = _month_bounds(month)
         cur.execute("DELETE FROM mart.agg_cost_monthly WHERE charge_month = %s", (start,))
         cur.execute(
             f"""INSERT INTO mart.agg_cost_monthly (charge_month, {keys}, actual_cost, amortized_cost, list_cost,
@@ -499,7 +514,7 @@ def _load_in_transaction(
     phases["copy"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
-    _rebuild_aggregates(cur, months)
+    _rebuild_aggregates(cur, months, _daily_aggregate(fact))
     phases["aggregates"] = time.perf_counter() - tick
     tick = time.perf_counter()
     _load_tags(cur, lake, tag_costs, months, key_maps, stats)

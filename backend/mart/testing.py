@@ -30,6 +30,7 @@ SERVICES = [
     ("", ""),  # a row whose service gold could not name: the mart's "(none)" member
 ]
 REGIONS = ["westeurope", "northeurope", "eastus", "westus2", ""]
+COMBOS = 600
 PRICING = ["OnDemand", "OnDemand", "OnDemand", "Reservation", "SavingsPlan", "Spot"]
 
 
@@ -65,17 +66,21 @@ def gold_cost_daily(
     day = np.repeat(np.arange(days), rows_per_day)
     resource = rng.integers(0, resources, n)
     meter = rng.integers(0, 3, n)
-    sub = resource % subscriptions
-    rg = (resource // 7) % 12
-    service = resource % len(SERVICES)
-    region = resource % len(REGIONS)
-    pricing = resource % len(PRICING)
+    # Resources share a few hundred (subscription, group, service, region, pricing) combinations, as real
+    # estates do; that is what makes the aggregates much smaller than the fact.
+    combo = resource % COMBOS
+    sub = combo % subscriptions
+    rg = (combo // 7) % 12
+    service = combo % len(SERVICES)
+    region = (combo // 3) % len(REGIONS)
+    pricing = (combo // 5) % len(PRICING)
     cost = rng.integers(1, 50_000_000, n)  # up to 50 currency units, in micro-units
     dates = pa.array(np.datetime64(start, "D") + day, pa.date32())
     sub_ids = [f"00000000-0000-0000-0000-{i:012d}" for i in range(subscriptions)]
     rg_names = [f"rg-app-{i:02d}" for i in range(12)]
     res_ids = [
-        f"/subscriptions/{sub_ids[r % subscriptions]}/resourcegroups/{rg_names[(r // 7) % 12]}/providers/x/r{r}"
+        f"/subscriptions/{sub_ids[r % COMBOS % subscriptions]}/resourcegroups/{rg_names[(r % COMBOS // 7) % 12]}"
+        f"/providers/x/r{r}"
         for r in range(resources)
     ]
     columns = {

@@ -131,7 +131,7 @@ def test_a_failed_load_leaves_the_previous_state(mart_settings, lake, gold, owne
     before = _snapshot(owner)
     testing.write_gold(lake, testing.gold_cost_daily(start=START, days=14, rows_per_day=30, seed=3))
 
-    def explode(cur, months):
+    def explode(cur, months, daily):
         raise RuntimeError("disk full (injected)")
 
     monkeypatch.setattr(mart_load, "_rebuild_aggregates", explode)
