@@ -1,0 +1,66 @@
+"""End to end on the compose environment: `python -m backend.pipeline run` as the app container would run it.
+
+TODO(issue 11, pipeline): skeleton until the pipeline CLI lands. It is skipped while `backend.pipeline`'s
+command line and steps cannot be imported; from then on it runs for real. Assertions to add once the
+pipeline's outputs are settled: rows per layer (bronze/silver/gold Delta tables in the S3 lake), the mart's
+fact rows read through the read-only role, and a second run changing nothing (idempotence).
+"""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tests.deploy.conftest import ENV_ONLY_SETTINGS_PRELUDE, LocalStack, app_process_env
+
+pytestmark = pytest.mark.slow
+
+
+def _pipeline_cli_missing() -> str | None:
+    for module in ("backend.pipeline.__main__", "backend.pipeline.service", "backend.pipeline.steps"):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            return f"TODO: pipeline not importable yet ({module}: {exc}); enable when `python -m backend.pipeline run` exists"
+    return None
+
+
+@pytest.fixture
+def pipeline_cli() -> None:
+    """Skips before the stack is set up while the pipeline is missing."""
+    reason = _pipeline_cli_missing()
+    if reason:
+        pytest.skip(reason)
+
+
+def test_pipeline_runs_end_to_end_on_the_compose_environment(
+    pipeline_cli: None, local_stack: LocalStack, tmp_path: Path
+) -> None:
+    code = ENV_ONLY_SETTINGS_PRELUDE + (
+        "import sys; from backend.pipeline.__main__ import main; sys.exit(main(['run']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=app_process_env(local_stack, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert result.returncode == 0, result.stderr[-6000:]
+
+    owner = sa.create_engine(local_stack.app_env["DATABASE_URL"], poolclass=sa.pool.NullPool)
+    try:
+        with owner.connect() as conn:
+            status, trigger = conn.execute(
+                sa.text("SELECT status, trigger FROM ops.pipeline_runs ORDER BY started_at DESC LIMIT 1")
+            ).one()
+    finally:
+        owner.dispose()
+    assert (status, trigger) == ("succeeded", "cli")
+    # TODO(issue 11, pipeline): assert bronze/silver/gold row counts in the lake and mart rows via the reader.
