@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from backend.config import Settings
-from tests.deploy.composefile import environment, load_raw
+from backend.config import REPO_ROOT, Settings
+from tests.deploy.composefile import DOCKERFILE, environment, load_raw
 from tests.deploy.conftest import ENV_ONLY_SETTINGS_PRELUDE, LocalStack, app_process_env, server_major
 
 pytestmark = pytest.mark.slow
@@ -118,3 +120,50 @@ def test_compose_postgres_is_the_major_version_the_tests_run_on(pg_admin_url: st
     target = "/var/lib/postgresql" if major >= 18 else "/var/lib/postgresql/data"
     assert f"pgdata:{target}" in postgres["volumes"]
     assert "PGDATA" not in environment(postgres)
+
+
+def test_image_command_serves_streamlit_and_the_healthcheck_passes(local_stack: LocalStack, tmp_path: Path) -> None:
+    """The Dockerfile's CMD (on a free loopback port, not 8501) with the app's environment, probed by the
+    exact healthcheck command of docker-compose.yml."""
+    from backend.runtime.kafka import free_port, wait_until_listening
+
+    port = free_port()
+    cmd = json.loads(re.search(r"^CMD\s+(\[.*\])$", DOCKERFILE.read_text(), flags=re.M).group(1))
+    cmd = [
+        {"--server.port=8501": f"--server.port={port}", "--server.address=0.0.0.0": "--server.address=127.0.0.1"}.get(
+            arg, arg
+        )
+        for arg in cmd
+    ]
+    assert cmd[0] == "streamlit"
+    cmd = [sys.executable, "-m", *cmd]
+    # WORKDIR /app in the image: the repository root, where .streamlit/config.toml is read from.
+    log_path = tmp_path / "streamlit.log"
+    with log_path.open("wb") as log_file:
+        server = subprocess.Popen(
+            cmd,
+            cwd=REPO_ROOT,
+            env=app_process_env(local_stack, tmp_path),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_until_listening(f"127.0.0.1:{port}", timeout=60)
+        check = load_raw()["services"]["app"]["healthcheck"]["test"]
+        assert check[0] == "CMD"
+        probe = [sys.executable if arg == "python" else arg.replace(":8501/", f":{port}/") for arg in check[1:]]
+        deadline = time.monotonic() + 60
+        while True:
+            result = subprocess.run(probe, capture_output=True, text=True, timeout=30)
+            if result.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert result.returncode == 0, f"{result.stderr}\n{log_path.read_text()[-4000:]}"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=10)
