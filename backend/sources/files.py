@@ -1,0 +1,557 @@
+"""File import: FOCUS CSV/Parquet and Azure EA/MCA cost exports -> byte-exact chunks per (scope, day), with exact totals.
+
+What a file goes through (all before a single chunk is handed out, so a refused file touches nothing):
+
+1. size cap (settings.max_upload_mb; a gzip file's content may be at most 10x that);
+2. gzip is undone, a UTF-8 BOM is removed from the header only;
+3. the header decides the format (formats.py); anything else is refused with the formats expected;
+4. records are found quote-aware (quoted fields may hold commas and newlines) and parsed for three
+   things only: the charge day (ISO or MM/DD/YYYY), the scope (subscription, else billing account)
+   and the billed amount, summed as exact Decimals per (scope, day) and for the whole file — the
+   "total the source reported" that reconciliation compares silver against;
+5. chunks hold the header line plus the rows of one (scope, day), byte for byte as in the file (a
+   last row without a newline gets the header's line ending so rows never run together), cut to
+   fit one Kafka message; key "<scope>|<YYYY-MM-DD>", or "<scope>" when the day does not parse.
+
+Rows whose amount is not a number stay in the chunks (silver quarantines them with a reason) and
+are counted in `PreparedFile.invalid_amounts`; they are left out of the totals.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import logging
+import shutil
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from backend.config import Settings
+from backend.sources.base import ChunkSink, ContentType, RawChunk
+from backend.sources.chunks import parquet_pieces, payload_budget
+from backend.sources.csvsplit import record_ends
+from backend.sources.cursors import CursorRow, CursorStore
+from backend.sources.formats import FOCUS, Detection, UnrecognisedFileError, detect
+
+log = logging.getLogger(__name__)
+
+GZIP_MAGIC = b"\x1f\x8b"
+PARQUET_MAGIC = b"PAR1"
+BOM = b"\xef\xbb\xbf"
+NULLS = frozenset({"", "null", "none", "nan", "n/a"})
+MAX_GZIP_RATIO = 10
+SOURCE = "file"
+
+
+class FileRefusedError(ValueError):
+    """A file that cannot be imported; the message says why and what to do. Nothing of it was loaded."""
+
+
+@dataclass
+class GroupTotal:
+    """Rows and exact amounts of one (scope, day) as the file reports them."""
+
+    scope: str
+    day: date | None
+    rows: int = 0
+    cost: Decimal = Decimal(0)
+    extra: Decimal = Decimal(0)
+    currency: str | None = None
+
+
+@dataclass
+class PreparedFile:
+    """A checked file, ready to hand out: its chunks and what it says it contains."""
+
+    path: Path
+    sha256: str
+    detection: Detection
+    metric: str
+    chunks: list[RawChunk]
+    totals: dict[tuple[str, date | None], GroupTotal]
+    row_count: int
+    total_cost: Decimal
+    cost_column: str
+    invalid_amounts: int = 0
+    blank_lines: int = 0
+    unparsed_days: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def parse_day(value: str) -> date | None:
+    """A charge day from ISO (2025-01-31, 2025-01-31T00:00:00Z) or US (01/31/2025) text; None if neither."""
+    text = value.strip()
+    if text.lower() in NULLS:
+        return None
+    try:
+        if len(text) >= 10 and text[4] == "-":
+            return date.fromisoformat(text[:10])
+        if "/" in text:
+            month, day, year = text.split(" ", 1)[0].split("/")
+            return date(int(year), int(month), int(day))
+    except ValueError:
+        return None
+    return None
+
+
+def parse_amount(value: str) -> Decimal | None:
+    """An exact amount (Azure writes plain decimals and sometimes 1E-05); None for NULL/empty; raises if garbage."""
+    text = value.strip()
+    if text.lower() in NULLS:
+        return None
+    amount = Decimal(text)  # InvalidOperation for garbage
+    if not amount.is_finite():
+        raise InvalidOperation(text)
+    return amount
+
+
+def _metric(detection: Detection, file_name: str, charge_types: Iterable[str], explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    if detection.format is FOCUS:
+        return "FocusCost"
+    lowered = file_name.lower()
+    if "amortized" in lowered or "amortised" in lowered:
+        return "AmortizedCost"
+    if "actual" in lowered:
+        return "ActualCost"
+    # Unused reservation / savings plan rows exist only in amortized data.
+    if any(t.strip().lower().startswith("unused") for t in charge_types):
+        return "AmortizedCost"
+    return detection.format.default_metric
+
+
+def _read_limited(path: Path, settings: Settings) -> bytes:
+    limit = settings.max_upload_mb * 1024 * 1024
+    size = path.stat().st_size
+    if size > limit:
+        raise FileRefusedError(
+            f"{path.name} is {size / 2**20:,.1f} MB, over the import limit of {settings.max_upload_mb} MB "
+            "(MAX_UPLOAD_MB); split the export by month or raise the limit"
+        )
+    data = path.read_bytes()
+    if data.startswith(GZIP_MAGIC):
+        try:
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as fh:
+                data = fh.read(limit * MAX_GZIP_RATIO + 1)
+        except (OSError, EOFError) as exc:
+            raise FileRefusedError(f"{path.name} looks gzip-compressed but does not decompress ({exc})") from None
+        if len(data) > limit * MAX_GZIP_RATIO:
+            raise FileRefusedError(
+                f"{path.name} decompresses to more than {settings.max_upload_mb * MAX_GZIP_RATIO} MB; "
+                "split the export or raise MAX_UPLOAD_MB"
+            )
+    return data
+
+
+def prepare_file(path: Path, settings: Settings, *, metric: str | None = None) -> PreparedFile:
+    """Check and cut one file; raises FileRefusedError (with what to do) before anything is handed out."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileRefusedError(f"{path} is not a file")
+    data = _read_limited(path, settings)
+    sha = hashlib.sha256(data).hexdigest()
+    if data.startswith(PARQUET_MAGIC):
+        return _prepare_parquet(path, data, sha, settings, metric)
+    return _prepare_csv(path, data, sha, settings, metric)
+
+
+def _prepare_csv(path: Path, data: bytes, sha: str, settings: Settings, metric: str | None) -> PreparedFile:
+    if data.startswith(BOM):
+        data = data[len(BOM) :]  # from the header only: rows keep their bytes
+    if not data.strip():
+        raise FileRefusedError(f"{path.name} is empty; export the cost data again")
+    ends = record_ends(data)
+    header_bytes = data[: ends[0]]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FileRefusedError(
+            f"{path.name} is not UTF-8 text (byte {exc.start}); save or export it as UTF-8 CSV"
+        ) from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, [])
+    try:
+        detection = detect(header, file_name=path.name)
+    except UnrecognisedFileError as exc:
+        raise FileRefusedError(str(exc)) from None
+    rows = list(reader)
+    starts, stops = ends[:-1], ends[1:]
+    if len(rows) != len(starts):
+        raise FileRefusedError(
+            f"{path.name}: found {len(starts)} records but the CSV parser read {len(rows)} rows; the file may "
+            "use bare CR line endings or an unbalanced quote. Re-export it as standard CSV"
+        )
+    fmt = detection.format
+    index = {name.strip().lower(): i for i, name in enumerate(header)}
+
+    def col(candidates: tuple[str, ...]) -> int | None:
+        found = detection.column(candidates)
+        return None if found is None else index[found.strip().lower()]
+
+    i_day, i_cost, i_extra, i_cur = (
+        col(fmt.date_columns),
+        col(fmt.cost_columns),
+        col(fmt.extra_cost_columns),
+        col(fmt.currency_columns),
+    )
+    i_scopes = [index[c.lower()] for c in fmt.scope_columns if c.lower() in index]
+    i_charge = col(("ChargeType", "ChargeCategory"))
+    line_end = b"\r\n" if header_bytes.endswith(b"\r\n") else b"\n"
+    if not header_bytes.endswith(b"\n"):
+        header_bytes += line_end
+
+    day_cache: dict[str, date | None] = {}
+    groups: dict[tuple[str, date | None], list[int]] = {}
+    totals: dict[tuple[str, date | None], GroupTotal] = {}
+    invalid = blank = unparsed = 0
+    charge_types: set[str] = set()
+    total = Decimal(0)
+    for r, row in enumerate(rows):
+        if not row or all(not f.strip() for f in row):
+            blank += 1
+            continue
+        raw_day = row[i_day] if i_day is not None and i_day < len(row) else ""
+        if raw_day not in day_cache:
+            day_cache[raw_day] = parse_day(raw_day)
+        day = day_cache[raw_day]
+        unparsed += day is None
+        scope = next((row[i].strip() for i in i_scopes if i < len(row) and row[i].strip().lower() not in NULLS), "")
+        key = (scope, day)
+        groups.setdefault(key, []).append(r)
+        group = totals.get(key) or totals.setdefault(key, GroupTotal(scope, day))
+        group.rows += 1
+        if i_cur is not None and i_cur < len(row) and not group.currency and row[i_cur].strip():
+            group.currency = row[i_cur].strip()
+        if i_charge is not None and i_charge < len(row):
+            charge_types.add(row[i_charge])
+        try:
+            amount = parse_amount(row[i_cost]) if i_cost is not None and i_cost < len(row) else None
+            extra = parse_amount(row[i_extra]) if i_extra is not None and i_extra < len(row) else None
+        except InvalidOperation:
+            invalid += 1
+            continue
+        if amount is not None:
+            group.cost += amount
+            total += amount
+        if extra is not None:
+            group.extra += extra
+    row_count = sum(t.rows for t in totals.values())
+    if not row_count:
+        raise FileRefusedError(f"{path.name} has a header ({detection.describe()}) but no rows; nothing to import")
+    chosen = _metric(detection, path.name, charge_types, metric)
+    budget = payload_budget(settings)
+    chunks: list[RawChunk] = []
+    fetched_at = datetime.now(UTC).isoformat()
+    for (scope, day), members in groups.items():
+        pieces: list[list[bytes]] = [[]]
+        size = len(header_bytes)
+        for r in members:
+            record = data[starts[r] : stops[r]]
+            if not record.endswith(b"\n"):
+                record += line_end
+            if len(header_bytes) + len(record) > budget:
+                raise FileRefusedError(
+                    f"{path.name}: row {r + 2} is {len(record):,} bytes, more than one Kafka message may carry "
+                    f"({budget:,} bytes); raise KAFKA_MAX_MESSAGE_BYTES"
+                )
+            if size + len(record) > budget:
+                pieces.append([])
+                size = len(header_bytes)
+            pieces[-1].append(record)
+            size += len(record)
+        for n, piece in enumerate(pieces):
+            chunks.append(
+                RawChunk(
+                    source=SOURCE,
+                    format=fmt.payload_format,
+                    content_type=ContentType.csv,
+                    key=_key(scope, day, sha),
+                    payload=header_bytes + b"".join(piece),
+                    meta=_meta(path, sha, detection, chosen, scope, day, len(piece), n, len(pieces), fetched_at),
+                )
+            )
+    return PreparedFile(
+        path=path,
+        sha256=sha,
+        detection=detection,
+        metric=chosen,
+        chunks=chunks,
+        totals=totals,
+        row_count=row_count,
+        total_cost=total,
+        cost_column=header[i_cost] if i_cost is not None else "",
+        invalid_amounts=invalid,
+        blank_lines=blank,
+        unparsed_days=unparsed,
+    )
+
+
+def _prepare_parquet(path: Path, data: bytes, sha: str, settings: Settings, metric: str | None) -> PreparedFile:
+    try:
+        table = pq.read_table(io.BytesIO(data))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise FileRefusedError(f"{path.name} starts like Parquet but cannot be read ({exc}); export it again") from None
+    try:
+        detection = detect(table.schema.names, file_name=path.name)
+    except UnrecognisedFileError as exc:
+        raise FileRefusedError(str(exc)) from None
+    if detection.format is not FOCUS:
+        raise FileRefusedError(
+            f"{path.name} is {detection.describe()} in Parquet; Costlake imports Azure exports as CSV and FOCUS as "
+            "CSV or Parquet. Export the Azure cost details as CSV, or use a FOCUS export"
+        )
+    fmt = detection.format
+    if not table.num_rows:
+        raise FileRefusedError(f"{path.name} has no rows; nothing to import")
+
+    def strings(candidates: tuple[str, ...]) -> list[str | None] | None:
+        name = detection.column(candidates)
+        return None if name is None else pc.cast(table[name], pa.string()).to_pylist()
+
+    days_raw = strings(fmt.date_columns) or [None] * table.num_rows
+    costs = strings(fmt.cost_columns) or [None] * table.num_rows
+    extras = strings(fmt.extra_cost_columns) or [None] * table.num_rows
+    currencies = strings(fmt.currency_columns) or [None] * table.num_rows
+    scope_lists = [strings((c,)) for c in fmt.scope_columns]
+    scope_lists = [s for s in scope_lists if s is not None]
+    day_cache: dict[str | None, date | None] = {}
+    keys: list[tuple[str, date | None]] = []
+    totals: dict[tuple[str, date | None], GroupTotal] = {}
+    invalid = unparsed = 0
+    total = Decimal(0)
+    for r in range(table.num_rows):
+        raw_day = days_raw[r]
+        if raw_day not in day_cache:
+            day_cache[raw_day] = None if raw_day is None else parse_day(raw_day)
+        day = day_cache[raw_day]
+        unparsed += day is None
+        scope = next((s[r].strip() for s in scope_lists if s[r] and s[r].strip().lower() not in NULLS), "")
+        key = (scope, day)
+        keys.append(key)
+        group = totals.get(key) or totals.setdefault(key, GroupTotal(scope, day))
+        group.rows += 1
+        if currencies[r] and not group.currency:
+            group.currency = currencies[r]
+        try:
+            amount = None if costs[r] is None else parse_amount(costs[r])
+            extra = None if extras[r] is None else parse_amount(extras[r])
+        except InvalidOperation:
+            invalid += 1
+            continue
+        if amount is not None:
+            group.cost += amount
+            total += amount
+        if extra is not None:
+            group.extra += extra
+    chosen = _metric(detection, path.name, (), metric)
+    order: dict[tuple[str, date | None], list[int]] = {}
+    for r, key in enumerate(keys):
+        order.setdefault(key, []).append(r)
+    budget = payload_budget(settings)
+    fetched_at = datetime.now(UTC).isoformat()
+    chunks: list[RawChunk] = []
+    for (scope, day), members in order.items():
+        pieces = parquet_pieces(table.take(pa.array(np.array(members, dtype=np.int64))), budget=budget)
+        for n, (piece, payload) in enumerate(pieces):
+            chunks.append(
+                RawChunk(
+                    source=SOURCE,
+                    format=fmt.payload_format,
+                    content_type=ContentType.parquet,
+                    key=_key(scope, day, sha),
+                    payload=payload,
+                    meta=_meta(path, sha, detection, chosen, scope, day, piece.num_rows, n, len(pieces), fetched_at),
+                )
+            )
+    return PreparedFile(
+        path=path,
+        sha256=sha,
+        detection=detection,
+        metric=chosen,
+        chunks=chunks,
+        totals=totals,
+        row_count=table.num_rows,
+        total_cost=total,
+        cost_column=detection.column(fmt.cost_columns) or "",
+        invalid_amounts=invalid,
+        unparsed_days=unparsed,
+    )
+
+
+def _key(scope: str, day: date | None, sha: str) -> str:
+    scope = scope or f"file:{sha[:16]}"
+    return f"{scope}|{day.isoformat()}" if day else scope
+
+
+def _meta(path, sha, detection, metric, scope, day, rows, index, count, fetched_at) -> dict[str, str]:
+    meta = {
+        "source": SOURCE,
+        "file_name": path.name,
+        "file_sha256": sha,
+        "file_format": detection.format.name,
+        "metric": metric,
+        "scope": scope,
+        "row_count": str(rows),
+        "chunk_index": str(index),
+        "chunk_count": str(count),
+        "fetched_at": fetched_at,
+    }
+    if scope and "/" not in scope:
+        meta["subscription_id"] = scope
+    if day:
+        meta["window_start"] = meta["window_end"] = day.isoformat()
+    return meta
+
+
+class FileSource:
+    """One or more files as a CostSource. Every file is checked and cut before the first chunk is
+    yielded, so a refused file raises FileRefusedError with nothing handed out. `commit` records
+    the per-(scope, day) row counts and exact totals in the cursor table (source "file")."""
+
+    name = SOURCE
+
+    def __init__(
+        self, settings: Settings, paths: Iterable[Path], *, cursors: CursorStore, metric: str | None = None
+    ) -> None:
+        self.settings = settings
+        self.paths = [Path(p) for p in paths]
+        self.cursors = cursors
+        self.metric = metric
+        self.prepared: list[PreparedFile] = []
+
+    def fetch(self, batch_id: str) -> Iterator[RawChunk]:
+        self.prepared = [prepare_file(p, self.settings, metric=self.metric) for p in self.paths]
+        fetched_at = datetime.now(UTC)
+        cursor_rows: dict[tuple[str, str, date], CursorRow] = {}
+        chunks = 0
+        for prepared in self.prepared:
+            log.info(
+                "importing %s: %s, %s, %d rows, %d chunks, total %s %s",
+                prepared.path.name,
+                prepared.detection.describe(),
+                prepared.metric,
+                prepared.row_count,
+                len(prepared.chunks),
+                prepared.total_cost,
+                prepared.cost_column,
+            )
+            if prepared.invalid_amounts:
+                log.warning(
+                    "%s: %d row(s) have an amount that is not a number; they go to silver's quarantine",
+                    prepared.path.name,
+                    prepared.invalid_amounts,
+                )
+            for chunk in prepared.chunks:
+                chunk.meta["batch_id"] = batch_id
+                chunks += 1
+                yield chunk
+            for (scope, day), group in prepared.totals.items():
+                if day is None:
+                    continue
+                cursor_rows[(scope, prepared.metric, day)] = CursorRow(
+                    source=SOURCE,
+                    scope=scope or f"file:{prepared.sha256[:16]}",
+                    metric=prepared.metric,
+                    day=day,
+                    fetched_at=fetched_at,
+                    row_count=group.rows,
+                    reported_total=group.cost,
+                    currency=group.currency,
+                )
+        self.cursors.stage(batch_id, SOURCE, cursor_rows.values(), chunk_count=chunks)
+
+    def commit(self, batch_id: str) -> None:
+        self.cursors.commit(batch_id)
+
+
+# --- the watched inbox ------------------------------------------------------------------------
+Deliver = Callable[[FileSource, str], None]
+
+
+def deliver_via_sink(sink: ChunkSink) -> Deliver:
+    """A `deliver` that sends a batch to `sink`, flushes and commits. The pipeline passes its own,
+    which commits only once bronze holds the batch; this one suits sinks that are the destination."""
+
+    def deliver(source: FileSource, batch_id: str) -> None:
+        for chunk in source.fetch(batch_id):
+            sink.send(chunk)
+        sink.flush()
+        source.commit(batch_id)
+
+    return deliver
+
+
+@dataclass(frozen=True)
+class InboxResult:
+    file_name: str
+    status: str  # imported / refused / failed
+    detail: str
+    moved_to: Path | None = None
+
+
+class InboxError(RuntimeError):
+    """Some inbox files failed for a reason other than their content; they stay in the inbox for the next run."""
+
+
+def _move(path: Path, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / path.name
+    if target.exists():
+        target = folder / f"{path.stem}.{datetime.now(UTC):%Y%m%dT%H%M%S}.{uuid.uuid4().hex[:6]}{path.suffix}"
+    shutil.move(str(path), target)
+    return target
+
+
+def scan_inbox(
+    settings: Settings, *, deliver: Deliver, cursors: CursorStore, metric: str | None = None
+) -> list[InboxResult]:
+    """Import every file in settings.inbox_dir: imported ones move to inbox/processed/, refused ones to
+    inbox/rejected/ next to a `<name>.error.txt` saying why. A file whose delivery fails for another
+    reason (Kafka down) stays where it is for the next run, and InboxError is raised after the others."""
+    inbox = settings.inbox_dir
+    inbox.mkdir(parents=True, exist_ok=True)
+    processed, rejected = inbox / "processed", inbox / "rejected"
+    results: list[InboxResult] = []
+    failures: list[str] = []
+    for path in sorted(p for p in inbox.iterdir() if p.is_file()):
+        # Hidden and partial files are still being written by whoever drops them here.
+        if path.name.startswith(".") or path.suffix.lower() in (".part", ".tmp", ".crdownload"):
+            continue
+        source = FileSource(settings, [path], cursors=cursors, metric=metric)
+        batch_id = f"file-{uuid.uuid4().hex[:16]}"
+        try:
+            deliver(source, batch_id)
+        except FileRefusedError as exc:
+            target = _move(path, rejected)
+            target.with_name(target.name + ".error.txt").write_text(str(exc) + "\n", encoding="utf-8")
+            log.warning("inbox: refused %s: %s", path.name, exc)
+            results.append(InboxResult(path.name, "refused", str(exc), target))
+            continue
+        except Exception as exc:  # recorded, logged, and re-raised below as InboxError
+            log.exception("inbox: delivering %s failed; it stays in the inbox", path.name)
+            failures.append(f"{path.name}: {exc}")
+            results.append(InboxResult(path.name, "failed", str(exc)))
+            continue
+        prepared = source.prepared[0]
+        target = _move(path, processed)
+        detail = (
+            f"{prepared.detection.describe()}; {prepared.metric}; {prepared.row_count} rows; "
+            f"total {prepared.total_cost} ({prepared.cost_column})"
+        )
+        log.info("inbox: imported %s: %s", path.name, detail)
+        results.append(InboxResult(path.name, "imported", detail, target))
+    if failures:
+        raise InboxError("inbox files could not be delivered: " + "; ".join(failures))
+    return results
