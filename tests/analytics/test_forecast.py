@@ -35,7 +35,7 @@ def test_choice_by_backtest_and_interval_contains_point():
 
 def test_month_end_forecast_adds_actual_to_date():
     x = series()
-    cut = int(np.flatnonzero(DATES == pd.Timestamp("2025-06-15"))[0]) + 1
+    cut = int(np.flatnonzero(pd.Timestamp("2025-06-15") == DATES)[0]) + 1
     r = month_end_forecast(DATES[:cut].to_numpy(), x[:cut], ForecastParams(calibration_origins=30))
     assert r["remaining_days"] == 15
     assert abs(r["actual_to_date"] - x[cut - 15 : cut].sum()) < 1e-6

@@ -1,0 +1,165 @@
+"""Budgets against a real Postgres mart: CRUD, thresholds on actual and forecast, alert once, webhook retries."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import date, timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+import requests
+import sqlalchemy as sa
+
+from backend.analytics import budgets
+from backend.mart.migrate import upgrade
+
+pytestmark = pytest.mark.slow  # a fresh migrated database per test
+
+AGG_KEYS = [
+    "billing_account_key",
+    "subscription_key",
+    "resource_group_key",
+    "region_key",
+    "service_key",
+    "pricing_model_key",
+    "charge_category_key",
+    "currency_key",
+    "source_key",
+]
+
+
+@pytest.fixture
+def mart(pg_url):
+    upgrade(pg_url)
+    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO mart.dim_currency (currency_key, currency_code) VALUES (1, 'USD')"))
+        conn.execute(sa.text("INSERT INTO mart.dim_subscription (subscription_key, subscription_id) VALUES (1, 's1')"))
+        cols = ", ".join(AGG_KEYS)
+        for i in range(10):  # 2025-06-01 .. 06-10: 100 a day on s1
+            values = ", ".join("1" if k in ("subscription_key", "currency_key") else "0" for k in AGG_KEYS)
+            conn.execute(
+                sa.text(
+                    f"INSERT INTO mart.agg_cost_daily (charge_date, {cols}, actual_cost, amortized_cost, fact_rows)"
+                    f" VALUES (:d, {values}, 100, 90, 1)"
+                ),
+                {"d": date(2025, 6, 1) + timedelta(days=i)},
+            )
+        # A forecast of 100 a day for the rest of June, as run_analytics writes it.
+        for i in range(20):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO mart.forecasts (scope_type, scope_value, metric, forecast_date, point, method,"
+                    " generated_at) VALUES ('subscription', 's1', 'actual', :d, 100, 'seasonal_mean', now())"
+                ),
+                {"d": date(2025, 6, 11) + timedelta(days=i)},
+            )
+    yield engine
+    engine.dispose()
+
+
+class Receiver(BaseHTTPRequestHandler):
+    fail_first = 0
+    received: list = []
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).received.append(body)
+        status = 503 if len(type(self).received) <= type(self).fail_first else 200
+        self.send_response(status)
+        self.end_headers()
+
+    def log_message(self, *args):  # keep test output quiet
+        pass
+
+
+@pytest.fixture
+def receiver():
+    Receiver.received = []
+    Receiver.fail_first = 2
+    server = HTTPServer(("127.0.0.1", 0), Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/hook", Receiver
+    server.shutdown()
+    server.server_close()
+
+
+def test_crud_and_validation(mart):
+    bid = budgets.create_budget(
+        mart, name="sub", scope_type="subscription", scope_value="s1", amount=1000, currency="USD", period="monthly"
+    )
+    budgets.update_budget(mart, bid, amount=2500, actual_thresholds=[100, 50])
+    got = budgets.get_budget(mart, bid)
+    assert float(got["amount"]) == 2500 and [float(t) for t in got["actual_thresholds"]] == [50, 100]
+    assert [b["name"] for b in budgets.list_budgets(mart)] == ["sub"]
+    with pytest.raises(ValueError):
+        budgets.create_budget(mart, name="bad", scope_type="tag", amount=1, currency="USD", period="monthly")
+    with pytest.raises(LookupError):
+        budgets.update_budget(mart, 999, amount=1)
+    budgets.delete_budget(mart, bid)
+    assert budgets.get_budget(mart, bid) is None
+
+
+def test_period_bounds():
+    assert budgets.period_bounds("monthly", date(2025, 2, 10)) == (date(2025, 2, 1), date(2025, 2, 28))
+    assert budgets.period_bounds("quarterly", date(2025, 11, 5)) == (date(2025, 10, 1), date(2025, 12, 31))
+    assert budgets.period_bounds("yearly", date(2025, 6, 1)) == (date(2025, 1, 1), date(2025, 12, 31))
+
+
+def test_evaluate_alerts_once_and_delivers_webhook_with_retries(mart, receiver):
+    url, handler = receiver
+    # Spent 1000 of 1500 (66%: crosses 50); forecast 3000 (200%: crosses forecast 100).
+    budgets.create_budget(
+        mart,
+        name="s1 june",
+        scope_type="subscription",
+        scope_value="s1",
+        amount=1500,
+        currency="USD",
+        period="monthly",
+        actual_thresholds=[50, 80, 100],
+        forecast_thresholds=[100],
+        webhook_url=url,
+    )
+    stats = budgets.evaluate_budgets(mart, run_id="r1", http_post=requests.post, retries=3, backoff=0.01)
+    assert stats["alerts"] == 2 and stats["webhooks_delivered"] == 2 and stats["webhooks_failed"] == 0
+    with mart.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT threshold_type, threshold_pct, webhook_status, webhook_attempts, "
+                "amount_at_alert FROM mart.budget_alerts ORDER BY alert_id"
+            )
+        ).all()
+    assert [(r[0], float(r[1]), r[2]) for r in rows] == [("actual", 50, "delivered"), ("forecast", 100, "delivered")]
+    assert rows[0][3] == 3  # two 503s, then delivered
+    assert float(rows[0][4]) == 1000 and float(rows[1][4]) == 3000
+    assert handler.received[-1]["threshold_type"] == "forecast" and handler.received[-1]["currency"] == "USD"
+    # The next run finds the same thresholds crossed: no new alert, no new POST.
+    posts = len(handler.received)
+    assert budgets.evaluate_budgets(mart, run_id="r2", http_post=requests.post, backoff=0.01)["alerts"] == 0
+    assert len(handler.received) == posts
+
+
+def test_webhook_gives_up_and_records_failure(mart, receiver):
+    url, handler = receiver
+    handler.fail_first = 100
+    budgets.create_budget(
+        mart,
+        name="total",
+        scope_type="total",
+        amount=100,
+        currency="USD",
+        period="monthly",
+        actual_thresholds=[100],
+        forecast_thresholds=[],
+        webhook_url=url,
+    )
+    stats = budgets.evaluate_budgets(mart, run_id="r1", retries=2, backoff=0.01)
+    assert stats["webhooks_failed"] == 1
+    with mart.connect() as conn:
+        status, attempts, error = conn.execute(
+            sa.text("SELECT webhook_status, webhook_attempts, webhook_error FROM mart.budget_alerts")
+        ).one()
+    assert (status, attempts, error) == ("failed", 3, "HTTP 503")
