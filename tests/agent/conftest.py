@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -34,9 +35,22 @@ def demo_mart_url(pg_admin_url: str) -> Iterator[str]:
     seed_demo_mart(engine, injection=True)
     engine.dispose()
     yield url
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    _drop(admin, name)
     admin.dispose()
+
+
+def _drop(admin: sa.Engine, name: str) -> None:
+    # WITH (FORCE) ends the backends still attached; seen once to cut the admin connection on a loaded
+    # 2-core box, so one retry on a fresh connection.
+    for attempt in range(2):
+        try:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            return
+        except sa.exc.OperationalError:
+            if attempt:
+                raise
+            time.sleep(1)
 
 
 @pytest.fixture(scope="session")
