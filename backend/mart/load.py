@@ -381,6 +381,24 @@ def _load_tags(
     )
 
 
+def mark_abandoned_loads(engine: sa.Engine) -> int:
+    """Loads still 'running' whose backend is gone (killed process, lost connection) become 'failed'.
+    Their data transaction never committed, so nothing else needs undoing. Returns how many were marked."""
+    with engine.begin() as conn:
+        marked = conn.execute(
+            sa.text(
+                """UPDATE mart.load_history h SET status = 'failed', finished_at = now(),
+                       error = 'abandoned: its database session ended before commit (process killed?)'
+                   WHERE h.status = 'running' AND NOT EXISTS (
+                       SELECT 1 FROM pg_stat_activity a
+                       WHERE a.pid = h.backend_pid AND a.backend_start <= h.started_at)"""
+            )
+        ).rowcount
+    if marked:
+        log.warning("marked %d abandoned mart load(s) as failed", marked)
+    return marked
+
+
 def _record_failure(dbapi, load_id: int, exc: Exception, seconds: float) -> None:
     """Roll back and mark the load failed; if the connection itself is gone (killed backend), say so and let
     the original error propagate: the row stays 'running' with its dead backend's pid."""
@@ -425,6 +443,7 @@ def load_gold(
         }
         phases["read_gold"] = time.perf_counter() - tick
 
+        mark_abandoned_loads(engine)
         raw = engine.raw_connection()
         try:
             dbapi = raw.driver_connection

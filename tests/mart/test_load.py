@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from backend.lake.delta import lake_from_settings
 from backend.mart import load as mart_load
 from backend.mart import testing
-from backend.mart.load import LoadError, load_gold
+from backend.mart.load import LoadError, load_gold, mark_abandoned_loads
 from backend.mart.model import DIMENSIONS
 
 START = dt.date(2026, 1, 25)  # 14 days across two months
@@ -242,3 +242,9 @@ def test_load_process_killed_inside_its_transaction_leaves_old_data(mart_setting
         assert (
             conn.execute(sa.text("SELECT status FROM mart.load_history WHERE run_id = 'killed'")).scalar() == "running"
         )
+    # The next load (or anyone) finds it abandoned.
+    assert mark_abandoned_loads(owner) == 1
+    load_gold(mart_settings, lake, run_id="r3")
+    with owner.connect() as conn:
+        statuses = dict(conn.execute(sa.text("SELECT run_id, status FROM mart.load_history")).all())
+    assert statuses == {"r1": "succeeded", "killed": "failed", "r3": "succeeded"}
