@@ -167,6 +167,11 @@ def prepare_file(path: Path, settings: Settings, *, metric: str | None = None) -
     return _prepare_csv(path, data, sha, settings, metric)
 
 
+def prepare_csv_bytes(data: bytes, settings: Settings, *, name: str, metric: str | None = None) -> PreparedFile:
+    """The CSV checks and cutting of `prepare_file` for bytes already in memory (e.g. a Cost Details blob)."""
+    return _prepare_csv(Path(name), data, hashlib.sha256(data).hexdigest(), settings, metric)
+
+
 def _prepare_csv(path: Path, data: bytes, sha: str, settings: Settings, metric: str | None) -> PreparedFile:
     if data.startswith(BOM):
         data = data[len(BOM) :]  # from the header only: rows keep their bytes
