@@ -52,6 +52,7 @@ class Vocabulary:
 
 # Dimension words, most specific first; each maps to a tool dimension name.
 _DIMENSION_WORDS: tuple[tuple[str, str], ...] = (
+    (r"charge (?:categor(?:y|ies)|types?)", "charge_category"),
     (r"service categor(?:y|ies)|categor(?:y|ies)", "service_category"),
     (r"resource ?groups?|\brgs?\b", "resource_group"),
     (r"subscriptions?|\bsubs\b", "subscription"),
@@ -60,7 +61,6 @@ _DIMENSION_WORDS: tuple[tuple[str, str], ...] = (
     (r"regions?|locations?", "region"),
     (r"meters?", "meter"),
     (r"pricing models?|commitment types?", "pricing_model"),
-    (r"charge (?:categor(?:y|ies)|types?)", "charge_category"),
     (r"billing accounts?", "billing_account"),
 )
 # A grouping word right after one of these is what the user wants results per.
@@ -111,7 +111,9 @@ class QuestionParser:
                 return key
         return None
 
-    def dimension(self, q: str, *, masked: Sequence[tuple[int, int]] = ()) -> str | None:
+    def dimension(
+        self, q: str, *, masked: Sequence[tuple[int, int]] = (), named: Sequence[tuple[int, str, str]] = ()
+    ) -> str | None:
         """The dimension to group by: one after a grouping cue wins, else the first dimension word."""
         tag = self.tag_key(q)
         if tag and re.search(r"\btags?\b", q) and not re.search(r"untagged|tag coverage|without", q):
@@ -123,6 +125,10 @@ class QuestionParser:
                 if any(s < m.end() and m.start() < e for s, e in spans):
                     continue
                 spans.append(m.span())
+                # "the Production subscription": the word names the member's kind, it is not a group-by.
+                before = q[: m.start()].rstrip()
+                if any(d == name and before.endswith(label.lower()) for _, d, label in named):
+                    continue
                 cued = bool(re.search(rf"{_GROUPING_CUE}(?:\d+\s+)?$", q[: m.start()]))
                 hits.append((m.start(), cued, name))
         if not hits:
@@ -138,7 +144,7 @@ class QuestionParser:
             return n
         if re.search(r"\btop\b", q):
             return 5
-        if re.search(r"\b(?:the|which|what)\s+(?:is\s+the\s+)?(?:most expensive|biggest|largest|costliest)\b", q):
+        if re.search(r"\b(?:the|which|what)\b.*\b(?:most expensive|biggest|largest|costliest|highest)\b", q):
             return 1 if not re.search(r"(?:services|subscriptions|groups|resources|regions|meters)\b", q) else 5
         return default
 
@@ -165,7 +171,7 @@ class QuestionParser:
         periods = find_periods(q, self.as_of)
         members = self.members(q)
         masked = [(pos, pos + len(label)) for pos, _, label in members]
-        dimension = self.dimension(q, masked=masked)
+        dimension = self.dimension(q, masked=masked, named=members)
         metric = self.metric(q)
         filters = {d: label for _, d, label in members if d != dimension}
         first_member = members[0] if members else None

