@@ -1,0 +1,33 @@
+"""The chat page headless (AppTest): a question gets an answer, its SQL, its table and a download."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "chat.py")
+
+
+@pytest.mark.slow
+def test_chat_page_answers_with_sql_table_and_download(monkeypatch, agent_settings, demo_mart_url):
+    import app.context
+
+    pipeline = SimpleNamespace(settings=agent_settings, endpoints=SimpleNamespace(database_url=demo_mart_url))
+    monkeypatch.setattr(app.context, "get_pipeline", lambda: pipeline)
+    st.cache_resource.clear()
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.run()
+    assert not at.exception
+    at.chat_input[0].set_value("Daily cost for the last 7 days").run()
+    assert not at.exception
+    assert any("per day" in m.markdown[0].value for m in at.chat_message if m.markdown)
+    assert any("FROM mart.agg_cost_daily" in c.value for c in at.code)
+    assert len(at.dataframe) == 1 and len(at.dataframe[0].value) == 7
+    at.chat_input[0].set_value("what is the meaning of life?").run()
+    assert not at.exception
+    assert "rule-based" in at.chat_message[-1].markdown[0].value
+    st.cache_resource.clear()
