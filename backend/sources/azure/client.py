@@ -121,7 +121,8 @@ class TokenProvider:
         return result["access_token"]
 
     def refresh(self) -> None:
-        for entry in self.cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN):
+        # list(): removing while msal's search generator iterates its dict would fail.
+        for entry in list(self.cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN)):
             self.cache.remove_at(entry)
 
 

@@ -131,6 +131,7 @@ class FakeAzure:
         self.compress_blobs = compress_blobs
         self.faults: list[Fault] = []
         self.requests: list[str] = []
+        self.bodies: list[bytes] = []  # request bodies of Query API calls, in order
         self.tokens: dict[str, float] = {}
         self.operations: dict[str, _Operation] = {}
         self._lock = threading.Lock()
@@ -564,6 +565,8 @@ class _Handler(BaseHTTPRequestHandler):
         problem = _validate_query(body)
         if problem:
             return self._bad(f"Invalid query definition: {problem}")
+        with fake._lock:
+            fake.bodies.append(raw)
         columns, rows = fake.query_rows(subscription, body)
         offset = 0
         if "$skiptoken" in query:
