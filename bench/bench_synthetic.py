@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import tempfile
 from datetime import date, timedelta
 from pathlib import Path
@@ -69,7 +70,10 @@ def main(quick: bool = False) -> BenchResult:
                 }
             )
         del estate
-    result.notes.append(f"start date {date(2025, 1, 1)}; 2 cores shared with other work, so times vary by ~30%")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    result.notes.append(
+        f"start date {date(2025, 1, 1)}; 2 cores shared with other engineers' work: load average at the end {load}"
+    )
     result.notes.append("target: >= 1M rows/s for generation")
     result.write()
     return result

@@ -259,3 +259,19 @@ def test_open_window_is_refetched_every_run_and_closed_days_only_once(tmp_path, 
     later = datetime(2025, 3, 5, 12, tzinfo=UTC)
     windows = plan_windows(settings, delivered=cursors.delivered("azure"), now=later, metrics=("ActualCost",))
     assert [(w.start, w.end) for w in windows] == [(date(2025, 3, 1), date(2025, 3, 5))]
+
+
+def test_demo_azure_runs_the_production_connector_against_the_fake(tmp_path, estate):
+    from backend.sources.azure.demo import start_demo_azure
+
+    demo = start_demo_azure(make_settings(tmp_path, azure_backfill_days=3), estate, page_size=500)
+    try:
+        assert demo.settings.azure_authority_host == "https://login.microsoftonline.com"
+        source = AzureCostSource(
+            demo.settings, cursors=MemoryCursorStore(), session=demo.session, now=lambda: NOW, sleep=Sleeps()
+        )
+        chunks = list(source.fetch("demo"))
+        assert {c.meta["subscription_id"] for c in chunks} == set(demo.fake.subscriptions)
+        assert all(url.startswith(demo.fake.base_url) for url in demo.session.routed)
+    finally:
+        demo.stop()
