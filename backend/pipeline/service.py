@@ -28,7 +28,8 @@ class PipelineService:
 
     @property
     def settings(self):
-        return self.runtime.settings
+        # Resolved: embedded servers' addresses filled in, so every module can build its clients from it.
+        return self.runtime.resolved_settings()
 
     def default_sources(self) -> list[str]:
         """Sources a run pulls when none are named: Azure when configured, else the demo estate; plus the inbox."""

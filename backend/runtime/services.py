@@ -103,6 +103,16 @@ class Runtime:
             self.start_spark_in_background()
         return self.endpoints
 
+    def resolved_settings(self) -> Settings:
+        """Settings with the embedded servers' addresses filled in, for modules that take Settings."""
+        endpoints = self.endpoints or self.start()
+        return self.settings.model_copy(
+            update={
+                "database_url": endpoints.database_url,
+                "kafka_bootstrap_servers": endpoints.kafka_bootstrap_servers,
+            }
+        )
+
     def start_spark_in_background(self) -> None:
         """Spark takes ~8 s to start; warm it up off the request path."""
         if self._spark_thread is not None:

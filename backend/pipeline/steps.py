@@ -1,0 +1,202 @@
+"""The named pipeline steps: thin adapters from a PipelineContext to the ingest, medallion, mart and analytics modules."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from backend.pipeline.runner import PipelineContext, Step
+from backend.pipeline.runs import StepResult
+
+log = logging.getLogger(__name__)
+
+ALL_STEPS = ("ingest", "bronze", "silver", "gold", "mart", "analytics", "budgets")
+SOURCE_NAMES = ("demo", "azure", "inbox", "files")
+
+
+def _option(ctx: PipelineContext, name: str, default: Any = None) -> Any:
+    return ctx.state.get("options", {}).get(name, default)
+
+
+def _cursors(ctx: PipelineContext):
+    from backend.sources.cursors import PostgresCursorStore
+
+    if "cursors" not in ctx.state:
+        ctx.state["cursors"] = PostgresCursorStore(ctx.endpoints.database_url)
+    return ctx.state["cursors"]
+
+
+def demo_estate(ctx: PipelineContext):
+    """The demo estate: 13 months ending with the current month, same seed every time, so it never changes."""
+    from backend.sources.synthetic import generate_estate
+
+    today = datetime.now(UTC).date()
+    start = date(today.year - 1, today.month, 1)
+    return generate_estate(seed=ctx.settings.demo_seed, start=start, months=13, target_rows=ctx.settings.demo_rows)
+
+
+def build_sources(ctx: PipelineContext) -> list:
+    """The CostSources this run pulls, by name. The inbox is handled separately (one batch per file)."""
+    sources = []
+    for name in ctx.sources:
+        if name == "demo":
+            from backend.sources.synthetic import SyntheticSource
+
+            # Days after today are held back: the demo estate "arrives" day by day like a real bill.
+            today = datetime.now(UTC).date()
+            sources.append(SyntheticSource(ctx.settings, demo_estate(ctx), cursors=_cursors(ctx), until=today))
+        elif name == "azure":
+            from backend.sources.azure.source import AzureCostSource
+
+            # The open window is re-planned on every run by the source itself (Azure re-rates it).
+            sources.append(AzureCostSource(ctx.settings, cursors=_cursors(ctx), mode=ctx.settings.azure_mode))
+        elif name == "files":
+            from backend.sources.files import FileSource
+
+            paths = [Path(p) for p in _option(ctx, "files", [])]
+            sources.append(FileSource(ctx.settings, paths, cursors=_cursors(ctx)))
+        elif name != "inbox":
+            raise ValueError(f"unknown source {name!r}; known sources: {', '.join(SOURCE_NAMES)}")
+    return sources
+
+
+def ingest(ctx: PipelineContext) -> StepResult:
+    """Fetch every source into Kafka under a batch id (cursors do not move yet)."""
+    from backend.ingest.handshake import new_batch_id, send_batch
+    from backend.ingest.producer import KafkaChunkSink
+    from backend.sources.files import scan_inbox
+
+    sent: list[tuple[Any, str]] = []
+    detail: dict[str, Any] = {"batches": [], "inbox": []}
+    rows = 0
+    with KafkaChunkSink(ctx.settings) as sink:
+        for source in build_sources(ctx):
+            receipt = send_batch(source, sink, ctx.engine, batch_id=new_batch_id(ctx.run_id, source.name))
+            sent.append((source, receipt.batch_id))
+            rows += receipt.cost_rows
+            detail["batches"].append({"source": source.name, "batch": receipt.batch_id, "chunks": receipt.chunks})
+        if "inbox" in ctx.sources:
+
+            def deliver(source, batch_id: str) -> None:
+                receipt = send_batch(source, sink, ctx.engine, batch_id=batch_id)
+                sent.append((source, receipt.batch_id))
+
+            for result in scan_inbox(ctx.settings, deliver=deliver, cursors=_cursors(ctx)):
+                detail["inbox"].append({"file": result.file_name, "status": result.status, "detail": result.detail})
+    ctx.state["sent"] = sent
+    return StepResult(rows_in=None, rows_out=rows, detail=detail)
+
+
+def bronze(ctx: PipelineContext) -> StepResult:
+    """Drain Kafka into bronze, then advance the cursors of exactly the batches bronze now holds."""
+    from backend.ingest.consumer import drain
+    from backend.ingest.handshake import commit_batch, mark_in_bronze
+
+    result = drain(ctx.settings, ctx.lake, run_id=ctx.run_id)
+    in_bronze = set(mark_in_bronze(ctx.engine, ctx.lake))
+    committed, missing = [], []
+    for source, batch_id in ctx.state.get("sent", []):
+        if batch_id in in_bronze:
+            commit_batch(source, ctx.engine, batch_id)
+            committed.append(batch_id)
+        else:
+            # The broker lost it (memory storage) or it is still in flight: the cursor stays, the next run re-fetches.
+            missing.append(batch_id)
+            log.warning("batch %s is not all in bronze; its days will be fetched again next run", batch_id)
+    return StepResult(
+        rows_in=result.messages,
+        rows_out=result.cost_rows,
+        detail={
+            "bronze_rows": result.bronze_rows,
+            "dead_letters": result.dead_letters,
+            "skipped_replays": result.skipped,
+            "committed_batches": committed,
+            "batches_not_in_bronze": missing,
+        },
+    )
+
+
+def silver(ctx: PipelineContext) -> StepResult:
+    """New bronze -> silver (MERGE, quarantine); the months touched are handed to gold."""
+    from backend.medallion.jobs import MedallionStats, reset_for_rebuild, run_silver
+
+    stats = MedallionStats(run_id=ctx.run_id, full_rebuild=bool(_option(ctx, "full_rebuild", False)))
+    if stats.full_rebuild:
+        reset_for_rebuild(ctx.lake, run_id=ctx.run_id)
+    months = run_silver(ctx.spark, ctx.lake, stats, run_id=ctx.run_id)
+    ctx.state["affected_months"] = sorted(months)
+    ctx.state["medallion"] = stats
+    return StepResult(
+        rows_in=stats.source_rows,
+        rows_out=stats.silver_upserted,
+        detail={
+            "valid_rows": stats.valid_rows,
+            "quarantined": stats.quarantined,
+            "superseded": stats.superseded_rows,
+            "removed_by_rerating": stats.silver_removed,
+            "affected_months": sorted(months),
+        },
+    )
+
+
+def gold(ctx: PipelineContext) -> StepResult:
+    """Recompute gold for the months silver touched (all months on a full rebuild)."""
+    from backend.medallion.jobs import run_gold
+
+    months = ctx.state.get("affected_months")
+    full = bool(_option(ctx, "full_rebuild", False))
+    if months is None and not full:
+        # Run on its own (e.g. "run gold" from the UI): refresh every month silver holds.
+        months = None
+        full = True
+    if not full and not months:
+        return StepResult(rows_in=0, rows_out=0, detail={"affected_months": []})
+    rows = run_gold(ctx.spark, ctx.lake, None if full else months, run_id=ctx.run_id)
+    return StepResult(rows_out=sum(rows.values()), detail={"tables": rows, "affected_months": months or "all"})
+
+
+def mart(ctx: PipelineContext) -> StepResult:
+    """Load the affected gold months into the Postgres mart in one transaction."""
+    from backend.mart.load import load_gold
+
+    months = ctx.state.get("affected_months")
+    if months == []:
+        return StepResult(rows_in=0, rows_out=0, detail={"months": []})
+    stats = load_gold(ctx.engine, ctx.lake, run_id=ctx.run_id, months=months)
+    detail = asdict(stats)
+    return StepResult(rows_in=stats.rows_in, rows_out=stats.rows_loaded, detail=detail)
+
+
+def analytics(ctx: PipelineContext) -> StepResult:
+    """Anomalies and forecasts over gold, written to the mart."""
+    from backend.analytics.run import run_analytics
+
+    stats = run_analytics(ctx.settings, ctx.lake, ctx.spark, ctx.engine, run_id=ctx.run_id)
+    return StepResult(rows_out=int(stats.get("anomalies", 0)), detail=stats)
+
+
+def budgets(ctx: PipelineContext) -> StepResult:
+    """Evaluate every budget against actual and forecast spend; alert (and call webhooks) once per threshold."""
+    from backend.analytics.budgets import evaluate_budgets
+
+    stats = evaluate_budgets(
+        ctx.engine,
+        run_id=ctx.run_id,
+        retries=ctx.settings.budget_webhook_retries,
+        timeout=ctx.settings.budget_webhook_timeout_s,
+    )
+    return StepResult(rows_in=stats.get("budgets"), rows_out=stats.get("alerts"), detail=stats)
+
+
+REGISTRY: dict[str, Step] = {
+    "ingest": ingest,
+    "bronze": bronze,
+    "silver": silver,
+    "gold": gold,
+    "mart": mart,
+    "analytics": analytics,
+    "budgets": budgets,
+}
