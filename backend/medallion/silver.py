@@ -411,7 +411,7 @@ def merge_silver(
     sets BilledCost (and dimensions) only, an amortized report EffectiveCost only. Within the
     (family, scope, day) slices present in the new rows, target rows last set by another batch and
     absent from the new data were re-rated away: their cost is cleared, and the row deleted when
-    no cost is left.
+    no cost is left. An amortized report updates only EffectiveCost on rows that already exist.
     """
     result = SilverWrite()
     modes = [
@@ -441,7 +441,9 @@ def merge_silver(
             nmbs_delete = f"{stale} AND t.EffectiveCost IS NULL"
             nmbs_update = ({"BilledCost": "NULL", "x_BilledBatchId": "NULL"}, stale)
         else:
-            update_columns = [f.name for f in SILVER_COSTS_SCHEMA if f.name not in ("BilledCost", "x_BilledBatchId")]
+            # The actual report is the authority for dimensions and lineage (it also holds purchases);
+            # the amortized one contributes its cost, or inserts amortized-only rows (unused commitments).
+            update_columns = ["EffectiveCost", "x_EffectiveBatchId", "x_RunId", "x_UpdatedAt"]
             nmbs_delete = f"{stale} AND t.BilledCost IS NULL"
             nmbs_update = ({"EffectiveCost": "NULL", "x_EffectiveBatchId": "NULL"}, stale)
         metrics = lake.merge(
