@@ -171,6 +171,7 @@ def _wait_for_blocked_load(owner: sa.Engine, timeout: float = 60) -> int:
             ).scalar()
             if pid:
                 return pid
+            conn.rollback()  # pg_stat_activity is a per-transaction snapshot: end it to see changes
             time.sleep(0.05)
     raise AssertionError("the load never reached the swap")
 
@@ -179,7 +180,15 @@ def _wait_backend_gone(owner: sa.Engine, pid: int, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     with owner.connect() as conn:
         while conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :p"), {"p": pid}).scalar():
-            assert time.monotonic() < deadline, "backend still alive"
+            if time.monotonic() > deadline:
+                activity = conn.execute(
+                    sa.text(
+                        "SELECT state, wait_event_type, wait_event, left(query, 120) FROM pg_stat_activity WHERE pid = :p"
+                    ),
+                    {"p": pid},
+                ).all()
+                raise AssertionError(f"backend {pid} still alive: {activity}")
+            conn.rollback()  # pg_stat_activity is a per-transaction snapshot: end it to see changes
             time.sleep(0.05)
 
 
