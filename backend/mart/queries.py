@@ -221,13 +221,31 @@ def cost_breakdown(
         _apply_filters(q, filters)
     date_col = f"{q.alias}.charge_month" if table == "agg_cost_monthly" else f"{q.alias}.charge_date"
     period = _PERIOD[grain].format(col=date_col)
-    group = _dimension_expr(q, group_by) if group_by else "'Total'"
-    currency = f"{q.join_dimension('currency')}.currency_code"
-    statement = q.sql(
-        f"{period} AS period, {group} AS grp, {currency} AS currency, sum({q.alias}.{column}) AS cost",
-        group_by="1, 2, 3",
-        order_by="1, 2, 3",
-    )
+    if group_by and group_by.startswith(TAG_PREFIX):
+        group = _dimension_expr(q, group_by)
+        currency = f"{q.join_dimension('currency')}.currency_code"
+        statement = q.sql(
+            f"{period} AS period, {group} AS grp, {currency} AS currency, sum({q.alias}.{column}) AS cost",
+            group_by="1, 2, 3",
+            order_by="1, 2, 3",
+        )
+    else:
+        # Aggregate on integer keys first, then join the labels onto the (few) groups: grouping a million
+        # fact rows by text labels is what made resource drill-downs slow.
+        key = f"{q.alias}.{BY_NAME[group_by].key}" if group_by else "0"
+        inner = q.sql(
+            f"{period} AS period, {key} AS gk, {q.alias}.currency_key AS ck, sum({q.alias}.{column}) AS cost",
+            group_by="1, 2, 3",
+        )
+        if group_by:
+            dim = BY_NAME[group_by]
+            label, join = "d.label", f"JOIN mart.{dim.table} d ON d.{dim.key} = i.gk"
+        else:
+            label, join = "'Total'", ""
+        statement = sa.text(
+            f"SELECT i.period, {label} AS grp, c.currency_code, sum(i.cost) FROM ({inner.text}) i {join} "
+            "JOIN mart.dim_currency c ON c.currency_key = i.ck GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        )
     with engine.connect() as conn:
         frame = _frame(conn, statement, q.params, ["period", "group", "currency", "cost_exact"])
     frame["cost"] = frame["cost_exact"].astype(float)
@@ -324,7 +342,9 @@ def top_movers(
         _apply_filters(q, {k: v for k, v in (filters or {}).items() if k != dimension})
     else:
         _apply_filters(q, filters)
-    group = _dimension_expr(q, dimension)
+    plain = not dimension.startswith(TAG_PREFIX)
+    # Plain dimensions: sum per integer key, then label the groups (see cost_breakdown).
+    group = f"{q.alias}.{BY_NAME[dimension].key}" if plain else _dimension_expr(q, dimension)
     d = f"{q.alias}.charge_date"
     c0, c1 = q.bind(current[0]), q.bind(current[1])
     p0, p1 = q.bind(previous[0]), q.bind(previous[1])
@@ -334,8 +354,16 @@ def top_movers(
         f"coalesce(sum({q.alias}.{column}) FILTER (WHERE {d} BETWEEN :{p0} AND :{p1}), 0) AS prev",
         group_by="1",
     )
+    if plain:
+        dim = BY_NAME[dimension]
+        labelled = (
+            f"SELECT d.label AS grp, sum(m.cur) AS cur, sum(m.prev) AS prev FROM ({inner.text}) m "
+            f"JOIN mart.{dim.table} d ON d.{dim.key} = m.grp GROUP BY 1"
+        )
+    else:
+        labelled = inner.text
     statement = sa.text(
-        f"SELECT grp, cur, prev FROM ({inner.text}) m ORDER BY abs(cur - prev) DESC, grp LIMIT {int(limit)}"
+        f"SELECT grp, cur, prev FROM ({labelled}) l ORDER BY abs(cur - prev) DESC, grp LIMIT {int(limit)}"
     )
     with engine.connect() as conn:
         frame = _frame(conn, statement, q.params, ["group", "current_cost", "previous_cost"])
