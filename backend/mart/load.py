@@ -25,6 +25,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -212,15 +213,18 @@ def _distinct_members(gold: pa.Table, dim: Dimension, extra: list[pa.Table]) -> 
     return grouped.rename_columns(mart_names)
 
 
-def _upsert_dimension(cur, dim: Dimension, members: pa.Table) -> tuple[pa.Table, int]:
-    """Insert new members; returns (key map with columns [key, natural...], rows inserted)."""
+def _upsert_dimension(
+    cur, dim: Dimension, members: pa.Table, *, update_attributes: bool = True
+) -> tuple[pa.Table, int]:
+    """Insert new members (attributes of existing ones updated in place unless `update_attributes` is
+    False); returns (key map with columns [key, natural...], rows inserted)."""
     natural = dim.natural_columns
     attrs = [m for m, _ in dim.attributes]
     cols = natural + attrs
     stage = f"stage_{dim.table}"
     cur.execute(f"CREATE TEMP TABLE {stage} ({', '.join(f'{c} text NOT NULL' for c in cols)}) ON COMMIT DROP")
     _copy_arrow(cur, members.select(cols), stage)
-    if attrs:
+    if attrs and update_attributes:
         updates = ", ".join(f"{a} = EXCLUDED.{a}" for a in attrs)
         changed = " OR ".join(f"d.{a} IS DISTINCT FROM EXCLUDED.{a}" for a in attrs)
         # The (none) member's attributes stay empty; other members follow gold (SCD type 1).
@@ -239,6 +243,7 @@ def _upsert_dimension(cur, dim: Dimension, members: pa.Table) -> tuple[pa.Table,
     )
     rows = cur.fetchall()
     columns = list(zip(*rows, strict=True)) if rows else [[] for _ in range(len(natural) + 1)]
+    cur.execute(f"DROP TABLE {stage}")
     key_map = pa.table(
         {
             dim.key: pa.array(columns[0], pa.int32()),
@@ -261,20 +266,39 @@ def _lookup_keys(
 
 
 # --- the load -------------------------------------------------------------------------------
-def _read_gold(lake: Lake, months: Sequence[str] | None) -> tuple[pa.Table, list[str]]:
+def _gold_months(lake: Lake, months: Sequence[str] | None) -> tuple[list[str], int]:
+    """The months to load (validated) and the gold version every read of this load is pinned to."""
     if not lake.exists(GOLD_COST_DAILY):
         raise LoadError(f"gold table {GOLD_COST_DAILY} does not exist yet; run the gold job first")
+    table = lake.table(GOLD_COST_DAILY)
+    version = table.version()
     if months is None:
-        present = lake.read_arrow(GOLD_COST_DAILY, columns=["charge_month"])["charge_month"]
-        months = sorted(str(m) for m in pc.unique(present).to_pylist())
+        months = {part["charge_month"] for part in table.partitions()}
     months = sorted(set(months))
     for month in months:
         _month_bounds(month)
-    if not months:
-        return GOLD_COST_DAILY_SCHEMA.empty_table(), []
-    gold = lake.read_arrow(GOLD_COST_DAILY, filters=[("charge_month", "in", list(months))])
+    return months, version
+
+
+@dataclass
+class _PreparedMonth:
+    """One month of gold, sorted by date, with every dimension's distinct members and each row's member."""
+
+    month: str
+    gold: pa.Table
+    members: dict[str, tuple[pa.Table, np.ndarray]]
+
+
+def _prepare_month(lake: Lake, month: str, version: int) -> _PreparedMonth:
+    """Pure Arrow/numpy work (no database): runs in a helper thread while the previous month COPYs."""
+    gold = lake.read_arrow(GOLD_COST_DAILY, filters=[("charge_month", "=", month)], version=version)
     gold = gold.select(GOLD_COST_DAILY_SCHEMA.names).cast(GOLD_COST_DAILY_SCHEMA)
-    return gold, list(months)
+    # Date order makes the BRIN index on charge_date tight.
+    days = gold["charge_date"].combine_chunks().cast(pa.int32()).to_numpy(zero_copy_only=False)
+    if len(days) and not np.all(days[1:] >= days[:-1]):
+        gold = gold.take(pc.sort_indices(gold["charge_date"]))
+    codes = _Codes(gold)
+    return _PreparedMonth(month, gold, {dim.name: _gold_members(codes, dim) for dim in DIMENSIONS})
 
 
 def _read_optional(lake: Lake, table: str, months: Sequence[str] | None = None) -> pa.Table | None:
@@ -293,10 +317,6 @@ def _fact_table(gold: pa.Table, keys: dict[str, pa.ChunkedArray], load_id: int) 
     columns["load_id"] = pa.array(np.full(gold.num_rows, load_id, dtype=np.int64))
     fact = pa.table(columns)
     assert tuple(fact.column_names) == FACT_COLUMNS
-    # Date order makes the BRIN index on charge_date tight (and months contiguous slices).
-    days = fact["charge_date"].combine_chunks().cast(pa.int32()).to_numpy(zero_copy_only=False)
-    if len(days) and not np.all(days[1:] >= days[:-1]):
-        fact = fact.take(pc.sort_indices(fact["charge_date"]))
     return fact
 
 
@@ -353,14 +373,10 @@ def _daily_aggregate(fact: pa.Table) -> pa.Table:
     )
 
 
-def _rebuild_aggregates(cur, months: Sequence[str], daily: pa.Table) -> None:
-    """Replace the months' rows of agg_cost_daily (from `daily`) and agg_cost_monthly (from agg_cost_daily)."""
+def _rebuild_monthly(cur, months: Sequence[str]) -> None:
+    """agg_cost_monthly for the months, from agg_cost_daily (already replaced in this transaction)."""
     keys = ", ".join(AGG_KEYS)
     sums = "sum(actual_cost), sum(amortized_cost), sum(list_cost), sum(quantity)"
-    for month in months:
-        start, end = _month_bounds(month)
-        cur.execute("DELETE FROM mart.agg_cost_daily WHERE charge_date >= %s AND charge_date < %s", (start, end))
-    _copy_arrow(cur, daily, "mart.agg_cost_daily")
     for month in months:
         start, end = _month_bounds(month)
         cur.execute("DELETE FROM mart.agg_cost_monthly WHERE charge_month = %s", (start,))
@@ -380,7 +396,6 @@ def _load_tags(
     lake: Lake,
     by_tag: pa.Table | None,
     months: Sequence[str],
-    key_maps: dict[str, pa.Table],
     stats: LoadStats,
 ) -> None:
     if by_tag is not None:
@@ -388,6 +403,12 @@ def _load_tags(
             start, end = _month_bounds(month)
             cur.execute("DELETE FROM mart.agg_cost_by_tag WHERE charge_date >= %s AND charge_date < %s", (start, end))
         if by_tag.num_rows:
+            key_maps = {
+                name: _upsert_dimension(
+                    cur, _dim(name), _distinct_members(by_tag, _dim(name), []), update_attributes=False
+                )[0]
+                for name in ("subscription", "currency")
+            }
             rows = pa.table(
                 {
                     "charge_date": by_tag["charge_date"],
@@ -489,7 +510,7 @@ def load_gold(
     phases: dict[str, float] = {}
     try:
         tick = time.perf_counter()
-        gold, months = _read_gold(lake, months)
+        months, version = _gold_months(lake, months)
         tag_costs = _read_optional(lake, GOLD_COST_BY_TAG, months) if months else None
         versions = {
             t: lake.version(t) for t in (GOLD_COST_DAILY, GOLD_COST_BY_TAG, GOLD_RESOURCE_TAGS, GOLD_MONTHLY_SUMMARY)
@@ -504,22 +525,23 @@ def load_gold(
             with dbapi.cursor() as cur:
                 # Recorded outside the data transaction so a killed load remains visible as 'running'.
                 cur.execute(
-                    "INSERT INTO mart.load_history (run_id, status, months, rows_in, gold_versions, backend_pid) "
-                    "VALUES (%s, 'running', %s, %s, %s, pg_backend_pid()) RETURNING load_id",
-                    (run_id, list(months), gold.num_rows, json.dumps(versions)),
+                    "INSERT INTO mart.load_history (run_id, status, months, gold_versions, backend_pid) "
+                    "VALUES (%s, 'running', %s, %s, pg_backend_pid()) RETURNING load_id",
+                    (run_id, list(months), json.dumps(versions)),
                 )
                 load_id = cur.fetchone()[0]
-            stats = LoadStats(load_id=load_id, months=list(months), rows_in=gold.num_rows, gold_versions=versions)
-            log.info("mart load %s: %d gold rows for months %s (run %s)", load_id, gold.num_rows, months, run_id)
+            stats = LoadStats(load_id=load_id, months=list(months), gold_versions=versions)
+            log.info("mart load %s: months %s of gold version %s (run %s)", load_id, months, version, run_id)
             dbapi.autocommit = False
             try:
                 with dbapi.cursor() as cur:
-                    _load_in_transaction(cur, lake, gold, tag_costs, months, stats, phases)
+                    _load_in_transaction(cur, lake, version, tag_costs, months, stats, phases)
                     stats.seconds = time.perf_counter() - t0
                     cur.execute(
-                        "UPDATE mart.load_history SET status = 'succeeded', finished_at = now(), rows_loaded = %s, "
-                        "rows_replaced = %s, dims_added = %s, duration_ms = %s WHERE load_id = %s",
+                        "UPDATE mart.load_history SET status = 'succeeded', finished_at = now(), rows_in = %s, "
+                        "rows_loaded = %s, rows_replaced = %s, dims_added = %s, duration_ms = %s WHERE load_id = %s",
                         (
+                            stats.rows_in,
                             stats.rows_loaded,
                             stats.rows_replaced,
                             json.dumps(stats.dims_added),
@@ -555,52 +577,59 @@ def load_gold(
 def _load_in_transaction(
     cur,
     lake: Lake,
-    gold: pa.Table,
+    version: int,
     tag_costs: pa.Table | None,
     months: list[str],
     stats: LoadStats,
     phases: dict[str, float],
 ) -> None:
-    cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOAD_LOCK,))
-    tick = time.perf_counter()
-    key_maps: dict[str, pa.Table] = {}
-    keys: dict[str, pa.ChunkedArray] = {}
-    # Tag costs name subscriptions and currencies too; they need keys even if cost_daily lacks them.
-    extra = [tag_costs] if tag_costs is not None else []
-    codes = _Codes(gold)
-    for dim in DIMENSIONS:
-        members, row_member = _gold_members(codes, dim)
-        upsert = members
-        if dim.name in ("subscription", "currency") and extra:
-            upsert = pa.concat_tables([members, _distinct_members(extra[0], dim, [])], promote_options="permissive")
-            upsert = upsert.group_by(dim.natural_columns).aggregate([(a, "max") for a, _ in dim.attributes])
-            upsert = upsert.rename_columns(dim.natural_columns + [a for a, _ in dim.attributes])
-        key_maps[dim.name], stats.dims_added[dim.name] = _upsert_dimension(cur, dim, upsert)
-        member_keys = _lookup_keys(members, dim, key_maps[dim.name], columns=dim.natural_columns)
-        keys[dim.key] = pa.array(member_keys.to_numpy()[row_member], pa.int32())
-    phases["dimensions"] = time.perf_counter() - tick
+    """Month by month: while month N is COPYed (a Postgres backend's work), a helper thread reads and
+    encodes month N+1 from gold, so the Python side hides behind the COPY."""
 
-    tick = time.perf_counter()
-    fact = _fact_table(gold, keys, stats.load_id)
-    phases["prepare_fact"] = time.perf_counter() - tick
-    tick = time.perf_counter()
-    days = fact["charge_date"].combine_chunks().cast(pa.int32()).to_numpy(zero_copy_only=False)
-    epoch = dt.date(1970, 1, 1)
+    def add(phase: str, since: float) -> None:
+        phases[phase] = phases.get(phase, 0.0) + time.perf_counter() - since
+
+    cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOAD_LOCK,))
     for month in months:
         start, end = _month_bounds(month)
-        lo, hi = np.searchsorted(days, [(start - epoch).days, (end - epoch).days])
-        rows = fact.slice(int(lo), int(hi - lo))  # sorted by date: a month is a zero-copy slice
-        _stage_month(cur, month, rows)
-        stats.rows_loaded += rows.num_rows
-    phases["copy"] = time.perf_counter() - tick
+        cur.execute("DELETE FROM mart.agg_cost_daily WHERE charge_date >= %s AND charge_date < %s", (start, end))
+    stats.dims_added = {dim.name: 0 for dim in DIMENSIONS}
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mart-prepare") as pool:
+        pending = pool.submit(_prepare_month, lake, months[0], version) if months else None
+        for i, month in enumerate(months):
+            tick = time.perf_counter()
+            prepared = pending.result()
+            add("wait_for_gold", tick)
+            pending = pool.submit(_prepare_month, lake, months[i + 1], version) if i + 1 < len(months) else None
+
+            tick = time.perf_counter()
+            keys: dict[str, pa.Array] = {}
+            for dim in DIMENSIONS:
+                members, row_member = prepared.members[dim.name]
+                key_map, added = _upsert_dimension(cur, dim, members)
+                stats.dims_added[dim.name] += added
+                member_keys = _lookup_keys(members, dim, key_map, columns=dim.natural_columns)
+                keys[dim.key] = pa.array(member_keys.to_numpy()[row_member], pa.int32())
+            fact = _fact_table(prepared.gold, keys, stats.load_id)
+            add("dimensions", tick)
+
+            tick = time.perf_counter()
+            _stage_month(cur, month, fact)
+            add("copy", tick)
+            tick = time.perf_counter()
+            # Summed in Arrow (multi-threaded, exact decimals); only the small result is COPYed.
+            _copy_arrow(cur, _daily_aggregate(fact), "mart.agg_cost_daily")
+            add("aggregates", tick)
+            stats.rows_in += prepared.gold.num_rows
+            stats.rows_loaded += fact.num_rows
 
     tick = time.perf_counter()
-    _rebuild_aggregates(cur, months, _daily_aggregate(fact))
-    phases["aggregates"] = time.perf_counter() - tick
+    _rebuild_monthly(cur, months)
+    add("aggregates", tick)
     tick = time.perf_counter()
-    _load_tags(cur, lake, tag_costs, months, key_maps, stats)
-    phases["tags"] = time.perf_counter() - tick
+    _load_tags(cur, lake, tag_costs, months, stats)
+    add("tags", tick)
     tick = time.perf_counter()
     for month in months:
         stats.rows_replaced += _swap_month(cur, month)
-    phases["swap"] = time.perf_counter() - tick
+    add("swap", tick)

@@ -131,10 +131,10 @@ def test_a_failed_load_leaves_the_previous_state(mart_settings, lake, gold, owne
     before = _snapshot(owner)
     testing.write_gold(lake, testing.gold_cost_daily(start=START, days=14, rows_per_day=30, seed=3))
 
-    def explode(cur, months, daily):
+    def explode(cur, months):
         raise RuntimeError("disk full (injected)")
 
-    monkeypatch.setattr(mart_load, "_rebuild_aggregates", explode)
+    monkeypatch.setattr(mart_load, "_rebuild_monthly", explode)
     with pytest.raises(RuntimeError, match="injected"):
         load_gold(mart_settings, lake, run_id="r2")
     assert _snapshot(owner) == before
