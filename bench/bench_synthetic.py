@@ -20,7 +20,7 @@ log = logging.getLogger("bench.synthetic")
 def main(quick: bool = False) -> BenchResult:
     sizes = [200_000] if quick else [1_000_000, 5_000_000]
     result = BenchResult(
-        name="synthetic",
+        name="synthetic" + ("_quick" if quick else ""),  # a smoke run must not overwrite the full results
         description=(
             "generate_estate(seed=42, start=2025-01-01, months=13, 6 subscriptions, 12 anomalies): wall time of "
             "the whole call (rows, commitments, anomalies, Arrow table with exact decimals), best of 2 runs; "

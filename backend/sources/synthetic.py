@@ -88,6 +88,11 @@ LEVEL_DIMENSION = {
     "tag": "Tags.team",
 }
 MIN_HISTORY_DAYS = 60
+# An anomaly is carried by one stream (one row per day), so its extra quantity and cost per row must
+# stay well inside MONEY's int64 range (9.2 million per row): in big estates a subscription-sized
+# anomaly on a cheap meter (tokens at $0.0002 per 1K) would need ~1e10 units a day.
+MAX_ANOMALY_QTY = 1e6
+MAX_ANOMALY_COST = 1e6
 BASELINE_DAYS = 28
 
 STRING = pa.string()
@@ -734,6 +739,7 @@ def _inject_anomalies(rng, *, count, streams, line, day, qty, dims, ndays) -> tu
     used_rg: list[int] = []
     used_team: list[int] = []
     eligible = (streams.model == ON_DEMAND) & (streams.base_qty > 0)
+    meter0_price = np.array([svc.meters[0].price for svc in SERVICES])
     starts = np.sort(rng.integers(first_start, last_start, size=count))
     for i in range(count):
         kind = ANOMALY_KINDS[int(rng.choice(3, p=[0.5, 0.25, 0.25]))]
@@ -743,6 +749,20 @@ def _inject_anomalies(rng, *, count, streams, line, day, qty, dims, ndays) -> tu
         active = eligible & (streams.start <= a_start - BASELINE_DAYS) & (streams.end > a_end)
         if level == "tag":
             active &= (s_team >= 0) & ~np.isin(s_team, used_team)
+        window = slice(a_start - BASELINE_DAYS, a_start)
+        lo, hi = {"spike": (0.5, 1.0), "level_shift": (0.4, 0.7), "new_cost": (0.4, 0.8)}[kind]
+        # The largest size each stream could be asked to carry, against what fits in one row a day.
+        level_mean = {"service": by_svc, "resource_group": by_rg, "subscription": by_sub, "tag": by_team}[level]
+        level_codes = {"service": s_svc, "resource_group": s_rg, "subscription": s_sub, "tag": np.maximum(s_team, 0)}
+        biggest = np.maximum.reduce(
+            [
+                by_svc[:, window].mean(axis=1)[s_svc],
+                by_rg[:, window].mean(axis=1)[s_rg],
+                level_mean[:, window].mean(axis=1)[level_codes[level]],
+            ]
+        )
+        carrier_price = meter0_price[s_svc] if kind == "new_cost" else streams.price
+        active &= (hi * biggest <= MAX_ANOMALY_QTY * carrier_price) & (hi * biggest <= MAX_ANOMALY_COST)
         cand = np.array([], dtype=np.int64)
         # Prefer a service and a resource group no other anomaly touched, so labels never overlap.
         for strict in (2, 1, 0):
@@ -759,7 +779,6 @@ def _inject_anomalies(rng, *, count, streams, line, day, qty, dims, ndays) -> tu
             continue
         # Among the candidates, prefer streams whose service and resource group have similar daily
         # totals, so the anomaly is of a plausible size in both series, not 50x a tiny service.
-        window = slice(a_start - BASELINE_DAYS, a_start)
         b_svc = by_svc[s_svc[cand], window].mean(axis=1)
         b_rg = by_rg[s_rg[cand], window].mean(axis=1)
         balance = np.minimum(b_svc, b_rg) / np.maximum(np.maximum(b_svc, b_rg), 1e-9)
@@ -776,7 +795,6 @@ def _inject_anomalies(rng, *, count, streams, line, day, qty, dims, ndays) -> tu
             "subscription": float(by_sub[sub, window].mean()),
             "tag": float(by_team[max(team, 0), window].mean()),
         }[level]
-        lo, hi = {"spike": (0.5, 1.0), "level_shift": (0.4, 0.7), "new_cost": (0.4, 0.8)}[kind]
         size = float(rng.uniform(lo, hi)) * max(base_svc, base_rg, level_base)
         a = _Anomaly(
             id=i,
@@ -869,6 +887,12 @@ class _Context:
 
         def by_code(stream_codes, commit_codes, purchase_codes, dictionary) -> tuple[np.ndarray, list[str]]:
             codes = np.concatenate([stream_codes, commit_codes, purchase_codes]).astype(np.int32)
+            if not dictionary:
+                # Small estates often hold no commitment at all: the column is all null, and there
+                # is no code to remap (indexing the empty remap below would raise).
+                if (codes >= 0).any():
+                    raise AssertionError("codes into an empty dictionary; this is a bug")
+                return np.full(len(codes), -1, dtype=np.int32), []
             # Dictionaries must hold distinct values (pandas categoricals, Parquet dictionary pages).
             unique, remap = np.unique(np.array(dictionary, dtype=object).astype(str), return_inverse=True)
             return np.where(codes >= 0, remap[np.maximum(codes, 0)], -1).astype(np.int32), unique.tolist()
@@ -961,7 +985,9 @@ class _Context:
         ci = np.arange(nc)
         cols["CommitmentDiscountId"] = by_code(sc, ci, ci, commit_ids)
         cols["CommitmentDiscountName"] = by_code(sc, ci, ci, commit_names)
-        s_ri = np.where(sc >= 0, np.where(c_is_ri[np.maximum(sc, 0)], 0, 1), -1)
+        # Gather only for covered streams: with no commitment at all, c_is_ri is empty.
+        s_ri = np.full(ns, -1, dtype=np.int64)
+        s_ri[sc >= 0] = np.where(c_is_ri[sc[sc >= 0]], 0, 1)
         c_ri = np.where(c_is_ri, 0, 1)
         cols["CommitmentDiscountType"] = by_code(s_ri, c_ri, c_ri, ["Reservation", "Savings Plan"])
         cols["CommitmentDiscountCategory"] = by_code(s_ri, c_ri, c_ri, ["Usage", "Spend"])

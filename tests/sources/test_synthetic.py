@@ -207,3 +207,99 @@ def test_postgres_cursor_store_stages_and_commits_once(pg_url, estate, tmp_path)
         assert list(source.fetch("batch-2")) == []
     finally:
         store.dispose()
+
+
+# --- any size, seed and start month: the demo takes all three from settings --------------------
+MONEY_COLUMNS = ("BilledCost", "EffectiveCost", "ListCost", "ContractedCost", "PricingQuantity", "ListUnitPrice")
+
+
+def _team(tags: str | None) -> str | None:
+    for key, value in json.loads(tags or "{}").items():
+        if key.strip().lower() == "team":
+            return value.strip().lower()
+    return None
+
+
+def _check_estate(estate, target_rows: int) -> None:
+    costs = estate.plain_costs()
+    # Commitment lines and new_cost resources come on top of the target: a few hundred rows each,
+    # which only shows in the smallest estates.
+    assert 0.95 * target_rows <= costs.num_rows <= 1.05 * target_rows + 1_500
+    for name in MONEY_COLUMNS:
+        assert costs.schema.field(name).type == MONEY
+    assert isinstance(pc.sum(costs["BilledCost"]).as_py(), Decimal)
+    assert pc.min(costs["BilledCost"]).as_py() >= 0 and pc.min(costs["EffectiveCost"]).as_py() >= 0
+    keys = costs.select(list(NATURAL_KEY)).group_by(list(NATURAL_KEY)).aggregate([])
+    assert keys.num_rows == costs.num_rows, "natural key is unique"
+
+    labels = estate.labels.to_pylist()
+    assert len({lab["anomaly_id"] for lab in labels}) == len(labels)
+    if not labels:
+        return
+    ids = pa.array([lab["resource_id"] for lab in labels])
+    rows = costs.filter(pc.is_in(costs["ResourceId"], ids)).to_pandas()
+    rows["day"] = rows["ChargePeriodStart"].dt.date
+    for lab in labels:
+        res = rows[rows["ResourceId"] == lab["resource_id"]]
+        assert len(res), lab
+        assert set(res["ServiceName"]) == {lab["service_name"]}
+        assert set(res["x_ResourceGroupName"]) == {lab["resource_group"]}
+        assert set(res["SubAccountId"]) == {lab["subscription_id"]}
+        assert set(res["SubAccountName"]) == {lab["subscription_name"]}
+        assert lab["meter_name"] in set(res["x_MeterName"])
+        expected = {
+            "service": lab["service_name"],
+            "resource_group": lab["resource_group"],
+            "subscription": lab["subscription_id"],
+            "tag": _team(res["Tags"].iloc[0]),
+        }[lab["level"]]
+        assert lab["value"] == expected, lab
+        assert estate.start + timedelta(days=60) <= lab["start_date"] <= lab["end_date"] < estate.end
+        assert lab["size_per_day"] > 0 and lab["baseline_per_day"] > 0
+        assert lab["relative_to_service"] >= 0.4 and lab["relative_to_resource_group"] >= 0.4
+        meter = res[res["x_MeterName"] == lab["meter_name"]]
+        if lab["kind"] == "new_cost":
+            assert meter["day"].min() == lab["start_date"] and meter["day"].max() == lab["end_date"]
+        on_start = meter[meter["day"] == lab["start_date"]]["EffectiveCost"].astype(float).sum()
+        assert on_start >= 0.9 * lab["size_per_day"], lab
+
+
+SIZES = [1_000, 2_500, 8_000, 15_000, 40_000]
+SEEDS = [0, 42, 2024]
+STARTS = [date(2024, 2, 1), date(2025, 6, 1), date(2025, 11, 1)]
+
+
+@pytest.mark.parametrize("target_rows", SIZES)
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("start", STARTS, ids=str)
+def test_any_size_seed_and_start_month_generates_a_consistent_estate(target_rows, seed, start):
+    estate = generate_estate(seed=seed, start=start, months=13, target_rows=target_rows)
+    _check_estate(estate, target_rows)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("target_rows", "seed", "start"),
+    [(150_000, 42, date(2025, 11, 1)), (150_000, 7, date(2024, 9, 1)), (300_000, 1234, date(2025, 3, 1))],
+    ids=str,
+)
+def test_big_estates_generate_a_consistent_estate(target_rows, seed, start):
+    estate = generate_estate(seed=seed, start=start, months=13, target_rows=target_rows)
+    _check_estate(estate, target_rows)
+
+
+def test_an_estate_without_commitments_has_null_commitment_columns():
+    # Small estates often draw no reserved or savings-plan stream: this once crashed (empty dictionary).
+    estate = generate_estate(seed=42, start=date(2025, 11, 1), months=13, target_rows=8_000)
+    costs = estate.costs
+    assert costs["CommitmentDiscountId"].null_count == costs.num_rows
+    assert set(costs["x_PricingModel"].to_pylist()) <= {"OnDemand", "Spot"}
+    _check_estate(estate, 8_000)
+
+
+@pytest.mark.slow
+def test_millions_of_rows_keep_anomaly_quantities_inside_money():
+    # A subscription-sized anomaly on a cheap meter once needed > 9.2 million units in one row.
+    estate = generate_estate(seed=42, start=date(2024, 3, 1), months=13, target_rows=3_000_000)
+    assert estate.labels.num_rows >= 8
+    assert pc.max(estate.costs["PricingQuantity"]).as_py() < Decimal(10**7)
