@@ -47,4 +47,5 @@ HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
 
 ENTRYPOINT ["/usr/bin/tini", "--"]
 # The working directory stays /app: Streamlit reads .streamlit/config.toml from there.
-CMD ["streamlit", "run", "app/main.py", "--server.address=0.0.0.0", "--server.port=8501", "--server.headless=true"]
+# app.serve starts the runtime and the scheduler before Streamlit, so scheduled runs need no browser session.
+CMD ["python", "-m", "app.serve", "--server.address=0.0.0.0", "--server.port=8501", "--server.headless=true"]

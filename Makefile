@@ -16,7 +16,7 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	touch $(STAMP)
 
 run: setup  ## serve the app on http://localhost:8501 (embedded Postgres, Kafka, lake, Spark)
-	$(BIN)/streamlit run app/main.py --server.port 8501
+	$(BIN)/python -m app.serve --server.port 8501
 
 test: setup  ## lint, then the whole test suite against real embedded servers
 	$(BIN)/ruff check .

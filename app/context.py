@@ -17,6 +17,10 @@ log = logging.getLogger(__name__)
 @st.cache_resource(show_spinner="Starting Costlake services…")
 def get_runtime() -> Runtime:
     """Start (or join) every embedded service once per server process; Spark warms up in the background."""
+    from app import process
+
+    if process.runtime is not None:  # launched by `python -m app.serve`: already started
+        return process.runtime
     settings = get_settings()
     setup_logging(settings)
     runtime = Runtime(settings)
@@ -28,7 +32,11 @@ def get_runtime() -> Runtime:
 @st.cache_resource(show_spinner="Preparing the cost mart…")
 def get_pipeline():
     """The pipeline service (owner-role engine, lake); runs migrations on first use."""
+    from app import process
     from backend.pipeline.service import PipelineService
+
+    if process.pipeline is not None:
+        return process.pipeline
 
     return PipelineService(get_runtime())
 
@@ -36,6 +44,10 @@ def get_pipeline():
 @st.cache_resource(show_spinner=False)
 def get_scheduler():
     """One BackgroundScheduler per server process, jobs persisted in Postgres; None when disabled."""
+    from app import process
+
+    if process.runtime is not None:  # the launcher owns the scheduler (None when disabled)
+        return process.scheduler
     if not get_runtime().settings.scheduler_enabled:
         return None
     from scheduler.service import start_scheduler

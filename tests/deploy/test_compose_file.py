@@ -344,7 +344,7 @@ def test_dockerfile_builds_a_non_root_streamlit_image_with_java_17() -> None:
     cmd = re.search(r"^CMD\s+(\[.*\])$", text, flags=re.M)
     assert cmd, "CMD in exec form"
     argv = json.loads(cmd.group(1))
-    assert argv[:3] == ["streamlit", "run", "app/main.py"] and "--server.port=8501" in argv
+    assert argv[:3] == ["python", "-m", "app.serve"] and "--server.port=8501" in argv
     assert (REPO_ROOT / "app" / "main.py").is_file()
     config = tomllib.loads((REPO_ROOT / ".streamlit" / "config.toml").read_text())
     assert config["server"]["port"] == 8501 and config["server"]["headless"] is True

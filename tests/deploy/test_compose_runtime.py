@@ -135,8 +135,8 @@ def test_image_command_serves_streamlit_and_the_healthcheck_passes(local_stack: 
         )
         for arg in cmd
     ]
-    assert cmd[0] == "streamlit"
-    cmd = [sys.executable, "-m", *cmd]
+    assert cmd[:3] == ["python", "-m", "app.serve"]
+    cmd = [sys.executable, *cmd[1:]]
     # WORKDIR /app in the image: the repository root, where .streamlit/config.toml is read from.
     log_path = tmp_path / "streamlit.log"
     with log_path.open("wb") as log_file:

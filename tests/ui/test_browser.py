@@ -1,4 +1,4 @@
-"""Real browser: start the app as the README does (`streamlit run app/main.py`, fresh DATA_DIR, free port), visit
+"""Real browser: start the app as the README does (`python -m app.serve`, fresh DATA_DIR, free port), visit
 every page in headless Debian Chromium, press "Run now", wait for the run to end, screenshot every page."""
 
 from __future__ import annotations
@@ -51,9 +51,7 @@ def app_url(tmp_path_factory):
         [
             sys.executable,
             "-m",
-            "streamlit",
-            "run",
-            "app/main.py",
+            "app.serve",
             "--server.port",
             str(port),
             "--server.address",

@@ -1,0 +1,48 @@
+"""Server-process services started before Streamlit serves anything, so scheduled runs happen without a browser."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+
+import sqlalchemy as sa
+
+from backend.config import Settings
+from backend.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+# Set by `start()` when the app is launched through `python -m app.serve`; app.context hands these out
+# instead of building its own, so the UI and the scheduler share one runtime per process.
+runtime: Runtime | None = None
+pipeline = None
+scheduler = None
+_lock = threading.Lock()
+
+
+def start(settings: Settings) -> None:
+    """Start the runtime, migrate the mart, start the scheduler; queue the first demo load on a fresh install."""
+    global runtime, pipeline, scheduler
+    with _lock:
+        if runtime is not None:
+            return
+        from backend.pipeline.service import PipelineService
+
+        runtime = Runtime(settings)
+        runtime.start(spark=True)
+        pipeline = PipelineService(runtime)
+        if not settings.scheduler_enabled:
+            return
+        from scheduler.service import run_now, start_scheduler
+
+        scheduler = start_scheduler(pipeline.endpoints.database_url, pipeline.run)
+        atexit.register(lambda: scheduler.shutdown(wait=False) if scheduler.running else None)
+        if settings.is_demo and not _any_run(pipeline.engine):
+            log.info("first start in demo mode: queueing the demo estate load now, not at the next hourly run")
+            run_now(scheduler)
+
+
+def _any_run(engine: sa.Engine) -> bool:
+    with engine.connect() as conn:
+        return bool(conn.execute(sa.text("SELECT EXISTS (SELECT 1 FROM ops.pipeline_runs)")).scalar())
