@@ -5,8 +5,9 @@ Shape of the estate (all derived from `seed`; same arguments -> byte-identical t
 - several subscriptions of different sizes, each with 3-6 resource groups named after workloads;
 - resources of 25+ services (catalog.py) with plausible meters and list prices; one row per
   (resource, meter, day, charge category, pricing model), so that natural key is unique;
-- resources are created and deleted during the window (churned resources are small, so a single
-  creation or deletion moves a service's or resource group's daily total by a few percent only);
+- resources are created and deleted during the window, small enough that the creations and
+  deletions of one day move their service's and resource group's daily total by < ~10% (resources
+  that cannot be that small, like one firewall, stay for the whole window): churn is no anomaly;
 - weekly seasonality (weekend dip per service), monthly growth per usage meter, lognormal noise;
 - reservations (VMs) and a compute savings plan in production subscriptions: the monthly purchase
   appears in BilledCost (ChargeCategory=Purchase, EffectiveCost 0), covered usage has BilledCost 0
@@ -21,10 +22,12 @@ totals per service or per resource group can find them with high precision and r
 - every anomaly starts after at least 60 days of history (detectors need a baseline);
 - its extra cost per day is `relative_size` x the baseline of the largest of the affected service
   series, resource group series and the labelled dimension's series (baseline = mean daily
-  EffectiveCost over the 28 days before the start), with relative_size drawn from
+  EffectiveCost over the 28 days before the start, earlier anomalies and unused commitments
+  included, exactly as the rows will show it), with relative_size drawn from
   spike 0.5-1.0 (1-5 days), level_shift 0.4-0.7 (lasting to the end), new_cost 0.4-0.8 (a new
-  resource from the start to the end). So an anomaly is >= 40% of the day's baseline of both its
-  service and its resource group, against day-to-day noise of a few percent at that level;
+  resource from the start to the end). So an anomaly is >= 40% of the day's baseline of its
+  service, its resource group and its own (subscription or tag) series, against day-to-day noise
+  of a few percent at that level;
 - distinct anomalies hit distinct services and resource groups whenever the estate is big enough,
   so one anomaly never hides another.
 - anomalies are injected on on-demand usage only, so BilledCost and EffectiveCost both carry them.
@@ -323,7 +326,10 @@ def generate_estate(
     billing_account_id: str = "8611537",
     billing_account_name: str = "Contoso Ltd",
 ) -> Estate:
-    """Generate an estate of about `target_rows` cost rows (within ~2%) from `start` for `months` months."""
+    """Generate an estate of about `target_rows` cost rows from `start` for `months` months.
+
+    Within ~2% from about 50k rows; smaller estates overshoot by up to ~2,500 rows (whole resources,
+    commitment lines and new_cost resources come on top)."""
     if not 1 <= subscriptions <= len(SUBSCRIPTIONS):
         raise ValueError(f"subscriptions must be between 1 and {len(SUBSCRIPTIONS)}")
     if months < 1 or target_rows < 1000:
@@ -379,10 +385,17 @@ def generate_estate(
     one = np.array([s.one_meter for s in SERVICES])[r_svc]
     pick = (rng.random(n) * svc_nmeters[r_svc]).astype(np.int64)
     take = np.where(one[:, None], j == pick[:, None], valid & ((j == 0) | (rng.random((n, max_meters)) < 0.6)))
-    per_res_rows = take.sum(axis=1) * (r_deleted - r_created)
-    nres = int(np.searchsorted(np.cumsum(per_res_rows), target_rows * 0.985)) + 1
-    if nres > n:
-        raise RuntimeError("resource over-generation fell short of target_rows; the row estimate needs a bigger margin")
+    nrg = len(rg_names)
+    # Taming churn pins some resources to the whole window (more rows), so cut again until stable.
+    for _ in range(8):
+        per_res_rows = take.sum(axis=1) * (r_deleted - r_created)
+        nres = int(np.searchsorted(np.cumsum(per_res_rows), target_rows * 0.985)) + 1
+        if nres > n:
+            raise RuntimeError(
+                "resource over-generation fell short of target_rows; the row estimate needs a bigger margin"
+            )
+        if not _tame_churn(take[:nres], r_svc[:nres], r_rg[:nres], r_created, r_deleted, r_size, nrg, ndays):
+            break
     r_svc, r_sub, r_rg, r_region = r_svc[:nres], r_sub[:nres], r_rg[:nres], r_region[:nres]
     r_created, r_deleted, r_size, take = r_created[:nres], r_deleted[:nres], r_size[:nres], take[:nres]
     r_tags = r_tags.cut(nres)
@@ -620,6 +633,63 @@ class _TagPlan:
         return json.dumps(tags, separators=(",", ":"))
 
 
+_METER_FLAT = [(s, m) for s in range(len(SERVICES)) for m in range(len(SERVICES[s].meters))]
+_METER_LOOKUP = np.full((len(SERVICES), max(len(s.meters) for s in SERVICES)), -1, dtype=np.int64)
+for _i, (_s, _m) in enumerate(_METER_FLAT):
+    _METER_LOOKUP[_s, _m] = _i
+_METERS = [SERVICES[s].meters[m] for s, m in _METER_FLAT]
+_METER_PRICE = np.array([x.price for x in _METERS])
+_METER_STEADY = np.array([x.steady for x in _METERS])
+_METER_UNIT = np.array([x.unit for x in _METERS])
+_METER_DAILY = np.array([x.daily_cost for x in _METERS])
+
+# A creation or deletion may move its service's or resource group's daily total by this share at most.
+# Detectors are judged at 15%; the margin covers what this plain-day estimate leaves out (growth
+# since day 0, weekend dips, spot and reservation prices, noise).
+CHURN_LIMIT = 0.08
+
+
+def _tame_churn(take, r_svc, r_rg, r_created, r_deleted, r_size, nrg, ndays) -> bool:
+    """Shrink (or, for whole units, keep for the whole window) resources whose creation or deletion
+    would be a step above CHURN_LIMIT in their service's or resource group's daily total.
+
+    Works in place on the first len(take) resources; returns whether a resource was pinned (rows changed).
+    Uses no randomness, so the same seed still gives the same estate."""
+    nres = len(take)
+    st_res, st_meter = np.nonzero(take)
+    pinned_any = False
+    for attempt in range(6):
+        created, deleted = r_created[:nres], r_deleted[:nres]
+        *_, daily = _Streams.base(r_svc[st_res], st_meter, r_size[st_res])
+        cost = np.bincount(st_res, weights=daily, minlength=nres)
+        rel = np.zeros(nres)
+        for codes, ncodes in ((r_svc, len(SERVICES)), (r_rg, nrg)):
+            # Level of each series per day, and the gross step (created + deleted cost) per series and day.
+            diff = np.zeros((ncodes, ndays + 1))
+            np.add.at(diff, (codes, created), cost)
+            np.add.at(diff, (codes, deleted), -cost)
+            level = np.cumsum(diff, axis=1)
+            step = np.zeros((ncodes, ndays + 1))
+            np.add.at(step, (codes, created), np.where(created > 0, cost, 0.0))
+            np.add.at(step, (codes, deleted), np.where(deleted < ndays, cost, 0.0))
+            rel_step = step[:, 1:] / np.maximum(level[:, :-1], 1e-9)  # against the day before the step
+            on_create = np.where(created > 0, rel_step[codes, np.maximum(created - 1, 0)], 0.0)
+            on_delete = np.where(deleted < ndays, rel_step[codes, np.minimum(deleted, ndays) - 1], 0.0)
+            rel = np.maximum(rel, np.maximum(on_create, on_delete))
+        bad = rel > CHURN_LIMIT
+        if not bad.any():
+            break
+        shrink = 0.6 * CHURN_LIMIT / np.maximum(rel, 1e-12)
+        # Shrinking works for metered usage; whole units (one firewall, one VM) cannot get smaller,
+        # and a step from (almost) nothing cannot be made small: those resources stay all along.
+        pin = bad & ((shrink < 0.1) | (attempt >= 3))
+        r_size[:nres][bad & ~pin] *= shrink[bad & ~pin]
+        r_created[:nres][pin] = 0
+        r_deleted[:nres][pin] = ndays
+        pinned_any |= bool(pin.any())
+    return pinned_any
+
+
 @dataclass
 class _Streams:
     """Per (resource, meter) usage streams: active window, price and quantity model."""
@@ -635,24 +705,26 @@ class _Streams:
     monthly: np.ndarray  # "1/Month" meters accrue 1/days-in-month of their count per day
     model: np.ndarray
 
-    @classmethod
-    def build(cls, rng, st_res, st_meter, r_svc, r_created, r_deleted, r_size) -> _Streams:
-        svc = r_svc[st_res]
-        flat = [(s, m) for s in range(len(SERVICES)) for m in range(len(SERVICES[s].meters))]
-        lookup = np.full((len(SERVICES), 8), -1, dtype=np.int64)
-        for i, (s, m) in enumerate(flat):
-            lookup[s, m] = i
-        fm = lookup[svc, st_meter]
-        meter = [SERVICES[s].meters[m] for s, m in flat]
-        price = np.array([x.price for x in meter])[fm]
-        steady = np.array([x.steady for x in meter])[fm]
-        unit = np.array([x.unit for x in meter])[fm]
+    @staticmethod
+    def base(svc: np.ndarray, st_meter: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Per stream: list price, steady, monthly, base quantity and the list cost of a plain day (no rng)."""
+        fm = _METER_LOOKUP[svc, st_meter]
+        price = _METER_PRICE[fm]
+        steady = _METER_STEADY[fm]
+        unit = _METER_UNIT[fm]
         monthly = steady & (unit == "1/Month")
-        base_qty = np.array([x.daily_cost for x in meter])[fm] * r_size[st_res] / price
+        base_qty = _METER_DAILY[fm] * size / price
         # Fixed-size things come in whole units: hours of N instances, N disks a month.
         base_qty = np.where(steady & (unit == "1 Hour"), 24 * np.maximum(1, np.rint(base_qty / 24)), base_qty)
         base_qty = np.where(monthly, np.maximum(1, np.rint(base_qty * 30)), base_qty)
         base_qty = np.where(steady & (unit == "1/Day"), np.maximum(1, np.rint(base_qty)), base_qty)
+        daily_cost = np.where(monthly, base_qty / 30.44, base_qty) * price
+        return price, steady, monthly, base_qty, daily_cost
+
+    @classmethod
+    def build(cls, rng, st_res, st_meter, r_svc, r_created, r_deleted, r_size) -> _Streams:
+        svc = r_svc[st_res]
+        price, steady, monthly, base_qty, _ = cls.base(svc, st_meter, r_size[st_res])
         n = len(st_res)
         svc_noise = np.array([s.noise for s in SERVICES])[svc]
         svc_weekend = np.array([s.weekend for s in SERVICES])[svc]
@@ -731,6 +803,14 @@ def _inject_anomalies(rng, *, count, streams, line, day, qty, dims, ndays) -> tu
     by_sub = _daily(s_sub[line], int(s_sub.max()) + 1, day, ndays, cost)
     tagged = s_team[line] >= 0
     by_team = _daily(s_team[line][tagged], len(_TEAMS), day[tagged], ndays, cost[tagged])
+    # Unused commitment (a covered VM deleted before the end) stays in its subscription's and, for
+    # reservations, in Virtual Machines' EffectiveCost: baselines must count it like the rows will.
+    covered = np.flatnonzero(((streams.model == RESERVATION) | (streams.model == SAVINGS_PLAN)) & (streams.end < ndays))
+    for k in covered:
+        unused = streams.base_qty[k] * streams.price[k] * factor[k]
+        by_sub[s_sub[k], streams.end[k] :] += unused
+        if streams.model[k] == RESERVATION:
+            by_svc[s_svc[k], streams.end[k] :] += unused
     lengths = np.maximum(streams.end - streams.start, 0)
     row_offset = np.cumsum(lengths) - lengths
 
@@ -815,6 +895,14 @@ def _inject_anomalies(rng, *, count, streams, line, day, qty, dims, ndays) -> tu
         if kind != "new_cost":
             rows = row_offset[k] + (np.arange(a_start, a_end + 1) - streams.start[k])
             qty[rows] += size / streams.price[k]
+        # Later anomalies are sized against the series as they will be, this one included: an earlier
+        # level shift in the same subscription would otherwise make them look smaller than labelled.
+        days = slice(a_start, a_end + 1)
+        by_svc[svc, days] += size
+        by_rg[rg, days] += size
+        by_sub[sub, days] += size
+        if team >= 0:
+            by_team[team, days] += size
         used_svc.append(svc)
         used_rg.append(rg)
         if team >= 0:
