@@ -191,13 +191,13 @@ def run_duckdb(lake, workdir: Path) -> dict[str, float]:
     }
 
 
-def main(quick: bool = False) -> None:
+def main(quick: bool = False, sizes: list[int] | None = None) -> None:
     from backend.config import Settings
     from backend.lake import lake_from_settings
     from backend.medallion import jobs
     from backend.runtime.spark import get_spark
 
-    sizes = [50_000] if quick else [1_000_000, 5_000_000]
+    sizes = sizes or ([50_000] if quick else [1_000_000, 5_000_000])
     result = BenchResult(
         "medallion",
         "bronze (FOCUS Parquet chunks of the synthetic estate) -> silver -> gold: Spark jobs vs DuckDB SQL reference",
@@ -236,6 +236,7 @@ def main(quick: bool = False) -> None:
                 }
             )
             log.info("result %s", result.rows[-1])
+            result.write()  # after every size: a long run that is cut short still leaves its numbers
         result.notes += [
             "Spark: backend.medallion.jobs.run on a fresh local lake (first load: silver create, gold written per month).",
             "DuckDB: payload blobs written out as Parquet files (counted), then the same typing, validation, "
