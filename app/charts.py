@@ -10,12 +10,22 @@ PALETTE = ["#0F6CBD", "#E3008C", "#00A36C", "#F7630C", "#8764B8", "#13A10E", "#D
 LAYOUT = {"margin": {"l": 10, "r": 10, "t": 30, "b": 10}, "legend": {"orientation": "h", "y": -0.15}, "height": 380}
 
 
-def stacked(frame: pd.DataFrame, *, kind: str = "area", currency: str = "") -> go.Figure:
-    """Cost per period stacked by member (frame: period, member, cost)."""
+def top_groups(frame: pd.DataFrame, n: int = 10) -> pd.DataFrame:
+    """Keep the n biggest groups (by total cost) and fold the rest into "Other", so a chart stays readable."""
+    if frame.empty or frame["group"].nunique() <= n:
+        return frame
+    keep = frame.groupby("group")["cost"].sum().abs().nlargest(n).index
+    out = frame.assign(group=frame["group"].where(frame["group"].isin(keep), "Other"))
+    return out.groupby(["period", "group", "currency"], as_index=False)["cost"].sum()
+
+
+def stacked(frame: pd.DataFrame, *, kind: str = "area", currency: str = "", top: int = 10) -> go.Figure:
+    """Cost per period stacked by group (frame: period, group, cost), the top groups and "Other"."""
+    frame = top_groups(frame, top)
     fig = go.Figure()
-    order = frame.groupby("member")["cost"].sum().sort_values(ascending=False).index
+    order = frame.groupby("group")["cost"].sum().sort_values(ascending=False).index
     for i, member in enumerate(order):
-        part = frame[frame["member"] == member].sort_values("period")
+        part = frame[frame["group"] == member].sort_values("period")
         color = PALETTE[i % len(PALETTE)] if member != "Other" else "#A0A0A0"
         if kind == "bar":
             fig.add_bar(x=part["period"], y=part["cost"], name=str(member), marker_color=color)

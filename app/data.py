@@ -1,8 +1,10 @@
-"""Thin, typed reads and writes of the cost mart for the pages (until backend.mart.queries / backend.analytics land).
+"""Adapters between the pages and the backend (mart queries, analytics, budgets, reconciliation); no SQL in pages/.
 
-Every function takes an engine first, so pages pass the cached reader (or owner, for writes) and tests pass
-their own. Pages read the aggregates (agg_cost_daily / agg_cost_by_tag), never the fact table, except for
-the resource-level drill-down. No SQL lives in pages/.
+Every function takes an engine first, so pages pass the cached reader (or the owner, for writes and
+for tables the reader role cannot see) and tests pass their own. Caching lives in app/ui.py, keyed by
+the mart's data version. Where the backend has no reader yet (run history, anomaly list and feedback,
+budget burn and alert history, month-end forecast totals) the SQL below is the stop-gap, kept small and
+on the same tables and semantics the backend writes.
 """
 
 from __future__ import annotations
@@ -19,42 +21,35 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
+from backend.analytics import budgets as budget_store
+from backend.mart import queries, reconcile
+from backend.mart.model import BY_NAME
+
 log = logging.getLogger(__name__)
 
-METRICS = {"actual": "actual_cost", "amortized": "amortized_cost"}
-GRAINS = ("day", "week", "month")
+METRICS = ("actual", "amortized")
+GRAINS = ("daily", "weekly", "monthly")
+# Links shared before the backend grains existed said day / week / month.
+GRAIN_ALIASES = {"day": "daily", "week": "weekly", "month": "monthly"}
+TAG_PREFIX = queries.TAG_PREFIX
+DIMENSIONS = tuple(queries.dimensions())
+_TITLES = {"resource_group": "Resource group", "pricing_model": "Pricing model",
+           "charge_category": "Charge category", "billing_account": "Billing account"}  # fmt: skip
 
 
-@dataclass(frozen=True)
-class Dim:
-    """A group-by/filter dimension of the explorer: the dimension table, its key and the label shown."""
-
-    name: str
-    title: str
-    table: str
-    key: str
-    label: str = "label"
-    in_aggregate: bool = True
+def title(name: str) -> str:
+    """How a dimension (or "tag:<key>") is named on screen."""
+    if name.startswith(TAG_PREFIX):
+        return f"Tag: {name[len(TAG_PREFIX) :]}"
+    return _TITLES.get(name, name.replace("_", " ").capitalize())
 
 
-DIMS: dict[str, Dim] = {
-    d.name: d
-    for d in (
-        Dim("service", "Service", "dim_service", "service_key"),
-        Dim("service_category", "Service category", "dim_service", "service_key", label="service_category"),
-        Dim("subscription", "Subscription", "dim_subscription", "subscription_key"),
-        Dim("resource_group", "Resource group", "dim_resource_group", "resource_group_key"),
-        Dim("region", "Region", "dim_region", "region_key"),
-        Dim("pricing_model", "Pricing model", "dim_pricing_model", "pricing_model_key"),
-        Dim("charge_category", "Charge category", "dim_charge_category", "charge_category_key"),
-        Dim("billing_account", "Billing account", "dim_billing_account", "billing_account_key"),
-        Dim("currency", "Currency", "dim_currency", "currency_key", label="currency_code"),
-        Dim("source", "Source", "dim_source", "source_key"),
-        Dim("resource", "Resource", "dim_resource", "resource_key", in_aggregate=False),
-        Dim("meter", "Meter", "dim_meter", "meter_key", in_aggregate=False),
-    )
-}
-TAG_PREFIX = "tag:"
+def to_grain(name: str) -> str:
+    """A backend grain from what a page or a shared link says ("week" or "weekly")."""
+    value = GRAIN_ALIASES.get(name, name)
+    if value not in GRAINS:
+        raise ValueError(f"unknown grain {name!r}: use one of {GRAINS}")
+    return value
 
 
 def _df(conn: sa.Connection, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
@@ -68,10 +63,8 @@ def _df(conn: sa.Connection, sql: str, params: Mapping[str, Any] | None = None) 
     return frame
 
 
-def _metric(metric: str) -> str:
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}: use one of {list(METRICS)}")
-    return METRICS[metric]
+def _currency(currency: str | None) -> dict[str, list[str]]:
+    return {"currency": [currency]} if currency else {}
 
 
 def month_start(day: dt.date) -> dt.date:
@@ -93,11 +86,10 @@ def previous_month_same_day(day: dt.date) -> tuple[dt.date, dt.date]:
 
 @dataclass
 class DataStatus:
-    """What the mart holds: the latest charge date, the last successful load and run (cache key)."""
+    """What the mart holds: the charge-day span, the last successful load and run (cache key), currencies."""
 
     first_date: dt.date | None = None
     as_of: dt.date | None = None
-    last_load_id: int | None = None
     last_loaded_at: dt.datetime | None = None
     last_run_id: str | None = None
     last_run_at: dt.datetime | None = None
@@ -110,94 +102,58 @@ class DataStatus:
     @property
     def version(self) -> str:
         """Changes whenever a load or run succeeds: part of every cache key so caches never go stale."""
-        return f"{self.last_load_id}:{self.last_run_id}"
+        return f"{self.last_loaded_at}:{self.last_run_id}"
 
 
 def data_status(engine: sa.Engine) -> DataStatus:
-    with engine.connect() as conn:
-        row = conn.execute(
-            sa.text("SELECT min(charge_month), max(charge_month) FROM mart.agg_cost_monthly")
-        ).one_or_none()
-        status = DataStatus()
-        if row and row[1] is not None:
-            # The monthly aggregate is tiny: find the last month there, then the last day inside it.
-            status.first_date = row[0]
-            status.as_of = conn.execute(
-                sa.text("SELECT max(charge_date) FROM mart.agg_cost_daily WHERE charge_date >= :m"), {"m": row[1]}
-            ).scalar()
-        load = conn.execute(
-            sa.text(
-                "SELECT load_id, finished_at FROM mart.load_history WHERE status = 'succeeded'"
-                " ORDER BY load_id DESC LIMIT 1"
-            )
-        ).one_or_none()
-        if load:
-            status.last_load_id, status.last_loaded_at = load
-        run = conn.execute(
-            sa.text(
-                "SELECT run_id, finished_at FROM ops.pipeline_runs WHERE status = 'succeeded'"
-                " ORDER BY started_at DESC LIMIT 1"
-            )
-        ).one_or_none()
-        if run:
-            status.last_run_id, status.last_run_at = run
-        if status.as_of is not None:
-            status.currencies = [
-                r[0]
-                for r in conn.execute(
-                    sa.text(
-                        "SELECT c.currency_code FROM mart.agg_cost_monthly a JOIN mart.dim_currency c"
-                        " USING (currency_key) GROUP BY 1 ORDER BY sum(a.actual_cost) DESC"
-                    )
-                )
-            ]
+    fresh = queries.freshness(engine)
+    status = DataStatus(as_of=fresh.data_as_of, last_loaded_at=fresh.last_successful_load_at)
+    if fresh.fact_months:
+        status.first_date = dt.date.fromisoformat(f"{fresh.fact_months[0]}-01")
+    run = latest_run(engine, status="succeeded")
+    if run:
+        status.last_run_id, status.last_run_at = run["run_id"], run["finished_at"]
+    if status.as_of is not None and status.first_date is not None:
+        # Whole months, so the query reads the small monthly aggregate; the biggest currency comes first.
+        by = queries.cost_breakdown(
+            engine, start=status.first_date, end=month_end(status.as_of), group_by="currency", grain="monthly"
+        )
+        status.currencies = by.groupby("group")["cost"].sum().abs().sort_values(ascending=False).index.tolist()
     return status
 
 
-# --- filters ------------------------------------------------------------------------------------------
-
-
-def _filter_sql(filters: Mapping[str, Sequence[str]], params: dict[str, Any], *, alias: str = "a") -> str:
-    """AND-ed `key IN (keys of the chosen labels)` clauses; values are labels as the pages show them."""
-    clauses = []
-    for i, (name, values) in enumerate(sorted(filters.items())):
-        if not values or name not in DIMS:
-            continue
-        d = DIMS[name]
-        params[f"f{i}"] = list(values)
-        clauses.append(f"{alias}.{d.key} IN (SELECT {d.key} FROM mart.{d.table} WHERE {d.label} = ANY(:f{i}))")
-    return "".join(f" AND {c}" for c in clauses)
-
-
-def dimension_values(engine: sa.Engine, name: str, *, limit: int = 500) -> list[str]:
-    """Members of a dimension (labels), biggest first; for a tag key ("tag:env") its values."""
+def mart_freshness(engine: sa.Engine) -> pd.DataFrame:
+    """Per mart area: the latest data day and when it was last written."""
+    fresh = queries.freshness(engine)
+    cost = pd.DataFrame(
+        [
+            {
+                "area": "cost (fact + aggregates)",
+                "latest": str(fresh.data_as_of or ""),
+                "written_at": fresh.last_successful_load_at,
+                "note": f"last load {fresh.last_load_status or 'never'}; months {', '.join(fresh.fact_months[-3:])}",
+            }
+        ]
+    )
+    sql = """
+        SELECT 'anomalies' AS area, max(charge_date)::text AS latest, max(detected_at) AS written_at FROM mart.anomalies
+        UNION ALL SELECT 'forecasts', max(forecast_date)::text, max(generated_at) FROM mart.forecasts
+        UNION ALL SELECT 'month-end forecasts', max(period_end)::text, max(generated_at) FROM mart.forecast_totals
+        UNION ALL SELECT 'budget alerts', max(period_start)::text, max(triggered_at) FROM mart.budget_alerts"""
     with engine.connect() as conn:
-        if name.startswith(TAG_PREFIX):
-            rows = conn.execute(
-                sa.text(
-                    "SELECT tag_value FROM mart.agg_cost_by_tag WHERE tag_key = :k GROUP BY 1"
-                    " ORDER BY sum(actual_cost) DESC LIMIT :n"
-                ),
-                {"k": name[len(TAG_PREFIX) :], "n": limit},
-            )
-            return [r[0] for r in rows]
-        d = DIMS[name]
-        if d.in_aggregate:
-            sql = (
-                f"SELECT d.{d.label} FROM mart.agg_cost_monthly a JOIN mart.{d.table} d USING ({d.key})"
-                f" GROUP BY 1 ORDER BY sum(a.actual_cost) DESC LIMIT :n"
-            )
-        else:
-            sql = f"SELECT DISTINCT {d.label} FROM mart.{d.table} WHERE {d.key} <> 0 ORDER BY 1 LIMIT :n"
-        return [r[0] for r in conn.execute(sa.text(sql), {"n": limit})]
-
-
-def tag_keys(engine: sa.Engine) -> list[str]:
-    with engine.connect() as conn:
-        return [r[0] for r in conn.execute(sa.text("SELECT DISTINCT tag_key FROM mart.dim_tag ORDER BY 1"))]
+        analytics = _df(conn, sql)
+    return pd.concat([cost, analytics.assign(note="")], ignore_index=True)
 
 
 # --- explorer -----------------------------------------------------------------------------------------
+
+
+def dimension_values(engine: sa.Engine, name: str, *, limit: int = 500) -> list[str]:
+    return queries.dimension_values(engine, name, limit=limit)
+
+
+def tag_keys(engine: sa.Engine) -> list[str]:
+    return queries.tag_keys(engine)
 
 
 def cost_by(
@@ -206,217 +162,112 @@ def cost_by(
     group_by: str,
     start: dt.date,
     end: dt.date,
-    grain: str = "day",
+    grain: str = "daily",
     metric: str = "actual",
     filters: Mapping[str, Sequence[str]] | None = None,
 ) -> pd.DataFrame:
-    """Cost per period and member of `group_by` (a dimension name or "tag:<key>"): columns period, member,
-    currency, cost. Grain "day" / "week" (ISO, Monday) / "month"."""
-    if grain not in GRAINS:
-        raise ValueError(f"unknown grain {grain!r}: use one of {GRAINS}")
-    col = _metric(metric)
-    params: dict[str, Any] = {"start": start, "end": end, "grain": grain}
-    filters = dict(filters or {})
-    if group_by.startswith(TAG_PREFIX):
-        # The tag aggregate carries subscription and currency only; other filters do not apply to it.
-        params["tag"] = group_by[len(TAG_PREFIX) :]
-        tag_values = filters.pop(group_by, None)
-        where = _filter_sql({k: v for k, v in filters.items() if k in ("subscription", "currency")}, params)
-        if tag_values:
-            params["tv"] = list(tag_values)
-            where += " AND a.tag_value = ANY(:tv)"
-        sql = f"""
-            SELECT date_trunc(:grain, a.charge_date)::date AS period, a.tag_value AS member,
-                   c.currency_code AS currency, sum(a.{col}) AS cost
-            FROM mart.agg_cost_by_tag a JOIN mart.dim_currency c USING (currency_key)
-            WHERE a.tag_key = :tag AND a.charge_date BETWEEN :start AND :end {where}
-            GROUP BY 1, 2, 3 ORDER BY 1, 2"""
-    else:
-        d = DIMS[group_by]
-        source = (
-            "mart.agg_cost_daily"
-            if d.in_aggregate and all(DIMS[k].in_aggregate for k in filters if k in DIMS)
-            else "mart.fact_cost_daily"
-        )
-        where = _filter_sql(filters, params)
-        sql = f"""
-            WITH g AS (
-                SELECT date_trunc(:grain, a.charge_date)::date AS period, a.{d.key} AS k, a.currency_key,
-                       sum(a.{col}) AS cost
-                FROM {source} a
-                WHERE a.charge_date BETWEEN :start AND :end {where}
-                GROUP BY 1, 2, 3)
-            SELECT g.period, d.{d.label} AS member, c.currency_code AS currency, sum(g.cost) AS cost
-            FROM g JOIN mart.{d.table} d ON d.{d.key} = g.k JOIN mart.dim_currency c USING (currency_key)
-            GROUP BY 1, 2, 3 ORDER BY 1, 2"""
-    with engine.connect() as conn:
-        frame = _df(conn, sql, params)
-    if frame.empty:
-        return pd.DataFrame({"period": [], "member": [], "currency": [], "cost": []})
+    """Cost per period and group: columns period (datetime64), group, currency, cost (float), cost_exact."""
+    frame = queries.cost_breakdown(
+        engine,
+        start=start,
+        end=end,
+        group_by=group_by,
+        grain=to_grain(grain),
+        metric=metric,
+        filters={k: list(v) for k, v in (filters or {}).items() if v},
+    )
     frame["period"] = pd.to_datetime(frame["period"])
-    frame["member"] = frame["member"].replace("", "(none)")
     return frame
-
-
-def top_n(frame: pd.DataFrame, n: int = 10) -> pd.DataFrame:
-    """Keep the n biggest members (by total cost) and fold the rest into "Other" for readable charts."""
-    if frame.empty or frame["member"].nunique() <= n:
-        return frame
-    keep = frame.groupby("member")["cost"].sum().abs().nlargest(n).index
-    out = frame.copy()
-    out.loc[~out["member"].isin(keep), "member"] = "Other"
-    return out.groupby(["period", "member", "currency"], as_index=False)["cost"].sum()
 
 
 def daily_total(
-    engine: sa.Engine,
-    *,
-    start: dt.date,
-    end: dt.date,
-    metric: str = "actual",
-    currency: str | None = None,
+    engine: sa.Engine, *, start: dt.date, end: dt.date, metric: str = "actual", currency: str | None = None
 ) -> pd.DataFrame:
-    col = _metric(metric)
-    params: dict[str, Any] = {"start": start, "end": end, "cur": currency}
-    sql = f"""
-        SELECT a.charge_date AS day, sum(a.{col}) AS cost
-        FROM mart.agg_cost_daily a
-        WHERE a.charge_date BETWEEN :start AND :end
-          AND (CAST(:cur AS text) IS NULL
-               OR a.currency_key = (SELECT currency_key FROM mart.dim_currency WHERE currency_code = :cur))
-        GROUP BY 1 ORDER BY 1"""
-    with engine.connect() as conn:
-        frame = _df(conn, sql, params)
-    if not frame.empty:
-        frame["day"] = pd.to_datetime(frame["day"])
-    return frame
+    """Total cost per day: columns day (datetime64), cost (float)."""
+    frame = queries.time_series(engine, start=start, end=end, metric=metric, filters=_currency(currency))
+    out = frame.groupby("period", as_index=False)["cost"].sum().rename(columns={"period": "day"})
+    out["day"] = pd.to_datetime(out["day"])
+    return out
 
 
 # --- overview -----------------------------------------------------------------------------------------
 
 
-@dataclass
-class Kpis:
+def kpis(engine: sa.Engine, *, as_of: dt.date, currency: str | None, metric: str = "actual") -> queries.Kpis:
+    """Month to date vs the same point last month, in one currency (sums never mix currencies)."""
+    return queries.kpis(engine, metric=metric, as_of=as_of, filters=_currency(currency))
+
+
+@dataclass(frozen=True)
+class MonthEndForecast:
+    """The analytics step's month-end total (actual to date + forecast of the rest) with its own interval."""
+
+    period_start: dt.date
+    period_end: dt.date
+    actual_to_date: float
+    point: float
+    lower: float | None
+    upper: float | None
+    interval_level: float | None
+    method: str
     as_of: dt.date
-    currency: str
-    mtd: float
-    last_month_same_day: float
-    last_month_total: float
-    forecast: float | None
-    forecast_low: float | None
-    forecast_high: float | None
-    forecast_method: str
-
-    @property
-    def vs_last_month_pct(self) -> float | None:
-        if not self.last_month_same_day:
-            return None
-        return (self.mtd - self.last_month_same_day) / abs(self.last_month_same_day) * 100
+    generated_at: dt.datetime
+    currency: str | None  # None: the estate had several currencies and analytics summed them
 
 
-def kpis(engine: sa.Engine, *, as_of: dt.date, currency: str, metric: str = "actual") -> Kpis:
-    """Month-to-date, the same span last month, and the end-of-month forecast with its interval.
-
-    The forecast comes from mart.forecasts (analytics) when it covers the rest of the month; otherwise a
-    run-rate estimate with a band from the spread of the last 28 daily totals, labelled as such."""
-    col = _metric(metric)
-    start = month_start(as_of)
-    prev_start, prev_same = previous_month_same_day(as_of)
-    prev_end = start - dt.timedelta(days=1)
-    cur = "(SELECT currency_key FROM mart.dim_currency WHERE currency_code = :cur)"
+def month_end_forecast(
+    engine: sa.Engine, *, as_of: dt.date, metric: str = "actual", currency: str | None = None
+) -> MonthEndForecast | None:
+    """The latest mart.forecast_totals month-end row for the total of the month holding `as_of` (None if there is
+    none yet, or only one in another currency). Stop-gap: backend.analytics has no reader for forecast_totals."""
+    sql = """
+        SELECT period_start, period_end, actual_to_date, point, lower_bound, upper_bound, interval_level, method,
+               as_of, generated_at, currency
+        FROM mart.forecast_totals
+        WHERE scope_type = 'total' AND scope_value = '' AND metric = :metric AND period = 'month_end'
+          AND period_start = :start AND (currency IS NULL OR CAST(:cur AS text) IS NULL OR currency = :cur)
+        ORDER BY generated_at DESC LIMIT 1"""
     with engine.connect() as conn:
-        sums = conn.execute(
-            sa.text(
-                f"""
-                SELECT coalesce(sum(a.{col}) FILTER (WHERE a.charge_date BETWEEN :start AND :as_of), 0),
-                       coalesce(sum(a.{col}) FILTER (WHERE a.charge_date BETWEEN :ps AND :psame), 0),
-                       coalesce(sum(a.{col}) FILTER (WHERE a.charge_date BETWEEN :ps AND :pe), 0)
-                FROM mart.agg_cost_daily a
-                WHERE a.charge_date BETWEEN :ps AND :as_of AND a.currency_key = {cur}"""
-            ),
-            {"start": start, "as_of": as_of, "ps": prev_start, "psame": prev_same, "pe": prev_end, "cur": currency},
-        ).one()
-        mtd, prev_mtd, prev_total = (float(v) for v in sums)
-        remaining = (month_end(as_of) - as_of).days
-        fc = conn.execute(
-            sa.text(
-                """
-                WITH latest AS (
-                    SELECT max(generated_at) AS g FROM mart.forecasts
-                    WHERE scope_type = 'total' AND metric = :metric)
-                SELECT count(*), sum(point), sum(coalesce(lower_bound, point)), sum(coalesce(upper_bound, point)),
-                       max(method)
-                FROM mart.forecasts f, latest
-                WHERE f.scope_type = 'total' AND f.metric = :metric AND f.generated_at = latest.g
-                  AND f.forecast_date > :as_of AND f.forecast_date <= :eom
-                  AND (f.currency IS NULL OR f.currency = :cur)"""
-            ),
-            {"metric": metric, "as_of": as_of, "eom": month_end(as_of), "cur": currency},
-        ).one()
-        if remaining == 0:
-            forecast, low, high, method = mtd, mtd, mtd, "month complete"
-        elif fc[0] and fc[0] >= remaining:
-            forecast, low, high, method = mtd + float(fc[1]), mtd + float(fc[2]), mtd + float(fc[3]), str(fc[4])
-        else:
-            recent = conn.execute(
-                sa.text(
-                    f"""
-                    SELECT a.charge_date, sum(a.{col}) FROM mart.agg_cost_daily a
-                    WHERE a.charge_date BETWEEN :from AND :as_of AND a.currency_key = {cur}
-                    GROUP BY 1"""
-                ),
-                {"from": as_of - dt.timedelta(days=27), "as_of": as_of, "cur": currency},
-            ).all()
-            values = pd.Series([float(v) for _, v in recent])
-            if values.empty:
-                forecast = low = high = None
-            else:
-                mean, std = float(values.mean()), float(values.std(ddof=1) if len(values) > 1 else 0.0)
-                forecast = mtd + mean * remaining
-                # Daily totals roughly independent: the sum's spread grows with sqrt(days); ~95 %.
-                half = 1.96 * std * remaining**0.5
-                low, high = max(mtd, forecast - half), forecast + half
-            method = "run-rate estimate (last 28 days)"
-    return Kpis(as_of, currency, mtd, prev_mtd, prev_total, forecast, low, high, method)
+        row = conn.execute(sa.text(sql), {"metric": metric, "start": month_start(as_of), "cur": currency}).first()
+    if row is None:
+        return None
+
+    def num(value: Any) -> float | None:
+        return None if value is None else float(value)
+
+    return MonthEndForecast(
+        row.period_start, row.period_end, float(row.actual_to_date), float(row.point), num(row.lower_bound),
+        num(row.upper_bound), num(row.interval_level), row.method, row.as_of, row.generated_at, row.currency,
+    )  # fmt: skip
 
 
 def top_movers(
     engine: sa.Engine,
     *,
     as_of: dt.date,
-    currency: str,
+    currency: str | None,
     dimension: str = "service",
     days: int = 7,
     metric: str = "actual",
     limit: int = 5,
 ) -> pd.DataFrame:
-    """Members whose cost changed most: the last `days` days vs the `days` before."""
-    col = _metric(metric)
-    d = DIMS[dimension]
-    cur_start = as_of - dt.timedelta(days=days - 1)
-    prev_start = cur_start - dt.timedelta(days=days)
-    sql = f"""
-        WITH g AS (
-            SELECT a.{d.key} AS k,
-                   coalesce(sum(a.{col}) FILTER (WHERE a.charge_date >= :cs), 0) AS current,
-                   coalesce(sum(a.{col}) FILTER (WHERE a.charge_date < :cs), 0) AS previous
-            FROM mart.agg_cost_daily a
-            WHERE a.charge_date BETWEEN :ps AND :as_of
-              AND a.currency_key = (SELECT currency_key FROM mart.dim_currency WHERE currency_code = :cur)
-            GROUP BY 1)
-        SELECT d.{d.label} AS member, g.current, g.previous, g.current - g.previous AS change
-        FROM g JOIN mart.{d.table} d ON d.{d.key} = g.k
-        ORDER BY abs(g.current - g.previous) DESC LIMIT :limit"""
-    with engine.connect() as conn:
-        frame = _df(conn, sql, {"cs": cur_start, "ps": prev_start, "as_of": as_of, "cur": currency, "limit": limit})
-    if not frame.empty:
-        frame["change_pct"] = [
-            (c / p * 100) if p else None for c, p in zip(frame["change"], frame["previous"], strict=True)
-        ]
+    """The last `days` days vs the `days` before: group, current_cost, previous_cost, change, change_pct (%)."""
+    current = (as_of - dt.timedelta(days=days - 1), as_of)
+    previous = (current[0] - dt.timedelta(days=days), current[0] - dt.timedelta(days=1))
+    frame = queries.top_movers(
+        engine,
+        dimension=dimension,
+        current=current,
+        previous=previous,
+        metric=metric,
+        filters=_currency(currency),
+        limit=limit,
+    )
+    frame["change_pct"] = frame["change_pct"] * 100
     return frame
 
 
-# --- anomalies ----------------------------------------------------------------------------------------
+# --- anomalies (stop-gap: backend.analytics.store writes them but has no reader or feedback writer) -----
 
 
 def anomalies(engine: sa.Engine, *, status: str | None = "open", since: dt.date | None = None) -> pd.DataFrame:
@@ -436,33 +287,35 @@ def anomalies(engine: sa.Engine, *, status: str | None = "open", since: dt.date 
     return frame
 
 
+# How an anomaly level's member (its natural key, as analytics stores it) is found in the aggregate.
+_LEVEL_KEYS = {
+    "subscription": ("dim_subscription", "subscription_key", "subscription_id"),
+    "resource_group": ("dim_resource_group", "resource_group_key", "resource_group"),
+    "service": ("dim_service", "service_key", "service_name"),
+    "region": ("dim_region", "region_key", "region"),
+}
+
+
 def series_for(engine: sa.Engine, *, level: str, value: str, metric: str, start: dt.date, end: dt.date) -> pd.DataFrame:
-    """The daily series an anomaly was found in (level = total / subscription / resource_group / service /
-    tag:<key>); value is the member's natural key as stored in mart.anomalies."""
-    col = _metric(metric)
-    params: dict[str, Any] = {"start": start, "end": end, "v": value}
-    if level == "total":
-        sql = f"SELECT charge_date AS day, sum({col}) AS cost FROM mart.agg_cost_daily a WHERE true"
-    elif level.startswith(TAG_PREFIX):
-        params["tag"] = level[len(TAG_PREFIX) :]
-        sql = f"SELECT charge_date AS day, sum({col}) AS cost FROM mart.agg_cost_by_tag a WHERE tag_key = :tag AND tag_value = :v"
-    else:
-        natural = {
-            "subscription": ("dim_subscription", "subscription_key", "subscription_id"),
-            "resource_group": ("dim_resource_group", "resource_group_key", "resource_group"),
-            "service": ("dim_service", "service_key", "service_name"),
-            "region": ("dim_region", "region_key", "region"),
-        }
-        if level not in natural:
-            return pd.DataFrame({"day": [], "cost": []})
-        table, key, column = natural[level]
-        sql = (
-            f"SELECT charge_date AS day, sum({col}) AS cost FROM mart.agg_cost_daily a"
-            f" WHERE a.{key} IN (SELECT {key} FROM mart.{table} WHERE {column} = :v OR label = :v)"
-        )
-    sql += " AND a.charge_date BETWEEN :start AND :end GROUP BY 1 ORDER BY 1"
+    """The daily series an anomaly was found in: columns day, cost."""
+    if level == "total" or level.startswith(TAG_PREFIX):
+        # Tag values are their own labels, so the typed query answers these two directly.
+        filters = {level: [value or queries.UNTAGGED]} if level.startswith(TAG_PREFIX) else {}
+        frame = queries.time_series(engine, start=start, end=end, metric=metric, filters=filters)
+        out = frame.groupby("period", as_index=False)["cost"].sum().rename(columns={"period": "day"})
+        out["day"] = pd.to_datetime(out["day"])
+        return out
+    if level not in _LEVEL_KEYS:
+        return pd.DataFrame({"day": [], "cost": []})
+    table, key, column = _LEVEL_KEYS[level]
+    col = queries._metric(metric)
+    sql = (
+        f"SELECT charge_date AS day, sum({col}) AS cost FROM mart.agg_cost_daily a"
+        f" WHERE a.{key} IN (SELECT {key} FROM mart.{table} WHERE {column} = :v)"
+        " AND a.charge_date BETWEEN :start AND :end GROUP BY 1 ORDER BY 1"
+    )
     with engine.connect() as conn:
-        frame = _df(conn, sql, params)
+        frame = _df(conn, sql, {"v": value, "start": start, "end": end})
     if not frame.empty:
         frame["day"] = pd.to_datetime(frame["day"])
     return frame
@@ -483,7 +336,8 @@ def anomaly_band(engine: sa.Engine, *, level: str, value: str, metric: str) -> p
 def set_anomaly_status(
     owner: sa.Engine, anomaly_id: int, *, verdict: str, note: str = "", user: str | None = None, suppress_days: int = 0
 ) -> int:
-    """Mark an anomaly as expected / resolved / reopened and record the feedback (owner role)."""
+    """Mark an anomaly expected / resolved / reopened and record the feedback the analytics step reads back
+    (backend.analytics.store.read_feedback: 'expected' verdicts suppress the same pattern)."""
     if verdict not in ("expected", "resolved", "reopened"):
         raise ValueError(f"unknown verdict {verdict!r}")
     status = "open" if verdict == "reopened" else verdict
@@ -522,151 +376,124 @@ def contributors_frame(contributors: Any) -> pd.DataFrame:
     return pd.DataFrame(list(contributors or []))
 
 
-# --- budgets ------------------------------------------------------------------------------------------
+# --- budgets: CRUD and periods from backend.analytics.budgets ------------------------------------------
 
-BUDGET_SCOPES = ("total", "subscription", "resource_group", "service", "tag")
-BUDGET_PERIODS = ("monthly", "quarterly", "yearly")
+BUDGET_SCOPES = budget_store.SCOPES
+BUDGET_PERIODS = budget_store.PERIODS
+period_bounds = budget_store.period_bounds
 
 
 class BudgetError(ValueError):
     """A budget the user must fix (message is shown as is)."""
 
 
-def validate_budget(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Check a budget form; returns the cleaned values or raises BudgetError with what to fix."""
+def _form_problem(values: Mapping[str, Any]) -> str | None:
+    """What a person typed wrong, in their words; backend.analytics.budgets.validate stays the authority."""
     name = str(values.get("name") or "").strip()
-    if not name:
-        raise BudgetError("Give the budget a name.")
-    if len(name) > 120:
-        raise BudgetError("Keep the name under 120 characters.")
     scope = values.get("scope_type") or "total"
-    if scope not in BUDGET_SCOPES:
-        raise BudgetError(f"Scope must be one of {', '.join(BUDGET_SCOPES)}.")
-    scope_value = str(values.get("scope_value") or "").strip()
-    tag_key = str(values.get("tag_key") or "").strip() or None
-    if scope != "total" and not scope_value:
-        raise BudgetError(f"Pick the {scope.replace('_', ' ')} this budget covers.")
-    if scope == "tag" and not tag_key:
-        raise BudgetError("Pick the tag key for a tag budget.")
+    if not name:
+        return "Give the budget a name."
+    if len(name) > 120:
+        return "Keep the name under 120 characters."
+    if scope != "total" and not str(values.get("scope_value") or "").strip():
+        return f"Pick the {scope.replace('_', ' ')} this budget covers (the scope value)."
+    if scope == "tag" and not str(values.get("tag_key") or "").strip():
+        return "Pick the tag key for a tag budget."
     try:
         amount = float(values.get("amount") or 0)
-    except (TypeError, ValueError) as exc:
-        raise BudgetError("The amount must be a number.") from exc
+    except (TypeError, ValueError):
+        return "The amount must be a number."
     if amount <= 0:
-        raise BudgetError("The amount must be greater than zero.")
-    period = values.get("period") or "monthly"
-    if period not in BUDGET_PERIODS:
-        raise BudgetError(f"Period must be one of {', '.join(BUDGET_PERIODS)}.")
-    thresholds = sorted({float(t) for t in values.get("actual_thresholds") or [50, 80, 100]})
-    if any(t <= 0 or t > 1000 for t in thresholds):
-        raise BudgetError("Alert thresholds are percentages between 1 and 1000.")
-    currency = str(values.get("currency") or "").strip().upper()
-    if len(currency) != 3:
-        raise BudgetError("Currency must be a 3-letter code such as EUR or USD.")
-    metric = values.get("metric") or "actual"
-    _metric(metric)
-    return {
-        "name": name,
+        return "The amount must be greater than zero."
+    if len(str(values.get("currency") or "").strip()) != 3:
+        return "Currency must be a 3-letter code such as EUR or USD."
+    if not values.get("actual_thresholds"):
+        return "Pick at least one alert threshold."
+    return None
+
+
+def _budget_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    if problem := _form_problem(values):
+        raise BudgetError(problem)
+    scope = values.get("scope_type") or "total"
+    clean = {
+        "name": str(values["name"]).strip(),
         "scope_type": scope,
-        "scope_value": "" if scope == "total" else scope_value,
-        "tag_key": tag_key if scope == "tag" else None,
-        "metric": metric,
-        "amount": amount,
-        "currency": currency,
-        "period": period,
-        "actual_thresholds": thresholds,
-        "forecast_thresholds": sorted({float(t) for t in values.get("forecast_thresholds") or [100]}),
+        "scope_value": "" if scope == "total" else str(values["scope_value"]).strip(),
+        "tag_key": str(values.get("tag_key") or "").strip() if scope == "tag" else None,
+        "metric": values.get("metric") or "actual",
+        "amount": float(values["amount"]),
+        "currency": str(values["currency"]).strip().upper(),
+        "period": values.get("period") or "monthly",
+        "actual_thresholds": list(values["actual_thresholds"]),
+        "forecast_thresholds": list(values.get("forecast_thresholds") or [100]),
         "enabled": bool(values.get("enabled", True)),
     }
+    if values.get("webhook_url"):  # empty on edit = keep the stored one (the page never shows it)
+        clean["webhook_url"] = str(values["webhook_url"]).strip()
+    return clean
 
 
-def list_budgets(engine: sa.Engine) -> pd.DataFrame:
-    with engine.connect() as conn:
-        return _df(
-            conn,
-            "SELECT budget_id, name, scope_type, scope_value, tag_key, metric, amount, currency, period,"
-            " actual_thresholds, forecast_thresholds, enabled, updated_at FROM mart.v_budgets ORDER BY name",
-        )
-
-
-def _budget_write(owner: sa.Engine, sql: str, params: dict[str, Any]) -> Any:
+def _budget_call(fn, *args: Any, values: dict[str, Any]) -> Any:
+    name = values["name"]
     try:
-        with owner.begin() as conn:
-            return conn.execute(sa.text(sql), params).scalar()
+        return fn(*args, **values)
     except sa.exc.IntegrityError as exc:
         if "budgets_name_key" in str(exc.orig) or "unique" in str(exc.orig).lower():
-            raise BudgetError(f"A budget named {params['name']!r} already exists; pick another name.") from exc
-        raise BudgetError(f"The database refused this budget: {exc.orig}") from exc
+            raise BudgetError(f"A budget named {name!r} already exists; pick another name.") from exc
+        raise BudgetError(f"The database refused this budget: {str(exc.orig).splitlines()[0]}") from exc
+    except LookupError as exc:
+        raise BudgetError(f"Budget {name!r} no longer exists.") from exc
+    except ValueError as exc:
+        raise BudgetError(f"This budget is not valid: {exc}.") from exc
+
+
+def list_budgets(owner: sa.Engine) -> pd.DataFrame:
+    """Every budget (owner engine: backend list_budgets reads webhook_url, which the reader may not see);
+    the webhook URL is replaced by whether one is set, since it may carry a token."""
+    rows = budget_store.list_budgets(owner)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return pd.DataFrame(columns=["budget_id", "name", "scope_type", "scope_value", "tag_key", "metric", "amount",
+                                     "currency", "period", "actual_thresholds", "forecast_thresholds", "enabled",
+                                     "has_webhook"])  # fmt: skip
+    frame["has_webhook"] = frame.pop("webhook_url").notna() if "webhook_url" in frame else False
+    frame["amount"] = frame["amount"].astype(float)
+    return frame
 
 
 def create_budget(owner: sa.Engine, values: Mapping[str, Any]) -> int:
-    clean = validate_budget(values)
-    return _budget_write(
-        owner,
-        "INSERT INTO mart.budgets (name, scope_type, scope_value, tag_key, metric, amount, currency, period,"
-        " actual_thresholds, forecast_thresholds, enabled) VALUES (:name, :scope_type, :scope_value, :tag_key,"
-        " :metric, :amount, :currency, :period, :actual_thresholds, :forecast_thresholds, :enabled)"
-        " RETURNING budget_id",
-        clean,
-    )
+    clean = _budget_values(values)
+    return _budget_call(budget_store.create_budget, owner, values=clean)
 
 
 def update_budget(owner: sa.Engine, budget_id: int, values: Mapping[str, Any]) -> int:
-    clean = validate_budget(values)
-    found = _budget_write(
-        owner,
-        "UPDATE mart.budgets SET name = :name, scope_type = :scope_type, scope_value = :scope_value,"
-        " tag_key = :tag_key, metric = :metric, amount = :amount, currency = :currency, period = :period,"
-        " actual_thresholds = :actual_thresholds, forecast_thresholds = :forecast_thresholds,"
-        " enabled = :enabled, updated_at = now() WHERE budget_id = :id RETURNING budget_id",
-        {**clean, "id": budget_id},
-    )
-    if found is None:
-        raise BudgetError(f"Budget {budget_id} no longer exists.")
+    clean = _budget_values(values)
+    _budget_call(budget_store.update_budget, owner, budget_id, values=clean)
     return budget_id
 
 
 def delete_budget(owner: sa.Engine, budget_id: int) -> int:
-    with owner.begin() as conn:
-        conn.execute(sa.text("DELETE FROM mart.budgets WHERE budget_id = :id"), {"id": budget_id})
+    budget_store.delete_budget(owner, budget_id)
     return budget_id
 
 
-def period_bounds(period: str, day: dt.date) -> tuple[dt.date, dt.date]:
-    if period == "monthly":
-        return month_start(day), month_end(day)
-    if period == "quarterly":
-        first = dt.date(day.year, 3 * ((day.month - 1) // 3) + 1, 1)
-        return first, month_end(dt.date(first.year, first.month + 2, 1))
-    return dt.date(day.year, 1, 1), dt.date(day.year, 12, 31)
-
-
-def _scope_sql(budget: Mapping[str, Any], params: dict[str, Any]) -> tuple[str, str]:
-    """(source table, extra WHERE) for a budget's scope."""
-    scope = budget["scope_type"]
-    params["sv"] = budget.get("scope_value") or ""
-    if scope == "tag":
-        params["tk"] = budget.get("tag_key") or ""
-        return "mart.agg_cost_by_tag", " AND a.tag_key = :tk AND a.tag_value = :sv"
-    if scope == "total":
-        return "mart.agg_cost_daily", ""
-    table, key, natural = {
-        "subscription": ("dim_subscription", "subscription_key", "subscription_id"),
-        "resource_group": ("dim_resource_group", "resource_group_key", "resource_group"),
-        "service": ("dim_service", "service_key", "service_name"),
-    }[scope]
-    return (
-        "mart.agg_cost_daily",
-        f" AND a.{key} IN (SELECT {key} FROM mart.{table} WHERE {natural} = :sv OR label = :sv)",
-    )
-
-
 def budget_burn(engine: sa.Engine, budget: Mapping[str, Any], *, as_of: dt.date) -> pd.DataFrame:
-    """Cumulative spend per day of the budget's current period, in its currency: day, cost, cumulative."""
+    """Spend per day of the budget's current period and the running total: day, cost, cumulative. Stop-gap for
+    a backend reader; scopes match members exactly as backend.analytics.budgets does (natural key)."""
     start, end = period_bounds(budget["period"], as_of)
     params: dict[str, Any] = {"start": start, "end": min(end, as_of), "cur": budget["currency"]}
-    table, where = _scope_sql(budget, params)
-    col = _metric(budget.get("metric") or "actual")
+    params["sv"] = budget.get("scope_value") or ""
+    scope = budget["scope_type"]
+    if scope == "tag":
+        params["tk"] = budget.get("tag_key") or ""
+        table, where = "mart.agg_cost_by_tag", " AND a.tag_key = :tk AND a.tag_value = :sv"
+    elif scope == "total":
+        table, where = "mart.agg_cost_daily", ""
+    else:
+        dim, key, natural = budget_store.SCOPE_DIM[scope]
+        table, where = "mart.agg_cost_daily", f" AND a.{key} IN (SELECT {key} FROM mart.{dim} WHERE {natural} = :sv)"
+    col = queries._metric(budget.get("metric") or "actual")
     sql = f"""
         SELECT a.charge_date AS day, sum(a.{col}) AS cost FROM {table} a
         WHERE a.charge_date BETWEEN :start AND :end
@@ -682,6 +509,7 @@ def budget_burn(engine: sa.Engine, budget: Mapping[str, Any], *, as_of: dt.date)
 
 
 def budget_alerts(engine: sa.Engine, *, limit: int = 200) -> pd.DataFrame:
+    """The alert history the budgets step records (stop-gap reader)."""
     with engine.connect() as conn:
         return _df(
             conn,
@@ -692,19 +520,18 @@ def budget_alerts(engine: sa.Engine, *, limit: int = 200) -> pd.DataFrame:
         )
 
 
-# --- pipeline -----------------------------------------------------------------------------------------
+# --- pipeline runs (stop-gap: backend.pipeline.runs records them but has no reader) --------------------
 
 
 def runs(engine: sa.Engine, *, limit: int = 50) -> pd.DataFrame:
     with engine.connect() as conn:
-        frame = _df(
+        return _df(
             conn,
             "SELECT run_id, trigger, status, started_at, finished_at, rows_in, rows_out, error,"
             " extract(epoch FROM coalesce(finished_at, now()) - started_at) AS seconds"
             " FROM ops.pipeline_runs ORDER BY started_at DESC LIMIT :n",
             {"n": limit},
         )
-    return frame
 
 
 def run_steps(engine: sa.Engine, run_id: str) -> pd.DataFrame:
@@ -728,34 +555,20 @@ def run_logs(owner: sa.Engine, run_id: str, *, limit: int = 500) -> pd.DataFrame
         )
 
 
-def latest_run(engine: sa.Engine, *, since: dt.datetime | None = None) -> dict[str, Any] | None:
+def latest_run(engine: sa.Engine, *, status: str | None = None) -> dict[str, Any] | None:
     with engine.connect() as conn:
         row = (
             conn.execute(
                 sa.text(
                     "SELECT run_id, trigger, status, started_at, finished_at, error FROM ops.pipeline_runs"
-                    " WHERE CAST(:since AS timestamptz) IS NULL OR started_at >= :since"
-                    " ORDER BY started_at DESC LIMIT 1"
+                    " WHERE CAST(:status AS text) IS NULL OR status = :status ORDER BY started_at DESC LIMIT 1"
                 ),
-                {"since": since},
+                {"status": status},
             )
             .mappings()
             .one_or_none()
         )
     return dict(row) if row else None
-
-
-def mart_freshness(engine: sa.Engine) -> pd.DataFrame:
-    """Per mart area: the latest data day and when it was last written."""
-    sql = """
-        SELECT 'cost (agg_cost_daily)' AS area, max(charge_date)::text AS latest,
-               (SELECT max(finished_at) FROM mart.load_history WHERE status = 'succeeded') AS written_at
-        FROM mart.agg_cost_daily
-        UNION ALL SELECT 'anomalies', max(charge_date)::text, max(detected_at) FROM mart.anomalies
-        UNION ALL SELECT 'forecasts', max(forecast_date)::text, max(generated_at) FROM mart.forecasts
-        UNION ALL SELECT 'budget alerts', max(period_start)::text, max(triggered_at) FROM mart.budget_alerts"""
-    with engine.connect() as conn:
-        return _df(conn, sql)
 
 
 def load_history(engine: sa.Engine, *, limit: int = 20) -> pd.DataFrame:
@@ -768,8 +581,12 @@ def load_history(engine: sa.Engine, *, limit: int = 20) -> pd.DataFrame:
         )
 
 
+# --- reconciliation (backend.mart.reconcile) -----------------------------------------------------------
+
+
 def reconciliation(engine: sa.Engine) -> tuple[dict[str, Any] | None, pd.DataFrame]:
-    """The latest reconciliation check and its non-ok rows (all rows when everything matched)."""
+    """The latest check (stop-gap header read: reconcile has no reader for it) and its mismatches from
+    reconcile.list_mismatches."""
     with engine.connect() as conn:
         check = (
             conn.execute(
@@ -781,22 +598,39 @@ def reconciliation(engine: sa.Engine) -> tuple[dict[str, Any] | None, pd.DataFra
             .mappings()
             .one_or_none()
         )
-        if check is None:
-            return None, pd.DataFrame()
-        rows = _df(
-            conn,
-            "SELECT charge_date, source, currency, mart_total, silver_total, reported_total, status, detail"
-            " FROM mart.reconciliation_results WHERE check_id = :c ORDER BY (status = 'ok'), charge_date DESC"
-            " LIMIT 500",
-            {"c": check["check_id"]},
-        )
-    return dict(check), rows
+    if check is None:
+        return None, pd.DataFrame()
+    rows = reconcile.list_mismatches(engine, check_id=check["check_id"])
+    frame = pd.DataFrame([r.__dict__ for r in rows], columns=list(reconcile.ReconciliationRow.__dataclass_fields__))
+    for col in ("mart_total", "silver_total", "reported_total"):
+        frame[col] = pd.to_numeric(frame[col], errors="coerce")
+    return dict(check), frame
+
+
+def reconcile_now(owner: sa.Engine, lake) -> reconcile.ReconciliationReport:
+    """Compare mart, silver and source totals now (the pipeline does not run this step by itself yet)."""
+    return reconcile.reconcile(owner, lake=lake)
+
+
+# --- sources -------------------------------------------------------------------------------------------
+
+
+def batch_states(owner: sa.Engine, *, limit: int = 50) -> pd.DataFrame:
+    """Ingest batches and their handshake state (ops.source_batches is not granted to the reader)."""
+    from backend.ingest.handshake import batch_states as states
+
+    return pd.DataFrame(states(owner, limit=limit))
 
 
 def source_cursors(engine: sa.Engine) -> pd.DataFrame:
+    """What each source delivered (stop-gap: the cursor store reads per source, not a summary)."""
     with engine.connect() as conn:
         return _df(
             conn,
             "SELECT source, scope, metric, min(day) AS first_day, max(day) AS last_day, count(*) AS days,"
             " max(fetched_at) AS fetched_at FROM ops.source_cursors GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
         )
+
+
+def known_dimension(name: str) -> bool:
+    return name in BY_NAME or (name.startswith(TAG_PREFIX) and len(name) > len(TAG_PREFIX))

@@ -15,9 +15,10 @@ def money(value: float | None, currency: str = "", *, decimals: int | None = Non
     sign = "-" if value < 0 else ""
     v = abs(value)
     if decimals is None:
-        for limit, suffix in ((1e9, "B"), (1e6, "M"), (1e4, "k")):
+        # From 10k up in thousands (12.35k); below that cents stay readable.
+        for limit, unit, suffix in ((1e9, 1e9, "B"), (1e6, 1e6, "M"), (1e4, 1e3, "k")):
             if v >= limit:
-                return f"{sign}{symbol}{v / limit:,.2f}{suffix}"
+                return f"{sign}{symbol}{v / unit:,.2f}{suffix}"
         return f"{sign}{symbol}{v:,.2f}"
     return f"{sign}{symbol}{v:,.{decimals}f}"
 

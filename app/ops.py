@@ -1,21 +1,24 @@
-"""Pipeline-page helpers: the known steps, Kafka lag and lake freshness through the backend's own functions."""
+"""Pipeline-page helpers: steps, ingest details of a run, Kafka lag and drains, lake freshness (backend functions)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import pandas as pd
+
+from backend.ingest.monitor import PartitionLag
 
 log = logging.getLogger(__name__)
 
 
 def known_steps() -> list[str]:
-    """The pipeline's steps in order: the step registry when present, else the scheduler's list."""
-    try:
-        from backend.pipeline.steps import ALL_STEPS
-    except ImportError:
-        from scheduler.jobs import ALL_STEPS
+    """The pipeline's steps in order, from the step registry."""
+    from backend.pipeline.steps import ALL_STEPS
+
     return list(ALL_STEPS)
 
 
@@ -30,10 +33,80 @@ def resolved_settings(pipeline):
 
 
 def kafka_lag(pipeline) -> pd.DataFrame:
+    """Per topic partition: end offset, the group's committed offset, what bronze holds, and the lag."""
+    from kafka.errors import KafkaError
+
     from backend.ingest.monitor import consumer_lag
 
-    rows = consumer_lag(resolved_settings(pipeline), pipeline.lake)
-    return pd.DataFrame([r.__dict__ for r in rows])
+    try:
+        rows = consumer_lag(resolved_settings(pipeline), pipeline.lake)
+    except KafkaError as exc:
+        # Before the first ingest the topic does not exist (UNKNOWN_TOPIC_OR_PARTITION = 3): nothing lags yet.
+        if "error code 3" in str(exc):
+            return pd.DataFrame(columns=[f.name for f in fields(PartitionLag)])
+        raise
+    return pd.DataFrame([asdict(r) for r in rows])
+
+
+def drains(lake, *, limit: int = 20) -> pd.DataFrame:
+    """The latest Kafka -> bronze drains (from bronze's commit metadata) with their throughput."""
+    from backend.ingest.monitor import drain_history
+
+    rows = [
+        {**asdict(d), "seconds": round(d.seconds, 1), "cost_rows_per_s": round(d.cost_rows_per_s)}
+        for d in drain_history(lake)[:limit]
+    ]
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class IngestDetails:
+    """What one run's ingest and bronze steps recorded: batches sent and their fate, dead letters, inbox files."""
+
+    batches: pd.DataFrame  # source, batch, chunks, state (committed / not in bronze / sent)
+    inbox: pd.DataFrame  # file, status, detail
+    dead_letters: int | None
+    bronze_rows: int | None
+    skipped_replays: int | None
+
+    @property
+    def not_in_bronze(self) -> int:
+        return int((self.batches["state"] == "not in bronze").sum()) if not self.batches.empty else 0
+
+
+def _detail(value: Any) -> dict:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value or "{}")
+        except ValueError:
+            return {}
+    return value if isinstance(value, dict) else {}
+
+
+def ingest_details(steps: pd.DataFrame) -> IngestDetails | None:
+    """From a run's step rows (detail JSON of ingest and bronze); None when the run had no ingest step."""
+    if steps is None or steps.empty or "ingest" not in set(steps["step"]):
+        return None
+    by_step = {row["step"]: _detail(row["detail"]) for _, row in steps.iterrows()}
+    ingest, bronze = by_step.get("ingest", {}), by_step.get("bronze", {})
+    committed = list(bronze.get("committed_batches") or [])
+    missing = list(bronze.get("batches_not_in_bronze") or [])
+    rows = [
+        {"source": b.get("source"), "batch": b.get("batch"), "chunks": b.get("chunks")}
+        for b in ingest.get("batches") or []
+    ]
+    known = {r["batch"] for r in rows}
+    # Inbox files are sent one batch each and listed by file in the ingest detail, by batch in bronze's.
+    rows += [{"source": "inbox", "batch": b, "chunks": None} for b in committed + missing if b not in known]
+    for r in rows:
+        r["state"] = "committed" if r["batch"] in committed else "not in bronze" if r["batch"] in missing else "sent"
+    batches = pd.DataFrame(rows, columns=["source", "batch", "chunks", "state"])
+    inbox = pd.DataFrame(list(ingest.get("inbox") or []), columns=["file", "status", "detail"])
+
+    def count(name: str) -> int | None:
+        return int(bronze[name]) if bronze.get(name) is not None else None
+
+    return IngestDetails(batches, inbox, count("dead_letters"), count("bronze_rows"), count("skipped_replays"))
 
 
 def lake_freshness(lake) -> pd.DataFrame:

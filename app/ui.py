@@ -12,6 +12,7 @@ import streamlit as st
 
 from app import data
 from app.context import get_launcher, get_pipeline, get_reader
+from backend.mart.queries import Kpis
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -89,8 +90,13 @@ def data_as_of(status: data.DataStatus) -> None:
 
 
 @st.cache_data(ttl=READ_TTL, show_spinner=False)
-def kpis(version: str, as_of: dt.date, currency: str, metric: str) -> data.Kpis:
+def kpis(version: str, as_of: dt.date, currency: str, metric: str) -> Kpis:
     return data.kpis(get_reader(), as_of=as_of, currency=currency, metric=metric)
+
+
+@st.cache_data(ttl=READ_TTL, show_spinner=False)
+def month_end_forecast(version: str, as_of: dt.date, currency: str, metric: str) -> data.MonthEndForecast | None:
+    return data.month_end_forecast(get_reader(), as_of=as_of, currency=currency, metric=metric)
 
 
 @st.cache_data(ttl=READ_TTL, show_spinner=False)

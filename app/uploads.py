@@ -1,147 +1,116 @@
-"""Validation of uploaded FOCUS / Azure cost export files before they reach the inbox.
+"""Uploads for the Sources page: checked by backend.sources.files, then placed in the inbox atomically.
 
-A file is checked completely (encoding, header, every row's date and cost) before anything is written;
-a bad file produces a list of problems and loads nothing. A good file is written to the inbox
-atomically (temp name + rename), so the inbox source never sees half a file. Thin stand-in until
-backend.sources.files lands; the pipeline's own validation (silver quarantine) still applies after.
+A file is checked in full (`prepare_file`: size, gzip, format detection, every row's day and amount) in a
+private temporary folder first, so a refused file never reaches the inbox. A good file is written into
+settings.inbox_dir under a hidden temporary name and renamed, so the pipeline's inbox scan (which skips
+hidden files) never sees half a file.
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
+import logging
 import os
-from dataclasses import dataclass, field
-from datetime import datetime
-from decimal import Decimal, InvalidOperation
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-FOCUS_REQUIRED = (
-    "BilledCost", "BillingAccountId", "BillingCurrency", "BillingPeriodStart", "BillingPeriodEnd",
-    "ChargeCategory", "ChargePeriodStart", "ChargePeriodEnd", "EffectiveCost", "ServiceName",
-)  # fmt: skip
-AZURE_REQUIRED_ANY_COST = ("Cost", "CostInBillingCurrency", "costInBillingCurrency")
-AZURE_REQUIRED = ("Date", "MeterCategory", "BillingCurrency", "ResourceId")
-MAX_ERRORS = 10
+from backend.config import Settings
+from backend.sources.files import FileRefusedError, PreparedFile, prepare_file
+
+log = logging.getLogger(__name__)
+
+__all__ = ["FileRefusedError", "SavedUpload", "azure_credential_check", "inbox_files", "save_upload"]
+ACCEPTED_TYPES = ["csv", "gz", "parquet"]
 
 
-@dataclass
-class UploadCheck:
+@dataclass(frozen=True)
+class SavedUpload:
+    """What the page tells the user about an accepted file."""
+
     name: str
-    kind: str = "unknown"  # focus / azure_export / unknown
-    rows: int = 0
-    errors: list[str] = field(default_factory=list)
-    first_day: str | None = None
-    last_day: str | None = None
-    sha256: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors and self.rows > 0
-
-
-def _parse_date(text: str) -> datetime | None:
-    text = text.strip()
-    for fmt in ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d", "%m/%d/%Y", "%Y-%m-%d %H:%M:%S"):
-        try:
-            return datetime.strptime(text, fmt)
-        except ValueError:
-            continue
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
+    path: Path
+    format: str
+    metric: str
+    rows: int
+    total: str
+    first_day: str | None
+    last_day: str | None
+    notes: tuple[str, ...]
+    already_there: bool
 
 
-def validate(name: str, payload: bytes, *, max_bytes: int) -> UploadCheck:
-    check = UploadCheck(name=name, sha256=hashlib.sha256(payload).hexdigest())
-    if not name.lower().endswith(".csv"):
-        check.errors.append("Only .csv files are accepted (FOCUS or Azure cost export CSV).")
-        return check
-    if len(payload) > max_bytes:
-        check.errors.append(f"The file is larger than the {max_bytes // 2**20} MB limit (MAX_UPLOAD_MB).")
-        return check
-    try:
-        text = payload.decode("utf-8-sig")  # Azure exports start with a BOM
-    except UnicodeDecodeError as exc:
-        check.errors.append(f"The file is not UTF-8 text (byte {exc.start}); export it again as CSV UTF-8.")
-        return check
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = [h.strip() for h in next(reader)]
-    except StopIteration:
-        check.errors.append("The file is empty.")
-        return check
-    except csv.Error as exc:
-        check.errors.append(f"The header is not valid CSV: {exc}.")
-        return check
-    cols = {h: i for i, h in enumerate(header)}
-    if all(c in cols for c in FOCUS_REQUIRED):
-        check.kind, date_col, cost_col = "focus", "ChargePeriodStart", "BilledCost"
-    elif all(c in cols for c in AZURE_REQUIRED) and any(c in cols for c in AZURE_REQUIRED_ANY_COST):
-        check.kind, date_col = "azure_export", "Date"
-        cost_col = next(c for c in AZURE_REQUIRED_ANY_COST if c in cols)
-    else:
-        missing_focus = [c for c in FOCUS_REQUIRED if c not in cols]
-        missing_azure = [c for c in AZURE_REQUIRED if c not in cols]
-        check.errors.append(
-            "This is neither a FOCUS file nor an Azure cost export. "
-            f"FOCUS needs {', '.join(missing_focus)}; an Azure export needs {', '.join(missing_azure) or 'a Cost column'}."
+def _safe_name(name: str) -> str:
+    base = Path(name).name.lstrip(".") or "upload.csv"
+    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in base)
+
+
+def _summary(prepared: PreparedFile, name: str, path: Path, *, already_there: bool) -> SavedUpload:
+    days = sorted(day for _, day in prepared.totals if day is not None)
+    return SavedUpload(
+        name=name,
+        path=path,
+        format=prepared.detection.format.name,
+        metric=prepared.metric,
+        rows=prepared.row_count,
+        total=f"{prepared.total_cost:,.2f}",
+        first_day=days[0].isoformat() if days else None,
+        last_day=days[-1].isoformat() if days else None,
+        notes=tuple(prepared.notes),
+        already_there=already_there,
+    )
+
+
+def save_upload(name: str, payload: bytes, settings: Settings) -> SavedUpload:
+    """Check an uploaded file and place it in the inbox; raises FileRefusedError (nothing written) if refused.
+
+    The inbox name keeps the original name (format and metric detection read it) behind a content-hash
+    prefix, so the same file uploaded twice is one inbox file."""
+    safe = _safe_name(name)
+    if len(payload) > settings.max_upload_mb * 2**20:
+        # Refused before it is even written to a temporary file.
+        raise FileRefusedError(
+            f"{safe} is {len(payload) / 2**20:,.1f} MB, over the import limit of {settings.max_upload_mb} MB "
+            "(MAX_UPLOAD_MB); split the export by month or raise the limit"
         )
-        return check
-    days: list[datetime] = []
-    try:
-        for line_no, row in enumerate(reader, start=2):
-            if not any(cell.strip() for cell in row):
-                continue
-            check.rows += 1
-            if len(row) != len(header):
-                check.errors.append(f"Line {line_no}: {len(row)} fields, the header has {len(header)}.")
-            else:
-                day = _parse_date(row[cols[date_col]])
-                if day is None:
-                    check.errors.append(f"Line {line_no}: {date_col} {row[cols[date_col]]!r} is not a date.")
-                else:
-                    days.append(day)
-                try:
-                    Decimal(row[cols[cost_col]].strip() or "0")
-                except InvalidOperation:
-                    check.errors.append(f"Line {line_no}: {cost_col} {row[cols[cost_col]]!r} is not a number.")
-            if len(check.errors) >= MAX_ERRORS:
-                check.errors.append("… stopped after the first errors; fix these and upload again.")
-                break
-    except csv.Error as exc:
-        check.errors.append(f"The file is not valid CSV: {exc}.")
-    if check.rows == 0 and not check.errors:
-        check.errors.append("The file has a header but no rows.")
-    if days:
-        check.first_day, check.last_day = min(days).date().isoformat(), max(days).date().isoformat()
-    return check
-
-
-def save_to_inbox(inbox: Path, check: UploadCheck, payload: bytes) -> Path:
-    """Write a validated file into the inbox; the same content twice is one file (named by its hash)."""
-    if not check.ok:
-        raise ValueError("refusing to save a file that failed validation")
+    with tempfile.TemporaryDirectory(prefix="costlake-upload-") as tmp:
+        staged = Path(tmp) / safe
+        staged.write_bytes(payload)
+        prepared = prepare_file(staged, settings)  # FileRefusedError: the temporary folder goes, nothing else
+    inbox = settings.inbox_dir
     inbox.mkdir(parents=True, exist_ok=True)
-    safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in Path(check.name).name)
-    target = inbox / f"{check.sha256[:12]}-{safe}"
+    target = inbox / f"{prepared.sha256[:12]}-{safe}"
     if target.exists():
-        return target
-    tmp = inbox / f".{target.name}.part"
-    tmp.write_bytes(payload)
-    os.replace(tmp, target)
-    return target
+        log.info("upload %s: identical content already waiting in the inbox as %s", name, target.name)
+        return _summary(prepared, name, target, already_there=True)
+    part = inbox / f".{target.name}.{os.getpid()}.part"
+    try:
+        with part.open("wb") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(part, target)
+    finally:
+        part.unlink(missing_ok=True)
+    log.info("upload %s saved to the inbox as %s (%d rows, %s)", name, target.name, prepared.row_count, prepared.metric)
+    return _summary(prepared, name, target, already_there=False)
 
 
-def inbox_files(inbox: Path) -> list[Path]:
-    if not inbox.exists():
-        return []
-    return sorted((p for p in inbox.rglob("*") if p.is_file() and not p.name.startswith(".")), key=lambda p: p.name)
+def inbox_files(inbox: Path) -> dict[str, list[Path]]:
+    """Files waiting in the inbox, and those the pipeline imported (processed/) or refused (rejected/)."""
+
+    def files(folder: Path) -> list[Path]:
+        if not folder.is_dir():
+            return []
+        return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+    return {
+        "waiting": files(inbox),
+        "processed": files(inbox / "processed"),
+        "rejected": [p for p in files(inbox / "rejected") if not p.name.endswith(".error.txt")],
+    }
 
 
-def azure_credential_check(settings) -> tuple[bool, str]:
+def azure_credential_check(settings: Settings) -> tuple[bool, str]:
     """Acquire a client-credentials token for Cost Management (what the Azure source will do)."""
     if not settings.azure_configured:
         return False, (
@@ -158,7 +127,5 @@ def azure_credential_check(settings) -> tuple[bool, str]:
     result = app.acquire_token_for_client(scopes=[f"{settings.azure_management_url.rstrip('/')}/.default"])
     if "access_token" in result:
         return True, f"Token acquired (expires in {result.get('expires_in', '?')} s)."
-    return (
-        False,
-        f"{result.get('error', 'error')}: {result.get('error_description', '').splitlines()[0] if result.get('error_description') else 'no detail'}",
-    )
+    description = (result.get("error_description") or "no detail").splitlines()[0]
+    return False, f"{result.get('error', 'error')}: {description}"

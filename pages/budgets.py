@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 st.title("Budgets")
 status = ui.status_or_stop()
 
-budgets = ui.guard("load budgets", data.list_budgets, get_reader())
+budgets = ui.guard("load budgets", data.list_budgets, get_owner())
 if budgets is None:
     st.stop()
 currencies = status.currencies or ["EUR"]
@@ -55,13 +55,22 @@ def budget_form(current: dict | None) -> None:
         )
         thresholds = st.multiselect("Alert at (% of amount)", [25, 50, 75, 80, 90, 100, 110, 125, 150],
                                     default=[int(t) for t in cur.get("actual_thresholds", [50, 80, 100])], key=f"bf_thresholds_{sfx}")  # fmt: skip
-        enabled = st.checkbox("Enabled", value=bool(cur.get("enabled", True)), key=f"bf_enabled_{sfx}")
+        w1, w2 = st.columns([3, 1], vertical_alignment="bottom")
+        webhook = w1.text_input(
+            "Alert webhook URL (optional)",
+            type="password",
+            key=f"bf_webhook_{sfx}",
+            placeholder="set: leave empty to keep it" if cur.get("has_webhook") else "https://…",
+            help="Each newly crossed threshold is POSTed here as JSON. It is stored, never shown again.",
+        )
+        enabled = w2.checkbox("Enabled", value=bool(cur.get("enabled", True)), key=f"bf_enabled_{sfx}")
         submitted = st.form_submit_button("Save changes" if editing else "Create budget", type="primary")
     if not submitted:
         return
     values = {"name": name, "scope_type": scope, "scope_value": scope_value, "tag_key": tag_key, "amount": amount,
               "currency": currency, "period": period, "metric": metric, "actual_thresholds": thresholds,
-              "forecast_thresholds": cur.get("forecast_thresholds") or [100], "enabled": enabled}  # fmt: skip
+              "forecast_thresholds": cur.get("forecast_thresholds") or [100], "enabled": enabled,
+              "webhook_url": webhook}  # fmt: skip
     try:
         if editing:
             data.update_budget(get_owner(), int(cur["budget_id"]), values)

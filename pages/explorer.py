@@ -28,26 +28,21 @@ if "explorer_loaded" not in st.session_state:
         st.session_state[f"ex_f_{name}"] = values
 
 tags = ui.guard("list tag keys", ui.tag_keys, status.version) or []
-groups = list(data.DIMS) + [f"{data.TAG_PREFIX}{t}" for t in tags]
+groups = list(data.DIMENSIONS) + [f"{data.TAG_PREFIX}{t}" for t in tags]
 if st.session_state["ex_group"] not in groups:
     groups.append(st.session_state["ex_group"])
 
 
-def title(name: str) -> str:
-    return f"Tag: {name[len(data.TAG_PREFIX) :]}" if name.startswith(data.TAG_PREFIX) else data.DIMS[name].title
-
-
 c1, c2, c3, c4, c5 = st.columns([2, 3, 2, 2, 2])
-group_by = c1.selectbox("Group by", groups, key="ex_group", format_func=title)
+group_by = c1.selectbox("Group by", groups, key="ex_group", format_func=data.title)
 date_range = c2.date_input("Dates", key="ex_range", min_value=status.first_date, max_value=status.as_of)
-grain = c3.segmented_control("Grain", list(data.GRAINS), key="ex_grain") or "day"
+grain = c3.segmented_control("Grain", list(data.GRAINS), key="ex_grain") or "daily"
 metric = c4.segmented_control("Cost", list(data.METRICS), key="ex_metric",
                               help="Actual = billed; amortized spreads reservation and savings-plan purchases.") or "actual"  # fmt: skip
 chart = c5.segmented_control("Chart", list(explorer_state.CHARTS), key="ex_chart") or "area"
 
 tag_group = group_by.startswith(data.TAG_PREFIX)
-filter_dims = ["subscription", "currency"] if tag_group else [
-    "subscription", "resource_group", "service", "region", "pricing_model", "charge_category"]  # fmt: skip
+filter_dims = ["subscription", "resource_group", "service", "region", "pricing_model", "charge_category"]
 filters: dict[str, list[str]] = {}
 with st.expander("Filters", expanded=any(st.session_state.get(f"ex_f_{n}") for n in filter_dims)):
     cols = st.columns(3)
@@ -56,10 +51,7 @@ with st.expander("Filters", expanded=any(st.session_state.get(f"ex_f_{n}") for n
         options = ui.guard(f"list {name} values", ui.dimension_values, status.version, name) or []
         chosen = st.session_state.get(f"ex_f_{name}") or []
         options = list(dict.fromkeys([*options, *chosen]))
-        label = title(name) if name.startswith(data.TAG_PREFIX) else data.DIMS[name].title
-        filters[name] = cols[i % 3].multiselect(label, options, key=f"ex_f_{name}", placeholder="all")
-    if tag_group:
-        st.caption("Tag costs are kept per subscription and currency, so only those filters apply to a tag view.")
+        filters[name] = cols[i % 3].multiselect(data.title(name), options, key=f"ex_f_{name}", placeholder="all")
 
 if not isinstance(date_range, tuple) or len(date_range) != 2:
     st.info("Pick an end date to complete the range.")
@@ -85,18 +77,20 @@ currency = currencies[0] if len(currencies) == 1 else shown
 total = frame["cost"].sum()
 m1, m2, m3 = st.columns(3)
 m1.metric("Total", fmt.money(total, currency))
-m2.metric(f"Members ({title(group_by)})", frame["member"].nunique())
+m2.metric(f"Members ({data.title(group_by)})", frame["group"].nunique())
 m3.metric("Periods", frame["period"].nunique())
 
-st.plotly_chart(charts.stacked(data.top_n(frame, 10), kind=chart, currency=currency), key="explorer_chart")
+st.plotly_chart(charts.stacked(frame, kind=chart, currency=currency), key="explorer_chart")
 
-table = frame.pivot_table(index="member", columns="period", values="cost", aggfunc="sum", fill_value=0)
+table = frame.pivot_table(index="group", columns="period", values="cost", aggfunc="sum", fill_value=0)
 table.columns = [p.strftime("%Y-%m-%d") for p in table.columns]
 table.insert(0, "total", table.sum(axis=1))
 table = table.sort_values("total", ascending=False).reset_index()
-st.dataframe(table, hide_index=True, width="stretch", column_config={"member": title(group_by)})
+st.dataframe(table, hide_index=True, width="stretch", column_config={"group": data.title(group_by)})
 
-long = frame.assign(period=frame["period"].dt.date).rename(columns={"member": group_by})
+# Downloads carry the exact amounts (numeric as the mart holds them), not the floats the chart uses.
+long = frame.assign(period=frame["period"].dt.date, cost=frame["cost_exact"]).drop(columns="cost_exact")
+long = long.rename(columns={"group": group_by})
 d1, d2, _ = st.columns([1, 1, 4])
 d1.download_button("Download CSV", long.to_csv(index=False).encode(), file_name="costlake_explorer.csv",
                    mime="text/csv", key="ex_csv")  # fmt: skip

@@ -7,7 +7,7 @@ import datetime as dt
 import streamlit as st
 
 from app import charts, data, fmt, ui
-from app.context import get_reader
+from app.context import get_owner, get_reader
 
 st.title("Overview")
 status = ui.status_or_stop()
@@ -24,27 +24,37 @@ as_of = status.as_of
 k = ui.guard("compute the KPIs", ui.kpis, status.version, as_of, currency, metric)
 if k is None:
     st.stop()
+fc = ui.guard("read the month-end forecast", ui.month_end_forecast, status.version, as_of, currency, metric)
+prev_start, prev_same = data.previous_month_same_day(as_of)
 
 c1, c2, c3, c4 = st.columns(4)
-c1.metric(f"Month to date ({as_of:%b %Y})", fmt.money(k.mtd, currency), border=True)
+c1.metric(f"Month to date ({as_of:%b %Y})", fmt.money(float(k.month_to_date), currency), border=True)
 c2.metric(
     "vs last month, same day",
-    fmt.money(k.last_month_same_day, currency),
-    delta=fmt.pct(k.vs_last_month_pct) if k.vs_last_month_pct is not None else None,
+    fmt.money(float(k.last_month_same_point), currency),
+    delta=fmt.pct(k.change_vs_last_month * 100) if k.change_vs_last_month is not None else None,
     delta_color="inverse",
     border=True,
-    help=f"{fmt.when(data.previous_month_same_day(as_of)[0])} to {fmt.when(data.previous_month_same_day(as_of)[1])}",
+    help=f"{fmt.when(prev_start)} to {fmt.when(prev_same)}",
 )
-c3.metric(
-    "End-of-month forecast",
-    fmt.money(k.forecast, currency),
-    border=True,
-    help=f"Method: {k.forecast_method}",
-)
-c3.caption(
-    f"interval {fmt.money(k.forecast_low, currency)} – {fmt.money(k.forecast_high, currency)} · {k.forecast_method}"
-)
-c4.metric("Last month total", fmt.money(k.last_month_total, currency), border=True)
+if fc is None:
+    c3.metric("End-of-month forecast", "–", border=True)
+    c3.caption("No month-end forecast yet: the pipeline's **analytics** step computes it after a load.")
+else:
+    level = f"{fc.interval_level:.0%} " if fc.interval_level else ""
+    c3.metric(
+        "End-of-month forecast",
+        fmt.money(fc.point, currency),
+        border=True,
+        help=f"{fmt.money(fc.actual_to_date, currency)} so far plus the forecast of the remaining days to "
+        f"{fmt.when(fc.period_end)}. Method: {fc.method}; generated {fmt.when(fc.generated_at)}.",
+    )
+    c3.caption(
+        f"{level}interval {fmt.money(fc.lower, currency)} – {fmt.money(fc.upper, currency)}"
+        + (f" · data to {fmt.when(fc.as_of)}" if fc.as_of != as_of else "")
+        + (" · all currencies summed" if fc.currency is None and len(status.currencies) > 1 else "")
+    )
+c4.metric("Last month total", fmt.money(float(k.last_month_total), currency), border=True)
 
 daily = ui.guard(
     "load the daily trend", ui.daily_total, status.version, as_of - dt.timedelta(days=59), as_of, metric, currency
@@ -55,7 +65,7 @@ if daily is not None and not daily.empty:
 col_b, col_m = st.columns(2)
 with col_b:
     st.subheader("Budget burn")
-    budgets = ui.guard("load budgets", data.list_budgets, get_reader())
+    budgets = ui.guard("load budgets", data.list_budgets, get_owner())
     if budgets is not None and budgets.empty:
         st.caption("No budgets yet. Create one on the **Budgets** page to track burn here.")
     elif budgets is not None:
@@ -68,7 +78,7 @@ with col_b:
 with col_m:
     st.subheader("Top movers (7 days vs the 7 before)")
     dim = st.selectbox("by", ["service", "subscription", "resource_group", "region"], key="overview_movers_dim",
-                       format_func=lambda n: data.DIMS[n].title, label_visibility="collapsed")  # fmt: skip
+                       format_func=data.title, label_visibility="collapsed")  # fmt: skip
     movers = ui.guard("load top movers", ui.top_movers, status.version, as_of, currency, dim, metric)
     if movers is not None and movers.empty:
         st.caption("Not enough history yet for movers (needs 14 days).")
@@ -78,9 +88,9 @@ with col_m:
             hide_index=True,
             width="stretch",
             column_config={
-                "member": data.DIMS[dim].title,
-                "current": st.column_config.NumberColumn("last 7 days", format="%.2f"),
-                "previous": st.column_config.NumberColumn("7 days before", format="%.2f"),
+                "group": data.title(dim),
+                "current_cost": st.column_config.NumberColumn("last 7 days", format="%.2f"),
+                "previous_cost": st.column_config.NumberColumn("7 days before", format="%.2f"),
                 "change": st.column_config.NumberColumn("change", format="%+.2f"),
                 "change_pct": st.column_config.NumberColumn("change %", format="%+.1f%%"),
             },

@@ -16,26 +16,32 @@ st.title("Pipeline")
 launcher = get_launcher()
 ICONS = {"succeeded": "✅", "failed": "❌", "running": "⏳", "pending": "⏸️", "skipped": "⏭️", "abandoned": "💀"}
 
-# --- run now -----------------------------------------------------------------------------------------
-steps_all = ops.known_steps()
-with st.container(border=True):
-    c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
-    chosen = c1.multiselect("Steps", steps_all, default=steps_all, key="pl_steps",
-                            help="All steps in order, or only some (e.g. re-run analytics after a fix).")  # fmt: skip
-    clicked = c2.button("▶ Run now", type="primary", disabled=launcher.busy or not chosen, key="pl_run")
-if clicked:
-    ordered = [s for s in steps_all if s in chosen]
-    launcher.start(steps=None if ordered == steps_all else ordered)
-    st.session_state["pl_watch"] = True
-
 
 def _active() -> bool:
+    """A run is going: started here, or by the scheduler / CLI (only one runs at a time)."""
     try:
         latest = data.latest_run(get_reader())
     except Exception:
         log.exception("could not read the latest run")
         latest = None
     return launcher.busy or bool(latest and latest["status"] == "running")
+
+
+# --- run now -----------------------------------------------------------------------------------------
+steps_all = ops.known_steps()
+active = _active()
+with st.container(border=True):
+    c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
+    chosen = c1.multiselect("Steps", steps_all, default=steps_all, key="pl_steps",
+                            help="All steps in order, or only some (e.g. re-run analytics after a fix).")  # fmt: skip
+    clicked = c2.button("▶ Run now", type="primary", disabled=active or not chosen, key="pl_run",
+                        help="Disabled while a run is going (scheduled runs too).")  # fmt: skip
+if clicked:
+    ordered = [s for s in steps_all if s in chosen]
+    launcher.start(steps=None if ordered == steps_all else ordered)
+    st.session_state["pl_watch"] = True
+elif active:
+    st.session_state["pl_watch"] = True
 
 
 @st.fragment(run_every=dt.timedelta(seconds=2) if (launcher.busy or st.session_state.get("pl_watch")) else None)
@@ -48,6 +54,8 @@ def live_progress() -> None:
             f"The run requested at {launch.started_at:%H:%M:%S} UTC could not start: {launch.error}\n\nThe app log (`DATA_DIR/logs/costlake.log`) has the details.",
             icon="⚠️",
         )
+    if launch is not None and launch.status == "skipped":
+        st.info(f"The run requested at {launch.started_at:%H:%M:%S} UTC was skipped: another run was going.", icon="⏭️")
     if latest is None:
         if launch is None or launch.status != "error":
             st.info("No pipeline run yet. Press **Run now** to ingest, process and load cost data.", icon="⚙️")
@@ -82,6 +90,25 @@ def live_progress() -> None:
 
 live_progress()
 
+
+def show_ingest(ingest: ops.IngestDetails) -> None:
+    """Batches the run sent and what became of them, dead letters and inbox files."""
+    st.markdown("**Ingest**")
+    i1, i2, i3, i4 = st.columns(4)
+    i1.metric("Batches sent", len(ingest.batches))
+    i2.metric("Committed", int((ingest.batches["state"] == "committed").sum()) if not ingest.batches.empty else 0)
+    i3.metric(
+        "Not in bronze", ingest.not_in_bronze, help="Their cursors did not move: the next run fetches them again."
+    )
+    i4.metric("Dead letters", "–" if ingest.dead_letters is None else ingest.dead_letters,
+              help="Messages bronze could not read; kept in the dead-letter table.")  # fmt: skip
+    if not ingest.batches.empty:
+        st.dataframe(ingest.batches, hide_index=True, width="stretch")
+    if not ingest.inbox.empty:
+        st.markdown("Inbox files")
+        st.dataframe(ingest.inbox, hide_index=True, width="stretch")
+
+
 tab_hist, tab_sched, tab_kafka, tab_fresh, tab_recon = st.tabs(
     ["Run history", "Schedules", "Kafka lag", "Table freshness", "Reconciliation"]
 )
@@ -106,6 +133,9 @@ with tab_hist:
         steps = ui.guard("load the steps", data.run_steps, get_reader(), run_id)
         if steps is not None:
             st.dataframe(steps, hide_index=True, width="stretch")
+            ingest = ops.ingest_details(steps)
+            if ingest is not None:
+                show_ingest(ingest)
         with st.expander("Logs"):
             logs = ui.guard("load the logs", data.run_logs, get_owner(), run_id)
             if logs is not None and logs.empty:
@@ -164,11 +194,27 @@ with tab_sched:
 with tab_kafka:
     lag = ui.guard("read Kafka lag", ops.kafka_lag, get_pipeline(),
                    fix="Kafka may still be starting, or no data was ever sent; see **Sources & settings**.")  # fmt: skip
+    drained = ui.guard("read the drain history", ops.drains, get_lake())
+    k1, k2, k3 = st.columns(3)
+    if lag is not None:
+        k1.metric("Messages not yet in bronze", f"{int(lag['lag'].sum()):,}" if not lag.empty else "0")
+    if drained is not None and not drained.empty:
+        last = drained.iloc[0]
+        k2.metric("Last drain", f"{int(last['cost_rows']):,} rows", help=f"finished {fmt.when(last['finished_at'])}")
+        k3.metric("Throughput", f"{last['cost_rows_per_s']:,.0f} rows/s", delta=f"{int(last['dead_letters'])} dead letters",
+                  delta_color="inverse" if last["dead_letters"] else "off")  # fmt: skip
     if lag is not None and lag.empty:
         st.caption("No partitions yet: the topic is created by the first ingest.")
     elif lag is not None:
-        st.metric("Messages not yet in bronze", f"{int(lag['lag'].sum()):,}")
+        st.markdown("**Partitions** (committed = the consumer group's offset; bronze through = what bronze holds)")
         st.dataframe(lag, hide_index=True, width="stretch")
+    if drained is not None and not drained.empty:
+        st.markdown("**Drains into bronze**")
+        st.dataframe(drained, hide_index=True, width="stretch")
+    batches = ui.guard("read the ingest batches", data.batch_states, get_owner())
+    if batches is not None and not batches.empty:
+        st.markdown("**Ingest batches** (a batch's cursors move only once bronze holds all of it)")
+        st.dataframe(batches, hide_index=True, width="stretch")
 
 with tab_fresh:
     fresh = ui.guard("read the mart freshness", data.mart_freshness, get_reader())
@@ -188,17 +234,26 @@ with tab_fresh:
             st.dataframe(lake_tables, hide_index=True, width="stretch")
 
 with tab_recon:
+    st.caption("Per day, source and currency: the mart's total against silver's and the total the source reported.")
+    if st.button("Reconcile now", key="pl_reconcile", disabled=active,
+                 help="Reads silver through delta-rs; takes a few seconds on a large lake."):  # fmt: skip
+        with st.spinner("Comparing mart, silver and source totals…"):
+            report = ui.guard("reconcile", data.reconcile_now, get_owner(), get_lake(),
+                              fix="Silver must exist: run the pipeline first.")  # fmt: skip
+        if report is not None:
+            st.toast(f"Reconciliation {report.check_id}: {len(report.mismatches)} of {len(report.rows)} rows differ.")
     result = ui.guard("read the reconciliation", data.reconciliation, get_reader())
     if result is not None:
         check, rows = result
         if check is None:
-            st.caption(
-                "No reconciliation yet: the pipeline checks mart totals against silver and the source after each load."
-            )
+            st.caption("No reconciliation yet: press **Reconcile now** after a load.")
         else:
             r1, r2, r3 = st.columns(3)
             r1.metric("Checked", fmt.when(check["checked_at"]))
             r2.metric("Days checked", check["days_checked"])
             r3.metric("Mismatches", check["mismatches"], delta="ok" if not check["mismatches"] else "investigate",
                       delta_color="normal" if not check["mismatches"] else "inverse")  # fmt: skip
-            st.dataframe(rows, hide_index=True, width="stretch")
+            if rows.empty:
+                st.success("Every day, source and currency matches within the tolerance.", icon="✅")
+            else:
+                st.dataframe(rows, hide_index=True, width="stretch")

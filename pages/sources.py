@@ -50,40 +50,56 @@ with c1, st.container(border=True):
         st.caption("configured" if settings.azure_configured else "not configured (demo estate is used)")
 with c2, st.container(border=True):
     st.markdown("**Inbox folder**")
-    st.caption(f"`{settings.inbox_dir}` · files here are imported every 5 minutes (job `inbox-scan`).")
-    files = uploads.inbox_files(settings.inbox_dir)
-    st.caption(f"{len(files)} file(s) waiting or imported")
+    st.caption(f"`{settings.inbox_dir}` · files here are imported by every pipeline run and the `inbox-scan` job.")
+    inbox = uploads.inbox_files(settings.inbox_dir)
+    st.caption(
+        f"{len(inbox['waiting'])} waiting · {len(inbox['processed'])} imported · {len(inbox['rejected'])} refused"
+        " (see `rejected/*.error.txt`)"
+    )
 
 # --- upload ------------------------------------------------------------------------------------------
 st.subheader("Upload cost files")
-st.caption("FOCUS CSV (1.0–1.2) or an Azure cost export CSV (actual or amortized). Each file is checked in full "
-           "first: a file with problems is rejected and nothing is loaded.")  # fmt: skip
+st.caption("FOCUS 1.0–1.3 (CSV or Parquet) or an Azure EA / MCA cost export (CSV, optionally gzip), actual or "
+           "amortized. Each file is checked in full first: a refused file is not loaded at all.")  # fmt: skip
 with st.form("src_upload", clear_on_submit=True):
-    uploaded = st.file_uploader("Files", type=["csv"], accept_multiple_files=True, key="src_files")
-    import_now = st.checkbox("Import now (run the pipeline for the inbox)", value=True, key="src_import_now")
+    uploaded = st.file_uploader("Files", type=uploads.ACCEPTED_TYPES, accept_multiple_files=True, key="src_files")
     submitted = st.form_submit_button("Validate and upload", type="primary")
 if submitted:
     if not uploaded:
         st.warning("Choose at least one file first.")
-    saved = 0
     for f in uploaded or []:
-        payload = f.getvalue()
-        check = uploads.validate(f.name, payload, max_bytes=settings.max_upload_mb * 2**20)
-        if not check.ok:
-            log.warning("upload %s rejected: %s", f.name, check.errors)
-            st.error(
-                f"**{f.name}** was rejected, nothing was loaded:\n\n" + "\n".join(f"- {e}" for e in check.errors),
-                icon="🚫",
-            )
+        try:
+            saved = uploads.save_upload(f.name, f.getvalue(), settings)
+        except uploads.FileRefusedError as exc:
+            log.warning("upload %s refused: %s", f.name, exc)
+            st.error(f"**{f.name}** was refused, nothing was loaded:\n\n{exc}", icon="🚫")
             continue
-        path = ui.guard(f"save {f.name}", uploads.save_to_inbox, settings.inbox_dir, check, payload)
-        if path is not None:
-            saved += 1
-            st.success(f"**{f.name}**: {check.kind.replace('_', ' ')} file, {check.rows:,} rows, "
-                       f"{check.first_day} to {check.last_day}. Saved to the inbox.")  # fmt: skip
-    if saved and import_now:
-        get_launcher().start(options={"sources": ["inbox"]})
-        st.info("Import started: follow it on the **Pipeline** page.")
+        except OSError as exc:
+            log.exception("upload %s could not be saved to %s", f.name, settings.inbox_dir)
+            st.error(f"**{f.name}** passed the checks but could not be saved to the inbox: {exc.strerror or exc}.",
+                     icon="⚠️")  # fmt: skip
+            continue
+        span = f", {saved.first_day} to {saved.last_day}" if saved.first_day else ""
+        where = "was already waiting in the inbox" if saved.already_there else "saved to the inbox"
+        st.success(f"**{f.name}**: {saved.format}, {saved.metric}, {saved.rows:,} rows{span}, "
+                   f"total {saved.total}; {where}.")  # fmt: skip
+        for note in saved.notes:
+            st.caption(f"{f.name}: {note}")
+        st.session_state["src_waiting"] = True
+
+if st.session_state.get("src_waiting"):
+    launcher = get_launcher()
+    with st.container(border=True):
+        st.markdown("Files are waiting in the inbox. Import them now, or let the next scheduled run pick them up.")
+        if st.button("Import now", type="primary", key="src_import", disabled=launcher.busy):
+            launch = launcher.start(options={"sources": ["inbox"]})
+            st.session_state["src_waiting"] = False
+            st.session_state["src_import_started"] = launch.started_at
+            st.rerun()
+        if launcher.busy:
+            st.caption("A run started from this app is going; the inbox can be imported when it ends.")
+if started := st.session_state.get("src_import_started"):
+    st.info(f"Import requested at {fmt.when(started)}: follow it on the **Pipeline** page.", icon="📥")
 
 # --- source coverage ---------------------------------------------------------------------------------
 with st.expander("What each source has delivered"):

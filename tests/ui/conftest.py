@@ -100,12 +100,40 @@ def seeded(pipeline) -> dict:
                 " VALUES ('Platform', 'total', '', 50000, 'EUR', 'monthly')"
             )
         )
+        # What the analytics step writes for the month-end card: a total with its own interval.
+        month_start = as_of.replace(day=1)
+        month_end = (month_start + dt.timedelta(days=32)).replace(day=1) - dt.timedelta(days=1)
+        conn.execute(
+            sa.text(
+                "INSERT INTO mart.forecast_totals (scope_type, scope_value, metric, period, period_start, period_end,"
+                " actual_to_date, point, lower_bound, upper_bound, interval_level, currency, method, as_of)"
+                " VALUES ('total', '', 'actual', 'month_end', :s, :e, 1000, 43210, 41000, 45500, 0.8, 'EUR',"
+                " 'seasonal_median', :a)"
+            ),
+            {"s": month_start, "e": month_end, "a": as_of},
+        )
     return {"as_of": as_of, "start": start}
+
+
+# Step details shaped like the real ingest and bronze steps record them (backend.pipeline.steps).
+DETAILS = {
+    "ingest": {
+        "batches": [{"source": "demo", "batch": "run-demo-1", "chunks": 4}],
+        "inbox": [{"file": "focus.csv", "status": "imported", "detail": "FOCUS 1.0-1.3; 1 rows"}],
+    },
+    "bronze": {
+        "bronze_rows": 12,
+        "dead_letters": 2,
+        "skipped_replays": 0,
+        "committed_batches": ["run-demo-1"],
+        "batches_not_in_bronze": ["file-abc"],
+    },
+}
 
 
 def _step(name: str):
     def run(ctx) -> StepResult:
-        return StepResult(rows_in=1, rows_out=1, detail={"step": name})
+        return StepResult(rows_in=1, rows_out=1, detail=DETAILS.get(name, {"step": name}))
 
     return run
 
@@ -113,7 +141,7 @@ def _step(name: str):
 @pytest.fixture
 def quick_steps(monkeypatch) -> tuple[str, ...]:
     """A tiny step registry so "run now" exercises the real runner and run recording in a second, not Spark."""
-    steps = ("ingest", "mart")
+    steps = ("ingest", "bronze", "mart")
     module = types.ModuleType("backend.pipeline.steps")
     module.ALL_STEPS = steps
     module.REGISTRY = {s: _step(s) for s in steps}

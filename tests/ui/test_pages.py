@@ -24,6 +24,9 @@ def test_overview_shows_kpis_movers_anomalies(seeded):
     labels = [m.label for m in at.metric]
     assert any(label.startswith("Month to date") for label in labels)
     assert "End-of-month forecast" in labels and "vs last month, same day" in labels
+    # The month-end card reads mart.forecast_totals: its point and its own interval, not summed daily bounds.
+    assert next(m.value for m in at.metric if m.label == "End-of-month forecast") == "€43.21k"
+    assert any("80% interval €41.00k – €45.50k" in c.value for c in at.caption)
     body = texts(at)
     assert "Data as of" in body and "Top movers" in body and "Open anomalies" in body
     assert "Platform" in " ".join(p.proto.text for p in at.get("progress"))
@@ -41,9 +44,9 @@ def test_explorer_filters_grain_and_url_state(seeded):
     assert not at.exception
     total = next(m.value for m in at.metric if m.label == "Total")
     at.selectbox(key="ex_group").set_value("region").run()
-    at.segmented_control(key="ex_grain").set_value("week").run()
+    at.segmented_control(key="ex_grain").set_value("weekly").run()
     assert not at.exception
-    assert _param(at, "group") == ["region"] and _param(at, "grain") == ["week"]
+    assert _param(at, "group") == ["region"] and _param(at, "grain") == ["weekly"]
     at.multiselect(key="ex_f_service").set_value(["Storage"]).run()
     assert not at.exception
     filtered = next(m.value for m in at.metric if m.label == "Total")
@@ -55,11 +58,12 @@ def test_explorer_filters_grain_and_url_state(seeded):
 def test_explorer_opens_a_shared_view_by_tag(seeded):
     at = page("explorer")
     at.query_params["group"] = "tag:env"
-    at.query_params["grain"] = "month"
+    at.query_params["grain"] = "month"  # a link from before the backend grains: still opens
     at.query_params["metric"] = "amortized"
     at.run()
     assert not at.exception
     assert at.selectbox(key="ex_group").value == "tag:env"
+    assert at.segmented_control(key="ex_grain").value == "monthly"
     assert at.segmented_control(key="ex_metric").value == "amortized"
     assert any(m.label == "Members (Tag: env)" and m.value == "3" for m in at.metric)
 
@@ -150,33 +154,64 @@ def test_pipeline_run_now_shows_progress_and_history(seeded, quick_steps):
     assert not at.exception
     assert any("succeeded" in s.label and launch.run_id in s.label for s in at.status)
     assert any("Steps of" in m.value for m in at.markdown)
+    # Ingest details from the steps' detail JSON: batches, committed / not in bronze, dead letters, inbox files.
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Batches sent"] == "2" and metrics["Committed"] == "1"
+    assert metrics["Not in bronze"] == "1" and metrics["Dead letters"] == "2"
+    assert any("Inbox files" in m.value for m in at.markdown)
+    assert not at.button(key="pl_run").disabled
 
 
-def test_sources_bad_upload_is_rejected_and_loads_nothing(pipeline, ui_settings):
+def test_pipeline_reconciliation_and_kafka_tabs(seeded, pipeline):
+    from backend.mart.reconcile import SILVER_TOTALS_SCHEMA, reconcile
+
+    at = page("pipeline").run()
+    assert not at.exception
+    assert "No reconciliation yet" in texts(at)
+    assert "Messages not yet in bronze" in [m.label for m in at.metric]
+    # Against an empty silver every mart day is missing there: the page lists them from list_mismatches.
+    reconcile(pipeline.engine, silver_totals=SILVER_TOTALS_SCHEMA.empty_table(), run_id="t")
+    at.run()
+    assert not at.exception
+    assert int(next(m.value for m in at.metric if m.label == "Mismatches")) >= 60
+    frames = [d.value for d in at.dataframe if "status" in d.value.columns and "silver_total" in d.value.columns]
+    assert frames and set(frames[0]["status"]) == {"missing_in_silver"}
+
+
+def test_sources_bad_upload_is_refused_and_loads_nothing(pipeline, ui_settings):
     at = page("sources").run()
     assert not at.exception
     assert [m.label for m in at.metric][:4] == ["Postgres", "Kafka", "Lake", "Spark"]
     at.file_uploader(key="src_files").set_value(("costs.csv", b"foo,bar\n1,2\n", "text/csv"))
-    at.checkbox(key="src_import_now").uncheck()
     next(b for b in at.button if b.label == "Validate and upload").click().run()
     assert not at.exception
-    assert any("rejected" in e.value and "neither a FOCUS file" in e.value for e in at.error)
+    # backend.sources.files' refusal, as it words it; nothing in the inbox, no import offered.
+    assert any("refused" in e.value and "is not a cost file Costlake can import" in e.value for e in at.error)
     assert not ui_settings.inbox_dir.exists() or not any(ui_settings.inbox_dir.iterdir())
+    assert not any(b.label == "Import now" for b in at.button)
 
 
-def test_sources_good_focus_file_goes_to_inbox(pipeline, ui_settings):
-    from app.uploads import FOCUS_REQUIRED
+def test_sources_good_focus_file_goes_to_inbox_and_imports(pipeline, ui_settings, quick_steps):
+    import app.context
 
-    header = ",".join(FOCUS_REQUIRED)
-    values = {"BilledCost": "1.5", "EffectiveCost": "1.5", "ChargePeriodStart": "2026-01-01T00:00:00Z"}
-    row = ",".join(values.get(c, "x") for c in FOCUS_REQUIRED)
+    header = "BillingAccountId,BillingCurrency,ChargePeriodStart,ServiceName,BilledCost,EffectiveCost"
+    row = "acct-1,EUR,2026-01-01T00:00:00Z,Storage,1.5,1.5"
     at = page("sources").run()
     at.file_uploader(key="src_files").set_value(("focus.csv", f"{header}\n{row}\n".encode(), "text/csv"))
-    at.checkbox(key="src_import_now").uncheck()
     next(b for b in at.button if b.label == "Validate and upload").click().run()
     assert not at.exception
-    assert any("focus file, 1 rows" in s.value for s in at.success)
-    assert len(list(ui_settings.inbox_dir.iterdir())) == 1
+    assert any("FOCUS" in s.value and "1 rows" in s.value and "saved to the inbox" in s.value for s in at.success)
+    files = list(ui_settings.inbox_dir.iterdir())
+    assert len(files) == 1 and files[0].name.endswith("-focus.csv")  # renamed into place, no temp file left
+
+    at.button(key="src_import").click().run()
+    assert not at.exception
+    launch = app.context.get_launcher().wait(timeout=60)
+    assert launch is not None and launch.status == "succeeded", launch
+    with pipeline.engine.connect() as conn:
+        sources = conn.execute(sa.text("SELECT sources FROM ops.pipeline_runs WHERE run_id = :r"), {"r": launch.run_id})
+        assert sources.scalar() == ["inbox"]
+    assert any("Import requested" in i.value for i in at.info)
 
 
 def test_main_navigation_runs(pipeline):
