@@ -25,7 +25,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +50,9 @@ from backend.medallion.schemas import (
 log = logging.getLogger(__name__)
 
 LOAD_LOCK = 727000002  # pg_advisory_xact_lock key: one mart load at a time
+# Staging tables live outside `mart` (which the reader can read) until the swap moves them in.
+STAGE_SCHEMA = "mart_stage"
+COPY_WORKERS = 2  # months COPYed at once, each by its own backend
 _SEP = "\x1f"  # joins multi-column natural keys; a control character no name contains
 
 
@@ -400,19 +403,47 @@ def _fact_table(gold: pa.Table, keys: dict[str, pa.ChunkedArray], load_id: int) 
     return fact
 
 
-def _stage_month(cur, month: str, fact: pa.Table) -> None:
-    """COPY the month into a fresh table (created in this transaction, so COPY FREEZE applies and no index
-    is maintained row by row), then index and analyze it."""
-    stage = _partition_name(month) + "_new"
-    cur.execute(f"CREATE TABLE mart.{stage} (LIKE mart.fact_cost_daily INCLUDING DEFAULTS)")
-    _copy_arrow(cur, fact, f"mart.{stage}", freeze=True)
-    # Same definitions as the parent's indexes, so ATTACH adopts them instead of building new ones.
-    cur.execute(f"CREATE INDEX ON mart.{stage} USING brin (charge_date)")
-    cur.execute(f"CREATE INDEX ON mart.{stage} (resource_key, charge_date)")
-    cur.execute(f"ANALYZE mart.{stage}")
+def _stage_name(month: str, load_id: int) -> str:
+    return f"{STAGE_SCHEMA}.{_partition_name(month)}_load{int(load_id)}"
 
 
-def _swap_month(cur, month: str) -> int:
+def _stage_month(engine: sa.Engine, month: str, fact: pa.Table, load_id: int) -> None:
+    """On its own connection: COPY the month into a fresh staging table (created in the same transaction,
+    so COPY FREEZE applies and no index is maintained row by row), index and analyze it, commit.
+
+    The staging table is outside the mart's visible state until the main transaction swaps it in; if
+    that transaction fails or dies, the table is dropped (then, or by the next load)."""
+    name = _stage_name(month, load_id)
+    raw = engine.raw_connection()
+    try:
+        dbapi = raw.driver_connection
+        try:
+            with dbapi.cursor() as cur:
+                cur.execute(f"CREATE TABLE {name} (LIKE mart.fact_cost_daily INCLUDING DEFAULTS)")
+                _copy_arrow(cur, fact, name, freeze=True)
+                # Same definitions as the parent's indexes, so ATTACH adopts them instead of building new ones.
+                cur.execute(f"CREATE INDEX ON {name} USING brin (charge_date)")
+                cur.execute(f"CREATE INDEX ON {name} (resource_key, charge_date)")
+                cur.execute(f"ANALYZE {name}")
+            dbapi.commit()
+        except Exception:
+            dbapi.rollback()
+            raise
+    finally:
+        raw.close()
+
+
+def _drop_stages(cur, *, load_id: int | None = None) -> None:
+    """Drop staging tables: this load's (after a failure), or every one (left by dead loads; the caller
+    holds the load lock, so no live load owns any)."""
+    cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (STAGE_SCHEMA,))
+    suffix = f"_load{int(load_id)}" if load_id is not None else ""
+    for (table,) in cur.fetchall():
+        if table.endswith(suffix):
+            cur.execute(f'DROP TABLE {STAGE_SCHEMA}."{table}"')
+
+
+def _swap_month(cur, month: str, load_id: int) -> int:
     """Replace the month's partition with its staged table; returns the rows replaced.
 
     DETACH takes an ACCESS EXCLUSIVE lock on the fact table until commit, so this is the last step
@@ -428,7 +459,9 @@ def _swap_month(cur, month: str) -> int:
         replaced = cur.fetchone()[0]
         cur.execute(f"ALTER TABLE mart.fact_cost_daily DETACH PARTITION mart.{name}")
         cur.execute(f"DROP TABLE mart.{name}")
-    cur.execute(f"ALTER TABLE mart.{name}_new RENAME TO {name}")
+    stage = _stage_name(month, load_id)
+    cur.execute(f"ALTER TABLE {stage} SET SCHEMA mart")
+    cur.execute(f"ALTER TABLE mart.{stage.split('.', 1)[1]} RENAME TO {name}")
     cur.execute(
         f"ALTER TABLE mart.fact_cost_daily ATTACH PARTITION mart.{name} FOR VALUES FROM (%s) TO (%s)",
         (start, end),
@@ -559,6 +592,7 @@ def _record_failure(dbapi, load_id: int, exc: Exception, seconds: float) -> None
     try:
         dbapi.rollback()
         with dbapi.cursor() as cur:
+            _drop_stages(cur, load_id=load_id)
             cur.execute(
                 "UPDATE mart.load_history SET status = 'failed', finished_at = now(), error = %s, "
                 "duration_ms = %s WHERE load_id = %s",
@@ -579,11 +613,13 @@ def load_gold(
     *,
     run_id: str | None,
     months: Sequence[str] | None = None,
+    copy_workers: int = COPY_WORKERS,
 ) -> LoadStats:
     """Load gold cost_daily (and the tag tables) into the mart for `months` ("YYYY-MM"; None = every
     month gold holds), atomically. Re-running with the same gold changes nothing (same keys, same rows).
 
-    `target` is the owner role: Settings with database_url, an Engine, or a URL.
+    `target` is the owner role: Settings with database_url, an Engine, or a URL. `copy_workers` months
+    are COPYed at once on separate connections (staging tables), then swapped in by the one transaction.
     """
     t0 = time.perf_counter()
     engine, owned = _engine(target)
@@ -610,12 +646,16 @@ def load_gold(
                     (run_id, list(months), json.dumps(versions)),
                 )
                 load_id = cur.fetchone()[0]
+                # Loader infrastructure, not data model: staging tables never outlive a load.
+                cur.execute(f"CREATE SCHEMA IF NOT EXISTS {STAGE_SCHEMA}")
             stats = LoadStats(load_id=load_id, months=list(months), gold_versions=versions)
             log.info("mart load %s: months %s of gold version %s (run %s)", load_id, months, version, run_id)
             dbapi.autocommit = False
             try:
                 with dbapi.cursor() as cur:
-                    _load_in_transaction(cur, lake, version, tag_costs, months, stats, phases)
+                    _load_in_transaction(
+                        cur, engine, lake, version, tag_costs, months, stats, phases, copy_workers=copy_workers
+                    )
                     stats.seconds = time.perf_counter() - t0
                     cur.execute(
                         "UPDATE mart.load_history SET status = 'succeeded', finished_at = now(), rows_in = %s, "
@@ -656,31 +696,42 @@ def load_gold(
 
 def _load_in_transaction(
     cur,
+    engine: sa.Engine,
     lake: Lake,
     version: int,
     tag_costs: pa.Table | None,
     months: list[str],
     stats: LoadStats,
     phases: dict[str, float],
+    *,
+    copy_workers: int,
 ) -> None:
-    """Month by month: while month N is COPYed (a Postgres backend's work), a helper thread reads and
-    encodes month N+1 from gold, so the Python side hides behind the COPY."""
+    """Month by month, three things overlap: a helper thread reads and encodes month N+1 from gold, this
+    transaction upserts month N's dimension members and aggregates, and `copy_workers` connections COPY
+    months into staging tables. The swap at the end is the only step that changes what readers see."""
 
     def add(phase: str, since: float) -> None:
         phases[phase] = phases.get(phase, 0.0) + time.perf_counter() - since
 
     cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOAD_LOCK,))
+    _drop_stages(cur)
     for month in months:
         start, end = _month_bounds(month)
         cur.execute("DELETE FROM mart.agg_cost_daily WHERE charge_date >= %s AND charge_date < %s", (start, end))
     stats.dims_added = {dim.name: 0 for dim in DIMENSIONS}
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mart-prepare") as pool:
-        pending = pool.submit(_prepare_month, lake, months[0], version) if months else None
+    workers = max(1, copy_workers)
+    copying = []
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="mart-prepare") as prepare_pool,
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mart-copy") as copy_pool,
+    ):
+        pending = prepare_pool.submit(_prepare_month, lake, months[0], version) if months else None
         for i, month in enumerate(months):
             tick = time.perf_counter()
             prepared = pending.result()
             add("wait_for_gold", tick)
-            pending = pool.submit(_prepare_month, lake, months[i + 1], version) if i + 1 < len(months) else None
+            if i + 1 < len(months):
+                pending = prepare_pool.submit(_prepare_month, lake, months[i + 1], version)
 
             tick = time.perf_counter()
             keys: dict[str, pa.Array] = {}
@@ -693,15 +744,23 @@ def _load_in_transaction(
             fact = _fact_table(prepared.gold, keys, stats.load_id)
             add("dimensions", tick)
 
+            # Bounded: never more months in flight than workers, so memory stays at a few months.
             tick = time.perf_counter()
-            _stage_month(cur, month, fact)
-            add("copy", tick)
+            while sum(not f.done() for f in copying) >= workers:
+                wait([f for f in copying if not f.done()], return_when=FIRST_COMPLETED)
+            add("wait_for_copy", tick)
+            copying.append(copy_pool.submit(_stage_month, engine, month, fact, stats.load_id))
+
             tick = time.perf_counter()
             # Summed in Arrow (multi-threaded, exact decimals); only the small result is COPYed.
             _copy_arrow(cur, _daily_aggregate(fact), "mart.agg_cost_daily")
             add("aggregates", tick)
             stats.rows_in += prepared.gold.num_rows
             stats.rows_loaded += fact.num_rows
+        tick = time.perf_counter()
+        for future in copying:
+            future.result()  # the first COPY error fails the load
+        add("wait_for_copy", tick)
 
     tick = time.perf_counter()
     _rebuild_monthly(cur, months)
@@ -711,5 +770,5 @@ def _load_in_transaction(
     add("tags", tick)
     tick = time.perf_counter()
     for month in months:
-        stats.rows_replaced += _swap_month(cur, month)
+        stats.rows_replaced += _swap_month(cur, month, stats.load_id)
     add("swap", tick)

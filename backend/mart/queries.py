@@ -224,11 +224,10 @@ def cost_breakdown(
     if group_by and group_by.startswith(TAG_PREFIX):
         group = _dimension_expr(q, group_by)
         currency = f"{q.join_dimension('currency')}.currency_code"
-        statement = q.sql(
+        base = q.sql(
             f"{period} AS period, {group} AS grp, {currency} AS currency, sum({q.alias}.{column}) AS cost",
             group_by="1, 2, 3",
-            order_by="1, 2, 3",
-        )
+        ).text
     else:
         # Aggregate on integer keys first, then join the labels onto the (few) groups: grouping a million
         # fact rows by text labels is what made resource drill-downs slow.
@@ -242,20 +241,22 @@ def cost_breakdown(
             label, join = "d.label", f"JOIN mart.{dim.table} d ON d.{dim.key} = i.gk"
         else:
             label, join = "'Total'", ""
-        statement = sa.text(
-            f"SELECT i.period, {label} AS grp, c.currency_code, sum(i.cost) FROM ({inner.text}) i {join} "
-            "JOIN mart.dim_currency c ON c.currency_key = i.ck GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        base = (
+            f"SELECT i.period, {label} AS grp, c.currency_code AS currency, sum(i.cost) AS cost "
+            f"FROM ({inner.text}) i {join} JOIN mart.dim_currency c ON c.currency_key = i.ck GROUP BY 1, 2, 3"
         )
+    if top_n and group_by:
+        # Fold the tail into "Other" in SQL: a by-resource view must not ship 20k groups x days to pandas.
+        statement = sa.text(
+            f"WITH base AS ({base}), top AS (SELECT grp FROM base GROUP BY grp ORDER BY sum(cost) DESC, grp "
+            f"LIMIT {int(top_n)}) SELECT period, CASE WHEN grp IN (SELECT grp FROM top) THEN grp ELSE 'Other' END, "
+            "currency, sum(cost) FROM base GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        )
+    else:
+        statement = sa.text(f"SELECT * FROM ({base}) b ORDER BY 1, 2, 3")
     with engine.connect() as conn:
         frame = _frame(conn, statement, q.params, ["period", "group", "currency", "cost_exact"])
     frame["cost"] = frame["cost_exact"].astype(float)
-    if top_n and group_by and frame["group"].nunique() > top_n:
-        totals = frame.groupby("group")["cost"].sum().sort_values(ascending=False)
-        keep = set(totals.index[:top_n])
-        frame.loc[~frame["group"].isin(keep), "group"] = "Other"
-        frame = frame.groupby(["period", "group", "currency"], as_index=False).agg(
-            cost=("cost", "sum"), cost_exact=("cost_exact", "sum")
-        )
     log.debug("cost_breakdown on %s: %d rows", table, len(frame))
     return frame[["period", "group", "currency", "cost", "cost_exact"]]
 

@@ -141,6 +141,9 @@ def test_a_failed_load_leaves_the_previous_state(mart_settings, lake, gold, owne
     with owner.connect() as conn:
         status = conn.execute(sa.text("SELECT status, error FROM mart.load_history WHERE run_id = 'r2'")).one()
     assert status[0] == "failed" and "injected" in status[1]
+    with owner.connect() as conn:
+        staged = conn.execute(sa.text("SELECT count(*) FROM pg_tables WHERE schemaname = 'mart_stage'")).scalar()
+    assert staged == 0  # the failed load's staging tables are gone
 
 
 def test_unknown_month_and_missing_gold_fail_clearly(mart_settings, lake):
