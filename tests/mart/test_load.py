@@ -224,6 +224,7 @@ def test_load_terminated_inside_its_transaction_leaves_old_data(mart_settings, l
         assert conn.execute(sa.text("SELECT status FROM mart.load_history WHERE run_id = 'r2'")).scalar() == "running"
 
 
+@pytest.mark.slow  # spawns a Python process that imports the loader
 def test_load_process_killed_inside_its_transaction_leaves_old_data(mart_settings, lake, gold, owner, tmp_path):
     load_gold(mart_settings, lake, run_id="r1")
     before = _snapshot(owner)
