@@ -114,6 +114,17 @@ class Lake:
         return self.table(table).count() if self.exists(table) else 0
 
     # --- writes --------------------------------------------------------------------
+    def _create(self, table: str, data: pa.Table, *, partition_by: Sequence[str] | None, props) -> None:
+        """First write of a table: an append, so a concurrent creator fails instead of overwriting."""
+        write_deltalake(
+            self.uri(table),
+            data,
+            mode="append",
+            partition_by=list(partition_by) if partition_by else None,
+            storage_options=self.storage_options or None,
+            commit_properties=props,
+        )
+
     def append(
         self,
         table: str,
@@ -163,14 +174,7 @@ class Lake:
     ) -> None:
         """Replace exactly the rows matching `predicate` with `data` in one commit (gold's affected partitions)."""
         if not self.exists(table):
-            write_deltalake(
-                self.uri(table),
-                data,
-                mode="append",
-                partition_by=list(partition_by) if partition_by else None,
-                storage_options=self.storage_options or None,
-                commit_properties=_commit(run_id, "create"),
-            )
+            self._create(table, data, partition_by=partition_by, props=_commit(run_id, "create"))
             return
         write_deltalake(
             self.uri(table),
@@ -217,13 +221,8 @@ class Lake:
         `app_transaction` records (app_id, version) atomically with the commit.
         """
         if not self.exists(table):
-            write_deltalake(
-                self.uri(table),
-                data,
-                mode="append",
-                partition_by=list(partition_by) if partition_by else None,
-                storage_options=self.storage_options or None,
-                commit_properties=_with_txn(_commit(run_id, "create"), app_transaction),
+            self._create(
+                table, data, partition_by=partition_by, props=_with_txn(_commit(run_id, "create"), app_transaction)
             )
             return {"num_target_rows_inserted": data.num_rows, "num_target_rows_updated": 0}
         # Null-safe key equality: a null key must match the same null key, never duplicate it.

@@ -128,16 +128,5 @@ def start(registry: ServiceRegistry, log_path: Path, *, owner_pid: int) -> str:
 
 
 def release(registry: ServiceRegistry, *, owner_pid: int) -> bool:
-    with registry.locked(SERVICE):
-        record = registry.read(SERVICE)
-        if record is None:
-            return False
-        record.users = registry.live_users(record, excluding=owner_pid)
-        if record.users:
-            registry.write(record)
-            return False
-        if record.is_alive():
-            log.info("stopping embedded kafka (pid %s)", record.pid)
-            terminate(record.pid)
-        registry.remove(SERVICE)
-        return True
+    """Drop `owner_pid` as a user; stop the broker when no live user is left. Returns True if it stopped."""
+    return registry.release(SERVICE, owner_pid=owner_pid, stop=lambda record: terminate(record.pid))

@@ -68,16 +68,4 @@ def start(pgdata: Path, registry: ServiceRegistry, *, owner_pid: int) -> str:
 
 def release(pgdata: Path, registry: ServiceRegistry, *, owner_pid: int) -> bool:
     """Drop `owner_pid` as a user; stop the server when no live user is left. Returns True if it stopped."""
-    with registry.locked(SERVICE):
-        record = registry.read(SERVICE)
-        if record is None:
-            return False
-        record.users = registry.live_users(record, excluding=owner_pid)
-        if record.users:
-            registry.write(record)
-            return False
-        if record.is_alive():
-            log.info("stopping embedded postgres (pid %s)", record.pid)
-            _server(pgdata).stop()
-        registry.remove(SERVICE)
-        return True
+    return registry.release(SERVICE, owner_pid=owner_pid, stop=lambda record: _server(pgdata).stop())

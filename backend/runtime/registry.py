@@ -6,7 +6,7 @@ import fcntl
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -84,3 +84,19 @@ class ServiceRegistry:
     @staticmethod
     def live_users(record: ServiceRecord, *, excluding: int | None = None) -> list[int]:
         return [pid for pid in record.users if pid != excluding and pid_alive(pid)]
+
+    def release(self, name: str, *, owner_pid: int, stop: Callable[[ServiceRecord], None]) -> bool:
+        """Drop `owner_pid` as a user of `name`; call `stop` when no live user is left. True if it stopped."""
+        with self.locked(name):
+            record = self.read(name)
+            if record is None:
+                return False
+            record.users = self.live_users(record, excluding=owner_pid)
+            if record.users:
+                self.write(record)
+                return False
+            if record.is_alive():
+                log.info("stopping embedded %s (pid %s)", name, record.pid)
+                stop(record)
+            self.remove(name)
+            return True
