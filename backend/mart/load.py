@@ -407,12 +407,13 @@ def _stage_name(month: str, load_id: int) -> str:
     return f"{STAGE_SCHEMA}.{_partition_name(month)}_load{int(load_id)}"
 
 
-def _stage_month(engine: sa.Engine, month: str, fact: pa.Table, load_id: int) -> None:
+def _stage_month(engine: sa.Engine, month: str, fact: pa.Table, load_id: int) -> pa.Table:
     """On its own connection: COPY the month into a fresh staging table (created in the same transaction,
     so COPY FREEZE applies and no index is maintained row by row), index and analyze it, commit.
 
     The staging table is outside the mart's visible state until the main transaction swaps it in; if
-    that transaction fails or dies, the table is dropped (then, or by the next load)."""
+    that transaction fails or dies, the table is dropped (then, or by the next load). Returns the month's
+    agg_cost_daily rows, computed here so that work also overlaps other months' COPY."""
     name = _stage_name(month, load_id)
     raw = engine.raw_connection()
     try:
@@ -431,6 +432,7 @@ def _stage_month(engine: sa.Engine, month: str, fact: pa.Table, load_id: int) ->
             raise
     finally:
         raw.close()
+    return _daily_aggregate(fact)
 
 
 def _drop_stages(cur, *, load_id: int | None = None) -> None:
@@ -751,16 +753,16 @@ def _load_in_transaction(
             add("wait_for_copy", tick)
             copying.append(copy_pool.submit(_stage_month, engine, month, fact, stats.load_id))
 
-            tick = time.perf_counter()
-            # Summed in Arrow (multi-threaded, exact decimals); only the small result is COPYed.
-            _copy_arrow(cur, _daily_aggregate(fact), "mart.agg_cost_daily")
-            add("aggregates", tick)
             stats.rows_in += prepared.gold.num_rows
             stats.rows_loaded += fact.num_rows
-        tick = time.perf_counter()
         for future in copying:
-            future.result()  # the first COPY error fails the load
-        add("wait_for_copy", tick)
+            tick = time.perf_counter()
+            daily = future.result()  # the first COPY error fails the load
+            add("wait_for_copy", tick)
+            tick = time.perf_counter()
+            # Summed in Arrow (exact decimals) by the worker; only the small result is COPYed here.
+            _copy_arrow(cur, daily, "mart.agg_cost_daily")
+            add("aggregates", tick)
 
     tick = time.perf_counter()
     _rebuild_monthly(cur, months)
