@@ -33,14 +33,15 @@ WHERE charge_date IS NULL OR billed IS NULL OR effective IS NULL OR BillingCurre
 
 CREATE OR REPLACE TABLE silver AS
 SELECT 'focus' AS family, SubAccountId, charge_date, lower(trim(ResourceId)) AS ResourceId, x_MeterId, ServiceName,
-       ChargeCategory, x_PricingModel, lower(CommitmentDiscountId) AS CommitmentDiscountId,
+       ChargeCategory, x_PricingModel, PricingCategory, CommitmentDiscountType,
+       lower(CommitmentDiscountId) AS CommitmentDiscountId,
        lower(x_ResourceGroupName) AS rg, upper(BillingCurrency) AS BillingCurrency,
        max(BillingAccountId) AS BillingAccountId, max(SubAccountName) AS SubAccountName,
        max(ResourceName) AS ResourceName, max(ResourceType) AS ResourceType, max(RegionName) AS RegionName,
        max(ServiceCategory) AS ServiceCategory, max(x_MeterCategory) AS x_MeterCategory,
        max(x_MeterName) AS x_MeterName, max(PricingUnit) AS PricingUnit,
        map_from_entries(list_transform(map_entries(any_value(tag_map)),
-           e -> struct_pack(key := lower(trim(e.key)), value := trim(e.value)))) AS tags,
+           lambda e: struct_pack(key := lower(trim(e.key)), value := trim(e.value)))) AS tags,
        sum(billed)::DECIMAL(28,12) AS billed, sum(effective)::DECIMAL(28,12) AS effective,
        sum(CAST(PricingQuantity AS DECIMAL(28,12)))::DECIMAL(28,12) AS quantity,
        sum(CAST(ListCost AS DECIMAL(28,12)))::DECIMAL(28,12) AS list_cost, count(*) AS n
@@ -176,6 +177,7 @@ def run_duckdb(lake, workdir: Path) -> dict[str, float]:
             (payload_dir / f"{offset}.parquet").write_bytes(payload)
     con = duckdb.connect()
     con.execute("SET threads TO 2")
+    con.execute("SET enable_progress_bar = false")
     with timed() as t_silver:
         con.execute(DUCKDB_SILVER.format(glob=payload_dir / "*.parquet"))
     with timed() as t_gold:
