@@ -161,12 +161,22 @@ def gold(ctx: PipelineContext) -> StepResult:
 def mart(ctx: PipelineContext) -> StepResult:
     """Load the affected gold months into the Postgres mart in one transaction."""
     from backend.mart.load import load_gold
+    from backend.mart.reconcile import reconcile
 
     months = ctx.state.get("affected_months")
     if months == []:
         return StepResult(rows_in=0, rows_out=0, detail={"months": []})
     stats = load_gold(ctx.engine, ctx.lake, run_id=ctx.run_id, months=months)
     detail = asdict(stats)
+    # Mart vs silver vs what the source reported, per day: stored for the Pipeline page; a mismatch is
+    # reported loudly but does not fail the load (the numbers are what the source sent).
+    report = reconcile(ctx.engine, lake=ctx.lake, months=stats.months, run_id=ctx.run_id)
+    mismatches = report.mismatches
+    detail["reconciliation"] = {"check_id": report.check_id, "days": len(report.rows), "mismatches": len(mismatches)}
+    if mismatches:
+        log.warning(
+            "reconciliation check %s: %d mismatching day(s), e.g. %s", report.check_id, len(mismatches), mismatches[0]
+        )
     return StepResult(rows_in=stats.rows_in, rows_out=stats.rows_loaded, detail=detail)
 
 
