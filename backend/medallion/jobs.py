@@ -153,6 +153,11 @@ def run_silver(spark: SparkSession, lake: Lake, stats: MedallionStats, *, run_id
         return set()
     t0 = time.perf_counter()
     bronze = read_files(spark, lake, BRONZE_COST_RECORDS, uris, BRONZE_SCHEMA, columns=BRONZE_INPUT_COLUMNS)
+    # A day of bronze is one or two files, i.e. one Spark partition: the Python parse would run on a
+    # single core. Spreading the (few, large) messages over the cores first is cheap and parallel.
+    parallelism = spark.sparkContext.defaultParallelism
+    if bronze.rdd.getNumPartitions() < parallelism:
+        bronze = bronze.repartition(parallelism * 2)
     validated = silver.validate(silver.explode(bronze)).persist()
     try:
         counts = {
