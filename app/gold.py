@@ -35,7 +35,8 @@ def partition_values(lake: Lake, table: str) -> tuple[str | None, list[str]]:
     if not cols:
         return None, []
     values = set()
-    for action in dt_.get_add_actions(flatten=True).to_pylist():
+    # deltalake 1.x hands back an arro3 table; pyarrow takes it through the Arrow C stream interface.
+    for action in pa.table(dt_.get_add_actions(flatten=True)).to_pylist():
         value = action.get(f"partition.{cols[0]}")
         if value is not None:
             values.add(str(value))

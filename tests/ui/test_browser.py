@@ -29,6 +29,7 @@ PAGES = [
     ("sources", "Sources & settings"),
     ("chat", "Ask about your costs"),  # "Ask Costlake" in the navigation
 ]
+DEFAULT_PAGE = "overview"
 # A full run (Spark included) on a small demo estate; the loaded CI machine needs minutes, not seconds.
 RUN_TIMEOUT = 600
 DEMO_ROWS = "10000"
@@ -144,10 +145,11 @@ def _settled(driver, title: str) -> bool:
 
 
 def _visit(driver, url: str, name: str, title: str) -> None:
-    driver.get(f"{url}/{name}")
+    # The default page lives at "/": its url_path would answer "Page not found" and fall back to it.
+    driver.get(f"{url}/" if name == DEFAULT_PAGE else f"{url}/{name}")
     _wait(driver, lambda d: _settled(d, title), 180, f"page {name}")
     time.sleep(1.0)  # charts draw after the script run
-    assert "Traceback" not in _text(driver)
+    assert "Traceback" not in _text(driver) and "Page not found" not in _text(driver)
 
 
 def test_every_page_and_run_now(app_url, browser):

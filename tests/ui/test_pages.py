@@ -132,6 +132,8 @@ def test_gold_tables_browse_schema_history_preview(seeded):
     assert not at.exception
     rows = next(m.value for m in at.metric if m.label == "Rows")
     assert rows == f"{60 * 60:,}"
+    assert not at.error, [e.value for e in at.error]  # guard() turns failures into errors: none expected
+    assert int(next(m.value for m in at.metric if m.label == "Partitions")) >= 2  # 60 days span 2+ months
     at.selectbox(key="gold_col_gold/cost_daily").set_value("service_name")
     at.text_input(key="gold_contains_gold/cost_daily").set_value("storage").run()
     assert not at.exception
