@@ -242,7 +242,7 @@ SILVER_QUARANTINE_SCHEMA = pa.schema(
         ("bronze_run_id", pa.string()),
         ("run_id", pa.string()),
         ("quarantined_at", UTC_TS),
-        ("quarantine_date", pa.date32()),  # partition column
+        ("quarantine_date", pa.date32()),  # day it was quarantined (the table is small: not partitioned)
     ]
 )
 SILVER_QUARANTINE_KEY = ["topic", "partition", "offset", "row_index"]
