@@ -21,6 +21,37 @@ scheduler = None
 _lock = threading.Lock()
 
 
+# Every module a pipeline step imports, loaded in the main thread before the scheduler's worker threads
+# start: two threads importing the same heavy packages for the first time can deadlock-detect and see
+# a half-initialised module (seen with pandas/plotly when Streamlit started alongside the first run).
+_PRELOAD = (
+    "pandas",
+    "pyarrow",
+    "deltalake",
+    "plotly.graph_objects",
+    "pyspark.sql",
+    "kafka",
+    "backend.ingest.handshake",
+    "backend.ingest.consumer",
+    "backend.sources.synthetic",
+    "backend.sources.files",
+    "backend.sources.cursors",
+    "backend.medallion.jobs",
+    "backend.mart.load",
+    "backend.mart.reconcile",
+    "backend.analytics.run",
+    "backend.analytics.budgets",
+    "backend.pipeline.steps",
+)
+
+
+def _preload() -> None:
+    import importlib
+
+    for name in _PRELOAD:
+        importlib.import_module(name)
+
+
 def start(settings: Settings) -> None:
     """Start the runtime, migrate the mart, start the scheduler; queue the first demo load on a fresh install."""
     global runtime, pipeline, scheduler
@@ -29,6 +60,7 @@ def start(settings: Settings) -> None:
             return
         from backend.pipeline.service import PipelineService
 
+        _preload()  # before the Spark warm-up thread and the scheduler's workers start importing
         runtime = Runtime(settings)
         runtime.start(spark=True)
         pipeline = PipelineService(runtime)

@@ -6,6 +6,10 @@ import logging
 import sys
 from pathlib import Path
 
+# Imported before any service thread starts: the scheduler's first run imports pandas & co. in a worker
+# thread, and a concurrent first import of the same modules from two threads can see them half-initialised.
+from streamlit.web import cli
+
 from backend.config import get_settings
 from backend.logs import setup_logging
 
@@ -22,7 +26,6 @@ def main() -> None:
     # Before the server: Streamlit runs page code only when a browser connects, and the scheduler
     # must run the pipeline whether or not anyone is looking.
     process.start(settings)
-    from streamlit.web import cli
 
     log.info("serving %s", MAIN)
     # Exactly what `streamlit run app/main.py [flags]` does, through Streamlit's own command line.

@@ -137,9 +137,11 @@ class Runtime:
         with self._lock:
             if self.endpoints is None:
                 return
-            from backend.runtime.spark import stop_spark
+            if self._spark_thread is not None:
+                # Only the runtime that started Spark stops it: the session is process-wide.
+                from backend.runtime.spark import stop_spark
 
-            stop_spark()
+                stop_spark()
             if self.endpoints.embedded.get("kafka"):
                 kafka_service.release(self.registry, owner_pid=os.getpid())
             if self.endpoints.embedded.get("postgres"):
