@@ -70,11 +70,24 @@ def start(settings: Settings) -> None:
 
         scheduler = start_scheduler(pipeline.endpoints.database_url, pipeline.run)
         atexit.register(lambda: scheduler.shutdown(wait=False) if scheduler.running else None)
-        if settings.is_demo and not _any_run(pipeline.engine):
-            log.info("first start in demo mode: queueing the demo estate load now, not at the next hourly run")
+        if settings.is_demo and not _any_successful_run(pipeline.engine):
+            log.info("demo mode without a successful run yet: queueing the demo estate load now, not in an hour")
             run_now(scheduler)
 
 
-def _any_run(engine: sa.Engine) -> bool:
+def _any_successful_run(engine: sa.Engine) -> bool:
     with engine.connect() as conn:
-        return bool(conn.execute(sa.text("SELECT EXISTS (SELECT 1 FROM ops.pipeline_runs)")).scalar())
+        query = "SELECT EXISTS (SELECT 1 FROM ops.pipeline_runs WHERE status = 'succeeded')"
+        return bool(conn.execute(sa.text(query)).scalar())
+
+
+def shutdown() -> None:
+    """The server is stopping: no new runs; a running one stops at its next step, and its Spark work is
+    cancelled now so Ctrl-C does not wait minutes for a job (the run is recorded as failed, nothing is lost)."""
+    from backend.pipeline.runner import request_stop
+    from backend.runtime.spark import stop_spark
+
+    request_stop()
+    if scheduler is not None and scheduler.running:
+        scheduler.shutdown(wait=False)
+    stop_spark()

@@ -29,7 +29,10 @@ def main() -> None:
 
     log.info("serving %s", MAIN)
     # Exactly what `streamlit run app/main.py [flags]` does, through Streamlit's own command line.
-    cli.main.main(args=["run", str(MAIN), *sys.argv[1:]], prog_name="streamlit")
+    try:
+        cli.main.main(args=["run", str(MAIN), *sys.argv[1:]], prog_name="streamlit")
+    finally:
+        process.shutdown()
 
 
 if __name__ == "__main__":

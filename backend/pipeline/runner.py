@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 import zlib
@@ -50,6 +51,18 @@ class ProgressEvent:
 
 
 ProgressCallback = Callable[[ProgressEvent], None]
+
+# Set when the hosting process shuts down: a run stops before its next step instead of holding the
+# process open for minutes (what it already wrote is safe: every step is idempotent).
+_stop_requested = threading.Event()
+
+
+class RunCancelledError(RuntimeError):
+    """The process is shutting down; the run stopped between steps."""
+
+
+def request_stop() -> None:
+    _stop_requested.set()
 
 
 @dataclass
@@ -144,6 +157,8 @@ def _run_locked(
             recorder.start_step(run_id, step)
             step_t0 = time.monotonic()
             try:
+                if _stop_requested.is_set():
+                    raise RunCancelledError("the app is shutting down; the next run picks up from here")
                 result = registry[step](ctx) or StepResult()
             except Exception as exc:
                 log.exception("step %s failed", step)
