@@ -108,7 +108,11 @@ def autostart_demo() -> bool:
     """First start with no configuration: load the demo estate at once instead of waiting for the hourly job.
 
     Only with the scheduler enabled (a served app, not a headless test) and only when no run was ever
-    recorded, so a restart never re-triggers it."""
+    recorded, so a restart never re-triggers it. Under `python -m app.serve` the launcher already queued it."""
+    from app import process
+
+    if process.runtime is not None:
+        return False
     runtime = get_runtime()
     if not (runtime.settings.is_demo and runtime.settings.scheduler_enabled):
         return False
