@@ -1,15 +1,15 @@
-"""Adapters between the pages and the backend (mart queries, analytics, budgets, reconciliation); no SQL in pages/.
+"""Adapters between the pages and the backend readers: typed rows in, DataFrames out; no SQL in the UI.
 
 Every function takes an engine first, so pages pass the cached reader (or the owner, for writes and
-for tables the reader role cannot see) and tests pass their own. Caching lives in app/ui.py, keyed by
-the mart's data version. Where the backend has no reader yet (run history, anomaly list and feedback,
-budget burn and alert history, month-end forecast totals) the SQL below is the stop-gap, kept small and
-on the same tables and semantics the backend writes.
+for tables the reader role cannot see) and tests pass their own. The SQL lives in backend.mart.queries,
+backend.mart.reconcile, backend.analytics.readers and backend.pipeline.history; caching lives in app/ui.py,
+keyed by the mart's data version.
 """
 
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -22,8 +22,10 @@ import pandas as pd
 import sqlalchemy as sa
 
 from backend.analytics import budgets as budget_store
+from backend.analytics import readers
 from backend.mart import queries, reconcile
 from backend.mart.model import BY_NAME
+from backend.pipeline import history
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +54,17 @@ def to_grain(name: str) -> str:
     return value
 
 
-def _df(conn: sa.Connection, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
-    result = conn.execute(sa.text(sql), dict(params or {}))
-    frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+def _frame(rows: Sequence[Any], cls: type, *, dates: Sequence[str] = ()) -> pd.DataFrame:
+    """Typed backend rows as a DataFrame with the dataclass's columns (also when empty); money (Decimal) as
+    float, since pages chart and format floats; `dates` as datetime64 for the charts."""
+    columns = [f.name for f in dataclasses.fields(cls)]
+    frame = pd.DataFrame([[getattr(r, c) for c in columns] for r in rows], columns=columns)
     for col in frame.columns:
-        # numeric -> Decimal; the pages chart and format floats.
         present = frame[col].dropna() if frame[col].dtype == object else ()
         if len(present) and isinstance(present.iloc[0], Decimal):
-            frame[col] = frame[col].astype(float)
+            frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
+    for col in dates:
+        frame[col] = pd.to_datetime(frame[col])
     return frame
 
 
@@ -125,24 +130,17 @@ def data_status(engine: sa.Engine) -> DataStatus:
 def mart_freshness(engine: sa.Engine) -> pd.DataFrame:
     """Per mart area: the latest data day and when it was last written."""
     fresh = queries.freshness(engine)
-    cost = pd.DataFrame(
-        [
-            {
-                "area": "cost (fact + aggregates)",
-                "latest": str(fresh.data_as_of or ""),
-                "written_at": fresh.last_successful_load_at,
-                "note": f"last load {fresh.last_load_status or 'never'}; months {', '.join(fresh.fact_months[-3:])}",
-            }
-        ]
-    )
-    sql = """
-        SELECT 'anomalies' AS area, max(charge_date)::text AS latest, max(detected_at) AS written_at FROM mart.anomalies
-        UNION ALL SELECT 'forecasts', max(forecast_date)::text, max(generated_at) FROM mart.forecasts
-        UNION ALL SELECT 'month-end forecasts', max(period_end)::text, max(generated_at) FROM mart.forecast_totals
-        UNION ALL SELECT 'budget alerts', max(period_start)::text, max(triggered_at) FROM mart.budget_alerts"""
-    with engine.connect() as conn:
-        analytics = _df(conn, sql)
-    return pd.concat([cost, analytics.assign(note="")], ignore_index=True)
+    cost = {
+        "area": "cost (fact + aggregates)",
+        "latest": str(fresh.data_as_of or ""),
+        "written_at": fresh.last_successful_load_at,
+        "note": f"last load {fresh.last_load_status or 'never'}; months {', '.join(fresh.fact_months[-3:])}",
+    }
+    areas = [
+        {"area": a.area, "latest": str(a.latest or ""), "written_at": a.written_at, "note": ""}
+        for a in readers.freshness(engine)
+    ]
+    return pd.DataFrame([cost, *areas], columns=["area", "latest", "written_at", "note"])
 
 
 # --- explorer -----------------------------------------------------------------------------------------
@@ -200,7 +198,7 @@ def kpis(engine: sa.Engine, *, as_of: dt.date, currency: str | None, metric: str
 
 @dataclass(frozen=True)
 class MonthEndForecast:
-    """The analytics step's month-end total (actual to date + forecast of the rest) with its own interval."""
+    """backend.analytics.readers.MonthEndForecast with money as float, for the cards."""
 
     period_start: dt.date
     period_end: dt.date
@@ -218,27 +216,12 @@ class MonthEndForecast:
 def month_end_forecast(
     engine: sa.Engine, *, as_of: dt.date, metric: str = "actual", currency: str | None = None
 ) -> MonthEndForecast | None:
-    """The latest mart.forecast_totals month-end row for the total of the month holding `as_of` (None if there is
-    none yet, or only one in another currency). Stop-gap: backend.analytics has no reader for forecast_totals."""
-    sql = """
-        SELECT period_start, period_end, actual_to_date, point, lower_bound, upper_bound, interval_level, method,
-               as_of, generated_at, currency
-        FROM mart.forecast_totals
-        WHERE scope_type = 'total' AND scope_value = '' AND metric = :metric AND period = 'month_end'
-          AND period_start = :start AND (currency IS NULL OR CAST(:cur AS text) IS NULL OR currency = :cur)
-        ORDER BY generated_at DESC LIMIT 1"""
-    with engine.connect() as conn:
-        row = conn.execute(sa.text(sql), {"metric": metric, "start": month_start(as_of), "cur": currency}).first()
-    if row is None:
+    """The analytics step's month-end total for the month holding `as_of` (None before the first one)."""
+    fc = readers.month_end_forecast(engine, as_of=as_of, metric=metric, currency=currency)
+    if fc is None:
         return None
-
-    def num(value: Any) -> float | None:
-        return None if value is None else float(value)
-
-    return MonthEndForecast(
-        row.period_start, row.period_end, float(row.actual_to_date), float(row.point), num(row.lower_bound),
-        num(row.upper_bound), num(row.interval_level), row.method, row.as_of, row.generated_at, row.currency,
-    )  # fmt: skip
+    values = {f.name: getattr(fc, f.name) for f in dataclasses.fields(fc)}
+    return MonthEndForecast(**{k: float(v) if isinstance(v, Decimal) else v for k, v in values.items()})
 
 
 def top_movers(
@@ -267,107 +250,34 @@ def top_movers(
     return frame
 
 
-# --- anomalies (stop-gap: backend.analytics.store writes them but has no reader or feedback writer) -----
+# --- anomalies (backend.analytics.readers) ---------------------------------------------------------------
+
+NONE_LABEL = "(none)"  # how the member with an empty natural key is shown
 
 
 def anomalies(engine: sa.Engine, *, status: str | None = "open", since: dt.date | None = None) -> pd.DataFrame:
-    params: dict[str, Any] = {"status": status, "since": since}
-    sql = """
-        SELECT anomaly_id, charge_date, level, dimension_value, metric, kind, severity, actual, expected,
-               lower_bound, upper_bound, impact, currency, contributors, status, feedback, detected_at, method
-        FROM mart.anomalies
-        WHERE (CAST(:status AS text) IS NULL OR status = :status)
-          AND (CAST(:since AS date) IS NULL OR charge_date >= :since)
-        ORDER BY charge_date DESC, severity DESC NULLS LAST
-        LIMIT 1000"""
-    with engine.connect() as conn:
-        frame = _df(conn, sql, params)
-    if not frame.empty:
-        frame["dimension_value"] = frame["dimension_value"].replace("", "(none)")
+    frame = _frame(readers.list_anomalies(engine, status=status, since=since), readers.Anomaly)
+    frame["dimension_value"] = frame["dimension_value"].replace("", NONE_LABEL)
     return frame
 
 
-# How an anomaly level's member (its natural key, as analytics stores it) is found in the aggregate.
-_LEVEL_KEYS = {
-    "subscription": ("dim_subscription", "subscription_key", "subscription_id"),
-    "resource_group": ("dim_resource_group", "resource_group_key", "resource_group"),
-    "service": ("dim_service", "service_key", "service_name"),
-    "region": ("dim_region", "region_key", "region"),
-}
+def _natural(value: str) -> str:
+    return "" if value == NONE_LABEL else value
 
 
 def series_for(engine: sa.Engine, *, level: str, value: str, metric: str, start: dt.date, end: dt.date) -> pd.DataFrame:
-    """The daily series an anomaly was found in: columns day, cost."""
-    if level == "total" or level.startswith(TAG_PREFIX):
-        # Tag values are their own labels, so the typed query answers these two directly.
-        filters = {level: [value or queries.UNTAGGED]} if level.startswith(TAG_PREFIX) else {}
-        frame = queries.time_series(engine, start=start, end=end, metric=metric, filters=filters)
-        out = frame.groupby("period", as_index=False)["cost"].sum().rename(columns={"period": "day"})
-        out["day"] = pd.to_datetime(out["day"])
-        return out
-    if level not in _LEVEL_KEYS:
-        return pd.DataFrame({"day": [], "cost": []})
-    table, key, column = _LEVEL_KEYS[level]
-    col = queries._metric(metric)
-    sql = (
-        f"SELECT charge_date AS day, sum({col}) AS cost FROM mart.agg_cost_daily a"
-        f" WHERE a.{key} IN (SELECT {key} FROM mart.{table} WHERE {column} = :v)"
-        " AND a.charge_date BETWEEN :start AND :end GROUP BY 1 ORDER BY 1"
-    )
-    with engine.connect() as conn:
-        frame = _df(conn, sql, {"v": value, "start": start, "end": end})
-    if not frame.empty:
-        frame["day"] = pd.to_datetime(frame["day"])
-    return frame
+    """The daily series an anomaly was found in: columns day (datetime64), cost (float)."""
+    points = readers.series(engine, level=level, value=_natural(value), metric=metric, start=start, end=end)
+    return _frame(points, readers.DailyCost, dates=("day",))
 
 
 def anomaly_band(engine: sa.Engine, *, level: str, value: str, metric: str) -> pd.DataFrame:
     """Every detection stored for one series (expected value and band per day), for the chart."""
-    sql = """
-        SELECT charge_date AS day, expected, lower_bound, upper_bound, actual, severity, status, kind
-        FROM mart.anomalies WHERE level = :l AND dimension_value = :v AND metric = :m ORDER BY charge_date"""
-    with engine.connect() as conn:
-        frame = _df(conn, sql, {"l": level, "v": "" if value == "(none)" else value, "m": metric})
-    if not frame.empty:
-        frame["day"] = pd.to_datetime(frame["day"])
-    return frame
+    points = readers.band(engine, level=level, value=_natural(value), metric=metric)
+    return _frame(points, readers.BandPoint, dates=("day",))
 
 
-def set_anomaly_status(
-    owner: sa.Engine, anomaly_id: int, *, verdict: str, note: str = "", user: str | None = None, suppress_days: int = 0
-) -> int:
-    """Mark an anomaly expected / resolved / reopened and record the feedback the analytics step reads back
-    (backend.analytics.store.read_feedback: 'expected' verdicts suppress the same pattern)."""
-    if verdict not in ("expected", "resolved", "reopened"):
-        raise ValueError(f"unknown verdict {verdict!r}")
-    status = "open" if verdict == "reopened" else verdict
-    with owner.begin() as conn:
-        row = conn.execute(
-            sa.text(
-                "UPDATE mart.anomalies SET status = :s, feedback = :note, updated_at = now() WHERE anomaly_id = :id"
-                " RETURNING level, dimension_value, kind, charge_date"
-            ),
-            {"s": status, "note": note or None, "id": anomaly_id},
-        ).one_or_none()
-        if row is None:
-            raise LookupError(f"anomaly {anomaly_id} not found")
-        conn.execute(
-            sa.text(
-                "INSERT INTO mart.anomaly_feedback (anomaly_id, level, dimension_value, kind, verdict, note, created_by,"
-                " suppress_until) VALUES (:id, :l, :v, :k, :verdict, :note, :user, :until)"
-            ),
-            {
-                "id": anomaly_id,
-                "l": row.level,
-                "v": row.dimension_value,
-                "k": row.kind,
-                "verdict": verdict,
-                "note": note or None,
-                "user": user,
-                "until": row.charge_date + dt.timedelta(days=suppress_days) if suppress_days else None,
-            },
-        )
-    return anomaly_id
+set_anomaly_status = readers.set_anomaly_status
 
 
 def contributors_frame(contributors: Any) -> pd.DataFrame:
@@ -479,132 +389,52 @@ def delete_budget(owner: sa.Engine, budget_id: int) -> int:
 
 
 def budget_burn(engine: sa.Engine, budget: Mapping[str, Any], *, as_of: dt.date) -> pd.DataFrame:
-    """Spend per day of the budget's current period and the running total: day, cost, cumulative. Stop-gap for
-    a backend reader; scopes match members exactly as backend.analytics.budgets does (natural key)."""
-    start, end = period_bounds(budget["period"], as_of)
-    params: dict[str, Any] = {"start": start, "end": min(end, as_of), "cur": budget["currency"]}
-    params["sv"] = budget.get("scope_value") or ""
-    scope = budget["scope_type"]
-    if scope == "tag":
-        params["tk"] = budget.get("tag_key") or ""
-        table, where = "mart.agg_cost_by_tag", " AND a.tag_key = :tk AND a.tag_value = :sv"
-    elif scope == "total":
-        table, where = "mart.agg_cost_daily", ""
-    else:
-        dim, key, natural = budget_store.SCOPE_DIM[scope]
-        table, where = "mart.agg_cost_daily", f" AND a.{key} IN (SELECT {key} FROM mart.{dim} WHERE {natural} = :sv)"
-    col = queries._metric(budget.get("metric") or "actual")
-    sql = f"""
-        SELECT a.charge_date AS day, sum(a.{col}) AS cost FROM {table} a
-        WHERE a.charge_date BETWEEN :start AND :end
-          AND a.currency_key = (SELECT currency_key FROM mart.dim_currency WHERE currency_code = :cur) {where}
-        GROUP BY 1 ORDER BY 1"""
-    with engine.connect() as conn:
-        frame = _df(conn, sql, params)
-    if frame.empty:
-        return pd.DataFrame({"day": [], "cost": [], "cumulative": []})
-    frame["day"] = pd.to_datetime(frame["day"])
+    """Spend per day of the budget's current period and the running total: day, cost, cumulative."""
+    frame = _frame(readers.budget_burn(engine, budget, as_of=as_of), readers.DailyCost, dates=("day",))
     frame["cumulative"] = frame["cost"].cumsum()
     return frame
 
 
 def budget_alerts(engine: sa.Engine, *, limit: int = 200) -> pd.DataFrame:
-    """The alert history the budgets step records (stop-gap reader)."""
-    with engine.connect() as conn:
-        return _df(
-            conn,
-            "SELECT triggered_at, budget_name, period_start, threshold_type, threshold_pct, amount_at_alert,"
-            " budget_amount, currency, webhook_status, webhook_error FROM mart.budget_alerts"
-            " ORDER BY triggered_at DESC LIMIT :n",
-            {"n": limit},
-        )
+    """The alert history the budgets step records."""
+    return _frame(readers.budget_alerts(engine, limit=limit), readers.BudgetAlert)
 
 
-# --- pipeline runs (stop-gap: backend.pipeline.runs records them but has no reader) --------------------
+# --- pipeline runs (backend.pipeline.history) --------------------------------------------------------
 
 
 def runs(engine: sa.Engine, *, limit: int = 50) -> pd.DataFrame:
-    with engine.connect() as conn:
-        return _df(
-            conn,
-            "SELECT run_id, trigger, status, started_at, finished_at, rows_in, rows_out, error,"
-            " extract(epoch FROM coalesce(finished_at, now()) - started_at) AS seconds"
-            " FROM ops.pipeline_runs ORDER BY started_at DESC LIMIT :n",
-            {"n": limit},
-        )
+    return _frame(history.list_runs(engine, limit=limit), history.RunSummary)
 
 
 def run_steps(engine: sa.Engine, run_id: str) -> pd.DataFrame:
-    with engine.connect() as conn:
-        return _df(
-            conn,
-            "SELECT step, ordinal, status, started_at, finished_at, rows_in, rows_out, error, detail,"
-            " extract(epoch FROM coalesce(finished_at, CASE WHEN started_at IS NOT NULL THEN now() END)"
-            " - started_at) AS seconds FROM ops.pipeline_steps WHERE run_id = :r ORDER BY ordinal",
-            {"r": run_id},
-        )
+    return _frame(history.run_steps(engine, run_id), history.StepRow)
 
 
 def run_logs(owner: sa.Engine, run_id: str, *, limit: int = 500) -> pd.DataFrame:
     """Log lines of one run; ops.pipeline_logs is not granted to the reader, so this takes the owner."""
-    with owner.connect() as conn:
-        return _df(
-            conn,
-            "SELECT ts, level, logger, message FROM ops.pipeline_logs WHERE run_id = :r ORDER BY id LIMIT :n",
-            {"r": run_id, "n": limit},
-        )
+    return _frame(history.run_logs(owner, run_id, limit=limit), history.LogLine)
 
 
 def latest_run(engine: sa.Engine, *, status: str | None = None) -> dict[str, Any] | None:
-    with engine.connect() as conn:
-        row = (
-            conn.execute(
-                sa.text(
-                    "SELECT run_id, trigger, status, started_at, finished_at, error FROM ops.pipeline_runs"
-                    " WHERE CAST(:status AS text) IS NULL OR status = :status ORDER BY started_at DESC LIMIT 1"
-                ),
-                {"status": status},
-            )
-            .mappings()
-            .one_or_none()
-        )
-    return dict(row) if row else None
+    run = history.latest_run(engine, status=status)
+    return dataclasses.asdict(run) if run else None
 
 
 def load_history(engine: sa.Engine, *, limit: int = 20) -> pd.DataFrame:
-    with engine.connect() as conn:
-        return _df(
-            conn,
-            "SELECT load_id, run_id, status, started_at, finished_at, months, rows_loaded, rows_replaced,"
-            " duration_ms, error FROM mart.load_history ORDER BY load_id DESC LIMIT :n",
-            {"n": limit},
-        )
+    return _frame(history.load_history(engine, limit=limit), history.LoadRecord)
 
 
-# --- reconciliation (backend.mart.reconcile) -----------------------------------------------------------
+# --- reconciliation (backend.mart.reconcile, header from backend.pipeline.history) ---------------------
 
 
 def reconciliation(engine: sa.Engine) -> tuple[dict[str, Any] | None, pd.DataFrame]:
-    """The latest check (stop-gap header read: reconcile has no reader for it) and its mismatches from
-    reconcile.list_mismatches."""
-    with engine.connect() as conn:
-        check = (
-            conn.execute(
-                sa.text(
-                    "SELECT check_id, checked_at, run_id, tolerance, days_checked, mismatches"
-                    " FROM mart.reconciliation_checks ORDER BY check_id DESC LIMIT 1"
-                )
-            )
-            .mappings()
-            .one_or_none()
-        )
+    """The latest check and its mismatching rows."""
+    check = history.latest_reconciliation(engine)
     if check is None:
         return None, pd.DataFrame()
-    rows = reconcile.list_mismatches(engine, check_id=check["check_id"])
-    frame = pd.DataFrame([r.__dict__ for r in rows], columns=list(reconcile.ReconciliationRow.__dataclass_fields__))
-    for col in ("mart_total", "silver_total", "reported_total"):
-        frame[col] = pd.to_numeric(frame[col], errors="coerce")
-    return dict(check), frame
+    rows = reconcile.list_mismatches(engine, check_id=check.check_id)
+    return dataclasses.asdict(check), _frame(rows, reconcile.ReconciliationRow)
 
 
 def reconcile_now(owner: sa.Engine, lake) -> reconcile.ReconciliationReport:
@@ -622,14 +452,9 @@ def batch_states(owner: sa.Engine, *, limit: int = 50) -> pd.DataFrame:
     return pd.DataFrame(states(owner, limit=limit))
 
 
-def source_cursors(engine: sa.Engine) -> pd.DataFrame:
-    """What each source delivered (stop-gap: the cursor store reads per source, not a summary)."""
-    with engine.connect() as conn:
-        return _df(
-            conn,
-            "SELECT source, scope, metric, min(day) AS first_day, max(day) AS last_day, count(*) AS days,"
-            " max(fetched_at) AS fetched_at FROM ops.source_cursors GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
-        )
+def source_cursors(owner: sa.Engine) -> pd.DataFrame:
+    """What each source delivered (ops.source_cursors is not granted to the reader)."""
+    return _frame(history.cursor_summary(owner), history.CursorSummary)
 
 
 def known_dimension(name: str) -> bool:

@@ -1,0 +1,282 @@
+"""Typed readers of what the analytics step stored (anomalies with their bands, month-end forecasts, budget burn
+and alerts, analytics freshness), plus the one write the UI makes on them: a verdict on an anomaly.
+
+backend.analytics.store, .forecast and .budgets write these tables; pages and tools read them here. Money
+stays Decimal (the mart's numeric); callers that chart convert. Reads work on the read-only role.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+
+from backend.analytics import budgets as budget_store
+from backend.mart import queries
+
+ANOMALY_STATUSES = ("open", "expected", "resolved")
+VERDICTS = ("expected", "resolved", "reopened")
+# How an anomaly level's member (its natural key, as analytics stores it) is found in the daily aggregate.
+LEVEL_KEYS = {
+    "subscription": ("dim_subscription", "subscription_key", "subscription_id"),
+    "resource_group": ("dim_resource_group", "resource_group_key", "resource_group"),
+    "service": ("dim_service", "service_key", "service_name"),
+    "region": ("dim_region", "region_key", "region"),
+}
+
+
+@dataclass(frozen=True)
+class Anomaly:
+    anomaly_id: int
+    charge_date: dt.date
+    level: str
+    dimension_value: str  # natural key; "" is the member "(none)"
+    metric: str
+    kind: str
+    severity: float | None
+    actual: Decimal
+    expected: Decimal | None
+    lower_bound: Decimal | None
+    upper_bound: Decimal | None
+    impact: Decimal | None
+    currency: str | None
+    contributors: list[dict[str, Any]]
+    status: str
+    feedback: str | None
+    detected_at: dt.datetime
+    method: str | None
+
+
+@dataclass(frozen=True)
+class DailyCost:
+    day: dt.date
+    cost: Decimal
+
+
+@dataclass(frozen=True)
+class BandPoint:
+    """One stored detection of a series: the expected value and band that day, and what happened."""
+
+    day: dt.date
+    expected: Decimal | None
+    lower_bound: Decimal | None
+    upper_bound: Decimal | None
+    actual: Decimal
+    severity: float | None
+    status: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class MonthEndForecast:
+    """The analytics step's month-end total (actual to date + forecast of the rest) with its own interval."""
+
+    period_start: dt.date
+    period_end: dt.date
+    actual_to_date: Decimal
+    point: Decimal
+    lower: Decimal | None
+    upper: Decimal | None
+    interval_level: float | None
+    method: str
+    as_of: dt.date
+    generated_at: dt.datetime
+    currency: str | None  # None: the estate had several currencies and analytics summed them
+
+
+@dataclass(frozen=True)
+class BudgetAlert:
+    triggered_at: dt.datetime
+    budget_name: str
+    period_start: dt.date
+    threshold_type: str
+    threshold_pct: float
+    amount_at_alert: Decimal
+    budget_amount: Decimal
+    currency: str
+    webhook_status: str | None
+    webhook_error: str | None
+
+
+@dataclass(frozen=True)
+class AreaFreshness:
+    """The latest day an analytics area covers and when it was last written (None: never)."""
+
+    area: str
+    latest: dt.date | None
+    written_at: dt.datetime | None
+
+
+def _limit(limit: int) -> int:
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise ValueError(f"limit must be a positive integer, not {limit!r}")
+    return limit
+
+
+def _contributors(value: Any) -> list[dict[str, Any]]:
+    if isinstance(value, str):  # json (not jsonb) drivers hand back text
+        value = json.loads(value or "[]")
+    return list(value or [])
+
+
+def list_anomalies(
+    engine: sa.Engine, *, status: str | None = "open", since: dt.date | None = None, limit: int = 1000
+) -> list[Anomaly]:
+    """Anomalies newest day first, the most severe first within a day; `status` None = every status."""
+    if status is not None and status not in ANOMALY_STATUSES:
+        raise ValueError(f"status must be one of {ANOMALY_STATUSES} or None, not {status!r}")
+    sql = """
+        SELECT anomaly_id, charge_date, level, dimension_value, metric, kind, severity::float8, actual, expected,
+               lower_bound, upper_bound, impact, currency, contributors, status, feedback, detected_at, method
+        FROM mart.anomalies
+        WHERE (CAST(:status AS text) IS NULL OR status = :status)
+          AND (CAST(:since AS date) IS NULL OR charge_date >= :since)
+        ORDER BY charge_date DESC, severity DESC NULLS LAST, anomaly_id
+        LIMIT :n"""
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(sql), {"status": status, "since": since, "n": _limit(limit)}).all()
+    return [Anomaly(*row[:13], _contributors(row[13]), *row[14:]) for row in rows]
+
+
+def series(engine: sa.Engine, *, level: str, value: str, metric: str, start: dt.date, end: dt.date) -> list[DailyCost]:
+    """The daily series an anomaly was detected in (all currencies of that member, as detection sums them).
+
+    `level` is total, a LEVEL_KEYS dimension or "tag:<key>"; `value` its natural key ("" = none)."""
+    col = queries._metric(metric)
+    if level == "total" or level.startswith(queries.TAG_PREFIX):
+        # Tag values are their own labels, so the typed mart query answers these two directly.
+        filters = {level: [value or queries.UNTAGGED]} if level.startswith(queries.TAG_PREFIX) else {}
+        frame = queries.time_series(engine, start=start, end=end, metric=metric, filters=filters)
+        summed = frame.groupby("period")["cost_exact"].sum() if not frame.empty else {}
+        return [DailyCost(day, Decimal(cost)) for day, cost in sorted(dict(summed).items())]
+    if level not in LEVEL_KEYS:
+        raise ValueError(f"unknown anomaly level {level!r}: use total, tag:<key> or one of {sorted(LEVEL_KEYS)}")
+    table, key, natural = LEVEL_KEYS[level]
+    sql = (
+        f"SELECT a.charge_date, sum(a.{col}) FROM mart.agg_cost_daily a"
+        f" WHERE a.{key} IN (SELECT {key} FROM mart.{table} WHERE {natural} = :v)"
+        " AND a.charge_date BETWEEN :start AND :end GROUP BY 1 ORDER BY 1"
+    )
+    with engine.connect() as conn:
+        return [DailyCost(*row) for row in conn.execute(sa.text(sql), {"v": value, "start": start, "end": end})]
+
+
+def band(engine: sa.Engine, *, level: str, value: str, metric: str) -> list[BandPoint]:
+    """Every detection stored for one series (expected value and band per day), oldest first."""
+    sql = """
+        SELECT charge_date, expected, lower_bound, upper_bound, actual, severity::float8, status, kind
+        FROM mart.anomalies WHERE level = :l AND dimension_value = :v AND metric = :m ORDER BY charge_date"""
+    with engine.connect() as conn:
+        return [BandPoint(*row) for row in conn.execute(sa.text(sql), {"l": level, "v": value, "m": metric})]
+
+
+def set_anomaly_status(
+    owner: sa.Engine, anomaly_id: int, *, verdict: str, note: str = "", user: str | None = None, suppress_days: int = 0
+) -> int:
+    """Mark an anomaly expected / resolved / reopened and record the feedback the analytics step reads back
+    (store.read_feedback: an 'expected' verdict suppresses the same pattern until `suppress_until`).
+    One transaction; LookupError when the anomaly does not exist. Needs the owner engine."""
+    if verdict not in VERDICTS:
+        raise ValueError(f"verdict must be one of {VERDICTS}, not {verdict!r}")
+    if suppress_days < 0:
+        raise ValueError(f"suppress_days must be >= 0, not {suppress_days}")
+    status = "open" if verdict == "reopened" else verdict
+    with owner.begin() as conn:
+        row = conn.execute(
+            sa.text(
+                "UPDATE mart.anomalies SET status = :s, feedback = :note, updated_at = now() WHERE anomaly_id = :id"
+                " RETURNING level, dimension_value, kind, charge_date"
+            ),
+            {"s": status, "note": note or None, "id": anomaly_id},
+        ).one_or_none()
+        if row is None:
+            raise LookupError(f"anomaly {anomaly_id} not found")
+        conn.execute(
+            sa.text(
+                "INSERT INTO mart.anomaly_feedback (anomaly_id, level, dimension_value, kind, verdict, note, created_by,"
+                " suppress_until) VALUES (:id, :l, :v, :k, :verdict, :note, :user, :until)"
+            ),
+            {
+                "id": anomaly_id,
+                "l": row.level,
+                "v": row.dimension_value,
+                "k": row.kind,
+                "verdict": verdict,
+                "note": note or None,
+                "user": user,
+                "until": row.charge_date + dt.timedelta(days=suppress_days) if suppress_days else None,
+            },
+        )
+    return anomaly_id
+
+
+def month_end_forecast(
+    engine: sa.Engine, *, as_of: dt.date, metric: str = "actual", currency: str | None = None
+) -> MonthEndForecast | None:
+    """The latest month-end forecast of the estate total for the month holding `as_of`; None when there is
+    none yet or only one in another currency (a row with no currency summed every currency and always fits)."""
+    sql = """
+        SELECT period_start, period_end, actual_to_date, point, lower_bound, upper_bound, interval_level::float8,
+               method, as_of, generated_at, currency
+        FROM mart.forecast_totals
+        WHERE scope_type = 'total' AND scope_value = '' AND metric = :metric AND period = 'month_end'
+          AND period_start = :start AND (currency IS NULL OR CAST(:cur AS text) IS NULL OR currency = :cur)
+        ORDER BY generated_at DESC LIMIT 1"""
+    queries._metric(metric)
+    with engine.connect() as conn:
+        row = conn.execute(sa.text(sql), {"metric": metric, "start": as_of.replace(day=1), "cur": currency}).first()
+    return MonthEndForecast(*row) if row else None
+
+
+def budget_burn(engine: sa.Engine, budget: Mapping[str, Any], *, as_of: dt.date) -> list[DailyCost]:
+    """Spend per day of the budget's period holding `as_of`, up to `as_of`, in the budget's currency; members
+    match by natural key as backend.analytics.budgets evaluates them. `budget` is a mart.budgets row."""
+    start, end = budget_store.period_bounds(budget["period"], as_of)
+    params: dict[str, Any] = {"start": start, "end": min(end, as_of), "cur": budget["currency"]}
+    params["sv"] = budget.get("scope_value") or ""
+    scope = budget["scope_type"]
+    if scope == "tag":
+        params["tk"] = budget.get("tag_key") or ""
+        table, where = "mart.agg_cost_by_tag", " AND a.tag_key = :tk AND a.tag_value = :sv"
+    elif scope == "total":
+        table, where = "mart.agg_cost_daily", ""
+    elif scope in budget_store.SCOPE_DIM:
+        dim, key, natural = budget_store.SCOPE_DIM[scope]
+        table, where = "mart.agg_cost_daily", f" AND a.{key} IN (SELECT {key} FROM mart.{dim} WHERE {natural} = :sv)"
+    else:
+        raise ValueError(f"unknown budget scope {scope!r}: use one of {budget_store.SCOPES}")
+    col = queries._metric(budget.get("metric") or "actual")
+    sql = f"""
+        SELECT a.charge_date, sum(a.{col}) FROM {table} a
+        WHERE a.charge_date BETWEEN :start AND :end
+          AND a.currency_key = (SELECT currency_key FROM mart.dim_currency WHERE currency_code = :cur) {where}
+        GROUP BY 1 ORDER BY 1"""
+    with engine.connect() as conn:
+        return [DailyCost(*row) for row in conn.execute(sa.text(sql), params)]
+
+
+def budget_alerts(engine: sa.Engine, *, limit: int = 200) -> list[BudgetAlert]:
+    """The alert history the budgets step recorded, newest first (survives deleted budgets)."""
+    sql = (
+        "SELECT triggered_at, budget_name, period_start, threshold_type, threshold_pct::float8, amount_at_alert,"
+        " budget_amount, currency, webhook_status, webhook_error FROM mart.budget_alerts"
+        " ORDER BY triggered_at DESC, alert_id DESC LIMIT :n"
+    )
+    with engine.connect() as conn:
+        return [BudgetAlert(*row) for row in conn.execute(sa.text(sql), {"n": _limit(limit)})]
+
+
+def freshness(engine: sa.Engine) -> list[AreaFreshness]:
+    """Per analytics table: the latest day it covers and when it was last written."""
+    sql = """
+        SELECT 'anomalies', max(charge_date), max(detected_at) FROM mart.anomalies
+        UNION ALL SELECT 'forecasts', max(forecast_date), max(generated_at) FROM mart.forecasts
+        UNION ALL SELECT 'month-end forecasts', max(period_end), max(generated_at) FROM mart.forecast_totals
+        UNION ALL SELECT 'budget alerts', max(period_start), max(triggered_at) FROM mart.budget_alerts"""
+    with engine.connect() as conn:
+        return [AreaFreshness(*row) for row in conn.execute(sa.text(sql))]

@@ -1,0 +1,214 @@
+"""Analytics readers on a real migrated Postgres: anomalies and their series and band, verdicts, month-end forecast,
+budget burn against the gold rows it was loaded from, alert history, freshness; reads on the read-only role."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from decimal import Decimal
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from backend.analytics import readers
+from backend.lake.delta import lake_from_settings
+from backend.mart import testing
+from backend.mart.db import reader_engine
+from backend.mart.load import load_gold
+from backend.mart.migrate import upgrade
+from tests.conftest import make_settings
+
+pytestmark = pytest.mark.slow  # a fresh migrated database per test
+
+START = dt.date(2026, 1, 1)  # January + 10 days of February
+AS_OF = dt.date(2026, 2, 10)
+
+
+@pytest.fixture
+def mart_settings(tmp_path, pg_url):
+    upgrade(pg_url)
+    return make_settings(tmp_path, database_url=pg_url, lake_uri=str(tmp_path / "lake"))
+
+
+@pytest.fixture
+def owner(mart_settings) -> Iterator[sa.Engine]:
+    engine = sa.create_engine(mart_settings.database_url, poolclass=sa.pool.NullPool)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def reader(mart_settings) -> Iterator[sa.Engine]:
+    engine = reader_engine(mart_settings, poolclass=sa.pool.NullPool)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def gold(mart_settings) -> pd.DataFrame:
+    lake = lake_from_settings(mart_settings)
+    daily = testing.gold_cost_daily(start=START, days=41, rows_per_day=30, resources=60)
+    testing.write_gold(lake, daily)
+    load_gold(mart_settings, lake, run_id="r1")
+    frame = daily.to_pandas()
+    frame["charge_date"] = pd.to_datetime(frame["charge_date"]).dt.date
+    return frame
+
+
+def _anomaly(conn, *, level: str, value: str, day: dt.date, severity: float, status: str = "open", **extra) -> int:
+    row = {"expected": 100, "lower": 80, "upper": 120, "actual": 400, "contributors": "[]", **extra}
+    return conn.execute(
+        sa.text(
+            "INSERT INTO mart.anomalies (level, dimension_value, metric, charge_date, expected, lower_bound,"
+            " upper_bound, actual, impact, currency, severity, kind, method, contributors, status) VALUES"
+            " (:level, :value, 'actual', :day, :expected, :lower, :upper, :actual, :actual - :expected, 'EUR',"
+            " :severity, 'spike', 'robust_z', CAST(:contributors AS jsonb), :status) RETURNING anomaly_id"
+        ),
+        {"level": level, "value": value, "day": day, "severity": severity, "status": status, **row},
+    ).scalar_one()
+
+
+def test_anomalies_order_filter_and_contributors(owner, reader):
+    contributors = [{"dimension": "resource", "value": "r7", "expected": 10, "actual": 300, "delta": 290}]
+    with owner.begin() as conn:
+        low = _anomaly(conn, level="service", value="Storage", day=AS_OF, severity=3.0)
+        high = _anomaly(conn, level="total", value="", day=AS_OF, severity=9.0, contributors=json.dumps(contributors))
+        old = _anomaly(conn, level="service", value="Storage", day=AS_OF - dt.timedelta(days=5), severity=4.0)
+        done = _anomaly(conn, level="region", value="westeurope", day=AS_OF, severity=5.0, status="resolved")
+
+    found = readers.list_anomalies(reader, status="open")
+    assert [a.anomaly_id for a in found] == [high, low, old]  # newest day first, most severe first
+    assert found[0].contributors == contributors and found[1].contributors == []
+    assert found[0].actual == Decimal("400") and found[0].severity == 9.0
+    assert [a.anomaly_id for a in readers.list_anomalies(reader, status=None)] == [high, done, low, old]
+    assert [a.anomaly_id for a in readers.list_anomalies(reader, status=None, since=AS_OF)] == [high, done, low]
+    assert len(readers.list_anomalies(reader, status=None, limit=2)) == 2
+    with pytest.raises(ValueError, match="status"):
+        readers.list_anomalies(reader, status="closed")
+
+
+def test_series_matches_gold_for_total_dimension_and_tag(reader, gold):
+    start, end = dt.date(2026, 1, 20), dt.date(2026, 1, 31)
+    window = gold[(gold.charge_date >= start) & (gold.charge_date <= end)]
+
+    def expected(frame: pd.DataFrame) -> dict[dt.date, Decimal]:
+        return {d: sum(g["actual_cost"], Decimal(0)) for d, g in frame.groupby("charge_date")}
+
+    total = readers.series(reader, level="total", value="", metric="actual", start=start, end=end)
+    assert {p.day: p.cost for p in total} == expected(window)
+    assert [p.day for p in total] == sorted(p.day for p in total)
+
+    storage = readers.series(reader, level="service", value="Storage", metric="actual", start=start, end=end)
+    assert storage and {p.day: p.cost for p in storage} == expected(window[window.service_name == "Storage"])
+
+    sub = window.subscription_id.iloc[0]
+    by_sub = readers.series(reader, level="subscription", value=sub, metric="actual", start=start, end=end)
+    assert {p.day: p.cost for p in by_sub} == expected(window[window.subscription_id == sub])
+
+    env = readers.series(reader, level="tag:env", value="prod", metric="actual", start=start, end=end)
+    assert env and all(p.cost > 0 for p in env)
+    assert sum(p.cost for p in env) < sum(p.cost for p in total)
+
+    assert readers.series(reader, level="service", value="NoSuch", metric="actual", start=start, end=end) == []
+    with pytest.raises(ValueError, match="unknown anomaly level"):
+        readers.series(reader, level="meter; DROP", value="x", metric="actual", start=start, end=end)
+
+
+def test_band_and_verdict_round_trip(owner, reader):
+    with owner.begin() as conn:
+        first = _anomaly(conn, level="service", value="Storage", day=AS_OF - dt.timedelta(days=2), severity=3.0)
+        second = _anomaly(conn, level="service", value="Storage", day=AS_OF, severity=6.0, actual=500)
+        _anomaly(conn, level="service", value="Compute", day=AS_OF, severity=6.0)
+
+    points = readers.band(reader, level="service", value="Storage", metric="actual")
+    assert [p.day for p in points] == [AS_OF - dt.timedelta(days=2), AS_OF]
+    assert points[1].actual == Decimal("500") and points[1].lower_bound == Decimal("80")
+
+    readers.set_anomaly_status(owner, second, verdict="expected", note="load test", user="ana", suppress_days=7)
+    assert [a.anomaly_id for a in readers.list_anomalies(reader, status="expected")] == [second]
+    with owner.connect() as conn:
+        fb = conn.execute(sa.text("SELECT verdict, note, created_by, suppress_until FROM mart.anomaly_feedback")).one()
+    assert tuple(fb) == ("expected", "load test", "ana", AS_OF + dt.timedelta(days=7))
+    readers.set_anomaly_status(owner, second, verdict="reopened")
+    assert second in [a.anomaly_id for a in readers.list_anomalies(reader, status="open")]
+    assert first in [a.anomaly_id for a in readers.list_anomalies(reader, status="open")]
+
+    with pytest.raises(LookupError):
+        readers.set_anomaly_status(owner, 999_999, verdict="expected")
+    with pytest.raises(ValueError, match="verdict"):
+        readers.set_anomaly_status(owner, second, verdict="ignore")
+
+
+def test_month_end_forecast_latest_in_currency(owner, reader):
+    insert = sa.text(
+        "INSERT INTO mart.forecast_totals (scope_type, scope_value, metric, period, period_start, period_end,"
+        " actual_to_date, point, lower_bound, upper_bound, interval_level, currency, method, as_of, generated_at)"
+        " VALUES ('total', '', 'actual', 'month_end', :s, :e, 1000, :point, 900, 1300, 0.8, :cur, 'seasonal_median',"
+        " :a, :g)"
+    )
+    feb = {"s": dt.date(2026, 2, 1), "e": dt.date(2026, 2, 28), "a": AS_OF}
+    with owner.begin() as conn:
+        conn.execute(insert, {**feb, "point": 1100, "cur": "EUR", "g": dt.datetime(2026, 2, 10, 1, tzinfo=dt.UTC)})
+        conn.execute(insert, {**feb, "point": 1200, "cur": "EUR", "g": dt.datetime(2026, 2, 11, 1, tzinfo=dt.UTC)})
+        conn.execute(insert, {**feb, "point": 7, "cur": "USD", "g": dt.datetime(2026, 2, 12, 1, tzinfo=dt.UTC)})
+
+    fc = readers.month_end_forecast(reader, as_of=AS_OF, currency="EUR")
+    assert fc is not None and fc.point == Decimal("1200") and fc.currency == "EUR"
+    assert (fc.lower, fc.upper, fc.interval_level) == (Decimal("900"), Decimal("1300"), 0.8)
+    assert readers.month_end_forecast(reader, as_of=AS_OF, currency="USD").point == Decimal("7")
+    assert readers.month_end_forecast(reader, as_of=AS_OF, currency="GBP") is None
+    assert readers.month_end_forecast(reader, as_of=dt.date(2026, 3, 1), currency="EUR") is None
+    assert readers.month_end_forecast(reader, as_of=AS_OF, metric="amortized", currency="EUR") is None
+
+
+def test_budget_burn_matches_gold_per_scope(reader, gold):
+    feb = gold[gold.charge_date >= dt.date(2026, 2, 1)]
+    budget = {"period": "monthly", "currency": "EUR", "scope_type": "total", "scope_value": "", "metric": "actual"}
+
+    burn = readers.budget_burn(reader, budget, as_of=AS_OF)
+    assert [p.day for p in burn] == sorted(feb.charge_date.unique())
+    assert sum(p.cost for p in burn) == sum(feb["actual_cost"], Decimal(0))
+
+    storage = readers.budget_burn(reader, {**budget, "scope_type": "service", "scope_value": "Storage"}, as_of=AS_OF)
+    assert sum(p.cost for p in storage) == sum(feb[feb.service_name == "Storage"]["actual_cost"], Decimal(0))
+    amortized = readers.budget_burn(reader, {**budget, "metric": "amortized"}, as_of=AS_OF)
+    assert sum(p.cost for p in amortized) == sum(feb["amortized_cost"], Decimal(0))
+    # The period holding as_of only, and never past it.
+    mid = readers.budget_burn(reader, budget, as_of=dt.date(2026, 2, 5))
+    assert [p.day for p in mid] == [dt.date(2026, 2, d) for d in range(1, 6)]
+    assert readers.budget_burn(reader, {**budget, "currency": "USD"}, as_of=AS_OF) == []
+    tagged = readers.budget_burn(
+        reader, {**budget, "scope_type": "tag", "tag_key": "env", "scope_value": "prod"}, as_of=AS_OF
+    )
+    assert tagged and sum(p.cost for p in tagged) < sum(p.cost for p in burn)
+    with pytest.raises(ValueError, match="scope"):
+        readers.budget_burn(reader, {**budget, "scope_type": "planet"}, as_of=AS_OF)
+
+
+def test_budget_alerts_and_freshness(owner, reader):
+    assert readers.budget_alerts(reader) == []
+    assert {f.area: f.written_at for f in readers.freshness(reader)} == dict.fromkeys(
+        ["anomalies", "forecasts", "month-end forecasts", "budget alerts"]
+    )
+    with owner.begin() as conn:
+        for pct, at in ((50, "2026-02-03T00:00:00Z"), (80, "2026-02-08T00:00:00Z")):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO mart.budget_alerts (budget_name, period_start, threshold_type, threshold_pct,"
+                    " amount_at_alert, budget_amount, currency, triggered_at, webhook_status)"
+                    " VALUES ('Platform', '2026-02-01', 'actual', :p, :amt, 1000, 'EUR', :at, 'none')"
+                ),
+                {"p": pct, "amt": pct * 10, "at": at},
+            )
+        _anomaly(conn, level="total", value="", day=AS_OF, severity=5.0)
+    alerts = readers.budget_alerts(reader)
+    assert [(a.threshold_pct, a.amount_at_alert) for a in alerts] == [(80.0, Decimal("800")), (50.0, Decimal("500"))]
+    assert len(readers.budget_alerts(reader, limit=1)) == 1
+    with pytest.raises(ValueError, match="limit"):
+        readers.budget_alerts(reader, limit=0)
+    fresh = {f.area: f for f in readers.freshness(reader)}
+    assert fresh["anomalies"].latest == AS_OF and fresh["anomalies"].written_at is not None
+    assert fresh["budget alerts"].latest == dt.date(2026, 2, 1)
+    assert fresh["forecasts"].latest is None
