@@ -29,6 +29,7 @@ class DetectorParams:
     monthly_recurrence: bool = True  # a charge on the same day of the previous month is a pattern, not a surprise
     pct_threshold: float = 0.3  # rolling_mean_pct: today > mean x (1 + pct)
     shift_days: int = 3  # alerts on >= this many consecutive days form a level shift
+    reanchor_shifts: bool = True  # after a confirmed shift, later days are judged against the new level only
 
     def weeks(self, available: int) -> int:
         """Whole weeks of history to use, given `available` days before the day evaluated."""
@@ -42,20 +43,41 @@ def baseline(values: np.ndarray, params: DetectorParams) -> tuple[np.ndarray, np
     expected = np.full(n, np.nan)
     scale = np.full(n, np.nan)
     weeks = params.weeks(n - 1)
-    h = weeks * 7
-    if h < max(params.min_history_days, 7):
+    if weeks * 7 < max(params.min_history_days, 7):
         return expected, scale
+    expected[weeks * 7 :], scale[weeks * 7 :] = _window_baseline(x, weeks, params)
+    return expected, scale
+
+
+def _segment_baseline(x: np.ndarray, params: DetectorParams) -> tuple[np.ndarray, np.ndarray]:
+    """Like `baseline`, but the history grows week by week from the segment's first day (NaN before
+    min_history_days), so the days after a level shift are judged against the new level only."""
+    n = len(x)
+    expected = np.full(n, np.nan)
+    scale = np.full(n, np.nan)
+    most = params.weeks(n - 1)
+    first = max(int(np.ceil(params.min_history_days / 7)), 1)
+    for weeks in range(first, most + 1):
+        h = weeks * 7
+        # Days h..h+6 have exactly `weeks` whole weeks behind them; the longest window serves every later day.
+        stop = n if weeks == most else min(n, h + 7)
+        if stop <= h:
+            break
+        e, sc = _window_baseline(x[:stop], weeks, params)
+        expected[h:stop], scale[h:stop] = e, sc
+    return expected, scale
+
+
+def _window_baseline(x: np.ndarray, weeks: int, params: DetectorParams) -> tuple[np.ndarray, np.ndarray]:
+    """Expected value and scale of days h..n-1 (h = 7 x weeks) from the h days before each."""
+    n, h = len(x), weeks * 7
     windows = sliding_window_view(x, h)[: n - h]  # windows[j] is the history of day j + h
     if params.method == "rolling_mean_pct":
         mean = windows.mean(axis=1)
-        expected[h:] = mean
-        scale[h:] = mean * params.pct_threshold / params.sensitivity
-        return expected, scale
+        return mean, mean * params.pct_threshold / params.sensitivity
     if params.method == "zscore":
         # The "fixed confidence interval on a univariate history" peers use: mean and standard deviation.
-        expected[h:] = windows.mean(axis=1)
-        scale[h:] = windows.std(axis=1)
-        return expected, np.maximum(scale, 1e-9)
+        return windows.mean(axis=1), np.maximum(windows.std(axis=1), 1e-9)
     # Position c in a window has weekday (weekday of day j + c); h is a whole number of weeks, so column 0 of
     # the (weeks, 7) view shares the weekday of the evaluated day j + h.
     by_week = windows.reshape(len(windows), weeks, 7)
@@ -71,9 +93,7 @@ def baseline(values: np.ndarray, params: DetectorParams) -> tuple[np.ndarray, np
     recent = deseason[:, -min(params.scale_days, h) :]
     mad = MAD_TO_SIGMA * np.median(np.abs(recent - level[:, None]), axis=1)
     mad = np.maximum(mad, params.relative_scale_floor * np.abs(level))
-    expected[h:] = level * factor[:, 0]
-    scale[h:] = mad * factor[:, 0]
-    return expected, scale
+    return level * factor[:, 0], mad * factor[:, 0]
 
 
 def detect(dates: np.ndarray, values: np.ndarray, params: DetectorParams, *, since=None) -> pd.DataFrame:
@@ -83,16 +103,11 @@ def detect(dates: np.ndarray, values: np.ndarray, params: DetectorParams, *, sin
     x = np.asarray(values, dtype=np.float64)
     dates = pd.to_datetime(pd.Series(dates)).dt.normalize().to_numpy()
     expected, scale = baseline(x, params)
+    flag, z, impact = _flags(x, expected, scale, params)
+    if params.reanchor_shifts:
+        expected, scale, flag, z, impact = _reanchor(x, expected, scale, flag, params)
     k = params.sensitivity
     lower, upper = expected - k * scale, expected + k * scale
-    impact = x - expected
-    with np.errstate(invalid="ignore", divide="ignore"):
-        z = np.where(scale > 0, impact / scale, np.where(impact > 0, np.inf, 0.0))
-        relative = np.where(np.abs(expected) > 0, np.abs(impact) / np.abs(expected), np.inf)
-    flag = np.isfinite(expected) & (np.abs(z) >= k)
-    flag &= (np.abs(impact) >= params.min_cost_impact) & (relative >= params.min_relative_impact)
-    if params.directions == "up":
-        flag &= impact > 0
     if params.monthly_recurrence:
         flag &= ~_recurs_monthly(dates, impact, flag)
     kind = _kinds(flag, impact, expected, params.shift_days)
@@ -111,6 +126,51 @@ def detect(dates: np.ndarray, values: np.ndarray, params: DetectorParams, *, sin
     if since is not None:
         out = out[out["charge_date"] >= pd.Timestamp(since)]
     return out.reset_index(drop=True)
+
+
+def _flags(x, expected, scale, params: DetectorParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Alert days (robust z beyond the sensitivity and both minimum impacts), their z and impact."""
+    impact = x - expected
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = np.where(scale > 0, impact / scale, np.where(impact > 0, np.inf, 0.0))
+        relative = np.where(np.abs(expected) > 0, np.abs(impact) / np.abs(expected), np.inf)
+    flag = np.isfinite(expected) & (np.abs(z) >= params.sensitivity)
+    flag &= (np.abs(impact) >= params.min_cost_impact) & (relative >= params.min_relative_impact)
+    if params.directions == "up":
+        flag &= impact > 0
+    return flag, z, impact
+
+
+def _reanchor(x, expected, scale, flag, params: DetectorParams):
+    """After a confirmed level shift, judge later days against post-shift history only.
+
+    A run of >= shift_days alerts in one direction whose next min_history_days still sit (by median) at least half
+    the minimum relative impact away from the min_history_days before it is a shift. The rolling baseline would
+    otherwise mix both levels for weeks: its weekday profile and noise scale come out wrong and one shift alerts
+    again and again. Days within min_history_days of the shift keep the rolling baseline (it has caught up by then,
+    and a shorter post-shift history is too noisy to judge by). Causal: day t uses only days before t."""
+    n, span = len(x), max(params.min_history_days, 7)
+    _, z, impact = _flags(x, expected, scale, params)
+    i = 0
+    while i < n:
+        if not flag[i]:
+            i += 1
+            continue
+        j = i
+        while j + 1 < n and flag[j + 1] and np.sign(impact[j + 1]) == np.sign(impact[i]):
+            j += 1
+        if j - i + 1 >= params.shift_days and i + span < n:
+            before = float(np.median(x[max(0, i - span) : i]))
+            after = float(np.median(x[i : i + span]))
+            moved = (after - before) * np.sign(impact[i])
+            if moved > 0 and moved >= 0.5 * params.min_relative_impact * abs(before):
+                seg_expected, seg_scale = _segment_baseline(x[i:], params)
+                ok = np.flatnonzero(np.isfinite(seg_expected))
+                expected, scale = expected.copy(), scale.copy()
+                expected[i + ok], scale[i + ok] = seg_expected[ok], seg_scale[ok]
+                flag, z, impact = _flags(x, expected, scale, params)
+        i = j + 1
+    return expected, scale, flag, z, impact
 
 
 def _recurs_monthly(dates: np.ndarray, impact: np.ndarray, flag: np.ndarray) -> np.ndarray:

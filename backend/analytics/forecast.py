@@ -29,80 +29,113 @@ class ForecastParams:
 
 def weekday_profile(history: np.ndarray, weeks: int) -> np.ndarray:
     """Multiplicative factor per position mod 7 (position 0 = the day after the history ends), mean 1."""
-    n = len(history)
-    w = max(1, min(weeks, n // 7))
-    block = history[n - 7 * w :].reshape(w, 7)
-    overall = np.median(block)
-    if overall <= 0:
-        return np.ones(7)
-    factor = np.median(block, axis=0) / overall
-    factor = np.where(factor > 0.05, factor, 1.0)
+    history = np.asarray(history, dtype=np.float64)
+    w = max(1, min(weeks, len(history) // 7))
+    return _profiles(history[None, len(history) - 7 * w :], w)[0]
+
+
+def _profiles(hist: np.ndarray, w: int) -> np.ndarray:
+    """Weekday factors for each row of `hist` (rows of at least 7 x w days, the most recent last)."""
     # Block column c holds days n - 7w + c + 7k, so it matches future step h (day n + h) when h % 7 == c.
-    return factor / factor.mean()
+    block = hist[:, hist.shape[1] - 7 * w :].reshape(len(hist), w, 7)
+    overall = np.median(block.reshape(len(hist), -1), axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        factor = np.median(block, axis=1) / overall[:, None]
+    factor = np.where(factor > 0.05, factor, 1.0)
+    factor = factor / factor.mean(axis=1, keepdims=True)
+    return np.where(overall[:, None] > 0, factor, 1.0)
 
 
-def _seasonal_naive(history: np.ndarray, horizon: int, params: ForecastParams) -> np.ndarray:
-    last_week = history[-7:]
-    return np.resize(last_week, horizon)
+def _seasonal_naive(hist: np.ndarray, horizon: int, params: ForecastParams) -> np.ndarray:
+    return np.tile(hist[:, -7:], (1, -(-horizon // 7)))[:, :horizon]
 
 
-def _seasonal_mean(history: np.ndarray, horizon: int, params: ForecastParams) -> np.ndarray:
-    factor = weekday_profile(history, params.profile_weeks)
-    n = len(history)
-    recent = history[-params.level_days :]
+def _seasonal_mean(hist: np.ndarray, horizon: int, params: ForecastParams) -> np.ndarray:
+    n = hist.shape[1]
+    factor = _profiles(hist, max(1, min(params.profile_weeks, n // 7)))
+    recent = hist[:, -min(params.level_days, n) :]
     # Deseasonalise the recent days: day n - k sits at step -k, i.e. column (-k) mod 7.
-    cols = (np.arange(n - len(recent), n) - n) % 7
-    level = float(np.mean(recent / factor[cols]))
-    return level * factor[np.arange(horizon) % 7]
+    cols = np.arange(-recent.shape[1], 0) % 7
+    level = np.mean(recent / factor[:, cols], axis=1)
+    return level[:, None] * factor[:, np.arange(horizon) % 7]
 
 
-def _ets(history: np.ndarray, horizon: int, params: ForecastParams) -> np.ndarray:
-    """Damped-trend exponential smoothing (Holt) on the weekday-adjusted series; smoothing weights by grid search."""
-    factor = weekday_profile(history, params.profile_weeks)
-    n = len(history)
-    window = min(n, 112)
-    y = history[-window:] / factor[(np.arange(n - window, n) - n) % 7]
-    best = None
-    for alpha in (0.1, 0.3, 0.5):
-        for beta in (0.0, 0.05, 0.15):
-            level, trend, sse, phi = y[0], 0.0, 0.0, 0.9
-            for value in y[1:]:
-                predicted = level + phi * trend
-                error = value - predicted
-                sse += error * error
-                new_level = predicted + alpha * error
-                trend = phi * trend + beta * (new_level - level - phi * trend)
-                level = new_level
-            if best is None or sse < best[0]:
-                best = (sse, level, trend, phi)
-    _, level, trend, phi = best
-    steps = np.arange(1, horizon + 1)
-    damp = np.cumsum(phi**steps)
-    return np.maximum(level + damp * trend, 0.0) * factor[np.arange(horizon) % 7]
+# Smoothing weights searched by the damped-trend ETS: every (alpha, beta) pair, alpha-major (ties keep the first).
+_ETS_GRID = np.array([(alpha, beta) for alpha in (0.1, 0.3, 0.5) for beta in (0.0, 0.05, 0.15)])
+_ETS_PHI = 0.9
+ETS_WINDOW = 112
+
+
+def _ets(hist: np.ndarray, horizon: int, params: ForecastParams) -> np.ndarray:
+    """Damped-trend exponential smoothing (Holt) on the weekday-adjusted series; smoothing weights by grid search.
+
+    Every row (history) and every grid point run in one numpy recursion over the time steps: the backtests fit
+    hundreds of origins per series, and a Python loop per origin and weight was the analytics' bottleneck."""
+    n = hist.shape[1]
+    factor = _profiles(hist, max(1, min(params.profile_weeks, n // 7)))
+    window = min(n, ETS_WINDOW)
+    y = hist[:, n - window :] / factor[:, np.arange(-window, 0) % 7]
+    alpha, beta, phi = _ETS_GRID[:, 0], _ETS_GRID[:, 1], _ETS_PHI
+    level = np.repeat(y[:, :1], len(_ETS_GRID), axis=1)
+    trend = np.zeros_like(level)
+    sse = np.zeros_like(level)
+    for t in range(1, window):
+        predicted = level + phi * trend
+        error = y[:, t : t + 1] - predicted
+        sse += error * error
+        new_level = predicted + alpha * error
+        trend = phi * trend + beta * (new_level - level - phi * trend)
+        level = new_level
+    best = np.argmin(sse, axis=1)
+    rows = np.arange(len(hist))
+    damp = np.cumsum(phi ** np.arange(1, horizon + 1))
+    path = level[rows, best][:, None] + damp[None, :] * trend[rows, best][:, None]
+    return np.maximum(path, 0.0) * factor[:, np.arange(horizon) % 7]
 
 
 _FORECASTERS = {"seasonal_naive": _seasonal_naive, "seasonal_mean": _seasonal_mean, "ets": _ets}
 
 
 def predict(method: str, history: np.ndarray, horizon: int, params: ForecastParams) -> np.ndarray:
-    return np.maximum(_FORECASTERS[method](np.asarray(history, dtype=np.float64), horizon, params), 0.0)
+    """Forecast of the `horizon` days after `history`."""
+    history = np.asarray(history, dtype=np.float64)
+    return predict_origins(method, history, np.array([len(history)]), horizon, params)[0]
+
+
+def predict_origins(
+    method: str, values: np.ndarray, origins: np.ndarray, horizon: int, params: ForecastParams
+) -> np.ndarray:
+    """(len(origins), horizon) forecasts, row i made from values[:origins[i]]: one vectorised fit per history length
+    the method can see (the longest lookback any method uses), so a backtest costs a few numpy passes."""
+    values = np.asarray(values, dtype=np.float64)
+    origins = np.asarray(origins, dtype=np.int64)
+    out = np.zeros((len(origins), horizon))
+    if not len(origins):
+        return out
+    # No method looks further back than the ETS window or the weekday profile, so every origin with at least
+    # that much history shares one history length (others keep their own, exactly as a single forecast would).
+    lookback = max(ETS_WINDOW, 7 * params.profile_weeks, params.level_days, 7)
+    seen = np.minimum(origins, lookback)
+    for length in np.unique(seen):
+        rows = np.flatnonzero(seen == length)
+        idx = origins[rows, None] - length + np.arange(length)[None, :]
+        out[rows] = _FORECASTERS[method](values[idx], horizon, params)
+    return np.maximum(out, 0.0)
 
 
 def backtest_error(method: str, values: np.ndarray, params: ForecastParams, *, horizon: int | None = None) -> float:
     """Mean absolute percentage error of the horizon's total over `selection_origins` weekly origins."""
     horizon = horizon or params.horizon_days
-    errors = []
+    values = np.asarray(values, dtype=np.float64)
     n = len(values)
-    for k in range(params.selection_origins):
-        origin = n - horizon - 7 * k
-        if origin < params.min_history_days:
-            break
-        actual = values[origin : origin + horizon].sum()
-        if actual <= 0:
-            continue
-        point = predict(method, values[:origin], horizon, params).sum()
-        errors.append(abs(point - actual) / actual)
-    return float(np.mean(errors)) if errors else float("nan")
+    origins = np.array([n - horizon - 7 * k for k in range(params.selection_origins)])
+    origins = origins[origins >= params.min_history_days]
+    if not len(origins):
+        return float("nan")
+    actual = np.array([values[o : o + horizon].sum() for o in origins])
+    point = predict_origins(method, values, origins, horizon, params).sum(axis=1)
+    ok = actual > 0
+    return float(np.mean(np.abs(point[ok] - actual[ok]) / actual[ok])) if ok.any() else float("nan")
 
 
 def choose_method(values: np.ndarray, params: ForecastParams) -> tuple[str, float]:
@@ -118,24 +151,22 @@ def choose_method(values: np.ndarray, params: ForecastParams) -> tuple[str, floa
 def ratio_quantiles(method: str, values: np.ndarray, params: ForecastParams, horizon: int) -> np.ndarray:
     """Per horizon step h: quantiles (lower, upper) of actual/forecast for the cumulative sum of steps 1..h and for
     the single day h, from daily origins over the recent past (empirical, so weekday, trend and noise all count)."""
+    values = np.asarray(values, dtype=np.float64)
     n = len(values)
     alpha = 1 - params.interval_level
-    cum_ratios, day_ratios = [], []
-    for k in range(params.calibration_origins):
-        origin = n - horizon - k
-        if origin < params.min_history_days:
-            break
-        point = predict(method, values[:origin], horizon, params)
-        actual = values[origin : origin + horizon]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            cum_ratios.append(np.cumsum(actual) / np.cumsum(point))
-            day_ratios.append(actual / point)
+    origins = n - horizon - np.arange(params.calibration_origins)
+    origins = origins[origins >= params.min_history_days]
     out = np.ones((2, 2, horizon))
-    if len(cum_ratios) < 8:
+    if len(origins) < 8:
         # Too little history to calibrate: a wide fixed band instead of a falsely confident one.
         out[:, 0, :], out[:, 1, :] = 0.7, 1.3
         return out
-    for i, ratios in enumerate((np.array(cum_ratios), np.array(day_ratios))):
+    point = predict_origins(method, values, origins, horizon, params)
+    actual = values[origins[:, None] + np.arange(horizon)[None, :]]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cum_ratios = np.cumsum(actual, axis=1) / np.cumsum(point, axis=1)
+        day_ratios = actual / point
+    for i, ratios in enumerate((cum_ratios, day_ratios)):
         logs = np.log(np.where(np.isfinite(ratios) & (ratios > 0), ratios, 1.0))
         centre = np.median(logs, axis=0)
         lo = np.quantile(logs, alpha / 2, axis=0)
