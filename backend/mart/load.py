@@ -34,11 +34,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.dataset as ds
 import sqlalchemy as sa
 
 from backend.config import Settings
 from backend.lake.delta import Lake
-from backend.mart.model import AGG_KEYS, DIMENSIONS, FACT_COLUMNS, Dimension
+from backend.mart.model import AGG_KEYS, DIMENSIONS, FACT_COLUMNS, FACT_MEASURES, Dimension
 from backend.medallion.schemas import (
     GOLD_COST_BY_TAG,
     GOLD_COST_DAILY,
@@ -222,8 +223,9 @@ def _text_key(table: pa.Table, columns: Sequence[str]) -> pa.ChunkedArray:
 
 
 class _Codes:
-    """Gold string columns dictionary-encoded once each (codes + dictionary), shared by all dimensions:
-    hashing 5M strings once per column instead of once per use is most of the dimension phase."""
+    """Gold string columns as (codes, dictionary) once each (nulls become ""), shared by all dimensions.
+    Columns read as dictionaries (see `_read_gold_month`) only need their chunks' dictionaries unified;
+    plain string columns are hashed once here instead of once per use."""
 
     def __init__(self, gold: pa.Table) -> None:
         self.gold = gold
@@ -231,10 +233,33 @@ class _Codes:
 
     def __getitem__(self, column: str) -> tuple[np.ndarray, pa.Array]:
         if column not in self._cache:
-            encoded = pc.fill_null(self.gold[column], "").combine_chunks().dictionary_encode()
-            codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-            self._cache[column] = (codes, encoded.dictionary)
+            values = self.gold[column]
+            coded = _dictionary_codes(values) if pa.types.is_dictionary(values.type) else None
+            if coded is None:
+                plain = values.cast(pa.string()) if pa.types.is_dictionary(values.type) else values
+                encoded = pc.fill_null(plain, "").combine_chunks().dictionary_encode()
+                coded = (encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), encoded.dictionary)
+            self._cache[column] = coded
         return self._cache[column]
+
+
+def _dictionary_codes(values: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array] | None:
+    """(codes, dictionary) of a dictionary-typed column with null rows mapped to "", or None when the
+    dictionary itself holds nulls (mapping those to "" could duplicate a member; the caller re-encodes)."""
+    if values.num_chunks == 0:
+        return None
+    unified = values.unify_dictionaries()
+    dictionary = unified.chunks[0].dictionary.cast(pa.string())
+    if dictionary.null_count:
+        return None
+    empty = pc.index(dictionary, "").as_py()
+    if values.null_count and empty < 0:
+        empty = len(dictionary)
+        dictionary = pa.concat_arrays([dictionary, pa.array([""], pa.string())])
+    codes = np.concatenate(
+        [pc.fill_null(chunk.indices, max(empty, 0)).to_numpy(zero_copy_only=False) for chunk in unified.chunks]
+    ).astype(np.int64)
+    return codes, dictionary
 
 
 def _gold_members(codes: _Codes, dim: Dimension) -> tuple[pa.Table, np.ndarray]:
@@ -336,6 +361,43 @@ def _upsert_dimension(
     return key_map, inserted
 
 
+class _KnownMembers:
+    """Members this load already upserted (natural key + attributes as they were sent) and their keys, per
+    dimension: a month whose members all match goes no further, so a five-month load sends 20k
+    resources to the database once, not five times. A member that comes back with other attributes is
+    upserted again, so the last month's attributes win exactly as if every month were sent."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[pa.Array, pa.Array, np.ndarray]] = {}  # natural text, full text, keys
+
+    def keys(self, cur, dim: Dimension, members: pa.Table) -> tuple[np.ndarray, int]:
+        """Each member's key (aligned with `members`) and how many members the database newly inserted."""
+        natural_text = _text_key(members, dim.natural_columns).combine_chunks()
+        full_text = _text_key(members, dim.natural_columns + [m for m, _ in dim.attributes]).combine_chunks()
+        empty = pa.array([], pa.string())
+        seen_natural, seen_full, seen_keys = self._seen.get(dim.name, (empty, empty, np.array([], np.int32)))
+        positions = pc.index_in(full_text, value_set=seen_full)
+        fresh = pc.is_null(positions).to_numpy(zero_copy_only=False)
+        keys = np.empty(members.num_rows, np.int32)
+        keys[~fresh] = seen_keys[pc.drop_null(positions).to_numpy()]
+        if not fresh.any():
+            return keys, 0
+        mask = pa.array(fresh)
+        new_members = members.filter(mask)
+        key_map, inserted = _upsert_dimension(cur, dim, new_members)
+        new_keys = _lookup_keys(new_members, dim, key_map, columns=dim.natural_columns).to_numpy()
+        keys[fresh] = new_keys
+        new_natural = natural_text.filter(mask)
+        # A member re-sent with other attributes replaces its old entry.
+        stay = pc.invert(pc.is_in(seen_natural, value_set=new_natural)).to_numpy(zero_copy_only=False)
+        self._seen[dim.name] = (
+            pa.concat_arrays([seen_natural.filter(pa.array(stay)), new_natural]),
+            pa.concat_arrays([seen_full.filter(pa.array(stay)), full_text.filter(mask)]),
+            np.concatenate([seen_keys[stay], new_keys.astype(np.int32)]),
+        )
+        return keys, inserted
+
+
 def _lookup_keys(
     gold: pa.Table, dim: Dimension, key_map: pa.Table, *, columns: Sequence[str] | None = None
 ) -> pa.ChunkedArray:
@@ -372,10 +434,37 @@ class _PreparedMonth:
     members: dict[str, tuple[pa.Table, np.ndarray]]
 
 
+# The gold columns the mart uses (gold's run_id and partition column stay behind).
+_GOLD_USED = [
+    "charge_date",
+    *dict.fromkeys(g for dim in DIMENSIONS for _, g in (*dim.natural, *dim.attributes)),
+    *FACT_MEASURES,
+    "row_count",
+]
+
+
+def _read_gold_month(lake: Lake, month: str, version: int) -> pa.Table:
+    """One month of gold cost_daily, with its string columns as dictionaries straight from Parquet.
+
+    Parquet stores these columns dictionary-encoded already: reading them as dictionaries skips building
+    a million strings per column and hashing them again for the dimensions (measured on one 1M-row month:
+    read 1.5-2.0 s -> 0.5-0.7 s CPU, encoding 0.47 s -> 0.06 s)."""
+    strings = [name for name in _GOLD_USED if pa.types.is_string(GOLD_COST_DAILY_SCHEMA.field(name).type)]
+    dataset = lake.table(GOLD_COST_DAILY, version=version).to_pyarrow_dataset(
+        parquet_read_options=ds.ParquetReadOptions(dictionary_columns=strings)
+    )
+    table = dataset.to_table(columns=_GOLD_USED, filter=ds.field("charge_month") == month)
+    columns = []
+    for name in _GOLD_USED:
+        wanted, column = GOLD_COST_DAILY_SCHEMA.field(name).type, table[name]
+        keep = pa.types.is_dictionary(column.type) and column.type.value_type == wanted
+        columns.append(column if keep else column.cast(wanted))
+    return pa.table(columns, names=_GOLD_USED)
+
+
 def _prepare_month(lake: Lake, month: str, version: int) -> _PreparedMonth:
     """Pure Arrow/numpy work (no database): runs in a helper thread while the previous month COPYs."""
-    gold = lake.read_arrow(GOLD_COST_DAILY, filters=[("charge_month", "=", month)], version=version)
-    gold = gold.select(GOLD_COST_DAILY_SCHEMA.names).cast(GOLD_COST_DAILY_SCHEMA)
+    gold = _read_gold_month(lake, month, version)
     # Date order makes the BRIN index on charge_date tight.
     days = gold["charge_date"].combine_chunks().cast(pa.int32()).to_numpy(zero_copy_only=False)
     if len(days) and not np.all(days[1:] >= days[:-1]):
@@ -407,13 +496,14 @@ def _stage_name(month: str, load_id: int) -> str:
     return f"{STAGE_SCHEMA}.{_partition_name(month)}_load{int(load_id)}"
 
 
-def _stage_month(engine: sa.Engine, month: str, fact: pa.Table, load_id: int) -> pa.Table:
+def _stage_month(engine: sa.Engine, month: str, fact: pa.Table, load_id: int) -> tuple[pa.Table, pa.Table]:
     """On its own connection: COPY the month into a fresh staging table (created in the same transaction,
     so COPY FREEZE applies and no index is maintained row by row), index and analyze it, commit.
 
     The staging table is outside the mart's visible state until the main transaction swaps it in; if
     that transaction fails or dies, the table is dropped (then, or by the next load). Returns the month's
-    agg_cost_daily rows, computed here so that work also overlaps other months' COPY."""
+    agg_cost_daily and agg_cost_resource_monthly rows, computed here so that work also overlaps other
+    months' COPY."""
     name = _stage_name(month, load_id)
     raw = engine.raw_connection()
     try:
@@ -422,17 +512,21 @@ def _stage_month(engine: sa.Engine, month: str, fact: pa.Table, load_id: int) ->
             with dbapi.cursor() as cur:
                 cur.execute(f"CREATE TABLE {name} (LIKE mart.fact_cost_daily INCLUDING DEFAULTS)")
                 _copy_arrow(cur, fact, name, freeze=True)
-                # Same definitions as the parent's indexes, so ATTACH adopts them instead of building new ones.
+                # Same definition as the parent's one index (BRIN), so ATTACH adopts it instead of building one.
                 cur.execute(f"CREATE INDEX ON {name} USING brin (charge_date)")
-                cur.execute(f"CREATE INDEX ON {name} (resource_key, charge_date)")
-                cur.execute(f"ANALYZE {name}")
+                # Statistics for what queries filter, join and group on; histograms of the numeric
+                # measures cost most of an ANALYZE and no plan depends on them.
+                cur.execute(f"ANALYZE {name} ({', '.join(_ANALYZED)})")
             dbapi.commit()
         except Exception:
             dbapi.rollback()
             raise
     finally:
         raw.close()
-    return _daily_aggregate(fact)
+    return _daily_aggregate(fact), _resource_aggregate(fact, month)
+
+
+_ANALYZED = ("charge_date", *(dim.key for dim in DIMENSIONS))
 
 
 def _drop_stages(cur, *, load_id: int | None = None) -> None:
@@ -488,6 +582,24 @@ def _daily_aggregate(fact: pa.Table) -> pa.Table:
     )
 
 
+def _resource_aggregate(fact: pa.Table, month: str) -> pa.Table:
+    """agg_cost_resource_monthly rows for one month of `fact`: every dimension key kept (resource and meter
+    included), summed over the month in Arrow like `_daily_aggregate`."""
+    keys = [dim.key for dim in DIMENSIONS]
+    grouped = fact.group_by(keys, use_threads=True).aggregate(
+        [
+            ("actual_cost", "sum"),
+            ("amortized_cost", "sum"),
+            ("list_cost", "sum"),
+            ("quantity", "sum"),
+            ([], "count_all"),
+        ]
+    )
+    grouped = grouped.rename_columns([*keys, "actual_cost", "amortized_cost", "list_cost", "quantity", "fact_rows"])
+    start = _month_bounds(month)[0]
+    return grouped.add_column(0, "charge_month", pa.array([start] * grouped.num_rows, pa.date32()))
+
+
 def _rebuild_monthly(cur, months: Sequence[str]) -> None:
     """agg_cost_monthly for the months, from agg_cost_daily (already replaced in this transaction)."""
     keys = ", ".join(AGG_KEYS)
@@ -504,6 +616,7 @@ def _rebuild_monthly(cur, months: Sequence[str]) -> None:
         )
     cur.execute("ANALYZE mart.agg_cost_daily")
     cur.execute("ANALYZE mart.agg_cost_monthly")
+    cur.execute("ANALYZE mart.agg_cost_resource_monthly")
 
 
 def _load_tags(
@@ -720,7 +833,9 @@ def _load_in_transaction(
     for month in months:
         start, end = _month_bounds(month)
         cur.execute("DELETE FROM mart.agg_cost_daily WHERE charge_date >= %s AND charge_date < %s", (start, end))
+        cur.execute("DELETE FROM mart.agg_cost_resource_monthly WHERE charge_month = %s", (start,))
     stats.dims_added = {dim.name: 0 for dim in DIMENSIONS}
+    known = _KnownMembers()
     workers = max(1, copy_workers)
     copying = []
     with (
@@ -739,10 +854,9 @@ def _load_in_transaction(
             keys: dict[str, pa.Array] = {}
             for dim in DIMENSIONS:
                 members, row_member = prepared.members[dim.name]
-                key_map, added = _upsert_dimension(cur, dim, members)
+                member_keys, added = known.keys(cur, dim, members)
                 stats.dims_added[dim.name] += added
-                member_keys = _lookup_keys(members, dim, key_map, columns=dim.natural_columns)
-                keys[dim.key] = pa.array(member_keys.to_numpy()[row_member], pa.int32())
+                keys[dim.key] = pa.array(member_keys[row_member], pa.int32())
             fact = _fact_table(prepared.gold, keys, stats.load_id)
             add("dimensions", tick)
 
@@ -757,11 +871,12 @@ def _load_in_transaction(
             stats.rows_loaded += fact.num_rows
         for future in copying:
             tick = time.perf_counter()
-            daily = future.result()  # the first COPY error fails the load
+            daily, by_resource = future.result()  # the first COPY error fails the load
             add("wait_for_copy", tick)
             tick = time.perf_counter()
-            # Summed in Arrow (exact decimals) by the worker; only the small result is COPYed here.
+            # Summed in Arrow (exact decimals) by the worker; only the small results are COPYed here.
             _copy_arrow(cur, daily, "mart.agg_cost_daily")
+            _copy_arrow(cur, by_resource, "mart.agg_cost_resource_monthly")
             add("aggregates", tick)
 
     tick = time.perf_counter()
