@@ -150,30 +150,46 @@ def _apply_filters(q: _Query, filters: Filters | None) -> None:
         q.where.append(f"{expr} IN :{q.bind(tuple(values))}")
 
 
-def _choose_table(
-    group_by: str | None, filters: Filters | None, grain: str, span: tuple[dt.date, dt.date] | None = None
-) -> str:
+_MONTHLY_TABLES = ("agg_cost_monthly", "agg_cost_resource_monthly")
+
+
+def _whole_months(engine: sa.Engine, start: dt.date, end: dt.date) -> bool:
+    """Whether [start, end] holds only whole months of the data the mart has: each end is a month
+    boundary or lies beyond the data (e.g. "this month" up to the last loaded day), so a monthly table
+    gives the same sums as the daily rows."""
+    starts_month = start.day == 1
+    ends_month = (end + dt.timedelta(days=1)).day == 1
+    if starts_month and ends_month:
+        return True
+    with engine.connect() as conn:
+        first, last = conn.execute(sa.text("SELECT min(charge_date), max(charge_date) FROM mart.agg_cost_daily")).one()
+    if first is None:
+        return True  # an empty mart: every table answers with nothing
+    return (starts_month or start <= first) and (ends_month or end >= last)
+
+
+def _choose_table(group_by: str | None, filters: Filters | None, grain: str, whole_months: bool = False) -> str:
     names = [n for n, v in (filters or {}).items() if v]
     if group_by:
         names.append(group_by)
     tags = {n for n in names if n.startswith(TAG_PREFIX)}
-    if tags:
-        # gold's cost_by_tag answers "by tag key" views filtered by subscription/currency/that same key.
-        if group_by in tags and len(tags) == 1 and set(names) <= {group_by, "subscription", "currency"}:
-            return "agg_cost_by_tag"
-        return "fact_cost_daily"
-    if any(not BY_NAME[n].in_aggregate for n in names):
-        return "fact_cost_daily"
-    # The monthly table only when the range is whole months; partial months need daily rows.
-    whole_months = span is not None and span[0].day == 1 and (span[1] + dt.timedelta(days=1)).day == 1
-    return "agg_cost_monthly" if grain == "monthly" and whole_months else "agg_cost_daily"
+    # gold's cost_by_tag answers "by tag key" views filtered by subscription/currency/that same key.
+    if tags and group_by in tags and len(tags) == 1 and set(names) <= {group_by, "subscription", "currency"}:
+        return "agg_cost_by_tag"
+    # The monthly tables only when the range is whole months; partial months need daily rows.
+    monthly = grain == "monthly" and whole_months
+    if tags or any(not BY_NAME[n].in_aggregate for n in names if n not in tags):
+        # Resource, meter and tag views need resource-grain rows: a month of them per resource x meter
+        # (tens of thousands) rather than the fact's million.
+        return "agg_cost_resource_monthly" if monthly else "fact_cost_daily"
+    return "agg_cost_monthly" if monthly else "agg_cost_daily"
 
 
 def _date_range(q: _Query, start: dt.date, end: dt.date) -> None:
     """Inclusive [start, end] on charge days (the monthly table is only chosen for whole months)."""
     if end < start:
         raise QueryError(f"end {end} is before start {start}")
-    if q.table == "agg_cost_monthly":
+    if q.table in _MONTHLY_TABLES:
         q.where.append(f"{q.alias}.charge_month BETWEEN :{q.bind(start.replace(day=1))} AND :{q.bind(end)}")
     else:
         q.where.append(f"{q.alias}.charge_date BETWEEN :{q.bind(start)} AND :{q.bind(end)}")
@@ -211,7 +227,7 @@ def cost_breakdown(
         raise QueryError(f"grain must be one of {sorted(_PERIOD)}, not {grain!r}")
     if group_by:
         _check_dimension(group_by)
-    table = _choose_table(group_by, filters, grain, (start, end))
+    table = _choose_table(group_by, filters, grain, grain == "monthly" and _whole_months(engine, start, end))
     q = _Query(table)
     _date_range(q, start, end)
     if table == "agg_cost_by_tag":
@@ -219,7 +235,7 @@ def cost_breakdown(
         _apply_filters(q, {k: v for k, v in (filters or {}).items() if k != group_by})
     else:
         _apply_filters(q, filters)
-    date_col = f"{q.alias}.charge_month" if table == "agg_cost_monthly" else f"{q.alias}.charge_date"
+    date_col = f"{q.alias}.charge_month" if table in _MONTHLY_TABLES else f"{q.alias}.charge_date"
     period = _PERIOD[grain].format(col=date_col)
     if group_by and group_by.startswith(TAG_PREFIX):
         group = _dimension_expr(q, group_by)

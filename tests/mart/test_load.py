@@ -65,6 +65,12 @@ def _snapshot(engine: sa.Engine) -> dict:
             "monthly": conn.execute(
                 sa.text("SELECT charge_month, sum(actual_cost) FROM mart.agg_cost_monthly GROUP BY 1 ORDER BY 1")
             ).all(),
+            "resource_monthly": conn.execute(
+                sa.text(
+                    "SELECT charge_month, count(*), sum(actual_cost), sum(fact_rows) FROM mart.agg_cost_resource_monthly "
+                    "GROUP BY 1 ORDER BY 1"
+                )
+            ).all(),
             "tags": conn.execute(sa.text("SELECT count(*), sum(actual_cost) FROM mart.agg_cost_by_tag")).one(),
             "bridge": conn.execute(sa.text("SELECT count(*) FROM mart.bridge_resource_tag")).scalar(),
         }
@@ -124,6 +130,68 @@ def test_reloading_one_month_keeps_keys_and_other_months(mart_settings, lake, go
     feb_total = sum(t for d, _, t, _ in after["fact"] if d.month == 2)
     assert feb_total == _gold_total(feb)
     assert after["monthly"][1][1] == _gold_total(feb)
+
+
+_KEYS = ", ".join(d.key for d in DIMENSIONS)
+_RESOURCE_MONTHLY_DIFF = f"""
+    WITH f AS (SELECT date_trunc('month', charge_date)::date AS m, {_KEYS}, sum(actual_cost) AS a,
+                      sum(amortized_cost) AS am, sum(list_cost) AS l, sum(quantity) AS q, count(*) AS n
+               FROM mart.fact_cost_daily GROUP BY 1, {_KEYS}),
+         r AS (SELECT charge_month AS m, {_KEYS}, actual_cost AS a, amortized_cost AS am, list_cost AS l,
+                      quantity AS q, fact_rows AS n FROM mart.agg_cost_resource_monthly)
+    SELECT (SELECT count(*) FROM (SELECT * FROM f EXCEPT ALL SELECT * FROM r) x)
+         + (SELECT count(*) FROM (SELECT * FROM r EXCEPT ALL SELECT * FROM f) y)"""
+
+
+def test_resource_monthly_aggregate_is_the_fact_summed_per_month(mart_settings, lake, gold, owner):
+    load_gold(mart_settings, lake, run_id="r1")
+    with owner.connect() as conn:
+        assert conn.execute(sa.text(_RESOURCE_MONTHLY_DIFF)).scalar() == 0
+        months = conn.execute(sa.text("SELECT DISTINCT charge_month FROM mart.agg_cost_resource_monthly")).scalars()
+        assert sorted(months) == [dt.date(2026, 1, 1), dt.date(2026, 2, 1)]
+    # Reloading one month replaces exactly that month's rows.
+    feb = testing.gold_cost_daily(start=dt.date(2026, 2, 1), days=5, rows_per_day=40, resources=90, seed=11)
+    testing.write_gold(lake, feb, tags=False)
+    load_gold(mart_settings, lake, run_id="r2", months=["2026-02"])
+    with owner.connect() as conn:
+        assert conn.execute(sa.text(_RESOURCE_MONTHLY_DIFF)).scalar() == 0
+        feb_total = conn.execute(
+            sa.text("SELECT sum(actual_cost) FROM mart.agg_cost_resource_monthly WHERE charge_month = '2026-02-01'")
+        ).scalar()
+    assert feb_total == _gold_total(feb)
+
+
+def test_attributes_follow_the_last_month_and_null_names_are_the_none_member(mart_settings, lake, owner):
+    # Resource r0 is called "a" in January, "b" in February and "a" again in March: the dimension upserts
+    # each member once per load unless its attributes change, and must still end on March's name.
+    parts = []
+    for i, (start, name) in enumerate(
+        [(dt.date(2026, 1, 1), "a"), (dt.date(2026, 2, 1), "b"), (dt.date(2026, 3, 1), "a")]
+    ):
+        month = testing.gold_cost_daily(start=start, days=3, rows_per_day=20, resources=5, seed=i)
+        names = pc.if_else(pc.equal(month["resource_name"], "r0"), name, month["resource_name"])
+        month = month.set_column(month.schema.get_field_index("resource_name"), "resource_name", names)
+        parts.append(month)
+    daily = pa.concat_tables(parts)
+    # Null service names (gold allows nulls) land on the "(none)" member, like empty ones.
+    is_storage = pc.equal(daily["service_name"], "Storage")
+    service = pc.if_else(is_storage, pa.scalar(None, pa.string()), daily["service_name"])
+    daily = daily.set_column(daily.schema.get_field_index("service_name"), "service_name", service)
+    testing.write_gold(lake, daily)
+    stats = load_gold(mart_settings, lake, run_id="r1")
+    assert stats.rows_loaded == daily.num_rows
+    with owner.connect() as conn:
+        names = dict(conn.execute(sa.text("SELECT resource_name, count(*) FROM mart.dim_resource GROUP BY 1")).all())
+        none_cost = conn.execute(
+            sa.text(
+                "SELECT sum(f.actual_cost) FROM mart.fact_cost_daily f JOIN mart.dim_service s USING (service_key) "
+                "WHERE s.label = '(none)'"
+            )
+        ).scalar()
+    assert names.get("a") == 1 and "b" not in names
+    was_none = pc.or_(is_storage, pc.fill_null(pc.equal(daily["service_name"], ""), False))
+    want = pc.sum(pc.filter(daily["actual_cost"], was_none)).as_py()
+    assert none_cost == want > 0
 
 
 def test_a_failed_load_leaves_the_previous_state(mart_settings, lake, gold, owner, monkeypatch):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import sqlalchemy as sa
 
 from backend.mart.migrate import current_revision, upgrade
@@ -63,3 +65,35 @@ def test_downgrade_to_0002_and_back(pg_url):
     assert current_revision(pg_url) == "0002_pipeline_runs"
     upgrade(pg_url)
     assert current_revision(pg_url) == _head()
+
+
+def test_0006_backfills_the_resource_aggregate_from_an_existing_fact(pg_url, tmp_path):
+    from alembic import command
+
+    from backend.lake.delta import Lake
+    from backend.lake.storage import LakeLocation
+    from backend.mart import testing
+    from backend.mart.load import load_gold
+    from backend.mart.migrate import alembic_config
+
+    upgrade(pg_url)
+    lake = Lake(LakeLocation(uri=str(tmp_path / "lake")))
+    testing.write_gold(lake, testing.gold_cost_daily(start=dt.date(2026, 1, 28), days=6, rows_per_day=30))
+    load_gold(pg_url, lake, run_id="r1")
+    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    query = sa.text(
+        "SELECT charge_month, resource_key, meter_key, sum(actual_cost), sum(fact_rows) "
+        "FROM mart.agg_cost_resource_monthly GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+    )
+    with engine.connect() as conn:
+        loaded = conn.execute(query).all()
+    command.downgrade(alembic_config(pg_url), "0005_analytics")
+    with engine.connect() as conn:
+        assert "agg_cost_resource_monthly" not in sa.inspect(conn).get_table_names(schema="mart")
+        assert "ix_fact_cost_daily_resource" in {
+            i["name"] for i in sa.inspect(conn).get_indexes("fact_cost_daily", "mart")
+        }
+    upgrade(pg_url)
+    with engine.connect() as conn:
+        assert conn.execute(query).all() == loaded and len(loaded) > 0
+    engine.dispose()

@@ -62,7 +62,7 @@ def test_breakdown_filters_and_fact_drilldown(reader, gold):
         reader,
         start=START,
         end=dt.date(2026, 2, 10),
-        group_by="resource",  # resource is not in the aggregates: served by the fact table
+        group_by="resource",  # whole months of data at monthly grain: agg_cost_resource_monthly
         grain="monthly",
         filters={"subscription": subs, "region": ["westeurope", "eastus"]},
     )
@@ -89,6 +89,47 @@ def test_breakdown_by_tag_from_both_tables(reader, gold):
         reader, start=START, end=dt.date(2026, 2, 10), group_by="service", filters={"tag:team": ["untagged"]}
     )
     assert sum(untagged_only["cost_exact"], Decimal(0)) == (by_tag[by_tag.group == "untagged"]["cost_exact"].sum())
+
+
+def test_whole_months_of_the_data(reader, gold):
+    assert queries._whole_months(reader, dt.date(2026, 1, 1), dt.date(2026, 1, 31))
+    assert queries._whole_months(reader, dt.date(2026, 2, 1), dt.date(2026, 2, 10))  # up to the last loaded day
+    assert queries._whole_months(reader, dt.date(2025, 12, 20), dt.date(2026, 3, 5))  # beyond the data
+    assert not queries._whole_months(reader, dt.date(2026, 1, 2), dt.date(2026, 1, 31))
+    assert not queries._whole_months(reader, dt.date(2026, 2, 1), dt.date(2026, 2, 9))
+
+
+@pytest.mark.parametrize(
+    ("group_by", "filters"),
+    [
+        ("resource", None),
+        ("meter", {"service": ["Storage", "Virtual Machines"]}),
+        ("tag:team", {"service": ["Storage", "Key Vault"]}),
+        ("service", {"resource": ["r1", "r2", "r3"]}),
+        ("region", {"tag:env": ["prod"]}),
+    ],
+)
+def test_resource_grain_monthly_views_read_the_resource_aggregate(reader, gold, group_by, filters):
+    start, end = dt.date(2026, 1, 1), dt.date(2026, 2, 10)
+    assert queries._choose_table(group_by, filters, "monthly", True) == "agg_cost_resource_monthly"
+    assert queries._choose_table(group_by, filters, "daily", True) == "fact_cost_daily"
+    monthly = queries.cost_breakdown(reader, start=start, end=end, group_by=group_by, grain="monthly", filters=filters)
+    daily = queries.cost_breakdown(reader, start=start, end=end, group_by=group_by, grain="daily", filters=filters)
+    assert not monthly.empty
+    daily["period"] = [d.replace(day=1) for d in daily["period"]]
+    want = daily.groupby(["period", "group", "currency"])["cost_exact"].sum()
+    got = monthly.set_index(["period", "group", "currency"])["cost_exact"]
+    assert got.to_dict() == want.to_dict()
+
+
+def test_top_resources_for_a_month(reader, gold):
+    top = queries.cost_breakdown(
+        reader, start=dt.date(2026, 2, 1), end=dt.date(2026, 2, 10), group_by="resource", grain="monthly", top_n=5
+    )
+    feb = gold[gold.charge_date >= dt.date(2026, 2, 1)]
+    by_resource = feb.groupby("resource_name")["actual_cost"].sum().sort_values(ascending=False)
+    assert set(top["group"]) == set(by_resource.index[:5]) | {"Other"}
+    assert sum(top["cost_exact"], Decimal(0)) == _total(feb)
 
 
 def test_top_n_folds_the_rest_into_other(reader, gold):
