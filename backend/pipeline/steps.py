@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import ExitStack
 from dataclasses import asdict
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -33,13 +34,48 @@ def demo_estate(ctx: PipelineContext):
     """The demo estate: 13 months ending with the current month, same seed every time, so it never changes."""
     from backend.sources.synthetic import generate_estate
 
+    if "demo_estate" not in ctx.state:  # "demo" and the demo tenant's "azure" share one estate per run
+        today = datetime.now(UTC).date()
+        start = date(today.year - 1, today.month, 1)
+        ctx.state["demo_estate"] = generate_estate(
+            seed=ctx.settings.demo_seed, start=start, months=13, target_rows=ctx.settings.demo_rows
+        )
+    return ctx.state["demo_estate"]
+
+
+def demo_azure_active(settings) -> bool:
+    """Whether the "azure" source talks to the embedded FakeAzure: demo mode on and no Azure credentials set."""
+    return settings.is_demo and not settings.azure_configured
+
+
+def _demo_azure_source(ctx: PipelineContext, resources: ExitStack):
+    """The production AzureCostSource pointed at FakeAzure serving the demo estate (stopped with `resources`).
+
+    Only the base URLs (through the RoutingSession given to msal and the ARM client) and the made-up
+    credentials differ from a real tenant, so the demo shows the real connector at work: msal tokens,
+    paging, the Cost Details report flow, cursors and the open window."""
+    from backend.sources.azure.demo import start_demo_azure
+    from backend.sources.azure.source import AzureCostSource
+
+    estate = demo_estate(ctx)
     today = datetime.now(UTC).date()
-    start = date(today.year - 1, today.month, 1)
-    return generate_estate(seed=ctx.settings.demo_seed, start=start, months=13, target_rows=ctx.settings.demo_rows)
+    # The whole estate is history to the fake tenant: backfill from its first day, so the Azure path
+    # shows the same months and totals as the demo load.
+    settings = ctx.settings.model_copy(update={"azure_backfill_days": (today - estate.start).days + 1})
+    # A report is "ready" at the first poll with Retry-After 0: the 202 -> poll -> blobs flow runs, without
+    # making a demo user wait Azure's usual minute per report.
+    demo = start_demo_azure(settings, estate, report_retry_after=0)
+    resources.callback(demo.stop)
+    log.info(
+        "azure source: no Azure credentials and demo mode on, so it reads the demo tenant at %s", demo.fake.base_url
+    )
+    return AzureCostSource(demo.settings, cursors=_cursors(ctx), mode=ctx.settings.azure_mode, session=demo.session)
 
 
-def build_sources(ctx: PipelineContext) -> list:
-    """The CostSources this run pulls, by name. The inbox is handled separately (one batch per file)."""
+def build_sources(ctx: PipelineContext, resources: ExitStack) -> list:
+    """The CostSources this run pulls, by name. The inbox is handled separately (one batch per file).
+
+    Anything a source needs only while it fetches (the demo tenant's FakeAzure) is closed with `resources`."""
     sources = []
     for name in ctx.sources:
         if name == "demo":
@@ -48,6 +84,8 @@ def build_sources(ctx: PipelineContext) -> list:
             # Days after today are held back: the demo estate "arrives" day by day like a real bill.
             today = datetime.now(UTC).date()
             sources.append(SyntheticSource(ctx.settings, demo_estate(ctx), cursors=_cursors(ctx), until=today))
+        elif name == "azure" and demo_azure_active(ctx.settings):
+            sources.append(_demo_azure_source(ctx, resources))
         elif name == "azure":
             from backend.sources.azure.source import AzureCostSource
 
@@ -72,12 +110,15 @@ def ingest(ctx: PipelineContext) -> StepResult:
     sent: list[tuple[Any, str]] = []
     detail: dict[str, Any] = {"batches": [], "inbox": []}
     rows = 0
-    with KafkaChunkSink(ctx.settings) as sink:
-        for source in build_sources(ctx):
+    with KafkaChunkSink(ctx.settings) as sink, ExitStack() as resources:
+        for source in build_sources(ctx, resources):
             receipt = send_batch(source, sink, ctx.engine, batch_id=new_batch_id(ctx.run_id, source.name))
             sent.append((source, receipt.batch_id))
             rows += receipt.cost_rows
             detail["batches"].append({"source": source.name, "batch": receipt.batch_id, "chunks": receipt.chunks})
+            # Files whose content bronze already holds: said in the run's detail, not only in the log.
+            for skip in getattr(source, "skipped", ()):
+                detail.setdefault("skipped_files", []).append({"file": skip.path.name, "detail": skip.message})
         if "inbox" in ctx.sources:
 
             def deliver(source, batch_id: str) -> None:

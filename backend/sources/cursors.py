@@ -56,6 +56,38 @@ class CursorRow:
         )
 
 
+@dataclass(frozen=True)
+class ImportedFile:
+    """A file whose rows bronze holds, known by the sha256 of its content (so a renamed copy is the same file)."""
+
+    name: str
+    sha256: str
+    rows: int
+    total: Decimal | None
+    batch_id: str = ""
+    imported_at: datetime | None = None
+
+    def to_json(self) -> dict[str, str | int | None]:
+        return {
+            "name": self.name,
+            "sha256": self.sha256,
+            "rows": self.rows,
+            "total": None if self.total is None else str(self.total),
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict, *, batch_id: str = "", imported_at: datetime | None = None) -> ImportedFile:
+        total = doc.get("total")
+        return cls(
+            name=doc["name"],
+            sha256=doc["sha256"],
+            rows=int(doc.get("rows") or 0),
+            total=None if total is None else Decimal(total),
+            batch_id=batch_id,
+            imported_at=imported_at,
+        )
+
+
 class UnknownBatchError(KeyError):
     """`commit` was called for a batch that was never fully fetched (or belongs to another source)."""
 
@@ -67,10 +99,22 @@ class CursorStore(Protocol):
         """(scope, metric, day) already in bronze for `source`."""
         ...
 
-    def stage(self, batch_id: str, source: str, rows: Iterable[CursorRow], *, chunk_count: int) -> None: ...
+    def stage(
+        self,
+        batch_id: str,
+        source: str,
+        rows: Iterable[CursorRow],
+        *,
+        chunk_count: int,
+        files: Iterable[ImportedFile] = (),
+    ) -> None: ...
 
     def commit(self, batch_id: str) -> int:
-        """Advance the cursor by the batch's rows; returns how many rows moved. Idempotent."""
+        """Advance the cursor by the batch's rows (and record its files); returns how many rows moved. Idempotent."""
+        ...
+
+    def imported_file(self, sha256: str) -> ImportedFile | None:
+        """The first committed import of a file with this content, if any."""
         ...
 
 
@@ -80,8 +124,9 @@ class MemoryCursorStore:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._done: dict[tuple[str, str, str, date], CursorRow] = {}
-        self._staged: dict[str, list[CursorRow]] = {}
+        self._staged: dict[str, tuple[list[CursorRow], list[ImportedFile]]] = {}
         self._committed: set[str] = set()
+        self._files: dict[str, ImportedFile] = {}
 
     def delivered(self, source: str) -> set[tuple[str, str, date]]:
         with self._lock:
@@ -91,9 +136,17 @@ class MemoryCursorStore:
         with self._lock:
             return [row for key, row in sorted(self._done.items()) if key[0] == source]
 
-    def stage(self, batch_id: str, source: str, rows: Iterable[CursorRow], *, chunk_count: int) -> None:
+    def stage(
+        self,
+        batch_id: str,
+        source: str,
+        rows: Iterable[CursorRow],
+        *,
+        chunk_count: int,
+        files: Iterable[ImportedFile] = (),
+    ) -> None:
         with self._lock:
-            self._staged[batch_id] = list(rows)
+            self._staged[batch_id] = (list(rows), list(files))
 
     def commit(self, batch_id: str) -> int:
         with self._lock:
@@ -101,21 +154,34 @@ class MemoryCursorStore:
                 return 0
             if batch_id not in self._staged:
                 raise UnknownBatchError(f"batch {batch_id!r} was not fetched to the end; nothing to commit")
-            rows = self._staged.pop(batch_id)
+            rows, files = self._staged.pop(batch_id)
             for row in rows:
                 self._done[(row.source, row.scope, row.metric, row.day)] = row
+            now = utc_now()
+            for f in files:
+                self._files.setdefault(
+                    f.sha256, ImportedFile.from_json(f.to_json(), batch_id=batch_id, imported_at=now)
+                )
             self._committed.add(batch_id)
             return len(rows)
+
+    def imported_file(self, sha256: str) -> ImportedFile | None:
+        with self._lock:
+            return self._files.get(sha256)
 
 
 class PostgresCursorStore:
     """Cursors in `ops.source_cursors`, staged batches in `ops.source_batches` (migration 0001_ops).
 
     Staged rows live in the batch's `detail` JSON, so a commit works from another process too (the
-    ingest worker that saw bronze's write may not be the process that fetched)."""
+    ingest worker that saw bronze's write may not be the process that fetched). This process also
+    keeps its own staged rows: the ingest handshake rewrites `detail` once the batch is acknowledged,
+    and a commit must not find an empty batch then and advance nothing (every run would re-fetch)."""
 
     def __init__(self, database_url: str) -> None:
         self._engine = sa.create_engine(database_url, pool_pre_ping=True, pool_size=2, max_overflow=2)
+        self._staged: dict[str, tuple[list[CursorRow], list[ImportedFile]]] = {}
+        self._lock = threading.Lock()
 
     def dispose(self) -> None:
         self._engine.dispose()
@@ -139,8 +205,19 @@ class PostgresCursorStore:
             )
             return [CursorRow(*row) for row in result]
 
-    def stage(self, batch_id: str, source: str, rows: Iterable[CursorRow], *, chunk_count: int) -> None:
-        detail = json.dumps({"cursor_rows": [row.to_json() for row in rows]})
+    def stage(
+        self,
+        batch_id: str,
+        source: str,
+        rows: Iterable[CursorRow],
+        *,
+        chunk_count: int,
+        files: Iterable[ImportedFile] = (),
+    ) -> None:
+        rows, files = list(rows), list(files)
+        with self._lock:
+            self._staged[batch_id] = (rows, files)
+        detail = json.dumps({"cursor_rows": [row.to_json() for row in rows], "files": [f.to_json() for f in files]})
         with self._engine.begin() as conn:
             conn.execute(
                 sa.text(
@@ -164,7 +241,17 @@ class PostgresCursorStore:
             state, detail = found
             if state == "committed":
                 return 0
-            rows = [CursorRow.from_json(doc) for doc in (detail or {}).get("cursor_rows", [])]
+            with self._lock:
+                own = self._staged.get(batch_id)
+            if detail and "cursor_rows" in detail:
+                rows = [CursorRow.from_json(doc) for doc in detail["cursor_rows"]]
+                files = [ImportedFile.from_json(doc) for doc in detail.get("files", [])]
+            elif own is not None:
+                rows, files = own
+            else:
+                # Harmless but worth seeing: the days are fetched again next run and silver's MERGE absorbs them.
+                log.warning("batch %s has no staged cursor rows here; its days will be fetched again", batch_id)
+                rows, files = [], []
             if rows:
                 conn.execute(
                     sa.text(
@@ -191,11 +278,36 @@ class PostgresCursorStore:
                         for r in rows
                     ],
                 )
+            # The files are recorded with the state change, so "imported" always means "bronze holds it".
             conn.execute(
-                sa.text("UPDATE ops.source_batches SET state = 'committed' WHERE batch_id = :b"), {"b": batch_id}
+                sa.text(
+                    "UPDATE ops.source_batches SET state = 'committed',"
+                    " detail = (COALESCE(detail::jsonb, '{}'::jsonb) || CAST(:files AS jsonb))::json"
+                    " WHERE batch_id = :b"
+                ),
+                {"b": batch_id, "files": json.dumps({"imported_files": [f.to_json() for f in files]})},
             )
+        with self._lock:
+            self._staged.pop(batch_id, None)
         log.info("batch %s committed: cursor advanced by %d day(s)", batch_id, len(rows))
         return len(rows)
+
+    def imported_file(self, sha256: str) -> ImportedFile | None:
+        with self._engine.connect() as conn:
+            found = conn.execute(_imported_file_sql(), {"sha": sha256}).one_or_none()
+        if found is None:
+            return None
+        return ImportedFile.from_json(found.file, batch_id=found.batch_id, imported_at=found.created_at)
+
+
+def _imported_file_sql() -> sa.TextClause:
+    # Committed batches only: a file sent to Kafka but never in bronze was not imported.
+    return sa.text(
+        "SELECT b.batch_id, b.created_at, f.value AS file FROM ops.source_batches b,"
+        " json_array_elements(b.detail -> 'imported_files') f"
+        " WHERE b.state = 'committed' AND json_typeof(b.detail -> 'imported_files') = 'array'"
+        " AND f.value ->> 'sha256' = :sha ORDER BY b.created_at LIMIT 1"
+    )
 
 
 def utc_now() -> datetime:

@@ -15,6 +15,11 @@ What a file goes through (all before a single chunk is handed out, so a refused 
 
 Rows whose amount is not a number stay in the chunks (silver quarantines them with a reason) and
 are counted in `PreparedFile.invalid_amounts`; they are left out of the totals.
+
+A file is known by the sha256 of its content: one whose content bronze already holds (a committed
+import, recorded by the cursor store) or that appears twice in one import is skipped with a message
+naming the earlier import, so re-dropping an export never doubles it. Another file with the same
+name but other content is imported normally.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from backend.config import Settings
 from backend.sources.base import ChunkSink, ContentType, RawChunk
 from backend.sources.chunks import parquet_pieces, payload_budget
 from backend.sources.csvsplit import record_ends
-from backend.sources.cursors import CursorRow, CursorStore
+from backend.sources.cursors import CursorRow, CursorStore, ImportedFile
 from backend.sources.formats import FOCUS, Detection, UnrecognisedFileError, detect
 
 log = logging.getLogger(__name__)
@@ -420,24 +425,77 @@ def _meta(path, sha, detection, metric, scope, day, rows, index, count, fetched_
     return meta
 
 
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file left out of an import because its content was imported before (or earlier in the same import)."""
+
+    path: Path
+    sha256: str
+    previous: ImportedFile
+
+    @property
+    def message(self) -> str:
+        prev = self.previous
+        when = f", imported {prev.imported_at:%Y-%m-%d %H:%M} UTC" if prev.imported_at else ""
+        where = f" in batch {prev.batch_id}" if prev.batch_id else " earlier in this import"
+        return (
+            f"{self.path.name} has the same content (sha256 {self.sha256[:12]}...) as {prev.name}{when}{where} "
+            f"({prev.rows} rows, total {prev.total}): skipped, nothing imported again"
+        )
+
+
 class FileSource:
     """One or more files as a CostSource. Every file is checked and cut before the first chunk is
-    yielded, so a refused file raises FileRefusedError with nothing handed out. `commit` records
-    the per-(scope, day) row counts and exact totals in the cursor table (source "file")."""
+    yielded, so a refused file raises FileRefusedError with nothing handed out. Files whose content
+    was imported before are skipped (`skipped`, with a message). `commit` records the per-(scope,
+    day) row counts and exact totals in the cursor table (source "file") and the files' sha256, then
+    calls `on_commit` (the inbox moves the file to processed/ there: only once bronze holds it)."""
 
     name = SOURCE
 
     def __init__(
-        self, settings: Settings, paths: Iterable[Path], *, cursors: CursorStore, metric: str | None = None
+        self,
+        settings: Settings,
+        paths: Iterable[Path],
+        *,
+        cursors: CursorStore,
+        metric: str | None = None,
+        on_commit: Callable[[], None] | None = None,
+        pending: dict[str, ImportedFile] | None = None,
     ) -> None:
         self.settings = settings
         self.paths = [Path(p) for p in paths]
         self.cursors = cursors
         self.metric = metric
+        self.on_commit = on_commit
+        # sha256 -> file sent by another source of the same run but not committed yet (the inbox scan's).
+        self.pending = pending if pending is not None else {}
         self.prepared: list[PreparedFile] = []
+        self.skipped: list[SkippedFile] = []
+        self.committed = False
+        self._checked = False
+
+    def check(self) -> list[PreparedFile]:
+        """Prepare every file (raising FileRefusedError for a bad one) and set aside already-imported ones."""
+        if self._checked:
+            return self.prepared
+        seen: dict[str, ImportedFile] = dict(self.pending)
+        prepared, skipped = [], []
+        for path in self.paths:
+            ready = prepare_file(path, self.settings, metric=self.metric)
+            previous = seen.get(ready.sha256) or self.cursors.imported_file(ready.sha256)
+            if previous is not None:
+                skipped.append(SkippedFile(ready.path, ready.sha256, previous))
+                continue
+            seen[ready.sha256] = _imported(ready)
+            prepared.append(ready)
+        self.prepared, self.skipped, self._checked = prepared, skipped, True
+        return prepared
 
     def fetch(self, batch_id: str) -> Iterator[RawChunk]:
-        self.prepared = [prepare_file(p, self.settings, metric=self.metric) for p in self.paths]
+        self.check()
+        for skip in self.skipped:
+            log.warning("import: %s", skip.message)
         fetched_at = datetime.now(UTC)
         cursor_rows: dict[tuple[str, str, date], CursorRow] = {}
         chunks = 0
@@ -475,10 +533,25 @@ class FileSource:
                     reported_total=group.cost,
                     currency=group.currency,
                 )
-        self.cursors.stage(batch_id, SOURCE, cursor_rows.values(), chunk_count=chunks)
+        self.cursors.stage(
+            batch_id,
+            SOURCE,
+            cursor_rows.values(),
+            chunk_count=chunks,
+            files=[_imported(p) for p in self.prepared],
+        )
 
     def commit(self, batch_id: str) -> None:
         self.cursors.commit(batch_id)
+        self.committed = True
+        if self.on_commit is not None:
+            self.on_commit()
+
+
+def _imported(prepared: PreparedFile) -> ImportedFile:
+    return ImportedFile(
+        name=prepared.path.name, sha256=prepared.sha256, rows=prepared.row_count, total=prepared.total_cost
+    )
 
 
 # --- the watched inbox ------------------------------------------------------------------------
@@ -498,10 +571,11 @@ def deliver_via_sink(sink: ChunkSink) -> Deliver:
     return deliver
 
 
-@dataclass(frozen=True)
+@dataclass
 class InboxResult:
     file_name: str
-    status: str  # imported / refused / failed
+    # imported / sent (moves once bronze holds it) / skipped (its content was imported before) / refused / failed
+    status: str
     detail: str
     moved_to: Path | None = None
 
@@ -519,44 +593,94 @@ def _move(path: Path, folder: Path) -> Path:
     return target
 
 
+def _reject(path: Path, folder: Path, reason: str) -> Path:
+    target = _move(path, folder)
+    target.with_name(target.name + ".error.txt").write_text(reason + "\n", encoding="utf-8")
+    return target
+
+
 def scan_inbox(
     settings: Settings, *, deliver: Deliver, cursors: CursorStore, metric: str | None = None
 ) -> list[InboxResult]:
-    """Import every file in settings.inbox_dir: imported ones move to inbox/processed/, refused ones to
-    inbox/rejected/ next to a `<name>.error.txt` saying why. A file whose delivery fails for another
-    reason (Kafka down) stays where it is for the next run, and InboxError is raised after the others."""
+    """Import every file in settings.inbox_dir.
+
+    - A file is checked first; a refused one moves to inbox/rejected/ next to a `<name>.error.txt`
+      saying why, and one whose content was imported before moves there too, its `.error.txt`
+      naming the earlier import. Neither sends anything.
+    - An accepted file is delivered and moves to inbox/processed/ only when its batch is committed,
+      i.e. once bronze durably holds its rows. With the pipeline's `deliver` that happens in the
+      bronze step (status "sent" here, the result is updated in place then); a batch that never
+      reaches bronze leaves the file in the inbox, and the next scan sends it again.
+    - A file whose delivery fails for another reason (Kafka down) stays where it is for the next run,
+      and InboxError is raised after the others.
+    """
     inbox = settings.inbox_dir
     inbox.mkdir(parents=True, exist_ok=True)
     processed, rejected = inbox / "processed", inbox / "rejected"
     results: list[InboxResult] = []
     failures: list[str] = []
+    pending: dict[str, ImportedFile] = {}  # sent by this scan, not committed yet: a second copy is a duplicate
     for path in sorted(p for p in inbox.iterdir() if p.is_file()):
-        # Hidden and partial files are still being written by whoever drops them here.
+        # Hidden and partial files are still being written by whoever drops them here; reason files are ours.
         if path.name.startswith(".") or path.suffix.lower() in (".part", ".tmp", ".crdownload"):
             continue
-        source = FileSource(settings, [path], cursors=cursors, metric=metric)
-        batch_id = f"file-{uuid.uuid4().hex[:16]}"
+        result = InboxResult(path.name, "sent", "")
+        source = FileSource(
+            settings,
+            [path],
+            cursors=cursors,
+            metric=metric,
+            on_commit=lambda path=path, result=result: _processed(path, processed, result),
+            pending=pending,
+        )
+        prepared: list[PreparedFile] = []
         try:
-            deliver(source, batch_id)
+            prepared = source.check()
+            if not prepared:
+                skip = source.skipped[0]
+                result.status, result.detail = "skipped", skip.message
+                result.moved_to = _reject(path, rejected, skip.message)
+                log.warning("inbox: %s", skip.message)
+                results.append(result)
+                continue
+            ready = prepared[0]
+            result.detail = (
+                f"{ready.detection.describe()}; {ready.metric}; {ready.row_count} rows; "
+                f"total {ready.total_cost} ({ready.cost_column})"
+            )
+            pending[ready.sha256] = _imported(ready)
+            deliver(source, f"file-{uuid.uuid4().hex[:16]}")
         except FileRefusedError as exc:
-            target = _move(path, rejected)
-            target.with_name(target.name + ".error.txt").write_text(str(exc) + "\n", encoding="utf-8")
+            result.status, result.detail = "refused", str(exc)
+            result.moved_to = _reject(path, rejected, str(exc))
             log.warning("inbox: refused %s: %s", path.name, exc)
-            results.append(InboxResult(path.name, "refused", str(exc), target))
+            results.append(result)
             continue
         except Exception as exc:  # recorded, logged, and re-raised below as InboxError
             log.exception("inbox: delivering %s failed; it stays in the inbox", path.name)
+            if prepared:
+                pending.pop(prepared[0].sha256, None)  # not sent after all: a copy later in the scan may go
             failures.append(f"{path.name}: {exc}")
             results.append(InboxResult(path.name, "failed", str(exc)))
             continue
-        prepared = source.prepared[0]
-        target = _move(path, processed)
-        detail = (
-            f"{prepared.detection.describe()}; {prepared.metric}; {prepared.row_count} rows; "
-            f"total {prepared.total_cost} ({prepared.cost_column})"
-        )
-        log.info("inbox: imported %s: %s", path.name, detail)
-        results.append(InboxResult(path.name, "imported", detail, target))
+        if not source.committed:
+            log.info("inbox: sent %s (%s); it stays in the inbox until bronze holds it", path.name, result.detail)
+            result.detail += "; moves to processed/ once bronze holds its rows"
+        results.append(result)
     if failures:
         raise InboxError("inbox files could not be delivered: " + "; ".join(failures))
     return results
+
+
+def _processed(path: Path, folder: Path, result: InboxResult) -> None:
+    """After the commit: the file's rows are in bronze, so it leaves the inbox."""
+    try:
+        result.moved_to = _move(path, folder)
+    except OSError:
+        # Its rows are in bronze and recorded: the next scan finds the same content and sets it aside
+        # (rejected/, naming this import), so nothing is imported twice.
+        log.exception("inbox: %s is imported but could not be moved to %s", path.name, folder)
+        result.detail += "; imported, but could not be moved to processed/"
+    else:
+        result.status = "imported"
+        log.info("inbox: imported %s -> %s", path.name, result.moved_to)
