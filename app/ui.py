@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import pandas as pd
 import streamlit as st
+from streamlit.runtime.scriptrunner import add_script_run_ctx, get_script_run_ctx
 
 from app import data
-from app.context import get_launcher, get_pipeline, get_reader
+from app.context import get_launcher, get_owner, get_pipeline, get_reader
 from backend.mart.queries import Kpis
 
 log = logging.getLogger(__name__)
@@ -33,6 +36,31 @@ def guard(what: str, fn: Callable[..., T], *args: Any, fix: str = "", **kwargs: 
             icon="⚠️",
         )
         return None
+
+
+# At most this many reads in flight per page run: the queries are small, the machine may have 2 cores.
+PREFETCH_WORKERS = 4
+
+
+def prefetch(*calls: tuple[Callable[..., Any], tuple[Any, ...]]) -> None:
+    """Run independent cached reads at once, so their queries overlap instead of queueing (each mostly waits
+    on Postgres with the GIL released); the page then calls the same functions and gets cache hits.
+
+    Only for st.cache_data functions that draw nothing. A failure is not cached, so the page's own call
+    repeats it under `guard`, which shows the friendly error."""
+    ctx = get_script_run_ctx()
+
+    def run(fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        add_script_run_ctx(threading.current_thread(), ctx)  # cache_data needs the session's context
+        try:
+            fn(*args)
+        except Exception:
+            log.debug("prefetch of %s failed; the page's own call reports it", fn.__name__, exc_info=True)
+
+    # Fresh threads per page run: a pooled thread would keep a finished run's context attached.
+    with ThreadPoolExecutor(max_workers=min(PREFETCH_WORKERS, len(calls)), thread_name_prefix="costlake-read") as pool:
+        for fn, args in calls:
+            pool.submit(run, fn, args)
 
 
 @st.cache_data(ttl=dt.timedelta(seconds=10), show_spinner=False)
@@ -122,6 +150,23 @@ def cost_by(
     return data.cost_by(
         get_reader(), group_by=group_by, start=start, end=end, grain=grain, metric=metric, filters=dict(filters)
     )
+
+
+@st.cache_data(ttl=READ_TTL, show_spinner=False)
+def open_anomalies(version: str) -> pd.DataFrame:
+    return data.anomalies(get_reader(), status="open")
+
+
+@st.cache_data(ttl=READ_TTL, show_spinner=False)
+def budget_burns(version: str, as_of: dt.date, limit: int = 6) -> list[tuple[dict[str, Any], float]]:
+    """The enabled budgets (at most `limit`) with what their current period has spent up to `as_of`.
+    Budget writes on the Budgets page clear the cache, so a new budget shows at once."""
+    budgets = data.list_budgets(get_owner())
+    out = []
+    for _, b in budgets[budgets["enabled"]].head(limit).iterrows():
+        burn = data.budget_burn(get_reader(), b.to_dict(), as_of=as_of)
+        out.append((b.to_dict(), float(burn["cumulative"].iloc[-1]) if not burn.empty else 0.0))
+    return out
 
 
 @st.cache_data(ttl=READ_TTL, show_spinner=False)

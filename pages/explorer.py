@@ -27,6 +27,24 @@ if "explorer_loaded" not in st.session_state:
     for name, values in view.filters.items():
         st.session_state[f"ex_f_{name}"] = values
 
+# Start every read this run will make at once (filter lists, tag keys, the view in session state); the calls
+# below are then cache hits. A widget that changes the view only makes its own query miss.
+filter_dims = ["subscription", "resource_group", "service", "region", "pricing_model", "charge_category"]
+state = st.session_state
+planned = explorer_state.ExplorerView(
+    state["ex_group"], state.get("ex_grain") or "daily", state.get("ex_metric") or "actual",
+    filters={n: list(state.get(f"ex_f_{n}") or []) for n in [*filter_dims, state["ex_group"]]
+             if n in filter_dims or n.startswith(data.TAG_PREFIX)},
+)  # fmt: skip
+reads = [(ui.tag_keys, (status.version,))]
+reads += [(ui.dimension_values, (status.version, n)) for n in filter_dims]
+if state["ex_group"].startswith(data.TAG_PREFIX):
+    reads.append((ui.dimension_values, (status.version, state["ex_group"])))
+if isinstance(state.get("ex_range"), tuple) and len(state["ex_range"]) == 2:
+    reads.append((ui.cost_by, (status.version, planned.group_by, *state["ex_range"], planned.grain, planned.metric,
+                               planned.filter_key)))  # fmt: skip
+ui.prefetch(*reads)
+
 tags = ui.guard("list tag keys", ui.tag_keys, status.version) or []
 groups = list(data.DIMENSIONS) + [f"{data.TAG_PREFIX}{t}" for t in tags]
 if st.session_state["ex_group"] not in groups:
@@ -42,7 +60,6 @@ metric = c4.segmented_control("Cost", list(data.METRICS), key="ex_metric",
 chart = c5.segmented_control("Chart", list(explorer_state.CHARTS), key="ex_chart") or "area"
 
 tag_group = group_by.startswith(data.TAG_PREFIX)
-filter_dims = ["subscription", "resource_group", "service", "region", "pricing_model", "charge_category"]
 filters: dict[str, list[str]] = {}
 with st.expander("Filters", expanded=any(st.session_state.get(f"ex_f_{n}") for n in filter_dims)):
     cols = st.columns(3)
@@ -82,7 +99,7 @@ m3.metric("Periods", frame["period"].nunique())
 
 st.plotly_chart(charts.stacked(frame, kind=chart, currency=currency), key="explorer_chart")
 
-table = frame.pivot_table(index="group", columns="period", values="cost", aggfunc="sum", fill_value=0)
+table = frame.groupby(["group", "period"])["cost"].sum().unstack(fill_value=0)  # pivot_table is ~5x slower
 table.columns = [p.strftime("%Y-%m-%d") for p in table.columns]
 table.insert(0, "total", table.sum(axis=1))
 table = table.sort_values("total", ascending=False).reset_index()
@@ -92,10 +109,17 @@ st.dataframe(table, hide_index=True, width="stretch", column_config={"group": da
 long = frame.assign(period=frame["period"].dt.date, cost=frame["cost_exact"]).drop(columns="cost_exact")
 long = long.rename(columns={"group": group_by})
 d1, d2, _ = st.columns([1, 1, 4])
-d1.download_button("Download CSV", long.to_csv(index=False).encode(), file_name="costlake_explorer.csv",
-                   mime="text/csv", key="ex_csv")  # fmt: skip
-buf = io.BytesIO()
-long.to_parquet(buf, index=False)
-d2.download_button("Download Parquet", buf.getvalue(), file_name="costlake_explorer.parquet",
+
+
+def _parquet(frame=long) -> bytes:
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+# Files are built when clicked (Streamlit calls these then), not on every rerun of the page.
+d1.download_button("Download CSV", lambda frame=long: frame.to_csv(index=False).encode(),
+                   file_name="costlake_explorer.csv", mime="text/csv", key="ex_csv")  # fmt: skip
+d2.download_button("Download Parquet", _parquet, file_name="costlake_explorer.parquet",
                    mime="application/vnd.apache.parquet", key="ex_parquet")  # fmt: skip
 st.caption("The address bar holds this view: copy it to share exactly what you see.")

@@ -7,7 +7,6 @@ import datetime as dt
 import streamlit as st
 
 from app import charts, data, fmt, ui
-from app.context import get_owner, get_reader
 
 st.title("Overview")
 status = ui.status_or_stop()
@@ -21,6 +20,16 @@ with left:
     ui.data_as_of(status)
 
 as_of = status.as_of
+movers_dim = st.session_state.get("overview_movers_dim", "service")
+# Every read below at once (they are independent); the calls that follow are cache hits.
+ui.prefetch(
+    (ui.kpis, (status.version, as_of, currency, metric)),
+    (ui.month_end_forecast, (status.version, as_of, currency, metric)),
+    (ui.daily_total, (status.version, as_of - dt.timedelta(days=59), as_of, metric, currency)),
+    (ui.top_movers, (status.version, as_of, currency, movers_dim, metric)),
+    (ui.budget_burns, (status.version, as_of)),
+    (ui.open_anomalies, (status.version,)),
+)
 k = ui.guard("compute the KPIs", ui.kpis, status.version, as_of, currency, metric)
 if k is None:
     st.stop()
@@ -65,16 +74,13 @@ if daily is not None and not daily.empty:
 col_b, col_m = st.columns(2)
 with col_b:
     st.subheader("Budget burn")
-    budgets = ui.guard("load budgets", data.list_budgets, get_owner())
-    if budgets is not None and budgets.empty:
-        st.caption("No budgets yet. Create one on the **Budgets** page to track burn here.")
-    elif budgets is not None:
-        for _, b in budgets[budgets["enabled"]].head(6).iterrows():
-            burn = ui.guard(f"compute burn of {b['name']}", data.budget_burn, get_reader(), b.to_dict(), as_of=as_of)
-            spent = float(burn["cumulative"].iloc[-1]) if burn is not None and not burn.empty else 0.0
-            share = spent / float(b["amount"]) if b["amount"] else 0.0
-            st.progress(min(share, 1.0), text=f"{b['name']}: {fmt.money(spent, b['currency'])} of "
-                        f"{fmt.money(float(b['amount']), b['currency'])} ({share:.0%}, {b['period']})")  # fmt: skip
+    burns = ui.guard("compute budget burn", ui.budget_burns, status.version, as_of)
+    if burns is not None and not burns:
+        st.caption("No enabled budgets yet. Create one on the **Budgets** page to track burn here.")
+    for b, spent in burns or []:
+        share = spent / float(b["amount"]) if b["amount"] else 0.0
+        st.progress(min(max(share, 0.0), 1.0), text=f"{b['name']}: {fmt.money(spent, b['currency'])} of "
+                    f"{fmt.money(float(b['amount']), b['currency'])} ({share:.0%}, {b['period']})")  # fmt: skip
 with col_m:
     st.subheader("Top movers (7 days vs the 7 before)")
     dim = st.selectbox("by", ["service", "subscription", "resource_group", "region"], key="overview_movers_dim",
@@ -97,7 +103,7 @@ with col_m:
         )
 
 st.subheader("Open anomalies")
-open_anomalies = ui.guard("load anomalies", data.anomalies, get_reader(), status="open")
+open_anomalies = ui.guard("load anomalies", ui.open_anomalies, status.version)
 if open_anomalies is not None and open_anomalies.empty:
     st.caption("No open anomalies. Detection runs in the pipeline's analytics step.")
 elif open_anomalies is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from app import fmt, ops
+from app import charts, fmt, ops
 from app.explorer_state import ExplorerView, from_params
 
 
@@ -43,3 +43,36 @@ def test_ingest_details_from_step_json():
     }
     assert (details.dead_letters, details.bronze_rows, details.not_in_bronze) == (1, 9, 1)
     assert ops.ingest_details(pd.DataFrame([{"step": "mart", "detail": {}}])) is None
+
+
+def _cost_frame() -> pd.DataFrame:
+    days = pd.date_range("2026-01-01", periods=20)
+    rows = [(d, f"svc{g}", "EUR", float((g + 1) * 10 + i)) for i, d in enumerate(days) for g in range(13)]
+    rows = [r for r in rows if not (r[1] == "svc12" and r[0].day == 5)]  # a gap stays a gap
+    return pd.DataFrame(rows, columns=["period", "group", "currency", "cost"])
+
+
+def test_fast_figures_pass_plotly_validation():
+    """The hot charts skip plotly's validation when built; the same dicts must pass it, as streamlit would
+    otherwise only find out in the browser."""
+    import plotly.graph_objects as go
+
+    for kind in ("area", "bar"):
+        fig = charts.stacked(_cost_frame(), kind=kind, currency="EUR")
+        checked = go.Figure(fig.to_dict())  # validates every property; raises on a bad one
+        names = [t.name for t in checked.data]
+        folded = charts.top_groups(_cost_frame(), 10).groupby("group")["cost"].sum()
+        assert names == list(folded.sort_values(ascending=False).index) and len(names) == 11 and "Other" in names
+        assert {f"svc{g}" for g in range(3)}.isdisjoint(names)  # the three smallest fold into Other
+        assert {t.type for t in checked.data} == {"scatter" if kind == "area" else "bar"}
+        if kind == "area":
+            assert {t.stackgroup for t in checked.data} == {"one"}
+        assert checked.layout.yaxis.title.text == "cost (EUR)" and checked.layout.barmode == "stack"
+        svc12 = fig.data[0]
+        assert list(svc12.y[:2]) == [130.0, 131.0] and len(svc12.x) == 19  # a missing day is no point
+        other = next(t for t in fig.data if t.name == "Other")
+        assert len(other.x) == 20 and other.y[0] == 10.0 + 20.0 + 30.0
+    bars = charts.daily_bars(pd.DataFrame({"day": pd.date_range("2026-01-01", periods=3), "cost": [1.0, 2.0, 3.0]}))
+    go.Figure(bars.to_dict())
+    assert list(bars.data[0].y) == [1.0, 2.0, 3.0]
+    assert charts.stacked(_cost_frame().iloc[0:0]).data == ()
