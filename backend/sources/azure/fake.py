@@ -99,7 +99,7 @@ class _Operation:
     start: date
     end: date
     polls_left: int
-    blobs: list[bytes] = field(default_factory=list)
+    blobs: list[bytes] | None = None  # [] = the window has no cost data (status NoDataFound)
 
 
 class FakeAzure:
@@ -296,7 +296,8 @@ class FakeAzure:
             }
             lines.append([values.get(c, "") for c in COST_DETAILS_COLUMNS])
         blobs = []
-        for offset in range(0, max(len(lines), 1), self.blob_rows):
+        # No rows: Azure answers the operation with status NoDataFound and no manifest, not an empty blob.
+        for offset in range(0, len(lines), self.blob_rows):
             out = io.StringIO(newline="")
             writer = csv.writer(out, lineterminator="\r\n")
             writer.writerow(COST_DETAILS_COLUMNS)
@@ -638,8 +639,18 @@ class _Handler(BaseHTTPRequestHandler):
         if op.polls_left > 0:
             op.polls_left -= 1
             return self._send(202, None, {"Location": location, "Retry-After": str(fake.report_retry_after)})
-        if not op.blobs:
+        if op.blobs is None:
             op.blobs = fake.cost_details_blobs(op)
+        if not op.blobs:
+            return self._send(
+                200,
+                {
+                    "id": location.split("?")[0].removeprefix(MANAGEMENT),
+                    "name": op_id,
+                    "status": "NoDataFound",
+                    "validTill": "2099-01-01T00:00:00Z",
+                },
+            )
         ext = ".csv.gz" if fake.compress_blobs else ".csv"
         blobs = [
             {
@@ -685,7 +696,7 @@ class _Handler(BaseHTTPRequestHandler):
         with self.fake._lock:
             op = self.fake.operations.get(m.group(1))
         index = int(m.group(2))
-        if op is None or index >= len(op.blobs):
+        if op is None or index >= len(op.blobs or ()):
             return self._send(404, b"BlobNotFound", {"Content-Type": "application/xml"})
         content_type = "application/gzip" if m.group(3) else "text/csv"
         return self._send(200, op.blobs[index], {"Content-Type": content_type})

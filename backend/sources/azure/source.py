@@ -258,6 +258,13 @@ class AzureCostSource:
             response = self.client.request("GET", location)
         doc = response.json()
         status = doc.get("status")
+        if status == "NoDataFound":
+            # A window without cost (a new or emptied subscription, a day not billed yet): zero rows,
+            # and the cursor records those days as fetched with nothing in them.
+            log.info(
+                "Cost Details %s %s %s..%s: no cost data", window.subscription, window.metric, window.start, window.end
+            )
+            return
         if status != "Completed":
             raise AzureError(
                 f"Cost Details report for {window.subscription} ended with status {status}: {doc.get('error')}"
@@ -268,6 +275,8 @@ class AzureCostSource:
             data = self.client.request("GET", blob["blobLink"], authenticated=False).content
             if data[:2] == b"\x1f\x8b":
                 data = gzip.decompress(data)
+            if not data.partition(b"\n")[2].strip():
+                continue  # a header and no rows: nothing in this blob (seen on otherwise empty reports)
             name = f"costdetails-{window.subscription}-{window.metric}-{window.start}-{index}.csv"
             try:
                 prepared = prepare_csv_bytes(data, self.settings, name=name, metric=window.metric)
