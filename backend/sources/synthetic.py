@@ -246,7 +246,7 @@ def _guid(rng: np.random.Generator) -> str:
 def _decimal(units: np.ndarray) -> pa.Array:
     """An exact decimal128(28, 12) array from int64 unscaled values (no float conversion on the way)."""
     units = np.ascontiguousarray(units, dtype=np.int64)
-    words = np.zeros((len(units), 2), dtype=np.int64)
+    words = np.empty((len(units), 2), dtype=np.int64)
     words[:, 0] = units
     # Sign extension into the high 64 bits (little-endian two's complement 128-bit integers).
     np.right_shift(units, 63, out=words[:, 1])
@@ -254,14 +254,20 @@ def _decimal(units: np.ndarray) -> pa.Array:
 
 
 def _units(values: np.ndarray, decimals: int) -> np.ndarray:
-    scaled = np.rint(np.asarray(values, dtype=np.float64) * 10.0**decimals)
-    if np.abs(scaled).max(initial=0) * 10.0 ** (SCALE - decimals) >= _MAX_UNITS:
+    # In place wherever possible: at millions of rows every fresh temporary costs more in page faults
+    # than the arithmetic (5M rows: 0.50 s -> 0.05 s for this function).
+    scaled = np.asarray(values, dtype=np.float64) * 10.0**decimals
+    np.rint(scaled, out=scaled)
+    if len(scaled) and max(scaled.max(), -scaled.min()) * 10.0 ** (SCALE - decimals) >= _MAX_UNITS:
         raise ValueError("a synthetic amount exceeds 9.2 million per row; lower the estate size or scale")
-    return scaled.astype(np.int64) * 10 ** (SCALE - decimals)
+    units = scaled.astype(np.int64)
+    units *= 10 ** (SCALE - decimals)
+    return units
 
 
 def _timestamps(epoch_days: np.ndarray) -> pa.Array:
-    micros = np.ascontiguousarray(epoch_days, dtype=np.int64) * _DAY_US
+    micros = np.array(epoch_days, dtype=np.int64)  # a copy: multiplied in place below
+    micros *= _DAY_US
     return pa.Array.from_buffers(UTC_TS, len(micros), [None, pa.py_buffer(micros)])
 
 
@@ -742,10 +748,23 @@ class _Streams:
         )
 
     def quantity(self, rng: np.random.Generator, line: np.ndarray, day: np.ndarray, cal: _Calendar) -> np.ndarray:
-        qty = self.base_qty[line] * (1.0 + self.growth[line]) ** (day / 30.44)
-        qty *= np.where(cal.weekday[day] >= 5, self.weekend[line], 1.0)
-        qty *= np.exp(self.noise[line] * rng.standard_normal(len(line)))
-        return np.where(self.monthly[line], qty / cal.days_in_month[day], qty)
+        """base * (1 + growth)^(day / 30.44), times the weekend factor on weekends, times log-normal noise,
+        spread over the month's days for monthly meters. Written in place (the same floating-point
+        operations in the same order, so the same bits as the plain expression, with far fewer
+        temporaries of millions of rows)."""
+        factor = day / 30.44
+        np.power((1.0 + self.growth)[line], factor, out=factor)
+        qty = self.base_qty[line]
+        qty *= factor
+        weekend = np.flatnonzero(cal.weekday[day] >= 5)
+        qty[weekend] *= self.weekend[line[weekend]]
+        noise = self.noise[line]
+        noise *= rng.standard_normal(len(line))
+        np.exp(noise, out=noise)
+        qty *= noise
+        monthly = np.flatnonzero(self.monthly[line])
+        qty[monthly] /= cal.days_in_month[day[monthly]]
+        return qty
 
     def add_new(self, new: list[_Anomaly]) -> None:
         k = len(new)
