@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import calendar
 import logging
+import os
 import time
+from unittest import mock
 
 import numpy as np
 import pandas as pd
 
+from backend.analytics import forecast
 from backend.analytics.analyze import series_anomalies
 from backend.analytics.detect import DetectorParams
-from backend.analytics.evaluation import estate_cost_frame, score_detection, truth_members
-from backend.analytics.forecast import ForecastParams, month_end_forecast
+from backend.analytics.evaluation import estate_cost_frame, label_scope, score_detection, truth_members
+from backend.analytics.forecast import ForecastParams, forecast_series, month_end_forecast
 from backend.analytics.series import level_series
 from backend.sources.synthetic import generate_estate
 from bench.common import BenchResult
@@ -20,28 +23,49 @@ from bench.common import BenchResult
 log = logging.getLogger("bench.analytics")
 
 LEVELS = ["service", "resource_group", "subscription", "tag:team"]
+SEEDS = [42, 7, 1234]
+GOAL_LEVELS = ("service", "resource_group")  # issue 7: precision and recall >= 0.9 here, detected by the next day
 # Peers' methods for comparison: OptScale's "today > N-day mean x (1 + t%)" and a fixed-interval z-score on 60 days.
 DETECTORS = {
     "seasonal_median (default)": DetectorParams(),
-    "seasonal_median k=3": DetectorParams(sensitivity=3.0),
+    "seasonal_median k=4": DetectorParams(sensitivity=4.0),
     "seasonal_median k=5": DetectorParams(sensitivity=5.0),
-    "seasonal_median min_rel=0.1": DetectorParams(min_relative_impact=0.1),
+    "seasonal_median min_rel=0.25": DetectorParams(min_relative_impact=0.25),
+    "seasonal_median no shift re-anchor": DetectorParams(reanchor_shifts=False),
     "rolling_mean_pct 30%": DetectorParams(
-        method="rolling_mean_pct", history_days=28, monthly_recurrence=False, min_relative_impact=0.0
+        method="rolling_mean_pct",
+        history_days=28,
+        monthly_recurrence=False,
+        min_relative_impact=0.0,
+        reanchor_shifts=False,
     ),
     "zscore k=3 (63 d)": DetectorParams(
-        method="zscore", sensitivity=3.0, history_days=63, monthly_recurrence=False, min_relative_impact=0.0
+        method="zscore",
+        sensitivity=3.0,
+        history_days=63,
+        monthly_recurrence=False,
+        min_relative_impact=0.0,
+        reanchor_shifts=False,
     ),
 }
+COUNTS = ("labels", "events", "false_events", "missed")
 
 
-def detection_rows(seed: int, metrics: list[str], detectors: dict[str, DetectorParams]) -> list[dict]:
+def detection_rows(seed: int, metrics: list[str], detectors: dict[str, DetectorParams]):
+    """Scores of every detector on one seed's estate, per metric and level; also returns the cost frame and series."""
     estate = generate_estate(seed=seed)
     costs = estate_cost_frame(estate.costs)
     labels = estate.labels.to_pandas()
     series = level_series(costs, LEVELS, metrics)
     start, end = costs["charge_date"].min(), costs["charge_date"].max()
     since = start + pd.Timedelta(days=60)
+    truths = {}
+    for level in LEVELS:
+        truth = truth_members(labels, costs, level)
+        # Scoped on amortized cost, the cost the estate sizes its labels by, so both metrics share one label set.
+        mine = series[(series["level"] == level) & (series["metric"] == "amortized")]
+        truth["in_scope"] = label_scope(truth, mine)
+        truths[level] = truth
     rows = []
     for name, params in detectors.items():
         t0 = time.perf_counter()
@@ -56,7 +80,7 @@ def detection_rows(seed: int, metrics: list[str], detectors: dict[str, DetectorP
         for metric in metrics:
             for level in LEVELS:
                 alerts = found[(found["level"] == level) & (found["metric"] == metric)]
-                score = score_detection(alerts, truth_members(labels, costs, level))
+                score = score_detection(alerts, truths[level])
                 rows.append(
                     {
                         "part": "detection",
@@ -64,23 +88,61 @@ def detection_rows(seed: int, metrics: list[str], detectors: dict[str, DetectorP
                         "detector": name,
                         "metric": metric,
                         "level": level,
+                        "labels_total": len(truths[level]),
                         **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in score.items()},
                         "seconds": round(seconds, 1),
                     }
                 )
-    return rows, costs, series
+    return rows, costs, series, labels
 
 
-def forecast_rows(seed: int, series: pd.DataFrame, *, step: int, scopes: list[str], metrics: list[str]) -> list[dict]:
+def pooled_detection(rows: list[dict]) -> list[dict]:
+    """Per detector, metric and level: counts summed over the seeds, precision and recall from the sums."""
+    frame = pd.DataFrame(rows)
+    out = []
+    for (name, metric, level), g in frame.groupby(["detector", "metric", "level"], sort=False):
+        sums = {k: int(g[k].sum()) for k in COUNTS}
+        precision = 1 - sums["false_events"] / sums["events"] if sums["events"] else 1.0
+        recall = 1 - sums["missed"] / sums["labels"] if sums["labels"] else 1.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        out.append(
+            {
+                "part": "detection pooled",
+                "seed": "+".join(str(s) for s in g["seed"]),
+                "detector": name,
+                "metric": metric,
+                "level": level,
+                "labels_total": int(g["labels_total"].sum()),
+                **sums,
+                "precision": round(precision, 3),
+                "recall": round(recall, 3),
+                "f1": round(f1, 3),
+                "max_delay_days": g["max_delay_days"].max(),
+                "goal_met": bool(level not in GOAL_LEVELS or (precision >= 0.9 and recall >= 0.9)),
+            }
+        )
+    return out
+
+
+def forecast_rows(
+    seed: int, series: pd.DataFrame, labels: pd.DataFrame, *, step: int, scopes: list[str], metrics: list[str]
+) -> list[dict]:
+    """End-of-month forecasts made on day 1, 1 + step, ... of every full month after three months of history.
+
+    `surprise` marks forecasts whose scope has a labelled anomaly starting later in the month: no forecast can
+    see it coming, so coverage is reported with and without them."""
     params = ForecastParams()
+    starts = pd.to_datetime(labels["start_date"])
     out = []
     subs = series[series["level"] == "subscription"]
     for metric in metrics:
         mine = subs[subs["metric"] == metric]
         targets = {"total": mine.groupby("charge_date")["cost"].sum()}
+        owners = {"total": np.ones(len(labels), dtype=bool)}
         if "subscription" in scopes:
             for member, g in mine.groupby("member"):
                 targets[f"subscription {member[-8:]}"] = g.set_index("charge_date")["cost"]
+                owners[f"subscription {member[-8:]}"] = (labels["subscription_id"] == member).to_numpy()
         for scope, ser in targets.items():
             dates, values = ser.index.to_numpy(), ser.to_numpy()
             first = pd.Timestamp(dates[0]) + pd.DateOffset(months=3)
@@ -95,6 +157,7 @@ def forecast_rows(seed: int, series: pd.DataFrame, *, step: int, scopes: list[st
                 for day in range(1, dim, step):
                     cut = np.searchsorted(dates, (month + pd.Timedelta(days=day - 1)).to_datetime64(), side="right")
                     r = month_end_forecast(dates[:cut], values[:cut], params)
+                    later = (starts > month + pd.Timedelta(days=day - 1)) & (starts < month + pd.DateOffset(months=1))
                     out.append(
                         {
                             "seed": seed,
@@ -105,93 +168,151 @@ def forecast_rows(seed: int, series: pd.DataFrame, *, step: int, scopes: list[st
                             "ape": abs(r["point"] - total) / total,
                             "covered": r["lower"] <= total <= r["upper"],
                             "method": r["method"],
+                            "surprise": bool((later.to_numpy() & owners[scope]).any()),
                         }
                     )
     return out
 
 
+def forecast_speed(series: pd.DataFrame) -> dict:
+    """Seconds to forecast every series of an estate (as run_analytics does) with the batched backtests, and with
+    the same backtests fitted one origin at a time (the reference), in this run."""
+    params = ForecastParams()
+    groups = [g for _, g in series.groupby(["level", "member", "metric"], sort=False)]
+
+    def run() -> float:
+        t0 = time.perf_counter()
+        for g in groups:
+            forecast_series(g["charge_date"].to_numpy(), g["cost"].to_numpy(), params)
+        return time.perf_counter() - t0
+
+    batched = run()
+    batch = forecast.predict_origins
+
+    def one_at_a_time(method, values, origins, horizon, p):
+        return np.vstack(
+            [batch(method, values, np.array([o]), horizon, p) for o in origins] or [np.zeros((0, horizon))]
+        )
+
+    with mock.patch.object(forecast, "predict_origins", one_at_a_time):
+        reference = run()
+    return {"series": len(groups), "batched_s": batched, "reference_s": reference}
+
+
+def forecast_summary(fc: pd.DataFrame) -> list[dict]:
+    """MAPE and interval coverage by day-of-month bucket (pooled over seeds), and from day 15 per seed and pooled."""
+    fc = fc.assign(bucket=pd.cut(fc["day"], [0, 7, 14, 21, 31], labels=["1-7", "8-14", "15-21", "22-31"]))
+    rows = []
+
+    def row(g: pd.DataFrame, **keys) -> dict:
+        return {
+            "part": "forecast",
+            **keys,
+            "mape": round(float(g["ape"].mean()), 4),
+            "p90_ape": round(float(g["ape"].quantile(0.9)), 4),
+            "coverage": round(float(g["covered"].mean()), 3),
+            "n": len(g),
+            "coverage_no_surprise": round(float(g.loc[~g["surprise"], "covered"].mean()), 3),
+            "n_no_surprise": int((~g["surprise"]).sum()),
+        }
+
+    for (metric, bucket), g in fc.groupby(["metric", "bucket"], observed=True):
+        rows.append(row(g, seed="pooled", metric=metric, day_of_month=str(bucket)))
+    late = fc[fc["day"] >= 15]
+    for (seed, metric), g in late.groupby(["seed", "metric"]):
+        rows.append(row(g, seed=seed, metric=metric, day_of_month=">=15"))
+    for metric, g in late.groupby("metric"):
+        rows.append(row(g, seed="pooled", metric=metric, day_of_month=">=15"))
+    rows.append(row(late, seed="pooled", metric="both", day_of_month=">=15"))
+    return rows
+
+
 def main(quick: bool = False) -> None:
     result = BenchResult(
         "analytics",
-        "Anomaly detection (precision/recall/F1 per level, detection delay) against the synthetic estate's labels, "
-        "and end-of-month forecast MAPE / 95% interval coverage by day of month.",
+        "Anomaly detection (precision/recall/F1 per level, detection delay) against the synthetic estate's labels "
+        "over several seeds, end-of-month forecast MAPE / 95% interval coverage by day of month, and the seconds "
+        "the forecasts of one default estate take. Recall counts the labels sized for a level (>= 40% of the "
+        "member's prior 28-day mean; all labels at service and resource group level); any event overlapping a "
+        "label is a true one.",
     )
-    seeds = [42] if quick else [42, 7, 123]
+    load_before = os.getloadavg()
+    seeds = [42] if quick else SEEDS
     detectors = {k: v for k, v in DETECTORS.items() if not quick or "default" in k}
+    per_seed, forecasts, speed = [], [], None
     for seed in seeds:
-        rows, _, series = detection_rows(
+        rows, _, series, labels = detection_rows(seed, ["amortized", "actual"], detectors)
+        per_seed += rows
+        if speed is None:
+            speed = forecast_speed(series[series["level"].isin(LEVELS)])
+        forecasts += forecast_rows(
             seed,
-            ["amortized", "actual"],
-            detectors if seed == 42 else {k: v for k, v in detectors.items() if "default" in k},
+            series,
+            labels,
+            step=3 if quick else 1,
+            scopes=["total"] if quick else ["total", "subscription"],
+            metrics=["amortized"] if quick else ["amortized", "actual"],
         )
-        result.rows += rows
-        if seed == 42:
-            fc = pd.DataFrame(
-                forecast_rows(
-                    seed,
-                    series,
-                    step=3 if quick else 1,
-                    scopes=["total"] if quick else ["total", "subscription"],
-                    metrics=["amortized"] if quick else ["amortized", "actual"],
-                )
-            )
-    for r in result.rows:
-        if r["detector"].endswith("(default)") or r["seed"] == 42:
+    pooled = pooled_detection(per_seed)
+    for r in pooled:
+        if r["detector"].endswith("(default)") or r["level"] in GOAL_LEVELS:
             log.info(
-                "seed %s %-28s %-9s %-14s P=%.2f R=%.2f F1=%.2f events=%s false=%s delay mean=%s max=%s",
-                r["seed"],
+                "pooled %-36s %-9s %-14s P=%.3f R=%.3f events=%s false=%s missed=%s/%s goal=%s",
                 r["detector"],
                 r["metric"],
                 r["level"],
                 r["precision"],
                 r["recall"],
-                r["f1"],
                 r["events"],
                 r["false_events"],
-                r["mean_delay_days"],
-                r["max_delay_days"],
+                r["missed"],
+                r["labels"],
+                r["goal_met"],
             )
-    fc["bucket"] = pd.cut(fc["day"], [0, 7, 14, 21, 31], labels=["1-7", "8-14", "15-21", "22-31"])
-    by = fc.groupby(["metric", "bucket"], observed=True).agg(
-        mape=("ape", "mean"),
-        p90_ape=("ape", lambda a: a.quantile(0.9)),
-        coverage=("covered", "mean"),
-        n=("ape", "size"),
-    )
-    for (metric, bucket), r in by.iterrows():
-        result.rows.append(
-            {
-                "part": "forecast",
-                "metric": metric,
-                "day_of_month": str(bucket),
-                "mape": round(r.mape, 4),
-                "p90_ape": round(r.p90_ape, 4),
-                "coverage": round(r.coverage, 3),
-                "n": int(r.n),
-            }
-        )
+    fc_rows = forecast_summary(pd.DataFrame(forecasts))
+    for r in fc_rows:
         log.info(
-            "forecast %-9s days %-6s MAPE=%.2f%% p90 APE=%.2f%% coverage=%.1f%% (n=%d)",
-            metric,
-            bucket,
-            100 * r.mape,
-            100 * r.p90_ape,
-            100 * r.coverage,
-            r.n,
+            "forecast seed %-6s %-9s days %-6s MAPE=%.2f%% p90 APE=%.2f%% coverage=%.1f%% (n=%d), without "
+            "surprises %.1f%% (n=%d)",
+            r["seed"],
+            r["metric"],
+            r["day_of_month"],
+            100 * r["mape"],
+            100 * r["p90_ape"],
+            100 * r["coverage"],
+            r["n"],
+            100 * r["coverage_no_surprise"],
+            r["n_no_surprise"],
         )
+    speed_row = {
+        "part": "forecast speed",
+        "seed": seeds[0],
+        "n": speed["series"],
+        "seconds": round(speed["batched_s"], 1),
+        "reference_seconds": round(speed["reference_s"], 1),
+        "ratio_to_reference": round(speed["batched_s"] / speed["reference_s"], 3),
+    }
+    result.rows = pooled + per_seed + fc_rows + [speed_row]
+    fc = pd.DataFrame(forecasts)
     late = fc[fc["day"] >= 15]
-    for metric, g in late.groupby("metric"):
-        log.info(
-            "forecast %s from day 15: MAPE=%.2f%% coverage=%.1f%% methods=%s",
-            metric,
-            100 * g.ape.mean(),
-            100 * g.covered.mean(),
-            g.method.value_counts().to_dict(),
-        )
-        result.notes.append(
-            f"{metric} from day 15: MAPE {100 * g.ape.mean():.2f}%, 95% interval coverage "
-            f"{100 * g.covered.mean():.1f}% (n={len(g)}); methods {g.method.value_counts().to_dict()}"
-        )
+    result.notes += [
+        f"seeds {seeds}; goal levels {list(GOAL_LEVELS)} met by the default detector on every seed and metric: "
+        + str(
+            all(
+                r["precision"] >= 0.9 and r["recall"] >= 0.9 and (r["max_delay_days"] or 0) <= 1
+                for r in per_seed
+                if r["detector"].endswith("(default)") and r["level"] in GOAL_LEVELS
+            )
+        ),
+        f"forecast from day 15, pooled: MAPE {100 * late['ape'].mean():.2f}%, 95% interval coverage "
+        f"{100 * late['covered'].mean():.1f}% (n={len(late)}); {100 * late.loc[~late['surprise'], 'covered'].mean():.1f}% "
+        "without the forecasts whose scope has a labelled anomaly starting later in the month; methods "
+        f"{late['method'].value_counts().to_dict()}",
+        f"forecasts of all {speed['series']} series of the seed-{seeds[0]} estate: {speed['batched_s']:.1f} s batched "
+        f"vs {speed['reference_s']:.1f} s fitting one backtest origin at a time (ratio "
+        f"{speed['batched_s'] / speed['reference_s']:.3f}, same run)",
+        f"load average {load_before[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end (2 shared cores)",
+    ]
     result.write()
 
 

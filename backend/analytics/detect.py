@@ -21,9 +21,9 @@ class DetectorParams:
     level_days: int = 14  # recent days whose deseasonalised median is the expected level
     scale_days: int = 28  # recent days whose deseasonalised MAD is the noise scale
     min_history_days: int = 14
-    sensitivity: float = 4.0
+    sensitivity: float = 4.5
     min_cost_impact: float = 10.0  # |actual - expected| per day, billing currency (defaults: bench_analytics)
-    min_relative_impact: float = 0.25  # |actual - expected| / expected
+    min_relative_impact: float = 0.3  # |actual - expected| / expected
     relative_scale_floor: float = 0.05  # noise is never assumed below 5% of the level (steady series have MAD 0)
     directions: str = "both"  # "up" reports only increases
     monthly_recurrence: bool = True  # a charge on the same day of the previous month is a pattern, not a surprise

@@ -73,6 +73,28 @@ def truth_members(labels: pd.DataFrame, costs: pd.DataFrame, level: str) -> pd.D
     return out
 
 
+def label_scope(truth: pd.DataFrame, series: pd.DataFrame, *, min_relative: float = 0.4, days: int = 28) -> pd.Series:
+    """Which labels a detector at this level can be asked to find: the label's extra cost per day is at least
+    `min_relative` x its member's mean daily cost over the `days` before it starts.
+
+    The estate sizes every label at >= 40% of that baseline for its service, its resource group and its labelled
+    dimension; a resource group's spike is a rounding error in a big subscription, so at the subscription and tag
+    levels only the labels sized for them (or big enough anyway) count towards recall. `series` holds the level's
+    daily (member, charge_date, cost) rows."""
+    costs = series.assign(charge_date=pd.to_datetime(series["charge_date"])).set_index(["member", "charge_date"])
+    costs = costs["cost"].sort_index()
+    keep = []
+    for lab in truth.itertuples():
+        start = pd.Timestamp(lab.start_date)
+        try:
+            before = costs.loc[lab.member].loc[start - timedelta(days=days) : start - timedelta(days=1)]
+        except KeyError:
+            before = pd.Series(dtype=float)
+        base = float(before.mean()) if len(before) else 0.0
+        keep.append(lab.size_per_day >= min_relative * base)
+    return pd.Series(keep, index=truth.index, dtype=bool)
+
+
 def alert_events(alerts: pd.DataFrame) -> pd.DataFrame:
     """Consecutive alert days of one series merged into events (a level shift alerts for several days)."""
     if alerts.empty:
@@ -91,7 +113,10 @@ def alert_events(alerts: pd.DataFrame) -> pd.DataFrame:
 
 
 def score_detection(alerts: pd.DataFrame, truth: pd.DataFrame, *, max_delay_days: int = 1) -> dict:
-    """Precision over alert events, recall over labels (detected within `max_delay_days` of the start), delays."""
+    """Precision over alert events, recall over labels (detected within `max_delay_days` of the start), delays.
+
+    An event overlapping any label is a true one; recall counts only labels with a true `in_scope` (all of them
+    when the column is absent)."""
     events = alert_events(alerts)
     hit_events = 0
     for ev in events.itertuples():
@@ -101,6 +126,8 @@ def score_detection(alerts: pd.DataFrame, truth: pd.DataFrame, *, max_delay_days
             hit_events += 1
     delays = []
     detected = 0
+    if "in_scope" in truth.columns:
+        truth = truth[truth["in_scope"]]
     for lab in truth.itertuples():
         mine = alerts[(alerts["member"] == lab.member)]
         days = pd.to_datetime(mine["charge_date"])

@@ -71,3 +71,51 @@ def test_since_limits_reported_days_only():
     x[110] += 80.0
     found = detect(DATES, x, DetectorParams(), since=DATES[100])
     assert list(found["charge_date"]) == [DATES[110]]
+
+
+def _events(found: pd.DataFrame) -> int:
+    """Runs of consecutive alert days."""
+    days = pd.to_datetime(found["charge_date"]).sort_values()
+    return int((days.diff() != pd.Timedelta(days=1)).sum())
+
+
+LONG = pd.date_range("2025-01-06", periods=240, freq="D")
+
+
+def weekly_long(seed: int, noise: float = 0.03) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return 100.0 * np.where(LONG.weekday >= 5, 0.6, 1.0) * np.exp(noise * rng.standard_normal(len(LONG)))
+
+
+def test_level_shift_with_its_own_weekday_shape_is_one_event():
+    # A new always-on cost (no weekend dip) on a workload that dips at weekends: the rolling baseline mixes both
+    # levels and shapes for weeks and alerted again about 3-4 weeks after the shift; re-anchoring ends that.
+    rng = np.random.default_rng(5)
+    x = 100.0 * np.where(LONG.weekday >= 5, 0.45, 1.0) * np.exp(0.03 * rng.standard_normal(len(LONG)))
+    x[90:] += 45.0
+    found = detect(LONG, x, DetectorParams())
+    assert found["charge_date"].min() == LONG[90]
+    assert _events(found) == 1
+    assert set(found["kind"]) == {"level_shift"}
+    assert _events(detect(LONG, x, DetectorParams(reanchor_shifts=False))) > 1
+
+
+def test_after_a_shift_a_later_spike_is_found_against_the_new_level():
+    x = weekly_long(seed=2)
+    x[80:] *= 1.6
+    x[150] += 0.6 * x[150]
+    found = detect(LONG, x, DetectorParams())
+    spikes = found[found["charge_date"] > LONG[100]]
+    assert list(spikes["charge_date"]) == [LONG[150]]
+    assert abs(spikes.iloc[0]["expected"] - x[150] / 1.6) / (x[150] / 1.6) < 0.1
+
+
+def test_a_multi_day_spike_does_not_move_the_baseline():
+    # Five high days are a run like a shift's first days, but the fortnight after them is back to normal: no
+    # re-anchoring, so the return to normal is no "drop" and the next spike is judged against the usual level.
+    x = weekly_long(seed=4)
+    x[100:105] *= 1.8
+    x[140] *= 1.7
+    found = detect(LONG, x, DetectorParams())
+    assert list(found["charge_date"]) == [*LONG[100:105], LONG[140]]
+    assert (found["impact"] > 0).all()

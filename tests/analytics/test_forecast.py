@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from backend.analytics.forecast import ForecastParams, choose_method, forecast_series, month_end_forecast, predict
+from backend.analytics.forecast import (
+    ForecastParams,
+    choose_method,
+    forecast_series,
+    month_end_forecast,
+    predict,
+    predict_origins,
+)
 
 DATES = pd.date_range("2025-01-01", periods=200, freq="D")
 
@@ -42,3 +49,23 @@ def test_month_end_forecast_adds_actual_to_date():
     truth = x[(DATES >= "2025-06-01") & (DATES <= "2025-06-30")].sum()
     assert abs(r["point"] - truth) / truth < 0.05
     assert r["lower"] <= r["point"] <= r["upper"]
+
+
+def test_batched_backtest_forecasts_equal_one_fit_per_origin():
+    # Short origins see fewer weeks (their own profile and ETS window), long ones share the full lookback.
+    x = series(seed=8)
+    x[120:] *= 1.3  # a shift, so the trend and level terms matter
+    origins = np.array([28, 33, 56, 90, 111, 112, 113, 150, 190])
+    params = ForecastParams()
+    for method in ("seasonal_naive", "seasonal_mean", "ets"):
+        batched = predict_origins(method, x, origins, 10, params)
+        single = np.vstack([predict(method, x[:o], 10, params) for o in origins])
+        assert batched.shape == (len(origins), 10)
+        np.testing.assert_allclose(batched, single, rtol=1e-12, atol=1e-9, err_msg=method)
+
+
+def test_ets_carries_a_trend_forward():
+    # A steady trend: the fitted trend term carries it forward (a level-only fit would stay flat).
+    x = 100.0 + 0.5 * np.arange(140)
+    point = predict("ets", x, 7, ForecastParams())
+    assert np.all(np.diff(point) > 0.4)

@@ -103,3 +103,12 @@ def test_run_analytics_writes_anomalies_and_forecasts(spark, pg_url, tmp_path):
         assert [r.status for r in rows] == ["expected"]
     finally:
         engine.dispose()
+
+
+def test_detector_defaults_are_the_settings_defaults():
+    # The evaluation scores DetectorParams(); the app runs what Settings holds: both must be the evaluated values.
+    from backend.analytics.detect import DetectorParams
+    from backend.analytics.run import detector_params
+    from backend.config import Settings
+
+    assert detector_params(Settings(_env_file=None)) == DetectorParams()
