@@ -72,10 +72,42 @@ def _demo_azure_source(ctx: PipelineContext, resources: ExitStack):
     return AzureCostSource(demo.settings, cursors=_cursors(ctx), mode=ctx.settings.azure_mode, session=demo.session)
 
 
+class DemoPathConflictError(RuntimeError):
+    """The demo estate would be loaded a second time through the other demo path (it would count twice)."""
+
+
+def _check_one_demo_path(ctx: PipelineContext) -> None:
+    """The demo estate enters a lake through one path only: "demo" (FOCUS rows) or the demo tenant's "azure".
+
+    Both carry the same money for the same subscriptions, but as different row families whose
+    subscription ids are spelled differently ("/subscriptions/<id>" in FOCUS, "<id>" in Azure's
+    answers), so gold cannot tell they overlap and would add them up."""
+    wants_demo = "demo" in ctx.sources
+    wants_tenant = "azure" in ctx.sources and demo_azure_active(ctx.settings)
+    if not (wants_demo or wants_tenant):
+        return
+    if wants_demo and wants_tenant:
+        raise DemoPathConflictError(
+            "sources 'demo' and 'azure' (the demo tenant, no Azure credentials set) both load the demo estate; "
+            "run one of them"
+        )
+    subscriptions = {s.id for s in demo_estate(ctx).subscriptions}
+    other = "azure" if wants_demo else "synthetic"  # cursor names of the path not asked for
+    loaded = {scope for scope, _metric, _day in _cursors(ctx).delivered(other)} & subscriptions
+    if loaded:
+        asked, path = ("demo", "the demo Azure tenant") if wants_demo else ("azure", "the 'demo' source")
+        raise DemoPathConflictError(
+            f"source {asked!r} would load the demo estate again: this lake already holds it through {path} "
+            f"({len(loaded)} subscription(s)), and both would be counted. Keep to that source, or start from "
+            "an empty DATA_DIR to try the other path"
+        )
+
+
 def build_sources(ctx: PipelineContext, resources: ExitStack) -> list:
     """The CostSources this run pulls, by name. The inbox is handled separately (one batch per file).
 
     Anything a source needs only while it fetches (the demo tenant's FakeAzure) is closed with `resources`."""
+    _check_one_demo_path(ctx)
     sources = []
     for name in ctx.sources:
         if name == "demo":
