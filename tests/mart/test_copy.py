@@ -71,3 +71,29 @@ def test_copy_round_trips_exactly(pg_url, money, converted, binary):
     assert _binary_compatible(table) is binary
     rows = _roundtrip(pg_url, table)
     assert rows == list(zip(*[c.to_pylist() for c in table.columns], strict=True))
+
+
+def test_an_encoding_error_aborts_the_copy(pg_url, monkeypatch):
+    from backend.mart import load
+
+    def broken(table):
+        raise RuntimeError("encoder failed (injected)")
+
+    monkeypatch.setattr(load, "_binary_rows", broken)
+    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    raw = engine.raw_connection()
+    try:
+        dbapi = raw.driver_connection
+        with dbapi.cursor() as cur:
+            cur.execute("CREATE TABLE copy_abort (d date, k integer, big bigint, m numeric(28,12), c numeric(28,12))")
+            dbapi.commit()
+            with pytest.raises(RuntimeError, match="injected"):
+                _copy_arrow(cur, _table(VALUES), "copy_abort")
+            dbapi.rollback()
+            cur.execute("SELECT count(*) FROM copy_abort")
+            assert cur.fetchone()[0] == 0
+            cur.execute("DROP TABLE copy_abort")
+            dbapi.commit()
+    finally:
+        raw.close()
+        engine.dispose()
