@@ -621,7 +621,7 @@ def scan_inbox(
     failures: list[str] = []
     pending: dict[str, ImportedFile] = {}  # sent by this scan, not committed yet: a second copy is a duplicate
     for path in sorted(p for p in inbox.iterdir() if p.is_file()):
-        # Hidden and partial files are still being written by whoever drops them here; reason files are ours.
+        # Hidden and partial files are still being written by whoever drops them here.
         if path.name.startswith(".") or path.suffix.lower() in (".part", ".tmp", ".crdownload"):
             continue
         result = InboxResult(path.name, "sent", "")
