@@ -193,11 +193,41 @@ def _cost_basis(daily: DataFrame) -> DataFrame:
     return daily.withColumn("_cost", F.coalesce(F.col("amortized_cost"), F.col("actual_cost")))
 
 
+def movers_base(daily: DataFrame) -> DataFrame:
+    """Gold daily rows summed per (day, resource, subscription, service, resource group, currency).
+
+    Top movers and started/stopped resources only look at these columns; daily rows also split by
+    meter, pricing model, charge category etc., so this is several times smaller. Computed (and
+    cached) once, every mover and start/stop aggregate reads it instead of the daily table.
+    """
+    return (
+        _cost_basis(daily)
+        .groupBy(
+            "charge_date",
+            "charge_month",
+            "resource_id",
+            "subscription_id",
+            "service_name",
+            "resource_group",
+            "billing_currency",
+        )
+        .agg(_sum("_cost").alias("_cost"))
+    )
+
+
 def top_movers(
-    daily: DataFrame, *, run_id: str, months: list[str] | None = None, top: int = TOP_MOVERS_PER_PERIOD
+    daily: DataFrame,
+    *,
+    run_id: str,
+    months: list[str] | None = None,
+    top: int = TOP_MOVERS_PER_PERIOD,
+    base: DataFrame | None = None,
 ) -> DataFrame:
-    """Pure transform: gold daily rows -> largest day-over-day and month-over-month changes per dimension."""
-    base = _cost_basis(daily)
+    """Pure transform: gold daily rows -> largest day-over-day and month-over-month changes per dimension.
+
+    `base` is `movers_base(daily)` when the caller already has it (cached); it is derived otherwise.
+    """
+    base = movers_base(daily) if base is None else base
     dimensions = {
         "resource": (F.col("resource_id"), F.col("subscription_id")),
         "service": (F.col("service_name"), F.lit("")),
@@ -258,12 +288,15 @@ def top_movers(
     return _conform(out.withColumn("run_id", F.lit(run_id)), GOLD_TOP_MOVERS_SCHEMA)
 
 
-def cost_changes(daily: DataFrame, *, run_id: str, months: list[str] | None = None) -> DataFrame:
+def cost_changes(
+    daily: DataFrame, *, run_id: str, months: list[str] | None = None, base: DataFrame | None = None
+) -> DataFrame:
     """Pure transform: resources whose daily cost started after a gap or stopped before one (idle/waste hints).
 
-    The first day of the data cannot say "started" and its last day cannot say "stopped".
+    The first day of the data cannot say "started" and its last day cannot say "stopped". `base` is
+    `movers_base(daily)` when the caller already has it.
     """
-    base = _cost_basis(daily).where(F.col("resource_id") != "")
+    base = (movers_base(daily) if base is None else base).where(F.col("resource_id") != "")
     per_day = (
         base.groupBy("resource_id", "subscription_id", "billing_currency", "charge_date")
         .agg(

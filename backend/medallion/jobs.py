@@ -228,6 +228,8 @@ def run_gold(spark: SparkSession, lake: Lake, months: list[str] | None, *, run_i
     if lake.exists(SILVER_FX_RATES):
         fx = spark.createDataFrame(lake.read_arrow(SILVER_FX_RATES))
     daily_all = gold.cost_daily(silver_rows, run_id=run_id, fx=fx).persist()
+    # Six mover aggregates and the start/stop scan all read this one smaller per-resource-day sum.
+    movers = gold.movers_base(daily_all).persist()
     try:
         target = F.lit(True) if months is None else F.col("charge_month").isin(*months)
         silver_target = silver_rows if months is None else silver_rows.where(F.col("x_ChargeMonth").isin(*months))
@@ -238,8 +240,8 @@ def run_gold(spark: SparkSession, lake: Lake, months: list[str] | None, *, run_i
             GOLD_COST_DAILY: daily_all.where(target),
             GOLD_MONTHLY_SUMMARY: gold.monthly_summary(daily_all, run_id=run_id, months=months),
             GOLD_COST_BY_TAG: gold.cost_by_tag(silver_target, run_id=run_id),
-            GOLD_TOP_MOVERS: gold.top_movers(daily_all, run_id=run_id, months=months),
-            GOLD_COST_CHANGES: gold.cost_changes(daily_all, run_id=run_id, months=months),
+            GOLD_TOP_MOVERS: gold.top_movers(daily_all, run_id=run_id, months=months, base=movers),
+            GOLD_COST_CHANGES: gold.cost_changes(daily_all, run_id=run_id, months=months, base=movers),
         }
         written: dict[str, int] = {}
         filters = None if months is None else [("charge_month", "in", list(months))]
@@ -267,6 +269,7 @@ def run_gold(spark: SparkSession, lake: Lake, months: list[str] | None, *, run_i
         written[GOLD_RESOURCE_TAGS] = out.rows
         log.info("gold %s: %s rows in %.1fs", GOLD_RESOURCE_TAGS, out.rows, time.perf_counter() - t0)
     finally:
+        movers.unpersist()
         daily_all.unpersist()
         silver_rows.unpersist()
     return written
