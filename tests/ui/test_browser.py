@@ -1,5 +1,8 @@
 """Real browser: start the app as the README does (`python -m app.serve`, fresh DATA_DIR, free port), visit
-every page in headless Debian Chromium, press "Run now", require that run to succeed, screenshot every page."""
+every page in headless Debian Chromium, press "Run now", require that run to succeed, screenshot every page.
+
+Every page must also be healthy: no Streamlit exception block, no st.error alert, no "Traceback", no SEVERE
+browser console entry. A deliberately broken script served the same way proves the checks catch each one."""
 
 from __future__ import annotations
 
@@ -34,6 +37,28 @@ DEFAULT_PAGE = "overview"
 RUN_TIMEOUT = 600
 DEMO_ROWS = "10000"
 RUN_LABEL = re.compile(r"Run (\S+) · (\S+) · (succeeded|failed|abandoned|running)")
+# Console entries a healthy app logs at SEVERE; each needs a reason.
+BENIGN_CONSOLE = (
+    # Opened at a page's URL (/pipeline), Streamlit's frontend first probes that path as a possible base URL
+    # (/pipeline/_stcore/health and host-config), gets 404 and connects at the root.
+    re.compile(r"/[\w-]+/_stcore/(health|host-config) - Failed to load resource: .* status of 404"),
+)
+BROKEN_APP = """
+import streamlit as st
+import streamlit.components.v1 as components
+
+st.title("Broken on purpose")
+mode = st.query_params.get("mode", "")
+if mode == "exception":
+    raise ValueError("boom from a page")
+if mode == "error":
+    st.error("Could not load something: boom")
+if mode == "traceback":
+    st.code("Traceback (most recent call last):\\n  File \\"x.py\\", line 1")
+if mode == "console":
+    components.html("<script>console.error('boom in the console')</script>", height=10)
+st.write("healthy" if not mode else f"mode {mode}")
+"""
 
 
 def _free_port() -> int:
@@ -42,10 +67,56 @@ def _free_port() -> int:
     return free_port()
 
 
-@pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
+def _needs_chromium() -> None:
     if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
         pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+
+
+def _wait_healthy(proc: subprocess.Popen, url: str, log_path: Path) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                return
+        except OSError:
+            time.sleep(0.5)
+    proc.terminate()
+    pytest.fail(f"streamlit did not come up; log: {log_path.read_text()[-3000:]}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()  # SIGTERM: streamlit runs atexit, which releases the embedded servers
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def broken_url(tmp_path_factory):
+    """A bare Streamlit script that fails in each way the health check must catch, picked by ?mode=."""
+    _needs_chromium()
+    folder = tmp_path_factory.mktemp("broken-app")
+    (folder / "broken.py").write_text(BROKEN_APP)
+    port = _free_port()
+    log_path = folder / "streamlit.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(folder / "broken.py"), "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+            cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        _wait_healthy(proc, url, log_path)
+        yield url
+        _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    _needs_chromium()
     data_dir = tmp_path_factory.mktemp("app-data")
     port = _free_port()
     log = (data_dir / "streamlit.log").open("wb")
@@ -77,24 +148,9 @@ def app_url(tmp_path_factory):
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
-    import urllib.request
-
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.terminate()
-        pytest.fail(f"streamlit did not come up; log: {(data_dir / 'streamlit.log').read_text()[-3000:]}")
+    _wait_healthy(proc, url, data_dir / "streamlit.log")
     yield url
-    proc.terminate()  # SIGTERM: streamlit runs atexit, which releases the embedded servers
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    _stop(proc)
     log.close()
 
 
@@ -110,6 +166,7 @@ def browser(tmp_path_factory):
                 "--disable-dev-shm-usage", "--window-size=1400,1000",
                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):  # fmt: skip
         options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console entries, for the health check
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(120)
     yield driver
@@ -144,12 +201,56 @@ def _settled(driver, title: str) -> bool:
     return any(h.strip() == title for h in heads) and not running
 
 
+def page_problems(driver, *, allowed_errors: tuple[str, ...] = ()) -> list[str]:
+    """What is wrong with the page on screen: exception blocks, error alerts (other than `allowed_errors`
+    substrings), "Traceback" anywhere, SEVERE console entries since the last call (reading the log drains it)."""
+    from selenium.webdriver.common.by import By
+
+    problems = []
+    for block in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]'):
+        problems.append(f"exception block: {block.text[:500]!r}")
+    for alert in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stAlertContentError"]'):
+        if not any(ok in alert.text for ok in allowed_errors):
+            problems.append(f"error alert: {alert.text[:500]!r}")
+    if "Traceback" in _text(driver):
+        problems.append("'Traceback' in the page text")
+    for entry in driver.get_log("browser"):
+        if entry.get("level") == "SEVERE" and not any(p.search(entry.get("message", "")) for p in BENIGN_CONSOLE):
+            problems.append(f"console SEVERE: {entry.get('message', '')[:500]!r}")
+    return problems
+
+
 def _visit(driver, url: str, name: str, title: str) -> None:
     # The default page lives at "/": its url_path would answer "Page not found" and fall back to it.
     driver.get(f"{url}/" if name == DEFAULT_PAGE else f"{url}/{name}")
     _wait(driver, lambda d: _settled(d, title), 180, f"page {name}")
     time.sleep(1.0)  # charts draw after the script run
-    assert "Traceback" not in _text(driver) and "Page not found" not in _text(driver)
+    assert "Page not found" not in _text(driver)
+    problems = page_problems(driver)
+    assert not problems, f"page {name} is not healthy: {problems}; page text:\n{_text(driver)[:2000]}"
+
+
+def test_health_check_catches_each_failure(broken_url, browser):
+    """The checks the app's pages must pass do fail: on an exception, an st.error, a traceback, a console error."""
+    browser.get(f"{broken_url}/")
+    _wait(browser, lambda d: _settled(d, "Broken on purpose") and "healthy" in _text(d), 120, "the healthy mode")
+    time.sleep(1.0)
+    assert page_problems(browser) == []
+    expected = {
+        "exception": "exception block",
+        "error": "error alert",
+        "traceback": "'Traceback'",
+        "console": "console SEVERE",
+    }
+    for mode, kind in expected.items():
+        browser.get(f"{broken_url}/?mode={mode}")
+        _wait(browser, lambda d, m=mode: _settled(d, "Broken on purpose") and (m == "exception" or f"mode {m}" in _text(d)),
+              120, f"mode {mode}")  # fmt: skip
+        problems = _wait(browser, page_problems, 20, f"the health check to flag mode {mode}")
+        assert any(p.startswith(kind) for p in problems), (mode, problems)
+    browser.get(f"{broken_url}/?mode=error")
+    _wait(browser, lambda d: "mode error" in _text(d), 120, "mode error again")
+    assert page_problems(browser, allowed_errors=("Could not load something",)) == []
 
 
 def test_every_page_and_run_now(app_url, browser):
@@ -198,6 +299,9 @@ def test_every_page_and_run_now(app_url, browser):
     outcome = _wait(browser, finished, RUN_TIMEOUT, "the manual run to finish")
     browser.save_screenshot(str(SHOTS / "pipeline_after_run.png"))
     assert outcome == "succeeded", f"the Run now run {outcome}; page text:\n{_text(browser)[:2000]}"
+    time.sleep(1.0)
+    problems = page_problems(browser)
+    assert not problems, f"pipeline page after Run now is not healthy: {problems}"
     assert "Ask Costlake" in _text(browser)  # the chat page is in the navigation
 
     for name, title in PAGES:
