@@ -61,6 +61,15 @@ def test_azure_source_uses_the_demo_tenant_only_without_credentials(tmp_path):
     assert not demo_azure_active(make_settings(tmp_path, demo_mode=False))
 
 
+def test_the_demo_tenant_bills_what_the_demo_load_delivers():
+    """Both demo paths land the same money: the synthetic load's totals (tests/pipeline/crash.py, checked
+    against the mart by the crash and compose tests) are what the fake tenant answers."""
+    from tests.pipeline.crash import expected_totals
+
+    totals, _ = _fake_totals(42)
+    assert (totals["ActualCost"], totals["AmortizedCost"]) == expected_totals(DEMO_ROWS, seed=42)
+
+
 def _context(settings, sources, cursors) -> PipelineContext:
     ctx = PipelineContext(settings, None, None, None, "run-1", sources)  # only settings and state are used
     ctx.state["cursors"] = cursors
