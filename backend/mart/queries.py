@@ -228,6 +228,17 @@ def cost_breakdown(
     if group_by:
         _check_dimension(group_by)
     table = _choose_table(group_by, filters, grain, grain == "monthly" and _whole_months(engine, start, end))
+    if (
+        top_n
+        and group_by
+        and table == "fact_cost_daily"
+        and not group_by.startswith(TAG_PREFIX)
+        and _choose_table(None, filters, "daily") == "agg_cost_daily"
+        and _whole_months(engine, start, end)
+    ):
+        return _top_n_by_day(
+            engine, start=start, end=end, group_by=group_by, grain=grain, column=column, filters=filters, top_n=top_n
+        )
     q = _Query(table)
     _date_range(q, start, end)
     if table == "agg_cost_by_tag":
@@ -274,6 +285,62 @@ def cost_breakdown(
         frame = _frame(conn, statement, q.params, ["period", "group", "currency", "cost_exact"])
     frame["cost"] = frame["cost_exact"].astype(float)
     log.debug("cost_breakdown on %s: %d rows", table, len(frame))
+    return frame[["period", "group", "currency", "cost", "cost_exact"]]
+
+
+def _top_n_by_day(
+    engine: sa.Engine,
+    *,
+    start: dt.date,
+    end: dt.date,
+    group_by: str,
+    grain: str,
+    column: str,
+    filters: Filters | None,
+    top_n: int,
+) -> pd.DataFrame:
+    """`cost_breakdown` with top_n at daily/weekly grain for a resource-grain dimension (resource, meter),
+    filtered by aggregate dimensions only, over whole months of the data: the same rows as the fact-only
+    query, read where they are cheap. The top N come from agg_cost_resource_monthly (same totals over
+    whole months); only the top N's fact rows are summed per period; "Other" is the period's total from
+    agg_cost_daily minus theirs, present where the period has fact rows outside the top N (fact_rows counts
+    tell), exactly as when the tail is folded from the fact."""
+    dim = BY_NAME[group_by]
+    top_q = _Query("agg_cost_resource_monthly")
+    fact_q = _Query("fact_cost_daily")
+    total_q = _Query("agg_cost_daily", alias="a")
+    fact_q.params = total_q.params = top_q.params  # one namespace for the bound values of all three
+    for q in (top_q, fact_q, total_q):
+        _date_range(q, start, end)
+        _apply_filters(q, filters)
+    top = top_q.sql(f"{top_q.alias}.{dim.key} AS gk, sum({top_q.alias}.{column}) AS cost", group_by="1").text
+    fact_label = f"{fact_q.join_dimension(group_by)}.label"
+    fact_q.where.append(f"{fact_label} IN (SELECT grp FROM top)")
+    fact_period = _PERIOD[grain].format(col="f.charge_date")
+    top_rows = fact_q.sql(
+        f"{fact_period} AS period, {fact_label} AS grp, f.currency_key AS ck, sum(f.{column}) AS cost, count(*) AS n",
+        group_by="1, 2, 3",
+    ).text
+    total_period = _PERIOD[grain].format(col="a.charge_date")
+    totals = total_q.sql(
+        f"{total_period} AS period, a.currency_key AS ck, sum(a.{column}) AS cost, sum(a.fact_rows) AS n",
+        group_by="1, 2",
+    ).text
+    statement = sa.text(
+        f"WITH top AS (SELECT d.label AS grp FROM ({top}) t JOIN mart.{dim.table} d ON d.{dim.key} = t.gk "
+        f"GROUP BY d.label ORDER BY sum(t.cost) DESC, d.label LIMIT {int(top_n)}), "
+        f"top_rows AS ({top_rows}), totals AS ({totals}), "
+        "other AS (SELECT t.period, 'Other' AS grp, t.ck, t.cost - coalesce(sum(x.cost), 0) AS cost "
+        "FROM totals t LEFT JOIN top_rows x ON x.period = t.period AND x.ck = t.ck "
+        "GROUP BY t.period, t.ck, t.cost, t.n HAVING t.n > coalesce(sum(x.n), 0)) "
+        "SELECT u.period, u.grp, c.currency_code, sum(u.cost) FROM "
+        "(SELECT period, grp, ck, cost FROM top_rows UNION ALL SELECT period, grp, ck, cost FROM other) u "
+        "JOIN mart.dim_currency c ON c.currency_key = u.ck GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+    )
+    with engine.connect() as conn:
+        frame = _frame(conn, statement, top_q.params, ["period", "group", "currency", "cost_exact"])
+    frame["cost"] = frame["cost_exact"].astype(float)
+    log.debug("cost_breakdown top %d by %s per day: %d rows", top_n, group_by, len(frame))
     return frame[["period", "group", "currency", "cost", "cost_exact"]]
 
 

@@ -171,3 +171,27 @@ def test_empty_mart(reader):
     k = queries.kpis(reader)
     assert k.data_as_of is None and k.month_to_date == 0
     assert queries.cost_breakdown(reader, start=START, end=START).empty
+
+
+@pytest.mark.parametrize(
+    ("group_by", "grain", "filters"),
+    [
+        ("resource", "daily", None),
+        ("resource", "weekly", {"subscription": ["sub-1", "sub-2"]}),
+        ("meter", "daily", {"service": ["Storage"]}),
+    ],
+)
+def test_top_n_per_day_from_the_aggregates_equals_the_fact_only_answer(
+    reader, gold, monkeypatch, group_by, grain, filters
+):
+    calls = []
+    hybrid = queries._top_n_by_day
+    monkeypatch.setattr(queries, "_top_n_by_day", lambda *a, **k: calls.append(1) or hybrid(*a, **k))
+    args = {"start": START, "end": dt.date(2026, 2, 10), "group_by": group_by, "grain": grain, "filters": filters}
+    fast = queries.cost_breakdown(reader, top_n=2, **args)
+    assert calls == [1]
+    monkeypatch.setattr(queries, "_whole_months", lambda *a: False)  # forces the fact-only query
+    slow = queries.cost_breakdown(reader, top_n=2, **args)
+    assert calls == [1]
+    assert fast.to_dict("records") == slow.to_dict("records")
+    assert "Other" in set(fast["group"]) and fast["group"].nunique() == 3
