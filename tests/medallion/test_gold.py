@@ -97,6 +97,12 @@ def test_top_movers_and_started_stopped(spark):
     by_day = {(r["period"], r["dimension_value"]): (r["change"], r["rank"]) for r in movers}
     assert by_day[("2024-01-03", "b")] == (Decimal(6), 1)
     assert by_day[("2024-01-03", "a")] == (Decimal(-1), 2)  # a vanished: a mover too
+    # All six series share one pass: months and the other dimensions come out of the same frame.
+    monthly = gold.top_movers(daily, run_id="r").where("period_type = 'month' AND dimension = 'resource'").collect()
+    by_month = {(r["period"], r["previous_period"], r["dimension_value"]): (r["change"], r["rank"]) for r in monthly}
+    assert by_month == {("2024-01", "2023-12", "b"): (Decimal(24), 1), ("2024-01", "2023-12", "a"): (Decimal(2), 2)}
+    dims = {r["dimension"] for r in gold.top_movers(daily, run_id="r").select("dimension").distinct().collect()}
+    assert dims == {"resource", "service", "subscription"}
     events = {
         (r["resource_id"], r["event"], str(r["event_date"])) for r in gold.cost_changes(daily, run_id="r").collect()
     }
