@@ -853,7 +853,18 @@ def _load_in_transaction(
     stats.dims_added = {dim.name: 0 for dim in DIMENSIONS}
     known = _KnownMembers()
     workers = max(1, copy_workers)
-    copying = []
+    copying: list = []  # months submitted whose aggregates this transaction has not COPYed yet
+
+    def take_aggregates(future) -> None:
+        tick = time.perf_counter()
+        daily, by_resource = future.result()  # the first COPY error fails the load
+        add("wait_for_copy", tick)
+        tick = time.perf_counter()
+        # Summed in Arrow (exact decimals) by the worker; only the small results are COPYed here.
+        _copy_arrow(cur, daily, "mart.agg_cost_daily")
+        _copy_arrow(cur, by_resource, "mart.agg_cost_resource_monthly")
+        add("aggregates", tick)
+
     with (
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="mart-prepare") as prepare_pool,
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mart-copy") as copy_pool,
@@ -876,31 +887,29 @@ def _load_in_transaction(
             fact = _fact_table(prepared.gold, keys, stats.load_id)
             add("dimensions", tick)
 
-            # Bounded: never more months in flight than workers, so memory stays at a few months.
-            tick = time.perf_counter()
-            while sum(not f.done() for f in copying) >= workers:
-                wait([f for f in copying if not f.done()], return_when=FIRST_COMPLETED)
-            add("wait_for_copy", tick)
+            # Bounded: never more months in flight than workers, so memory stays at a few months. A
+            # finished month's aggregates go in right away, while the other months still copy.
+            while len(copying) >= workers:
+                tick = time.perf_counter()
+                done, _ = wait(copying, return_when=FIRST_COMPLETED)
+                add("wait_for_copy", tick)
+                for future in done:
+                    copying.remove(future)
+                    take_aggregates(future)
             copying.append(copy_pool.submit(_stage_month, engine, month, fact, stats.load_id))
 
             stats.rows_in += prepared.gold.num_rows
             stats.rows_loaded += fact.num_rows
+        # Tags need no fact rows: loaded while the last months are still copying.
+        tick = time.perf_counter()
+        _load_tags(cur, lake, tag_costs, months, stats)
+        add("tags", tick)
         for future in copying:
-            tick = time.perf_counter()
-            daily, by_resource = future.result()  # the first COPY error fails the load
-            add("wait_for_copy", tick)
-            tick = time.perf_counter()
-            # Summed in Arrow (exact decimals) by the worker; only the small results are COPYed here.
-            _copy_arrow(cur, daily, "mart.agg_cost_daily")
-            _copy_arrow(cur, by_resource, "mart.agg_cost_resource_monthly")
-            add("aggregates", tick)
+            take_aggregates(future)
 
     tick = time.perf_counter()
     _rebuild_monthly(cur, months)
     add("aggregates", tick)
-    tick = time.perf_counter()
-    _load_tags(cur, lake, tag_costs, months, stats)
-    add("tags", tick)
     tick = time.perf_counter()
     for month in months:
         stats.rows_replaced += _swap_month(cur, month, stats.load_id)
