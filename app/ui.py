@@ -48,6 +48,15 @@ def prefetch(*calls: tuple[Callable[..., Any], tuple[Any, ...]]) -> None:
 
     Only for st.cache_data functions that draw nothing. A failure is not cached, so the page's own call
     repeats it under `guard`, which shows the friendly error."""
+    # A rerun with the same view (a widget elsewhere changed, a fragment) has these in cache already: spawning
+    # threads only to find that out cost more than the lookups, so each session prefetches a call once.
+    seen = st.session_state.setdefault("_ui_prefetched", set())
+    if len(seen) > 256:
+        seen.clear()
+    calls = tuple((fn, args) for fn, args in calls if (fn.__qualname__, args) not in seen)
+    if not calls:
+        return
+    seen.update((fn.__qualname__, args) for fn, args in calls)
     ctx = get_script_run_ctx()
 
     def run(fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
@@ -182,3 +191,4 @@ def tag_keys(version: str) -> list[str]:
 def clear_reads() -> None:
     """After a write from a page (budget, feedback): drop cached reads so the change shows at once."""
     st.cache_data.clear()
+    st.session_state.pop("_ui_prefetched", None)  # so the next run prefetches again

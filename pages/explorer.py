@@ -51,7 +51,7 @@ if st.session_state["ex_group"] not in groups:
     groups.append(st.session_state["ex_group"])
 
 
-c1, c2, c3, c4, c5 = st.columns([2, 3, 2, 2, 2])
+c1, c2, c3, c4, c5 = st.columns([2, 3, 3, 3, 2])  # wide enough for "monthly" and "amortized"
 group_by = c1.selectbox("Group by", groups, key="ex_group", format_func=data.title)
 date_range = c2.date_input("Dates", key="ex_range", min_value=status.first_date, max_value=status.as_of)
 grain = c3.segmented_control("Grain", list(data.GRAINS), key="ex_grain") or "daily"
