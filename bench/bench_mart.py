@@ -82,8 +82,8 @@ def _query_latencies(engine: sa.Engine, as_of: dt.date) -> list[dict]:
         "explorer tag:env filtered by service, month, daily grain (fact + bridge)": lambda: queries.cost_breakdown(
             engine, start=month, end=as_of, group_by="tag:env", filters={"service": ["Storage"]}
         ),
-        "explorer resource top 10, month, daily grain (fact)": lambda: queries.cost_breakdown(
-            engine, start=month, end=as_of, group_by="resource", grain="daily", top_n=10
+        "explorer resource top 10, month, daily grain (top 10 from the resource aggregate, their fact rows)": lambda: (
+            queries.cost_breakdown(engine, start=month, end=as_of, group_by="resource", grain="daily", top_n=10)
         ),
         "top movers by resource group": lambda: queries.top_movers(
             engine,
