@@ -180,8 +180,6 @@ def test_postgres_store_records_files_on_commit_even_after_the_handshake_rewrite
         found = store.imported_file(sha)
         assert found is not None and (found.name, found.batch_id) == ("ea.csv", batch)
         assert found.total == source.prepared[0].total_cost and found.imported_at is not None
-        rows = store.rows("file")
-        assert rows and sum(r.reported_total for r in rows) == found.total
         with engine.connect() as conn:
             detail = conn.execute(
                 sa.text("SELECT detail FROM ops.source_batches WHERE batch_id = :b"), {"b": batch}
