@@ -93,7 +93,7 @@ def _check_one_demo_path(ctx: PipelineContext) -> None:
         )
     subscriptions = {s.id for s in demo_estate(ctx).subscriptions}
     other = "azure" if wants_demo else "synthetic"  # cursor names of the path not asked for
-    loaded = {scope for scope, _metric, _day in _cursors(ctx).delivered(other)} & subscriptions
+    loaded = _cursors(ctx).delivered_scopes(other) & subscriptions
     if loaded:
         asked, path = ("demo", "the demo Azure tenant") if wants_demo else ("azure", "the 'demo' source")
         raise DemoPathConflictError(

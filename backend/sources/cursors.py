@@ -117,6 +117,10 @@ class CursorStore(Protocol):
         """The first committed import of a file with this content, if any."""
         ...
 
+    def delivered_scopes(self, source: str) -> set[str]:
+        """Scopes (subscriptions, accounts) of which bronze holds at least one committed batch of `source`."""
+        ...
+
 
 class MemoryCursorStore:
     """Cursors in memory: for tests, benchmarks and one-shot imports that keep no state."""
@@ -168,6 +172,9 @@ class MemoryCursorStore:
     def imported_file(self, sha256: str) -> ImportedFile | None:
         with self._lock:
             return self._files.get(sha256)
+
+    def delivered_scopes(self, source: str) -> set[str]:
+        return {scope for scope, _metric, _day in self.delivered(source)}
 
 
 class PostgresCursorStore:
@@ -255,8 +262,9 @@ class PostgresCursorStore:
                 files = [ImportedFile.from_json(doc) for doc in detail.get("files", [])]
             else:
                 # See the class docstring: no cursor rows (the days are fetched again next run), but
-                # the files this process sent are recorded.
+                # the files and scopes this process sent are recorded.
                 rows, files = [], (own[1] if own is not None else [])
+            scopes = sorted({r.scope for r in (rows or (own[0] if own is not None else []))})
             if rows:
                 conn.execute(
                     sa.text(
@@ -283,19 +291,32 @@ class PostgresCursorStore:
                         for r in rows
                     ],
                 )
-            # The files are recorded with the state change, so "imported" always means "bronze holds it".
+            # Recorded with the state change, so "imported" / "delivered" always means "bronze holds it".
+            extra = {"imported_files": [f.to_json() for f in files], "scopes": scopes}
             conn.execute(
                 sa.text(
                     "UPDATE ops.source_batches SET state = 'committed',"
-                    " detail = (COALESCE(detail::jsonb, '{}'::jsonb) || CAST(:files AS jsonb))::json"
+                    " detail = (COALESCE(detail::jsonb, '{}'::jsonb) || CAST(:extra AS jsonb))::json"
                     " WHERE batch_id = :b"
                 ),
-                {"b": batch_id, "files": json.dumps({"imported_files": [f.to_json() for f in files]})},
+                {"b": batch_id, "extra": json.dumps(extra)},
             )
         with self._lock:
             self._staged.pop(batch_id, None)
         log.info("batch %s committed: cursor advanced by %d day(s)", batch_id, len(rows))
         return len(rows)
+
+    def delivered_scopes(self, source: str) -> set[str]:
+        with self._engine.connect() as conn:
+            result = conn.execute(
+                sa.text(
+                    "SELECT DISTINCT json_array_elements_text(detail -> 'scopes') FROM ops.source_batches"
+                    " WHERE source = :source AND state = 'committed' AND json_typeof(detail -> 'scopes') = 'array'"
+                    " UNION SELECT DISTINCT scope FROM ops.source_cursors WHERE source = :source"
+                ),
+                {"source": source},
+            )
+            return {scope for (scope,) in result}
 
     def imported_file(self, sha256: str) -> ImportedFile | None:
         with self._engine.connect() as conn:

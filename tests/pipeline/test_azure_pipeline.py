@@ -139,5 +139,10 @@ def test_azure_demo_tenant_end_to_end_to_the_cent(tmp_path, pg_url, kafka_bootst
         assert second.status == "succeeded", second.error
         assert second.steps["ingest"].rows_out > 0
         assert _state(service) == after_first
+
+        # This lake holds the demo estate through the demo tenant now: the synthetic demo load is refused.
+        blocked = service.run(steps=["ingest"], sources=["demo"], trigger="test")
+        assert blocked.status == "failed" and "already holds it" in blocked.error
+        assert _state(service) == after_first
     finally:
         service.close()

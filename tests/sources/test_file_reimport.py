@@ -185,6 +185,7 @@ def test_postgres_store_records_files_on_commit_even_after_the_handshake_rewrite
                 sa.text("SELECT detail FROM ops.source_batches WHERE batch_id = :b"), {"b": batch}
             ).scalar_one()
         assert detail["topic"] == "t" and detail["imported_files"][0]["sha256"] == sha
+        assert store.delivered_scopes("file") == {c.meta["scope"] for c in chunks}
         # A new store (another process, a later run) knows it too.
         other = PostgresCursorStore(pg_url)
         try:
