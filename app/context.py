@@ -116,11 +116,10 @@ def autostart_demo() -> bool:
     runtime = get_runtime()
     if not (runtime.settings.is_demo and runtime.settings.scheduler_enabled):
         return False
-    import sqlalchemy as sa
+    from backend.pipeline.history import latest_run
 
     try:
-        with get_pipeline().engine.connect() as conn:
-            ran = conn.execute(sa.text("SELECT EXISTS (SELECT 1 FROM ops.pipeline_runs)")).scalar()
+        ran = latest_run(get_pipeline().engine) is not None
     except Exception:
         log.exception("could not check for earlier runs; demo autostart skipped")
         return False

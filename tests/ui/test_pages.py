@@ -236,3 +236,16 @@ def test_main_navigation_runs(pipeline):
     at = AppTest.from_file(str(REPO_ROOT / "app" / "main.py"), default_timeout=60).run()
     assert not at.exception
     assert at.title[0].value == "Overview"
+
+
+def test_first_start_loads_the_demo_estate_once(app_runtime, pipeline, quick_steps, monkeypatch):
+    """`streamlit run` with no configuration and no run ever recorded starts the demo load; a restart does not."""
+    import app.context
+
+    monkeypatch.setattr(app_runtime.settings, "scheduler_enabled", True)
+    assert app.context.autostart_demo() is True
+    app.context.get_launcher().wait(timeout=60)
+    with pipeline.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM ops.pipeline_runs")).scalar() == 1
+    app.context.autostart_demo.clear()  # as after a restart of the server process
+    assert app.context.autostart_demo() is False
