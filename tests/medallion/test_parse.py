@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pyarrow as pa
 import pytest
 
 from backend.medallion import parse
@@ -75,3 +76,25 @@ def test_explode_keeps_lineage(fmt):
         (0, 0, "b1", "ActualCost"),
         (1, 0, "b1", "ActualCost"),
     ]
+
+
+def test_grouped_explode_equals_one_message_at_a_time():
+    """Same-layout payloads are mapped in one pass; the rows and lineage must equal the per-message path."""
+    focus = focus_payload([focus_row("2024-02-01", "st1", "3", "2.5"), focus_row("2024-02-02", "st2", "1", "1")])
+    ea = csv_payload([ea_row("2024-01-05", "a", "1")])
+    bronze = (
+        Bronze()
+        .add("focus", focus, batch="f1", content_type="application/vnd.apache.parquet")
+        .add("focus", focus, batch="f2", content_type="application/vnd.apache.parquet")
+        .add("azure_query", b"{broken", batch="q")  # a failure between two groups
+        .add("azure_export_ea", ea, batch="e1", metric="ActualCost")
+        .add("azure_export_ea", ea, batch="e2", metric="AmortizedCost")
+        .add("focus", focus, batch="f3", content_type="application/vnd.apache.parquet")
+        .table()
+    )
+    grouped = parse.explode_arrow(bronze)
+    one_by_one = pa.concat_tables([parse.explode_row(r) for r in bronze.select(parse.BRONZE_INPUT_COLUMNS).to_pylist()])
+    assert grouped.num_rows == 2 + 2 + 1 + 1 + 1 + 2
+    assert grouped.to_pylist() == one_by_one.to_pylist()
+    tables = list(parse.explode_rows(bronze.select(parse.BRONZE_INPUT_COLUMNS).to_pylist()))
+    assert len(tables) == 4  # focus x2 | the failure row | ea x2 | focus
