@@ -41,6 +41,12 @@ with c1, st.container(border=True):
         st.markdown(
             "🧪 **Demo mode**: runs load a synthetic estate (subscriptions, services, tags, injected anomalies)."
         )
+        if not settings.azure_configured:
+            st.caption(
+                "Without Azure credentials, the `azure` source reads a demo tenant: a local fake of Azure's token "
+                "endpoint and Cost Management APIs serving the same estate, through the production connector. "
+                "A lake takes the demo estate through one path only (`demo` or the demo tenant's `azure`)."
+            )
     if st.button("Check Azure credentials", key="src_azure_check"):
         result = ui.guard("check the Azure credentials", uploads.azure_credential_check, settings)
         if result is not None:

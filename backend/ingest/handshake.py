@@ -69,13 +69,17 @@ def send_batch(source: CostSource, sink: KafkaChunkSink, engine: sa.Engine, *, b
 
 
 def _record(engine: sa.Engine, batch_id: str, source: str, state: str, chunks: int, detail: dict[str, Any]) -> None:
+    # The source staged its cursor rows and imported files in the same `detail` while fetching; the
+    # handshake's keys are merged into it, never replace it, or the commit would find nothing to
+    # advance and every run would fetch its sources' whole window again.
     with engine.begin() as conn:
         conn.execute(
             sa.text(
                 "INSERT INTO ops.source_batches (batch_id, source, chunk_count, state, detail) "
                 "VALUES (:b, :s, :n, :st, CAST(:d AS json)) "
                 "ON CONFLICT (batch_id) DO UPDATE SET chunk_count = EXCLUDED.chunk_count, "
-                "state = EXCLUDED.state, detail = EXCLUDED.detail"
+                "state = EXCLUDED.state, "
+                "detail = (COALESCE(ops.source_batches.detail::jsonb, '{}'::jsonb) || EXCLUDED.detail::jsonb)::json"
             ),
             {"b": batch_id, "s": source, "n": chunks, "st": state, "d": json.dumps(detail)},
         )

@@ -130,6 +130,33 @@ class Lake:
         except TableNotFoundError:
             return None
 
+    def changed_partitions(self, table: str, column: str, *, since: int) -> set[str] | None:
+        """Values of partition `column` whose files differ between version `since` and now (added or
+        removed files: appends, merges, replaced months, deletes). None when `since` cannot be read
+        (log cleaned up, table recreated with fewer versions): the caller must treat everything as changed."""
+        current = self.table(table)
+        if since > current.version():
+            return None
+        if since == current.version():
+            return set()
+        try:
+            before = self.table(table, version=since)
+        except Exception:  # noqa: BLE001  (delta-rs raises several types for an unreadable old version)
+            log.warning("%s: version %s is no longer readable; treating every partition as changed", table, since)
+            return None
+
+        def files(dt: DeltaTable) -> dict[str, str | None]:
+            adds = pa.table(dt.get_add_actions(flatten=True))
+            if adds.num_rows == 0:
+                return {}
+            return dict(
+                zip(adds.column("path").to_pylist(), adds.column(f"partition.{column}").to_pylist(), strict=True)
+            )
+
+        old, new = files(before), files(current)
+        changed = {old[p] for p in old.keys() - new.keys()} | {new[p] for p in new.keys() - old.keys()}
+        return {str(v) for v in changed if v is not None}
+
     def history(self, table: str, limit: int | None = 20) -> list[dict[str, Any]]:
         return self.table(table).history(limit)
 

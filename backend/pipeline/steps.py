@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from backend.pipeline import progress
 from backend.pipeline.runner import PipelineContext, Step
 from backend.pipeline.runs import StepResult
 
@@ -216,30 +217,46 @@ def silver(ctx: PipelineContext) -> StepResult:
 
 
 def gold(ctx: PipelineContext) -> StepResult:
-    """Recompute gold for the months silver touched (all months on a full rebuild)."""
+    """Recompute gold for the months silver touched, plus any a killed run left behind (all months on a full rebuild)."""
     from backend.medallion.jobs import run_gold
+    from backend.medallion.schemas import SILVER_COSTS, SILVER_PARTITION_BY
 
     months = ctx.state.get("affected_months")
     full = bool(_option(ctx, "full_rebuild", False))
     if months is None and not full:
         # Run on its own (e.g. "run gold" from the UI): refresh every month silver holds.
-        months = None
         full = True
-    if not full and not months:
+    if full:
+        months, silver_version = None, ctx.lake.version(SILVER_COSTS)
+    else:
+        pending, silver_version = progress.pending_months(
+            ctx.engine, ctx.lake, stage="gold", upstream_table=SILVER_COSTS, column=SILVER_PARTITION_BY[0]
+        )
+        months = progress.merge_months(months, pending)
+    # The mart step loads what gold rewrote (None: everything).
+    ctx.state["affected_months"] = months
+    if months == []:
         return StepResult(rows_in=0, rows_out=0, detail={"affected_months": []})
-    rows = run_gold(ctx.spark, ctx.lake, None if full else months, run_id=ctx.run_id)
+    rows = run_gold(ctx.spark, ctx.lake, months, run_id=ctx.run_id)
+    progress.record(ctx.engine, "gold", SILVER_COSTS, silver_version, run_id=ctx.run_id)
     return StepResult(rows_out=sum(rows.values()), detail={"tables": rows, "affected_months": months or "all"})
 
 
 def mart(ctx: PipelineContext) -> StepResult:
-    """Load the affected gold months into the Postgres mart in one transaction."""
+    """Load the affected gold months (and any a killed run left unloaded) into the Postgres mart in one transaction."""
     from backend.mart.load import load_gold
     from backend.mart.reconcile import reconcile
+    from backend.medallion.schemas import GOLD_COST_DAILY
 
-    months = ctx.state.get("affected_months")
+    pending, gold_version = progress.pending_months(
+        ctx.engine, ctx.lake, stage="mart", upstream_table=GOLD_COST_DAILY, column="charge_month"
+    )
+    # Run on its own (no months handed down): reload everything gold holds.
+    months = progress.merge_months(ctx.state["affected_months"], pending) if "affected_months" in ctx.state else None
     if months == []:
         return StepResult(rows_in=0, rows_out=0, detail={"months": []})
     stats = load_gold(ctx.engine, ctx.lake, run_id=ctx.run_id, months=months)
+    progress.record(ctx.engine, "mart", GOLD_COST_DAILY, gold_version, run_id=ctx.run_id)
     detail = asdict(stats)
     # Mart vs silver vs what the source reported, per day: stored for the Pipeline page; a mismatch is
     # reported loudly but does not fail the load (the numbers are what the source sent).

@@ -183,14 +183,10 @@ class PostgresCursorStore:
     Staged rows live in the batch's `detail` JSON, so a commit works from another process too (the
     ingest worker that saw bronze's write may not be the process that fetched).
 
-    Known gap, kept on purpose for now: the ingest handshake (backend/ingest/handshake.py) replaces
-    `detail` once Kafka acknowledged the batch, so in a pipeline run the staged cursor rows are gone
-    by commit time and the cursor does not advance: every run fetches its sources' whole window
-    again and silver's MERGE absorbs the repeat. The pipeline's crash recovery currently depends on
-    that re-fetch (a run killed after silver leaves gold or the mart behind, and only new bronze
-    makes the next run redo them), so cursors advance here only once those steps resume pending
-    months by themselves. The files this process staged are kept in memory and recorded at commit
-    regardless: "already imported" must hold as soon as bronze holds a file."""
+    The ingest handshake merges its own keys into `detail` (backend/ingest/handshake.py), so the staged
+    rows are still there at commit. This process also keeps what it staged in memory, as a fallback
+    for a `detail` rewritten by an older writer. The pipeline does not depend on a re-fetch to finish
+    a killed run: gold and the mart resume from their own progress marks (backend/pipeline/progress.py)."""
 
     def __init__(self, database_url: str) -> None:
         self._engine = sa.create_engine(database_url, pool_pre_ping=True, pool_size=2, max_overflow=2)
@@ -260,10 +256,12 @@ class PostgresCursorStore:
             if detail and "cursor_rows" in detail:
                 rows = [CursorRow.from_json(doc) for doc in detail["cursor_rows"]]
                 files = [ImportedFile.from_json(doc) for doc in detail.get("files", [])]
+            elif own is not None:
+                rows, files = own
             else:
-                # See the class docstring: no cursor rows (the days are fetched again next run), but
-                # the files and scopes this process sent are recorded.
-                rows, files = [], (own[1] if own is not None else [])
+                # Harmless but worth seeing: the days are fetched again next run and silver's MERGE absorbs them.
+                log.warning("batch %s has no staged cursor rows here; its days will be fetched again", batch_id)
+                rows, files = [], []
             scopes = sorted({r.scope for r in (rows or (own[0] if own is not None else []))})
             if rows:
                 conn.execute(

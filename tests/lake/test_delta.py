@@ -143,3 +143,20 @@ def test_write_frame_appends_and_replaces_partitions(lake, spark):
             partition_by=["month"],
             partition_filters=[("key", "in", ["a"])],
         )
+
+
+def test_changed_partitions_sees_appends_replaced_and_emptied_months(lake):
+    table = "gold/progress_probe"
+    lake.append(table, pa.table({"m": ["2026-01", "2026-02"], "x": [1, 2]}), partition_by=["m"])
+    v0 = lake.version(table)
+    assert lake.changed_partitions(table, "m", since=v0) == set()
+
+    lake.replace_where(table, pa.table({"m": ["2026-02"], "x": [3]}), predicate="m = '2026-02'")
+    lake.append(table, pa.table({"m": ["2026-03"], "x": [4]}), partition_by=["m"])
+    assert lake.changed_partitions(table, "m", since=v0) == {"2026-02", "2026-03"}
+
+    v2 = lake.version(table)
+    lake.delete(table, "m = '2026-01'")
+    assert lake.changed_partitions(table, "m", since=v2) == {"2026-01"}
+    # A mark from the future (the table was recreated) cannot be trusted: everything is changed.
+    assert lake.changed_partitions(table, "m", since=v2 + 10) is None
