@@ -7,14 +7,11 @@ import logging
 import os
 import shutil
 import tempfile
-import threading
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from bench.common import RESULTS_DIR, BenchResult, timed
+from bench.common import RESULTS_DIR, BenchResult, PeakMemory, timed
 
 log = logging.getLogger("bench.e2e")
 
@@ -23,52 +20,6 @@ TARGET_FULL_S = 120
 TARGET_INCREMENT_S = 20
 TARGET_PEAK_GB = 8
 SOURCE_TO_MART = ("ingest", "bronze", "silver", "gold", "mart")
-
-
-class TreeMemory:
-    """Peak RSS of this process, the embedded servers (Postgres, Tansu; daemonised, so not our children)
-    and all their descendants (JVM, Python workers, Postgres backends), sampled every 100 ms."""
-
-    def __init__(self, extra_pids: list[int], interval: float = 0.1) -> None:
-        self.roots = [os.getpid(), *extra_pids]
-        self.interval = interval
-        self.peak_bytes = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _sample(self) -> int:
-        seen: dict[int, int] = {}
-        for pid in self.roots:
-            try:
-                root = psutil.Process(pid)
-                procs = [root, *root.children(recursive=True)]
-            except psutil.Error:
-                continue
-            for proc in procs:
-                if proc.pid in seen:
-                    continue
-                try:
-                    seen[proc.pid] = proc.memory_info().rss
-                except psutil.Error:
-                    continue
-        return sum(seen.values())
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak_bytes = max(self.peak_bytes, self._sample())
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> TreeMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    @property
-    def peak_gb(self) -> float:
-        return round(self.peak_bytes / 2**30, 2)
 
 
 class _GoldTimes(logging.Handler):
@@ -210,7 +161,7 @@ def run_size(rows: int, root: Path, result: BenchResult) -> None:
             registry = {**REGISTRY, "ingest": _ingest_until(estate, until)}
             gold_times.seconds.clear()
             load_before = os.getloadavg()
-            with TreeMemory(_server_pids(runtime)) as mem, timed() as t_run:
+            with PeakMemory(extra_pids=_server_pids(runtime)) as mem, timed() as t_run:
                 summary, ctx = _run(service, registry, trigger=f"bench:e2e:{scenario}")
             ingest = summary.steps["ingest"]
             row = {"scenario": scenario, **common, "source_rows": ingest.rows_out, "run_s": round(t_run.seconds, 1)}

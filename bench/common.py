@@ -31,24 +31,38 @@ def machine() -> dict[str, Any]:
 
 
 class PeakMemory:
-    """Samples the RSS of this process and all its children (JVM, brokers, Postgres) every 100 ms."""
+    """Samples the RSS of this process and all its descendants (JVM, brokers, Postgres) every 100 ms.
 
-    def __init__(self, interval: float = 0.1) -> None:
+    `extra_pids` adds other process trees, e.g. embedded servers that daemonised themselves and so are
+    not our children; a process reachable from two roots is counted once."""
+
+    def __init__(self, interval: float = 0.1, extra_pids: list[int] | None = None) -> None:
+        self.roots = [os.getpid(), *(extra_pids or [])]
         self.interval = interval
         self.peak_bytes = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        me = psutil.Process()
-        while not self._stop.is_set():
-            total = 0
-            for proc in [me, *me.children(recursive=True)]:
+    def _sample(self) -> int:
+        seen: dict[int, int] = {}
+        for pid in self.roots:
+            try:
+                root = psutil.Process(pid)
+                procs = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                continue
+            for proc in procs:
+                if proc.pid in seen:
+                    continue
                 try:
-                    total += proc.memory_info().rss
+                    seen[proc.pid] = proc.memory_info().rss
                 except psutil.Error:
                     continue
-            self.peak_bytes = max(self.peak_bytes, total)
+        return sum(seen.values())
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_bytes = max(self.peak_bytes, self._sample())
             self._stop.wait(self.interval)
 
     def __enter__(self) -> PeakMemory:
