@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
 from decimal import Decimal
 
 import pandas as pd
@@ -15,35 +14,12 @@ import sqlalchemy as sa
 from backend.analytics import readers
 from backend.lake.delta import lake_from_settings
 from backend.mart import testing
-from backend.mart.db import reader_engine
 from backend.mart.load import load_gold
-from backend.mart.migrate import upgrade
-from tests.conftest import make_settings
 
 pytestmark = pytest.mark.slow  # a fresh migrated database per test
 
 START = dt.date(2026, 1, 1)  # January + 10 days of February
 AS_OF = dt.date(2026, 2, 10)
-
-
-@pytest.fixture
-def mart_settings(tmp_path, pg_url):
-    upgrade(pg_url)
-    return make_settings(tmp_path, database_url=pg_url, lake_uri=str(tmp_path / "lake"))
-
-
-@pytest.fixture
-def owner(mart_settings) -> Iterator[sa.Engine]:
-    engine = sa.create_engine(mart_settings.database_url, poolclass=sa.pool.NullPool)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def reader(mart_settings) -> Iterator[sa.Engine]:
-    engine = reader_engine(mart_settings, poolclass=sa.pool.NullPool)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterator
 from decimal import Decimal
 
 import pyarrow as pa
@@ -15,35 +14,12 @@ import sqlalchemy as sa
 from backend.lake.delta import lake_from_settings
 from backend.logs import current_run_id
 from backend.mart import reconcile, testing
-from backend.mart.db import reader_engine
 from backend.mart.load import load_gold
-from backend.mart.migrate import upgrade
 from backend.pipeline import history
 from backend.pipeline.runs import RunLogHandler, RunRecorder, StepResult
 from backend.sources.cursors import CursorRow, PostgresCursorStore
-from tests.conftest import make_settings
 
 pytestmark = pytest.mark.slow  # a fresh migrated database per test
-
-
-@pytest.fixture
-def mart_settings(tmp_path, pg_url):
-    upgrade(pg_url)
-    return make_settings(tmp_path, database_url=pg_url, lake_uri=str(tmp_path / "lake"))
-
-
-@pytest.fixture
-def owner(mart_settings) -> Iterator[sa.Engine]:
-    engine = sa.create_engine(mart_settings.database_url, poolclass=sa.pool.NullPool)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def reader(mart_settings) -> Iterator[sa.Engine]:
-    engine = reader_engine(mart_settings, poolclass=sa.pool.NullPool)
-    yield engine
-    engine.dispose()
 
 
 def _run(recorder: RunRecorder, run_id: str, *, fail: bool) -> None:

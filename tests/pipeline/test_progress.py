@@ -7,7 +7,6 @@ import pytest
 import sqlalchemy as sa
 
 from backend.lake import lake_from_settings
-from backend.mart.migrate import upgrade
 from backend.pipeline import progress
 from tests.conftest import make_settings
 
@@ -15,46 +14,38 @@ TABLE = "silver/probe"
 
 
 @pytest.fixture
-def engine(pg_url):
-    upgrade(pg_url)
-    engine = sa.create_engine(pg_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
 def lake(tmp_path):
     return lake_from_settings(make_settings(tmp_path))
 
 
-def test_no_upstream_table_means_nothing_pending(engine, lake):
-    assert progress.pending_months(engine, lake, stage="gold", upstream_table=TABLE, column="m") == (set(), None)
+def test_no_upstream_table_means_nothing_pending(owner, lake):
+    assert progress.pending_months(owner, lake, stage="gold", upstream_table=TABLE, column="m") == (set(), None)
 
 
-def test_pending_months_follow_the_mark(engine, lake):
+def test_pending_months_follow_the_mark(owner, lake):
     lake.append(TABLE, pa.table({"m": ["2026-01", "2026-02"], "x": [1, 2]}), partition_by=["m"])
     # No mark yet: everything is pending.
-    pending, version = progress.pending_months(engine, lake, stage="gold", upstream_table=TABLE, column="m")
+    pending, version = progress.pending_months(owner, lake, stage="gold", upstream_table=TABLE, column="m")
     assert pending is progress.ALL
-    progress.record(engine, "gold", TABLE, version, run_id="r1")
-    assert progress.pending_months(engine, lake, stage="gold", upstream_table=TABLE, column="m")[0] == set()
+    progress.record(owner, "gold", TABLE, version, run_id="r1")
+    assert progress.pending_months(owner, lake, stage="gold", upstream_table=TABLE, column="m")[0] == set()
 
     # A run commits upstream and dies before the stage: the next run finds the month it changed.
     lake.append(TABLE, pa.table({"m": ["2026-02"], "x": [5]}), partition_by=["m"])
-    pending, version = progress.pending_months(engine, lake, stage="gold", upstream_table=TABLE, column="m")
+    pending, version = progress.pending_months(owner, lake, stage="gold", upstream_table=TABLE, column="m")
     assert pending == {"2026-02"}
     assert progress.merge_months(["2026-03"], pending) == ["2026-02", "2026-03"]
     assert progress.merge_months(None, pending) is None
     assert progress.merge_months(["2026-03"], None) is None
 
-    progress.record(engine, "gold", TABLE, version, run_id="r2")
-    assert progress.pending_months(engine, lake, stage="gold", upstream_table=TABLE, column="m")[0] == set()
+    progress.record(owner, "gold", TABLE, version, run_id="r2")
+    assert progress.pending_months(owner, lake, stage="gold", upstream_table=TABLE, column="m")[0] == set()
     # Marks are per stage and per upstream table.
-    assert progress.pending_months(engine, lake, stage="mart", upstream_table=TABLE, column="m")[0] is None
-    assert progress.recorded_version(engine, "gold", "silver/other") is None
+    assert progress.pending_months(owner, lake, stage="mart", upstream_table=TABLE, column="m")[0] is None
+    assert progress.recorded_version(owner, "gold", "silver/other") is None
 
 
-def test_cursor_advances_when_another_process_commits_after_the_handshake(engine, pg_url):
+def test_cursor_advances_when_another_process_commits_after_the_handshake(owner, mart_url):
     """The handshake records Kafka's receipt in the batch's `detail`; the cursor rows staged there by the
     fetch must survive it, so a commit from a process that did not fetch still advances the cursor."""
     from datetime import UTC, date, datetime
@@ -62,15 +53,15 @@ def test_cursor_advances_when_another_process_commits_after_the_handshake(engine
     from backend.ingest.handshake import SENT, _record
     from backend.sources.cursors import CursorRow, PostgresCursorStore
 
-    fetcher, committer = PostgresCursorStore(pg_url), PostgresCursorStore(pg_url)
+    fetcher, committer = PostgresCursorStore(mart_url), PostgresCursorStore(mart_url)
     try:
         day = date(2026, 10, 1)
         row = CursorRow("azure", "sub-1", "ActualCost", day, datetime(2026, 10, 2, tzinfo=UTC), 3)
         fetcher.stage("b1", "azure", [row], chunk_count=1)
-        _record(engine, "b1", "azure", SENT, 1, {"topic": "t", "last_offsets": {"0": 7}})
+        _record(owner, "b1", "azure", SENT, 1, {"topic": "t", "last_offsets": {"0": 7}})
         assert committer.commit("b1") == 1
         assert committer.delivered("azure") == {("sub-1", "ActualCost", day)}
-        with engine.connect() as conn:
+        with owner.connect() as conn:
             detail = conn.execute(sa.text("SELECT detail FROM ops.source_batches WHERE batch_id = 'b1'")).scalar_one()
         assert detail["topic"] == "t" and detail["cursor_rows"]
     finally:
