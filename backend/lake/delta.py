@@ -49,14 +49,18 @@ def _commit(run_id: str | None, operation: str, extra: dict[str, str] | None = N
     return CommitProperties(custom_metadata=metadata)
 
 
-def _with_txn(props: CommitProperties, app_transaction: tuple[str, int] | None) -> CommitProperties:
-    if app_transaction is None:
+def _with_txn(
+    props: CommitProperties, app_transaction: tuple[str, int] | None, *more: tuple[str, int]
+) -> CommitProperties:
+    """`props` plus app transactions (app_id, version), recorded atomically with the commit's data."""
+    txns = ([app_transaction] if app_transaction is not None else []) + list(more)
+    if not txns:
         return props
     from deltalake import Transaction
 
     return CommitProperties(
         custom_metadata=props.custom_metadata,
-        app_transactions=[Transaction(app_id=app_transaction[0], version=app_transaction[1])],
+        app_transactions=[Transaction(app_id=app, version=version) for app, version in txns],
     )
 
 
@@ -164,8 +168,8 @@ class Lake:
         return self.table(table).count() if self.exists(table) else 0
 
     # --- writes --------------------------------------------------------------------
-    def _create(self, table: str, data: pa.Table, *, partition_by: Sequence[str] | None, props) -> None:
-        """First write of a table: an append, so a concurrent creator fails instead of overwriting."""
+    def _append_write(self, table: str, data: pa.Table, *, partition_by: Sequence[str] | None, props) -> None:
+        """An append; also a table's first write, so a concurrent creator fails instead of overwriting."""
         write_deltalake(
             self.uri(table),
             data,
@@ -190,23 +194,8 @@ class Lake:
         data, so a writer can tell after a crash which batch already landed; `app_transactions` records
         several in the same commit (e.g. one per Kafka partition). `metadata` adds string entries to the
         commit's custom metadata (visible in `history`)."""
-        props = _commit(run_id, "append", metadata)
-        txns = ([app_transaction] if app_transaction is not None else []) + list(app_transactions or [])
-        if txns:
-            from deltalake import Transaction
-
-            props = CommitProperties(
-                custom_metadata=props.custom_metadata,
-                app_transactions=[Transaction(app_id=app, version=version) for app, version in txns],
-            )
-        write_deltalake(
-            self.uri(table),
-            data,
-            mode="append",
-            partition_by=list(partition_by) if partition_by else None,
-            storage_options=self.storage_options or None,
-            commit_properties=props,
-        )
+        props = _with_txn(_commit(run_id, "append", metadata), app_transaction, *(app_transactions or []))
+        self._append_write(table, data, partition_by=partition_by, props=props)
 
     def transaction_version(self, table: str, app_id: str) -> int | None:
         if not self.exists(table):
@@ -224,7 +213,7 @@ class Lake:
     ) -> None:
         """Replace exactly the rows matching `predicate` with `data` in one commit (gold's affected partitions)."""
         if not self.exists(table):
-            self._create(table, data, partition_by=partition_by, props=_commit(run_id, "create"))
+            self._append_write(table, data, partition_by=partition_by, props=_commit(run_id, "create"))
             return
         write_deltalake(
             self.uri(table),
@@ -271,7 +260,7 @@ class Lake:
         `app_transaction` records (app_id, version) atomically with the commit.
         """
         if not self.exists(table):
-            self._create(
+            self._append_write(
                 table, data, partition_by=partition_by, props=_with_txn(_commit(run_id, "create"), app_transaction)
             )
             return {"num_target_rows_inserted": data.num_rows, "num_target_rows_updated": 0}
