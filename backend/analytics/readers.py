@@ -22,12 +22,7 @@ from backend.mart import queries
 ANOMALY_STATUSES = ("open", "expected", "resolved")
 VERDICTS = ("expected", "resolved", "reopened")
 # How an anomaly level's member (its natural key, as analytics stores it) is found in the daily aggregate.
-LEVEL_KEYS = {
-    "subscription": ("dim_subscription", "subscription_key", "subscription_id"),
-    "resource_group": ("dim_resource_group", "resource_group_key", "resource_group"),
-    "service": ("dim_service", "service_key", "service_name"),
-    "region": ("dim_region", "region_key", "region"),
-}
+LEVEL_KEYS = {**budget_store.SCOPE_DIM, "region": ("dim_region", "region_key", "region")}
 
 
 @dataclass(frozen=True)
