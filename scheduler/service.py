@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import sqlalchemy as sa
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
@@ -20,6 +21,11 @@ from apscheduler.triggers.interval import IntervalTrigger
 from scheduler.jobs import DEFAULT_JOBS, run_job
 
 log = logging.getLogger(__name__)
+
+# pg_advisory_lock key held while a process creates the job table and seeds the default jobs: APScheduler's
+# "CREATE TABLE if missing" and "add job if missing" are check-then-act, so two processes starting
+# together would otherwise both try (a unique violation on the table's type, or a conflicting job id).
+STARTUP_LOCK = 727000003
 
 # The function that actually runs the pipeline in this process; set by `start_scheduler`.
 _pipeline_runner: Callable[..., Any] | None = None
@@ -81,8 +87,17 @@ def start_scheduler(database_url: str, runner: Callable[..., Any], *, paused: bo
     with _lock:
         _pipeline_runner = runner
     scheduler = build_scheduler(database_url)
-    scheduler.start(paused=True)
-    ensure_default_jobs(scheduler)
+    engine = sa.create_engine(database_url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": STARTUP_LOCK})
+            try:
+                scheduler.start(paused=True)
+                ensure_default_jobs(scheduler)
+            finally:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": STARTUP_LOCK})
+    finally:
+        engine.dispose()
     if not paused:
         scheduler.resume()
     log.info("scheduler started with jobs %s", [j.id for j in scheduler.get_jobs()])
