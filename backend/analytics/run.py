@@ -28,7 +28,13 @@ from backend.analytics.detect import DetectorParams
 from backend.analytics.forecast import ForecastParams
 from backend.analytics.series import CHILD_COLUMN, LEVEL_COLUMN, METRICS, TAG_PREFIX, TOTAL
 from backend.config import Settings
-from backend.medallion.schemas import GOLD_COST_BY_TAG, GOLD_COST_DAILY, GOLD_RESOURCE_TAGS
+from backend.medallion.schemas import (
+    GOLD_COST_BY_TAG,
+    GOLD_COST_BY_TAG_SCHEMA,
+    GOLD_COST_DAILY,
+    GOLD_COST_DAILY_SCHEMA,
+    GOLD_RESOURCE_TAGS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +72,25 @@ def _money_as_double(table: pa.Table) -> pa.Table:
     return table
 
 
-def level_series_spark(spark, costs: pa.Table, tags: pa.Table | None, levels: list[str], metrics: list[str]):
+def _gold_frame(spark, lake, table: str, schema: pa.Schema, columns: list[str], as_of: date | None):
+    """A gold table as a Spark DataFrame that Spark reads itself where it can (local lake: executors read
+    the Parquet files in parallel), so the driver never holds the whole table; money as double."""
+    from pyspark.sql import functions as sf
+
+    from backend.medallion.jobs import read_files
+
+    frame = read_files(spark, lake, table, lake.file_uris(table), schema, columns=columns)
+    for name in ("actual_cost", "amortized_cost"):
+        frame = frame.withColumn(name, sf.col(name).cast("double"))
+    if as_of is not None:
+        frame = frame.where(sf.col("charge_date") <= sf.lit(as_of))
+    return frame
+
+
+def level_series_spark(cost_df, tag_df, levels: list[str], metrics: list[str]):
     """Spark DataFrame (level, member, metric, charge_date, cost): daily totals per level member and metric."""
     from pyspark.sql import functions as sf
 
-    cost_df = spark.createDataFrame(costs.select([c for c in COST_COLUMNS if c != "billing_currency"]))
-    tag_df = spark.createDataFrame(tags) if tags is not None else None
     parts = []
     for level in [*levels, TOTAL]:
         if level == TOTAL:
@@ -101,49 +120,53 @@ def run_analytics(
 ) -> dict:
     """Read gold cost_daily (and cost_by_tag), detect anomalies over the last lookback days and forecast every
     scope; write both to the mart. Returns counts for the run's step record."""
+    from pyspark.sql import functions as sf
+
     t0 = time.monotonic()
     if not lake.exists(GOLD_COST_DAILY):
         log.info("analytics skipped: %s does not exist yet", GOLD_COST_DAILY)
         return {"series": 0, "anomalies": 0, "forecast_rows": 0}
-    # Arrow through delta-rs, not spark.read: an offline Spark has no S3 connector jars (DESIGN 3).
-    costs = _money_as_double(lake.read_arrow(GOLD_COST_DAILY, columns=COST_COLUMNS))
-    if as_of is not None:
-        costs = costs.filter(pc.field("charge_date") <= pa.scalar(as_of, pa.date32()))
-    if costs.num_rows == 0:
+    costs = _gold_frame(spark, lake, GOLD_COST_DAILY, GOLD_COST_DAILY_SCHEMA, COST_COLUMNS, as_of)
+    bounds = costs.agg(
+        sf.min("charge_date").alias("start"),
+        sf.max("charge_date").alias("end"),
+        sf.collect_set("billing_currency").alias("currencies"),
+    ).first()
+    if bounds is None or bounds["start"] is None:
         return {"series": 0, "anomalies": 0, "forecast_rows": 0}
     levels, metrics = list(settings.anomaly_levels), list(settings.anomaly_metrics)
     tags = None
     if any(lv.startswith(TAG_PREFIX) for lv in levels) and lake.exists(GOLD_COST_BY_TAG):
-        tags = _money_as_double(
-            lake.read_arrow(
-                GOLD_COST_BY_TAG, columns=["charge_date", "tag_key", "tag_value", "actual_cost", "amortized_cost"]
-            )
-        )
-    start, end = pc.min(costs["charge_date"]).as_py(), pc.max(costs["charge_date"]).as_py()
+        tag_columns = ["charge_date", "tag_key", "tag_value", "actual_cost", "amortized_cost"]
+        tags = _gold_frame(spark, lake, GOLD_COST_BY_TAG, GOLD_COST_BY_TAG_SCHEMA, tag_columns, as_of)
+    start, end = bounds["start"], bounds["end"]
     since = end - timedelta(days=settings.anomaly_lookback_days - 1)
     dparams, fparams = detector_params(settings), forecast_params(settings)
-    currencies = pc.unique(costs["billing_currency"]).to_pylist()
+    currencies = sorted(c for c in bounds["currencies"] if c is not None)
     currency = currencies[0] if len(currencies) == 1 else None
     if currency is None:
         log.warning("gold holds %d currencies; analytics sums them as they are (%s)", len(currencies), currencies)
 
+    # The series are small (members x days); only they are shuffled to the grouped UDFs.
     series = (
-        level_series_spark(spark, costs, tags, levels, metrics)
+        level_series_spark(costs, tags, levels, metrics)
         .repartition(settings.spark_shuffle_partitions, *SERIES_KEYS)
         .cache()
     )
-    grouped = series.groupBy(*SERIES_KEYS)
-    found = grouped.applyInPandas(
-        lambda pdf: series_anomalies(pdf, dparams, start=start, end=end, since=since), ANOMALY_SPARK_SCHEMA
-    ).toPandas()
-    forecasts = grouped.applyInPandas(
-        lambda pdf: series_forecasts(pdf, fparams, start=start, end=end), FORECAST_SPARK_SCHEMA
-    ).toPandas()
-    nseries = series.select(*SERIES_KEYS).distinct().count()
-    series.unpersist()
+    try:
+        grouped = series.groupBy(*SERIES_KEYS)
+        found = grouped.applyInPandas(
+            lambda pdf: series_anomalies(pdf, dparams, start=start, end=end, since=since), ANOMALY_SPARK_SCHEMA
+        ).toPandas()
+        forecasts = grouped.applyInPandas(
+            lambda pdf: series_forecasts(pdf, fparams, start=start, end=end), FORECAST_SPARK_SCHEMA
+        ).toPandas()
+        nseries = series.select(*SERIES_KEYS).distinct().count()
+    finally:
+        series.unpersist()
 
     found = found[found["level"] != TOTAL].reset_index(drop=True)
-    found = explain(found, costs, lake if tags is not None else None, dparams)
+    found = explain(found, _explain_rows(lake, found, dparams, as_of), lake if tags is not None else None, dparams)
     found["currency"] = currency
     feedback = store.read_feedback(engine)
     by = suppressed_by_feedback(found, feedback, default_days=settings.anomaly_feedback_days)
@@ -159,6 +182,27 @@ def run_analytics(
     return stats
 
 
+def _explain_window(params: DetectorParams) -> timedelta:
+    return timedelta(days=int(np.ceil(params.history_days / 7)) * 7)
+
+
+def _explain_rows(lake, found: pd.DataFrame, params: DetectorParams, as_of: date | None) -> pa.Table:
+    """The gold rows the contributor analysis can look at: only the months and days that the anomalies'
+    history windows cover (a few weeks, not the whole 13 months, so memory stays flat as history grows)."""
+    if found.empty:
+        return pa.table({c: pa.array([], GOLD_COST_DAILY_SCHEMA.field(c).type) for c in COST_COLUMNS})
+    first = pd.Timestamp(found["charge_date"].min()).date() - _explain_window(params)
+    last = pd.Timestamp(found["charge_date"].max()).date()
+    if as_of is not None:
+        last = min(last, as_of)
+    # A filter on the data column (not the charge_month partition, which a table may lack): Parquet
+    # row-group statistics let the scan skip the rest.
+    rows = lake.read_arrow(
+        GOLD_COST_DAILY, columns=COST_COLUMNS, filters=[("charge_date", ">=", first), ("charge_date", "<=", last)]
+    )
+    return _money_as_double(rows)
+
+
 def explain(found: pd.DataFrame, costs: pa.Table, lake, params: DetectorParams) -> pd.DataFrame:
     """Top contributors one level down for each anomaly, and new_cost where new children drive it."""
     found = found.copy()
@@ -168,7 +212,7 @@ def explain(found: pd.DataFrame, costs: pa.Table, lake, params: DetectorParams) 
     resource_tags = None
     if lake is not None and lake.exists(GOLD_RESOURCE_TAGS):
         resource_tags = lake.read_arrow(GOLD_RESOURCE_TAGS, columns=["resource_id", "tag_key", "tag_value"]).to_pandas()
-    window = timedelta(days=int(np.ceil(params.history_days / 7)) * 7)
+    window = _explain_window(params)
     frame = costs.to_pandas()
     frame["charge_date"] = pd.to_datetime(frame["charge_date"])
     for idx, a in found.iterrows():
