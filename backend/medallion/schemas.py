@@ -70,7 +70,7 @@ GOLD_COST_DAILY_SCHEMA = pa.schema(
         ("charge_date", pa.date32()),
         ("billing_account_id", pa.string()),
         ("billing_account_name", pa.string()),
-        ("subscription_id", pa.string()),
+        ("subscription_id", pa.string()),  # silver SubAccountId: "/subscriptions/<guid>"
         ("subscription_name", pa.string()),
         ("resource_group", pa.string()),
         ("resource_id", pa.string()),
@@ -158,7 +158,9 @@ SILVER_COSTS_SCHEMA = pa.schema(
     [
         # --- natural key -------------------------------------------------------------------
         ("x_SourceFamily", pa.string()),  # azure_detail | focus | azure_query (granularity family)
-        ("SubAccountId", pa.string()),  # subscription
+        # Subscription, one spelling whatever the source: "/subscriptions/<lower-case guid>" (the FOCUS /
+        # ARM form; Azure reports' bare guids are rewritten to it). A non-Azure id is kept as sent, trimmed.
+        ("SubAccountId", pa.string()),
         ("x_ChargeDate", pa.date32()),
         ("ResourceId", pa.string()),  # lower-cased ARM id
         ("x_MeterId", pa.string()),

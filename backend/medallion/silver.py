@@ -149,6 +149,27 @@ def _normalise_tags(parsed: Column) -> Column:
     return F.coalesce(normalised, F.create_map().cast("map<string,string>"))
 
 
+_GUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+# One pattern with one capture (the guid), so a row costs a single regex evaluation at 5M rows: an
+# ARM path `/subscriptions/<guid>[/...]` or a bare guid, optionally in braces. The lookaheads pin
+# what may follow each prefix, so a bare guid with a path after it (`<guid>/x`) is not taken.
+_SUBSCRIPTION_GUID = rf"(?is)^\s*(?:/subscriptions/(?={_GUID}(?:/.*)?\s*$)|\{{?\s*(?={_GUID}\s*\}}?\s*$))({_GUID})"
+
+
+def canonical_sub_account_id(value: Column) -> Column:
+    """SubAccountId in the one form silver keeps: `/subscriptions/<lower-case guid>`, else the value trimmed.
+
+    FOCUS files say `/subscriptions/<guid>`, Azure reports and the Query API the bare guid (exports
+    sometimes upper-cased): unless both spell a subscription the same, one subscription shows up as
+    two in gold and the mart. An id that is not an Azure subscription (an AWS account, a billing
+    profile) is kept: inventing a subscription for it would be wrong. Blank -> null.
+    """
+    guid = F.regexp_extract(value, _SUBSCRIPTION_GUID, 1)
+    return F.when(guid != "", F.concat(F.lit("/subscriptions/"), F.lower(guid))).otherwise(
+        F.nullif(F.trim(value), F.lit(""))
+    )
+
+
 def _pricing_model(df_model: Column, commitment_type: Column, pricing_category: Column) -> Column:
     key = F.regexp_replace(F.lower(df_model), "[^a-z]", "")
     ctype = F.regexp_replace(F.lower(commitment_type), "[^a-z]", "")
@@ -215,7 +236,9 @@ def validate(staged: DataFrame) -> DataFrame:
         _money(c("contracted_cost")).alias("_contracted"),
         F.upper(F.trim(c("billing_currency"))).alias("_currency"),
         _parse_tags(c("tags_raw")).alias("_tags_parsed"),
-        F.coalesce(c("sub_account_id"), c("meta_subscription_id")).alias("_sub"),
+        F.coalesce(
+            canonical_sub_account_id(c("sub_account_id")), canonical_sub_account_id(c("meta_subscription_id"))
+        ).alias("_sub"),
         F.lower(F.trim(c("resource_id"))).alias("_resource_id"),
     )
     mode, date_text, charge_date = c("_mode"), c("_date_text"), c("_charge_date")

@@ -19,6 +19,9 @@ from backend.medallion.schemas import (
 from tests.conftest import make_settings
 from tests.medallion.helpers import Bronze, csv_payload, ea_row, focus_payload, focus_row, query_payload
 
+GUID = "6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b"
+SUBSCRIPTION = f"/subscriptions/{GUID}"
+
 QUERY_COLUMNS = [
     ("PreTaxCost", "Number"),
     ("UsageDate", "Number"),
@@ -139,6 +142,48 @@ def test_bronze_to_gold_local_idempotent_and_rerated(spark, tmp_path):
              if str(r["x_ChargeDate"]) == "2024-01-31"}  # fmt: skip
     assert names == {"vm2"}
     assert lake.history(SILVER_COSTS)[0]["costlake.run_id"] == "run-6"
+
+
+@pytest.mark.slow
+def test_one_subscription_whichever_source_spells_it(spark, tmp_path):
+    settings = make_settings(tmp_path)
+    lake = lake_from_settings(settings)
+    bronze = Bronze()
+    # The same subscription-day from a FOCUS file (ARM id), an Azure Cost Details report (bare
+    # upper-case guid) and a Query API page (no subscription column: the bronze meta's bare guid).
+    resource = f"{SUBSCRIPTION}/resourcegroups/rg-a/providers/microsoft.compute/virtualmachines/vm1"
+    focus = [focus_row("2024-03-05", "vm1", "3", "3", sub=SUBSCRIPTION) | {"SubAccountName": "Production"}]
+    bronze.add("focus", focus_payload(focus), batch="f-1", content_type="application/vnd.apache.parquet")
+    detail = [ea_row("03/05/2024", "vm1", "10", sub=GUID.upper(), SubscriptionName="Production")]
+    bronze.add("azure_cost_details", csv_payload(detail), batch="cd-1", metric="ActualCost", sub=GUID.upper())
+    query = [[100, 20240305, "rg-a", "USD"]]
+    bronze.add("azure_query", query_payload(query, QUERY_COLUMNS), batch="q-1", metric="ActualCost", sub=GUID)
+    bronze.flush(lake)
+    jobs.run(settings, lake, spark, run_id="run-1")
+
+    silver = lake.read_arrow(SILVER_COSTS).to_pylist()
+    assert sorted(r["x_SourceFamily"] for r in silver) == ["azure_detail", "azure_query", "focus"]
+    assert {r["SubAccountId"] for r in silver} == {SUBSCRIPTION}
+    assert {r["x_Slice"].split("|")[1] for r in silver} == {SUBSCRIPTION}
+    # Gold sees one subscription-day, so only the most detailed family counts (not 10 + 3 + 100).
+    daily = lake.read_arrow(GOLD_COST_DAILY).to_pylist()
+    assert {(r["subscription_id"], r["subscription_name"], r["source"]) for r in daily} == {
+        (SUBSCRIPTION, "Production", "azure_detail")
+    }
+    assert sum(r["actual_cost"] for r in daily) == Decimal(10)
+    monthly = lake.read_arrow(GOLD_MONTHLY_SUMMARY).to_pylist()
+    assert [(r["subscription_id"], r["actual_cost"]) for r in monthly] == [(SUBSCRIPTION, Decimal(10))]
+
+    # A re-pull of that day spelling the guid in lower case replaces the row instead of adding one.
+    detail = [ea_row("03/05/2024", "vm1", "11", sub=GUID, SubscriptionName="Production")]
+    bronze.add("azure_cost_details", csv_payload(detail), batch="cd-2", metric="ActualCost", sub=GUID, fetched=5)
+    bronze.flush(lake)
+    jobs.run(settings, lake, spark, run_id="run-2")
+    rows = [r for r in lake.read_arrow(SILVER_COSTS).to_pylist() if r["x_SourceFamily"] == "azure_detail"]
+    assert [(r["SubAccountId"], r["ResourceId"], r["BilledCost"]) for r in rows] == [
+        (SUBSCRIPTION, resource, Decimal(11))
+    ]
+    assert _money(lake.read_arrow(GOLD_COST_DAILY), "actual_cost") == Decimal(11)
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -10,6 +11,10 @@ import pytest
 
 from backend.medallion import silver
 from backend.medallion.parse import STAGING_SCHEMA
+from backend.sources.synthetic import Subscription
+
+GUID = "6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b"
+ARM = f"/subscriptions/{GUID}"
 
 
 def staged(spark, rows: list[dict]):
@@ -159,3 +164,44 @@ def test_quarantine_keeps_the_raw_row_and_every_rule(spark):
 def test_charge_type_maps_to_focus_charge_category(spark, text, expected):
     row = silver.validate(staged(spark, [{"charge_category": text}])).collect()[0]
     assert row["ChargeCategory"] == expected
+
+
+def test_sub_account_id_takes_one_form_per_subscription(spark):
+    synthetic = Subscription(str(uuid.uuid4()), "Production", "prod").sub_account_id
+    cases = [
+        (GUID, ARM),  # Azure reports / Query API: bare guid
+        (GUID.upper(), ARM),  # exports sometimes upper-case it
+        (f"{{{GUID.upper()}}}", ARM),
+        (f"  {{ {GUID} }}\t", ARM),
+        (ARM, ARM),  # FOCUS: already the ARM id
+        (f"/SUBSCRIPTIONS/{GUID.upper()}", ARM),
+        (f"{ARM}/", ARM),
+        (f"/subscriptions/{GUID.upper()}/resourceGroups/RG-A", ARM),
+        (synthetic, synthetic),  # the demo estate (and its anomaly labels) already use the silver form
+        # Not an Azure subscription: kept as sent (trimmed), no subscription invented.
+        (" 123456789012 ", "123456789012"),
+        ("ABCD-EFGH-BG7-PGB", "ABCD-EFGH-BG7-PGB"),
+        ("/subscriptions/sub-1", "/subscriptions/sub-1"),
+        (f"{GUID}/resourceGroups/x", f"{GUID}/resourceGroups/x"),
+        (f"{GUID}0", f"{GUID}0"),
+        ("   ", None),
+        (None, None),
+    ]
+    frame = spark.createDataFrame([(i, raw) for i, (raw, _) in enumerate(cases)], "i int, raw string")
+    out = frame.select("i", silver.canonical_sub_account_id(frame["raw"]).alias("sub")).orderBy("i").collect()
+    assert [r["sub"] for r in out] == [expected for _, expected in cases]
+
+
+def test_sub_account_id_falls_back_to_the_bronze_meta_and_keys_on_the_canonical_form(spark):
+    rows = [
+        {"sub_account_id": GUID.upper(), "cost": "1"},
+        {"sub_account_id": None, "meta_subscription_id": f"{{{GUID.upper()}}}", "cost": "2"},
+        {"sub_account_id": f"{ARM}/resourcegroups/rg", "meta_subscription_id": "other", "cost": "4"},
+    ]
+    valid = silver.validate(staged(spark, rows))
+    assert [r["SubAccountId"] for r in valid.orderBy("row_index").collect()] == [ARM, ARM, ARM]
+    # Same natural key in three spellings: one silver row (summed), one replacement slice.
+    out = silver.transform(valid, run_id="r").collect()
+    assert [(r["SubAccountId"], r["BilledCost"], r["x_Slice"]) for r in out] == [
+        (ARM, Decimal(7), f"azure_detail|{ARM}|2024-01-05")
+    ]
