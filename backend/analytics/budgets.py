@@ -11,6 +11,8 @@ from typing import Any
 import requests
 import sqlalchemy as sa
 
+from backend.sources.ids import canonical_subscription_id
+
 log = logging.getLogger(__name__)
 
 SCOPES = ("total", "subscription", "resource_group", "service", "tag")
@@ -43,6 +45,8 @@ def validate(values: Mapping[str, Any]) -> dict[str, Any]:
     out = {k: values[k] for k in FIELDS if k in values}
     if out.get("scope_type", "total") not in SCOPES:
         raise ValueError(f"scope_type must be one of {SCOPES}")
+    if out.get("scope_type") == "subscription" and "scope_value" in out:
+        out["scope_value"] = _subscription_member(out["scope_value"])
     if out.get("period", "monthly") not in PERIODS:
         raise ValueError(f"period must be one of {PERIODS}")
     if "amount" in out and not float(out["amount"]) > 0:
@@ -55,6 +59,12 @@ def validate(values: Mapping[str, Any]) -> dict[str, Any]:
             if any(v <= 0 for v in out[key]):
                 raise ValueError(f"{key} are percentages > 0")
     return out
+
+
+def _subscription_member(value: Any) -> str:
+    # Spend is found by mart.dim_subscription.subscription_id, which silver spells /subscriptions/<guid>:
+    # a guid typed bare, braced or upper-case would otherwise match nothing and the budget never alert.
+    return canonical_subscription_id(None if value is None else str(value)) or ""
 
 
 def create_budget(engine: sa.Engine, **values: Any) -> int:
@@ -73,7 +83,12 @@ def update_budget(engine: sa.Engine, budget_id: int, **values: Any) -> None:
     data = validate(values)
     if not data:
         return
-    sets = ", ".join(f"{k} = :{k}" for k in data)
+    assign = {k: f":{k}" for k in data}
+    if "scope_value" in data and "scope_type" not in data:
+        # The stored scope decides whether the new member is a subscription id to spell canonically.
+        data["scope_value_sub"] = _subscription_member(data["scope_value"])
+        assign["scope_value"] = "CASE WHEN scope_type = 'subscription' THEN :scope_value_sub ELSE :scope_value END"
+    sets = ", ".join(f"{k} = {v}" for k, v in assign.items())
     with engine.begin() as conn:
         n = conn.execute(
             sa.text(f"UPDATE mart.budgets SET {sets}, updated_at = now() WHERE budget_id = :id"),

@@ -102,6 +102,37 @@ def test_crud_and_validation(mart):
     assert budgets.get_budget(mart, bid) is None
 
 
+def test_subscription_scope_is_stored_as_silver_spells_it(mart):
+    guid = "6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b"
+    arm = f"/subscriptions/{guid}"
+    with mart.begin() as conn:  # the mart's subscription as silver now writes it
+        conn.execute(
+            sa.text("UPDATE mart.dim_subscription SET subscription_id = :s WHERE subscription_key = 1"), {"s": arm}
+        )
+    bid = budgets.create_budget(
+        mart,
+        name="typed",
+        scope_type="subscription",
+        scope_value=f"{{{guid.upper()}}}",
+        amount=1500,
+        currency="USD",
+        period="monthly",
+        actual_thresholds=[50],
+        forecast_thresholds=[],
+    )
+    assert budgets.get_budget(mart, bid)["scope_value"] == arm
+    # Spent 1000 of 1500 on that subscription: the typed guid found it.
+    assert budgets.evaluate_budgets(mart, run_id="r1", as_of=date(2025, 6, 10))["alerts"] == 1
+    # An edit that sends only the value: the stored scope decides.
+    budgets.update_budget(mart, bid, scope_value=f"{arm.upper()}/resourceGroups/RG")
+    assert budgets.get_budget(mart, bid)["scope_value"] == arm
+    other = budgets.create_budget(
+        mart, name="svc", scope_type="service", scope_value=guid.upper(), amount=1, currency="USD", period="monthly"
+    )
+    budgets.update_budget(mart, other, scope_value=f" {guid.upper()} ")
+    assert budgets.get_budget(mart, other)["scope_value"] == f" {guid.upper()} "  # not a subscription: as given
+
+
 def test_period_bounds():
     assert budgets.period_bounds("monthly", date(2025, 2, 10)) == (date(2025, 2, 1), date(2025, 2, 28))
     assert budgets.period_bounds("quarterly", date(2025, 11, 5)) == (date(2025, 10, 1), date(2025, 12, 31))

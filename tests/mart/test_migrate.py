@@ -97,3 +97,26 @@ def test_0006_backfills_the_resource_aggregate_from_an_existing_fact(pg_url, tmp
     with engine.connect() as conn:
         assert conn.execute(query).all() == loaded and len(loaded) > 0
     engine.dispose()
+
+
+def test_0008_rewrites_subscription_budgets_to_the_silver_form(pg_url):
+    from tests.medallion.test_subscription_ids import ARM, CASES
+
+    raws = [raw for raw, _ in CASES if raw is not None]
+    upgrade(pg_url, "0007_stage_progress")
+    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    insert = sa.text(
+        "INSERT INTO mart.budgets (name, scope_type, scope_value, amount, currency, period)"
+        " VALUES (:n, :t, :v, 100, 'EUR', 'monthly')"
+    )
+    with engine.begin() as conn:
+        conn.execute(insert, [{"n": f"sub {i}", "t": "subscription", "v": raw} for i, raw in enumerate(raws)])
+        # Another scope's value is not a subscription, whatever it looks like.
+        conn.execute(insert, {"n": "rg", "t": "resource_group", "v": ARM.upper()})
+    upgrade(pg_url)
+    with engine.connect() as conn:
+        got = dict(conn.execute(sa.text("SELECT name, scope_value FROM mart.budgets")).all())
+    engine.dispose()
+    # The same rule as silver and the Python normaliser; a value that is no subscription id stays as stored.
+    expected = {f"sub {i}": ARM if dict(CASES)[raw] == ARM else raw for i, raw in enumerate(raws)}
+    assert got == expected | {"rg": ARM.upper()}

@@ -1,0 +1,56 @@
+"""Silver's Spark subscription-id rule and the pure-Python one (budgets, the agent) agree on every spelling."""
+
+from __future__ import annotations
+
+from backend.medallion import silver
+from backend.sources.ids import canonical_subscription_id
+
+GUID = "6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b"
+ARM = f"/subscriptions/{GUID}"
+
+# raw value -> canonical form. Also run through the budgets migration (tests/mart/test_migrate.py).
+CASES: list[tuple[str | None, str | None]] = [
+    (GUID, ARM),  # Azure reports / Query API: bare guid
+    (GUID.upper(), ARM),  # exports sometimes upper-case it
+    (f"{{{GUID.upper()}}}", ARM),  # as copied from some portals and PowerShell
+    (f"  {{ {GUID} }}\t", ARM),
+    (f"{{{GUID}", ARM),  # one brace is tolerated, as silver does
+    (f"{GUID}}}", ARM),
+    (f"\n{GUID}\r\n", ARM),
+    (f"{GUID}\u2028", ARM),  # Java's `$` also matches before a final line terminator
+    (ARM, ARM),  # FOCUS: already the ARM id
+    (f"/SUBSCRIPTIONS/{GUID.upper()}", ARM),
+    (f"{ARM}/", ARM),
+    (f" {ARM} ", ARM),
+    (f"/subscriptions/{GUID.upper()}/resourceGroups/RG-A", ARM),
+    (f"{ARM}/resourcegroups/rg\nx", ARM),
+    # Not an Azure subscription: kept as sent, trimmed of spaces only (Spark's trim), nothing invented.
+    (" 123456789012 ", "123456789012"),
+    ("ABCD-EFGH-BG7-PGB", "ABCD-EFGH-BG7-PGB"),
+    ("Production", "Production"),
+    ("/subscriptions/sub-1", "/subscriptions/sub-1"),
+    (f"subscriptions/{GUID}", f"subscriptions/{GUID}"),
+    (f"{GUID}/resourceGroups/x", f"{GUID}/resourceGroups/x"),
+    (f"{GUID}0", f"{GUID}0"),
+    (f"{GUID}\u2028\u2028", f"{GUID}\u2028\u2028"),
+    (f"{GUID.replace('a', 'g')}", f"{GUID.replace('a', 'g')}"),
+    (f"\t{GUID}x\t", f"\t{GUID}x\t"),
+    (f"/\u017fubscriptions/{GUID}", f"/\u017fubscriptions/{GUID}"),  # long s: Java folds case in ASCII only
+    ("   ", None),
+    ("", None),
+    (None, None),
+]
+
+
+def test_python_rule_gives_the_canonical_form():
+    assert [canonical_subscription_id(raw) for raw, _ in CASES] == [expected for _, expected in CASES]
+
+
+def test_spark_and_python_rules_agree(spark):
+    frame = spark.createDataFrame([(i, raw) for i, (raw, _) in enumerate(CASES)], "i int, raw string")
+    out = frame.select("i", silver.canonical_sub_account_id(frame["raw"]).alias("sub")).orderBy("i").collect()
+    spark_says = [r["sub"] for r in out]
+    python_says = [canonical_subscription_id(raw) for raw, _ in CASES]
+    assert spark_says == python_says, [
+        (raw, s, p) for (raw, _), s, p in zip(CASES, spark_says, python_says, strict=True) if s != p
+    ]
