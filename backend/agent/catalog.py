@@ -10,7 +10,12 @@ _COST_NOTE = "in the billing currency of the row (see `currency`); never sum acr
 _NAMES = (
     ("billing_account_id", "text", "billing account (EA enrollment / MCA billing profile) id"),
     ("billing_account", "text", "billing account display name"),
-    ("subscription_id", "text", "Azure subscription GUID"),
+    (
+        "subscription_id",
+        "text",
+        "subscription id: '/subscriptions/<lower-case guid>' for Azure; given a bare guid, compare with "
+        "'/subscriptions/' || lower('<guid>') or use subscription_id LIKE '%<lower-case guid>%'",
+    ),
     ("subscription", "text", "subscription display name"),
     ("resource_group", "text", "resource group name; '(none)' for charges without one"),
     ("service_name", "text", "FOCUS ServiceName, e.g. 'Virtual Machines', 'Storage'"),
@@ -111,7 +116,7 @@ CATALOG: tuple[TableDoc, ...] = (
         "one row per subscription",
         _cols(
             ("subscription_key", "integer", "surrogate key"),
-            ("subscription_id", "text", "GUID"),
+            ("subscription_id", "text", "'/subscriptions/<lower-case guid>' for Azure (not a bare guid)"),
             ("subscription_name", "text", "name"),
             ("label", "text", "display name"),
         ),
@@ -203,7 +208,12 @@ CATALOG: tuple[TableDoc, ...] = (
             ("budget_id", "bigint", "id"),
             ("name", "text", "budget name"),
             ("scope_type", "text", "'total', 'subscription', 'resource_group', 'service' or 'tag'"),
-            ("scope_value", "text", "the member (subscription name, service name, tag value, ...)"),
+            (
+                "scope_value",
+                "text",
+                "the member: service name, tag value, ...; for subscription budgets the subscription_id "
+                "('/subscriptions/<guid>') as the Budgets page saves it",
+            ),
             ("tag_key", "text", "for tag budgets"),
             ("metric", "text", "'actual' or 'amortized'"),
             ("amount", "numeric", "budget per period (currency column)"),
