@@ -74,15 +74,17 @@ def _demo_azure_source(ctx: PipelineContext, resources: ExitStack):
 
 
 class DemoPathConflictError(RuntimeError):
-    """The demo estate would be loaded a second time through the other demo path (it would count twice)."""
+    """The demo estate would be loaded a second time through the other demo path (gold would switch between them)."""
 
 
 def _check_one_demo_path(ctx: PipelineContext) -> None:
     """The demo estate enters a lake through one path only: "demo" (FOCUS rows) or the demo tenant's "azure".
 
-    Both carry the same money for the same subscriptions, but as different row families whose
-    subscription ids are spelled differently ("/subscriptions/<id>" in FOCUS, "<id>" in Azure's
-    answers), so gold cannot tell they overlap and would add them up."""
+    Both carry the same money for the same subscriptions as different row families. Silver spells
+    their subscription ids alike, so gold.prefer_detail keeps one family per subscription-day and
+    nothing is counted twice; but which family wins depends on what each path delivered that day,
+    so the user would see the same estate switch source (and detail) from day to day. One path per
+    lake keeps the demo's story stable."""
     wants_demo = "demo" in ctx.sources
     wants_tenant = "azure" in ctx.sources and demo_azure_active(ctx.settings)
     if not (wants_demo or wants_tenant):
@@ -99,8 +101,8 @@ def _check_one_demo_path(ctx: PipelineContext) -> None:
         asked, path = ("demo", "the demo Azure tenant") if wants_demo else ("azure", "the 'demo' source")
         raise DemoPathConflictError(
             f"source {asked!r} would load the demo estate again: this lake already holds it through {path} "
-            f"({len(loaded)} subscription(s)), and both would be counted. Keep to that source, or start from "
-            "an empty DATA_DIR to try the other path"
+            f"({len(loaded)} subscription(s)), and gold would switch between the two by subscription-day. "
+            "Keep to that source, or start from an empty DATA_DIR to try the other path"
         )
 
 
