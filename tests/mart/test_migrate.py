@@ -120,3 +120,107 @@ def test_0008_rewrites_subscription_budgets_to_the_silver_form(pg_url):
     # The same rule as silver and the Python normaliser; a value that is no subscription id stays as stored.
     expected = {f"sub {i}": ARM if dict(CASES)[raw] == ARM else raw for i, raw in enumerate(raws)}
     assert got == expected | {"rg": ARM.upper()}
+
+
+def test_0009_rewrites_subscription_level_analytics_and_merges_split_rows(pg_url):
+    import pandas as pd
+
+    from backend.analytics.analyze import suppressed_by_feedback
+    from backend.analytics.store import read_feedback
+    from tests.medallion.test_subscription_ids import ARM, CASES, GUID
+
+    raws = [raw for raw, _ in CASES if raw is not None]
+    canonical = {raw: ARM if expected == ARM else raw for raw, expected in CASES if raw is not None}
+    day0 = dt.date(2026, 1, 1)
+    upgrade(pg_url, "0008_budget_subscription_ids")
+    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    anomaly = sa.text(
+        "INSERT INTO mart.anomalies (level, dimension_value, charge_date, actual, impact, kind, status, feedback)"
+        " VALUES (:l, :v, :d, 100, :i, 'spike', :s, :f) RETURNING anomaly_id"
+    )
+    feedback = sa.text(
+        "INSERT INTO mart.anomaly_feedback (anomaly_id, level, dimension_value, kind, verdict)"
+        " VALUES (:a, 'subscription', :v, 'spike', 'expected') RETURNING feedback_id"
+    )
+    forecast = sa.text(
+        "INSERT INTO mart.forecasts (scope_type, scope_value, forecast_date, point, method, generated_at)"
+        " VALUES (:t, :v, :d, :p, 'ets', :g)"
+    )
+    total = sa.text(
+        "INSERT INTO mart.forecast_totals (scope_type, scope_value, metric, period, period_start, period_end,"
+        " actual_to_date, point, method, as_of, generated_at)"
+        " VALUES ('subscription', :v, 'actual', 'month_end', '2026-02-01', '2026-02-28', 0, :p, 'ets', '2026-02-10', :g)"
+    )
+    gen1, gen2 = dt.datetime(2026, 2, 10, tzinfo=dt.UTC), dt.datetime(2026, 2, 11, tzinfo=dt.UTC)
+    split_day, judged_day = day0 + dt.timedelta(days=100), day0 + dt.timedelta(days=101)
+
+    def add(conn, value, day, status="open", note=None, level="subscription"):
+        row = {"l": level, "v": value, "d": day, "i": 60, "s": status, "f": note}
+        return conn.execute(anomaly, row).scalar_one()
+
+    with engine.begin() as conn:
+        for i, raw in enumerate(raws):
+            add(conn, raw, day0 + dt.timedelta(days=i))
+            conn.execute(feedback, {"a": None, "v": raw})
+        add(conn, GUID.upper(), day0, level="resource_group")  # another level's member is no subscription
+        # One subscription split over two spellings (two sources): the bare row was judged, the ARM one open.
+        bare = add(conn, GUID.upper(), split_day, status="expected", note="month-end batch")
+        arm = add(conn, ARM, split_day)
+        marked = conn.execute(feedback, {"a": bare, "v": GUID.upper()}).scalar_one()
+        # Both judged: the row already in the canonical form keeps its own verdict.
+        add(conn, GUID, judged_day, status="expected", note="bare")
+        kept = add(conn, ARM, judged_day, status="resolved", note="arm")
+        for value, point in ((GUID, 1.0), (ARM, 2.0), ("Production", 3.0)):
+            conn.execute(forecast, {"t": "subscription", "v": value, "d": "2026-02-11", "p": point, "g": gen1})
+            conn.execute(total, {"v": value, "p": point, "g": gen1})
+        conn.execute(forecast, {"t": "subscription", "v": GUID.upper(), "d": "2026-02-12", "p": 4.0, "g": gen2})
+        conn.execute(total, {"v": f"{{{GUID}}}", "p": 4.0, "g": gen2})
+        conn.execute(forecast, {"t": "service", "v": GUID, "d": "2026-02-11", "p": 5.0, "g": gen1})
+
+    upgrade(pg_url)
+    assert current_revision(pg_url) == _head()
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT anomaly_id, level, dimension_value, charge_date, status, feedback FROM mart.anomalies")
+        ).all()
+        feedback_rows = conn.execute(
+            sa.text("SELECT feedback_id, anomaly_id, dimension_value FROM mart.anomaly_feedback")
+        )
+        feedback_by_id = {f.feedback_id: f for f in feedback_rows}
+        forecasts = set(
+            conn.execute(sa.text("SELECT scope_type, scope_value, forecast_date, point FROM mart.forecasts"))
+        )
+        totals = set(conn.execute(sa.text("SELECT scope_value, generated_at, point FROM mart.forecast_totals")))
+
+    subscription_level = {r.charge_date: r for r in rows if r.level == "subscription"}
+    assert len(subscription_level) == len(rows) - 1  # one row per day: the split pairs merged
+    assert {r.dimension_value for r in rows if r.level == "resource_group"} == {GUID.upper()}
+    assert [subscription_level[day0 + dt.timedelta(days=i)].dimension_value for i in range(len(raws))] == [
+        canonical[raw] for raw in raws
+    ]
+    merged = subscription_level[split_day]
+    assert (merged.anomaly_id, merged.dimension_value, merged.status, merged.feedback) == (
+        arm,
+        ARM,
+        "expected",
+        "month-end batch",
+    )
+    assert (subscription_level[judged_day].anomaly_id, subscription_level[judged_day].status) == (kept, "resolved")
+    assert (feedback_by_id[marked].anomaly_id, feedback_by_id[marked].dimension_value) == (arm, ARM)
+    assert sorted(f.dimension_value for f in feedback_by_id.values() if f.feedback_id != marked) == sorted(
+        canonical[raw] for raw in raws
+    )
+    assert forecasts == {
+        ("subscription", ARM, dt.date(2026, 2, 11), 2),
+        ("subscription", "Production", dt.date(2026, 2, 11), 3),
+        ("subscription", ARM, dt.date(2026, 2, 12), 4),
+        ("service", GUID, dt.date(2026, 2, 11), 5),
+    }
+    assert {(v, p) for v, _, p in totals} == {(ARM, 2), ("Production", 3), (ARM, 4)} and len(totals) == 3
+
+    # The point of it: the verdict given on the bare spelling suppresses the anomaly re-detected under silver's.
+    redetected = pd.DataFrame(
+        [{"level": "subscription", "member": ARM, "kind": "spike", "charge_date": split_day, "impact": 60.0}]
+    )
+    assert suppressed_by_feedback(redetected, read_feedback(engine), default_days=90).tolist() == [marked]
+    engine.dispose()

@@ -8,38 +8,32 @@ is the ARM form. A budget saved earlier with the bare guid (any case, in braces)
 would match no subscription and never alert; this rewrites those, as the budgets code does on save.
 Any other value (a name, an id that is not a guid) is left as it is.
 
-The pattern is backend/sources/ids.py's, frozen here in Postgres' regex dialect (a migration must not
-follow later code changes): `[ \\t\\n\\v\\f\\r]` for Java's ASCII `\\s`, and an optional final line
-terminator before the end, as Java's `$` allows. tests/mart/test_migrate.py checks both agree.
+The pattern is backend/sources/ids.py's in Postgres' regex dialect, kept frozen in
+backend/mart/subscription_sql.py (shared with 0009, which rewrites the analytics tables the same way).
+tests/mart/test_migrate.py checks it agrees with the Python rule.
 """
 
 import sqlalchemy as sa
 from alembic import op
+
+from backend.mart.subscription_sql import PATTERN_PARAM, SUBSCRIPTION_GUID, canonical_subscription_sql
 
 revision = "0008_budget_subscription_ids"
 down_revision = "0007_stage_progress"
 branch_labels = None
 depends_on = None
 
-_GUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-_WS = r"[ \t\n\v\f\r]"
-_END = r"(?:\r\n|[\n\r\u0085\u2028\u2029])?$"
-SUBSCRIPTION_GUID = (
-    rf"^{_WS}*(?:/subscriptions/(?={_GUID}(?:/.*)?{_WS}*{_END})|\{{?{_WS}*(?={_GUID}{_WS}*\}}?{_WS}*{_END}))({_GUID})"
-)
-
 
 def upgrade() -> None:
     op.execute(
         sa.text(
-            """
+            f"""
             UPDATE mart.budgets b SET scope_value = m.canonical
-            FROM (SELECT budget_id, '/subscriptions/' || lower((regexp_match(scope_value, :pattern, 'i'))[1])
-                         AS canonical
+            FROM (SELECT budget_id, {canonical_subscription_sql("scope_value")} AS canonical
                   FROM mart.budgets WHERE scope_type = 'subscription') m
             WHERE b.budget_id = m.budget_id AND m.canonical IS NOT NULL AND b.scope_value <> m.canonical
             """
-        ).bindparams(pattern=SUBSCRIPTION_GUID)
+        ).bindparams(**{PATTERN_PARAM: SUBSCRIPTION_GUID})
     )
 
 
