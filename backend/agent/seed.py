@@ -134,11 +134,12 @@ SPIKE_EXTRA = 840.0
 RESERVATION_MONTHLY = 160 * 30.0  # purchase billed on the 1st; usage of the reserved VM bills 0 but amortizes
 
 BUDGETS = (
-    # name, scope_type, scope_value, tag_key, amount, period, actual thresholds
+    # name, scope_type, scope_value, tag_key, amount, period, actual thresholds. A subscription budget names its
+    # subscription by id, as the Budgets page saves it and the evaluator (backend/analytics/budgets.py) matches it.
     ("Total cloud", "total", "", None, 68_000, "monthly", [50, 80, 100]),
-    ("Production", "subscription", "Production", None, 36_000, "monthly", [80, 100]),
+    ("Production", "subscription", SUBSCRIPTIONS["prod"][0], None, 36_000, "monthly", [80, 100]),
     ("Storage", "service", "Storage", None, 8_000, "monthly", [80, 100]),
-    ("Data Platform quarterly", "subscription", "Data Platform", None, 80_000, "quarterly", [50, 80, 100]),
+    ("Data Platform quarterly", "subscription", SUBSCRIPTIONS["data"][0], None, 80_000, "quarterly", [50, 80, 100]),
 )
 
 
@@ -492,7 +493,7 @@ def _seed_budgets(conn) -> int:
                 "w": "https://hooks.example.invalid/services/T000/B000/secret-token" if name == "Production" else None,
             },
         ).scalar_one()
-        column = {"total": "TRUE", "subscription": "subscription = :v", "service": "service_name = :v"}[scope_type]
+        column = {"total": "TRUE", "subscription": "subscription_id = :v", "service": "service_name = :v"}[scope_type]
         start = AS_OF.replace(day=1) if period == "monthly" else dt.date(2025, 4, 1)
         spent = conn.execute(
             sa.text(

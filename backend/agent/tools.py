@@ -152,6 +152,35 @@ def _services_in_categories(ctx: AgentContext, categories: list[str]) -> list[st
     return found
 
 
+def _stored_members(ctx: AgentContext, dimension: str, label: str) -> list[str]:
+    """The member as the analytics tables (anomalies, forecasts, budgets) store it: a subscription by its id,
+    which silver keeps as /subscriptions/<lower guid>, the other levels by their label."""
+    if dimension != "subscription":
+        return [label]
+    with ctx.engine.connect() as conn:
+        ids = conn.execute(
+            sa.text("SELECT subscription_id FROM mart.dim_subscription WHERE label = :l ORDER BY 1"), {"l": label}
+        ).scalars()
+        # Display names are not unique in Azure: a name may stand for several subscriptions.
+        return list(ids) or [label]
+
+
+def _subscription_spend(ctx: AgentContext, subscription_id: str, start: dt.date, end: dt.date, metric: str) -> float:
+    """Spend of one subscription by its id, from start to end inclusive, as the budget evaluator
+    (backend/analytics/budgets.py) finds it: a display name may be shared, the id is not."""
+    column = {"actual": "actual_cost", "amortized": "amortized_cost"}[metric]
+    with ctx.engine.connect() as conn:
+        spent = conn.execute(
+            sa.text(
+                f"SELECT coalesce(sum(a.{column}), 0) FROM mart.agg_cost_daily a "
+                "WHERE a.charge_date BETWEEN :s AND :e AND a.subscription_key IN "
+                "(SELECT subscription_key FROM mart.dim_subscription WHERE subscription_id = :id)"
+            ),
+            {"s": start, "e": end, "id": subscription_id},
+        ).scalar_one()
+    return float(spent)
+
+
 def _period(ctx: AgentContext, period: str | None) -> Period:
     return resolve_period(period, ctx.as_of())
 
@@ -378,16 +407,16 @@ def explain_cost_change_impl(
             where.append("charge_date BETWEEN :d0 AND :d1")
             params |= {"d0": target - dt.timedelta(days=1), "d1": target + dt.timedelta(days=1)}
         if level and member:
-            where.append("level = :level AND dimension_value IN (:member, :member_id)")
-            params |= {"level": level, "member": member, "member_id": member}
-        anomalies = conn.execute(
-            sa.text(
-                "SELECT anomaly_id, level, dimension_value, charge_date, kind, expected, actual, impact, currency, "
-                f"severity, contributors, status FROM mart.anomalies WHERE {' AND '.join(where)} "
-                "ORDER BY abs(impact) DESC NULLS LAST, charge_date DESC LIMIT 5"
-            ),
-            params,
-        ).all()
+            where.append("level = :level AND dimension_value IN :members")
+            params |= {"level": level, "members": _stored_members(ctx, level, member)}
+        statement = sa.text(
+            "SELECT anomaly_id, level, dimension_value, charge_date, kind, expected, actual, impact, currency, "
+            f"severity, contributors, status FROM mart.anomalies WHERE {' AND '.join(where)} "
+            "ORDER BY abs(impact) DESC NULLS LAST, charge_date DESC LIMIT 5"
+        )
+        if "members" in params:
+            statement = statement.bindparams(sa.bindparam("members", expanding=True))
+        anomalies = conn.execute(statement, params).all()
     if target is None:
         target = anomalies[0].charge_date if anomalies else as_of
     filters = {dim: [member]} if dim and member else {}
@@ -421,7 +450,8 @@ def explain_cost_change_impl(
     ]
     for a in anomalies:
         lines.append(
-            f"Anomaly #{a.anomaly_id} ({a.kind}, {a.status}) on {a.charge_date} for {a.level} {a.dimension_value!r}: "
+            f"Anomaly #{a.anomaly_id} ({a.kind}, {a.status}) on {a.charge_date} for {a.level} "
+            f"{(member or a.dimension_value)!r}: "
             f"actual {_money(float(a.actual))} vs expected {_money(float(a.expected or 0))} {a.currency or ''}, "
             f"impact {_money(float(a.impact or 0))}."
         )
@@ -457,7 +487,11 @@ def forecast_impl(
     )
     dim = normalize_dimension(dimension)
     member = _resolve_member(ctx, dim, value) if dim and value else ""
-    scope_type, scope_value = (dim, member) if dim and member else ("total", "")
+    scope_type, scope_value = ("total", "")
+    if dim and member:
+        stored = _stored_members(ctx, dim, member)
+        # A name shared by several subscriptions has no one forecast: the run rate below covers them together.
+        scope_type, scope_value = dim, stored[0] if len(stored) == 1 else member
     last = target.end - dt.timedelta(days=1)
     actual_frame = pd.DataFrame(columns=["period", "cost"])
     if target.start <= as_of:
@@ -484,7 +518,7 @@ def forecast_impl(
     frame = pd.DataFrame.from_records(records, columns=["date", "actual", "forecast", "lower", "upper"])
     spent = float(actual_frame["cost"].sum()) if not actual_frame.empty else 0.0
     remaining_days = (last - max(as_of, target.start - dt.timedelta(days=1))).days
-    scope = f"{scope_type} {scope_value}" if scope_value else "total cost"
+    scope = f"{dim} {member}" if dim and member else "total cost"
     if not rows:
         if remaining_days > 0 and target.start <= as_of:
             elapsed = (as_of - target.start).days + 1
@@ -528,10 +562,15 @@ def _forecast_period(text: str, as_of: dt.date) -> Period:
 def budget_status_impl(ctx: AgentContext, name: str = "") -> ToolOutcome:
     as_of = ctx.as_of()
     with ctx.engine.connect() as conn:
+        # A subscription budget's scope_value is the subscription_id, as the Budgets page saves it and the
+        # evaluator matches it; users think in names, so the name is looked up to show it and to be asked by.
         budgets = conn.execute(
             sa.text(
-                "SELECT budget_id, name, scope_type, scope_value, tag_key, metric, amount, currency, period "
-                "FROM mart.v_budgets WHERE enabled AND (:name = '' OR name ILIKE :pattern) ORDER BY name"
+                "SELECT b.budget_id, b.name, b.scope_type, b.scope_value, b.tag_key, b.metric, b.amount, b.currency, "
+                "b.period, s.label AS subscription "
+                "FROM mart.v_budgets b LEFT JOIN mart.dim_subscription s "
+                "ON b.scope_type = 'subscription' AND s.subscription_id = b.scope_value "
+                "WHERE b.enabled AND (:name = '' OR b.name ILIKE :pattern OR s.label ILIKE :pattern) ORDER BY b.name"
             ),
             {"name": name, "pattern": f"%{name}%"},
         ).all()
@@ -548,16 +587,21 @@ def budget_status_impl(ctx: AgentContext, name: str = "") -> ToolOutcome:
     for b in budgets:
         start = _period_start(as_of, b.period)
         end = _period_end(start, b.period)
-        filters: dict[str, list[str]] = {}
-        dimension = {"subscription": "subscription", "resource_group": "resource_group", "service": "service"}
-        if b.scope_type in dimension:
-            filters = {dimension[b.scope_type]: [b.scope_value]}
-        elif b.scope_type == "tag":
-            filters = {f"tag:{b.tag_key}": [b.scope_value]}
-        spent_frame = queries.cost_breakdown(
-            ctx.engine, start=start, end=as_of, group_by=None, grain="monthly", metric=b.metric, filters=filters
-        )
-        spent = float(spent_frame["cost"].sum())
+        scope = f"{b.scope_type} {b.scope_value}".strip()
+        if b.scope_type == "subscription":
+            spent = _subscription_spend(ctx, b.scope_value, start, as_of, b.metric)
+            # An id no subscription carries (or a name saved before ids) never alerts: say so, not just "0 spent".
+            scope = f"subscription {b.subscription}" if b.subscription else f"{scope} (no such subscription id)"
+        else:
+            filters: dict[str, list[str]] = {}
+            if b.scope_type in ("resource_group", "service"):
+                filters = {b.scope_type: [b.scope_value]}
+            elif b.scope_type == "tag":
+                filters = {f"tag:{b.tag_key}": [b.scope_value]}
+            spent_frame = queries.cost_breakdown(
+                ctx.engine, start=start, end=as_of, group_by=None, grain="monthly", metric=b.metric, filters=filters
+            )
+            spent = float(spent_frame["cost"].sum())
         scope_type = b.scope_type if b.scope_type != "tag" else f"tag:{b.tag_key}"
         rows = _forecast_rows(
             ctx,
@@ -581,7 +625,7 @@ def budget_status_impl(ctx: AgentContext, name: str = "") -> ToolOutcome:
         out.append(
             {
                 "budget": b.name,
-                "scope": f"{b.scope_type} {b.scope_value}".strip(),
+                "scope": scope,
                 "period": f"{b.period} from {start}",
                 "amount": amount,
                 "currency": b.currency,
@@ -766,7 +810,8 @@ def build_tools(ctx: AgentContext) -> list[BaseTool]:
             ctx,
             "budget_status",
             budget_status_impl,
-            "Status of budgets: spent so far this period, percent used, projected end-of-period spend, alerts.",
+            "Status of budgets: spent so far this period, percent used, projected end-of-period spend, alerts. "
+            "name matches the budget's name or, for subscription budgets, the subscription's name.",
             s.BudgetStatus,
         ),
         _tool(

@@ -149,7 +149,8 @@ def test_0009_rewrites_subscription_level_analytics_and_merges_split_rows(pg_url
     total = sa.text(
         "INSERT INTO mart.forecast_totals (scope_type, scope_value, metric, period, period_start, period_end,"
         " actual_to_date, point, method, as_of, generated_at)"
-        " VALUES ('subscription', :v, 'actual', 'month_end', '2026-02-01', '2026-02-28', 0, :p, 'ets', '2026-02-10', :g)"
+        " VALUES ('subscription', :v, 'actual', 'month_end', '2026-02-01', '2026-02-28', 0, :p, 'ets',"
+        " '2026-02-10', :g)"
     )
     gen1, gen2 = dt.datetime(2026, 2, 10, tzinfo=dt.UTC), dt.datetime(2026, 2, 11, tzinfo=dt.UTC)
     split_day, judged_day = day0 + dt.timedelta(days=100), day0 + dt.timedelta(days=101)
