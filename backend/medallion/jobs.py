@@ -19,11 +19,10 @@ from pyspark.sql.pandas.types import from_arrow_schema
 
 from backend.config import Settings
 from backend.lake import Lake
-from backend.medallion import gold, silver
+from backend.medallion import gold, silver, staging
 from backend.medallion.parse import BRONZE_INPUT_COLUMNS
 from backend.medallion.schemas import (
     BRONZE_COST_RECORDS,
-    BRONZE_SCHEMA,
     GOLD_COST_BY_TAG,
     GOLD_COST_BY_TAG_SCHEMA,
     GOLD_COST_CHANGES,
@@ -197,21 +196,25 @@ def run_silver(spark: SparkSession, lake: Lake, stats: MedallionStats, *, run_id
         )
         return set()
     t0 = time.perf_counter()
-    bronze = read_files(spark, lake, BRONZE_COST_RECORDS, uris, BRONZE_SCHEMA, columns=BRONZE_INPUT_COLUMNS)
-    # A day of bronze is one or two files, i.e. one Spark partition: the Python parse would run on a
-    # single core. Spreading the (few, large) messages over the cores first is cheap and parallel.
-    parallelism = spark.sparkContext.defaultParallelism
-    if bronze.rdd.getNumPartitions() < parallelism:
-        bronze = bronze.repartition(parallelism * 2)
+    bronze = lake.read_files_arrow(BRONZE_COST_RECORDS, uris, columns=BRONZE_INPUT_COLUMNS)
+    stats.bronze_messages = bronze.num_rows
     with scratch(spark, run_id) as area:
-        validated = area.keep(silver.validate(silver.explode(bronze)), "validated")
+        payload_dir = area.root / "payloads" if area.local else None
+        try:
+            validated = area.keep(silver.validate(staging.stage(spark, bronze, payload_dir)), "validated")
+        except Exception as exc:  # any reader failure: the Python decoder then judges payload by payload
+            if payload_dir is None:
+                raise
+            # A payload whose footer reads but whose pages do not fails Spark's whole read; the Python
+            # decoder turns exactly that payload into a quarantined row and keeps the rest.
+            log.warning("Spark could not read a Parquet payload (%s); decoding this run in Python", exc)
+            validated = area.keep(silver.validate(staging.stage(spark, bronze, None)), "validated")
         stats.seconds["silver_decode"] = round(time.perf_counter() - t0, 2)
         ok = F.size("_rules") == 0
         counts = {
             (r["ok"], r["_mode"]): r["n"]
             for r in validated.groupBy(ok.alias("ok"), "_mode").agg(F.count(F.lit(1)).alias("n")).collect()
         }
-        stats.bronze_messages = bronze.count()
         stats.valid_rows = sum(n for (good, _), n in counts.items() if good)
         stats.quarantined = sum(n for (good, _), n in counts.items() if not good)
         stats.source_rows = stats.valid_rows + stats.quarantined

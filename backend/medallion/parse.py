@@ -192,6 +192,11 @@ class PayloadError(ValueError):
     """A payload that cannot be decoded at all (quarantined as one row with the raw payload)."""
 
 
+# What a broken payload raises while decoding. OSError: pyarrow reports a corrupt Parquet data page
+# ("corrupt data page?") as a plain OSError, not an ArrowException.
+DECODE_ERRORS = (PayloadError, ValueError, KeyError, TypeError, pa.ArrowException, UnicodeDecodeError, OSError)
+
+
 def _as_strings(table: pa.Table) -> pa.Table:
     """Every column as string: nested values as JSON text, "" and the literal "NULL" (FOCUS) as null."""
     columns = []
@@ -264,7 +269,7 @@ def read_payload(source_format: str, content_type: str, payload: bytes) -> pa.Ta
     raise PayloadError(f"unknown payload format {source_format!r}")
 
 
-def _chosen(names: list[str], mapping: dict[str, tuple[str, ...]]) -> dict[str, str]:
+def chosen_columns(names: list[str], mapping: dict[str, tuple[str, ...]]) -> dict[str, str]:
     """staging field -> the source column that feeds it (first candidate present, case-insensitive)."""
     by_lower = {name.lower(): name for name in names}
     chosen = {}
@@ -276,12 +281,12 @@ def _chosen(names: list[str], mapping: dict[str, tuple[str, ...]]) -> dict[str, 
 
 
 def _wanted_columns(names: list[str], mapping: dict[str, tuple[str, ...]]) -> list[str]:
-    return sorted(set(_chosen(names, mapping).values()))
+    return sorted(set(chosen_columns(names, mapping).values()))
 
 
 def map_columns(raw: pa.Table, source_format: str) -> pa.Table:
     """Rename a source table onto STAGING_FIELDS with the format's mapping (missing fields are null)."""
-    chosen = _chosen(raw.column_names, FORMAT_MAPS[source_format])
+    chosen = chosen_columns(raw.column_names, FORMAT_MAPS[source_format])
     used = sorted(set(chosen.values()))
     strings = _as_strings(raw.select(used))
     n = raw.num_rows
@@ -289,7 +294,7 @@ def map_columns(raw: pa.Table, source_format: str) -> pa.Table:
     return pa.table(columns, names=list(STAGING_FIELDS))
 
 
-def _meta(text: str | None) -> dict[str, str]:
+def parse_meta(text: str | None) -> dict[str, str]:
     if not text:
         return {}
     try:
@@ -301,14 +306,14 @@ def _meta(text: str | None) -> dict[str, str]:
 
 def explode_row(row: dict) -> pa.Table:
     """One bronze row -> its source rows on STAGING_SCHEMA (or one failure row when undecodable)."""
-    meta = _meta(row.get("meta"))
+    meta = parse_meta(row.get("meta"))
     source_format = row.get("format") or ""
     payload = row.get("payload") or b""
     error = None
     try:
         mapped = map_columns(read_payload(source_format, row.get("content_type") or "", payload), source_format)
     # A corrupt payload must not stop the run: it becomes one quarantined row holding the payload.
-    except (PayloadError, ValueError, KeyError, TypeError, pa.ArrowException, UnicodeDecodeError) as exc:
+    except DECODE_ERRORS as exc:
         error = f"{type(exc).__name__}: {exc}"[:500]
         mapped = pa.table([pa.nulls(1, pa.string()) for _ in STAGING_FIELDS], names=list(STAGING_FIELDS))
     n = mapped.num_rows
@@ -350,7 +355,7 @@ def _lineage(rows: list[dict], counts: list[int]) -> list[pa.Array]:
 
     take = pa.array(np.repeat(np.arange(len(rows)), counts))
     row_index = pa.array(np.concatenate([np.arange(n, dtype=np.int64) for n in counts]), pa.int64())
-    metas = [_meta(r.get("meta")) for r in rows]
+    metas = [parse_meta(r.get("meta")) for r in rows]
     per_row = {
         "source_format": ([r.get("format") or "" for r in rows], pa.string()),
         "source": ([r.get("source") for r in rows], pa.string()),
@@ -389,7 +394,7 @@ def explode_rows(rows: list[dict]) -> Iterator[pa.Table]:
             return
         try:
             yield _explode_group(group, raws)
-        except (PayloadError, ValueError, KeyError, TypeError, pa.ArrowException):
+        except DECODE_ERRORS:
             for row in group:
                 yield explode_row(row)
         group.clear()
@@ -401,7 +406,7 @@ def explode_rows(rows: list[dict]) -> Iterator[pa.Table]:
             if source_format not in FORMAT_MAPS:
                 raise PayloadError(f"unknown payload format {source_format!r}")
             raw = read_payload(source_format, row.get("content_type") or "", row.get("payload") or b"")
-        except (PayloadError, ValueError, KeyError, TypeError, pa.ArrowException, UnicodeDecodeError):
+        except DECODE_ERRORS:
             yield from flush()
             yield explode_row(row)  # records the error and keeps the payload
             continue
