@@ -201,6 +201,9 @@ def main(quick: bool = False, sizes: list[int] | None = None) -> None:
     try:
         for rows in sizes:
             run_size(rows, root, result)
+            # The Spark session keeps its scratch (spark.local.dir) under this size's folder: stop it
+            # before removing the folder, and let the next size start its own.
+            stop_spark()
             shutil.rmtree(root / f"n{rows}", ignore_errors=True)
             _write(result, rows)
         result.notes += [
