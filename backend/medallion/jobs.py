@@ -126,6 +126,15 @@ def read_silver(spark: SparkSession, lake: Lake, months: list[str] | None) -> Da
     return df.withColumn("x_ChargeMonth", F.date_format("x_ChargeDate", "yyyy-MM"))
 
 
+def read_gold_months(spark: SparkSession, lake: Lake, months: list[str]) -> DataFrame:
+    """Gold cost_daily rows of the given months, in the table's column order."""
+    uris = lake.file_uris(GOLD_COST_DAILY, partition_filters=[("charge_month", "in", months)])
+    df = read_files(spark, lake, GOLD_COST_DAILY, uris, GOLD_COST_DAILY_SCHEMA)
+    if "charge_month" not in df.columns:  # a partition column lives in the path, not in the files
+        df = df.withColumn("charge_month", F.date_format("charge_date", "yyyy-MM"))
+    return df.select(*GOLD_COST_DAILY_SCHEMA.names)
+
+
 def _previous_month(month: str) -> str:
     year, mon = int(month[:4]), int(month[5:7])
     return f"{year - 1}-12" if mon == 1 else f"{year}-{mon - 1:02d}"
@@ -269,8 +278,7 @@ def run_silver(spark: SparkSession, lake: Lake, stats: MedallionStats, *, run_id
 
 def run_gold(spark: SparkSession, lake: Lake, months: list[str] | None, *, run_id: str) -> dict[str, int]:
     """Recompute gold for `months` (all months when None = full rebuild) and replace exactly those partitions."""
-    context = None if months is None else sorted({*months, *(_previous_month(m) for m in months)})
-    silver_rows = read_silver(spark, lake, context)
+    silver_rows = read_silver(spark, lake, months)
     # Choosing the most detailed family per (subscription, day) needs a join; with one family in scope
     # (the usual case: one kind of source) every row is kept, so skip it.
     families = [r[0] for r in silver_rows.select("x_SourceFamily").distinct().collect()]
@@ -282,7 +290,15 @@ def run_gold(spark: SparkSession, lake: Lake, months: list[str] | None, *, run_i
     t_scratch = time.perf_counter()
     with scratch(spark, run_id) as area:
         # Written once, read by the daily table, the monthly summary, movers and start/stop.
-        daily_all = area.keep(gold.cost_daily(silver_rows, run_id=run_id, fx=fx), "daily")
+        daily = gold.cost_daily(silver_rows, run_id=run_id, fx=fx)
+        # Month-over-month movers, the monthly summary's previous month and start/stop at a month's first
+        # day also need the month before each target month. Silver did not change there (else it would
+        # be a target month), so its gold daily rows are read as they are instead of recomputed: an
+        # increment aggregates one month of silver, not two.
+        previous = [] if months is None else sorted({_previous_month(m) for m in months} - set(months))
+        if previous and lake.exists(GOLD_COST_DAILY):
+            daily = daily.unionByName(read_gold_months(spark, lake, previous))
+        daily_all = area.keep(daily, "daily")
         # Six mover aggregates and the start/stop scan all read this one smaller per-resource-day sum.
         movers = area.keep(gold.movers_base(daily_all), "movers")
         log.info("gold %s: %s rows in %.1fs", "scratch (daily + movers)", 0, time.perf_counter() - t_scratch)
