@@ -140,6 +140,24 @@ def _previous_month(month: str) -> str:
     return f"{year - 1}-12" if mon == 1 else f"{year}-{mon - 1:02d}"
 
 
+# A run killed mid-way (SIGKILL, power loss) cannot remove its scratch; the next run does. Runs are
+# serialised by the pipeline lock and take minutes, so anything this old belongs to a dead run.
+STALE_SCRATCH_S = 6 * 3600
+
+
+def _sweep(base: Path) -> None:
+    if not base.is_dir():
+        return
+    now = time.time()
+    for path in base.iterdir():
+        try:
+            if now - path.stat().st_mtime > STALE_SCRATCH_S:
+                shutil.rmtree(path, ignore_errors=True)
+                log.info("removed stale scratch %s", path)
+        except FileNotFoundError:
+            continue
+
+
 class Scratch:
     """Intermediate results written once as Parquet on local disk and read back, instead of cached.
 
@@ -156,6 +174,7 @@ class Scratch:
         base = Path(spark.conf.get("spark.local.dir", "/tmp")).joinpath("costlake-scratch")
         self.root = base / f"{run_id}-{uuid.uuid4().hex[:8]}"
         self.persisted: list[DataFrame] = []
+        _sweep(base)
 
     def keep(self, frame: DataFrame, name: str) -> DataFrame:
         if not self.local:

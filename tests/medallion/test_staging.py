@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -132,13 +134,21 @@ def test_a_payload_spark_cannot_read_falls_back_to_python_and_loses_nothing(spar
     assert rule == ["unparseable_payload"]
 
 
-def test_scratch_files_are_removed_after_the_run(spark, tmp_path):
+def test_scratch_is_removed_after_the_run_and_a_killed_runs_scratch_by_a_later_one(spark, tmp_path):
     settings = make_settings(tmp_path)
     lake = lake_from_settings(settings)
+    base = jobs.Scratch(spark, "probe").root.parent
+    base.mkdir(parents=True, exist_ok=True)
+    dead, recent = base / "killed-run-1234", base / "running-elsewhere-5678"
+    for path in (dead, recent):
+        (path / "validated").mkdir(parents=True)
+    old = time.time() - jobs.STALE_SCRATCH_S - 60
+    os.utime(dead, (old, old))
     bronze = Bronze()
     bronze.add("focus", focus_payload([focus_row("2024-01-05", "st1", "1", "1")]), batch="b1")
     bronze.flush(lake)
     jobs.run_silver(spark, lake, jobs.MedallionStats(run_id="r1"), run_id="r1")
-    root = jobs.Scratch(spark, "x").root.parent
-    assert not any(p.name.startswith("r1-") for p in root.glob("*")) if root.exists() else True
+    left = {p.name for p in base.iterdir()}
+    assert not any(name.startswith("r1-") for name in left)  # this run's own scratch is gone
+    assert "killed-run-1234" not in left and "running-elsewhere-5678" in left
     assert spark.read.parquet(*lake.file_uris(SILVER_COSTS)).where(F.col("ResourceId").isNotNull()).count() == 1
