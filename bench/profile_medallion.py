@@ -1,0 +1,68 @@
+"""Times each Spark action of silver and gold separately on a fresh synthetic bronze (the profile behind e2e_profile.md)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+log = logging.getLogger("bench.profile_medallion")
+
+
+def _timed(name: str, action) -> None:
+    t0 = time.perf_counter()
+    action()
+    log.info("%-38s %7.1f s", name, time.perf_counter() - t0)
+
+
+def main(rows: int) -> None:
+    from pyspark.sql import functions as F  # noqa: N812
+
+    from backend.config import Settings
+    from backend.lake import lake_from_settings
+    from backend.medallion import gold, jobs, silver, staging
+    from backend.medallion.parse import BRONZE_INPUT_COLUMNS
+    from backend.medallion.schemas import BRONZE_COST_RECORDS
+    from backend.runtime.spark import get_spark, stop_spark
+    from bench.bench_medallion import build_bronze
+
+    root = Path(tempfile.mkdtemp(prefix="profile-medallion-"))
+    try:
+        settings = Settings(_env_file=None, app_env="test", data_dir=root, lake_uri=str(root / "lake"))
+        spark = get_spark(settings)
+        lake = lake_from_settings(settings)
+        _timed(f"build bronze ({rows:,} rows)", lambda: build_bronze(lake, rows, settings=settings))
+        bronze = lake.read_arrow(BRONZE_COST_RECORDS, columns=BRONZE_INPUT_COLUMNS)
+        staged = staging.stage(spark, bronze, root / "payloads")
+
+        def noop(frame) -> None:
+            frame.write.format("noop").mode("overwrite").save()
+
+        _timed("stage (Spark reads payload files)", lambda: noop(staged))
+        _timed("stage + validate", lambda: noop(silver.validate(staged)))
+        _timed("stage + validate -> Parquet", lambda: silver.validate(staged).write.parquet(str(root / "validated")))
+        validated = spark.read.parquet(str(root / "validated"))
+        rows_ok = validated.where(F.size("_rules") == 0)
+        _timed("transform (from validated Parquet)", lambda: noop(silver.transform(rows_ok, run_id="p")))
+        stats = jobs.MedallionStats(run_id="p")
+        _timed("run_silver (whole step)", lambda: jobs.run_silver(spark, lake, stats, run_id="p"))
+        log.info("run_silver seconds: %s", stats.seconds)
+        silver_rows = jobs.read_silver(spark, lake, None)
+        daily = gold.cost_daily(silver_rows, run_id="p")
+        _timed("gold cost_daily", lambda: noop(daily))
+        _timed("gold top_movers (daily recomputed)", lambda: noop(gold.top_movers(daily, run_id="p")))
+        _timed("run_gold (whole step)", lambda: jobs.run_gold(spark, lake, None, run_id="p"))
+    finally:
+        stop_spark()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    parser = argparse.ArgumentParser(prog="python -m bench.profile_medallion")
+    parser.add_argument("rows", type=int, nargs="?", default=1_000_000)
+    main(parser.parse_args().rows)
