@@ -45,3 +45,58 @@ def ago(value: dt.datetime | None, *, now: dt.datetime | None = None) -> str:
         if seconds >= limit:
             return f"{seconds / limit:.0f} {unit} ago"
     return "just now"
+
+
+def missing(value: object) -> bool:
+    """None, NaN, NaT or pd.NA: what a DataFrame cell holds where a value does not apply."""
+    import pandas as pd
+
+    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
+
+
+def count(value: object) -> str:
+    """4916276 -> "4,916,276"; missing -> "–"; a value that is not a number is shown as it is."""
+    if missing(value):
+        return "–"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"  # exact: a float would round counts beyond 2**53
+    try:
+        return f"{round(float(value)):,}"  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return str(value)
+
+
+def compact_count(value: object) -> str:
+    """4916276 -> "4.9M", 12345 -> "12.3k"; below 10,000 the exact count; missing -> "–"."""
+    if missing(value):
+        return "–"
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return str(value)
+    for limit, unit, suffix in ((1e9, 1e9, "B"), (1e6, 1e6, "M"), (1e4, 1e3, "k")):
+        if abs(v) >= limit:
+            return f"{v / unit:,.1f}{suffix}"
+    return count(v)
+
+
+def seconds(value: object) -> str:
+    """12.345 -> "12.3"; missing (a step that never started) -> "–"."""
+    if missing(value):
+        return "–"
+    try:
+        return f"{float(value):,.1f}"  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def short_time(value: object, *, tz: dt.tzinfo | None = None) -> str:
+    """A timestamp in the server's local zone (or `tz`) as "21 Nov 16:28:36"; missing -> "–".
+
+    Local rather than UTC because operators compare it with the clock on the machine that runs the app;
+    the date stays because a run's steps can cross midnight."""
+    if missing(value) or not isinstance(value, dt.datetime):
+        return "–" if missing(value) else str(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)  # the ops tables store UTC
+    return value.astimezone(tz).strftime("%d %b %H:%M:%S")

@@ -10,11 +10,12 @@ import streamlit as st
 
 from app import data, fmt, ops, ui
 from app.context import get_lake, get_launcher, get_owner, get_pipeline, get_reader, get_scheduler
+from app.runs import STATUS_ICONS, failed_steps, parse_detail, runs_table, steps_table
 
 log = logging.getLogger(__name__)
+TIME_HELP = f"Local time of the app's server ({dt.datetime.now().astimezone():%Z})."
 st.title("Pipeline")
 launcher = get_launcher()
-ICONS = {"succeeded": "✅", "failed": "❌", "running": "⏳", "pending": "⏸️", "skipped": "⏭️", "abandoned": "💀"}
 
 
 def _active() -> bool:
@@ -70,15 +71,16 @@ def live_progress() -> None:
             done = int(steps["status"].isin(["succeeded", "failed", "skipped"]).sum())
             st.progress(done / len(steps), text=f"{done}/{len(steps)} steps")
             for _, s in steps.iterrows():
-                extra = f" · {s['seconds']:.1f}s" if s["seconds"] == s["seconds"] and s["seconds"] is not None else ""
+                extra = "" if fmt.missing(s["seconds"]) else f" · {fmt.seconds(s['seconds'])}s"
                 rows = (
-                    f" · rows in {s['rows_in']:,.0f}, out {s['rows_out']:,.0f}"
-                    if s["rows_out"] == s["rows_out"] and s["rows_out"] is not None
-                    else ""
+                    ""
+                    if fmt.missing(s["rows_out"])
+                    else f" · rows in {fmt.count(s['rows_in'])}, out {fmt.count(s['rows_out'])}"
                 )
-                st.write(f"{ICONS.get(s['status'], '•')} **{s['step']}** {s['status']}{extra}{rows}")
-                if s["error"]:
-                    st.error(s["error"], icon="❌")
+                st.write(f"{STATUS_ICONS.get(s['status'], '•')} **{s['step']}** {s['status']}{extra}{rows}")
+                if not fmt.missing(s["error"]) and s["error"]:
+                    # Warning as in the run history below: a failed step is shown, the page itself is fine.
+                    st.warning(s["error"], icon="❌")
         if latest["error"]:
             st.caption(latest["error"])
     was_watching = st.session_state.get("pl_watch")
@@ -118,21 +120,51 @@ with tab_hist:
     if runs is not None and runs.empty:
         st.caption("No runs recorded yet.")
     elif runs is not None:
+        # Same row order as `runs`, so a selected row's position picks the run there.
         event = st.dataframe(
-            runs.assign(status=runs["status"].map(lambda s: f"{ICONS.get(s, '')} {s}")),
+            runs_table(runs),
             hide_index=True,
             width="stretch",
             on_select="rerun",
             selection_mode="single-row",
             key="pl_runs",
-            column_config={"seconds": st.column_config.NumberColumn("seconds", format="%.1f")},
+            column_config={
+                "started": st.column_config.TextColumn("started", help=TIME_HELP),
+                "finished": st.column_config.TextColumn("finished", help=TIME_HELP),
+            },
         )
         picked = event.selection.rows if event is not None else []
         run_id = runs.iloc[picked[0] if picked else 0]["run_id"]
         st.markdown(f"**Steps of {run_id}**")
         steps = ui.guard("load the steps", data.run_steps, get_reader(), run_id)
         if steps is not None:
-            st.dataframe(steps, hide_index=True, width="stretch")
+            st.dataframe(
+                steps_table(steps),
+                hide_index=True,
+                width="stretch",
+                column_config={
+                    "started": st.column_config.TextColumn("started", help=TIME_HELP),
+                    "summary": st.column_config.TextColumn(
+                        "summary", width="large", help="What the step did, from its details (all of them below)."
+                    ),
+                },
+            )
+            # A failed step is an expected state to inspect here, not a page fault: warning, not st.error
+            # (the browser test treats any error alert as a broken page).
+            for step, error in failed_steps(steps):
+                st.warning(f"Step **{step}** failed:", icon="❌")
+                st.code(error or "(no error text recorded)", language=None, wrap_lines=True)
+            with st.expander("Raw step details"):
+                shown = False
+                for record in steps.to_dict("records"):
+                    detail = parse_detail(record["detail"])
+                    if detail in (None, {}, []):
+                        continue
+                    st.markdown(f"**{record['step']}**")
+                    st.json(detail, expanded=1)
+                    shown = True
+                if not shown:
+                    st.caption("The steps of this run recorded no details.")
             ingest = ops.ingest_details(steps)
             if ingest is not None:
                 show_ingest(ingest)

@@ -3,6 +3,7 @@ elements present, and the interactions users rely on."""
 
 from __future__ import annotations
 
+import sys
 import time
 
 import pytest
@@ -174,6 +175,48 @@ def test_pipeline_run_now_shows_progress_and_history(seeded, quick_steps):
     assert metrics["Not in bronze"] == "1" and metrics["Dead letters"] == "2"
     assert any("Inbox files" in m.value for m in at.markdown)
     assert not at.button(key="pl_run").disabled
+    # Run history for an operator: a summary of each step's detail instead of its JSON, no "None" cell.
+    steps = next(d.value for d in at.dataframe if "summary" in d.value.columns)
+    assert steps.columns.tolist() == ["step", "status", "started", "seconds", "rows in", "rows out", "summary"]
+    summary = steps.set_index("step")["summary"]
+    assert summary["ingest"] == "1 batch (demo), 1 inbox file (1 imported)"
+    assert summary["bronze"].startswith("12 rows into bronze, 2 dead letters, 1 batch committed")
+    assert steps["status"].tolist() == ["✅ succeeded"] * 3
+    runs = next(d.value for d in at.dataframe if "run_id" in d.value.columns and "trigger" in d.value.columns)
+    for frame in (steps, runs):
+        cells = {str(v) for v in frame.to_numpy().ravel()}
+        assert not cells & {"None", "nan", "NaN", "NaT", "<NA>"}, frame
+    assert "{" not in "".join(summary)
+    assert any(e.label == "Raw step details" for e in at.expander)
+    assert len(at.json) == 3  # one per step with details
+
+
+def test_pipeline_failed_step_is_a_warning_with_its_error(seeded, quick_steps):
+    """A failed step's error is shown under the steps table as a warning and code, never as st.error (the
+    browser test counts any error alert as a broken page)."""
+    import app.context
+
+    def broken(ctx):
+        raise RuntimeError("bronze could not read topic costs")
+
+    sys.modules["backend.pipeline.steps"].REGISTRY["bronze"] = broken
+    at = page("pipeline").run()
+    at.button(key="pl_run").click().run()
+    launch = app.context.get_launcher().wait(timeout=60)
+    assert launch is not None and launch.status == "failed", launch
+    time.sleep(0.2)
+    at.run()
+    assert not at.exception
+    assert [e.value for e in at.error] == []
+    assert any("Step **bronze** failed" in w.value for w in at.warning)
+    assert any("RuntimeError: bronze could not read topic costs" in c.value for c in at.code)
+    steps = next(d.value for d in at.dataframe if "summary" in d.value.columns)
+    assert steps.set_index("step")["status"].to_dict() == {
+        "ingest": "✅ succeeded",
+        "bronze": "❌ failed",
+        "mart": "⏭️ skipped",
+    }
+    assert steps.set_index("step").loc["mart", "seconds"] == "–"
 
 
 def test_pipeline_reconciliation_and_kafka_tabs(seeded, pipeline):
