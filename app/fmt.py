@@ -91,12 +91,12 @@ def seconds(value: object) -> str:
 
 
 def short_time(value: object, *, tz: dt.tzinfo | None = None) -> str:
-    """A timestamp in the server's local zone (or `tz`) as "21 Nov 16:28:36"; missing -> "–".
+    """A timestamp in UTC (or `tz`) as "21 Nov 16:28:36"; missing -> "–".
 
-    Local rather than UTC because operators compare it with the clock on the machine that runs the app;
-    the date stays because a run's steps can cross midnight."""
+    UTC like every other time in the app (schedules, "data as of", run requests), so an operator never
+    converts between two zones on one page; the date stays because a run's steps can cross midnight."""
     if missing(value) or not isinstance(value, dt.datetime):
         return "–" if missing(value) else str(value)
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)  # the ops tables store UTC
-    return value.astimezone(tz).strftime("%d %b %H:%M:%S")
+    return value.astimezone(tz or dt.UTC).strftime("%d %b %H:%M:%S")

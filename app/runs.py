@@ -321,7 +321,7 @@ RUN_COLUMNS = ["run_id", "trigger", "status", "started", "finished", "seconds", 
 
 
 def steps_table(steps: pd.DataFrame) -> pd.DataFrame:
-    """A run's step rows (app.data.run_steps) as text cells: icons, local times, counts with separators,
+    """A run's step rows (app.data.run_steps) as text cells: icons, UTC times, counts with separators,
     "–" where a value does not apply, and a summary of the detail JSON instead of the JSON itself."""
     rows = [
         {

@@ -13,7 +13,7 @@ from app.context import get_lake, get_launcher, get_owner, get_pipeline, get_rea
 from app.runs import STATUS_ICONS, failed_steps, parse_detail, runs_table, steps_table
 
 log = logging.getLogger(__name__)
-TIME_HELP = f"Local time of the app's server ({dt.datetime.now().astimezone():%Z})."
+TIME_HELP = "UTC, like every time in the app."
 st.title("Pipeline")
 launcher = get_launcher()
 
