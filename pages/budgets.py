@@ -31,7 +31,7 @@ def budget_form(current: dict | None) -> None:
         scope = c1.selectbox("Scope", data.BUDGET_SCOPES, key=f"bf_scope_{sfx}",
                              index=data.BUDGET_SCOPES.index(cur.get("scope_type", "total")))  # fmt: skip
         scope_value = c2.text_input("Scope value", value=cur.get("scope_value", ""), key=f"bf_scope_value_{sfx}",
-                                    help="Subscription id (guid or /subscriptions/<guid>), resource group, service name or tag value; empty for total.")  # fmt: skip
+                                    help="Subscription id (guid or /subscriptions/<guid>) or name, resource group, service name or tag value; empty for total.")  # fmt: skip
         tag_key = c3.text_input("Tag key (tag scope)", value=cur.get("tag_key") or "", key=f"bf_tag_key_{sfx}")
         c4, c5, c6, c7 = st.columns(4)
         amount = c4.number_input(

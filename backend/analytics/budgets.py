@@ -67,10 +67,33 @@ def _subscription_member(value: Any) -> str:
     return canonical_subscription_id(None if value is None else str(value)) or ""
 
 
+def _resolve_subscription(conn: sa.Connection, value: str) -> str:
+    """A subscription budget's scope_value as mart.dim_subscription.subscription_id: an id stays, a display name
+    becomes the id of the one subscription carrying it. People think in names ("Production"); spend is found by
+    id, so a name stored as it is would match nothing and the budget would never alert."""
+    if not value:
+        return value
+    rows = conn.execute(
+        # '' is the dimension's "unknown" member, not a subscription anyone can mean.
+        sa.text("SELECT subscription_id, subscription_name FROM mart.dim_subscription WHERE subscription_id <> ''")
+    ).all()
+    if not rows or any(sub_id == value for sub_id, _ in rows):
+        return value  # a known id, or no cost loaded yet to check against
+    named = [sub_id for sub_id, name in rows if (name or "").strip().casefold() == value.strip().casefold()]
+    if len(named) == 1:
+        return named[0]
+    if named:
+        raise ValueError(f"{len(named)} subscriptions are named {value!r}; enter the subscription id instead")
+    known = ", ".join(sorted({name or sub_id for sub_id, name in rows})[:10])
+    raise ValueError(f"no subscription has the id or name {value!r} (known: {known})")
+
+
 def create_budget(engine: sa.Engine, **values: Any) -> int:
     data = validate(values)
     cols = ", ".join(data)
     with engine.begin() as conn:
+        if data.get("scope_type") == "subscription":
+            data["scope_value"] = _resolve_subscription(conn, data.get("scope_value") or "")
         return conn.execute(
             sa.text(
                 f"INSERT INTO mart.budgets ({cols}) VALUES ({', '.join(':' + k for k in data)}) RETURNING budget_id"
@@ -83,13 +106,18 @@ def update_budget(engine: sa.Engine, budget_id: int, **values: Any) -> None:
     data = validate(values)
     if not data:
         return
-    assign = {k: f":{k}" for k in data}
-    if "scope_value" in data and "scope_type" not in data:
-        # The stored scope decides whether the new member is a subscription id to spell canonically.
-        data["scope_value_sub"] = _subscription_member(data["scope_value"])
-        assign["scope_value"] = "CASE WHEN scope_type = 'subscription' THEN :scope_value_sub ELSE :scope_value END"
-    sets = ", ".join(f"{k} = {v}" for k, v in assign.items())
     with engine.begin() as conn:
+        scope_type = data.get("scope_type")
+        if scope_type is None and "scope_value" in data:
+            # The stored scope decides whether the new member is a subscription to resolve to its id.
+            scope_type = conn.execute(
+                sa.text("SELECT scope_type FROM mart.budgets WHERE budget_id = :id FOR UPDATE"), {"id": budget_id}
+            ).scalar_one_or_none()
+            if scope_type == "subscription":
+                data["scope_value"] = _subscription_member(data["scope_value"])
+        if scope_type == "subscription" and "scope_value" in data:
+            data["scope_value"] = _resolve_subscription(conn, data["scope_value"])
+        sets = ", ".join(f"{k} = :{k}" for k in data)
         n = conn.execute(
             sa.text(f"UPDATE mart.budgets SET {sets}, updated_at = now() WHERE budget_id = :id"),
             {**data, "id": budget_id},

@@ -76,11 +76,28 @@ def test_a_budget_saved_from_the_budgets_page_shows_its_spend(rule_agent, owner)
 
 
 def test_a_subscription_budget_naming_no_subscription_id_is_flagged_not_guessed(rule_agent, owner):
-    # A display name where the id belongs matches nothing in the evaluator, so it never alerts: the agent says so.
-    with _budget(owner, name="Legacy by name", scope_type="subscription", scope_value="Production") as bid:
+    # A display name where the id belongs (stored before create_budget resolved names to ids) matches nothing
+    # in the evaluator, so it never alerts: the agent says so.
+    with owner.begin() as conn:
+        bid = conn.execute(
+            sa.text(
+                "INSERT INTO mart.budgets (name, scope_type, scope_value, amount, currency, period)"
+                " VALUES ('Legacy by name', 'subscription', 'Production', 1000, 'EUR', 'monthly') RETURNING budget_id"
+            )
+        ).scalar_one()
+    try:
         row = _status_rows(rule_agent.ctx, name="Legacy")["Legacy by name"]
         assert row["spent"] == 0 == _evaluator_spend(owner, bid)
+    finally:
+        budgets.delete_budget(owner, bid)
     assert row["scope"] == "subscription Production (no such subscription id)"
+
+
+def test_a_subscription_budget_typed_by_name_is_stored_by_id_and_measured(rule_agent, owner):
+    with _budget(owner, name="Prod by name", scope_type="subscription", scope_value="production") as bid:
+        assert budgets.get_budget(owner, bid)["scope_value"] == SUBSCRIPTIONS["prod"][0]
+        row = _status_rows(rule_agent.ctx, name="Prod by name")["Prod by name"]
+        assert row["spent"] > 0 and row["spent"] == round(_evaluator_spend(owner, bid), 2)
 
 
 def test_the_agent_answers_how_the_production_budget_is_doing(rule_agent):

@@ -194,3 +194,50 @@ def test_webhook_gives_up_and_records_failure(mart, receiver):
             sa.text("SELECT webhook_status, webhook_attempts, webhook_error FROM mart.budget_alerts")
         ).one()
     assert (status, attempts, error) == ("failed", 3, "HTTP 503")
+
+
+def test_a_subscription_typed_by_name_is_stored_as_its_id(mart):
+    with mart.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE mart.dim_subscription SET subscription_name = 'Production' WHERE subscription_key = 1")
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO mart.dim_subscription (subscription_key, subscription_id, subscription_name)"
+                " VALUES (2, 's2', 'Shared'), (3, 's3', 'Shared')"
+            )
+        )
+    common = {
+        "scope_type": "subscription",
+        "amount": 1500,
+        "currency": "USD",
+        "period": "monthly",
+        "forecast_thresholds": [],
+    }
+    bid = budgets.create_budget(mart, name="prod", scope_value=" production ", actual_thresholds=[50], **common)
+    assert budgets.get_budget(mart, bid)["scope_value"] == "s1"
+    assert budgets.evaluate_budgets(mart, run_id="r1", as_of=date(2025, 6, 10))["alerts"] == 1
+    with pytest.raises(ValueError, match="2 subscriptions are named 'Shared'; enter the subscription id"):
+        budgets.create_budget(mart, name="shared", scope_value="Shared", **common)
+    with pytest.raises(ValueError, match=r"no subscription has the id or name 'Prod' \(known: Production, Shared\)"):
+        budgets.update_budget(mart, bid, scope_value="Prod")
+    budgets.update_budget(mart, bid, scope_value="s3")  # an id is taken as it is
+    assert budgets.get_budget(mart, bid)["scope_value"] == "s3"
+
+
+def test_a_subscription_budget_made_before_any_cost_is_kept_as_typed(pg_url):
+    upgrade(pg_url)
+    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    try:
+        bid = budgets.create_budget(
+            engine,
+            name="early",
+            scope_type="subscription",
+            scope_value="Production",
+            amount=10,
+            currency="USD",
+            period="monthly",
+        )
+        assert budgets.get_budget(engine, bid)["scope_value"] == "Production"
+    finally:
+        engine.dispose()
