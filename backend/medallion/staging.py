@@ -140,8 +140,7 @@ def stage(spark: SparkSession, bronze: pa.Table, scratch_dir: Path | None) -> Da
             groups[layout].append(i)
 
     frames: list[DataFrame] = []
-    if groups:
-        assert scratch_dir is not None
+    if groups and scratch_dir is not None:  # (groups are only formed with a scratch folder)
         scratch_dir.mkdir(parents=True, exist_ok=True)
         meta_rows = []
         for indexes in groups.values():
@@ -158,13 +157,11 @@ def stage(spark: SparkSession, bronze: pa.Table, scratch_dir: Path | None) -> Da
             len(groups),
             len(python_rows),
         )
-    if python_rows or not frames:
-        rest = bronze.take(python_rows) if python_rows else bronze.slice(0, 0)
-        python_frame = spark.createDataFrame(rest) if rest.num_rows else None
-        if python_frame is not None:
-            # A few large messages would be one partition: spread them over the cores for the decode.
-            python_frame = python_frame.repartition(max(2, spark.sparkContext.defaultParallelism * 2))
-            frames.append(silver.explode(python_frame))
+    if python_rows:
+        # A few large messages would be one partition: spread them over the cores for the decode.
+        python_frame = spark.createDataFrame(bronze.take(python_rows))
+        python_frame = python_frame.repartition(max(2, spark.sparkContext.defaultParallelism * 2))
+        frames.append(silver.explode(python_frame))
     if not frames:
         return spark.createDataFrame([], silver.STAGING_SPARK_SCHEMA)
     out = frames[0]
