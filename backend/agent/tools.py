@@ -18,6 +18,7 @@ from backend.agent import catalog
 from backend.agent.periods import Period, PeriodError, resolve_day, resolve_period
 from backend.agent.runner import ExecutedSQL, capturing, instrument, run_select
 from backend.agent.sqlguard import DEFAULT_MAX_ROWS, UnsafeSQLError
+from backend.analytics import budgets as budget_store
 from backend.mart import queries
 from backend.mart.model import BY_NAME
 
@@ -163,22 +164,6 @@ def _stored_members(ctx: AgentContext, dimension: str, label: str) -> list[str]:
         ).scalars()
         # Display names are not unique in Azure: a name may stand for several subscriptions.
         return list(ids) or [label]
-
-
-def _subscription_spend(ctx: AgentContext, subscription_id: str, start: dt.date, end: dt.date, metric: str) -> float:
-    """Spend of one subscription by its id, from start to end inclusive, as the budget evaluator
-    (backend/analytics/budgets.py) finds it: a display name may be shared, the id is not."""
-    column = {"actual": "actual_cost", "amortized": "amortized_cost"}[metric]
-    with ctx.engine.connect() as conn:
-        spent = conn.execute(
-            sa.text(
-                f"SELECT coalesce(sum(a.{column}), 0) FROM mart.agg_cost_daily a "
-                "WHERE a.charge_date BETWEEN :s AND :e AND a.subscription_key IN "
-                "(SELECT subscription_key FROM mart.dim_subscription WHERE subscription_id = :id)"
-            ),
-            {"s": start, "e": end, "id": subscription_id},
-        ).scalar_one()
-    return float(spent)
 
 
 def _period(ctx: AgentContext, period: str | None) -> Period:
@@ -589,7 +574,9 @@ def budget_status_impl(ctx: AgentContext, name: str = "") -> ToolOutcome:
         end = _period_end(start, b.period)
         scope = f"{b.scope_type} {b.scope_value}".strip()
         if b.scope_type == "subscription":
-            spent = _subscription_spend(ctx, b.scope_value, start, as_of, b.metric)
+            # The evaluator's own measure (by id, in the budget's currency): a display name may be shared.
+            with ctx.engine.connect() as conn:
+                spent = budget_store.spend(conn, b._mapping, start, as_of)
             # An id no subscription carries (or a name saved before ids) never alerts: say so, not just "0 spent".
             scope = f"subscription {b.subscription}" if b.subscription else f"{scope} (no such subscription id)"
         else:

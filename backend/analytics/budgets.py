@@ -166,7 +166,9 @@ def crossed(amount_spent: float, budget_amount: float, thresholds: list[float]) 
     return [t for t in thresholds if amount_spent >= budget_amount * t / 100.0]
 
 
-def _spend(conn, budget: Mapping[str, Any], start: date, end: date) -> float:
+def spend(conn, budget: Mapping[str, Any], start: date, end: date) -> float:
+    """What the budget's scope spent from start to end inclusive, in the budget's currency (the figure that alerts;
+    the agent's budget_status reports the same)."""
     col = "amortized_cost" if budget["metric"] == "amortized" else "actual_cost"
     params: dict[str, Any] = {"start": start, "end": end, "cur": budget["currency"], "sv": budget["scope_value"]}
     cur = "a.currency_key = (SELECT currency_key FROM mart.dim_currency WHERE currency_code = :cur)"
@@ -249,7 +251,7 @@ def evaluate_budgets(
         start, end = period_bounds(budget["period"], as_of)
         amount = float(budget["amount"])
         with engine.connect() as conn:
-            spent = _spend(conn, budget, start, min(as_of, end))
+            spent = spend(conn, budget, start, min(as_of, end))
             rest = _forecast_rest(conn, budget, as_of, end) if as_of < end else 0.0
         checks = [("actual", spent, [float(t) for t in budget["actual_thresholds"]])]
         if rest is not None:

@@ -18,7 +18,7 @@ def _evaluator_spend(owner: sa.Engine, budget_id: int) -> float:
     budget = budgets.get_budget(owner, budget_id)
     start, end = budgets.period_bounds(budget["period"], AS_OF)
     with owner.connect() as conn:
-        return budgets._spend(conn, budget, start, min(AS_OF, end))
+        return budgets.spend(conn, budget, start, min(AS_OF, end))
 
 
 def _status_rows(ctx, name: str = "") -> dict[str, dict]:
