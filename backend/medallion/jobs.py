@@ -6,7 +6,6 @@ import logging
 import shutil
 import time
 import uuid
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -185,19 +184,13 @@ class Scratch:
         frame.write.mode("overwrite").parquet(path)
         return self.spark.read.parquet(path)
 
-    def close(self) -> None:
+    def __enter__(self) -> Scratch:
+        return self
+
+    def __exit__(self, *_exc) -> None:
         for frame in self.persisted:
             frame.unpersist()
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-@contextmanager
-def scratch(spark: SparkSession, run_id: str):
-    area = Scratch(spark, run_id)
-    try:
-        yield area
-    finally:
-        area.close()
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -226,7 +219,7 @@ def run_silver(spark: SparkSession, lake: Lake, stats: MedallionStats, *, run_id
     t0 = time.perf_counter()
     bronze = lake.read_files_arrow(BRONZE_COST_RECORDS, uris, columns=BRONZE_INPUT_COLUMNS)
     stats.bronze_messages = bronze.num_rows
-    with scratch(spark, run_id) as area:
+    with Scratch(spark, run_id) as area:
         payload_dir = area.root / "payloads" if area.local else None
         try:
             validated = area.keep(silver.validate(staging.stage(spark, bronze, payload_dir)), "validated")
@@ -307,7 +300,7 @@ def run_gold(spark: SparkSession, lake: Lake, months: list[str] | None, *, run_i
     if lake.exists(SILVER_FX_RATES):
         fx = spark.createDataFrame(lake.read_arrow(SILVER_FX_RATES))
     t_scratch = time.perf_counter()
-    with scratch(spark, run_id) as area:
+    with Scratch(spark, run_id) as area:
         # Written once, read by the daily table, the monthly summary, movers and start/stop.
         daily = gold.cost_daily(silver_rows, run_id=run_id, fx=fx)
         # Month-over-month movers, the monthly summary's previous month and start/stop at a month's first
