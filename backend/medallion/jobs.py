@@ -222,14 +222,14 @@ def run_silver(spark: SparkSession, lake: Lake, stats: MedallionStats, *, run_id
     with Scratch(spark, run_id) as area:
         payload_dir = area.root / "payloads" if area.local else None
         try:
-            validated = area.keep(silver.validate(staging.stage(spark, bronze, payload_dir)), "validated")
+            validated = area.keep(staging.validated(spark, bronze, payload_dir), "validated")
         except Exception as exc:  # any reader failure: the Python decoder then judges payload by payload
             if payload_dir is None:
                 raise
             # A payload whose footer reads but whose pages do not fails Spark's whole read; the Python
             # decoder turns exactly that payload into a quarantined row and keeps the rest.
             log.warning("Spark could not read a Parquet payload (%s); decoding this run in Python", exc)
-            validated = area.keep(silver.validate(staging.stage(spark, bronze, None)), "validated")
+            validated = area.keep(staging.validated(spark, bronze, None), "validated")
         stats.seconds["silver_decode"] = round(time.perf_counter() - t0, 2)
         ok = F.size("_rules") == 0
         counts = {

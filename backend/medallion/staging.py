@@ -1,4 +1,4 @@
-"""Bronze payloads -> staging rows: Parquet payloads are read by Spark itself from scratch files, the rest decoded in Python workers."""
+"""Bronze payloads -> staging rows: Parquet payloads are read by Spark itself from scratch files (typed columns kept), the rest decoded in Python workers."""
 
 from __future__ import annotations
 
@@ -76,8 +76,12 @@ def _native_schema(source_format: str, payload: bytes, content_type: str) -> pa.
     return schema
 
 
-def _as_text(column: Column, data_type: T.DataType) -> Column:
-    """parse._as_strings in Spark: values as text, nested values as JSON, blank or "NULL" text as null."""
+def _as_staged(name: str, column: Column, data_type: T.DataType) -> Column:
+    """parse._as_strings in Spark: values as text, nested values as JSON, blank or "NULL" text as null.
+
+    Dates, money and a tag map validate reads typed (silver.keeps_type) stay as they are."""
+    if silver.keeps_type(name, data_type):
+        return column
     if isinstance(data_type, T.MapType | T.ArrayType | T.StructType):
         return F.to_json(column)
     if not isinstance(data_type, T.StringType):
@@ -96,7 +100,7 @@ def _group_frame(spark: SparkSession, source_format: str, files: list[str], line
     by_name = {f.name: f for f in schema.fields}
     chosen = chosen_columns(list(by_name), FORMAT_MAPS[source_format])
     fields = [
-        _as_text(F.col(f"`{chosen[name]}`"), by_name[chosen[name]].dataType).alias(name)
+        _as_staged(name, F.col(f"`{chosen[name]}`"), by_name[chosen[name]].dataType).alias(name)
         if name in chosen
         else F.lit(None).cast("string").alias(name)
         for name in STAGING_FIELDS
@@ -116,11 +120,22 @@ def _group_frame(spark: SparkSession, source_format: str, files: list[str], line
     )
 
 
-def stage(spark: SparkSession, bronze: pa.Table, scratch_dir: Path | None) -> DataFrame:
-    """Bronze rows (BRONZE_INPUT_COLUMNS, payloads included) -> one staging row per source row.
+def validated(spark: SparkSession, bronze: pa.Table, scratch_dir: Path | None) -> DataFrame:
+    """Bronze rows -> silver.validate's rows for every source row: each staged frame validated on its own
+    column types, then one union (the validated columns are the same whatever the payload's types)."""
+    frames = [silver.validate(frame) for frame in stage(spark, bronze, scratch_dir)]
+    out = frames[0]
+    for frame in frames[1:]:
+        out = out.unionByName(frame)
+    return out
+
+
+def stage(spark: SparkSession, bronze: pa.Table, scratch_dir: Path | None) -> list[DataFrame]:
+    """Bronze rows (BRONZE_INPUT_COLUMNS, payloads included) -> staging rows, one frame per payload layout.
 
     With `scratch_dir` (a folder the executors can read), Parquet payloads go there as files and Spark
-    reads them; everything else, and everything when `scratch_dir` is None, takes the Python path.
+    reads them; everything else, and everything when `scratch_dir` is None, takes the Python path
+    (one all-text frame). Never an empty list.
     """
     bronze = bronze.select(BRONZE_INPUT_COLUMNS)
     groups: dict[tuple, list[int]] = defaultdict(list)
@@ -162,12 +177,7 @@ def stage(spark: SparkSession, bronze: pa.Table, scratch_dir: Path | None) -> Da
         python_frame = spark.createDataFrame(bronze.take(python_rows))
         python_frame = python_frame.repartition(max(2, spark.sparkContext.defaultParallelism * 2))
         frames.append(silver.explode(python_frame))
-    if not frames:
-        return spark.createDataFrame([], silver.STAGING_SPARK_SCHEMA)
-    out = frames[0]
-    for frame in frames[1:]:
-        out = out.unionByName(frame)
-    return out
+    return frames or [spark.createDataFrame([], silver.STAGING_SPARK_SCHEMA)]
 
 
 def _lineage_spark_schema() -> T.StructType:

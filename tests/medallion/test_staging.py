@@ -14,7 +14,7 @@ import pytest
 from pyspark.sql import functions as F  # noqa: N812
 
 from backend.lake import lake_from_settings
-from backend.medallion import jobs, silver, staging
+from backend.medallion import jobs, staging
 from backend.medallion.schemas import SILVER_COSTS, SILVER_QUARANTINE
 from tests.conftest import make_settings
 from tests.medallion.helpers import Bronze, csv_payload, ea_row, focus_payload, focus_row
@@ -63,7 +63,9 @@ def _typed_focus(ts_unit: str = "us") -> bytes:
                 "ChargeCategory": ["Usage"] * 4,
                 "BilledCost": pa.array([Decimal("1.5"), Decimal("0.0000001"), None, Decimal("2")], money),
                 "EffectiveCost": pa.array([Decimal("1.25"), Decimal("3"), Decimal("4"), Decimal("2")], money),
-                "PricingQuantity": pa.array([1.5, None, 2.0, 1e20], pa.float64()),
+                "PricingQuantity": pa.array([1.5, None, 0.1, 1e20], pa.float64()),
+                # Doubles whose binary value is not their text: the typed cast must give the text's decimal.
+                "ListCost": pa.array([0.1, 1234.5678, 10 / 3, None], pa.float64()),
                 "BillingCurrency": ["eur", "EUR", "EUR", "US"],
                 "Tags": pa.array(
                     [[("Env", "prod"), (" Team ", "data")], None, [], [("k", "v")]],
@@ -88,7 +90,7 @@ def _bronze() -> pa.Table:
 
 
 def _validated(spark, bronze: pa.Table, payload_dir):
-    frame = silver.validate(staging.stage(spark, bronze, payload_dir))
+    frame = staging.validated(spark, bronze, payload_dir)
     rows = frame.select(*COMPARED).orderBy("offset", "row_index").collect()
     return [r.asDict(recursive=True) for r in rows]
 
@@ -104,7 +106,8 @@ def test_spark_read_payloads_validate_exactly_like_the_python_decoder(spark, tmp
     typed = [r for r in native if r["offset"] == 1]
     assert typed[0]["SubAccountId"] == "/subscriptions/0000aaaa-1111-2222-3333-444455556666"
     assert typed[0]["Tags"] == {"env": "prod", "team": "data"}
-    assert typed[1]["BilledCost"] == Decimal("1E-7")  # a tiny decimal survives the text round trip
+    assert typed[1]["BilledCost"] == Decimal("1E-7")  # a tiny decimal survives
+    assert [r["ListCost"] for r in typed[:3]] == [Decimal("0.1"), Decimal("1234.5678"), Decimal("3.333333333333")]
     assert [r["ServiceName"] for r in typed] == ["Storage", None, None, None]  # "NULL", "", "null" are no service
     assert "missing_charge_date" in typed[3]["_rules"] and "unknown_currency" in typed[3]["_rules"]
     assert native[-1]["_rules"] == ["unparseable_payload"]
