@@ -92,6 +92,16 @@ def cost_daily(silver: DataFrame, *, run_id: str, fx: DataFrame | None = None) -
         F.count(F.lit(1)).alias("row_count"),
     )
     daily = daily.withColumn("charge_month", _month(F.col("charge_date")))
+    return restamp_daily(daily, run_id=run_id, fx=fx)
+
+
+def restamp_daily(daily: DataFrame, *, run_id: str, fx: DataFrame | None = None) -> DataFrame:
+    """Daily rows (computed or read back from gold) with the converted cost and run id of this run.
+
+    An increment keeps a month's untouched days from stored gold; converting them again with today's
+    rates keeps them exactly what recomputing the whole month would give (rates may have changed).
+    """
+    daily = daily.drop("actual_cost_converted", "run_id")
     if fx is None:
         daily = daily.withColumn("actual_cost_converted", F.lit(None).cast(MONEY_SQL))
     else:
@@ -127,11 +137,13 @@ def monthly_summary(daily: DataFrame, *, run_id: str, months: list[str] | None =
     return _conform(out.withColumn("run_id", F.lit(run_id)), GOLD_MONTHLY_SUMMARY_SCHEMA)
 
 
-def cost_by_tag(silver: DataFrame, *, run_id: str) -> DataFrame:
+def cost_by_tag(silver: DataFrame, *, run_id: str, month_keys: DataFrame | None = None) -> DataFrame:
     """Pure transform: preferred silver rows -> GOLD_COST_BY_TAG_SCHEMA.
 
     For every tag key seen in a month, the cost of rows lacking that key is reported under the
-    value "untagged", so each key's values add up to the day's total.
+    value "untagged", so each key's values add up to the day's total. `month_keys` (charge_month,
+    tag_key) adds keys seen on days of the month that are not in `silver` (an increment computes
+    only the days it touched).
     """
     base = silver.select(
         F.col("x_ChargeDate").alias("charge_date"),
@@ -152,7 +164,10 @@ def cost_by_tag(silver: DataFrame, *, run_id: str) -> DataFrame:
     per_key = tagged_rows.groupBy(*grain, "tag_key").agg(
         _sum("BilledCost").alias("k_actual"), _sum("EffectiveCost").alias("k_amortized"), F.count(F.lit(1)).alias("k_n")
     )
-    keys_of_month = tagged_rows.select("charge_month", "tag_key").distinct()
+    keys_of_month = tagged_rows.select("charge_month", "tag_key")
+    if month_keys is not None:
+        keys_of_month = keys_of_month.unionByName(month_keys.select("charge_month", "tag_key"))
+    keys_of_month = keys_of_month.distinct()
     untagged = (
         totals.join(keys_of_month, "charge_month")
         .join(per_key, [*grain, "tag_key"], "left")

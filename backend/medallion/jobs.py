@@ -7,12 +7,12 @@ import shutil
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F  # noqa: N812  (the PySpark convention)
 from pyspark.sql.pandas.types import from_arrow_schema
 
@@ -74,6 +74,9 @@ class MedallionStats:
     silver_removed: int = 0  # target rows re-rated away (deleted)
     gold_rows: dict[str, int] = field(default_factory=dict)
     affected_months: list[str] = field(default_factory=list)
+    # Charge days (ISO) whose silver rows this run's MERGE replaced, per month: gold recomputes only these
+    # days of those months. Empty after a first load or rebuild (every day of the months is new).
+    touched_days: dict[str, list[str]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -268,6 +271,10 @@ def run_silver(spark: SparkSession, lake: Lake, stats: MedallionStats, *, run_id
             )
         else:
             arrow = rows.toArrow()
+            # The MERGE replaces whole (family, scope, day) slices, all of them days of the new rows.
+            days = pc.unique(pc.cast(arrow["x_ChargeDate"], pa.string())).to_pylist()
+            for day in sorted(d for d in days if d is not None):
+                stats.touched_days.setdefault(day[:7], []).append(day)
             stats.superseded_rows = stats.valid_rows - int(pc.sum(arrow["x_SourceRowCount"]).as_py() or 0)
             t_write = time.perf_counter()
             merged = silver.merge_silver(lake, arrow, run_id=run_id, app_transaction=progress)
@@ -288,14 +295,134 @@ def run_silver(spark: SparkSession, lake: Lake, stats: MedallionStats, *, run_id
     return merged.months
 
 
-def run_gold(spark: SparkSession, lake: Lake, months: list[str] | None, *, run_id: str) -> dict[str, int]:
-    """Recompute gold for `months` (all months when None = full rebuild) and replace exactly those partitions."""
-    silver_rows = read_silver(spark, lake, months)
+def _read_gold(spark: SparkSession, lake: Lake, table: str, schema: pa.Schema, months: list[str]) -> DataFrame:
+    """Stored rows of a monthly gold table for the given months, in the table's column order."""
+    uris = lake.file_uris(table, partition_filters=[("charge_month", "in", months)]) if lake.exists(table) else []
+    df = read_files(spark, lake, table, uris, schema)
+    if "charge_month" not in df.columns:  # a partition column lives in the path, not in the files
+        df = df.withColumn("charge_month", F.date_format("charge_date", "yyyy-MM"))
+    return df.select(*schema.names)
+
+
+def _stored_tag_keys(lake: Lake, months: list[str], touched: list[date]) -> dict[str, tuple[set, set]]:
+    """Per month, the tag keys stored gold cost_by_tag holds on the month's untouched days: (every key,
+    keys with a real value). Small (one row per day, subscription, key and value): read on the driver."""
+    if not lake.exists(GOLD_COST_BY_TAG):
+        return {}
+    arrow = lake.read_arrow(
+        GOLD_COST_BY_TAG,
+        columns=["charge_month", "charge_date", "tag_key", "tag_value"],
+        filters=[("charge_month", "in", months)],
+    )
+    arrow = arrow.filter(pc.invert(pc.is_in(arrow["charge_date"], pa.array(touched, pa.date32()))))
+    keys: dict[str, tuple[set, set]] = {}
+    for row in arrow.group_by(["charge_month", "tag_key"]).aggregate([]).to_pylist():
+        keys.setdefault(row["charge_month"], (set(), set()))[0].add(row["tag_key"])
+    # A real value of "untagged" cannot be told from the untagged rows: such a key counts as not proven real.
+    real = arrow.filter(pc.not_equal(pc.fill_null(arrow["tag_value"], ""), gold.UNTAGGED))
+    for row in real.group_by(["charge_month", "tag_key"]).aggregate([]).to_pylist():
+        keys[row["charge_month"]][1].add(row["tag_key"])
+    return keys
+
+
+def _isin(column: str, values: list) -> Column:
+    return F.col(column).isin(*values) if values else F.lit(False)
+
+
+def _cost_by_tag(
+    spark: SparkSession,
+    lake: Lake,
+    silver_month: DataFrame,
+    silver_rows: DataFrame,
+    whole: list[str] | None,
+    partial: dict[str, list[str]],
+    tag_partial: dict[str, set],
+    *,
+    run_id: str,
+) -> DataFrame:
+    """cost_by_tag of the target months: months in `tag_partial` from their touched days' silver rows (with
+    the month's stored keys) plus their other days as stored; every other month whole from silver."""
+    if not partial:
+        return gold.cost_by_tag(silver_rows, run_id=run_id)
+    kept_days = [date.fromisoformat(d) for m in tag_partial for d in partial[m]]
+    recompute = [m for m in partial if m not in tag_partial]
+    rows = silver_rows
+    if recompute:
+        log.info("gold cost_by_tag: the tag keys of %s changed; recomputing those months whole", recompute)
+        rows = silver_month.where(_isin("x_ChargeMonth", [*whole, *recompute]) | _isin("x_ChargeDate", kept_days))
+        # The families on these months' other days are not known here: always prefer the most detailed.
+        rows = gold.prefer_detail(rows)
+    keys = [(m, k) for m, ks in sorted(tag_partial.items()) for k in sorted(ks)]
+    month_keys = spark.createDataFrame(keys, "charge_month string, tag_key string") if keys else None
+    out = gold.cost_by_tag(rows, run_id=run_id, month_keys=month_keys)
+    if tag_partial:
+        kept = _read_gold(spark, lake, GOLD_COST_BY_TAG, GOLD_COST_BY_TAG_SCHEMA, sorted(tag_partial))
+        kept = kept.where(~_isin("charge_date", kept_days)).withColumn("run_id", F.lit(run_id))
+        out = out.unionByName(kept)
+    return out
+
+
+def run_gold(
+    spark: SparkSession,
+    lake: Lake,
+    months: list[str] | None,
+    *,
+    run_id: str,
+    days: dict[str, list[str]] | None = None,
+) -> dict[str, int]:
+    """Recompute gold for `months` (all months when None = full rebuild) and replace exactly those partitions.
+
+    `days` (month -> ISO charge days) says which days of a month silver changed: for those months only
+    these days are recomputed from silver and the month's other days come from stored gold (cost_daily,
+    cost_by_tag); the month tables, movers and start/stop derive from the assembled daily rows as before.
+    Months without an entry are recomputed whole. Valid only when every silver change in the month since
+    gold last ran is on those days (the caller knows: silver's MERGE replaces whole day slices).
+    """
+    partial = {} if months is None else {m: sorted(days[m]) for m in months if days and days.get(m)}
+    touched = [date.fromisoformat(d) for m in partial for d in partial[m]]
+    whole = None if months is None else [m for m in months if m not in partial]
+    silver_month = read_silver(spark, lake, months)
+    silver_rows = silver_month
+    if partial:
+        # Filtered right at the read, so Parquet statistics on the charge date can skip row groups.
+        silver_rows = silver_month.where(_isin("x_ChargeMonth", whole) | _isin("x_ChargeDate", touched))
     # Choosing the most detailed family per (subscription, day) needs a join; with one family in scope
-    # (the usual case: one kind of source) every row is kept, so skip it.
-    families = [r[0] for r in silver_rows.select("x_SourceFamily").distinct().collect()]
+    # (the usual case: one kind of source) every row is kept, so skip it. An increment also needs the tag
+    # keys of its touched days: the same pass collects them.
+    key_rows = []
+    if partial:
+        scan = silver_rows.select(
+            "x_SourceFamily", "x_ChargeMonth", F.explode_outer(F.map_keys("Tags")).alias("tag_key")
+        )
+        key_rows = scan.distinct().collect()
+        families = {r[0] for r in key_rows}
+    else:
+        families = {r[0] for r in silver_rows.select("x_SourceFamily").distinct().collect()}
     if len(families) > 1:
         silver_rows = gold.prefer_detail(silver_rows)
+        if partial:  # keys of the preferred rows only
+            key_rows = (
+                silver_rows.select(
+                    "x_SourceFamily", "x_ChargeMonth", F.explode_outer(F.map_keys("Tags")).alias("tag_key")
+                )
+                .distinct()
+                .collect()
+            )
+    touched_keys: dict[str, set] = {}
+    for r in key_rows:
+        if r["x_ChargeMonth"] in partial and r["tag_key"] is not None:
+            touched_keys.setdefault(r["x_ChargeMonth"], set()).add(r["tag_key"])
+    # cost_by_tag reports "untagged" for every key seen in the month, so a month's untouched days stay as
+    # stored only when its key set does not change: the touched days bring no key the other days lack,
+    # and every key of the other days is still seen (a real value there, or on a touched day). Otherwise
+    # that month's by-tag rows are recomputed whole.
+    stored_keys = _stored_tag_keys(lake, sorted(partial), touched) if partial else {}
+    tag_partial = {}
+    for m in partial:
+        every, real = stored_keys.get(m, (set(), set()))
+        new = touched_keys.get(m, set())
+        if new <= every and every <= real | new:
+            tag_partial[m] = every
     fx = None
     if lake.exists(SILVER_FX_RATES):
         fx = spark.createDataFrame(lake.read_arrow(SILVER_FX_RATES))
@@ -306,23 +433,26 @@ def run_gold(spark: SparkSession, lake: Lake, months: list[str] | None, *, run_i
         # Month-over-month movers, the monthly summary's previous month and start/stop at a month's first
         # day also need the month before each target month. Silver did not change there (else it would
         # be a target month), so its gold daily rows are read as they are instead of recomputed: an
-        # increment aggregates one month of silver, not two.
+        # increment aggregates one month of silver, not two. Likewise the untouched days of a month.
         previous = [] if months is None else sorted({_previous_month(m) for m in months} - set(months))
-        if previous and lake.exists(GOLD_COST_DAILY):
-            daily = daily.unionByName(read_gold_months(spark, lake, previous))
+        stored = sorted({*previous, *partial})
+        if stored and lake.exists(GOLD_COST_DAILY):
+            kept = _read_gold(spark, lake, GOLD_COST_DAILY, GOLD_COST_DAILY_SCHEMA, stored)
+            kept = kept.where(~_isin("charge_date", touched))
+            daily = daily.unionByName(gold.restamp_daily(kept, run_id=run_id, fx=fx))
         daily_all = area.keep(daily, "daily")
         # Six mover aggregates and the start/stop scan all read this one smaller per-resource-day sum.
         movers = area.keep(gold.movers_base(daily_all), "movers")
         log.info("gold %s: %s rows in %.1fs", "scratch (daily + movers)", 0, time.perf_counter() - t_scratch)
         target = F.lit(True) if months is None else F.col("charge_month").isin(*months)
-        silver_target = silver_rows if months is None else silver_rows.where(F.col("x_ChargeMonth").isin(*months))
+        by_tag = _cost_by_tag(spark, lake, silver_month, silver_rows, whole, partial, tag_partial, run_id=run_id)
         existing_tags = None
         if months is not None and lake.exists(GOLD_RESOURCE_TAGS):
             existing_tags = spark.createDataFrame(lake.read_arrow(GOLD_RESOURCE_TAGS))
         outputs = {
             GOLD_COST_DAILY: daily_all.where(target),
             GOLD_MONTHLY_SUMMARY: gold.monthly_summary(daily_all, run_id=run_id, months=months),
-            GOLD_COST_BY_TAG: gold.cost_by_tag(silver_target, run_id=run_id),
+            GOLD_COST_BY_TAG: by_tag,
             GOLD_TOP_MOVERS: gold.top_movers(daily_all, run_id=run_id, months=months, base=movers),
             GOLD_COST_CHANGES: gold.cost_changes(daily_all, run_id=run_id, months=months, base=movers),
         }
@@ -344,7 +474,8 @@ def run_gold(spark: SparkSession, lake: Lake, months: list[str] | None, *, run_i
             written[table] = out.rows
             log.info("gold %s: %s rows in %.1fs", table, out.rows, time.perf_counter() - t0)
         t0 = time.perf_counter()
-        tags = gold.resource_tags(silver_target, run_id=run_id, existing=existing_tags)
+        # First/last seen folds into what the table held, so the touched days' silver rows are enough.
+        tags = gold.resource_tags(silver_rows, run_id=run_id, existing=existing_tags)
         # Small dimension table: first/last seen folded with what it held, written whole.
         out = lake.write_frame(
             GOLD_RESOURCE_TAGS, tags, schema=GOLD_RESOURCE_TAGS_SCHEMA, mode="overwrite", run_id=run_id
@@ -383,7 +514,7 @@ def run(
             months_col = lake.read_arrow(GOLD_COST_DAILY, columns=["charge_month"]).column("charge_month")
             stats.affected_months = sorted(pc.unique(months_col).to_pylist())
     elif months:
-        stats.gold_rows = run_gold(spark, lake, sorted(months), run_id=run_id)
+        stats.gold_rows = run_gold(spark, lake, sorted(months), run_id=run_id, days=stats.touched_days)
     stats.seconds["gold"] = round(time.perf_counter() - t1, 2)
     stats.seconds["total"] = round(time.perf_counter() - t0, 2)
     log.info("medallion run %s done: %s", run_id, stats.as_dict())
