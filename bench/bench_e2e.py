@@ -83,6 +83,22 @@ def _run(service, registry: dict, *, trigger: str) -> tuple[Any, Any]:
     return summary, contexts[0]
 
 
+def _marking_steps(registry: dict, mem: PeakMemory) -> dict:
+    """The registry with each step wrapped to tell the memory sampler which step is running."""
+
+    def marked(name: str, step):
+        def run(ctx):
+            mem.step = name
+            try:
+                return step(ctx)
+            finally:
+                mem.step = f"after {name}"
+
+        return run
+
+    return {name: marked(name, step) for name, step in registry.items()}
+
+
 def _step_row(summary, ctx, gold_times: dict[str, float]) -> dict[str, Any]:
     row: dict[str, Any] = {}
     for step, result in summary.steps.items():
@@ -162,12 +178,28 @@ def run_size(rows: int, root: Path, result: BenchResult) -> None:
             gold_times.seconds.clear()
             load_before = os.getloadavg()
             with PeakMemory(extra_pids=_server_pids(runtime)) as mem, timed() as t_run:
-                summary, ctx = _run(service, registry, trigger=f"bench:e2e:{scenario}")
+                summary, ctx = _run(service, _marking_steps(registry, mem), trigger=f"bench:e2e:{scenario}")
             ingest = summary.steps["ingest"]
             row = {"scenario": scenario, **common, "source_rows": ingest.rows_out, "run_s": round(t_run.seconds, 1)}
             row.update(_step_row(summary, ctx, gold_times.seconds))
             row["rows_per_s"] = round(ingest.rows_out / row["source_to_mart_s"]) if row["source_to_mart_s"] else None
             row["peak_tree_gb"] = mem.peak_gb
+            # Which process held the memory at the tree's peak, and what was running then (issue 12).
+            row["peak_breakdown_gb"] = mem.peak_breakdown_gb
+            row["peak_step"] = mem.peak_step
+            row["peak_last_log"] = mem.peak_log
+            row["category_max_gb"] = mem.category_max_gb
+            log.info(
+                "e2e %s rows, %s: peak %.2f GB in step %s at %.0fs (%s) by process: %s; maxima %s",
+                rows,
+                scenario,
+                mem.peak_gb,
+                mem.peak_step,
+                mem.peak_at_s,
+                mem.peak_log,
+                mem.peak_breakdown_gb,
+                mem.category_max_gb,
+            )
             row["load_avg_1m"] = f"{load_before[0]:.1f}->{os.getloadavg()[0]:.1f}"
             if scenario.startswith("full"):
                 # The DuckDB reference for the Spark stage (silver + gold) on the same bronze, same run.
@@ -214,6 +246,10 @@ def main(quick: bool = False, sizes: list[int] | None = None) -> None:
             "estate generation (estate_gen_s) happen before the run, as in the app.",
             "spark_stage_s = silver + gold steps; duckdb_stage_s = bench_medallion's DuckDB SQL for the same "
             "silver + gold logic over the same bronze, measured in the same process right after the run.",
+            "peak_breakdown_gb: RSS per process category (driver_python = the bench's own Python, jvm = Spark's "
+            "driver JVM, python_workers = Spark's Python daemon and workers, postgres, tansu) at the moment the "
+            "tree peaked; peak_step and peak_last_log say what was running then; category_max_gb is each "
+            "category's own maximum over the run.",
             "load_avg_1m: the machine's 1-minute load average before -> after the run (2 cores shared with "
             "other sessions; absolute times are pessimistic).",
         ]

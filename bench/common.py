@@ -30,21 +30,81 @@ def machine() -> dict[str, Any]:
     }
 
 
+# Process categories of the tree's breakdown, in report order.
+CATEGORIES = ("driver_python", "jvm", "python_workers", "postgres", "tansu", "other")
+
+
+def _category(proc: psutil.Process, driver_pid: int) -> str:
+    """Which part of the stack a process is, from its name and command line (read once per pid)."""
+    if proc.pid == driver_pid:
+        return "driver_python"
+    try:
+        name = proc.name().lower()
+        cmdline = " ".join(proc.cmdline()).lower()
+    except psutil.Error:
+        return "other"
+    if name == "java" or "java" in name:
+        return "jvm"
+    if "pyspark" in cmdline or "pyspark.daemon" in cmdline or "pyspark.worker" in cmdline:
+        return "python_workers"
+    if "postgres" in name or "postgres" in cmdline.split(" ")[0]:
+        return "postgres"
+    if "tansu" in name or "tansu" in cmdline or "kafka" in name:
+        return "tansu"
+    if name.startswith("python"):
+        # Spark forks its Python workers from the daemon; their command line is the daemon's.
+        try:
+            parent = proc.parent()
+            if parent is not None and "java" in parent.name().lower():
+                return "python_workers"
+        except psutil.Error:
+            pass
+    return "other"
+
+
+class _LastLog(logging.Handler):
+    """Keeps the last INFO message of the backend's loggers, so the peak can say what was running."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.last = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.last = f"{record.name.rsplit('.', 1)[-1]}: {record.getMessage()}"[:120]
+        except (TypeError, ValueError):  # a bad format string must not break the sampler
+            self.last = str(record.msg)[:120]
+
+
 class PeakMemory:
     """Samples the RSS of this process and all its descendants (JVM, brokers, Postgres) every 100 ms.
 
     `extra_pids` adds other process trees, e.g. embedded servers that daemonised themselves and so are
-    not our children; a process reachable from two roots is counted once."""
+    not our children; a process reachable from two roots is counted once.
+
+    Besides the total, it keeps the per-category RSS at the moment of the tree's peak (`peak_breakdown`),
+    each category's own maximum over the run (`category_max`), and what was running at the peak: the
+    `step` the caller sets (e.g. the pipeline step) and the last INFO line of the `backend` loggers."""
 
     def __init__(self, interval: float = 0.1, extra_pids: list[int] | None = None) -> None:
         self.roots = [os.getpid(), *(extra_pids or [])]
         self.interval = interval
         self.peak_bytes = 0
+        self.peak_by_category: dict[str, int] = {}
+        self.max_by_category: dict[str, int] = {}
+        self.step = ""
+        self.peak_step = ""
+        self.peak_log = ""
+        self.peak_at_s = 0.0
+        self._categories: dict[int, str] = {}
+        self._last_log = _LastLog()
+        self._t0 = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _sample(self) -> int:
+    def _sample(self) -> tuple[int, dict[str, int]]:
         seen: dict[int, int] = {}
+        by_category = dict.fromkeys(CATEGORIES, 0)
         for pid in self.roots:
             try:
                 root = psutil.Process(pid)
@@ -58,24 +118,49 @@ class PeakMemory:
                     seen[proc.pid] = proc.memory_info().rss
                 except psutil.Error:
                     continue
-        return sum(seen.values())
+                category = self._categories.get(proc.pid)
+                if category is None:
+                    category = self._categories[proc.pid] = _category(proc, self.roots[0])
+                by_category[category] += seen[proc.pid]
+        return sum(seen.values()), by_category
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak_bytes = max(self.peak_bytes, self._sample())
+            total, by_category = self._sample()
+            if total > self.peak_bytes:
+                self.peak_bytes = total
+                self.peak_by_category = by_category
+                self.peak_step = self.step
+                self.peak_log = self._last_log.last
+                self.peak_at_s = time.monotonic() - self._t0
+            for category, rss in by_category.items():
+                self.max_by_category[category] = max(self.max_by_category.get(category, 0), rss)
             self._stop.wait(self.interval)
 
     def __enter__(self) -> PeakMemory:
+        logging.getLogger("backend").addHandler(self._last_log)
+        self._t0 = time.monotonic()
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        logging.getLogger("backend").removeHandler(self._last_log)
 
     @property
     def peak_gb(self) -> float:
         return round(self.peak_bytes / 2**30, 2)
+
+    @property
+    def peak_breakdown_gb(self) -> dict[str, float]:
+        """GB per category at the moment the tree peaked (categories that were empty left out)."""
+        return {k: round(v / 2**30, 2) for k, v in self.peak_by_category.items() if v}
+
+    @property
+    def category_max_gb(self) -> dict[str, float]:
+        """Each category's own maximum over the run, in GB (they need not coincide in time)."""
+        return {k: round(v / 2**30, 2) for k, v in self.max_by_category.items() if v}
 
 
 def scratch_postgres(work: Path):
