@@ -539,6 +539,15 @@ def merge_silver(
             update_columns = ["EffectiveCost", "x_EffectiveBatchId", "x_RunId", "x_UpdatedAt"]
             nmbs_delete = f"{stale} AND t.BilledCost IS NULL"
             nmbs_update = ({"EffectiveCost": "NULL", "x_EffectiveBatchId": "NULL"}, stale)
+        app_txn = app_transaction if i == len(modes) - 1 else None
+        if not _any_slice_stored(lake, slices, months):
+            # Only slices silver has never held (a new day, the usual daily increment): the MERGE could
+            # match nothing and find nothing stale, so it is an append - without scanning and rewriting
+            # the month's files (7.8 of the 11.9 s of a 5M-row estate's one-day increment).
+            lake.append(SILVER_COSTS, data, run_id=run_id, partition_by=SILVER_PARTITION_BY, app_transaction=app_txn)
+            result.upserted += data.num_rows
+            log.info("silver append (%s): %s rows, %s new slices", mode, data.num_rows, len(slices))
+            continue
         metrics = lake.merge(
             SILVER_COSTS,
             data,
@@ -549,7 +558,7 @@ def merge_silver(
             extra_predicate=f"t.x_ChargeMonth IN ({_sql_list(months)})",
             not_matched_by_source_delete=nmbs_delete,
             not_matched_by_source_update=nmbs_update,
-            app_transaction=app_transaction if i == len(modes) - 1 else None,
+            app_transaction=app_txn,
         )
         result.upserted += data.num_rows
         result.deleted_or_cleared += int(metrics.get("num_target_rows_deleted", 0))
@@ -564,6 +573,17 @@ def merge_silver(
             partition_by=SILVER_PARTITION_BY,
         )
     return result
+
+
+def _any_slice_stored(lake: Lake, slices: list[str], months: list[str]) -> bool:
+    """Whether silver already holds a row of any of these (family, scope, day) slices (one column of their months read)."""
+    if not lake.exists(SILVER_COSTS):
+        return False
+    # Only the partition filter goes to the reader: delta-rs serves x_Slice as string_view, which
+    # pyarrow cannot compare with a string filter's statistics.
+    stored = lake.read_arrow(SILVER_COSTS, columns=["x_Slice"], filters=[("x_ChargeMonth", "in", months)])
+    found = pc.is_in(stored.column("x_Slice").cast(pa.string()), value_set=pa.array(slices, pa.string()))
+    return bool(pc.any(found).as_py())
 
 
 def merge_quarantine(lake: Lake, rows: pa.Table, *, run_id: str) -> int:

@@ -1,0 +1,72 @@
+"""Silver increments: a day silver never held is appended (no MERGE), a re-stated day is merged, both as a rebuild gives."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from backend.lake import lake_from_settings
+from backend.medallion import jobs
+from backend.medallion.schemas import SILVER_COSTS
+from tests.conftest import make_settings
+from tests.medallion.helpers import Bronze, csv_payload, ea_row
+
+
+def _silver(lake) -> dict:
+    rows = lake.read_arrow(SILVER_COSTS).to_pylist()
+    return {
+        (str(r["x_ChargeDate"]), r["ResourceId"].rsplit("/", 1)[-1]): (r["BilledCost"], r["EffectiveCost"])
+        for r in rows
+    }
+
+
+def _run(spark, lake, run_id: str) -> jobs.MedallionStats:
+    stats = jobs.MedallionStats(run_id=run_id)
+    jobs.run_silver(spark, lake, stats, run_id=run_id)
+    return stats
+
+
+def test_a_new_day_is_appended_a_restated_day_merged_and_both_match_a_rebuild(spark, tmp_path, caplog):
+    settings = make_settings(tmp_path)
+    lake = lake_from_settings(settings)
+    bronze = Bronze()
+    bronze.add("azure_export_ea", csv_payload([ea_row("01/30/2024", "vm1", "10")]), batch="a1", metric="ActualCost")
+    bronze.flush(lake)
+    _run(spark, lake, "r1")
+
+    # A new day in both reports: the actual report's rows are appended, the amortized report is then
+    # merged onto them (its slice now exists), so each row carries both costs.
+    bronze.add("azure_export_ea", csv_payload([ea_row("01/31/2024", "vm1", "7"), ea_row("01/31/2024", "vm2", "1")]),
+               batch="a2", metric="ActualCost", fetched=2)  # fmt: skip
+    bronze.add("azure_export_ea", csv_payload([ea_row("01/31/2024", "vm1", "6")]), batch="a2a",
+               metric="AmortizedCost", fetched=2)  # fmt: skip
+    bronze.flush(lake)
+    with caplog.at_level("INFO", logger="backend.medallion.silver"):
+        stats = _run(spark, lake, "r2")
+    assert "silver append (billed): 2 rows, 1 new slices" in caplog.text
+    assert "silver merge (effective)" in caplog.text
+    assert stats.silver_upserted == 3
+    assert _silver(lake) == {
+        ("2024-01-30", "vm1"): (Decimal(10), None),
+        ("2024-01-31", "vm1"): (Decimal(7), Decimal(6)),
+        ("2024-01-31", "vm2"): (Decimal(1), None),
+    }
+    # The bronze version is recorded as processed by the last commit, so nothing is processed twice.
+    assert lake.transaction_version(SILVER_COSTS, jobs.BRONZE_PROGRESS_APP_ID) == lake.version("bronze/cost_records")
+    assert _run(spark, lake, "r3").bronze_files == 0
+
+    # The same day re-pulled: vm2 is gone, vm1 re-rated -> a MERGE that clears what vanished.
+    caplog.clear()
+    bronze.add("azure_export_ea", csv_payload([ea_row("01/31/2024", "vm1", "8")]), batch="a3", metric="ActualCost",
+               fetched=3)  # fmt: skip
+    bronze.flush(lake)
+    with caplog.at_level("INFO", logger="backend.medallion.silver"):
+        _run(spark, lake, "r4")
+    assert "silver merge (billed)" in caplog.text and "silver append" not in caplog.text
+    incremental = _silver(lake)
+    assert incremental == {
+        ("2024-01-30", "vm1"): (Decimal(10), None),
+        ("2024-01-31", "vm1"): (Decimal(8), Decimal(6)),
+    }
+
+    jobs.run(settings, lake, spark, run_id="rebuild", full_rebuild=True)
+    assert _silver(lake) == incremental
