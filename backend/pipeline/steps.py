@@ -198,10 +198,12 @@ def bronze(ctx: PipelineContext) -> StepResult:
 def silver(ctx: PipelineContext) -> StepResult:
     """New bronze -> silver (MERGE, quarantine); the months touched are handed to gold."""
     from backend.medallion.jobs import MedallionStats, reset_for_rebuild, run_silver
+    from backend.medallion.schemas import SILVER_COSTS
 
     stats = MedallionStats(run_id=ctx.run_id, full_rebuild=bool(_option(ctx, "full_rebuild", False)))
     if stats.full_rebuild:
         reset_for_rebuild(ctx.lake, run_id=ctx.run_id)
+    ctx.state["silver_version_before"] = ctx.lake.version(SILVER_COSTS)
     months = run_silver(ctx.spark, ctx.lake, stats, run_id=ctx.run_id)
     ctx.state["affected_months"] = sorted(months)
     ctx.state["medallion"] = stats
@@ -239,9 +241,27 @@ def gold(ctx: PipelineContext) -> StepResult:
     ctx.state["affected_months"] = months
     if months == []:
         return StepResult(rows_in=0, rows_out=0, detail={"affected_months": []})
-    rows = run_gold(ctx.spark, ctx.lake, months, run_id=ctx.run_id)
+    rows = run_gold(ctx.spark, ctx.lake, months, run_id=ctx.run_id, days=None if full else _days_changed(ctx))
     progress.record(ctx.engine, "gold", SILVER_COSTS, silver_version, run_id=ctx.run_id)
     return StepResult(rows_out=sum(rows.values()), detail={"tables": rows, "affected_months": months or "all"})
+
+
+def _days_changed(ctx: PipelineContext) -> dict[str, list[str]] | None:
+    """The charge days this run's silver changed, per month, when they are all gold has to catch up on.
+
+    Gold then recomputes only those days of a month. That holds only if gold was current with silver
+    before this run's silver step; after a killed run (or a silver step run on its own) the earlier
+    changes are known by month only, so gold recomputes the months whole (None).
+    """
+    from backend.medallion.schemas import SILVER_COSTS
+
+    stats = ctx.state.get("medallion")
+    before = ctx.state.get("silver_version_before")
+    if stats is None or not stats.touched_days or before is None:
+        return None
+    if progress.recorded_version(ctx.engine, "gold", SILVER_COSTS) != before:
+        return None
+    return stats.touched_days
 
 
 def mart(ctx: PipelineContext) -> StepResult:
