@@ -383,51 +383,39 @@ def run_gold(
     whole = None if months is None else [m for m in months if m not in partial]
     silver_month = read_silver(spark, lake, months)
     silver_rows = silver_month
-    if partial:
-        # Filtered right at the read, so Parquet statistics on the charge date can skip row groups.
-        silver_rows = silver_month.where(_isin("x_ChargeMonth", whole) | _isin("x_ChargeDate", touched))
-    # Choosing the most detailed family per (subscription, day) needs a join; with one family in scope
-    # (the usual case: one kind of source) every row is kept, so skip it. An increment also needs the tag
-    # keys of its touched days: the same pass collects them.
-    key_rows = []
-    if partial:
-        scan = silver_rows.select(
-            "x_SourceFamily", "x_ChargeMonth", F.explode_outer(F.map_keys("Tags")).alias("tag_key")
-        )
-        key_rows = scan.distinct().collect()
-        families = {r[0] for r in key_rows}
-    else:
-        families = {r[0] for r in silver_rows.select("x_SourceFamily").distinct().collect()}
-    if len(families) > 1:
-        silver_rows = gold.prefer_detail(silver_rows)
-        if partial:  # keys of the preferred rows only
-            key_rows = (
-                silver_rows.select(
-                    "x_SourceFamily", "x_ChargeMonth", F.explode_outer(F.map_keys("Tags")).alias("tag_key")
-                )
-                .distinct()
-                .collect()
-            )
-    touched_keys: dict[str, set] = {}
-    for r in key_rows:
-        if r["x_ChargeMonth"] in partial and r["tag_key"] is not None:
-            touched_keys.setdefault(r["x_ChargeMonth"], set()).add(r["tag_key"])
-    # cost_by_tag reports "untagged" for every key seen in the month, so a month's untouched days stay as
-    # stored only when its key set does not change: the touched days bring no key the other days lack,
-    # and every key of the other days is still seen (a real value there, or on a touched day). Otherwise
-    # that month's by-tag rows are recomputed whole.
-    stored_keys = _stored_tag_keys(lake, sorted(partial), touched) if partial else {}
-    tag_partial = {}
-    for m in partial:
-        every, real = stored_keys.get(m, (set(), set()))
-        new = touched_keys.get(m, set())
-        if new <= every and every <= real | new:
-            tag_partial[m] = every
-    fx = None
-    if lake.exists(SILVER_FX_RATES):
-        fx = spark.createDataFrame(lake.read_arrow(SILVER_FX_RATES))
-    t_scratch = time.perf_counter()
     with Scratch(spark, run_id) as area:
+        if partial:
+            # Filtered right at the read, so Parquet statistics on the charge date can skip row groups. The
+            # touched days are few rows: kept once, so the family and tag-key checks, the daily and by-tag
+            # tables and resource tags read them instead of each scanning the month's files again.
+            silver_rows = area.keep(
+                silver_month.where(_isin("x_ChargeMonth", whole) | _isin("x_ChargeDate", touched)), "silver"
+            )
+        # Choosing the most detailed family per (subscription, day) needs a join; with one family in scope
+        # (the usual case: one kind of source) every row is kept, so skip it.
+        families = [r[0] for r in silver_rows.select("x_SourceFamily").distinct().collect()]
+        if len(families) > 1:
+            silver_rows = gold.prefer_detail(silver_rows)
+        touched_keys: dict[str, set] = {}
+        if partial:
+            keys = silver_rows.select("x_ChargeMonth", F.explode(F.map_keys("Tags")).alias("tag_key"))
+            for r in keys.where(_isin("x_ChargeMonth", list(partial))).distinct().collect():
+                touched_keys.setdefault(r["x_ChargeMonth"], set()).add(r["tag_key"])
+        # cost_by_tag reports "untagged" for every key seen in the month, so a month's untouched days stay
+        # as stored only when its key set does not change: the touched days bring no key the other days
+        # lack, and every key of the other days is still seen (a real value there, or on a touched day).
+        # Otherwise that month's by-tag rows are recomputed whole.
+        stored_keys = _stored_tag_keys(lake, sorted(partial), touched) if partial else {}
+        tag_partial = {}
+        for m in partial:
+            every, real = stored_keys.get(m, (set(), set()))
+            new = touched_keys.get(m, set())
+            if new <= every and every <= real | new:
+                tag_partial[m] = every
+        fx = None
+        if lake.exists(SILVER_FX_RATES):
+            fx = spark.createDataFrame(lake.read_arrow(SILVER_FX_RATES))
+        t_scratch = time.perf_counter()
         # Written once, read by the daily table, the monthly summary, movers and start/stop.
         daily = gold.cost_daily(silver_rows, run_id=run_id, fx=fx)
         # Month-over-month movers, the monthly summary's previous month and start/stop at a month's first
