@@ -96,13 +96,17 @@ class PeakMemory:
         self.peak_step = ""
         self.peak_log = ""
         self.peak_at_s = 0.0
-        self._categories: dict[int, str] = {}
+        self._categories: dict[psutil.Process, str] = {}
+        self._first_seen: dict[psutil.Process, int] = {}
+        self._samples = 0
+        self._backend_level = logging.NOTSET
         self._last_log = _LastLog()
         self._t0 = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _sample(self) -> tuple[int, dict[str, int]]:
+        self._samples += 1
         seen: dict[int, int] = {}
         by_category = dict.fromkeys(CATEGORIES, 0)
         for pid in self.roots:
@@ -114,13 +118,21 @@ class PeakMemory:
             for proc in procs:
                 if proc.pid in seen:
                     continue
+                # A child is counted from its second sighting on: between fork/vfork and exec a new
+                # process (e.g. the JVM starting a pyspark daemon through posix_spawn) shares its parent's
+                # address space and shows the parent's whole RSS, which counted a 4.7 GB JVM twice (as a
+                # "python worker") in a 5M run. A process that lives under one interval is not memory.
+                # psutil.Process hashes by (pid, create time), so a reused pid is a new process.
+                first = self._first_seen.setdefault(proc, self._samples)
+                if proc.pid not in self.roots and first == self._samples:
+                    continue
                 try:
                     seen[proc.pid] = proc.memory_info().rss
                 except psutil.Error:
                     continue
-                category = self._categories.get(proc.pid)
+                category = self._categories.get(proc)
                 if category is None:
-                    category = self._categories[proc.pid] = _category(proc, self.roots[0])
+                    category = self._categories[proc] = _category(proc, self.roots[0])
                 by_category[category] += seen[proc.pid]
         return sum(seen.values()), by_category
 
@@ -138,7 +150,13 @@ class PeakMemory:
             self._stop.wait(self.interval)
 
     def __enter__(self) -> PeakMemory:
-        logging.getLogger("backend").addHandler(self._last_log)
+        backend = logging.getLogger("backend")
+        backend.addHandler(self._last_log)
+        # The handler sees only records the logger lets through; INFO records that no handler prints
+        # (the root has none under `python -c`) still end at logging's last resort, which prints WARNING+.
+        self._backend_level = backend.level
+        if backend.getEffectiveLevel() > logging.INFO:
+            backend.setLevel(logging.INFO)
         self._t0 = time.monotonic()
         self._thread.start()
         return self
@@ -146,7 +164,9 @@ class PeakMemory:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        logging.getLogger("backend").removeHandler(self._last_log)
+        backend = logging.getLogger("backend")
+        backend.removeHandler(self._last_log)
+        backend.setLevel(self._backend_level)
 
     @property
     def peak_gb(self) -> float:
