@@ -60,7 +60,7 @@ def _typed_focus(ts_unit: str = "us") -> bytes:
                 "BillingAccountId": ["ba", "ba", "ba", "ba"],
                 "ResourceId": ["/A/b", "/a/C", None, "/a/d"],
                 "ServiceName": ["Storage", "NULL", "", "null"],
-                "ChargeCategory": ["Usage"] * 4,
+                "ChargeCategory": ["Usage", " \t ", "Null ", "nUlL"],  # blank, not "NULL", "NULL"
                 "BilledCost": pa.array([Decimal("1.5"), Decimal("0.0000001"), None, Decimal("2")], money),
                 "EffectiveCost": pa.array([Decimal("1.25"), Decimal("3"), Decimal("4"), Decimal("2")], money),
                 "PricingQuantity": pa.array([1.5, None, 0.1, 1e20], pa.float64()),
@@ -109,6 +109,7 @@ def test_spark_read_payloads_validate_exactly_like_the_python_decoder(spark, tmp
     assert typed[1]["BilledCost"] == Decimal("1E-7")  # a tiny decimal survives
     assert [r["ListCost"] for r in typed[:3]] == [Decimal("0.1"), Decimal("1234.5678"), Decimal("3.333333333333")]
     assert [r["ServiceName"] for r in typed] == ["Storage", None, None, None]  # "NULL", "", "null" are no service
+    assert [r["ChargeCategory"] for r in typed] == ["Usage", None, "Null ", None]
     assert "missing_charge_date" in typed[3]["_rules"] and "unknown_currency" in typed[3]["_rules"]
     assert native[-1]["_rules"] == ["unparseable_payload"]
 
