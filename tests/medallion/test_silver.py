@@ -123,12 +123,14 @@ def test_tags_json_and_legacy_ea_are_normalised(spark):
                     {"tags_raw": '{" Env ": " prod ", "CostCenter": 42}'},
                     {"tags_raw": '"env": "dev","ENV": "test"'},
                     {"tags_raw": None},
+                    {"tags_raw": '{" ": "x", "": "y", "A": null, "a ": " z "}'},
                 ],
             )
         )
         .orderBy("row_index")
         .collect()
     )
+    assert dict(rows[3]["Tags"]) == {"a": "z"}  # blank keys dropped; "A" and "a " fold to one key, the last wins
     assert dict(rows[0]["Tags"]) == {"env": "prod", "costcenter": "42"}
     assert dict(rows[1]["Tags"]) == {"env": "test"}  # case-folded duplicates: the last one wins
     assert dict(rows[2]["Tags"]) == {}
