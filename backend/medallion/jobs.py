@@ -325,60 +325,6 @@ def _stored_tag_keys(lake: Lake, months: list[str], touched: list[date]) -> dict
     return keys
 
 
-def _date_ranges(path: str) -> list[tuple[date | None, date | None]]:
-    """(min, max) charge date of each row group of a local Parquet file, from its footer ((None, None): unknown)."""
-    import pyarrow.parquet as pq
-
-    try:
-        meta = pq.read_metadata(path)
-        col = meta.schema.to_arrow_schema().get_field_index("x_ChargeDate")
-    except (OSError, ValueError):
-        return [(None, None)]
-    if col < 0:
-        return [(None, None)]
-    ranges = []
-    for i in range(meta.num_row_groups):
-        stats = meta.row_group(i).column(col).statistics
-        ok = stats is not None and stats.has_min_max
-        ranges.append((stats.min, stats.max) if ok else (None, None))
-    return ranges or [(None, None)]
-
-
-def _silver_of_days(spark: SparkSession, lake: Lake, whole: list[str], touched: list[date]) -> DataFrame:
-    """Silver rows of the `whole` months and of the `touched` days.
-
-    On a local lake only the data files whose charge-date statistics can hold a touched day are read: a
-    new day lives in the files its own commit wrote, so an increment does not scan its month's files.
-    """
-    months = sorted({*whole, *(d.isoformat()[:7] for d in touched)})
-    scope = _isin("x_ChargeMonth", whole) | _isin("x_ChargeDate", touched)
-    if lake.location.is_s3 or not lake.exists(SILVER_COSTS):
-        return read_silver(spark, lake, months).where(scope)
-    root = lake.uri(SILVER_COSTS).rstrip("/")
-    actions = pa.table(lake.table(SILVER_COSTS).get_add_actions(flatten=True)).to_pylist()
-    keep = set()
-    for a in actions:
-        month = a.get(f"partition.{SILVER_PARTITION_BY[0]}")
-        if month not in months:
-            continue
-        ranges = [(a.get("min.x_ChargeDate"), a.get("max.x_ChargeDate"))]
-        if month not in whole and None in ranges[0]:
-            # Files the executors wrote (a first load) carry no statistics in the log: their footers do.
-            ranges = _date_ranges(f"{root}/{a['path']}")
-        if month in whole or any(lo is None or hi is None or any(lo <= d <= hi for d in touched) for lo, hi in ranges):
-            keep.add(a["path"])
-    uris = lake.file_uris(SILVER_COSTS, partition_filters=[(SILVER_PARTITION_BY[0], "in", months)])
-    # Add actions name files relative to the table: match on (partition directory, file name).
-    keep = {"/".join(p.rsplit("/", 2)[-2:]) for p in keep}
-    chosen = [u for u in uris if "/".join(u.rsplit("/", 2)[-2:]) in keep]
-    if len(chosen) != len(keep):  # names not matched as expected: read every file of the months (still exact)
-        log.warning("gold: could not match silver file statistics to files; reading whole months")
-        chosen = uris
-    log.info("gold: %s of %s silver files of %s can hold the touched days", len(chosen), len(uris), months)
-    df = read_files(spark, lake, SILVER_COSTS, chosen, SILVER_COSTS_SCHEMA)
-    return df.withColumn("x_ChargeMonth", F.date_format("x_ChargeDate", "yyyy-MM")).where(scope)
-
-
 def _isin(column: str, values: list) -> Column:
     return F.col(column).isin(*values) if values else F.lit(False)
 
@@ -439,10 +385,12 @@ def run_gold(
     silver_rows = silver_month
     with Scratch(spark, run_id) as area:
         if partial:
-            # Only files that can hold a touched day are read, filtered right at the read. The
+            # Filtered right at the read, so Parquet statistics on the charge date can skip row groups. The
             # touched days are few rows: kept once, so the family and tag-key checks, the daily and by-tag
             # tables and resource tags read them instead of each scanning the month's files again.
-            silver_rows = area.keep(_silver_of_days(spark, lake, whole, touched), "silver")
+            silver_rows = area.keep(
+                silver_month.where(_isin("x_ChargeMonth", whole) | _isin("x_ChargeDate", touched)), "silver"
+            )
         # Choosing the most detailed family per (subscription, day) needs a join; with one family in scope
         # (the usual case: one kind of source) every row is kept, so skip it.
         families = [r[0] for r in silver_rows.select("x_SourceFamily").distinct().collect()]
