@@ -62,6 +62,11 @@ def _category(proc: psutil.Process, driver_pid: int) -> str:
     return "other"
 
 
+def _same_size(child: tuple[int, int], parent: tuple[int, int]) -> bool:
+    """RSS and virtual size within 1% of the parent's (read a moment apart, so not always identical)."""
+    return all(abs(c - p) <= 0.01 * p for c, p in zip(child, parent, strict=True))
+
+
 class _LastLog(logging.Handler):
     """Keeps the last INFO message of the backend's loggers, so the peak can say what was running."""
 
@@ -107,34 +112,42 @@ class PeakMemory:
 
     def _sample(self) -> tuple[int, dict[str, int]]:
         self._samples += 1
-        seen: dict[int, int] = {}
-        by_category = dict.fromkeys(CATEGORIES, 0)
+        mem: dict[int, tuple[int, int, int]] = {}  # pid -> (rss, vms, parent pid)
+        procs: dict[int, psutil.Process] = {}
         for pid in self.roots:
             try:
                 root = psutil.Process(pid)
-                procs = [root, *root.children(recursive=True)]
+                tree = [root, *root.children(recursive=True)]
             except psutil.Error:
                 continue
-            for proc in procs:
-                if proc.pid in seen:
+            for proc in tree:
+                if proc.pid in mem:
                     continue
-                # A child is counted from its second sighting on: between fork/vfork and exec a new
-                # process (e.g. the JVM starting a pyspark daemon through posix_spawn) shares its parent's
-                # address space and shows the parent's whole RSS, which counted a 4.7 GB JVM twice (as a
-                # "python worker") in a 5M run. A process that lives under one interval is not memory.
-                # psutil.Process hashes by (pid, create time), so a reused pid is a new process.
+                # A child is counted from its second sighting on (a process that lives under one interval
+                # is not memory). psutil.Process hashes by (pid, create time): a reused pid is a new process.
                 first = self._first_seen.setdefault(proc, self._samples)
                 if proc.pid not in self.roots and first == self._samples:
                     continue
                 try:
-                    seen[proc.pid] = proc.memory_info().rss
+                    info = proc.memory_info()
+                    mem[proc.pid] = (info.rss, info.vms, proc.ppid())
                 except psutil.Error:
                     continue
-                category = self._categories.get(proc)
-                if category is None:
-                    category = self._categories[proc] = _category(proc, self.roots[0])
-                by_category[category] += seen[proc.pid]
-        return sum(seen.values()), by_category
+                procs[proc.pid] = proc
+        by_category = dict.fromkeys(CATEGORIES, 0)
+        for pid, (rss, vms, ppid) in mem.items():
+            parent = mem.get(ppid)
+            if parent is not None and _same_size((rss, vms), parent[:2]):
+                # Its parent's size: a child between fork/vfork and exec, sharing the parent's
+                # pages (the JVM spawns chmod and the pyspark daemon this way; on a loaded machine the
+                # window lasts several samples). Counting it counted the JVM twice, as a "python worker"
+                # (its command line is still the JVM's): 4.7 GB of a 12.5 GB "peak" in a 5M run.
+                continue
+            category = self._categories.get(procs[pid])
+            if category is None:
+                category = self._categories[procs[pid]] = _category(procs[pid], self.roots[0])
+            by_category[category] += rss
+        return sum(by_category.values()), by_category
 
     def _run(self) -> None:
         while not self._stop.is_set():
