@@ -65,6 +65,7 @@ def main(quick: bool = False) -> None:
                     "totals_match": outcome.mart_actual == want_actual and outcome.mart_amortized == want_amortized,
                     "silver_dupes": outcome.silver_duplicates,
                     "mart_dupes": outcome.mart_duplicates,
+                    "reconciliation_mismatches": outcome.reconciliation_mismatches,
                     "seconds": round(t.seconds, 1),
                 }
                 log.info("crash cycle %s", row)

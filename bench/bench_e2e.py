@@ -116,6 +116,8 @@ def _step_row(summary, ctx, gold_times: dict[str, float]) -> dict[str, Any]:
     mart = summary.steps.get("mart")
     if mart is not None:
         row["mart_rows"] = mart.rows_out
+        # The mart step's check of mart vs silver vs the source's own daily totals: 0 = nothing lost.
+        row["reconciliation_mismatches"] = (mart.detail.get("reconciliation") or {}).get("mismatches")
     return row
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from backend.lake.delta import Lake
-from backend.medallion.schemas import SILVER_COSTS
+from backend.medallion.schemas import FAMILY_RANK, SILVER_COSTS
 
 log = logging.getLogger(__name__)
 
@@ -61,21 +61,76 @@ class ReconciliationReport:
         return [r for r in self.rows if r.status != "ok"]
 
 
-def silver_daily_totals(lake: Lake, *, months: Sequence[str] | None = None) -> pa.Table:
-    """Sum of BilledCost per charge day, x_Source and BillingCurrency in silver/costs (SILVER_TOTALS_SCHEMA)."""
-    columns = ["x_ChargeDate", "x_Source", "BillingCurrency", "BilledCost"]
-    filters = [("x_ChargeMonth", "in", list(months))] if months else None
-    table = lake.read_arrow(SILVER_COSTS, columns=columns, filters=filters)
-    grouped = table.group_by(columns[:3]).aggregate([("BilledCost", "sum")])
+# Silver columns the reconciliation reads.
+_SILVER_COLUMNS = ["SubAccountId", "x_ChargeDate", "x_SourceFamily", "x_Source", "BillingCurrency", "BilledCost"]
+# Stands in for a null subscription while ranking families (Arrow joins never match null keys; gold's
+# preference treats rows scoped to a billing account only as one group, eqNullSafe).
+_NO_SUBSCRIPTION = "\x00"
+
+
+@dataclass(frozen=True)
+class SilverLevel:
+    """What reconciliation needs from silver: daily totals as the mart counts them, and who sent which family."""
+
+    totals: pa.Table  # SILVER_TOTALS_SCHEMA; `source` is the granularity family, as in the mart's dim_source
+    families: dict[tuple[dt.date, str], str]  # (day, x_Source) -> the one family that source's rows have that day
+
+
+def _preferred_totals(table: pa.Table) -> pa.Table:
+    """BilledCost per day, family and currency over the rows gold keeps (the best family per subscription-day)."""
+    per = table.group_by(["SubAccountId", "x_ChargeDate", "x_SourceFamily", "BillingCurrency"]).aggregate(
+        [("BilledCost", "sum")]
+    )
+    ranks = pa.array([0, *FAMILY_RANK.values()], pa.int8())
+    rank = pc.take(ranks, pc.add(pc.fill_null(pc.index_in(per["x_SourceFamily"], pa.array(list(FAMILY_RANK))), -1), 1))
+    per = per.set_column(0, "SubAccountId", pc.fill_null(per["SubAccountId"], _NO_SUBSCRIPTION)).append_column(
+        "_rank", rank
+    )
+    best = (
+        per.group_by(["SubAccountId", "x_ChargeDate"])
+        .aggregate([("_rank", "max")])
+        .rename_columns(["SubAccountId", "x_ChargeDate", "_rank"])
+    )
+    kept = per.join(best, ["SubAccountId", "x_ChargeDate", "_rank"], join_type="inner")
+    grouped = kept.group_by(["x_ChargeDate", "x_SourceFamily", "BillingCurrency"]).aggregate(
+        [("BilledCost_sum", "sum")]
+    )
     return pa.table(
         {
             "charge_date": grouped["x_ChargeDate"],
-            "source": pc.fill_null(grouped["x_Source"], ""),
+            "source": pc.fill_null(grouped["x_SourceFamily"], ""),
             "currency": pc.fill_null(grouped["BillingCurrency"], ""),
-            "total": grouped["BilledCost_sum"].cast(pa.decimal128(38, 12)),
+            "total": grouped["BilledCost_sum_sum"].cast(pa.decimal128(38, 12)),
         },
         schema=SILVER_TOTALS_SCHEMA,
     )
+
+
+def _families(table: pa.Table) -> dict[tuple[dt.date, str], str]:
+    seen: dict[tuple[dt.date, str], set[str]] = {}
+    pairs = table.group_by(["x_ChargeDate", "x_Source", "x_SourceFamily"]).aggregate([])
+    for row in pairs.to_pylist():
+        seen.setdefault((row["x_ChargeDate"], row["x_Source"]), set()).add(row["x_SourceFamily"])
+    return {key: next(iter(fams)) for key, fams in seen.items() if len(fams) == 1 and None not in fams}
+
+
+def silver_level(lake: Lake, *, months: Sequence[str] | None = None) -> SilverLevel:
+    """Silver's side of the check, read one month at a time (a 5M-row silver never sits in memory whole)."""
+    totals, families = [], {}
+    for filters in [[("x_ChargeMonth", "=", m)] for m in sorted(months)] if months else [None]:
+        table = lake.read_arrow(SILVER_COSTS, columns=_SILVER_COLUMNS, filters=filters)
+        totals.append(_preferred_totals(table))
+        families.update(_families(table))
+    return SilverLevel(pa.concat_tables(totals) if totals else SILVER_TOTALS_SCHEMA.empty_table(), families)
+
+
+def silver_daily_totals(lake: Lake, *, months: Sequence[str] | None = None) -> pa.Table:
+    """BilledCost per charge day, granularity family and currency in silver/costs, counted as gold counts it.
+
+    The mart's source dimension is silver's x_SourceFamily, and gold keeps only the most detailed family
+    of a (subscription, day): comparing anything else would flag every day of a healthy load.
+    """
+    return silver_level(lake, months=months).totals
 
 
 def _date_filter(column: str, months: Sequence[str] | None) -> tuple[str, dict]:
@@ -96,6 +151,8 @@ def _compare(
 ) -> tuple[str, str]:
     if silver is None and mart is not None:
         return "missing_in_silver", "the mart has cost that silver does not"
+    if silver is None and reported:
+        return "missing_in_silver", f"the source reported {reported:.6f} that silver does not have"
     if mart is None and silver is not None:
         return "missing_in_mart", "silver has cost the mart does not (load pending or failed?)"
     problems = []
@@ -111,19 +168,24 @@ def reconcile(
     *,
     silver_totals: pa.Table | None = None,
     lake: Lake | None = None,
+    source_families: Mapping[tuple[dt.date, str], str] | None = None,
     months: Sequence[str] | None = None,
     run_id: str | None = None,
     tolerance: Decimal = Decimal("0.01"),
 ) -> ReconciliationReport:
     """Compare the three levels for every (day, source, currency) any of them has, store the check, return it.
 
-    `engine` is the owner role (the check is written). Pass `silver_totals` (SILVER_TOTALS_SCHEMA) or a
-    `lake` to read them from silver/costs.
+    `engine` is the owner role (the check is written). Pass `silver_totals` (SILVER_TOTALS_SCHEMA, keyed by
+    family) or a `lake` to read them from silver/costs. A source reports per source name: its total is
+    compared on the family its silver rows have that day (`source_families`, read from silver with the
+    lake), or under its own name when that is unknown.
     """
     if silver_totals is None:
         if lake is None:
             raise ValueError("pass silver_totals or a lake to read silver from")
-        silver_totals = silver_daily_totals(lake, months=months)
+        level = silver_level(lake, months=months)
+        silver_totals, source_families = level.totals, level.families
+    families = source_families or {}
     silver_totals = silver_totals.select(SILVER_TOTALS_SCHEMA.names).cast(SILVER_TOTALS_SCHEMA)
 
     mart_where, mart_params = _date_filter("a.charge_date", months)
@@ -149,18 +211,18 @@ def reconcile(
                 mart_params,
             )
         }
-        reported = {
-            (d, s, c): t
-            for d, s, c, t in conn.execute(
-                sa.text(
-                    f"""SELECT c.day, c.source, coalesce(c.currency, ''), sum(c.reported_total)
+        reported: dict[tuple, Decimal] = {}
+        for d, s, c, t in conn.execute(
+            sa.text(
+                f"""SELECT c.day, c.source, coalesce(c.currency, ''), sum(c.reported_total)
                         FROM ops.source_cursors c
                         WHERE c.reported_total IS NOT NULL AND c.metric IN :metrics AND {cursor_where}
                         GROUP BY 1, 2, 3"""
-                ).bindparams(sa.bindparam("metrics", expanding=True)),
-                {"metrics": list(ACTUAL_METRICS), **cursor_params},
-            )
-        }
+            ).bindparams(sa.bindparam("metrics", expanding=True)),
+            {"metrics": list(ACTUAL_METRICS), **cursor_params},
+        ):
+            key = (d, families.get((d, s), s), c)
+            reported[key] = reported.get(key, Decimal(0)) + t
         rows = []
         for key in sorted(set(mart) | set(silver) | set(reported)):
             m, s, r = mart.get(key), silver.get(key), reported.get(key)

@@ -6,6 +6,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F  # noqa: N812  (the PySpark convention)
 
 from backend.medallion.schemas import (
+    FAMILY_RANK,
     GOLD_COST_BY_TAG_SCHEMA,
     GOLD_COST_CHANGES_SCHEMA,
     GOLD_COST_DAILY_SCHEMA,
@@ -16,9 +17,6 @@ from backend.medallion.schemas import (
     TOP_MOVERS_PER_PERIOD,
 )
 
-# Granularity families of the same money, best first: when a (subscription, day) has rows from
-# several families, gold keeps only the best one so Query API aggregates never add to detail rows.
-FAMILY_RANK = {"azure_detail": 3, "focus": 2, "azure_query": 1}
 UNTAGGED = "untagged"
 
 # gold column <- silver column; dimensions are never null in gold ("" = unknown).

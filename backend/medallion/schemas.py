@@ -154,6 +154,10 @@ SILVER_FX_RATES = "silver/fx_rates"
 # separate ActualCost / AmortizedCost reports of the same rows: both land on the same silver row
 # (BilledCost from the actual report, EffectiveCost from the amortized one); FOCUS rows carry both.
 TAGS = pa.map_(pa.string(), pa.string())
+# Granularity families of the same money, best first: when a (subscription, day) has rows from
+# several families, gold keeps only the best one so Query API aggregates never add to detail rows
+# (the mart's reconciliation applies the same rule to silver).
+FAMILY_RANK = {"azure_detail": 3, "focus": 2, "azure_query": 1}
 SILVER_COSTS_SCHEMA = pa.schema(
     [
         # --- natural key -------------------------------------------------------------------

@@ -36,6 +36,7 @@ class CrashOutcome:
     mart_amortized: Decimal
     silver_duplicates: int
     mart_duplicates: int
+    reconciliation_mismatches: int | None  # of the rerun's check (mart vs silver vs source, per day)
 
 
 def pipeline_env(*, database_url: str, bootstrap: str, lake_uri: str, data_dir: Path, topic: str, demo_rows: int):
@@ -127,8 +128,9 @@ def expected_totals(demo_rows: int, seed: int = 42) -> tuple[Decimal, Decimal]:
     )
 
 
-def check_state(engine: sa.Engine, lake: Lake) -> tuple[Decimal, Decimal, int, int]:
-    """Mart totals, duplicate natural keys in silver, duplicate grain rows in the mart fact."""
+def check_state(engine: sa.Engine, lake: Lake) -> tuple[Decimal, Decimal, int, int, int | None]:
+    """Mart totals, duplicate natural keys in silver, duplicate grain rows in the mart fact, and the
+    mismatches of the latest reconciliation check."""
     silver = lake.read_arrow(SILVER_COSTS, columns=SILVER_KEY)
     grouped = silver.group_by(SILVER_KEY, use_threads=False).aggregate([([], "count_all")])
     silver_dupes = int(pc.sum(pc.greater(grouped["count_all"], 1)).as_py() or 0)
@@ -150,7 +152,10 @@ def check_state(engine: sa.Engine, lake: Lake) -> tuple[Decimal, Decimal, int, i
         actual, amortized = conn.execute(
             sa.text("SELECT coalesce(sum(actual_cost), 0), coalesce(sum(amortized_cost), 0) FROM mart.fact_cost_daily")
         ).one()
-    return Decimal(actual), Decimal(amortized), silver_dupes, int(mart_dupes)
+        mismatches = conn.execute(
+            sa.text("SELECT mismatches FROM mart.reconciliation_checks ORDER BY check_id DESC LIMIT 1")
+        ).scalar()
+    return Decimal(actual), Decimal(amortized), silver_dupes, int(mart_dupes), mismatches
 
 
 def run_status(engine: sa.Engine, run_id: str) -> str | None:
@@ -167,7 +172,7 @@ def crash_cycle(
     if killed is None and proc.poll() is None:
         wait_ok(proc, 900)
     rc = wait_ok(start_run(env, log_path), 900)
-    actual, amortized, silver_dupes, mart_dupes = check_state(engine, lake)
+    actual, amortized, silver_dupes, mart_dupes, mismatches = check_state(engine, lake)
     return CrashOutcome(
         killed_step=step if killed else None,
         killed_run_status=run_status(engine, killed) if killed else None,
@@ -176,4 +181,5 @@ def crash_cycle(
         mart_amortized=amortized,
         silver_duplicates=silver_dupes,
         mart_duplicates=mart_dupes,
+        reconciliation_mismatches=mismatches,
     )

@@ -132,6 +132,7 @@ def test_azure_demo_tenant_end_to_end_to_the_cent(tmp_path, pg_url, kafka_bootst
         assert after_first["actual"] == expected["ActualCost"] > 0
         assert after_first["amortized"] == expected["AmortizedCost"] > after_first["actual"] * Decimal("0.5")
         assert after_first["silver_billed"] == after_first["actual"]
+        assert first.steps["mart"].detail["reconciliation"]["mismatches"] == 0
 
         # The second run fetches again (at least the open window, which Azure re-rates; today the whole
         # window, see PostgresCursorStore): the MERGE absorbs the repeat, nothing changes to the cent.

@@ -43,5 +43,6 @@ def test_sigkill_at_random_steps_loses_and_duplicates_nothing(tmp_path, pg_url, 
             assert outcome.mart_actual == want_actual, (step, outcome)
             assert outcome.mart_amortized == want_amortized, (step, outcome)
             assert outcome.silver_duplicates == 0 and outcome.mart_duplicates == 0, outcome
+            assert outcome.reconciliation_mismatches == 0, outcome
     finally:
         engine.dispose()
