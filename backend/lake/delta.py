@@ -430,9 +430,18 @@ class Lake:
         return FrameWrite(rows=data.num_rows, files=0, partitions=partitions)
 
     def delete(self, table: str, predicate: str, *, run_id: str | None = None) -> dict[str, Any]:
+        """Delete the rows matching a SQL predicate (a partition column in it prunes the files scanned)."""
         if not self.exists(table):
             return {"num_deleted_rows": 0}
         return self.table(table).delete(predicate, commit_properties=_commit(run_id, "delete"))
+
+    def update(
+        self, table: str, updates: dict[str, str], predicate: str, *, run_id: str | None = None
+    ) -> dict[str, Any]:
+        """Set columns to SQL expressions on the rows matching a predicate (partition columns prune files)."""
+        if not self.exists(table):
+            return {"num_updated_rows": 0}
+        return self.table(table).update(updates, predicate=predicate, commit_properties=_commit(run_id, "update"))
 
 
 def _sql_literal(value: Any) -> str:

@@ -30,6 +30,7 @@ def test_a_new_day_is_appended_a_restated_day_merged_and_both_match_a_rebuild(sp
     lake = lake_from_settings(settings)
     bronze = Bronze()
     bronze.add("azure_export_ea", csv_payload([ea_row("01/30/2024", "vm1", "10")]), batch="a1", metric="ActualCost")
+    bronze.add("azure_export_ea", csv_payload([ea_row("12/30/2023", "vm1", "4")]), batch="a0", metric="ActualCost")
     bronze.flush(lake)
     _run(spark, lake, "r1")
 
@@ -46,6 +47,7 @@ def test_a_new_day_is_appended_a_restated_day_merged_and_both_match_a_rebuild(sp
     assert "silver merge (effective)" in caplog.text
     assert stats.silver_upserted == 3
     assert _silver(lake) == {
+        ("2023-12-30", "vm1"): (Decimal(4), None),
         ("2024-01-30", "vm1"): (Decimal(10), None),
         ("2024-01-31", "vm1"): (Decimal(7), Decimal(6)),
         ("2024-01-31", "vm2"): (Decimal(1), None),
@@ -62,11 +64,33 @@ def test_a_new_day_is_appended_a_restated_day_merged_and_both_match_a_rebuild(sp
     with caplog.at_level("INFO", logger="backend.medallion.silver"):
         _run(spark, lake, "r4")
     assert "silver merge (billed)" in caplog.text and "silver append" not in caplog.text
-    incremental = _silver(lake)
-    assert incremental == {
+    assert _silver(lake) == {
+        ("2023-12-30", "vm1"): (Decimal(4), None),
         ("2024-01-30", "vm1"): (Decimal(10), None),
         ("2024-01-31", "vm1"): (Decimal(8), Decimal(6)),
     }
+    # The restatement read only January's files: December's were skipped by the upsert and never
+    # rewritten (a NOT MATCHED BY SOURCE clause would make delta-rs scan every month, delta-rs#4535).
+    merges = [h for h in lake.history(SILVER_COSTS, limit=None) if h.get("costlake.run_id") == "r4"]
+    upsert = next(h for h in merges if h["operation"] == "MERGE")
+    assert upsert["operationMetrics"]["num_target_files_skipped_during_scan"] >= 1
+    assert {h["operation"] for h in merges} <= {"MERGE", "DELETE", "UPDATE", "WRITE"}
+
+    # Re-pulled again without vm1, whose amortized cost is still known: its actual cost is cleared and
+    # the row kept for the amortized cost; the new vm3 row is inserted.
+    bronze.add("azure_export_ea", csv_payload([ea_row("01/31/2024", "vm3", "2")]), batch="a4", metric="ActualCost",
+               fetched=4)  # fmt: skip
+    bronze.flush(lake)
+    stats = _run(spark, lake, "r5")
+    assert stats.silver_upserted == 1
+    incremental = _silver(lake)
+    assert incremental == {
+        ("2023-12-30", "vm1"): (Decimal(4), None),
+        ("2024-01-30", "vm1"): (Decimal(10), None),
+        ("2024-01-31", "vm1"): (None, Decimal(6)),
+        ("2024-01-31", "vm3"): (Decimal(2), None),
+    }
+    assert lake.transaction_version(SILVER_COSTS, jobs.BRONZE_PROGRESS_APP_ID) == lake.version("bronze/cost_records")
 
     jobs.run(settings, lake, spark, run_id="rebuild", full_rebuild=True)
     assert _silver(lake) == incremental
