@@ -450,7 +450,7 @@ def reconciliation(engine: sa.Engine) -> tuple[dict[str, Any] | None, pd.DataFra
 
 
 def reconcile_now(owner: sa.Engine, lake) -> reconcile.ReconciliationReport:
-    """Compare mart, silver and source totals now (the pipeline does not run this step by itself yet)."""
+    """Compare mart, silver and source totals now, over every month (each load checks its own months)."""
     return reconcile.reconcile(owner, lake=lake)
 
 

@@ -266,7 +266,10 @@ with tab_fresh:
             st.dataframe(lake_tables, hide_index=True, width="stretch")
 
 with tab_recon:
-    st.caption("Per day, source and currency: the mart's total against silver's and the total the source reported.")
+    st.caption(
+        "Per day, source family (FOCUS, Azure detail, Azure query) and currency: the mart's actual cost against "
+        "silver's, counted as gold counts it, and against the total the source reported."
+    )
     if st.button("Reconcile now", key="pl_reconcile", disabled=active,
                  help="Reads silver through delta-rs; takes a few seconds on a large lake."):  # fmt: skip
         with st.spinner("Comparing mart, silver and source totals…"):

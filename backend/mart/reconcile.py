@@ -115,10 +115,15 @@ def _families(table: pa.Table) -> dict[tuple[dt.date, str], str]:
 
 
 def silver_level(lake: Lake, *, months: Sequence[str] | None = None) -> SilverLevel:
-    """Silver's side of the check, read one month at a time (a 5M-row silver never sits in memory whole)."""
+    """Silver's side of the check, read one month at a time (a 5M-row silver never sits in memory whole).
+
+    Without `months`, every month silver holds.
+    """
+    if not months:
+        months = {p["x_ChargeMonth"] for p in lake.table(SILVER_COSTS).partitions()} - {None}
     totals, families = [], {}
-    for filters in [[("x_ChargeMonth", "=", m)] for m in sorted(months)] if months else [None]:
-        table = lake.read_arrow(SILVER_COSTS, columns=_SILVER_COLUMNS, filters=filters)
+    for month in sorted(months):
+        table = lake.read_arrow(SILVER_COSTS, columns=_SILVER_COLUMNS, filters=[("x_ChargeMonth", "=", month)])
         totals.append(_preferred_totals(table))
         families.update(_families(table))
     return SilverLevel(pa.concat_tables(totals) if totals else SILVER_TOTALS_SCHEMA.empty_table(), families)
