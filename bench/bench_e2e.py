@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -131,15 +132,16 @@ def _server_pids(runtime) -> list[int]:
     return pids
 
 
-def _write(result: BenchResult, size: int) -> None:
-    """Write the results, keeping rows of other sizes already in the file (each size may run on its own)."""
+def _write(result: BenchResult) -> None:
+    """Write this process's rows, keeping the file's rows of the sizes it did not run (a size may run on
+    its own); a size it ran replaces every older row of that size."""
     path = RESULTS_DIR / f"{result.name}.json"
-    mine = [r for r in result.rows if r.get("target_rows") == size]
-    others = []
+    sizes = {r.get("target_rows") for r in result.rows}
+    kept = []
     if path.exists():
-        others = [r for r in json.loads(path.read_text()).get("rows", []) if r.get("target_rows") != size]
-    result.rows = sorted(others + mine, key=lambda r: (r.get("target_rows", 0), r.get("scenario", "")))
-    result.write()
+        kept = [r for r in json.loads(path.read_text()).get("rows", []) if r.get("target_rows") not in sizes | {None}]
+    rows = sorted(kept + result.rows, key=lambda r: (r.get("target_rows", 0), r.get("scenario", "")))
+    dataclasses.replace(result, rows=rows).write()
 
 
 def run_size(rows: int, root: Path, result: BenchResult) -> None:
@@ -216,7 +218,7 @@ def run_size(rows: int, root: Path, result: BenchResult) -> None:
                 shutil.rmtree(root / f"duck{rows}", ignore_errors=True)
             log.info("e2e %s rows, %s: %s", rows, scenario, row)
             result.rows.append(row)
-            _write(result, rows)  # after every scenario: a long run that is cut short still leaves its numbers
+            _write(result)  # after every scenario: a long run that is cut short still leaves its numbers
     finally:
         logging.getLogger("backend.medallion.jobs").removeHandler(gold_times)
         service.close()
@@ -243,7 +245,7 @@ def main(quick: bool = False, sizes: list[int] | None = None) -> None:
             # before removing the folder, and let the next size start its own.
             stop_spark()
             shutil.rmtree(root / f"n{rows}", ignore_errors=True)
-            _write(result, rows)
+            _write(result)
         result.notes += [
             f"Targets (issue 12): source -> mart <= {TARGET_FULL_S} s at 5M rows, a one-day increment <= "
             f"{TARGET_INCREMENT_S} s, peak tree memory <= {TARGET_PEAK_GB} GB.",
@@ -259,7 +261,7 @@ def main(quick: bool = False, sizes: list[int] | None = None) -> None:
             "load_avg_1m: the machine's 1-minute load average before -> after the run (2 cores shared with "
             "other sessions; absolute times are pessimistic).",
         ]
-        _write(result, sizes[-1])
+        _write(result)
     finally:
         stop_spark()
         shutil.rmtree(root, ignore_errors=True)
