@@ -419,14 +419,36 @@ def transform(valid: DataFrame, *, run_id: str, now: datetime | None = None) -> 
     )
     latest = batches.withColumn("_n", F.row_number().over(order)).where("_n = 1").select("x_Slice", "_mode", "batch_id")
     rows = rows.join(F.broadcast(latest), ["x_Slice", "_mode", "batch_id"], "left_semi")
+    group = [*SILVER_KEY, "_mode", "x_Slice", "batch_id"]
+    dims = F.struct(*[c(d) for d in _DIMENSIONS])
+    lineage = F.struct(c("topic"), c("partition"), c("offset"), c("bronze_run_id"))
+    # Almost every key has one source row. Aggregating all rows would sort every wide row on the key's
+    # strings (min_by over a struct holding the Tags map cannot use a hash aggregate); instead a narrow
+    # hash aggregate over a 64-bit hash of the key finds the keys with several rows, only their rows are
+    # aggregated, and the rest pass through as they are (a third less CPU on the synthetic estate). A
+    # hash collision only sends rows through the aggregate, which is exact either way.
+    rows = rows.withColumn("_key_hash", F.xxhash64(*group))
+    repeated = rows.groupBy("_key_hash").count().where("count > 1").select("_key_hash")
     first_row = F.struct(c("topic"), c("partition"), c("offset"), c("row_index"))
-    grouped = rows.groupBy(*SILVER_KEY, "_mode", "x_Slice", "batch_id").agg(
-        *[F.sum(m).cast(MONEY_SQL).alias(m) for m in _SUMMED],
-        # Non-key attributes come from the first source row (deterministic: ordered by Kafka position).
-        F.min_by(F.struct(*[c(d) for d in _DIMENSIONS]), first_row).alias("_dims"),
-        F.min_by(F.struct(c("topic"), c("partition"), c("offset"), c("bronze_run_id")), first_row).alias("_lineage"),
-        F.count(F.lit(1)).alias("x_SourceRowCount"),
+    many = (
+        rows.join(repeated, "_key_hash", "left_semi")
+        .groupBy(*group)
+        .agg(
+            *[F.sum(m).cast(MONEY_SQL).alias(m) for m in _SUMMED],
+            # Non-key attributes come from the first source row (deterministic: ordered by Kafka position).
+            F.min_by(dims, first_row).alias("_dims"),
+            F.min_by(lineage, first_row).alias("_lineage"),
+            F.count(F.lit(1)).alias("x_SourceRowCount"),
+        )
     )
+    one = rows.join(repeated, "_key_hash", "left_anti").select(
+        *group,
+        *[c(m).cast(MONEY_SQL).alias(m) for m in _SUMMED],
+        dims.alias("_dims"),
+        lineage.alias("_lineage"),
+        F.lit(1).cast("long").alias("x_SourceRowCount"),
+    )
+    grouped = many.unionByName(one)
     mode = c("_mode")
     out = grouped.select(
         *SILVER_KEY,

@@ -185,6 +185,32 @@ def test_transform_sums_identical_keys_and_keeps_the_newest_batch(spark):
     assert row["x_RunId"] == "r"
 
 
+def test_single_and_repeated_keys_come_out_alike(spark):
+    """Keys with one source row pass through, keys with several are aggregated: same columns, same rules."""
+    new = {"batch_id": "b1", "fetched_at": datetime(2024, 1, 7, tzinfo=UTC)}
+    vm2 = "/subscriptions/sub-1/resourceGroups/RG/providers/Microsoft.Compute/virtualMachines/VM2"
+    valid = silver.validate(
+        staged(
+            spark,
+            [
+                {**new, "cost": "1.5", "offset": 4, "meter_name": "first"},
+                {**new, "cost": "2.25", "offset": 3, "meter_name": "earlier"},
+                {**new, "cost": "7", "offset": 5, "resource_id": vm2, "meter_name": "only"},
+                {**new, "cost": None, "offset": 6, "resource_id": vm2, "meter_id": "m2"},
+            ],
+        )
+    )
+    out = {(r["ResourceId"][-3:], r["x_MeterId"]): r for r in silver.transform(valid, run_id="r").collect()}
+    assert set(out) == {("vm1", "m"), ("vm2", "m"), ("vm2", "m2")}
+    summed, single, empty = out["vm1", "m"], out["vm2", "m"], out["vm2", "m2"]
+    assert (summed["BilledCost"], summed["x_SourceRowCount"], summed["x_BronzeOffset"]) == (Decimal("3.75"), 2, 3)
+    assert summed["x_MeterName"] == "earlier"  # dimensions of the first row by Kafka position
+    assert (single["BilledCost"], single["x_SourceRowCount"], single["x_BronzeOffset"]) == (Decimal(7), 1, 5)
+    assert single["x_MeterName"] == "only" and single["x_Slice"] == summed["x_Slice"]
+    assert (empty["BilledCost"], empty["x_SourceRowCount"]) == (None, 1)
+    assert [f.name for f in silver.transform(valid, run_id="r").schema.fields][-1] == "_mode"
+
+
 def test_quarantine_keeps_the_raw_row_and_every_rule(spark):
     bad = silver.validate(staged(spark, [{"cost": "abc", "billing_currency": "XX"}]))
     row = silver.quarantine(bad, run_id="r").collect()[0]
