@@ -5,6 +5,7 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F  # noqa: N812  (the PySpark convention)
 
+from backend.medallion.frames import aggregate_repeated
 from backend.medallion.schemas import (
     FAMILY_RANK,
     GOLD_COST_BY_TAG_SCHEMA,
@@ -80,14 +81,20 @@ def prefer_detail(silver: DataFrame) -> DataFrame:
 def cost_daily(silver: DataFrame, *, run_id: str, fx: DataFrame | None = None) -> DataFrame:
     """Pure transform: preferred silver rows -> GOLD_COST_DAILY_SCHEMA (one row per day and dimension set)."""
     dims = [F.coalesce(F.col(src), F.lit("")).alias(dst) for dst, src in DAILY_DIMENSIONS.items()]
-    daily = silver.groupBy(
-        F.col("x_ChargeDate").alias("charge_date"), *dims, F.col("x_SourceFamily").alias("source")
-    ).agg(
-        _sum("BilledCost").alias("actual_cost"),
-        _sum("EffectiveCost").alias("amortized_cost"),
-        _sum("ListCost").alias("list_cost"),
-        _sum("PricingQuantity").alias("quantity"),
-        F.count(F.lit(1)).alias("row_count"),
+    measures = {"actual_cost": "BilledCost", "amortized_cost": "EffectiveCost", "list_cost": "ListCost",
+                "quantity": "PricingQuantity"}  # fmt: skip
+    keyed = silver.select(
+        F.col("x_ChargeDate").alias("charge_date"),
+        *dims,
+        F.col("x_SourceFamily").alias("source"),
+        *[F.col(src).alias(dst) for dst, src in measures.items()],
+    )
+    # Most silver rows are alone in their daily group (the day grain keeps the meter and pricing).
+    daily = aggregate_repeated(
+        keyed,
+        ["charge_date", *DAILY_DIMENSIONS, "source"],
+        [*[_sum(m).alias(m) for m in measures], F.count(F.lit(1)).alias("row_count")],
+        [*[F.col(m).cast(MONEY_SQL).alias(m) for m in measures], F.lit(1).cast("long").alias("row_count")],
     )
     daily = daily.withColumn("charge_month", _month(F.col("charge_date")))
     return restamp_daily(daily, run_id=run_id, fx=fx)

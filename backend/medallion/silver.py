@@ -14,6 +14,7 @@ from pyspark.sql import types as T  # noqa: N812
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from backend.lake import Lake
+from backend.medallion.frames import aggregate_repeated
 from backend.medallion.parse import LINEAGE_FIELDS, STAGING_FIELDS, STAGING_SCHEMA, explode_batches
 from backend.medallion.schemas import (
     MONEY_SQL,
@@ -422,33 +423,24 @@ def transform(valid: DataFrame, *, run_id: str, now: datetime | None = None) -> 
     group = [*SILVER_KEY, "_mode", "x_Slice", "batch_id"]
     dims = F.struct(*[c(d) for d in _DIMENSIONS])
     lineage = F.struct(c("topic"), c("partition"), c("offset"), c("bronze_run_id"))
-    # Almost every key has one source row. Aggregating all rows would sort every wide row on the key's
-    # strings (min_by over a struct holding the Tags map cannot use a hash aggregate); instead a narrow
-    # hash aggregate over a 64-bit hash of the key finds the keys with several rows, only their rows are
-    # aggregated, and the rest pass through as they are (a third less CPU on the synthetic estate). A
-    # hash collision only sends rows through the aggregate, which is exact either way.
-    rows = rows.withColumn("_key_hash", F.xxhash64(*group))
-    repeated = rows.groupBy("_key_hash").count().where("count > 1").select("_key_hash")
     first_row = F.struct(c("topic"), c("partition"), c("offset"), c("row_index"))
-    many = (
-        rows.join(repeated, "_key_hash", "left_semi")
-        .groupBy(*group)
-        .agg(
+    grouped = aggregate_repeated(
+        rows,
+        group,
+        [
             *[F.sum(m).cast(MONEY_SQL).alias(m) for m in _SUMMED],
             # Non-key attributes come from the first source row (deterministic: ordered by Kafka position).
             F.min_by(dims, first_row).alias("_dims"),
             F.min_by(lineage, first_row).alias("_lineage"),
             F.count(F.lit(1)).alias("x_SourceRowCount"),
-        )
+        ],
+        [
+            *[c(m).cast(MONEY_SQL).alias(m) for m in _SUMMED],
+            dims.alias("_dims"),
+            lineage.alias("_lineage"),
+            F.lit(1).cast("long").alias("x_SourceRowCount"),
+        ],
     )
-    one = rows.join(repeated, "_key_hash", "left_anti").select(
-        *group,
-        *[c(m).cast(MONEY_SQL).alias(m) for m in _SUMMED],
-        dims.alias("_dims"),
-        lineage.alias("_lineage"),
-        F.lit(1).cast("long").alias("x_SourceRowCount"),
-    )
-    grouped = many.unionByName(one)
     mode = c("_mode")
     out = grouped.select(
         *SILVER_KEY,
