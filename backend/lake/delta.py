@@ -247,16 +247,14 @@ class Lake:
         update_columns: Sequence[str] | None = None,
         insert: bool = True,
         extra_predicate: str = "",
-        not_matched_by_source_delete: str | None = None,
-        not_matched_by_source_update: tuple[dict[str, str], str] | None = None,
         app_transaction: tuple[str, int] | None = None,
     ) -> dict[str, Any]:
         """Upsert `data` on `keys` (silver semantics). Creates the table on first write.
 
         `update_columns` limits which columns a match overwrites (e.g. only the amortized cost
         when the amortized report arrives); `extra_predicate` prunes target partitions.
-        `not_matched_by_source_delete` / `_update` ((updates, predicate)) handle target rows the
-        source no longer has (checked in that order; predicates use the `t.` alias);
+        Target rows the source no longer has are for `delete` / `update` with a partition predicate:
+        a WHEN NOT MATCHED BY SOURCE clause makes delta-rs scan every file of the table (delta-rs#4535).
         `app_transaction` records (app_id, version) atomically with the commit.
         """
         if not self.exists(table):
@@ -281,11 +279,6 @@ class Lake:
             merger = merger.when_matched_update({c: f"s.`{c}`" for c in update_columns})
         if insert:
             merger = merger.when_not_matched_insert_all()
-        if not_matched_by_source_delete:
-            merger = merger.when_not_matched_by_source_delete(predicate=not_matched_by_source_delete)
-        if not_matched_by_source_update:
-            updates, nmbs_predicate = not_matched_by_source_update
-            merger = merger.when_not_matched_by_source_update(updates, predicate=nmbs_predicate)
         return merger.execute()
 
     def write_frame(

@@ -128,15 +128,6 @@ def read_silver(spark: SparkSession, lake: Lake, months: list[str] | None) -> Da
     return df.withColumn("x_ChargeMonth", F.date_format("x_ChargeDate", "yyyy-MM"))
 
 
-def read_gold_months(spark: SparkSession, lake: Lake, months: list[str]) -> DataFrame:
-    """Gold cost_daily rows of the given months, in the table's column order."""
-    uris = lake.file_uris(GOLD_COST_DAILY, partition_filters=[("charge_month", "in", months)])
-    df = read_files(spark, lake, GOLD_COST_DAILY, uris, GOLD_COST_DAILY_SCHEMA)
-    if "charge_month" not in df.columns:  # a partition column lives in the path, not in the files
-        df = df.withColumn("charge_month", F.date_format("charge_date", "yyyy-MM"))
-    return df.select(*GOLD_COST_DAILY_SCHEMA.names)
-
-
 def _previous_month(month: str) -> str:
     year, mon = int(month[:4]), int(month[5:7])
     return f"{year - 1}-12" if mon == 1 else f"{year}-{mon - 1:02d}"
