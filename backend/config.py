@@ -104,7 +104,15 @@ class Settings(BaseSettings):
     s3_secret_access_key: SecretStr | None = None
     s3_region: str = "us-east-1"
 
-    # --- Spark ---------------------------------------------------------------------
+    # --- Spark (the compute engine of the medallion and analytics jobs) ----------------
+    # sail = an embedded Spark Connect server (Rust, no JVM) started with the app; jvm = classic local
+    # Spark in a JVM (needs Java 17+). SPARK_REMOTE, when set, wins over both: any Spark Connect
+    # server (a Spark 4 cluster with delta-spark on its classpath is the scale path).
+    spark_engine: str = Field(default="sail", pattern="^(sail|jvm)$")
+    spark_remote: str = Field(default="", description="sc://host:15002 of a Spark Connect server; empty = embedded")
+    # Worker threads of the embedded Sail server; 0 = one per core.
+    sail_parallelism: int = Field(default=0, ge=0)
+    # The JVM engine's master and memory (unused by Sail and remote servers).
     spark_master: str = "local[*]"
     # The driver JVM is the executor too (local mode): Spark gives 60% of (heap - 300 MB) to execution
     # and storage, and silver's sort of the 5M-row estate fills it, so the JVM's RSS is about the heap plus

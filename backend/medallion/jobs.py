@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F  # noqa: N812  (the PySpark convention)
-from pyspark.sql.pandas.types import from_arrow_schema
 
 from backend.config import Settings
 from backend.lake import Lake
+from backend.lake import engine as delta
+from backend.lake.engine import Scratch, sql_list
 from backend.medallion import gold, silver, staging
 from backend.medallion.parse import BRONZE_INPUT_COLUMNS
 from backend.medallion.schemas import (
     BRONZE_COST_RECORDS,
+    BRONZE_SCHEMA,
     GOLD_COST_BY_TAG,
     GOLD_COST_BY_TAG_SCHEMA,
     GOLD_COST_CHANGES,
@@ -37,6 +36,7 @@ from backend.medallion.schemas import (
     SILVER_COSTS,
     SILVER_COSTS_SCHEMA,
     SILVER_FX_RATES,
+    SILVER_FX_RATES_SCHEMA,
     SILVER_PARTITION_BY,
     SILVER_QUARANTINE,
     SILVER_QUARANTINE_SCHEMA,
@@ -84,28 +84,6 @@ class MedallionStats:
 
 
 # --- reading -------------------------------------------------------------------------------------
-def _spark_frame(spark: SparkSession, arrow: pa.Table, schema: pa.Schema) -> DataFrame:
-    if arrow.num_rows == 0:
-        return spark.createDataFrame([], from_arrow_schema(schema))
-    return spark.createDataFrame(arrow)
-
-
-def read_files(
-    spark: SparkSession, lake: Lake, table: str, uris: list[str], schema: pa.Schema, columns: list[str] | None = None
-) -> DataFrame:
-    """Delta data files as a Spark DataFrame: Spark reads local Parquet itself (in parallel); for S3 the
-    rows come through delta-rs as Arrow (this Spark has no S3 filesystem jars)."""
-    wanted = pa.schema([schema.field(c) for c in columns]) if columns else schema
-    if not uris:
-        return spark.createDataFrame([], from_arrow_schema(wanted))
-    if lake.location.is_s3:
-        return _spark_frame(spark, lake.read_files_arrow(table, uris, columns=wanted.names), wanted)
-    # Partition columns live in the path, not the files: read the file columns and let callers derive them.
-    part_cols = {"ingest_date", *SILVER_PARTITION_BY, "charge_month"}
-    file_schema = pa.schema([f for f in wanted if f.name not in part_cols])
-    return spark.read.schema(from_arrow_schema(file_schema)).parquet(*uris)
-
-
 def new_bronze_files(lake: Lake, processed_version: int | None, current_version: int) -> list[str]:
     """Files bronze added after `processed_version` (bronze is append-only, so new files = new rows)."""
     current = lake.file_uris(BRONZE_COST_RECORDS, version=current_version)
@@ -115,17 +93,15 @@ def new_bronze_files(lake: Lake, processed_version: int | None, current_version:
     return [u for u in current if u not in seen]
 
 
+def _months_where(column: str, months: list[str] | None) -> str | None:
+    if months is None:
+        return None
+    return f"`{column}` IN ({sql_list(months)})" if months else "false"
+
+
 def read_silver(spark: SparkSession, lake: Lake, months: list[str] | None) -> DataFrame:
-    """Silver rows of the given months (all when None)."""
-    if not lake.exists(SILVER_COSTS):
-        return spark.createDataFrame([], from_arrow_schema(SILVER_COSTS_SCHEMA))
-    filters = None if months is None else [("x_ChargeMonth", "in", months)]
-    if lake.location.is_s3:
-        arrow = lake.read_arrow(SILVER_COSTS, filters=filters)
-        return _spark_frame(spark, arrow.cast(SILVER_COSTS_SCHEMA), SILVER_COSTS_SCHEMA)
-    uris = lake.file_uris(SILVER_COSTS, partition_filters=filters)
-    df = read_files(spark, lake, SILVER_COSTS, uris, SILVER_COSTS_SCHEMA)
-    return df.withColumn("x_ChargeMonth", F.date_format("x_ChargeDate", "yyyy-MM"))
+    """Silver rows of the given months (all when None), partition-pruned by the engine."""
+    return delta.read(spark, lake, SILVER_COSTS, SILVER_COSTS_SCHEMA, where=_months_where("x_ChargeMonth", months))
 
 
 def _previous_month(month: str) -> str:
@@ -133,63 +109,13 @@ def _previous_month(month: str) -> str:
     return f"{year - 1}-12" if mon == 1 else f"{year}-{mon - 1:02d}"
 
 
-# A run killed mid-way (SIGKILL, power loss) cannot remove its scratch; the next run does. Runs are
-# serialised by the pipeline lock and take minutes, so anything this old belongs to a dead run.
-STALE_SCRATCH_S = 6 * 3600
-
-
-def _sweep(base: Path) -> None:
-    if not base.is_dir():
-        return
-    now = time.time()
-    for path in base.iterdir():
-        try:
-            if now - path.stat().st_mtime > STALE_SCRATCH_S:
-                shutil.rmtree(path, ignore_errors=True)
-                log.info("removed stale scratch %s", path)
-        except FileNotFoundError:
-            continue
-
-
-class Scratch:
-    """Intermediate results written once as Parquet on local disk and read back, instead of cached.
-
-    Spark's in-memory cache of wide rows (strings, maps, arrays) is slow to build and to scan, and at
-    millions of rows it spills and pressures the driver heap (measured at 1M rows: caching the validated
-    rows 49 s, writing them as Parquet 12 s). Files are also read by column, so later passes that need
-    a few columns scan only those. Needs a local master (executors share the disk); on any other master
-    it falls back to `persist`.
-    """
-
-    def __init__(self, spark: SparkSession, run_id: str) -> None:
-        self.spark = spark
-        self.local = spark.sparkContext.master.startswith("local")
-        base = Path(spark.conf.get("spark.local.dir", "/tmp")).joinpath("costlake-scratch")
-        self.root = base / f"{run_id}-{uuid.uuid4().hex[:8]}"
-        self.persisted: list[DataFrame] = []
-        _sweep(base)
-
-    def keep(self, frame: DataFrame, name: str) -> DataFrame:
-        if not self.local:
-            kept = frame.persist()
-            self.persisted.append(kept)
-            return kept
-        path = str(self.root / name)
-        frame.write.mode("overwrite").parquet(path)
-        return self.spark.read.parquet(path)
-
-    def __enter__(self) -> Scratch:
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        for frame in self.persisted:
-            frame.unpersist()
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
 # --- the run -------------------------------------------------------------------------------------
 def run_silver(spark: SparkSession, lake: Lake, stats: MedallionStats, *, run_id: str) -> set[str]:
-    """Bronze files not yet processed -> silver MERGE + quarantine MERGE. Returns the touched months."""
+    """Bronze files not yet processed -> quarantine MERGE + silver MERGE. Returns the touched months.
+
+    The engine reads the new bronze files, decodes the payloads (Python workers), validates, and
+    writes quarantine and silver; the driver only sees counts and the slice lists of the MERGE.
+    """
     current = lake.version(BRONZE_COST_RECORDS)
     stats.bronze_version = current
     if current is None:
@@ -201,29 +127,18 @@ def run_silver(spark: SparkSession, lake: Lake, stats: MedallionStats, *, run_id
         return set()
     uris = new_bronze_files(lake, processed, current)
     stats.bronze_files = len(uris)
+    progress = (BRONZE_PROGRESS_APP_ID, current)
     if not uris:
-        lake.append(
-            SILVER_COSTS,
-            SILVER_COSTS_SCHEMA.empty_table(),
-            run_id=run_id,
-            partition_by=SILVER_PARTITION_BY,
-            app_transaction=(BRONZE_PROGRESS_APP_ID, current),
-        )
+        silver.record_progress(lake, progress, run_id=run_id)
         return set()
     t0 = time.perf_counter()
-    bronze = lake.read_files_arrow(BRONZE_COST_RECORDS, uris, columns=BRONZE_INPUT_COLUMNS)
-    stats.bronze_messages = bronze.num_rows
-    with Scratch(spark, run_id) as area:
-        payload_dir = area.root / "payloads" if area.local else None
-        try:
-            validated = area.keep(staging.validated(spark, bronze, payload_dir), "validated")
-        except Exception as exc:  # any reader failure: the Python decoder then judges payload by payload
-            if payload_dir is None:
-                raise
-            # A payload whose footer reads but whose pages do not fails Spark's whole read; the Python
-            # decoder turns exactly that payload into a quarantined row and keeps the rest.
-            log.warning("Spark could not read a Parquet payload (%s); decoding this run in Python", exc)
-            validated = area.keep(staging.validated(spark, bronze, None), "validated")
+    file_schema = pa.schema([BRONZE_SCHEMA.field(c) for c in BRONZE_INPUT_COLUMNS])
+    bronze = delta.read_files(spark, uris, file_schema)
+    stats.bronze_messages = bronze.count()  # a count reads no column of the files
+    delta.sweep_scratch(lake)
+    with Scratch(spark, lake, run_id) as area:
+        # Decoded and validated once: the counts, the quarantine and the transform all read it.
+        validated = area.keep(staging.validated(bronze), "validated")
         stats.seconds["silver_decode"] = round(time.perf_counter() - t0, 2)
         ok = F.size("_rules") == 0
         counts = {
@@ -233,44 +148,19 @@ def run_silver(spark: SparkSession, lake: Lake, stats: MedallionStats, *, run_id
         stats.valid_rows = sum(n for (good, _), n in counts.items() if good)
         stats.quarantined = sum(n for (good, _), n in counts.items() if not good)
         stats.source_rows = stats.valid_rows + stats.quarantined
-        valid_modes = {mode for (good, mode), n in counts.items() if good and n}
+        valid_modes = sorted({mode for (good, mode), n in counts.items() if good and n})
         now = datetime.now(UTC)
-        quarantined = silver.quarantine(validated.where(~ok), run_id=run_id, now=now).toArrow()
-        # Quarantine first: the silver commit records the bronze version as processed, so whatever
+        # Quarantine first: the silver progress mark says the bronze version is processed, so whatever
         # must land for that version has to be durable before it.
-        silver.merge_quarantine(lake, quarantined, run_id=run_id)
+        if stats.quarantined:
+            silver.merge_quarantine(spark, lake, silver.quarantine(validated.where(~ok), run_id=run_id, now=now))
         stats.seconds["silver_quarantine"] = round(time.perf_counter() - t0 - stats.seconds["silver_decode"], 2)
-        rows = silver.transform(validated.where(ok), run_id=run_id, now=now)
-        progress = (BRONZE_PROGRESS_APP_ID, current)
-        if len(valid_modes) == 1 and lake.count(SILVER_COSTS) == 0:
-            # First load (or a rebuild): MERGE into nothing is an insert of rows already unique per key
-            # (one merge mode), so the executors write the files and delta-rs commits them - no MERGE,
-            # no rows through the driver.
-            t_write = time.perf_counter()
-            written = lake.write_frame(
-                SILVER_COSTS,
-                rows.select(*SILVER_COSTS_SCHEMA.names),
-                schema=SILVER_COSTS_SCHEMA,
-                partition_by=SILVER_PARTITION_BY,
-                run_id=run_id,
-                app_transaction=progress,
-            )
-            source_counts = lake.read_arrow(SILVER_COSTS, columns=["x_SourceRowCount"]).column(0)
-            stats.superseded_rows = stats.valid_rows - int(pc.sum(source_counts).as_py() or 0)
-            merged = silver.SilverWrite(
-                upserted=written.rows, months={p[SILVER_PARTITION_BY[0]] for p in written.partitions}
-            )
-        else:
-            arrow = rows.toArrow()
-            # The MERGE replaces whole (family, scope, day) slices, all of them days of the new rows.
-            days = pc.unique(pc.cast(arrow["x_ChargeDate"], pa.string())).to_pylist()
-            for day in sorted(d for d in days if d is not None):
-                stats.touched_days.setdefault(day[:7], []).append(day)
-            stats.superseded_rows = stats.valid_rows - int(pc.sum(arrow["x_SourceRowCount"]).as_py() or 0)
-            t_write = time.perf_counter()
-            merged = silver.merge_silver(lake, arrow, run_id=run_id, app_transaction=progress)
-    # compute = decode, validate, quarantine (+ transform on the MERGE path); write = the silver commit
-    # (on the first-load path the transform runs inside it, in the executors).
+        t_write = time.perf_counter()
+        rows = area.keep(silver.transform(validated.where(ok), run_id=run_id, now=now), "rows")
+        merged = silver.write_silver(spark, lake, rows, valid_modes, run_id=run_id)
+        stats.superseded_rows = stats.valid_rows - merged.source_rows
+        stats.touched_days = merged.touched_days
+        silver.record_progress(lake, progress, run_id=run_id)
     stats.seconds["silver_compute"] = round(t_write - t0, 2)
     stats.seconds["silver_write"] = round(time.perf_counter() - t_write, 2)
     stats.silver_upserted = merged.upserted
@@ -288,11 +178,7 @@ def run_silver(spark: SparkSession, lake: Lake, stats: MedallionStats, *, run_id
 
 def _read_gold(spark: SparkSession, lake: Lake, table: str, schema: pa.Schema, months: list[str]) -> DataFrame:
     """Stored rows of a monthly gold table for the given months, in the table's column order."""
-    uris = lake.file_uris(table, partition_filters=[("charge_month", "in", months)]) if lake.exists(table) else []
-    df = read_files(spark, lake, table, uris, schema)
-    if "charge_month" not in df.columns:  # a partition column lives in the path, not in the files
-        df = df.withColumn("charge_month", F.date_format("charge_date", "yyyy-MM"))
-    return df.select(*schema.names)
+    return delta.read(spark, lake, table, schema, where=_months_where("charge_month", months))
 
 
 def _stored_tag_keys(lake: Lake, months: list[str], touched: list[date]) -> dict[str, tuple[set, set]]:
@@ -374,7 +260,7 @@ def run_gold(
     whole = None if months is None else [m for m in months if m not in partial]
     silver_month = read_silver(spark, lake, months)
     silver_rows = silver_month
-    with Scratch(spark, run_id) as area:
+    with Scratch(spark, lake, run_id) as area:
         if partial:
             # Filtered right at the read, so Parquet statistics on the charge date can skip row groups. The
             # touched days are few rows: kept once, so the family and tag-key checks, the daily and by-tag
@@ -405,7 +291,7 @@ def run_gold(
                 tag_partial[m] = every
         fx = None
         if lake.exists(SILVER_FX_RATES):
-            fx = spark.createDataFrame(lake.read_arrow(SILVER_FX_RATES))
+            fx = delta.read(spark, lake, SILVER_FX_RATES, SILVER_FX_RATES_SCHEMA)
         t_scratch = time.perf_counter()
         # Written once, read by the daily table, the monthly summary, movers and start/stop.
         daily = gold.cost_daily(silver_rows, run_id=run_id, fx=fx)
@@ -425,9 +311,12 @@ def run_gold(
         log.info("gold %s: %s rows in %.1fs", "scratch (daily + movers)", 0, time.perf_counter() - t_scratch)
         target = F.lit(True) if months is None else F.col("charge_month").isin(*months)
         by_tag = _cost_by_tag(spark, lake, silver_month, silver_rows, whole, partial, tag_partial, run_id=run_id)
+        if tag_partial:
+            # It unions stored rows of the months it replaces: materialised before the replace reads them.
+            by_tag = area.keep(by_tag, "by_tag")
         existing_tags = None
         if months is not None and lake.exists(GOLD_RESOURCE_TAGS):
-            existing_tags = spark.createDataFrame(lake.read_arrow(GOLD_RESOURCE_TAGS))
+            existing_tags = delta.read(spark, lake, GOLD_RESOURCE_TAGS, GOLD_RESOURCE_TAGS_SCHEMA)
         outputs = {
             GOLD_COST_DAILY: daily_all.where(target),
             GOLD_MONTHLY_SUMMARY: gold.monthly_summary(daily_all, run_id=run_id, months=months),
@@ -436,31 +325,21 @@ def run_gold(
             GOLD_COST_CHANGES: gold.cost_changes(daily_all, run_id=run_id, months=months, base=movers),
         }
         written: dict[str, int] = {}
-        filters = None if months is None else [("charge_month", "in", list(months))]
         for table, frame in outputs.items():
             t0 = time.perf_counter()
-            # Executors write each table's files; delta-rs replaces exactly the target months (or, on
-            # a full rebuild, everything) in one commit.
-            out = lake.write_frame(
-                table,
-                frame,
-                schema=MONTHLY_GOLD[table],
-                mode="overwrite",
-                partition_by=["charge_month"],
-                partition_filters=filters,
-                run_id=run_id,
+            # One commit per table: exactly the target months replaced (on a full rebuild, everything).
+            written[table] = delta.replace(
+                frame, lake, table, MONTHLY_GOLD[table], partition_by=["charge_month"], values=months
             )
-            written[table] = out.rows
-            log.info("gold %s: %s rows in %.1fs", table, out.rows, time.perf_counter() - t0)
+            log.info("gold %s: %s rows in %.1fs", table, written[table], time.perf_counter() - t0)
         t0 = time.perf_counter()
         # First/last seen folds into what the table held, so the touched days' silver rows are enough.
+        # Small dimension table, written whole: materialised first, since it reads the table it replaces.
         tags = gold.resource_tags(silver_rows, run_id=run_id, existing=existing_tags)
-        # Small dimension table: first/last seen folded with what it held, written whole.
-        out = lake.write_frame(
-            GOLD_RESOURCE_TAGS, tags, schema=GOLD_RESOURCE_TAGS_SCHEMA, mode="overwrite", run_id=run_id
-        )
-        written[GOLD_RESOURCE_TAGS] = out.rows
-        log.info("gold %s: %s rows in %.1fs", GOLD_RESOURCE_TAGS, out.rows, time.perf_counter() - t0)
+        if existing_tags is not None:
+            tags = area.keep(tags, "resource_tags")
+        written[GOLD_RESOURCE_TAGS] = delta.replace(tags, lake, GOLD_RESOURCE_TAGS, GOLD_RESOURCE_TAGS_SCHEMA)
+        log.info("gold %s: %s rows in %.1fs", GOLD_RESOURCE_TAGS, written[GOLD_RESOURCE_TAGS], time.perf_counter() - t0)
     return written
 
 

@@ -6,14 +6,14 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import pyarrow as pa
-import pyarrow.compute as pc
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F  # noqa: N812  (the PySpark convention)
 from pyspark.sql import types as T  # noqa: N812
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from backend.lake import Lake
+from backend.lake import engine as delta
+from backend.lake.engine import conform, ensure_table, sql_list
 from backend.medallion.frames import aggregate_repeated
 from backend.medallion.parse import LINEAGE_FIELDS, STAGING_FIELDS, STAGING_SCHEMA, explode_batches
 from backend.medallion.schemas import (
@@ -161,10 +161,15 @@ def _charge_date(text: Column, data_type: T.DataType = _TEXT) -> Column:
         return F.to_date(text)  # the session is UTC: the day the text route would read
     first = F.split(F.trim(text), "[ T]").getItem(0)
     return F.coalesce(
-        F.when(first.rlike(r"^\d{4}-\d{2}-\d{2}$"), F.try_to_date(first, "yyyy-MM-dd")),
-        F.when(first.rlike(r"^\d{1,2}/\d{1,2}/\d{4}$"), F.try_to_date(first, "M/d/yyyy")),
-        F.when(first.rlike(r"^\d{8}(\.0+)?$"), F.try_to_date(F.substring(first, 1, 8), "yyyyMMdd")),
+        F.when(first.rlike(r"^\d{4}-\d{2}-\d{2}$"), _try_date(first, "yyyy-MM-dd")),
+        F.when(first.rlike(r"^\d{1,2}/\d{1,2}/\d{4}$"), _try_date(first, "M/d/yyyy")),
+        F.when(first.rlike(r"^\d{8}(\.0+)?$"), _try_date(F.substring(first, 1, 8), "yyyyMMdd")),
     )
+
+
+def _try_date(text: Column, fmt: str) -> Column:
+    # try_to_timestamp rather than try_to_date: Sail lacks the latter; both engines give null for 2026-02-31.
+    return F.to_date(F.try_to_timestamp(text, F.lit(fmt)))
 
 
 def _parse_tags(text: Column, data_type: T.DataType = _TEXT) -> Column:
@@ -178,20 +183,23 @@ def _parse_tags(text: Column, data_type: T.DataType = _TEXT) -> Column:
 
 def _normalise_tags(parsed: Column) -> Column:
     """Keys trimmed and case-folded, values trimmed, empty keys dropped; never null (no tags = empty map)."""
-    # Map functions rather than map -> entries -> filter -> transform -> map: a third of validate's CPU
-    # less (8 CPU-seconds per million rows). Keys that collide once case-folded keep the last value
-    # (spark.sql.mapKeyDedupPolicy), as before; keys blank once trimmed are dropped after that.
-    trimmed = F.transform_values(parsed, lambda _key, value: F.trim(value))
-    folded = F.transform_keys(trimmed, lambda key, _value: F.lower(F.trim(key)))
-    normalised = F.map_filter(folded, lambda key, _value: key != "")
+    # Entries -> transform -> filter -> map: Sail has no transform_keys / transform_values. Keys that
+    # collide once case-folded keep the last value (spark.sql.mapKeyDedupPolicy; Sail does the same).
+    entries = F.transform(
+        F.map_entries(parsed),
+        lambda e: F.struct(F.lower(F.trim(e["key"])).alias("key"), F.trim(e["value"]).alias("value")),
+    )
+    kept = F.filter(entries, lambda e: e["key"] != "")
+    normalised = F.map_from_entries(kept)
     return F.coalesce(normalised, F.create_map().cast("map<string,string>"))
 
 
 _GUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-# One pattern with one capture (the guid), so a row costs a single regex evaluation at 5M rows: an
-# ARM path `/subscriptions/<guid>[/...]` or a bare guid, optionally in braces. The lookaheads pin
-# what may follow each prefix, so a bare guid with a path after it (`<guid>/x`) is not taken.
-_SUBSCRIPTION_GUID = rf"(?is)^\s*(?:/subscriptions/(?={_GUID}(?:/.*)?\s*$)|\{{?\s*(?={_GUID}\s*\}}?\s*$))({_GUID})"
+# An ARM path `/subscriptions/<guid>[/...]`, or a bare guid, optionally in braces (case-insensitive).
+# Two anchored patterns, no look-around (Sail's regex engine has none): a bare guid with a path after it
+# (`<guid>/x`) matches neither.
+_ARM_SUBSCRIPTION = rf"(?is)^\s*/subscriptions/({_GUID})(?:/.*)?\s*$"
+_BARE_SUBSCRIPTION = rf"(?i)^\s*\{{?\s*({_GUID})\s*\}}?\s*$"
 
 
 def canonical_sub_account_id(value: Column) -> Column:
@@ -202,7 +210,8 @@ def canonical_sub_account_id(value: Column) -> Column:
     two in gold and the mart. An id that is not an Azure subscription (an AWS account, a billing
     profile) is kept: inventing a subscription for it would be wrong. Blank -> null.
     """
-    guid = F.regexp_extract(value, _SUBSCRIPTION_GUID, 1)
+    arm = F.regexp_extract(value, _ARM_SUBSCRIPTION, 1)
+    guid = F.when(arm != "", arm).otherwise(F.regexp_extract(value, _BARE_SUBSCRIPTION, 1))
     return F.when(guid != "", F.concat(F.lit("/subscriptions/"), F.lower(guid))).otherwise(
         F.nullif(F.trim(value), F.lit(""))
     )
@@ -498,47 +507,66 @@ def explode(bronze: DataFrame) -> DataFrame:
 class SilverWrite:
     upserted: int = 0
     deleted_or_cleared: int = 0
+    source_rows: int = 0  # source rows summed into the written rows (valid rows less superseded ones)
     months: set[str] = field(default_factory=set)
+    # Charge days (ISO) per month whose existing silver slices were merged (appended new days are not listed).
+    touched_days: dict[str, list[str]] = field(default_factory=dict)
 
 
-def _sql_list(values) -> str:
-    return ", ".join("'" + str(v).replace("'", "''") + "'" for v in values)
+def _slices(part: DataFrame, batch_col: str) -> tuple[list[str], list[str], list[str], int, int]:
+    """(slices, months, batch ids, rows, source rows) of one mode's rows: one small aggregate on the driver."""
+    row = part.agg(
+        F.collect_set("x_Slice").alias("slices"),
+        F.collect_set("x_ChargeMonth").alias("months"),
+        F.collect_set(batch_col).alias("batches"),
+        F.count(F.lit(1)).alias("n"),
+        F.sum("x_SourceRowCount").alias("source_rows"),
+    ).first()
+    return sorted(row["slices"]), sorted(row["months"]), sorted(row["batches"]), row["n"], int(row["source_rows"] or 0)
 
 
-def to_silver_arrow(table: pa.Table) -> pa.Table:
-    return table.select([f.name for f in SILVER_COSTS_SCHEMA]).cast(SILVER_COSTS_SCHEMA)
+def _stored_slices(spark: SparkSession, lake: Lake, part: DataFrame, months: list[str]) -> list[str]:
+    """Which of these rows' (family, scope, day) slices silver already holds (their months only are read)."""
+    if not lake.exists(SILVER_COSTS):
+        return []
+    stored = delta.read(spark, lake, SILVER_COSTS, SILVER_COSTS_SCHEMA, where=f"x_ChargeMonth IN ({sql_list(months)})")
+    found = stored.select("x_Slice").distinct().join(part.select("x_Slice").distinct(), "x_Slice", "left_semi")
+    return sorted(r[0] for r in found.collect())
 
 
-def merge_silver(
-    lake: Lake, rows: pa.Table, *, run_id: str, app_transaction: tuple[str, int] | None = None
-) -> SilverWrite:
-    """MERGE silver rows (with `_mode`) into silver/costs, mode by mode.
+def write_silver(spark: SparkSession, lake: Lake, rows: DataFrame, modes: list[str], *, run_id: str) -> SilverWrite:
+    """Write transformed silver rows (with `_mode`) into silver/costs, mode by mode.
 
     Semantics: match on SILVER_KEY (null-safe). A FOCUS row sets every column; an actual report
     sets BilledCost (and dimensions) only, an amortized report EffectiveCost only. Within the
     (family, scope, day) slices present in the new rows, target rows last set by another batch and
     absent from the new data were re-rated away: their cost is cleared, and the row deleted when
     no cost is left. An amortized report updates only EffectiveCost on rows that already exist.
-
-    `app_transaction` (the bronze files this is made of) is recorded with the last commit, so a run
-    killed half way leaves it unrecorded and the rerun repeats every step; each step is idempotent.
+    Slices silver has never held (a first load, a new day) are appended: nothing to match, nothing stale.
     """
+    del run_id  # every row already carries x_RunId
     result = SilverWrite()
-    modes = [
-        m
-        for m in (MODE_BOTH, MODE_BILLED, MODE_EFFECTIVE)
-        if rows.num_rows and pc.any(pc.equal(rows["_mode"], m)).as_py()
-    ]
-    txn_recorded = False
-    for i, mode in enumerate(modes):
-        part = rows.filter(pc.equal(rows["_mode"], mode))
-        data = to_silver_arrow(part)
-        slices = pc.unique(data["x_Slice"]).to_pylist()
-        months = pc.unique(data["x_ChargeMonth"]).to_pylist()
-        result.months.update(months)
+    ensure_table(lake, SILVER_COSTS, SILVER_COSTS_SCHEMA, SILVER_PARTITION_BY)
+    # Gold recomputes only the charge days an increment touched; a first load (or rebuild) has every
+    # day of its months new, so it lists none and gold computes those months whole.
+    first_load = lake.count(SILVER_COSTS) == 0
+    for mode in [m for m in (MODE_BOTH, MODE_BILLED, MODE_EFFECTIVE) if m in modes]:
+        part = rows.where(F.col("_mode") == mode).drop("_mode")
         batch_col = "x_EffectiveBatchId" if mode == MODE_EFFECTIVE else "x_BilledBatchId"
-        batches = pc.unique(data[batch_col]).to_pylist()
-        in_months = f"x_ChargeMonth IN ({_sql_list(months)})"
+        slices, months, batches, n, source_rows = _slices(part, batch_col)
+        if not n:
+            continue
+        result.months.update(months)
+        result.source_rows += source_rows
+        result.upserted += n
+        if not first_load:
+            for day in sorted({s.rsplit("|", 1)[1] for s in slices} - set(_flat(result.touched_days))):
+                result.touched_days.setdefault(day[:7], []).append(day)
+        stored = _stored_slices(spark, lake, part, months)
+        if not stored:
+            delta.append(part, lake, SILVER_COSTS, SILVER_COSTS_SCHEMA, SILVER_PARTITION_BY)
+            log.info("silver append (%s): %s rows, %s new slices", mode, n, len(slices))
+            continue
         if mode == MODE_BOTH:
             update_columns, other_cost, cleared = None, None, {}
         elif mode == MODE_BILLED:
@@ -551,84 +579,58 @@ def merge_silver(
             # the amortized one contributes its cost, or inserts amortized-only rows (unused commitments).
             update_columns = ["EffectiveCost", "x_EffectiveBatchId", "x_RunId", "x_UpdatedAt"]
             other_cost, cleared = "BilledCost", {"EffectiveCost": "NULL", "x_EffectiveBatchId": "NULL"}
-        if not _any_slice_stored(lake, slices, months):
-            # Only slices silver has never held (a new day, the usual daily increment): the MERGE could
-            # match nothing and find nothing stale, so it is an append - without scanning and rewriting
-            # the month's files (7.8 of the 11.9 s of a 5M-row estate's one-day increment).
-            last = i == len(modes) - 1
-            lake.append(
-                SILVER_COSTS,
-                data,
-                run_id=run_id,
-                partition_by=SILVER_PARTITION_BY,
-                app_transaction=app_transaction if last else None,
-            )
-            txn_recorded = txn_recorded or (last and app_transaction is not None)
-            result.upserted += data.num_rows
-            log.info("silver append (%s): %s rows, %s new slices", mode, data.num_rows, len(slices))
-            continue
-        # Upsert without WHEN NOT MATCHED BY SOURCE: with that clause delta-rs scans every file of the
-        # table (delta-rs#4535), all 13 months of a 5M-row silver in the driver's memory (5.5 GB).
-        metrics = lake.merge(
+        in_months = f"x_ChargeMonth IN ({sql_list(months)})"
+        metrics = delta.merge(
+            spark,
+            lake,
             SILVER_COSTS,
-            data,
+            conform(part, SILVER_COSTS_SCHEMA),
             keys=SILVER_KEY,
-            run_id=run_id,
-            partition_by=SILVER_PARTITION_BY,
             update_columns=update_columns,
-            extra_predicate=f"t.{in_months}",
+            target_predicate=f"t.{in_months}",
         )
         # Then the rows of these slices the new data did not re-send. After the upsert every row it
         # matched or inserted carries one of the data's batch ids, so "another batch" is exactly what
-        # NOT MATCHED BY SOURCE selected; the month predicate keeps both scans to the touched months.
+        # a NOT MATCHED BY SOURCE clause would select; the month predicate prunes both scans.
         stale = (
-            f"{in_months} AND x_Slice IN ({_sql_list(slices)}) AND "
-            f"({batch_col} IS NULL OR {batch_col} NOT IN ({_sql_list(batches)}))"
+            f"{in_months} AND x_Slice IN ({sql_list(stored)}) AND "
+            f"({batch_col} IS NULL OR {batch_col} NOT IN ({sql_list(batches)}))"
         )
-        gone = lake.delete(
-            SILVER_COSTS, stale if other_cost is None else f"{stale} AND {other_cost} IS NULL", run_id=run_id
+        removed = delta.delete(
+            spark, lake, SILVER_COSTS, stale if other_cost is None else f"{stale} AND {other_cost} IS NULL"
         )
-        removed = int(gone.get("num_deleted_rows", 0))
         if cleared:
-            removed += int(lake.update(SILVER_COSTS, cleared, stale, run_id=run_id).get("num_updated_rows", 0))
-        result.upserted += data.num_rows
+            removed += delta.update(spark, lake, SILVER_COSTS, cleared, stale)
         result.deleted_or_cleared += removed
         log.info(
-            "silver merge (%s): %s rows, %s slices, %s stale rows removed or cleared, metrics %s",
+            "silver merge (%s): %s rows, %s slices (%s stored), %s stale rows removed or cleared, metrics %s",
             mode,
-            data.num_rows,
+            n,
             len(slices),
+            len(stored),
             removed,
             metrics,
-        )
-    if app_transaction is not None and not txn_recorded:
-        # Recorded on its own (empty) commit after every step above, or when nothing valid arrived:
-        # these bronze files are processed.
-        lake.append(
-            SILVER_COSTS,
-            SILVER_COSTS_SCHEMA.empty_table(),
-            run_id=run_id,
-            app_transaction=app_transaction,
-            partition_by=SILVER_PARTITION_BY,
         )
     return result
 
 
-def _any_slice_stored(lake: Lake, slices: list[str], months: list[str]) -> bool:
-    """Whether silver already holds a row of any of these (family, scope, day) slices (one column of their months read)."""
-    if not lake.exists(SILVER_COSTS):
-        return False
-    # Only the partition filter goes to the reader: delta-rs serves x_Slice as string_view, which
-    # pyarrow cannot compare with a string filter's statistics.
-    stored = lake.read_arrow(SILVER_COSTS, columns=["x_Slice"], filters=[("x_ChargeMonth", "in", months)])
-    found = pc.is_in(stored.column("x_Slice").cast(pa.string()), value_set=pa.array(slices, pa.string()))
-    return bool(pc.any(found).as_py())
+def _flat(days: dict[str, list[str]]) -> list[str]:
+    return [d for ds in days.values() for d in ds]
 
 
-def merge_quarantine(lake: Lake, rows: pa.Table, *, run_id: str) -> int:
+def record_progress(lake: Lake, progress: tuple[str, int], *, run_id: str) -> None:
+    """Record that silver has processed bronze up to a version: its own (empty) commit after every write,
+    so a run killed half way leaves it unrecorded and the rerun repeats every (idempotent) step."""
+    lake.append(
+        SILVER_COSTS,
+        SILVER_COSTS_SCHEMA.empty_table(),
+        run_id=run_id,
+        app_transaction=progress,
+        partition_by=SILVER_PARTITION_BY,
+    )
+
+
+def merge_quarantine(spark: SparkSession, lake: Lake, rows: DataFrame) -> None:
     """Quarantine MERGEs on the source row's position, so reprocessing bronze never duplicates it."""
-    if rows.num_rows == 0:
-        return 0
-    data = rows.select([f.name for f in SILVER_QUARANTINE_SCHEMA]).cast(SILVER_QUARANTINE_SCHEMA)
-    lake.merge(SILVER_QUARANTINE, data, keys=SILVER_QUARANTINE_KEY, run_id=run_id)
-    return data.num_rows
+    ensure_table(lake, SILVER_QUARANTINE, SILVER_QUARANTINE_SCHEMA)
+    delta.merge(spark, lake, SILVER_QUARANTINE, conform(rows, SILVER_QUARANTINE_SCHEMA), keys=SILVER_QUARANTINE_KEY)
