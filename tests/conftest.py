@@ -76,6 +76,9 @@ def kafka_topic() -> str:
 
 
 # --- S3 -----------------------------------------------------------------------------
+S3_TEST_KEY, S3_TEST_SECRET = "testing", "testing-secret"
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """moto in server mode, in its own process (delta-rs calls that hold the GIL would starve an
@@ -108,8 +111,8 @@ def s3_settings(s3_endpoint: str, tmp_path: Path) -> Settings:
         tmp_path,
         lake_uri=f"s3://{bucket}/costlake",
         s3_endpoint_url=s3_endpoint,
-        s3_access_key_id="testing",
-        s3_secret_access_key="testing-secret",
+        s3_access_key_id=S3_TEST_KEY,
+        s3_secret_access_key=S3_TEST_SECRET,
     )
     ensure_lake(lake_location(settings))
     return settings
@@ -117,11 +120,23 @@ def s3_settings(s3_endpoint: str, tmp_path: Path) -> Settings:
 
 # --- Spark --------------------------------------------------------------------------
 @pytest.fixture(scope="session")
-def spark(tmp_path_factory: pytest.TempPathFactory):
-    """One local Spark session for the run (start costs ~8 s)."""
+def spark(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str):
+    """One session on the default engine (embedded Sail) for the run.
+
+    The engine reaches S3 with the credentials its process had when it started (as in the app, where
+    the lake is one per process): every S3 test lake is a bucket on the one test server, so the engine
+    is started with that server's endpoint and keys.
+    """
     from backend.runtime.spark import get_spark, stop_spark
 
-    session = get_spark(make_settings(tmp_path_factory.mktemp("spark")))
+    settings = make_settings(
+        tmp_path_factory.mktemp("spark"),
+        lake_uri="s3://engine-fixture/lake",
+        s3_endpoint_url=s3_endpoint,
+        s3_access_key_id=S3_TEST_KEY,
+        s3_secret_access_key=S3_TEST_SECRET,
+    )
+    session = get_spark(settings)
     yield session
     stop_spark()
 

@@ -1,18 +1,10 @@
-"""Delta table I/O through delta-rs: append, partition replace, MERGE, history — the only place that touches table files."""
+"""Delta table I/O through delta-rs for what needs no engine: ingest appends, progress marks, small tables, history, maintenance."""
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
-import time
-import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
 
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, write_deltalake
@@ -22,21 +14,9 @@ from backend.config import Settings
 from backend.lake.storage import LakeLocation, lake_location
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    pass
 
 log = logging.getLogger(__name__)
-
-# Spark's name for a null partition value in a directory name.
-_HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
-
-
-@dataclass
-class FrameWrite:
-    """What `Lake.write_frame` committed: rows, files and the partition values they landed in."""
-
-    rows: int = 0
-    files: int = 0
-    partitions: list[dict[str, str | None]] = field(default_factory=list)
 
 
 def _commit(run_id: str | None, operation: str, extra: dict[str, str] | None = None) -> CommitProperties:
@@ -117,16 +97,6 @@ class Lake:
     def file_uris(self, table: str, *, version: int | None = None, partition_filters: Any = None) -> list[str]:
         """Active data files (of `version`, optionally only partitions matching pyarrow-style filters)."""
         return self.table(table, version=version).file_uris(partition_filters=partition_filters)
-
-    def read_files_arrow(self, table: str, uris: Sequence[str], *, columns: Sequence[str] | None = None) -> pa.Table:
-        """Only the given data files of the table (e.g. the files a newer version added) as Arrow."""
-        import pyarrow.dataset as ds
-
-        wanted = {u.rstrip("/").rsplit("/", 1)[-1] for u in uris}
-        dataset = self.table(table).to_pyarrow_dataset()
-        fragments = [f for f in dataset.get_fragments() if f.path.rsplit("/", 1)[-1] in wanted]
-        subset = ds.FileSystemDataset(fragments, dataset.schema, dataset.format, dataset.filesystem)
-        return subset.to_table(columns=list(columns) if columns else None)
 
     def version(self, table: str) -> int | None:
         try:
@@ -280,147 +250,6 @@ class Lake:
         if insert:
             merger = merger.when_not_matched_insert_all()
         return merger.execute()
-
-    def write_frame(
-        self,
-        table: str,
-        frame: DataFrame,
-        *,
-        schema: pa.Schema,
-        mode: str = "append",
-        partition_by: Sequence[str] | None = None,
-        partition_filters: Sequence[tuple[str, str, Sequence[str]]] | None = None,
-        run_id: str | None = None,
-        app_transaction: tuple[str, int] | None = None,
-    ) -> FrameWrite:
-        """Write a Spark DataFrame (columns in `schema` order) as one Delta commit.
-
-        `mode` "append" adds the rows; "overwrite" replaces the partitions matching `partition_filters`
-        (("col", "in", values) only), or the whole table without filters. On a local lake the executors
-        write Parquet in parallel and delta-rs commits their add actions, so no row passes through the
-        driver; on S3 (this Spark has no S3 filesystem) the rows come to the driver as Arrow.
-        """
-        if mode not in ("append", "overwrite"):
-            raise ValueError(f"write_frame mode must be 'append' or 'overwrite', not {mode!r}")
-        for column, op, _ in partition_filters or ():
-            if op != "in" or column not in (partition_by or ()):
-                raise ValueError(f"write_frame filters must be (partition column, 'in', values), got {column!r} {op!r}")
-        if self.location.is_s3:
-            return self._write_frame_arrow(
-                table, frame, schema=schema, mode=mode, partition_by=partition_by,
-                partition_filters=partition_filters, run_id=run_id, app_transaction=app_transaction,
-            )  # fmt: skip
-        root = Path(self.uri(table))
-        staging = root / f"_staging-{uuid.uuid4().hex}"
-        # Spark writes timestamps as INT96 unless told otherwise; Delta readers expect microseconds.
-        frame.sparkSession.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
-        moved: list[Path] = []
-        try:
-            writer = frame.write.mode("errorifexists")
-            if partition_by:
-                writer = writer.partitionBy(*partition_by)
-            writer.parquet(str(staging))
-            adds, result = self._stage_adds(staging, root, moved)
-            props = _with_txn(_commit(run_id, "write_frame", {"costlake.mode": mode}), app_transaction)
-            if not self.exists(table):
-                from deltalake import Schema as DeltaSchema
-                from deltalake.transaction import create_table_with_add_actions
-
-                create_table_with_add_actions(
-                    self.uri(table),
-                    DeltaSchema.from_arrow(schema),
-                    adds,
-                    mode="append",
-                    partition_by=list(partition_by) if partition_by else None,
-                    storage_options=self.storage_options or None,
-                    commit_properties=props,
-                )
-            else:
-                self.table(table).create_write_transaction(
-                    adds,
-                    mode=mode,
-                    schema=schema,
-                    partition_by=list(partition_by) if partition_by else None,
-                    partition_filters=[(c, op, list(v)) for c, op, v in partition_filters]
-                    if partition_filters
-                    else None,
-                    commit_properties=props,
-                )
-        except BaseException:
-            # Files moved into the table but never committed are invisible; remove them so nothing leaks.
-            for path in moved:
-                path.unlink(missing_ok=True)
-            raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        log.info("%s: committed %s rows in %s files (%s)", table, result.rows, result.files, mode)
-        return result
-
-    @staticmethod
-    def _stage_adds(staging: Path, root: Path, moved: list[Path]):
-        """Spark's output files -> Delta add actions, moved next to the table's other files (same partition folders)."""
-        import pyarrow.parquet as pq
-        from deltalake.transaction import AddAction
-
-        adds, result, seen = [], FrameWrite(), set()
-        for dirpath, _, names in os.walk(staging):
-            for name in sorted(names):
-                if not name.endswith(".parquet") or name.startswith((".", "_")):
-                    continue  # _SUCCESS and Hadoop's .crc checksums stay behind and go with the staging folder
-                source = Path(dirpath) / name
-                rows = pq.read_metadata(source).num_rows
-                if rows == 0:
-                    continue
-                rel = source.relative_to(staging)
-                values = {}
-                for part in rel.parts[:-1]:
-                    key, _, value = part.partition("=")
-                    values[unquote(key)] = None if value == _HIVE_NULL else unquote(value)
-                target = root / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(source, target)
-                moved.append(target)
-                stat = target.stat()
-                adds.append(
-                    AddAction(
-                        path=rel.as_posix(),
-                        size=stat.st_size,
-                        partition_values=values,
-                        modification_time=int(stat.st_mtime * 1000) or int(time.time() * 1000),
-                        data_change=True,
-                        stats=json.dumps({"numRecords": rows}),
-                    )
-                )
-                result.rows += rows
-                result.files += 1
-                key = tuple(sorted(values.items()))
-                if key not in seen:
-                    seen.add(key)
-                    result.partitions.append(values)
-        return adds, result
-
-    def _write_frame_arrow(
-        self, table, frame, *, schema, mode, partition_by, partition_filters, run_id, app_transaction
-    ):
-        data = frame.toArrow().select(schema.names).cast(schema)
-        if mode == "append":
-            self.append(table, data, run_id=run_id, partition_by=partition_by, app_transaction=app_transaction)
-        elif partition_filters:
-            if app_transaction is not None:
-                raise ValueError("app_transaction is only supported with append on S3")
-            predicate = " AND ".join(
-                f"{c} IN ({', '.join(_sql_literal(v) for v in values)})" for c, _, values in partition_filters
-            )
-            self.replace_where(table, data, predicate=predicate, run_id=run_id, partition_by=partition_by)
-        else:
-            if app_transaction is not None:
-                raise ValueError("app_transaction is only supported with append on S3")
-            self.overwrite(table, data, run_id=run_id, partition_by=partition_by)
-        partitions = []
-        if partition_by and data.num_rows:
-            keys = data.select(list(partition_by)).group_by(list(partition_by)).aggregate([])
-            partitions = [{k: (None if v is None else str(v)) for k, v in row.items()} for row in keys.to_pylist()]
-        return FrameWrite(rows=data.num_rows, files=0, partitions=partitions)
 
     def delete(self, table: str, predicate: str, *, run_id: str | None = None) -> dict[str, Any]:
         """Delete the rows matching a SQL predicate (a partition column in it prunes the files scanned)."""

@@ -68,7 +68,9 @@ def read_files(spark: SparkSession, uris: Sequence[str], schema: pa.Schema) -> D
     return spark.read.schema(from_arrow_schema(schema)).parquet(*uris)
 
 
-def append(frame: DataFrame, lake: Lake, table: str, schema: pa.Schema, partition_by: Sequence[str] | None = None) -> None:
+def append(
+    frame: DataFrame, lake: Lake, table: str, schema: pa.Schema, partition_by: Sequence[str] | None = None
+) -> None:
     """Append rows (the engine writes the files and commits)."""
     ensure_table(lake, table, schema, partition_by)
     writer = conform(frame, schema).write.format("delta").mode("append")

@@ -150,7 +150,10 @@ def _money(column: Column, data_type: T.DataType = _TEXT) -> Column:
     # is: Spark turns a double into a decimal through its shortest text, as the text route would.
     if isinstance(data_type, T.NumericType):
         return column.try_cast(MONEY_SQL)
-    return F.trim(column).try_cast(MONEY_SQL)
+    text = F.trim(column)
+    # Scientific notation ("1e2", Excel's "1.5E-05") goes through a double: Sail's decimal cast takes
+    # plain digits only. Plain text stays exact.
+    return F.when(text.rlike("[eE]"), text.try_cast("double").try_cast(MONEY_SQL)).otherwise(text.try_cast(MONEY_SQL))
 
 
 def _charge_date(text: Column, data_type: T.DataType = _TEXT) -> Column:
@@ -195,11 +198,17 @@ def _normalise_tags(parsed: Column) -> Column:
 
 
 _GUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-# An ARM path `/subscriptions/<guid>[/...]`, or a bare guid, optionally in braces (case-insensitive).
-# Two anchored patterns, no look-around (Sail's regex engine has none): a bare guid with a path after it
+# An ARM path `/subscriptions/<guid>[/...]`, or a bare guid, optionally in braces, matched on the
+# lower-cased value. Two anchored patterns without look-around, case-sensitive and with ASCII whitespace
+# only: Sail's (Rust) regex has no look-around, and its Unicode-aware `\s` and `(?i)` would take
+# U+2028 as a space and "ſ" as an "s", which Java's do not. A bare guid with a path after it
 # (`<guid>/x`) matches neither.
-_ARM_SUBSCRIPTION = rf"(?is)^\s*/subscriptions/({_GUID})(?:/.*)?\s*$"
-_BARE_SUBSCRIPTION = rf"(?i)^\s*\{{?\s*({_GUID})\s*\}}?\s*$"
+# The end is one optional final line terminator then `\z` (what Java's `$` means, spelt so both engines
+# agree: Rust's `$` takes no terminator).
+_WS = r"[ \t\n\x0B\f\r]"
+_END = r"(?:\r\n|[\n\r\x{85}\x{2028}\x{2029}])?\z"
+_ARM_SUBSCRIPTION = rf"(?s)^{_WS}*/subscriptions/({_GUID})(?:/.*)?{_WS}*{_END}"
+_BARE_SUBSCRIPTION = rf"^{_WS}*\{{?{_WS}*({_GUID}){_WS}*\}}?{_WS}*{_END}"
 
 
 def canonical_sub_account_id(value: Column) -> Column:
@@ -210,11 +219,10 @@ def canonical_sub_account_id(value: Column) -> Column:
     two in gold and the mart. An id that is not an Azure subscription (an AWS account, a billing
     profile) is kept: inventing a subscription for it would be wrong. Blank -> null.
     """
-    arm = F.regexp_extract(value, _ARM_SUBSCRIPTION, 1)
-    guid = F.when(arm != "", arm).otherwise(F.regexp_extract(value, _BARE_SUBSCRIPTION, 1))
-    return F.when(guid != "", F.concat(F.lit("/subscriptions/"), F.lower(guid))).otherwise(
-        F.nullif(F.trim(value), F.lit(""))
-    )
+    folded = F.lower(value)
+    arm = F.regexp_extract(folded, _ARM_SUBSCRIPTION, 1)
+    guid = F.when(arm != "", arm).otherwise(F.regexp_extract(folded, _BARE_SUBSCRIPTION, 1))
+    return F.when(guid != "", F.concat(F.lit("/subscriptions/"), guid)).otherwise(F.nullif(F.trim(value), F.lit("")))
 
 
 def _pricing_model(df_model: Column, commitment_type: Column, pricing_category: Column) -> Column:

@@ -1,4 +1,4 @@
-"""The lake interface on a local folder and on a real S3 server: append, MERGE with null keys, replace_where, history."""
+"""The lake on a local folder and on a real S3 server, through delta-rs and through the engine: append, MERGE with null keys, replace, history."""
 
 from __future__ import annotations
 
@@ -96,53 +96,68 @@ def _frame(spark, rows):
     return spark.createDataFrame(table)
 
 
-@pytest.mark.slow
-def test_write_frame_appends_and_replaces_partitions(lake, spark):
-    """Executors' Parquet (local) or driver Arrow (S3) committed by delta-rs: same rows, types and semantics."""
-    first = lake.write_frame(
-        "gold/t",
-        _frame(spark, [("a", "1.5", "2024-01"), ("b", "2", "2024-02")]),
-        schema=WRITE_SCHEMA,
-        partition_by=["month"],
-        run_id="r1",
-        app_transaction=("app", 3),
-    )
-    assert first.rows == 2 and sorted(p["month"] for p in first.partitions) == ["2024-01", "2024-02"]
-    assert lake.transaction_version("gold/t", "app") == 3
+def test_the_engine_appends_replaces_merges_deletes_and_delta_rs_reads_it(lake, spark):
+    """Delta written by the engine (Sail here) on a local folder and on S3: delta-rs reads every commit.
+
+    Gold, the only layer Costlake replaces by partition, has no map column: see the xfail below."""
+    from backend.lake import engine
+
+    flat = pa.schema([f for f in WRITE_SCHEMA if f.name != "tags"])
+
+    engine.append(_frame(spark, [("a", "1.5", "2024-01"), ("b", "2", "2024-02")]), lake, "gold/t", flat, ["month"])
     out = lake.read_arrow("gold/t")
     assert out.schema.field("at").type == pa.timestamp("us", tz="UTC")
+    assert out.schema.field("key").nullable  # the contract's schema, not the plan's nullability
     assert sorted(out.column("key").to_pylist()) == ["a", "b"]
     # Replace only January: February keeps its row, January's old row is gone.
-    lake.write_frame(
-        "gold/t",
-        _frame(spark, [("c", "3", "2024-01")]),
-        schema=WRITE_SCHEMA,
-        mode="overwrite",
-        partition_by=["month"],
-        partition_filters=[("month", "in", ["2024-01"])],
-        run_id="r2",
+    written = engine.replace(
+        _frame(spark, [("c", "3", "2024-01")]), lake, "gold/t", flat, partition_by=["month"], values=["2024-01"]
     )
-    rows = {r["key"]: (str(r["amount"]), r["month"], dict(r["tags"])) for r in lake.read_arrow("gold/t").to_pylist()}
-    assert rows == {"b": ("2.000000000000", "2024-02", {"env": "b"}), "c": ("3.000000000000", "2024-01", {"env": "c"})}
-    assert lake.count("gold/t") == 2
-    assert lake.history("gold/t")[0]["costlake.run_id"] == "r2"
-    # A MERGE by delta-rs works on the files Spark wrote.
-    lake.merge("gold/t", lake.read_arrow("gold/t").select(WRITE_SCHEMA.names), keys=["key"], run_id="r3")
-    assert lake.count("gold/t") == 2
-    if not lake.location.is_s3:
-        root = lake.uri("gold/t")
-        import os
+    assert written == 1
+    rows = {r["key"]: (str(r["amount"]), r["month"]) for r in lake.read_arrow("gold/t").to_pylist()}
+    assert rows == {"b": ("2.000000000000", "2024-02"), "c": ("3.000000000000", "2024-01")}
+    with pytest.raises(ValueError, match="partition column"):
+        engine.replace(_frame(spark, [("x", "1", "2024-01")]), lake, "gold/u", flat, values=["2024-01"])
 
-        assert not [n for n in os.listdir(root) if n.startswith("_staging")]
-    with pytest.raises(ValueError, match="filters"):
-        lake.write_frame(
-            "gold/t",
-            _frame(spark, []),
-            schema=WRITE_SCHEMA,
-            mode="overwrite",
-            partition_by=["month"],
-            partition_filters=[("key", "in", ["a"])],
-        )
+
+def test_the_engine_merges_null_safe_updates_and_deletes_and_delta_rs_reads_it(lake, spark):
+    from backend.lake import engine
+
+    # A null key matches the same null key; an update may name its columns; the partition predicate prunes.
+    engine.append(
+        _frame(spark, [("b", "2", "2024-02"), (None, "5", "2024-02")]), lake, "silver/m", WRITE_SCHEMA, ["month"]
+    )
+    source = _frame(spark, [(None, "6", "2024-02"), ("d", "7", "2024-02")])
+    metrics = engine.merge(
+        spark, lake, "silver/m", source, keys=["key"], update_columns=["amount"], target_predicate="t.month = '2024-02'"
+    )
+    assert metrics["numTargetRowsInserted"] == 1 and metrics["numTargetRowsUpdated"] == 1
+    amounts = {r["key"]: str(r["amount"]) for r in lake.read_arrow("silver/m").to_pylist()}
+    assert amounts == {"b": "2.000000000000", None: "6.000000000000", "d": "7.000000000000"}
+    assert engine.update(spark, lake, "silver/m", {"amount": "0"}, "key = 'd'") == 1
+    assert engine.delete(spark, lake, "silver/m", "key IS NULL") == 1
+    assert engine.delete(spark, lake, "silver/m", "key = 'nothing'") == 0
+    assert lake.count("silver/m") == 2
+    # delta-rs writes on top of the engine's files, and the engine reads them.
+    lake.merge("silver/m", lake.read_arrow("silver/m").select(WRITE_SCHEMA.names), keys=["key"], run_id="r3")
+    assert engine.read(spark, lake, "silver/m", WRITE_SCHEMA, where="month = '2024-02'").count() == 2
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="pysail 0.7.2 bug: after a replaceWhere overwrite, MERGE into a table with a map column fails "
+    "(UnionExec: Map 'key_value' vs 'entries'). Costlake never MERGEs a table it replaces (gold is replaced, "
+    "silver and quarantine are MERGEd); this test says when Sail fixes it.",
+)
+def test_sail_merge_after_a_replace_where_on_a_map_column(spark, tmp_path):
+    from backend.lake import engine
+
+    lake = lake_from_settings(make_settings(tmp_path))
+    engine.append(_frame(spark, [("a", "1", "2024-01")]), lake, "t", WRITE_SCHEMA, ["month"])
+    engine.replace(
+        _frame(spark, [("c", "3", "2024-01")]), lake, "t", WRITE_SCHEMA, partition_by=["month"], values=["2024-01"]
+    )
+    engine.merge(spark, lake, "t", _frame(spark, [("c", "6", "2024-01")]), keys=["key"])
 
 
 def test_changed_partitions_sees_appends_replaced_and_emptied_months(lake):
