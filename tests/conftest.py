@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from backend.config import Settings
 from backend.mart.db import reader_engine
 from backend.mart.migrate import upgrade
+from backend.runtime.spark import jvm_session
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,21 @@ def spark(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str):
     session = get_spark(settings)
     yield session
     stop_spark()
+
+
+@pytest.fixture(scope="session")
+def spark_jvm(tmp_path_factory: pytest.TempPathFactory):
+    """A classic local JVM Spark session beside the default engine: the pure transforms are proven on both,
+    so moving the jobs to a Spark cluster needs no rewrite (Delta I/O needs delta-spark's jars, not here)."""
+    session, _ = jvm_session(make_settings(tmp_path_factory.mktemp("spark-jvm")))
+    yield session
+    session.stop()
+
+
+@pytest.fixture(params=["sail", "jvm"])
+def engine_spark(request):
+    """The session of each engine in turn, for tests of pure transforms (DataFrame in, DataFrame out)."""
+    return request.getfixturevalue("spark" if request.param == "sail" else "spark_jvm")
 
 
 # --- composed settings ------------------------------------------------------------------

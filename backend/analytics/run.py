@@ -73,13 +73,12 @@ def _money_as_double(table: pa.Table) -> pa.Table:
 
 
 def _gold_frame(spark, lake, table: str, schema: pa.Schema, columns: list[str], as_of: date | None):
-    """A gold table as a Spark DataFrame that Spark reads itself where it can (local lake: executors read
-    the Parquet files in parallel), so the driver never holds the whole table; money as double."""
+    """A gold table as the engine reads it (the driver never holds the whole table); money as double."""
     from pyspark.sql import functions as sf
 
-    from backend.medallion.jobs import read_files
+    from backend.lake import engine
 
-    frame = read_files(spark, lake, table, lake.file_uris(table), schema, columns=columns)
+    frame = engine.read(spark, lake, table, pa.schema([schema.field(c) for c in columns]))
     for name in ("actual_cost", "amortized_cost"):
         frame = frame.withColumn(name, sf.col(name).cast("double"))
     if as_of is not None:

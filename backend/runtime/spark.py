@@ -94,6 +94,8 @@ def _start_sail(settings: Settings) -> str:
     global _sail_server
     if _sail_server is None:
         os.environ.update(sail_environment(settings))
+        # Sail logs through Rust's env_logger; its planner warns on every broadcast hint (a no-op there).
+        os.environ.setdefault("RUST_LOG", "debug" if settings.log_level.upper() == "DEBUG" else "error")
         from pysail.spark import SparkConnectServer
 
         server = SparkConnectServer("127.0.0.1", 0)
@@ -112,7 +114,8 @@ def _connect(url: str, settings: Settings):
     return builder.getOrCreate()
 
 
-def _jvm_session(settings: Settings):
+def jvm_session(settings: Settings):
+    """A classic local JVM Spark session (the `jvm` engine; also how tests prove the transforms on Apache Spark)."""
     from backend.runtime.java import find_java
 
     java = find_java(settings.spark_java_home, settings.run_dir / "java")
@@ -140,7 +143,7 @@ def get_spark(settings: Settings):
         kind = engine_kind(settings)
         detail = ""
         if kind == "jvm":
-            _session, detail = _jvm_session(settings)
+            _session, detail = jvm_session(settings)
             location = settings.spark_master
         else:
             location = settings.spark_remote if kind == "remote" else _start_sail(settings)

@@ -6,9 +6,16 @@ from datetime import date
 from decimal import Decimal
 
 import pyarrow as pa
+import pytest
 
 from backend.medallion import gold
 from backend.medallion.schemas import SILVER_COSTS_SCHEMA
+
+
+@pytest.fixture
+def spark(engine_spark):
+    """Pure transforms: every test here runs on Sail and on JVM Spark (the jobs must move to a cluster unchanged)."""
+    return engine_spark
 
 
 def silver_rows(spark, rows: list[dict]):

@@ -13,6 +13,13 @@ from backend.medallion import silver
 from backend.medallion.parse import STAGING_SCHEMA
 from backend.sources.synthetic import Subscription
 
+
+@pytest.fixture
+def spark(engine_spark):
+    """Pure transforms: every test here runs on Sail and on JVM Spark (the jobs must move to a cluster unchanged)."""
+    return engine_spark
+
+
 GUID = "6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b"
 ARM = f"/subscriptions/{GUID}"
 
