@@ -18,10 +18,11 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 run: setup  ## serve the app on http://localhost:8501 (embedded Postgres, Kafka, lake, Spark)
 	$(BIN)/python -m app.serve --server.port 8501
 
-test: setup  ## lint, then the whole test suite against real embedded servers
+test: setup  ## lint, the whole suite against real embedded servers (Sail), then the pure transforms on JVM Spark
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --engine jvm -m transform
 
 lint: setup
 	$(BIN)/ruff check .

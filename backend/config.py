@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     s3_secret_access_key: SecretStr | None = None
     s3_region: str = "us-east-1"
 
+    # Time travel reach of the Delta tables: the weekly maintenance job vacuums files older than this.
+    lake_vacuum_retention_hours: int = Field(default=168, ge=0)
+
     # --- Spark (the compute engine of the medallion and analytics jobs) ----------------
     # sail = an embedded Spark Connect server (Rust, no JVM) started with the app; jvm = classic local
     # Spark in a JVM (needs Java 17+). SPARK_REMOTE, when set, wins over both: any Spark Connect

@@ -13,7 +13,7 @@ log = logging.getLogger("bench.profile_medallion")
 
 
 def _tree_cpu() -> float:
-    """CPU seconds used so far by this process and its descendants (the JVM), live and exited."""
+    """CPU seconds used so far by this process (the embedded engine runs in it) and its descendants, live and exited."""
     import psutil
 
     root = psutil.Process()
@@ -39,10 +39,10 @@ def main(rows: int) -> None:
     from pyspark.sql import functions as F  # noqa: N812
 
     from backend.config import Settings
-    from backend.lake import lake_from_settings
+    from backend.lake import engine, lake_from_settings
     from backend.medallion import gold, jobs, silver, staging
     from backend.medallion.parse import BRONZE_INPUT_COLUMNS
-    from backend.medallion.schemas import BRONZE_COST_RECORDS
+    from backend.medallion.schemas import BRONZE_COST_RECORDS, BRONZE_SCHEMA
     from backend.runtime.spark import get_spark, stop_spark
     from bench.bench_medallion import build_bronze
 
@@ -52,16 +52,14 @@ def main(rows: int) -> None:
         spark = get_spark(settings)
         lake = lake_from_settings(settings)
         _timed(f"build bronze ({rows:,} rows)", lambda: build_bronze(lake, rows, settings=settings))
-        bronze = lake.read_arrow(BRONZE_COST_RECORDS, columns=BRONZE_INPUT_COLUMNS)
-        frames = staging.stage(spark, bronze, root / "payloads")
+        bronze = engine.read(spark, lake, BRONZE_COST_RECORDS, BRONZE_SCHEMA).select(*BRONZE_INPUT_COLUMNS)
 
         def noop(frame) -> None:
             frame.write.format("noop").mode("overwrite").save()
 
-        _timed("stage (Spark reads payload files)", lambda: [noop(f) for f in frames])
-        _timed("stage + validate", lambda: noop(staging.validated(spark, bronze, root / "payloads")))
-        validate_to_parquet = staging.validated(spark, bronze, root / "payloads").write.parquet
-        _timed("stage + validate -> Parquet", lambda: validate_to_parquet(str(root / "validated")))
+        _timed("stage (decode payloads in the engine)", lambda: noop(staging.stage(bronze)))
+        _timed("stage + validate", lambda: noop(staging.validated(bronze)))
+        _timed("stage + validate -> Parquet", lambda: staging.validated(bronze).write.parquet(str(root / "validated")))
         validated = spark.read.parquet(str(root / "validated"))
         rows_ok = validated.where(F.size("_rules") == 0)
         _timed("transform (from validated Parquet)", lambda: noop(silver.transform(rows_ok, run_id="p")))

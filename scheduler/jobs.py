@@ -32,6 +32,13 @@ DEFAULT_JOBS = (
         options=(("refetch_open_window", True),),
     ),
     JobSpec(
+        "lake-maintenance",
+        "Compact bronze's small files and vacuum old Delta files",
+        "cron",
+        {"day_of_week": "sun", "hour": 4, "minute": 15},
+        steps=("maintenance",),
+    ),
+    JobSpec(
         "inbox-scan",
         "Import files dropped in the inbox folder",
         "interval",

@@ -120,41 +120,42 @@ def s3_settings(s3_endpoint: str, tmp_path: Path) -> Settings:
 
 
 # --- Spark --------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def spark(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str):
-    """One session on the default engine (embedded Sail) for the run.
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--engine",
+        choices=("sail", "jvm"),
+        default="sail",
+        help="engine of the `spark` fixture: sail (default, every test) or jvm (run with -m transform)",
+    )
 
-    The engine reaches S3 with the credentials its process had when it started (as in the app, where
-    the lake is one per process): every S3 test lake is a bucket on the one test server, so the engine
-    is started with that server's endpoint and keys.
+
+@pytest.fixture(scope="session")
+def spark(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """One session on the chosen engine for the run: embedded Sail by default; `--engine jvm` proves the pure
+    transforms (tests marked `transform`) on Apache Spark, so the jobs move to a cluster without a rewrite.
+
+    Two engines cannot share a process: once a Spark Connect session exists, PySpark builds Connect
+    columns for every function call. Sail reaches S3 with the credentials its process had when it
+    started (as in the app, where the lake is one per process): every S3 test lake is a bucket on the
+    one test server, so the engine starts with that server's endpoint and keys.
     """
     from backend.runtime.spark import get_spark, stop_spark
 
+    if request.config.getoption("--engine") == "jvm":
+        session, _ = jvm_session(make_settings(tmp_path_factory.mktemp("spark-jvm")))
+        yield session
+        session.stop()
+        return
     settings = make_settings(
         tmp_path_factory.mktemp("spark"),
         lake_uri="s3://engine-fixture/lake",
-        s3_endpoint_url=s3_endpoint,
+        s3_endpoint_url=request.getfixturevalue("s3_endpoint"),
         s3_access_key_id=S3_TEST_KEY,
         s3_secret_access_key=S3_TEST_SECRET,
     )
     session = get_spark(settings)
     yield session
     stop_spark()
-
-
-@pytest.fixture(scope="session")
-def spark_jvm(tmp_path_factory: pytest.TempPathFactory):
-    """A classic local JVM Spark session beside the default engine: the pure transforms are proven on both,
-    so moving the jobs to a Spark cluster needs no rewrite (Delta I/O needs delta-spark's jars, not here)."""
-    session, _ = jvm_session(make_settings(tmp_path_factory.mktemp("spark-jvm")))
-    yield session
-    session.stop()
-
-
-@pytest.fixture(params=["sail", "jvm"])
-def engine_spark(request):
-    """The session of each engine in turn, for tests of pure transforms (DataFrame in, DataFrame out)."""
-    return request.getfixturevalue("spark" if request.param == "sail" else "spark_jvm")
 
 
 # --- composed settings ------------------------------------------------------------------

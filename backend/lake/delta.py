@@ -206,68 +206,17 @@ class Lake:
             commit_properties=_commit(run_id, "overwrite"),
         )
 
-    def merge(
-        self,
-        table: str,
-        data: pa.Table,
-        *,
-        keys: Sequence[str],
-        run_id: str | None = None,
-        partition_by: Sequence[str] | None = None,
-        update_columns: Sequence[str] | None = None,
-        insert: bool = True,
-        extra_predicate: str = "",
-        app_transaction: tuple[str, int] | None = None,
-    ) -> dict[str, Any]:
-        """Upsert `data` on `keys` (silver semantics). Creates the table on first write.
+    # --- maintenance ---------------------------------------------------------------
+    def compact(self, table: str, *, run_id: str | None = None) -> dict[str, Any]:
+        """Rewrite small files into larger ones (a dataChange=false commit: readers see the same rows)."""
+        return self.table(table).optimize.compact(commit_properties=_commit(run_id, "compact"))
 
-        `update_columns` limits which columns a match overwrites (e.g. only the amortized cost
-        when the amortized report arrives); `extra_predicate` prunes target partitions.
-        Target rows the source no longer has are for `delete` / `update` with a partition predicate:
-        a WHEN NOT MATCHED BY SOURCE clause makes delta-rs scan every file of the table (delta-rs#4535).
-        `app_transaction` records (app_id, version) atomically with the commit.
-        """
-        if not self.exists(table):
-            self._append_write(
-                table, data, partition_by=partition_by, props=_with_txn(_commit(run_id, "create"), app_transaction)
-            )
-            return {"num_target_rows_inserted": data.num_rows, "num_target_rows_updated": 0}
-        # Null-safe key equality: a null key must match the same null key, never duplicate it.
-        predicate = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
-        if extra_predicate:
-            predicate = f"{predicate} AND ({extra_predicate})"
-        merger = self.table(table).merge(
-            data,
-            predicate=predicate,
-            source_alias="s",
-            target_alias="t",
-            commit_properties=_with_txn(_commit(run_id, "merge"), app_transaction),
+    def vacuum(self, table: str, *, retention_hours: int) -> int:
+        """Delete files no version within `retention_hours` references; returns how many went."""
+        removed = self.table(table).vacuum(
+            retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False
         )
-        if update_columns is None:
-            merger = merger.when_matched_update_all()
-        else:
-            merger = merger.when_matched_update({c: f"s.`{c}`" for c in update_columns})
-        if insert:
-            merger = merger.when_not_matched_insert_all()
-        return merger.execute()
-
-    def delete(self, table: str, predicate: str, *, run_id: str | None = None) -> dict[str, Any]:
-        """Delete the rows matching a SQL predicate (a partition column in it prunes the files scanned)."""
-        if not self.exists(table):
-            return {"num_deleted_rows": 0}
-        return self.table(table).delete(predicate, commit_properties=_commit(run_id, "delete"))
-
-    def update(
-        self, table: str, updates: dict[str, str], predicate: str, *, run_id: str | None = None
-    ) -> dict[str, Any]:
-        """Set columns to SQL expressions on the rows matching a predicate (partition columns prune files)."""
-        if not self.exists(table):
-            return {"num_updated_rows": 0}
-        return self.table(table).update(updates, predicate=predicate, commit_properties=_commit(run_id, "update"))
-
-
-def _sql_literal(value: Any) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
+        return len(removed)
 
 
 def lake_from_settings(settings: Settings) -> Lake:

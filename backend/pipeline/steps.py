@@ -313,6 +313,40 @@ def budgets(ctx: PipelineContext) -> StepResult:
     return StepResult(rows_in=stats.get("budgets"), rows_out=stats.get("alerts"), detail=stats)
 
 
+def maintenance(ctx: PipelineContext) -> StepResult:
+    """Compact bronze's small files (one per Kafka drain) and vacuum every table's unreferenced files.
+
+    Bronze is compacted only when silver has processed all of it: silver finds new bronze rows by the
+    files a version added, so the compaction's version is then recorded as processed too (nothing is
+    appended in between: runs hold the pipeline lock). Otherwise it waits for the next maintenance run.
+    """
+    from backend.medallion.jobs import BRONZE_PROGRESS_APP_ID
+    from backend.medallion.schemas import BRONZE_COST_RECORDS, SILVER_COSTS
+    from backend.medallion.silver import record_progress
+
+    lake = ctx.lake
+    detail: dict[str, Any] = {"compacted": {}, "vacuumed_files": {}}
+    bronze_version = lake.version(BRONZE_COST_RECORDS)
+    processed = lake.transaction_version(SILVER_COSTS, BRONZE_PROGRESS_APP_ID)
+    if bronze_version is not None and processed == bronze_version:
+        metrics = lake.compact(BRONZE_COST_RECORDS, run_id=ctx.run_id)
+        detail["compacted"][BRONZE_COST_RECORDS] = {
+            "files_removed": metrics.get("numFilesRemoved", 0),
+            "files_added": metrics.get("numFilesAdded", 0),
+        }
+        after = lake.version(BRONZE_COST_RECORDS)
+        if after != bronze_version:
+            record_progress(lake, (BRONZE_PROGRESS_APP_ID, after), run_id=ctx.run_id)
+    elif bronze_version is not None:
+        detail["bronze_not_compacted"] = "silver has not processed every bronze file yet"
+    for layer in ("bronze", "silver", "gold"):
+        for table in lake.list_tables(layer):
+            gone = lake.vacuum(table, retention_hours=ctx.settings.lake_vacuum_retention_hours)
+            if gone:
+                detail["vacuumed_files"][table] = gone
+    return StepResult(rows_out=sum(detail["vacuumed_files"].values()), detail=detail)
+
+
 REGISTRY: dict[str, Step] = {
     "ingest": ingest,
     "bronze": bronze,
@@ -321,4 +355,5 @@ REGISTRY: dict[str, Step] = {
     "mart": mart,
     "analytics": analytics,
     "budgets": budgets,
+    "maintenance": maintenance,
 }

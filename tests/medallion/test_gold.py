@@ -11,11 +11,8 @@ import pytest
 from backend.medallion import gold
 from backend.medallion.schemas import SILVER_COSTS_SCHEMA
 
-
-@pytest.fixture
-def spark(engine_spark):
-    """Pure transforms: every test here runs on Sail and on JVM Spark (the jobs must move to a cluster unchanged)."""
-    return engine_spark
+# Pure transforms: CI runs these on Sail and, with `--engine jvm`, on Apache Spark (`make test`).
+pytestmark = pytest.mark.transform
 
 
 def silver_rows(spark, rows: list[dict]):

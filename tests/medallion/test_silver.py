@@ -13,11 +13,8 @@ from backend.medallion import silver
 from backend.medallion.parse import STAGING_SCHEMA
 from backend.sources.synthetic import Subscription
 
-
-@pytest.fixture
-def spark(engine_spark):
-    """Pure transforms: every test here runs on Sail and on JVM Spark (the jobs must move to a cluster unchanged)."""
-    return engine_spark
+# Pure transforms: CI runs these on Sail and, with `--engine jvm`, on Apache Spark (`make test`).
+pytestmark = pytest.mark.transform
 
 
 GUID = "6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b"
