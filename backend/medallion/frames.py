@@ -22,6 +22,10 @@ def aggregate_repeated(
     """
     hashed = rows.withColumn("_key_hash", F.xxhash64(*keys))
     repeated = hashed.groupBy("_key_hash").count().where("count > 1").select("_key_hash")
+    if repeated.isEmpty():
+        # The usual case (one row per key): a narrow scan of the keys proves it, and the joins of the
+        # wide rows against the repeated keys (half the transform's time) are skipped.
+        return rows.select(*keys, *single)
     many = hashed.join(repeated, "_key_hash", "left_semi").groupBy(*keys).agg(*aggregates)
     one = hashed.join(repeated, "_key_hash", "left_anti").select(*keys, *single)
     return many.unionByName(one)

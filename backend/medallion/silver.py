@@ -436,7 +436,10 @@ def transform(valid: DataFrame, *, run_id: str, now: datetime | None = None) -> 
         F.col("_fetched").desc_nulls_last(), F.col("batch_id").desc()
     )
     latest = batches.withColumn("_n", F.row_number().over(order)).where("_n = 1").select("x_Slice", "_mode", "batch_id")
-    rows = rows.join(F.broadcast(latest), ["x_Slice", "_mode", "batch_id"], "left_semi")
+    if not batches.groupBy("x_Slice", "_mode").count().where("count > 1").isEmpty():
+        # Only when some slice came in several batches (a re-pull in the same run): the semi join of
+        # every wide row is skipped otherwise.
+        rows = rows.join(F.broadcast(latest), ["x_Slice", "_mode", "batch_id"], "left_semi")
     group = [*SILVER_KEY, "_mode", "x_Slice", "batch_id"]
     dims = F.struct(*[c(d) for d in _DIMENSIONS])
     lineage = F.struct(c("topic"), c("partition"), c("offset"), c("bronze_run_id"))

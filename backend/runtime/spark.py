@@ -74,6 +74,13 @@ def sail_environment(settings: Settings) -> dict[str, str]:
     env = {"SAIL_MODE": "local"}
     if settings.sail_parallelism:
         env["SAIL_EXECUTION__DEFAULT_PARALLELISM"] = str(settings.sail_parallelism)
+    if settings.sail_memory_limit_mb:
+        spill = settings.data_dir / "spark-tmp"
+        spill.mkdir(parents=True, exist_ok=True)
+        env["SAIL_RUNTIME__MEMORY_POOL__TYPE"] = "fair"
+        env["SAIL_RUNTIME__MEMORY_POOL__FAIR__MAX_SIZE"] = str(settings.sail_memory_limit_mb * 1024 * 1024)
+        env["SAIL_RUNTIME__TEMPORARY_FILES__PATHS"] = f'["{spill}"]'
+
     if settings.lake_is_s3:
         env["AWS_REGION"] = settings.s3_region
         if settings.s3_access_key_id:
