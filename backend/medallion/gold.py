@@ -277,20 +277,24 @@ def top_movers(
     keys = ["dimension", "period_type", "period", "dimension_value", "subscription_id", "billing_currency"]
     agg = unioned.groupBy(*keys).agg(_sum("_cost").alias("current_cost"))
     is_day = F.col("period_type") == "day"
-    prev = agg.select(
-        "dimension",
-        "period_type",
-        F.when(is_day, F.date_add(F.col("period"), 1)).otherwise(F.add_months(F.col("period"), 1)).alias("period"),
-        "dimension_value",
-        "subscription_id",
-        "billing_currency",
-        F.col("current_cost").alias("previous_cost"),
+    next_period = F.when(is_day, F.date_add(F.col("period"), 1)).otherwise(F.add_months(F.col("period"), 1))
+    # Each period's cost beside the one before it: the series and itself shifted one period on, summed per
+    # key. One aggregate instead of a full outer join (same rows: a key on one side only gets 0 on the other).
+    both = agg.select(*keys, "current_cost", F.lit(None).cast(MONEY_SQL).alias("previous_cost")).unionByName(
+        agg.select(
+            *[next_period.alias("period") if k == "period" else F.col(k) for k in keys],
+            F.lit(None).cast(MONEY_SQL).alias("current_cost"),
+            F.col("current_cost").alias("previous_cost"),
+        )
+    )
+    paired = both.groupBy(*keys).agg(
+        _sum("current_cost").alias("current_cost"), _sum("previous_cost").alias("previous_cost")
     )
     # Only periods that have data at all (per series): a resource gone on a day with no data is no mover.
     periods = agg.select("dimension", "period_type", "period", "billing_currency").distinct()
-    joined = agg.join(prev, keys, "full").join(
-        periods, ["dimension", "period_type", "period", "billing_currency"], "left_semi"
-    )
+    joined = paired.join(periods, ["dimension", "period_type", "period", "billing_currency"], "left_semi")
+    # Ranks are per period: the target months' periods are chosen before the window sorts anything.
+    joined = joined.where(_in_months(_month(F.col("period")), months))
     cur = F.coalesce(F.col("current_cost"), F.lit(0))
     pre = F.coalesce(F.col("previous_cost"), F.lit(0))
     change = (cur - pre).cast(MONEY_SQL)
@@ -318,7 +322,7 @@ def top_movers(
         F.abs(F.col("change")).desc(), F.col("dimension_value"), F.col("subscription_id")
     )
     out = scored.withColumn("rank", F.row_number().over(order)).where(F.col("rank") <= top)
-    out = out.withColumnRenamed("period_s", "period").where(_in_months(F.col("charge_month"), months))
+    out = out.withColumnRenamed("period_s", "period")
     return _conform(out.withColumn("run_id", F.lit(run_id)), GOLD_TOP_MOVERS_SCHEMA)
 
 
