@@ -318,8 +318,11 @@ def top_movers(
         F.when(pre != 0, (change / pre).cast("double")).alias("change_pct"),
         _month(F.col("period")).alias("charge_month"),
     ).where(F.col("change") != 0)
+    # Sorted first on the change as a double (a 64-bit compare instead of a 128-bit decimal one: the
+    # rank window sorts every mover row); exact ties of the double fall through to the decimal.
+    magnitude = F.abs(F.col("change"))
     order = Window.partitionBy("dimension", "period_type", "period_s", "billing_currency").orderBy(
-        F.abs(F.col("change")).desc(), F.col("dimension_value"), F.col("subscription_id")
+        magnitude.cast("double").desc(), magnitude.desc(), F.col("dimension_value"), F.col("subscription_id")
     )
     out = scored.withColumn("rank", F.row_number().over(order)).where(F.col("rank") <= top)
     out = out.withColumnRenamed("period_s", "period")
