@@ -6,7 +6,6 @@ import logging
 import shutil
 import uuid
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -213,7 +212,4 @@ def remove_tree(lake: Lake, uri: str) -> None:
 
 def sweep_scratch(lake: Lake) -> None:
     """Remove every scratch folder: runs are serialised by the pipeline lock, so any found before a run is a dead run's."""
-    if lake.location.is_s3:
-        remove_tree(lake, lake.location.join(SCRATCH_PREFIX))
-    else:
-        shutil.rmtree(Path(lake.location.join(SCRATCH_PREFIX)), ignore_errors=True)
+    remove_tree(lake, lake.location.join(SCRATCH_PREFIX))

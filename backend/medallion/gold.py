@@ -5,6 +5,7 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F  # noqa: N812  (the PySpark convention)
 
+from backend.lake.engine import conform
 from backend.medallion.frames import aggregate_repeated
 from backend.medallion.schemas import (
     FAMILY_RANK,
@@ -40,14 +41,6 @@ DAILY_DIMENSIONS = {
     "billing_currency": "BillingCurrency",
     "pricing_unit": "PricingUnit",
 }
-
-
-def _conform(df: DataFrame, schema) -> DataFrame:
-    """Select and cast to an Arrow contract's column order and types."""
-    from pyspark.sql.pandas.types import from_arrow_schema
-
-    spark_schema = from_arrow_schema(schema)
-    return df.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in spark_schema.fields])
 
 
 def _month(date_col: Column) -> Column:
@@ -116,7 +109,7 @@ def restamp_daily(daily: DataFrame, *, run_id: str, fx: DataFrame | None = None)
         daily = daily.join(F.broadcast(rates), ["charge_month", "billing_currency"], "left").withColumn(
             "actual_cost_converted", (F.col("actual_cost") * F.col("rate")).cast(MONEY_SQL)
         )
-    return _conform(daily.withColumn("run_id", F.lit(run_id)), GOLD_COST_DAILY_SCHEMA)
+    return conform(daily.withColumn("run_id", F.lit(run_id)), GOLD_COST_DAILY_SCHEMA)
 
 
 def monthly_summary(daily: DataFrame, *, run_id: str, months: list[str] | None = None) -> DataFrame:
@@ -139,7 +132,7 @@ def monthly_summary(daily: DataFrame, *, run_id: str, months: list[str] | None =
         F.col("amortized_cost").alias("previous_month_amortized_cost"),
     )
     out = monthly.join(previous, ["charge_month", *keys], "left").where(_in_months(F.col("charge_month"), months))
-    return _conform(out.withColumn("run_id", F.lit(run_id)), GOLD_MONTHLY_SUMMARY_SCHEMA)
+    return conform(out.withColumn("run_id", F.lit(run_id)), GOLD_MONTHLY_SUMMARY_SCHEMA)
 
 
 def cost_by_tag(silver: DataFrame, *, run_id: str, month_keys: DataFrame | None = None) -> DataFrame:
@@ -186,7 +179,7 @@ def cost_by_tag(silver: DataFrame, *, run_id: str, month_keys: DataFrame | None 
         )
     )
     out = tagged.unionByName(untagged).withColumn("run_id", F.lit(run_id))
-    return _conform(out, GOLD_COST_BY_TAG_SCHEMA)
+    return conform(out, GOLD_COST_BY_TAG_SCHEMA)
 
 
 def resource_tags(silver: DataFrame, *, run_id: str, existing: DataFrame | None = None) -> DataFrame:
@@ -204,7 +197,7 @@ def resource_tags(silver: DataFrame, *, run_id: str, existing: DataFrame | None 
         seen = seen.groupBy("resource_id", "tag_key", "tag_value").agg(
             F.min("first_seen").alias("first_seen"), F.max("last_seen").alias("last_seen")
         )
-    return _conform(seen.withColumn("run_id", F.lit(run_id)), GOLD_RESOURCE_TAGS_SCHEMA)
+    return conform(seen.withColumn("run_id", F.lit(run_id)), GOLD_RESOURCE_TAGS_SCHEMA)
 
 
 def _cost_basis(daily: DataFrame) -> DataFrame:
@@ -326,7 +319,7 @@ def top_movers(
     )
     out = scored.withColumn("rank", F.row_number().over(order)).where(F.col("rank") <= top)
     out = out.withColumnRenamed("period_s", "period")
-    return _conform(out.withColumn("run_id", F.lit(run_id)), GOLD_TOP_MOVERS_SCHEMA)
+    return conform(out.withColumn("run_id", F.lit(run_id)), GOLD_TOP_MOVERS_SCHEMA)
 
 
 def cost_changes(
@@ -369,4 +362,4 @@ def cost_changes(
         .where(_in_months(F.col("charge_month"), months))
         .withColumn("run_id", F.lit(run_id))
     )
-    return _conform(out, GOLD_COST_CHANGES_SCHEMA)
+    return conform(out, GOLD_COST_CHANGES_SCHEMA)

@@ -157,7 +157,7 @@ def run_silver(spark: SparkSession, lake: Lake, stats: MedallionStats, *, run_id
         stats.seconds["silver_quarantine"] = round(time.perf_counter() - t0 - stats.seconds["silver_decode"], 2)
         t_write = time.perf_counter()
         rows = area.keep(silver.transform(validated.where(ok), run_id=run_id, now=now), "rows")
-        merged = silver.write_silver(spark, lake, rows, valid_modes, run_id=run_id)
+        merged = silver.write_silver(spark, lake, rows, valid_modes)
         stats.superseded_rows = stats.valid_rows - merged.source_rows
         stats.touched_days = merged.touched_days
         silver.record_progress(lake, progress, run_id=run_id)

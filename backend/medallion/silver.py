@@ -545,7 +545,7 @@ def _stored_slices(spark: SparkSession, lake: Lake, part: DataFrame, months: lis
     return sorted(r[0] for r in found.collect())
 
 
-def write_silver(spark: SparkSession, lake: Lake, rows: DataFrame, modes: list[str], *, run_id: str) -> SilverWrite:
+def write_silver(spark: SparkSession, lake: Lake, rows: DataFrame, modes: list[str]) -> SilverWrite:
     """Write transformed silver rows (with `_mode`) into silver/costs, mode by mode.
 
     Semantics: match on SILVER_KEY (null-safe). A FOCUS row sets every column; an actual report
@@ -554,8 +554,8 @@ def write_silver(spark: SparkSession, lake: Lake, rows: DataFrame, modes: list[s
     absent from the new data were re-rated away: their cost is cleared, and the row deleted when
     no cost is left. An amortized report updates only EffectiveCost on rows that already exist.
     Slices silver has never held (a first load, a new day) are appended: nothing to match, nothing stale.
+    Every row already carries its run id (x_RunId).
     """
-    del run_id  # every row already carries x_RunId
     result = SilverWrite()
     ensure_table(lake, SILVER_COSTS, SILVER_COSTS_SCHEMA, SILVER_PARTITION_BY)
     # Gold recomputes only the charge days an increment touched; a first load (or rebuild) has every

@@ -161,32 +161,23 @@ def get_spark(settings: Settings):
         return _session
 
 
-def is_connect(spark) -> bool:
-    """Whether the session talks Spark Connect (Sail or a remote server) rather than a local JVM."""
-    return type(spark).__module__.startswith("pyspark.sql.connect")
-
-
 def engine_info() -> EngineInfo | None:
     return _engine
 
 
 def stop_spark() -> None:
-    """Stop the session and, when this process owns it, the embedded Sail server."""
+    """Stop the session and, when this process owns it, the embedded Sail server (in that order: a session
+    whose server is gone retries its release for a while)."""
     global _session, _engine, _sail_server
     with _lock:
-        if _session is not None:
+        for what, closable in (("spark session", _session), ("sail server", _sail_server)):
+            if closable is None:
+                continue
             try:
-                _session.stop()
-            except Exception:
-                log.warning("spark session did not stop cleanly", exc_info=True)
-            _session = None
-            _engine = None
-        if _sail_server is not None:
-            try:
-                _sail_server.stop()
-            except Exception:
-                log.warning("sail server did not stop cleanly", exc_info=True)
-            _sail_server = None
+                closable.stop()
+            except Exception:  # a server already gone must not block shutdown
+                log.warning("%s did not stop cleanly", what, exc_info=True)
+        _session, _engine, _sail_server = None, None, None
 
 
 def spark_running() -> bool:
