@@ -7,6 +7,19 @@ import datetime as dt
 SYMBOLS = {"EUR": "€", "USD": "$", "GBP": "£", "JPY": "¥", "CHF": "CHF ", "INR": "₹"}
 
 
+def cost(value, currency: str = "", metric: str = "actual") -> str:
+    """An exact total (Decimal) for display; None is a metric no report covers: "<metric> not available", never 0."""
+    return f"{metric} cost not available" if value is None else money(float(value), currency)
+
+
+def not_available_hint(metric: str) -> str:
+    other = "AmortizedCost" if metric == "amortized" else "ActualCost"
+    return (
+        f"{metric.capitalize()} cost is not available for (part of) this period: only the other metric's "
+        f"export was loaded. Import the matching {other} export (or a FOCUS file) for the same scope and days."
+    )
+
+
 def money(value: float | None, currency: str = "", *, decimals: int | None = None) -> str:
     """1234567.8 -> "€1.23M"; small values keep cents. None -> "–"."""
     if value is None:

@@ -37,10 +37,12 @@ fc = ui.guard("read the month-end forecast", ui.month_end_forecast, status.versi
 prev_start, prev_same = data.previous_month_same_day(as_of)
 
 c1, c2, c3, c4 = st.columns(4)
-c1.metric(f"Month to date ({as_of:%b %Y})", fmt.money(float(k.month_to_date), currency), border=True)
+c1.metric(f"Month to date ({as_of:%b %Y})", fmt.cost(k.month_to_date, currency, metric), border=True)
+if not k.available:
+    c1.caption(fmt.not_available_hint(metric))
 c2.metric(
     "vs last month, same day",
-    fmt.money(float(k.last_month_same_point), currency),
+    fmt.cost(k.last_month_same_point, currency, metric),
     delta=fmt.pct(k.change_vs_last_month * 100) if k.change_vs_last_month is not None else None,
     delta_color="inverse",
     border=True,
@@ -63,7 +65,7 @@ else:
         + (f" · data to {fmt.when(fc.as_of)}" if fc.as_of != as_of else "")
         + (" · all currencies summed" if fc.currency is None and len(status.currencies) > 1 else "")
     )
-c4.metric("Last month total", fmt.money(float(k.last_month_total), currency), border=True)
+c4.metric("Last month total", fmt.cost(k.last_month_total, currency, metric), border=True)
 
 daily = ui.guard(
     "load the daily trend", ui.daily_total, status.version, as_of - dt.timedelta(days=59), as_of, metric, currency

@@ -48,6 +48,24 @@ def ensure_table(lake: Lake, table: str, schema: pa.Schema, partition_by: Sequen
     """
     if not lake.exists(table):
         lake.append(table, schema.empty_table(), partition_by=partition_by)
+        return
+    _add_missing_columns(lake, table, schema)
+
+
+def _add_missing_columns(lake: Lake, table: str, schema: pa.Schema) -> None:
+    """Columns the contract gained since the table was created are added (null in existing rows).
+
+    Only additions, at the end (where the contract puts new columns): a lake written by an earlier
+    version keeps working without a rebuild. A changed type or a dropped column is not evolved here.
+    """
+    from deltalake import Field
+
+    delta_table = lake.table(table)
+    present = {f.name for f in delta_table.schema().fields}
+    missing = [f for f in schema if f.name not in present]
+    if missing:
+        delta_table.alter.add_columns([Field.from_arrow(f) for f in missing])
+        log.info("%s: added column(s) %s of the current contract", table, ", ".join(f.name for f in missing))
 
 
 def read(spark: SparkSession, lake: Lake, table: str, schema: pa.Schema, *, where: str | None = None) -> DataFrame:

@@ -576,13 +576,18 @@ def _swap_month(cur, month: str, load_id: int) -> int:
     return replaced
 
 
+# Actual and amortized cost are null where their report has not arrived ("not available"): a sum over
+# rows where one is missing is not a total, so it stays null (list cost and quantity are optional extras).
+_COMPLETE = pc.ScalarAggregateOptions(skip_nulls=False)
+
+
 def _daily_aggregate(fact: pa.Table) -> pa.Table:
     """agg_cost_daily rows for `fact`: summed in Arrow (multi-threaded, exact decimal sums) rather than by a
     single-core Postgres GROUP BY over millions of numeric rows; only the small result is COPYed."""
     grouped = fact.group_by(["charge_date", *AGG_KEYS], use_threads=True).aggregate(
         [
-            ("actual_cost", "sum"),
-            ("amortized_cost", "sum"),
+            ("actual_cost", "sum", _COMPLETE),
+            ("amortized_cost", "sum", _COMPLETE),
             ("list_cost", "sum"),
             ("quantity", "sum"),
             ([], "count_all"),
@@ -601,8 +606,8 @@ def _resource_aggregate(fact: pa.Table, month: str) -> pa.Table:
     keys = [dim.key for dim in DIMENSIONS]
     grouped = fact.group_by(keys, use_threads=True).aggregate(
         [
-            ("actual_cost", "sum"),
-            ("amortized_cost", "sum"),
+            ("actual_cost", "sum", _COMPLETE),
+            ("amortized_cost", "sum", _COMPLETE),
             ("list_cost", "sum"),
             ("quantity", "sum"),
             ([], "count_all"),
@@ -618,7 +623,10 @@ def _resource_aggregate(fact: pa.Table, month: str) -> pa.Table:
 def _rebuild_monthly(cur, months: Sequence[str]) -> None:
     """agg_cost_monthly for the months, from agg_cost_daily (already replaced in this transaction)."""
     keys = ", ".join(AGG_KEYS)
-    sums = "sum(actual_cost), sum(amortized_cost), sum(list_cost), sum(quantity)"
+    sums = (
+        "CASE WHEN count(*) = count(actual_cost) THEN sum(actual_cost) END, "
+        "CASE WHEN count(*) = count(amortized_cost) THEN sum(amortized_cost) END, sum(list_cost), sum(quantity)"
+    )
     for month in months:
         start, end = _month_bounds(month)
         cur.execute("DELETE FROM mart.agg_cost_monthly WHERE charge_month = %s", (start,))

@@ -41,6 +41,14 @@ _PERIOD = {
 }
 
 
+def _total(expr: str, where: str = "") -> str:
+    """SQL sum of a cost that is null ("not available") when any row lacks it: actual and amortized cost
+    are null where no report of that metric covers a scope and day, and a sum that skipped them would
+    pass a partial figure for the total."""
+    only = f" FILTER (WHERE {where})" if where else ""
+    return f"CASE WHEN count(*){only} = count({expr}){only} THEN sum({expr}){only} END"
+
+
 class QueryError(ValueError):
     """A request the mart cannot answer (unknown dimension, bad range); the message is safe to show."""
 
@@ -51,11 +59,17 @@ class Kpis:
 
     metric: str
     data_as_of: dt.date | None  # the last charge day in the mart
-    month_to_date: Decimal
-    last_month_same_point: Decimal  # previous month from its 1st to the same day of month
-    last_month_total: Decimal
+    # None: the metric is not available for (part of) the period (e.g. only actual-cost exports loaded).
+    month_to_date: Decimal | None
+    last_month_same_point: Decimal | None  # previous month from its 1st to the same day of month
+    last_month_total: Decimal | None
     change_vs_last_month: float | None  # ratio, None when last month had no cost to that point
     currencies: list[str]
+
+    @property
+    def available(self) -> bool:
+        """Whether the metric is known for this month to date (a report of it covers every day)."""
+        return self.month_to_date is not None
 
 
 @dataclass(frozen=True)
@@ -252,7 +266,7 @@ def cost_breakdown(
         group = _dimension_expr(q, group_by)
         currency = f"{q.join_dimension('currency')}.currency_code"
         base = q.sql(
-            f"{period} AS period, {group} AS grp, {currency} AS currency, sum({q.alias}.{column}) AS cost",
+            f"{period} AS period, {group} AS grp, {currency} AS currency, {_total(f'{q.alias}.{column}')} AS cost",
             group_by="1, 2, 3",
         ).text
     else:
@@ -260,7 +274,7 @@ def cost_breakdown(
         # fact rows by text labels is what made resource drill-downs slow.
         key = f"{q.alias}.{BY_NAME[group_by].key}" if group_by else "0"
         inner = q.sql(
-            f"{period} AS period, {key} AS gk, {q.alias}.currency_key AS ck, sum({q.alias}.{column}) AS cost",
+            f"{period} AS period, {key} AS gk, {q.alias}.currency_key AS ck, {_total(f'{q.alias}.{column}')} AS cost",
             group_by="1, 2, 3",
         )
         if group_by:
@@ -269,7 +283,7 @@ def cost_breakdown(
         else:
             label, join = "'Total'", ""
         base = (
-            f"SELECT i.period, {label} AS grp, c.currency_code AS currency, sum(i.cost) AS cost "
+            f"SELECT i.period, {label} AS grp, c.currency_code AS currency, {_total('i.cost')} AS cost "
             f"FROM ({inner.text}) i {join} JOIN mart.dim_currency c ON c.currency_key = i.ck GROUP BY 1, 2, 3"
         )
     if top_n and group_by:
@@ -277,7 +291,7 @@ def cost_breakdown(
         statement = sa.text(
             f"WITH base AS ({base}), top AS (SELECT grp FROM base GROUP BY grp ORDER BY sum(cost) DESC, grp "
             f"LIMIT {int(top_n)}) SELECT period, CASE WHEN grp IN (SELECT grp FROM top) THEN grp ELSE 'Other' END, "
-            "currency, sum(cost) FROM base GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+            f"currency, {_total('cost')} FROM base GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
         )
     else:
         statement = sa.text(f"SELECT * FROM ({base}) b ORDER BY 1, 2, 3")
@@ -313,27 +327,28 @@ def _top_n_by_day(
     for q in (top_q, fact_q, total_q):
         _date_range(q, start, end)
         _apply_filters(q, filters)
-    top = top_q.sql(f"{top_q.alias}.{dim.key} AS gk, sum({top_q.alias}.{column}) AS cost", group_by="1").text
+    top = top_q.sql(f"{top_q.alias}.{dim.key} AS gk, {_total(f'{top_q.alias}.{column}')} AS cost", group_by="1").text
     fact_label = f"{fact_q.join_dimension(group_by)}.label"
     fact_q.where.append(f"{fact_label} IN (SELECT grp FROM top)")
     fact_period = _PERIOD[grain].format(col="f.charge_date")
     top_rows = fact_q.sql(
-        f"{fact_period} AS period, {fact_label} AS grp, f.currency_key AS ck, sum(f.{column}) AS cost, count(*) AS n",
+        f"{fact_period} AS period, {fact_label} AS grp, f.currency_key AS ck, {_total(f'f.{column}')} AS cost, "
+        "count(*) AS n",
         group_by="1, 2, 3",
     ).text
     total_period = _PERIOD[grain].format(col="a.charge_date")
     totals = total_q.sql(
-        f"{total_period} AS period, a.currency_key AS ck, sum(a.{column}) AS cost, sum(a.fact_rows) AS n",
+        f"{total_period} AS period, a.currency_key AS ck, {_total(f'a.{column}')} AS cost, sum(a.fact_rows) AS n",
         group_by="1, 2",
     ).text
     statement = sa.text(
         f"WITH top AS (SELECT d.label AS grp FROM ({top}) t JOIN mart.{dim.table} d ON d.{dim.key} = t.gk "
-        f"GROUP BY d.label ORDER BY sum(t.cost) DESC, d.label LIMIT {int(top_n)}), "
+        f"GROUP BY d.label ORDER BY sum(t.cost) DESC NULLS LAST, d.label LIMIT {int(top_n)}), "
         f"top_rows AS ({top_rows}), totals AS ({totals}), "
         "other AS (SELECT t.period, 'Other' AS grp, t.ck, t.cost - coalesce(sum(x.cost), 0) AS cost "
         "FROM totals t LEFT JOIN top_rows x ON x.period = t.period AND x.ck = t.ck "
         "GROUP BY t.period, t.ck, t.cost, t.n HAVING t.n > coalesce(sum(x.n), 0)) "
-        "SELECT u.period, u.grp, c.currency_code, sum(u.cost) FROM "
+        f"SELECT u.period, u.grp, c.currency_code, {_total('u.cost')} FROM "
         "(SELECT period, grp, ck, cost FROM top_rows UNION ALL SELECT period, grp, ck, cost FROM other) u "
         "JOIN mart.dim_currency c ON c.currency_key = u.ck GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
     )
@@ -358,11 +373,14 @@ def time_series(
     return frame.drop(columns="group")
 
 
-def _sum(engine: sa.Engine, q: _Query, column: str) -> tuple[Decimal, list[str]]:
+def _sum(engine: sa.Engine, q: _Query, column: str) -> tuple[Decimal | None, list[str]]:
+    """The total and the currencies it spans; None when the metric is not available for part of it."""
     currency = f"{q.join_dimension('currency')}.currency_code"
-    statement = q.sql(f"{currency}, sum({q.alias}.{column})", group_by="1", order_by="1")
+    statement = q.sql(f"{currency}, {_total(f'{q.alias}.{column}')}", group_by="1", order_by="1")
     with engine.connect() as conn:
         rows = _frame(conn, statement, q.params, ["currency", "total"])
+    if any(v is None for v in rows["total"]):
+        return None, rows["currency"].tolist()
     return sum(rows["total"], Decimal(0)), rows["currency"].tolist()
 
 
@@ -399,7 +417,7 @@ def kpis(
     mtd, cur1 = total(month_start, day)
     same, cur2 = total(prev_start, prev_same)
     last, cur3 = total(prev_start, prev_end)
-    change = float((mtd - same) / same) if same else None
+    change = float((mtd - same) / same) if mtd is not None and same else None
     return Kpis(metric, latest, mtd, same, last, change, sorted(set(cur1) | set(cur2) | set(cur3)))
 
 
@@ -432,22 +450,25 @@ def top_movers(
     d = f"{q.alias}.charge_date"
     c0, c1 = q.bind(current[0]), q.bind(current[1])
     p0, p1 = q.bind(previous[0]), q.bind(previous[1])
+    # A range with no rows costs 0; one whose rows lack the metric is not available (null).
     inner = q.sql(
         f"{group} AS grp, "
-        f"coalesce(sum({q.alias}.{column}) FILTER (WHERE {d} BETWEEN :{c0} AND :{c1}), 0) AS cur, "
-        f"coalesce(sum({q.alias}.{column}) FILTER (WHERE {d} BETWEEN :{p0} AND :{p1}), 0) AS prev",
+        f"coalesce({_total(f'{q.alias}.{column}', f'{d} BETWEEN :{c0} AND :{c1}')}, "
+        f"CASE WHEN count(*) FILTER (WHERE {d} BETWEEN :{c0} AND :{c1}) = 0 THEN 0 END) AS cur, "
+        f"coalesce({_total(f'{q.alias}.{column}', f'{d} BETWEEN :{p0} AND :{p1}')}, "
+        f"CASE WHEN count(*) FILTER (WHERE {d} BETWEEN :{p0} AND :{p1}) = 0 THEN 0 END) AS prev",
         group_by="1",
     )
     if plain:
         dim = BY_NAME[dimension]
         labelled = (
-            f"SELECT d.label AS grp, sum(m.cur) AS cur, sum(m.prev) AS prev FROM ({inner.text}) m "
+            f"SELECT d.label AS grp, {_total('m.cur')} AS cur, {_total('m.prev')} AS prev FROM ({inner.text}) m "
             f"JOIN mart.{dim.table} d ON d.{dim.key} = m.grp GROUP BY 1"
         )
     else:
         labelled = inner.text
     statement = sa.text(
-        f"SELECT grp, cur, prev FROM ({labelled}) l ORDER BY abs(cur - prev) DESC, grp LIMIT {int(limit)}"
+        f"SELECT grp, cur, prev FROM ({labelled}) l ORDER BY abs(cur - prev) DESC NULLS LAST, grp LIMIT {int(limit)}"
     )
     with engine.connect() as conn:
         frame = _frame(conn, statement, q.params, ["group", "current_cost", "previous_cost"])

@@ -199,6 +199,8 @@ def reconcile(
     for row in silver_totals.to_pylist():
         if months and row["charge_date"].strftime("%Y-%m") not in months:
             continue
+        if row["total"] is None:
+            continue  # a day only an amortized report covers: no actual cost to compare
         key = (row["charge_date"], row["source"], row["currency"])
         silver[key] = silver.get(key, Decimal(0)) + row["total"]
 
@@ -215,6 +217,7 @@ def reconcile(
                 ),
                 mart_params,
             )
+            if t is not None
         }
         reported: dict[tuple, Decimal] = {}
         for d, s, c, t in conn.execute(

@@ -55,6 +55,34 @@ def _sum(col: str) -> Column:
     return F.sum(col).cast(MONEY_SQL)
 
 
+def _complete_sum(col: str) -> Column:
+    """The sum, or null when a row lacks the metric: a total over days where it is not available is not a total."""
+    return F.when(F.count(F.lit(1)) == F.count(col), F.sum(col)).cast(MONEY_SQL)
+
+
+# Scope of a metric's availability: a (subscription or billing account, day) that one report covers.
+_SCOPE_DAY = ("subscription_id", "billing_account_id", "charge_date")
+
+
+def with_metric_availability(
+    rows: DataFrame, measures: dict[str, str], scope: tuple[str, ...] = _SCOPE_DAY
+) -> DataFrame:
+    """Per scope and day, a metric some row carries is 0 where other rows lack it; a metric no row carries stays null.
+
+    An actual-cost export alone says nothing about amortized cost (null: "not available", never 0 and
+    never a copy of actual cost). Once a report of the other metric covers the same scope and day, a row
+    it does not mention (a reservation purchase is not in the amortized view) costs 0 in that metric.
+    """
+    flags = rows.groupBy(*scope).agg(
+        *[F.max(F.col(col).isNotNull()).alias(f"_has_{name}") for name, col in measures.items()]
+    )
+    # Small (scopes x days): broadcast, so the wide rows are not shuffled for it.
+    joined = rows.join(F.broadcast(flags), [*scope], "left")
+    for name, col in measures.items():
+        joined = joined.withColumn(col, F.when(F.col(f"_has_{name}"), F.coalesce(F.col(col), F.lit(0))).cast(MONEY_SQL))
+    return joined.drop(*[f"_has_{name}" for name in measures])
+
+
 def prefer_detail(silver: DataFrame) -> DataFrame:
     """Keep, per (subscription, day), only rows of the most detailed family present (never double count)."""
     rank = F.create_map(*[F.lit(x) for kv in FAMILY_RANK.items() for x in kv])[F.col("x_SourceFamily")]
@@ -89,6 +117,7 @@ def cost_daily(silver: DataFrame, *, run_id: str, fx: DataFrame | None = None) -
         [*[_sum(m).alias(m) for m in measures], F.count(F.lit(1)).alias("row_count")],
         [*[F.col(m).cast(MONEY_SQL).alias(m) for m in measures], F.lit(1).cast("long").alias("row_count")],
     )
+    daily = with_metric_availability(daily, {"actual": "actual_cost", "amortized": "amortized_cost"})
     daily = daily.withColumn("charge_month", _month(F.col("charge_date")))
     return restamp_daily(daily, run_id=run_id, fx=fx)
 
@@ -117,10 +146,10 @@ def monthly_summary(daily: DataFrame, *, run_id: str, months: list[str] | None =
     keys = ["billing_account_id", "subscription_id", "billing_currency"]
     monthly = daily.groupBy("charge_month", *keys).agg(
         F.max("subscription_name").alias("subscription_name"),
-        _sum("actual_cost").alias("actual_cost"),
-        _sum("amortized_cost").alias("amortized_cost"),
+        _complete_sum("actual_cost").alias("actual_cost"),
+        _complete_sum("amortized_cost").alias("amortized_cost"),
         _sum("list_cost").alias("list_cost"),
-        _sum("actual_cost_converted").alias("actual_cost_converted"),
+        _complete_sum("actual_cost_converted").alias("actual_cost_converted"),
         F.countDistinct("charge_date").cast("int").alias("days_with_cost"),
         F.countDistinct(F.nullif(F.col("resource_id"), F.lit(""))).alias("resource_count"),
         F.sum("row_count").alias("row_count"),
@@ -146,11 +175,13 @@ def cost_by_tag(silver: DataFrame, *, run_id: str, month_keys: DataFrame | None 
     base = silver.select(
         F.col("x_ChargeDate").alias("charge_date"),
         F.coalesce(F.col("SubAccountId"), F.lit("")).alias("subscription_id"),
+        F.coalesce(F.col("BillingAccountId"), F.lit("")).alias("billing_account_id"),
         F.coalesce(F.col("BillingCurrency"), F.lit("")).alias("billing_currency"),
         "Tags",
         "BilledCost",
         "EffectiveCost",
     ).withColumn("charge_month", _month(F.col("charge_date")))
+    base = with_metric_availability(base, {"actual": "BilledCost", "amortized": "EffectiveCost"})
     grain = ["charge_date", "subscription_id", "billing_currency", "charge_month"]
     tagged_rows = base.select(*grain, F.explode("Tags").alias("tag_key", "tag_value"), "BilledCost", "EffectiveCost")
     tagged = tagged_rows.groupBy(*grain, "tag_key", "tag_value").agg(

@@ -63,6 +63,10 @@ LINEAGE_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
     ("source", pa.string()),
     ("metric", pa.string()),
     ("meta_subscription_id", pa.string()),
+    # A file's rows are one part of a delivery (its sha256); "add" when the file adds rows to what silver
+    # holds for its days (a part file) instead of replacing them (a re-delivery). Null for API pulls.
+    ("delivery_part", pa.string()),
+    ("delivery_mode", pa.string()),
     ("topic", pa.string()),
     ("partition", pa.int32()),
     ("offset", pa.int64()),
@@ -304,6 +308,11 @@ def parse_meta(text: str | None) -> dict[str, str]:
     return value if isinstance(value, dict) else {}
 
 
+def _part(meta: dict[str, str]) -> str | None:
+    sha = meta.get("file_sha256")
+    return sha[:16] if sha else None
+
+
 def explode_row(row: dict) -> pa.Table:
     """One bronze row -> its source rows on STAGING_SCHEMA (or one failure row when undecodable)."""
     meta = parse_meta(row.get("meta"))
@@ -328,6 +337,8 @@ def explode_row(row: dict) -> pa.Table:
         "source": pa.array([row.get("source")] * n, pa.string()),
         "metric": pa.array([meta.get("metric")] * n, pa.string()),
         "meta_subscription_id": pa.array([meta.get("subscription_id") or None] * n, pa.string()),
+        "delivery_part": pa.array([_part(meta)] * n, pa.string()),
+        "delivery_mode": pa.array([meta.get("delivery_mode") or None] * n, pa.string()),
         "topic": pa.array([row.get("topic")] * n, pa.string()),
         "partition": pa.array([row.get("partition")] * n, pa.int32()),
         "offset": pa.array([row.get("offset")] * n, pa.int64()),
@@ -361,6 +372,8 @@ def _lineage(rows: list[dict], counts: list[int]) -> list[pa.Array]:
         "source": ([r.get("source") for r in rows], pa.string()),
         "metric": ([m.get("metric") for m in metas], pa.string()),
         "meta_subscription_id": ([m.get("subscription_id") or None for m in metas], pa.string()),
+        "delivery_part": ([_part(m) for m in metas], pa.string()),
+        "delivery_mode": ([m.get("delivery_mode") or None for m in metas], pa.string()),
         "topic": ([r.get("topic") for r in rows], pa.string()),
         "partition": ([r.get("partition") for r in rows], pa.int32()),
         "offset": ([r.get("offset") for r in rows], pa.int64()),

@@ -214,6 +214,10 @@ SILVER_COSTS_SCHEMA = pa.schema(
         ("x_RunId", pa.string()),  # medallion run that last wrote the row
         ("x_UpdatedAt", UTC_TS),
         ("x_ChargeMonth", pa.string()),  # "YYYY-MM", partition column
+        # --- added later (new columns go last: existing tables gain them at the end) ---------
+        # The file a row came from (first 16 hex of its sha256), null for API pulls: part files of one
+        # delivery may repeat a natural key, and each part's rows must stay (see silver.write_silver).
+        ("x_DeliveryPart", pa.string()),
     ]
 )
 SILVER_KEY = [
@@ -228,6 +232,7 @@ SILVER_KEY = [
     "CommitmentDiscountId",
     "x_ResourceGroupName",
     "BillingCurrency",
+    "x_DeliveryPart",
 ]
 SILVER_PARTITION_BY = ["x_ChargeMonth"]
 

@@ -362,6 +362,7 @@ def validate(staged: DataFrame) -> DataFrame:
         F.lower(F.trim(c("commitment_discount_id"))).alias("CommitmentDiscountId"),
         F.lower(F.trim(c("resource_group"))).alias("x_ResourceGroupName"),
         currency.alias("BillingCurrency"),
+        c("delivery_part").alias("x_DeliveryPart"),
         start.alias("ChargePeriodStart"),
         (start + F.expr("INTERVAL 1 DAY")).alias("ChargePeriodEnd"),
         c("billing_account_id").alias("BillingAccountId"),
@@ -419,28 +420,55 @@ _DIMENSIONS = (
 
 
 def transform(valid: DataFrame, *, run_id: str, now: datetime | None = None) -> DataFrame:
-    """Pure transform: validated rows -> one silver row per (natural key, merge mode) on SILVER_COSTS_SCHEMA + `_mode`.
+    """Pure transform: validated rows -> one silver row per (natural key, merge mode) on SILVER_COSTS_SCHEMA
+    + `_mode` + `_additive`.
 
-    Within a run the newest batch of each (slice, mode) wins (a re-pulled window replaces the older
-    pull); rows of that batch with the same natural key are summed, so nothing is lost.
+    A delivery unit is a batch (an API pull) or one file of it. Within a run, per (slice, mode), the
+    newest replacing unit wins (a re-pulled window or a re-delivered export replaces the older one) and
+    units that add to it (part files: `delivery_mode` "add", decided at import) arriving after it stay;
+    rows of a unit with the same natural key are summed, so nothing is lost.
     """
     now = now or datetime.now(UTC)
     c = F.col
     slice_col = F.concat_ws(
         "|", c("x_SourceFamily"), F.coalesce(c("SubAccountId"), c("BillingAccountId")), c("x_ChargeDate").cast("string")
     )
-    rows = valid.withColumn("x_Slice", slice_col)
-    # Newest batch per (slice, mode): a small aggregate joined back, cheaper than a window over all rows.
-    batches = rows.groupBy("x_Slice", "_mode", "batch_id").agg(F.max("fetched_at").alias("_fetched"))
-    order = Window.partitionBy("x_Slice", "_mode").orderBy(
-        F.col("_fetched").desc_nulls_last(), F.col("batch_id").desc()
+    rows = valid.withColumn("x_Slice", slice_col).withColumn(
+        "_additive", F.coalesce(c("delivery_mode") == F.lit("add"), F.lit(False))
     )
-    latest = batches.withColumn("_n", F.row_number().over(order)).where("_n = 1").select("x_Slice", "_mode", "batch_id")
-    if not batches.groupBy("x_Slice", "_mode").count().where("count > 1").isEmpty():
-        # Only when some slice came in several batches (a re-pull in the same run): the semi join of
-        # every wide row is skipped otherwise.
-        rows = rows.join(F.broadcast(latest), ["x_Slice", "_mode", "batch_id"], "left_semi")
-    group = [*SILVER_KEY, "_mode", "x_Slice", "batch_id"]
+    rows = rows.withColumn("_unit", F.coalesce(c("x_DeliveryPart"), F.lit("")))
+    unit = ["x_Slice", "_mode", "batch_id", "_unit"]
+    # Units per (slice, mode): a small aggregate joined back, cheaper than a window over all rows.
+    units = rows.groupBy(*unit).agg(F.max("fetched_at").alias("_fetched"), F.max("_additive").alias("_adds"))
+    if not units.groupBy("x_Slice", "_mode").count().where("count > 1").isEmpty():
+        # Only when some slice came in several units (a re-pull, or several files, in the same run): the
+        # semi join of every wide row is skipped otherwise.
+        newest = Window.partitionBy("x_Slice", "_mode").orderBy(
+            F.col("_fetched").desc_nulls_last(), F.col("batch_id").desc(), F.col("_unit").desc()
+        )
+        replacing = (
+            units.where(~F.col("_adds"))
+            .withColumn("_n", F.row_number().over(newest))
+            .where("_n = 1")
+            .select(
+                "x_Slice",
+                "_mode",
+                F.col("_fetched").alias("_since"),
+                F.col("batch_id").alias("_since_batch"),
+                F.col("_unit").alias("_since_unit"),
+            )
+        )
+        kept = (
+            units.join(replacing, ["x_Slice", "_mode"], "left")
+            .where(
+                F.col("_since").isNull()
+                | ((F.col("batch_id") == F.col("_since_batch")) & (F.col("_unit") == F.col("_since_unit")))
+                | (F.col("_adds") & (F.col("_fetched") >= F.col("_since")))
+            )
+            .select(*unit)
+        )
+        rows = rows.join(F.broadcast(kept), unit, "left_semi")
+    group = [*SILVER_KEY, "_mode", "_additive", "x_Slice", "batch_id"]
     dims = F.struct(*[c(d) for d in _DIMENSIONS])
     lineage = F.struct(c("topic"), c("partition"), c("offset"), c("bronze_run_id"))
     first_row = F.struct(c("topic"), c("partition"), c("offset"), c("row_index"))
@@ -481,8 +509,9 @@ def transform(valid: DataFrame, *, run_id: str, now: datetime | None = None) -> 
         F.lit(now).cast("timestamp").alias("x_UpdatedAt"),
         F.date_format(c("x_ChargeDate"), "yyyy-MM").alias("x_ChargeMonth"),
         "_mode",
+        "_additive",
     )
-    return out.select(*[f.name for f in SILVER_COSTS_SCHEMA], "_mode")
+    return out.select(*[f.name for f in SILVER_COSTS_SCHEMA], "_mode", "_additive")
 
 
 def quarantine(invalid: DataFrame, *, run_id: str, now: datetime | None = None) -> DataFrame:
@@ -524,16 +553,35 @@ class SilverWrite:
     touched_days: dict[str, list[str]] = field(default_factory=dict)
 
 
-def _slices(part: DataFrame, batch_col: str) -> tuple[list[str], list[str], list[str], int, int]:
-    """(slices, months, batch ids, rows, source rows) of one mode's rows: one small aggregate on the driver."""
+@dataclass(frozen=True)
+class _Slices:
+    """What one mode's rows cover: one small aggregate on the driver."""
+
+    slices: list[str]
+    replacing: list[str]  # slices some replacing unit delivered (an adding part file replaces nothing)
+    months: list[str]
+    batches: list[str]
+    rows: int
+    source_rows: int
+
+
+def _slices(part: DataFrame, batch_col: str) -> _Slices:
     row = part.agg(
         F.collect_set("x_Slice").alias("slices"),
+        F.collect_set(F.when(~F.col("_additive"), F.col("x_Slice"))).alias("replacing"),
         F.collect_set("x_ChargeMonth").alias("months"),
         F.collect_set(batch_col).alias("batches"),
         F.count(F.lit(1)).alias("n"),
         F.sum("x_SourceRowCount").alias("source_rows"),
     ).first()
-    return sorted(row["slices"]), sorted(row["months"]), sorted(row["batches"]), row["n"], int(row["source_rows"] or 0)
+    return _Slices(
+        sorted(row["slices"]),
+        sorted(row["replacing"]),
+        sorted(row["months"]),
+        sorted(row["batches"]),
+        row["n"],
+        int(row["source_rows"] or 0),
+    )
 
 
 def _stored_slices(spark: SparkSession, lake: Lake, part: DataFrame, months: list[str]) -> list[str]:
@@ -564,7 +612,15 @@ def write_silver(spark: SparkSession, lake: Lake, rows: DataFrame, modes: list[s
     for mode in [m for m in (MODE_BOTH, MODE_BILLED, MODE_EFFECTIVE) if m in modes]:
         part = rows.where(F.col("_mode") == mode).drop("_mode")
         batch_col = "x_EffectiveBatchId" if mode == MODE_EFFECTIVE else "x_BilledBatchId"
-        slices, months, batches, n, source_rows = _slices(part, batch_col)
+        covered = _slices(part, batch_col)
+        part = part.drop("_additive")
+        slices, months, batches, n, source_rows = (
+            covered.slices,
+            covered.months,
+            covered.batches,
+            covered.rows,
+            covered.source_rows,
+        )
         if not n:
             continue
         result.months.update(months)
@@ -600,18 +656,22 @@ def write_silver(spark: SparkSession, lake: Lake, rows: DataFrame, modes: list[s
             update_columns=update_columns,
             target_predicate=f"t.{in_months}",
         )
-        # Then the rows of these slices the new data did not re-send. After the upsert every row it
-        # matched or inserted carries one of the data's batch ids, so "another batch" is exactly what
-        # a NOT MATCHED BY SOURCE clause would select; the month predicate prunes both scans.
-        stale = (
-            f"{in_months} AND x_Slice IN ({sql_list(stored)}) AND "
-            f"({batch_col} IS NULL OR {batch_col} NOT IN ({sql_list(batches)}))"
-        )
-        removed = delta.delete(
-            spark, lake, SILVER_COSTS, stale if other_cost is None else f"{stale} AND {other_cost} IS NULL"
-        )
-        if cleared:
-            removed += delta.update(spark, lake, SILVER_COSTS, cleared, stale)
+        # Then the rows of the replaced slices the new data did not re-send. After the upsert every row
+        # it matched or inserted carries one of the data's batch ids, so "another batch" is exactly what
+        # a NOT MATCHED BY SOURCE clause would select; the month predicate prunes both scans. A part
+        # file that adds to a delivery replaces nothing.
+        replaced = sorted(set(stored) & set(covered.replacing))
+        removed = 0
+        if replaced:
+            stale = (
+                f"{in_months} AND x_Slice IN ({sql_list(replaced)}) AND "
+                f"({batch_col} IS NULL OR {batch_col} NOT IN ({sql_list(batches)}))"
+            )
+            removed = delta.delete(
+                spark, lake, SILVER_COSTS, stale if other_cost is None else f"{stale} AND {other_cost} IS NULL"
+            )
+            if cleared:
+                removed += delta.update(spark, lake, SILVER_COSTS, cleared, stale)
         result.deleted_or_cleared += removed
         log.info(
             "silver merge (%s): %s rows, %s slices (%s stored), %s stale rows removed or cleared, metrics %s",
