@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from backend.analytics import forecast
-from backend.analytics.analyze import series_anomalies
+from backend.analytics.analyze import SERIES_KEYS, series_anomalies
 from backend.analytics.detect import DetectorParams
 from backend.analytics.evaluation import estate_cost_frame, label_scope, score_detection, truth_members
 from backend.analytics.forecast import ForecastParams, forecast_series, month_end_forecast
@@ -74,7 +74,7 @@ def detection_rows(seed: int, metrics: list[str], detectors: dict[str, DetectorP
         found = pd.concat(
             [
                 series_anomalies(g, params, start=start, end=end, since=since)
-                for _, g in series.groupby(["level", "member", "metric"], sort=False)
+                for _, g in series.groupby(SERIES_KEYS, sort=False)
             ],
             ignore_index=True,
         )
@@ -137,6 +137,9 @@ def forecast_rows(
     starts = pd.to_datetime(labels["start_date"])
     out = []
     subs = series[series["level"] == "subscription"]
+    # The total below adds subscriptions up, which is only a total within one currency.
+    if subs["currency"].nunique() > 1:
+        raise ValueError(f"forecast_rows scores a one-currency estate, not {sorted(subs['currency'].unique())}")
     for metric in metrics:
         mine = subs[subs["metric"] == metric]
         targets = {"total": mine.groupby("charge_date")["cost"].sum()}
@@ -180,7 +183,7 @@ def forecast_speed(series: pd.DataFrame) -> dict:
     """Seconds to forecast every series of an estate (as run_analytics does) with the batched backtests, and with
     the same backtests fitted one origin at a time (the reference), in this run."""
     params = ForecastParams()
-    groups = [g for _, g in series.groupby(["level", "member", "metric"], sort=False)]
+    groups = [g for _, g in series.groupby(SERIES_KEYS, sort=False)]
 
     def run() -> float:
         t0 = time.perf_counter()

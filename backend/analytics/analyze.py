@@ -11,7 +11,8 @@ import pandas as pd
 from backend.analytics.detect import DetectorParams, baseline, detect
 from backend.analytics.forecast import ForecastParams, forecast_series
 
-SERIES_KEYS = ["level", "member", "metric"]
+# A series is one member's cost in one billing currency: amounts in different currencies are never added.
+SERIES_KEYS = ["level", "member", "metric", "currency"]
 ANOMALY_COLUMNS = [
     *SERIES_KEYS,
     "charge_date",
@@ -24,7 +25,7 @@ ANOMALY_COLUMNS = [
     "kind",
 ]
 ANOMALY_SPARK_SCHEMA = (
-    "level string, member string, metric string, charge_date date, actual double, expected double, "
+    "level string, member string, metric string, currency string, charge_date date, actual double, expected double, "
     "lower_bound double, upper_bound double, impact double, severity double, kind string"
 )
 FORECAST_COLUMNS = [
@@ -40,8 +41,9 @@ FORECAST_COLUMNS = [
     "backtest_error",
 ]
 FORECAST_SPARK_SCHEMA = (
-    "level string, member string, metric string, row_type string, forecast_date date, period_end date, "
-    "actual_to_date double, point double, lower_bound double, upper_bound double, method string, backtest_error double"
+    "level string, member string, metric string, currency string, row_type string, forecast_date date, "
+    "period_end date, actual_to_date double, point double, lower_bound double, upper_bound double, method string, "
+    "backtest_error double"
 )
 
 
@@ -53,11 +55,12 @@ def complete_days(series: pd.DataFrame, start, end) -> pd.DataFrame:
 
 
 def _keys(series: pd.DataFrame) -> dict:
-    return {k: series[k].iloc[0] for k in SERIES_KEYS}
+    # A series without a currency column is one unknown currency, "" (as level_series makes it).
+    return {k: series[k].iloc[0] if k in series.columns else "" for k in SERIES_KEYS}
 
 
 def series_anomalies(series: pd.DataFrame, params: DetectorParams, *, start, end, since) -> pd.DataFrame:
-    """Anomalies of one series (level, member, metric, charge_date, cost) reported on days >= since."""
+    """Anomalies of one series (level, member, metric, currency, charge_date, cost) reported on days >= since."""
     if series.empty:
         return pd.DataFrame(columns=ANOMALY_COLUMNS)
     keys = _keys(series)
@@ -176,15 +179,22 @@ def refine_kind(kind: str, contributors_list: list[dict], impact: float) -> str:
 
 
 def suppressed_by_feedback(anomalies: pd.DataFrame, feedback: pd.DataFrame, *, default_days: int) -> pd.Series:
-    """Feedback id that suppresses each anomaly (NaN when none): an 'expected' verdict on the same level, member and
-    kind covers anomalies from the marked day up to suppress_until (or default_days), unless the new one is > 2x the size."""
+    """Feedback id that suppresses each anomaly (NaN when none): an 'expected' verdict on the same level, member,
+    currency and kind covers anomalies from the marked day up to suppress_until (or default_days), unless the new
+    one is > 2x the size. A verdict whose currency is unknown (`marked_currency` null or absent) covers every
+    currency of the member, as before analytics split series by currency."""
     out = pd.Series(np.nan, index=anomalies.index)
     if anomalies.empty or feedback.empty:
         return out
     fb = feedback[feedback["verdict"] == "expected"]
+    marked_currency = fb["marked_currency"] if "marked_currency" in fb.columns else pd.Series(None, index=fb.index)
     for idx, a in anomalies.iterrows():
         same = fb[(fb["level"] == a["level"]) & (fb["dimension_value"] == a["member"])]
         same = same[same["kind"].isna() | (same["kind"] == a["kind"])]
+        if "currency" in anomalies.columns:
+            # The size test compares impacts, which only means something within one currency.
+            mc = marked_currency.loc[same.index]
+            same = same[mc.isna() | (mc == a["currency"])]
         day = pd.Timestamp(a["charge_date"])
         for f in same.itertuples():
             marked = pd.Timestamp(f.marked_date)

@@ -185,19 +185,43 @@ def spend(conn, budget: Mapping[str, Any], start: date, end: date) -> float:
     return float(conn.execute(sa.text(sql), params).scalar_one())
 
 
+def scope_currencies(conn, budget: Mapping[str, Any], start: date, end: date) -> list[str]:
+    """The billing currencies the budget's scope has cost in from start to end (whatever the budget's own)."""
+    params: dict[str, Any] = {"start": start, "end": end, "sv": budget["scope_value"]}
+    if budget["scope_type"] == "tag":
+        params["tk"] = budget["tag_key"]
+        table, where = "mart.agg_cost_by_tag", " AND a.tag_key = :tk AND a.tag_value = :sv"
+    elif budget["scope_type"] == "total":
+        table, where = "mart.agg_cost_daily", ""
+    else:
+        dim, key, natural = SCOPE_DIM[budget["scope_type"]]
+        table, where = "mart.agg_cost_daily", f" AND a.{key} IN (SELECT {key} FROM mart.{dim} WHERE {natural} = :sv)"
+    sql = f"""SELECT DISTINCT c.currency_code FROM {table} a JOIN mart.dim_currency c USING (currency_key)
+              WHERE a.charge_date BETWEEN :start AND :end{where} ORDER BY 1"""
+    return list(conn.execute(sa.text(sql), params).scalars())
+
+
 def _forecast_rest(conn, budget: Mapping[str, Any], after: date, end: date) -> float | None:
-    """Forecast spend from the day after `after` to `end` from the latest forecast generation of the scope."""
+    """Forecast spend from the day after `after` to `end` from the latest forecast generation of the scope in the
+    budget's currency (forecasts are per currency; a row without one summed several and is never used)."""
     scope_type = f"tag:{budget['tag_key']}" if budget["scope_type"] == "tag" else budget["scope_type"]
     row = conn.execute(
         sa.text(
             """
             WITH latest AS (SELECT max(generated_at) AS g FROM mart.forecasts
-                            WHERE scope_type = :st AND scope_value = :sv AND metric = :m)
+                            WHERE scope_type = :st AND scope_value = :sv AND metric = :m AND currency = :cur)
             SELECT count(*), coalesce(sum(point), 0), max(forecast_date) FROM mart.forecasts f, latest
-            WHERE f.scope_type = :st AND f.scope_value = :sv AND f.metric = :m AND f.generated_at = latest.g
-              AND f.forecast_date > :after AND f.forecast_date <= :end"""
+            WHERE f.scope_type = :st AND f.scope_value = :sv AND f.metric = :m AND f.currency = :cur
+              AND f.generated_at = latest.g AND f.forecast_date > :after AND f.forecast_date <= :end"""
         ),
-        {"st": scope_type, "sv": budget["scope_value"], "m": budget["metric"], "after": after, "end": end},
+        {
+            "st": scope_type,
+            "sv": budget["scope_value"],
+            "m": budget["metric"],
+            "cur": budget["currency"],
+            "after": after,
+            "end": end,
+        },
     ).one()
     count, total, last = row
     if not count:
@@ -239,8 +263,12 @@ def evaluate_budgets(
     backoff: float = 0.5,
 ) -> dict[str, int]:
     """Compare every enabled budget's period spend (actual) and spend + forecast with its thresholds; record each
-    newly crossed threshold once per period (alert history) and POST it to the budget's webhook if any."""
-    stats = {"budgets": 0, "alerts": 0, "webhooks_delivered": 0, "webhooks_failed": 0}
+    newly crossed threshold once per period (alert history) and POST it to the budget's webhook if any.
+
+    Spend and forecast are the scope's cost in the budget's currency only; cost in other currencies is never
+    converted or added. A budget whose scope has cost only in other currencies is counted in
+    `budgets_other_currency` and logged, since it can never alert."""
+    stats = {"budgets": 0, "alerts": 0, "webhooks_delivered": 0, "webhooks_failed": 0, "budgets_other_currency": 0}
     with engine.connect() as conn:
         if as_of is None:
             as_of = conn.execute(sa.text("SELECT max(charge_date) FROM mart.agg_cost_daily")).scalar()
@@ -253,6 +281,16 @@ def evaluate_budgets(
         with engine.connect() as conn:
             spent = spend(conn, budget, start, min(as_of, end))
             rest = _forecast_rest(conn, budget, as_of, end) if as_of < end else 0.0
+            others = [] if spent else scope_currencies(conn, budget, start, min(as_of, end))
+        if others and budget["currency"] not in others:
+            stats["budgets_other_currency"] += 1
+            log.warning(
+                "budget %r is in %s but its scope's cost this period is in %s only: it is not converted, so the"
+                " budget cannot alert",
+                budget["name"],
+                budget["currency"],
+                ", ".join(others),
+            )
         checks = [("actual", spent, [float(t) for t in budget["actual_thresholds"]])]
         if rest is not None:
             checks.append(("forecast", spent + rest, [float(t) for t in budget["forecast_thresholds"]]))

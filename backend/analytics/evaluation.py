@@ -34,15 +34,25 @@ def estate_cost_frame(costs: pa.Table) -> pd.DataFrame:
         "service_name": costs["ServiceName"],
         "resource_id": costs["ResourceId"],
         "meter_name": costs["x_MeterName"],
+        "billing_currency": costs["BillingCurrency"],
         "tags": costs["Tags"],
         "actual_cost": pc.cast(costs["BilledCost"], pa.float64()),
         "amortized_cost": pc.cast(costs["EffectiveCost"], pa.float64()),
     }
     frame = pa.table({k: (v.cast(pa.string()) if pa.types.is_dictionary(v.type) else v) for k, v in cols.items()})
-    keys = ["charge_date", "subscription_id", "resource_group", "service_name", "resource_id", "meter_name", "tags"]
+    keys = [
+        "charge_date",
+        "subscription_id",
+        "resource_group",
+        "service_name",
+        "resource_id",
+        "meter_name",
+        "billing_currency",
+        "tags",
+    ]
     grouped = frame.group_by(keys, use_threads=False).aggregate([("actual_cost", "sum"), ("amortized_cost", "sum")])
     df = grouped.to_pandas().rename(columns={"actual_cost_sum": "actual_cost", "amortized_cost_sum": "amortized_cost"})
-    for key in ("subscription_id", "resource_group", "service_name", "resource_id", "meter_name"):
+    for key in ("subscription_id", "resource_group", "service_name", "resource_id", "meter_name", "billing_currency"):
         df[key] = df[key].fillna("")
     parsed = {raw: _canonical_tags(raw) for raw in df["tags"].dropna().unique()}
     for key in TAG_KEYS:

@@ -81,7 +81,7 @@ class MonthEndForecast:
     method: str
     as_of: dt.date
     generated_at: dt.datetime
-    currency: str | None  # None: the estate had several currencies and analytics summed them
+    currency: str | None  # None: written before forecasts were per currency, when several were summed
 
 
 @dataclass(frozen=True)
@@ -138,36 +138,66 @@ def list_anomalies(
     return [Anomaly(*row[:13], _contributors(row[13]), *row[14:]) for row in rows]
 
 
-def series(engine: sa.Engine, *, level: str, value: str, metric: str, start: dt.date, end: dt.date) -> list[DailyCost]:
-    """The daily series an anomaly was detected in (all currencies of that member, as detection sums them).
+def _in_one_currency(rows: list[tuple[dt.date, str, Any]], currency: str | None, what: str) -> list[DailyCost]:
+    """(day, currency, cost) rows as one currency's daily series: `currency`, or the only one there is."""
+    if currency is None:
+        found = sorted({cur for _, cur, _ in rows})
+        if len(found) > 1:
+            raise ValueError(f"{what} has cost in {len(found)} currencies ({', '.join(found)}): pass currency=")
+        currency = found[0] if found else None
+    # A day whose cost is null (the metric is not available there) has no point, rather than a made-up zero.
+    picked = (DailyCost(day, Decimal(cost)) for day, cur, cost in rows if cur == currency and cost is not None)
+    return sorted(picked, key=lambda p: p.day)
+
+
+def series(
+    engine: sa.Engine,
+    *,
+    level: str,
+    value: str,
+    metric: str,
+    start: dt.date,
+    end: dt.date,
+    currency: str | None = None,
+) -> list[DailyCost]:
+    """The daily series an anomaly was detected in: the member's cost in one billing currency, as detection
+    splits it (amounts in two currencies are never added). `currency` None takes the member's only currency in
+    the window, and raises ValueError when it has several.
 
     `level` is total, a LEVEL_KEYS dimension or "tag:<key>"; `value` its natural key ("" = none)."""
     col = queries._metric(metric)
+    what = f"{level} {value!r}"
     if level == "total" or level.startswith(queries.TAG_PREFIX):
         # Tag values are their own labels, so the typed mart query answers these two directly.
         filters = {level: [value or queries.UNTAGGED]} if level.startswith(queries.TAG_PREFIX) else {}
         frame = queries.time_series(engine, start=start, end=end, metric=metric, filters=filters)
-        summed = frame.groupby("period")["cost_exact"].sum() if not frame.empty else {}
-        return [DailyCost(day, Decimal(cost)) for day, cost in sorted(dict(summed).items())]
+        rows = list(zip(frame["period"], frame["currency"], frame["cost_exact"], strict=True))
+        return _in_one_currency(rows, currency, what)
     if level not in LEVEL_KEYS:
         raise ValueError(f"unknown anomaly level {level!r}: use total, tag:<key> or one of {sorted(LEVEL_KEYS)}")
     table, key, natural = LEVEL_KEYS[level]
     sql = (
-        f"SELECT a.charge_date, sum(a.{col}) FROM mart.agg_cost_daily a"
+        f"SELECT a.charge_date, c.currency_code, sum(a.{col}) FROM mart.agg_cost_daily a"
+        " JOIN mart.dim_currency c USING (currency_key)"
         f" WHERE a.{key} IN (SELECT {key} FROM mart.{table} WHERE {natural} = :v)"
-        " AND a.charge_date BETWEEN :start AND :end GROUP BY 1 ORDER BY 1"
+        " AND a.charge_date BETWEEN :start AND :end GROUP BY 1, 2 ORDER BY 1, 2"
     )
     with engine.connect() as conn:
-        return [DailyCost(*row) for row in conn.execute(sa.text(sql), {"v": value, "start": start, "end": end})]
+        rows = [tuple(r) for r in conn.execute(sa.text(sql), {"v": value, "start": start, "end": end})]
+    return _in_one_currency(rows, currency, what)
 
 
-def band(engine: sa.Engine, *, level: str, value: str, metric: str) -> list[BandPoint]:
-    """Every detection stored for one series (expected value and band per day), oldest first."""
+def band(engine: sa.Engine, *, level: str, value: str, metric: str, currency: str | None = None) -> list[BandPoint]:
+    """Every detection stored for one series (expected value and band per day), oldest first; with `currency`,
+    that currency's series only."""
     sql = """
         SELECT charge_date, expected, lower_bound, upper_bound, actual, severity::float8, status, kind
-        FROM mart.anomalies WHERE level = :l AND dimension_value = :v AND metric = :m ORDER BY charge_date"""
+        FROM mart.anomalies WHERE level = :l AND dimension_value = :v AND metric = :m
+          AND (CAST(:c AS text) IS NULL OR currency = :c)
+        ORDER BY charge_date"""
+    params = {"l": level, "v": value, "m": metric, "c": currency}
     with engine.connect() as conn:
-        return [BandPoint(*row) for row in conn.execute(sa.text(sql), {"l": level, "v": value, "m": metric})]
+        return [BandPoint(*row) for row in conn.execute(sa.text(sql), params)]
 
 
 def set_anomaly_status(
@@ -213,14 +243,16 @@ def set_anomaly_status(
 def month_end_forecast(
     engine: sa.Engine, *, as_of: dt.date, metric: str = "actual", currency: str | None = None
 ) -> MonthEndForecast | None:
-    """The latest month-end forecast of the estate total for the month holding `as_of`; None when there is
-    none yet or only one in another currency (a row with no currency summed every currency and always fits)."""
+    """The latest month-end forecast of the estate total in `currency` for the month holding `as_of`; None when
+    there is none yet or only one in another currency. Analytics writes one per billing currency; a row with no
+    currency predates that (it summed every currency), so it never stands for one. `currency` None takes the
+    latest in any currency (its `currency` says which)."""
     sql = """
         SELECT period_start, period_end, actual_to_date, point, lower_bound, upper_bound, interval_level::float8,
                method, as_of, generated_at, currency
         FROM mart.forecast_totals
         WHERE scope_type = 'total' AND scope_value = '' AND metric = :metric AND period = 'month_end'
-          AND period_start = :start AND (currency IS NULL OR CAST(:cur AS text) IS NULL OR currency = :cur)
+          AND period_start = :start AND (CAST(:cur AS text) IS NULL OR currency = :cur)
         ORDER BY generated_at DESC LIMIT 1"""
     queries._metric(metric)
     with engine.connect() as conn:

@@ -1,4 +1,4 @@
-"""Entry point after gold: anomalies and forecasts per level with Spark (grouped pandas UDFs), results to the mart."""
+"""Entry point after gold: anomalies and forecasts per level and currency with Spark (grouped pandas UDFs), to the mart."""
 
 from __future__ import annotations
 
@@ -87,9 +87,12 @@ def _gold_frame(spark, lake, table: str, schema: pa.Schema, columns: list[str], 
 
 
 def level_series_spark(cost_df, tag_df, levels: list[str], metrics: list[str]):
-    """Spark DataFrame (level, member, metric, charge_date, cost): daily totals per level member and metric."""
+    """Spark DataFrame (level, member, metric, currency, charge_date, cost): daily totals per level member, billing
+    currency and metric. Currency is a grouping key, never summed over: a member billed in USD and EUR is two
+    series (an unknown currency is the series "")."""
     from pyspark.sql import functions as sf
 
+    currency = sf.coalesce(sf.col("billing_currency"), sf.lit("")).alias("currency")
     parts = []
     for level in [*levels, TOTAL]:
         if level == TOTAL:
@@ -104,9 +107,16 @@ def level_series_spark(cost_df, tag_df, levels: list[str], metrics: list[str]):
             continue
         for metric in metrics:
             parts.append(
-                src.groupBy(member.alias("member"), sf.col("charge_date"))
+                src.groupBy(member.alias("member"), currency, sf.col("charge_date"))
                 .agg(sf.sum(sf.col(METRICS[metric])).alias("cost"))
-                .select(sf.lit(level).alias("level"), "member", sf.lit(metric).alias("metric"), "charge_date", "cost")
+                .select(
+                    sf.lit(level).alias("level"),
+                    "member",
+                    sf.lit(metric).alias("metric"),
+                    "currency",
+                    "charge_date",
+                    "cost",
+                )
             )
     out = parts[0]
     for part in parts[1:]:
@@ -118,7 +128,7 @@ def run_analytics(
     settings: Settings, lake, spark, engine: sa.Engine, *, run_id: str, as_of: date | None = None
 ) -> dict:
     """Read gold cost_daily (and cost_by_tag), detect anomalies over the last lookback days and forecast every
-    scope; write both to the mart. Returns counts for the run's step record."""
+    scope, each per billing currency; write both to the mart. Returns counts for the run's step record."""
     from pyspark.sql import functions as sf
 
     t0 = time.monotonic()
@@ -141,10 +151,9 @@ def run_analytics(
     start, end = bounds["start"], bounds["end"]
     since = end - timedelta(days=settings.anomaly_lookback_days - 1)
     dparams, fparams = detector_params(settings), forecast_params(settings)
-    currencies = sorted(c for c in bounds["currencies"] if c is not None)
-    currency = currencies[0] if len(currencies) == 1 else None
-    if currency is None:
-        log.warning("gold holds %d currencies; analytics sums them as they are (%s)", len(currencies), currencies)
+    currencies = sorted({c or "" for c in bounds["currencies"]})
+    if len(currencies) > 1:
+        log.info("gold holds %d billing currencies %s: every series is per currency", len(currencies), currencies)
 
     # The series are small (members x days); only they are shuffled to the grouped UDFs.
     series = (
@@ -166,16 +175,13 @@ def run_analytics(
 
     found = found[found["level"] != TOTAL].reset_index(drop=True)
     found = explain(found, _explain_rows(lake, found, dparams, as_of), lake if tags is not None else None, dparams)
-    found["currency"] = currency
     feedback = store.read_feedback(engine)
     by = suppressed_by_feedback(found, feedback, default_days=settings.anomaly_feedback_days)
     found["status"] = np.where(by.notna(), "expected", "open")
     found["feedback"] = [f"suppressed by feedback #{int(f)}" if pd.notna(f) else None for f in by]
-    stats = {"series": nseries, "as_of": str(end), "suppressed": int(by.notna().sum())}
+    stats = {"series": nseries, "currencies": len(currencies), "as_of": str(end), "suppressed": int(by.notna().sum())}
     stats |= store.write_anomalies(engine, found, since=since, run_id=run_id, levels=levels, metrics=metrics)
-    stats |= store.write_forecasts(
-        engine, forecasts, run_id=run_id, interval_level=fparams.interval_level, currency=currency, as_of=end
-    )
+    stats |= store.write_forecasts(engine, forecasts, run_id=run_id, interval_level=fparams.interval_level, as_of=end)
     stats["seconds"] = round(time.monotonic() - t0, 1)
     log.info("analytics run %s: %s", run_id, stats)
     return stats
@@ -217,6 +223,8 @@ def explain(found: pd.DataFrame, costs: pa.Table, lake, params: DetectorParams) 
     for idx, a in found.iterrows():
         day = pd.Timestamp(a["charge_date"])
         rows = frame[(frame["charge_date"] >= day - window) & (frame["charge_date"] <= day)]
+        # Children in the anomaly's currency only: its expected and actual are amounts in that currency.
+        rows = rows[rows["billing_currency"].fillna("") == a["currency"]]
         if a["level"] in LEVEL_COLUMN:
             rows = rows[rows[LEVEL_COLUMN[a["level"]]].fillna("") == a["member"]]
             child = CHILD_COLUMN[a["level"]]

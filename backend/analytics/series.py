@@ -1,4 +1,4 @@
-"""Daily cost series per analysis level (subscription, resource group, service, tag) from gold cost rows, in pandas."""
+"""Daily cost series per analysis level (subscription, resource group, service, tag) and currency, in pandas."""
 
 from __future__ import annotations
 
@@ -29,9 +29,15 @@ def child_column(level: str) -> str:
 
 
 def level_series(costs: pd.DataFrame, levels: list[str], metrics: list[str]) -> pd.DataFrame:
-    """Long frame (level, member, metric, charge_date, cost) of daily totals; every member gets every day of
-    the frame's date range (missing days are zero cost), so a new member has a zero history, not none."""
+    """Long frame (level, member, metric, currency, charge_date, cost) of daily totals per billing currency (a
+    frame without billing_currency is one unknown currency, ""); every member gets every day of the frame's date
+    range in each currency it has (missing days are zero cost), so a new member has a zero history, not none."""
+    columns = ["level", "member", "metric", "currency", "charge_date", "cost"]
     dates = pd.date_range(costs["charge_date"].min(), costs["charge_date"].max(), freq="D")
+    if "billing_currency" in costs.columns:
+        currency = costs["billing_currency"].fillna("").astype(str)
+    else:
+        currency = pd.Series("", index=costs.index)
     frames = []
     for level in levels:
         col = level_column(level)
@@ -40,15 +46,16 @@ def level_series(costs: pd.DataFrame, levels: list[str], metrics: list[str]) -> 
         keys = costs[col].fillna("").astype(str) if col != TOTAL else pd.Series("", index=costs.index)
         for metric in metrics:
             value = costs[METRICS[metric]].astype(float)
-            daily = value.groupby([keys.rename("member"), pd.to_datetime(costs["charge_date"])]).sum()
+            by = [keys.rename("member"), currency.rename("currency"), pd.to_datetime(costs["charge_date"])]
+            daily = value.groupby(by).sum()
             wide = daily.unstack("charge_date").reindex(columns=dates, fill_value=0.0).fillna(0.0)
             long = wide.stack().rename("cost").reset_index()
-            long.columns = ["member", "charge_date", "cost"]
+            long.columns = ["member", "currency", "charge_date", "cost"]
             long.insert(0, "metric", metric)
             long.insert(0, "level", level)
-            frames.append(long)
+            frames.append(long[columns])
     if not frames:
-        return pd.DataFrame(columns=["level", "member", "metric", "charge_date", "cost"])
+        return pd.DataFrame(columns=columns)
     out = pd.concat(frames, ignore_index=True)
     out["cost"] = out["cost"].astype(np.float64)
     return out

@@ -46,12 +46,13 @@ def mart(pg_url):
                 ),
                 {"d": date(2025, 6, 1) + timedelta(days=i)},
             )
-        # A forecast of 100 a day for the rest of June, as run_analytics writes it.
+        # A forecast of 100 a day for the rest of June, as run_analytics writes it (in the scope's currency).
         for i in range(20):
             conn.execute(
                 sa.text(
                     "INSERT INTO mart.forecasts (scope_type, scope_value, metric, forecast_date, point, method,"
-                    " generated_at) VALUES ('subscription', 's1', 'actual', :d, 100, 'seasonal_mean', now())"
+                    " currency, generated_at) VALUES ('subscription', 's1', 'actual', :d, 100, 'seasonal_mean',"
+                    " 'USD', now())"
                 ),
                 {"d": date(2025, 6, 11) + timedelta(days=i)},
             )

@@ -7,6 +7,7 @@ from datetime import date, timedelta
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 import sqlalchemy as sa
 
@@ -20,29 +21,42 @@ from tests.conftest import make_settings
 pytestmark = pytest.mark.slow
 
 
-def gold_rows(days: int = 84) -> pa.Table:
+# (subscription, currency, service, resource, daily level)
+ONE_CURRENCY = (
+    ("/subscriptions/s1", "USD", "Storage", "st-1", 40.0),
+    ("/subscriptions/s1", "USD", "Storage", "st-2", 60.0),
+    ("/subscriptions/s1", "USD", "Functions", "fn-1", 80.0),
+)
+# Two subscriptions billed in two currencies that share the service names and the resource group name, so every
+# level has members with cost in both: a USD one and a EUR one.
+TWO_CURRENCIES = (
+    ("/subscriptions/s-usd", "USD", "Storage", "st-u1", 50.0),
+    ("/subscriptions/s-usd", "USD", "Functions", "fn-u1", 70.0),
+    ("/subscriptions/s-eur", "EUR", "Storage", "st-e1", 40.0),
+    ("/subscriptions/s-eur", "EUR", "Storage", "st-e2", 60.0),
+    ("/subscriptions/s-eur", "EUR", "Functions", "fn-e1", 30.0),
+)
+
+
+def gold_rows(days: int = 84, resources=ONE_CURRENCY, spike: str = "st-2") -> pa.Table:
     rng = np.random.default_rng(5)
     start = date(2025, 3, 1)
     rows = []
     for i in range(days):
         day = start + timedelta(days=i)
-        for service, resource, level in (
-            ("Storage", "st-1", 40.0),
-            ("Storage", "st-2", 60.0),
-            ("Functions", "fn-1", 80.0),
-        ):
+        for subscription, currency, service, resource, level in resources:
             cost = level * float(np.exp(0.03 * rng.standard_normal()))
-            if resource == "st-2" and i == days - 1:
-                cost += 100.0  # the spike on the last day, caused by st-2
+            if resource == spike and i == days - 1:
+                cost += 100.0  # the spike on the last day, caused by one resource
             rows.append(
                 {
                     "charge_date": day,
-                    "subscription_id": "/subscriptions/s1",
+                    "subscription_id": subscription,
                     "resource_group": "rg-a",
                     "service_name": service,
                     "resource_id": resource,
                     "meter_name": f"{resource}-meter",
-                    "billing_currency": "USD",
+                    "billing_currency": currency,
                     "actual_cost": round(cost, 6),
                     "amortized_cost": round(cost, 6),
                 }
@@ -55,7 +69,9 @@ def gold_rows(days: int = 84) -> pa.Table:
     return table
 
 
-def test_run_analytics_writes_anomalies_and_forecasts(spark, pg_url, tmp_path):
+@pytest.fixture
+def analytics_env(spark, pg_url, tmp_path):
+    """A migrated mart, a local lake and the settings run_analytics needs; the test writes gold."""
     settings = make_settings(
         tmp_path,
         database_url=pg_url,
@@ -64,45 +80,128 @@ def test_run_analytics_writes_anomalies_and_forecasts(spark, pg_url, tmp_path):
         anomaly_metrics="actual",
     )
     ensure_lake(lake_location(settings))
-    lake = lake_from_settings(settings)
-    lake.overwrite(GOLD_COST_DAILY, gold_rows())
     upgrade(pg_url)
     engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
-    try:
-        stats = run_analytics(settings, lake, spark, engine, run_id="run-1")
-        assert stats["anomalies"] >= 1
-        with engine.connect() as conn:
-            found = conn.execute(
-                sa.text(
-                    "SELECT level, dimension_value, kind, contributors, actual, expected FROM mart.anomalies"
-                    " WHERE level = 'service'"
-                )
-            ).all()
-            assert [(r.dimension_value, r.kind) for r in found] == [("Storage", "spike")]
-            contributors = (
-                found[0].contributors
-                if not isinstance(found[0].contributors, str)
-                else json.loads(found[0].contributors)
+    yield settings, lake_from_settings(settings), engine
+    engine.dispose()
+
+
+def test_run_analytics_writes_anomalies_and_forecasts(spark, analytics_env):
+    settings, lake, engine = analytics_env
+    lake.overwrite(GOLD_COST_DAILY, gold_rows())
+    stats = run_analytics(settings, lake, spark, engine, run_id="run-1")
+    assert stats["anomalies"] >= 1
+    with engine.connect() as conn:
+        found = conn.execute(
+            sa.text(
+                "SELECT level, dimension_value, kind, contributors, actual, expected FROM mart.anomalies"
+                " WHERE level = 'service'"
             )
-            assert contributors[0]["value"] == "st-2" and contributors[0]["meter"] == "st-2-meter"
-            totals = conn.execute(
-                sa.text(
-                    "SELECT scope_type, period, point, lower_bound, upper_bound, method, backtest_error"
-                    " FROM mart.forecast_totals WHERE scope_type = 'total' AND period = 'month_end'"
-                )
-            ).one()
-            assert totals.lower_bound <= totals.point <= totals.upper_bound and totals.method
-            days = conn.execute(sa.text("SELECT count(*) FROM mart.forecasts WHERE scope_type = 'total'")).scalar()
-            assert days == settings.forecast_horizon_days
-        # Re-running is idempotent for anomalies (upsert on the natural key); a user's verdict survives.
-        with engine.begin() as conn:
-            conn.execute(sa.text("UPDATE mart.anomalies SET status = 'expected'"))
-        run_analytics(settings, lake, spark, engine, run_id="run-2")
-        with engine.connect() as conn:
-            rows = conn.execute(sa.text("SELECT status FROM mart.anomalies WHERE level = 'service'")).all()
-        assert [r.status for r in rows] == ["expected"]
-    finally:
-        engine.dispose()
+        ).all()
+        assert [(r.dimension_value, r.kind) for r in found] == [("Storage", "spike")]
+        contributors = (
+            found[0].contributors if not isinstance(found[0].contributors, str) else json.loads(found[0].contributors)
+        )
+        assert contributors[0]["value"] == "st-2" and contributors[0]["meter"] == "st-2-meter"
+        totals = conn.execute(
+            sa.text(
+                "SELECT scope_type, period, point, lower_bound, upper_bound, method, backtest_error"
+                " FROM mart.forecast_totals WHERE scope_type = 'total' AND period = 'month_end'"
+            )
+        ).one()
+        assert totals.lower_bound <= totals.point <= totals.upper_bound and totals.method
+        days = conn.execute(sa.text("SELECT count(*) FROM mart.forecasts WHERE scope_type = 'total'")).scalar()
+        assert days == settings.forecast_horizon_days
+    # Re-running is idempotent for anomalies (upsert on the natural key); a user's verdict survives.
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE mart.anomalies SET status = 'expected'"))
+    run_analytics(settings, lake, spark, engine, run_id="run-2")
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT status FROM mart.anomalies WHERE level = 'service'")).all()
+    assert [r.status for r in rows] == ["expected"]
+
+
+def _gold_sums(table: pa.Table, column: str | None, start: date) -> dict[tuple[str, str], float]:
+    """Gold's actual cost from `start` on per (member of `column`, currency); column None: the estate total."""
+    frame = table.to_pandas()
+    frame = frame[frame["charge_date"] >= start]
+    members = frame[column] if column else ""
+    sums = frame.assign(member=members, cost=frame["actual_cost"].astype(float)).groupby(
+        ["member", "billing_currency"]
+    )["cost"]
+    return {key: float(v) for key, v in sums.sum().items()}
+
+
+def test_two_currencies_are_never_added(spark, analytics_env):
+    """USD and EUR subscriptions with the same service and resource group names: every anomaly, forecast and
+    month-end total is one currency's, the EUR spike is found in EUR with EUR contributors only."""
+    settings, lake, engine = analytics_env
+    gold = gold_rows(resources=TWO_CURRENCIES, spike="st-e2")
+    lake.overwrite(GOLD_COST_DAILY, gold)
+    stats = run_analytics(settings, lake, spark, engine, run_id="run-1")
+    assert stats["currencies"] == 2
+    # total + 2 services + 1 resource group, each in 2 currencies
+    assert stats["series"] == 8
+    last = date(2025, 3, 1) + timedelta(days=83)
+    with engine.connect() as conn:
+        anomalies = conn.execute(
+            sa.text("SELECT level, dimension_value, currency, actual, contributors FROM mart.anomalies ORDER BY level")
+        ).all()
+        totals = conn.execute(
+            sa.text(
+                "SELECT scope_type, scope_value, currency, actual_to_date, generated_at FROM mart.forecast_totals"
+                " WHERE period = 'month_end'"
+            )
+        ).all()
+        days = conn.execute(
+            sa.text(
+                "SELECT scope_type, scope_value, currency, count(*) AS n, count(DISTINCT generated_at) AS gens"
+                " FROM mart.forecasts GROUP BY 1, 2, 3"
+            )
+        ).all()
+
+    # The spike is in EUR: found there, with EUR's actual (USD's Storage cost is not in it), and explained by
+    # EUR resources only.
+    assert [(a.level, a.dimension_value, a.currency) for a in anomalies] == [
+        ("resource_group", "rg-a", "EUR"),
+        ("service", "Storage", "EUR"),
+    ]
+    eur_day = gold.filter(pc.and_(pc.equal(gold["charge_date"], last), pc.equal(gold["billing_currency"], "EUR")))
+    eur_storage = eur_day.filter(pc.equal(eur_day["service_name"], "Storage"))
+    service = next(a for a in anomalies if a.level == "service")
+    assert float(service.actual) == pytest.approx(float(pc.sum(eur_storage["actual_cost"]).as_py()))
+    for a in anomalies:
+        contributors = a.contributors if not isinstance(a.contributors, str) else json.loads(a.contributors)
+        assert contributors[0]["value"] == "st-e2"
+        assert not {c["value"] for c in contributors} & {"st-u1", "fn-u1"}  # USD resources explain no EUR cost
+
+    # Month-end totals: one per scope and currency, each equal to that currency's cost to date in gold.
+    month = last.replace(day=1)
+    expected = {("total", "", c): v for (_, c), v in _gold_sums(gold, None, month).items()}
+    for level, column in (("service", "service_name"), ("resource_group", "resource_group")):
+        expected |= {(level, m, c): v for (m, c), v in _gold_sums(gold, column, month).items()}
+    got = {(t.scope_type, t.scope_value, t.currency): float(t.actual_to_date) for t in totals}
+    assert got == pytest.approx(expected)
+    assert {t.currency for t in totals if t.scope_type == "total"} == {"EUR", "USD"}
+
+    # Daily forecasts: the full horizon per scope and currency, each currency its own generation.
+    assert {(d.scope_type, d.scope_value, d.currency) for d in days} == set(expected)
+    assert {(d.n, d.gens) for d in days} == {(settings.forecast_horizon_days, 1)}
+    generations = {t.currency: t.generated_at for t in totals}
+    assert len(set(generations.values())) == 2
+
+    # Again: the forecasts append a new generation per currency (no key clash), anomalies stay as they are.
+    run_analytics(settings, lake, spark, engine, run_id="run-2")
+    with engine.connect() as conn:
+        per_currency = conn.execute(
+            sa.text(
+                "SELECT currency, count(DISTINCT generated_at) FROM mart.forecasts WHERE scope_type = 'total'"
+                " GROUP BY 1 ORDER BY 1"
+            )
+        ).all()
+        again = conn.execute(sa.text("SELECT level, currency FROM mart.anomalies ORDER BY level")).all()
+    assert [tuple(r) for r in per_currency] == [("EUR", 2), ("USD", 2)]
+    assert [tuple(r) for r in again] == [("resource_group", "EUR"), ("service", "EUR")]
 
 
 def test_detector_defaults_are_the_settings_defaults():
