@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backend.config import Settings
+from backend.sources.azure.source import CONFIGURED, azure_config
 from backend.sources.files import FileRefusedError, PreparedFile, prepare_file
 
 log = logging.getLogger(__name__)
@@ -112,10 +113,12 @@ def inbox_files(inbox: Path) -> dict[str, list[Path]]:
 
 def azure_credential_check(settings: Settings) -> tuple[bool, str]:
     """Acquire a client-credentials token for Cost Management (what the Azure source will do)."""
-    if not settings.azure_configured:
-        return False, (
-            "Not configured: set AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET (and AZURE_SUBSCRIPTION_IDS) "
-            "in .env or the environment, then restart. Until then Costlake runs on the demo estate."
+    config = azure_config(settings)
+    if set(config.missing) - {"AZURE_SUBSCRIPTION_IDS"}:
+        # No token can be asked for without all three credentials; say which setting is missing.
+        return (
+            False,
+            f"Azure is {config.message}. Settings are read from .env or the environment at start: restart after.",
         )
     import msal
 
@@ -126,6 +129,9 @@ def azure_credential_check(settings: Settings) -> tuple[bool, str]:
     )
     result = app.acquire_token_for_client(scopes=[f"{settings.azure_management_url.rstrip('/')}/.default"])
     if "access_token" in result:
-        return True, f"Token acquired (expires in {result.get('expires_in', '?')} s)."
+        if config.state != CONFIGURED:
+            # The credentials work, but runs still fail until the subscriptions to read are named.
+            return False, f"Token acquired, but the Azure source is {config.message}."
+        return True, f"Token acquired (expires in {result.get('expires_in', '?')} s); {config.message}."
     description = (result.get("error_description") or "no detail").splitlines()[0]
     return False, f"{result.get('error', 'error')}: {description}"

@@ -10,6 +10,8 @@ import streamlit as st
 
 from app import fmt, ui, uploads
 from app.context import get_launcher, get_owner, get_runtime
+from backend.pipeline.service import default_sources
+from backend.sources.azure.source import CONFIGURED, MISCONFIGURED, NOT_CONFIGURED, azure_config
 
 log = logging.getLogger(__name__)
 st.title("Sources & settings")
@@ -37,23 +39,33 @@ st.subheader("Cost sources")
 c1, c2 = st.columns(2)
 with c1, st.container(border=True):
     st.markdown("**Azure Cost Management**")
-    if settings.is_demo:
+    azure = azure_config(settings)
+    pulled = default_sources(settings)
+    # Not configured is a valid deployment (demo, or files only); only a half-done setup is an error.
+    if azure.state == MISCONFIGURED:
+        st.error(f"Azure source {azure.message}. Runs fail at ingest until this is fixed.", icon="⚠️")
+    elif azure.state == CONFIGURED:
+        st.markdown(f"✅ Azure source {azure.message}.")
+    else:
+        st.markdown(f"Azure source {azure.message} to read a tenant.")
+    if "demo" in pulled:
         st.markdown(
             "🧪 **Demo mode**: runs load a synthetic estate (subscriptions, services, tags, injected anomalies)."
         )
-        if not settings.azure_configured:
+        if azure.state == NOT_CONFIGURED:
             st.caption(
                 "Without Azure credentials, the `azure` source reads a demo tenant: a local fake of Azure's token "
                 "endpoint and Cost Management APIs serving the same estate, through the production connector. "
                 "A lake takes the demo estate through one path only (`demo` or the demo tenant's `azure`)."
             )
+    elif pulled == ["inbox"]:
+        st.caption("Runs import the files in the inbox only; nothing is fetched from Azure.")
+    st.caption(f"Scheduled runs pull: {', '.join(f'`{name}`' for name in pulled)}.")
     if st.button("Check Azure credentials", key="src_azure_check"):
         result = ui.guard("check the Azure credentials", uploads.azure_credential_check, settings)
         if result is not None:
             ok, message = result
             (st.success if ok else st.warning)(message)
-    else:
-        st.caption("configured" if settings.azure_configured else "not configured (demo estate is used)")
 with c2, st.container(border=True):
     st.markdown("**Inbox folder**")
     st.caption(f"`{settings.inbox_dir}` · files here are imported by every pipeline run and the `inbox-scan` job.")

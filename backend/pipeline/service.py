@@ -8,12 +8,29 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from backend.config import Settings
 from backend.lake import Lake
 from backend.mart.migrate import upgrade
 from backend.pipeline.runner import PipelineContext, ProgressCallback, RunSummary, run_pipeline
 from backend.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+
+def default_sources(settings: Settings) -> list[str]:
+    """Sources a run pulls when none are named: the demo estate in demo mode, Azure when any of its
+    settings is set, and always the inbox (so a deployment that only imports files runs green)."""
+    from backend.sources.azure.source import MISCONFIGURED, NOT_CONFIGURED, azure_config
+
+    azure = azure_config(settings).state
+    if settings.demo_mode is None and azure == MISCONFIGURED:
+        # Demo mode is implied here only because a credential is missing: the user meant Azure, so the
+        # run fails naming the setting rather than filling their lake with the demo estate.
+        return ["azure", "inbox"]
+    if settings.is_demo:
+        return ["demo", "inbox"]
+    # Half-configured Azure stays in, so its run fails with the setting to fix instead of going quiet.
+    return ["inbox"] if azure == NOT_CONFIGURED else ["azure", "inbox"]
 
 
 class PipelineService:
@@ -32,9 +49,7 @@ class PipelineService:
         return self.runtime.resolved_settings()
 
     def default_sources(self) -> list[str]:
-        """Sources a run pulls when none are named: Azure when configured, else the demo estate; plus the inbox."""
-        primary = "demo" if self.settings.is_demo else "azure"
-        return [primary, "inbox"]
+        return default_sources(self.settings)
 
     def run(
         self,

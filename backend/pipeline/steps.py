@@ -45,8 +45,12 @@ def demo_estate(ctx: PipelineContext):
 
 
 def demo_azure_active(settings) -> bool:
-    """Whether the "azure" source talks to the embedded FakeAzure: demo mode on and no Azure credentials set."""
-    return settings.is_demo and not settings.azure_configured
+    """Whether the "azure" source talks to the embedded FakeAzure: demo mode on and no Azure setting at all.
+
+    A half-configured tenant is not the demo's: its run fails naming the missing setting instead."""
+    from backend.sources.azure.source import NOT_CONFIGURED, azure_config
+
+    return settings.is_demo and azure_config(settings).state == NOT_CONFIGURED
 
 
 def _demo_azure_source(ctx: PipelineContext, resources: ExitStack):
@@ -109,6 +113,8 @@ def _check_one_demo_path(ctx: PipelineContext) -> None:
 def build_sources(ctx: PipelineContext, resources: ExitStack) -> list:
     """The CostSources this run pulls, by name. The inbox is handled separately (one batch per file).
 
+    A source that is not configured at all is left out and noted in ctx.state["skipped_sources"].
+
     Anything a source needs only while it fetches (the demo tenant's FakeAzure) is closed with `resources`."""
     _check_one_demo_path(ctx)
     sources = []
@@ -122,8 +128,15 @@ def build_sources(ctx: PipelineContext, resources: ExitStack) -> list:
         elif name == "azure" and demo_azure_active(ctx.settings):
             sources.append(_demo_azure_source(ctx, resources))
         elif name == "azure":
-            from backend.sources.azure.source import AzureCostSource
+            from backend.sources.azure.source import NOT_CONFIGURED, AzureCostSource, azure_config
 
+            config = azure_config(ctx.settings)
+            if config.state == NOT_CONFIGURED:
+                # Nothing set is a deployment without Azure (files only), not a failure: the run says so and
+                # goes on. A half-configured one is refused by AzureCostSource, naming the missing setting.
+                log.info("azure source skipped: %s", config.message)
+                ctx.state.setdefault("skipped_sources", []).append({"source": name, "detail": config.message})
+                continue
             # The open window is re-planned on every run by the source itself (Azure re-rates it).
             sources.append(AzureCostSource(ctx.settings, cursors=_cursors(ctx), mode=ctx.settings.azure_mode))
         elif name == "files":
@@ -162,6 +175,8 @@ def ingest(ctx: PipelineContext) -> StepResult:
 
             for result in scan_inbox(ctx.settings, deliver=deliver, cursors=_cursors(ctx)):
                 detail["inbox"].append({"file": result.file_name, "status": result.status, "detail": result.detail})
+    if skipped := ctx.state.get("skipped_sources"):
+        detail["skipped_sources"] = skipped
     ctx.state["sent"] = sent
     return StepResult(rows_in=None, rows_out=rows, detail=detail)
 

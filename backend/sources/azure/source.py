@@ -44,6 +44,58 @@ GROUPING = ("ResourceGroupName", "ServiceName")
 SOURCE = "azure"
 
 
+# Everything the source needs to read a real tenant; none has a usable default.
+REQUIRED_SETTINGS = ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_SUBSCRIPTION_IDS")
+NOT_CONFIGURED, CONFIGURED, MISCONFIGURED = "not configured", "configured", "misconfigured"
+
+
+class AzureConfigError(AzureError):
+    """Azure is half configured: some of REQUIRED_SETTINGS are set, the rest are named in the message."""
+
+
+@dataclass(frozen=True)
+class AzureConfig:
+    """Whether the Azure source can run: not configured (nothing set, not a failure), configured, or
+    misconfigured (some settings set, `missing` names the rest). Holds names and counts, never a secret."""
+
+    state: str
+    missing: tuple[str, ...] = ()
+    subscriptions: int = 0
+
+    @property
+    def message(self) -> str:
+        if self.state == CONFIGURED:
+            return f"configured ({self.subscriptions} subscription{'s' if self.subscriptions != 1 else ''})"
+        if self.state == NOT_CONFIGURED:
+            return f"not configured: set {_and(REQUIRED_SETTINGS)}"
+        hint = " (comma-separated subscription ids)" if "AZURE_SUBSCRIPTION_IDS" in self.missing else ""
+        # Both ways out are named: the user may have meant to drop Azure rather than finish configuring it.
+        return (
+            f"misconfigured: set {_and(self.missing)}{hint}, or unset the other AZURE_* settings to run without Azure"
+        )
+
+
+def _and(names: tuple[str, ...]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def azure_config(settings: Settings) -> AzureConfig:
+    """Which of REQUIRED_SETTINGS are set; blank values count as unset (an empty line in .env is not a value)."""
+    secret = settings.azure_client_secret.get_secret_value() if settings.azure_client_secret else ""
+    present = {
+        "AZURE_TENANT_ID": bool(settings.azure_tenant_id.strip()),
+        "AZURE_CLIENT_ID": bool(settings.azure_client_id.strip()),
+        "AZURE_CLIENT_SECRET": bool(secret.strip()),
+        "AZURE_SUBSCRIPTION_IDS": bool(settings.azure_subscription_ids),
+    }
+    missing = tuple(name for name in REQUIRED_SETTINGS if not present[name])
+    if len(missing) == len(REQUIRED_SETTINGS):
+        return AzureConfig(NOT_CONFIGURED, missing)
+    if missing:
+        return AzureConfig(MISCONFIGURED, missing, len(settings.azure_subscription_ids))
+    return AzureConfig(CONFIGURED, (), len(settings.azure_subscription_ids))
+
+
 @dataclass(frozen=True)
 class Window:
     subscription: str
@@ -127,8 +179,9 @@ class AzureCostSource:
     ) -> None:
         if mode not in ("query", "cost_details"):
             raise ValueError("mode must be 'query' or 'cost_details'")
-        if not settings.azure_subscription_ids:
-            raise AzureError("no subscriptions to read: set AZURE_SUBSCRIPTION_IDS (comma-separated ids)")
+        config = azure_config(settings)
+        if config.state != CONFIGURED:
+            raise AzureConfigError(f"Azure source {config.message}")
         self.settings = settings
         self.cursors = cursors
         self.mode = mode
