@@ -146,7 +146,7 @@ def run_analytics(
     levels, metrics = list(settings.anomaly_levels), list(settings.anomaly_metrics)
     tags = None
     if any(lv.startswith(TAG_PREFIX) for lv in levels) and lake.exists(GOLD_COST_BY_TAG):
-        tag_columns = ["charge_date", "tag_key", "tag_value", "actual_cost", "amortized_cost"]
+        tag_columns = ["charge_date", "tag_key", "tag_value", "billing_currency", "actual_cost", "amortized_cost"]
         tags = _gold_frame(spark, lake, GOLD_COST_BY_TAG, GOLD_COST_BY_TAG_SCHEMA, tag_columns, as_of)
     start, end = bounds["start"], bounds["end"]
     since = end - timedelta(days=settings.anomaly_lookback_days - 1)

@@ -1,4 +1,4 @@
-"""Contributors, kind refinement and feedback suppression."""
+"""Contributors, kind refinement, feedback suppression and series per currency."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ from backend.analytics.analyze import (
     suppressed_by_feedback,
 )
 from backend.analytics.detect import DetectorParams
+from backend.analytics.forecast import ForecastParams
+from backend.analytics.series import level_series
+from backend.analytics.store import one_per_key
 
 DAYS = pd.date_range("2025-03-03", periods=70, freq="D")
 
@@ -73,3 +76,87 @@ def test_series_wrappers_fill_missing_days_and_emit_totals():
     )
     assert set(fc["row_type"]) == {"day", "month_end", "next_days"}
     assert (fc["row_type"] == "day").sum() == 10
+
+
+def _two_currency_costs() -> pd.DataFrame:
+    """One service and one resource group billed in USD (subscription a) and EUR (subscription b)."""
+    rows = [(d, *r) for d in DAYS for r in (("a", "rg", "Storage", "USD", 10.0), ("b", "rg", "Storage", "EUR", 1000.0))]
+    columns = ["charge_date", "subscription_id", "resource_group", "service_name", "billing_currency", "actual_cost"]
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.assign(amortized_cost=frame["actual_cost"])
+
+
+def test_level_series_is_per_currency_never_summed():
+    series = level_series(_two_currency_costs(), ["total", "service", "resource_group"], ["actual"])
+    per_day = series.groupby(["level", "member", "currency"])["cost"].agg(["min", "max", "count"])
+    # Every member is two series, each with its own currency's daily cost: 10 USD and 1000 EUR, never 1010.
+    assert per_day.to_dict("index") == {
+        (level, member, cur): {"min": cost, "max": cost, "count": len(DAYS)}
+        for level, member in (("total", ""), ("service", "Storage"), ("resource_group", "rg"))
+        for cur, cost in (("EUR", 1000.0), ("USD", 10.0))
+    }
+    # No billing_currency column: one series in the unknown currency "".
+    plain = level_series(_two_currency_costs().drop(columns="billing_currency"), ["service"], ["actual"])
+    assert set(plain["currency"]) == {""} and set(plain["cost"]) == {1010.0}
+
+
+def test_series_wrappers_carry_the_currency():
+    series = pd.DataFrame(
+        {"level": "service", "member": "X", "metric": "actual", "currency": "EUR", "charge_date": DAYS, "cost": 10.0}
+    )
+    spiked = series.assign(cost=[10.0] * (len(DAYS) - 1) + [90.0])
+    found = series_anomalies(spiked, DetectorParams(), start=DAYS[0], end=DAYS[-1], since=DAYS[-7])
+    assert found[["member", "currency", "actual"]].to_dict("records") == [
+        {"member": "X", "currency": "EUR", "actual": 90.0}
+    ]
+    fc = series_forecasts(series, ForecastParams(calibration_origins=10, horizon_days=10), start=DAYS[0], end=DAYS[-1])
+    assert set(fc["currency"]) == {"EUR"}
+
+
+def test_feedback_suppresses_within_the_currency_it_was_given_in():
+    anomalies = pd.DataFrame(
+        {
+            "level": ["service"] * 3,
+            "member": ["Storage"] * 3,
+            "currency": ["EUR", "USD", "GBP"],
+            "kind": ["spike"] * 3,
+            "charge_date": pd.to_datetime(["2025-06-10"] * 3),
+            "impact": [100.0] * 3,
+        }
+    )
+    feedback = pd.DataFrame(
+        {
+            "feedback_id": [7, 8],
+            "level": ["service", "service"],
+            "dimension_value": ["Storage", "Storage"],
+            "kind": ["spike", "spike"],
+            "verdict": ["expected", "expected"],
+            "suppress_until": [None, None],
+            "marked_date": [pd.Timestamp("2025-06-01")] * 2,
+            "marked_impact": [120.0, 120.0],
+            "marked_currency": ["EUR", "GBP"],
+        }
+    )
+    by = suppressed_by_feedback(anomalies, feedback, default_days=90)
+    assert by.tolist()[0] == 7 and pd.isna(by.tolist()[1]) and by.tolist()[2] == 8
+    # A verdict whose anomaly (and so currency) is unknown covers every currency, as before.
+    unknown = feedback.iloc[[0]].assign(marked_currency=[None])
+    assert suppressed_by_feedback(anomalies, unknown, default_days=90).tolist() == [7, 7, 7]
+
+
+def test_one_per_key_keeps_the_most_severe_currency():
+    found = pd.DataFrame(
+        {
+            "level": ["service", "service", "service"],
+            "member": ["Storage", "Storage", "Storage"],
+            "metric": ["actual"] * 3,
+            "currency": ["EUR", "USD", "USD"],
+            "charge_date": pd.to_datetime(["2025-06-10", "2025-06-10", "2025-06-11"]),
+            "severity": [5.0, 9.0, 4.0],
+        }
+    )
+    kept = one_per_key(found)
+    assert kept[["currency", "severity"]].to_dict("records") == [
+        {"currency": "USD", "severity": 9.0},
+        {"currency": "USD", "severity": 4.0},
+    ]

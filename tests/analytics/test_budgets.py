@@ -242,3 +242,53 @@ def test_a_subscription_budget_made_before_any_cost_is_kept_as_typed(pg_url):
         assert budgets.get_budget(engine, bid)["scope_value"] == "Production"
     finally:
         engine.dispose()
+
+
+def test_a_budget_counts_only_cost_and_forecasts_in_its_own_currency(mart):
+    """s1 also bills in EUR (much more than in USD), with EUR forecasts: a USD budget sees its USD spend and
+    forecast only, a EUR budget its EUR ones, and one in a currency the scope has no cost in cannot alert."""
+    with mart.begin() as conn:
+        conn.execute(sa.text("INSERT INTO mart.dim_currency (currency_key, currency_code) VALUES (2, 'EUR')"))
+        cols = ", ".join(AGG_KEYS)
+        values = ", ".join("2" if k == "currency_key" else "1" if k == "subscription_key" else "0" for k in AGG_KEYS)
+        for i in range(10):  # 5000 a day in EUR on s1, next to the fixture's 100 a day in USD
+            conn.execute(
+                sa.text(
+                    f"INSERT INTO mart.agg_cost_daily (charge_date, {cols}, actual_cost, amortized_cost, fact_rows)"
+                    f" VALUES (:d, {values}, 5000, 5000, 1)"
+                ),
+                {"d": date(2025, 6, 1) + timedelta(days=i)},
+            )
+        for i in range(20):  # EUR's forecast is a later generation than USD's: it must still not count for USD
+            conn.execute(
+                sa.text(
+                    "INSERT INTO mart.forecasts (scope_type, scope_value, metric, forecast_date, point, method,"
+                    " currency, generated_at) VALUES ('subscription', 's1', 'actual', :d, 5000, 'seasonal_mean',"
+                    " 'EUR', now() + interval '1 second')"
+                ),
+                {"d": date(2025, 6, 11) + timedelta(days=i)},
+            )
+    common = {"scope_type": "subscription", "scope_value": "s1", "period": "monthly"}
+    # USD: spent 1000, forecast 3000 of 2500 -> actual 40% (no alert), forecast 120% (alerts). With EUR added
+    # it would be 51000 spent and 153000 forecast: every threshold.
+    usd = budgets.create_budget(mart, name="usd", amount=2500, currency="USD", actual_thresholds=[50], **common)
+    # EUR: spent 50000 of 100000 (50%), forecast 150000 (150%).
+    budgets.create_budget(mart, name="eur", amount=100_000, currency="EUR", actual_thresholds=[50, 80], **common)
+    budgets.create_budget(mart, name="gbp", amount=10, currency="GBP", actual_thresholds=[1], **common)
+    stats = budgets.evaluate_budgets(mart, run_id="r1", as_of=date(2025, 6, 10))
+    assert stats["budgets_other_currency"] == 1  # gbp: s1 has no GBP cost, nothing is converted
+    with mart.connect() as conn:
+        alerts = conn.execute(
+            sa.text(
+                "SELECT budget_name, threshold_type, threshold_pct, amount_at_alert, currency FROM mart.budget_alerts"
+                " ORDER BY budget_name, threshold_type, threshold_pct"
+            )
+        ).all()
+    assert [(a[0], a[1], float(a[2]), float(a[3]), a[4]) for a in alerts] == [
+        ("eur", "actual", 50.0, 50_000.0, "EUR"),
+        ("eur", "forecast", 100.0, 150_000.0, "EUR"),
+        ("usd", "forecast", 100.0, 3000.0, "USD"),
+    ]
+    with mart.connect() as conn:
+        scope = budgets.get_budget(mart, usd)
+        assert budgets.scope_currencies(conn, scope, date(2025, 6, 1), date(2025, 6, 10)) == ["EUR", "USD"]

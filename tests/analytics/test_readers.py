@@ -8,6 +8,7 @@ import json
 from decimal import Decimal
 
 import pandas as pd
+import pyarrow.compute as pc
 import pytest
 import sqlalchemy as sa
 
@@ -188,3 +189,94 @@ def test_budget_alerts_and_freshness(owner, reader):
     assert fresh["anomalies"].latest == AS_OF and fresh["anomalies"].written_at is not None
     assert fresh["budget alerts"].latest == dt.date(2026, 2, 1)
     assert fresh["forecasts"].latest is None
+
+
+@pytest.fixture
+def two_currency_gold(mart_settings) -> pd.DataFrame:
+    """The readers' estate with its first subscription billed in USD, the others in EUR (the same services,
+    resource groups and tags have cost in both), loaded into the mart."""
+    lake = lake_from_settings(mart_settings)
+    # Three subscriptions: with the generator's four, each service would live in one subscription only.
+    daily = testing.gold_cost_daily(start=START, days=41, rows_per_day=30, resources=60, subscriptions=3)
+    usd = pc.equal(daily["subscription_id"], daily["subscription_id"][0])
+    currency = pc.if_else(usd, "USD", "EUR")
+    daily = daily.set_column(daily.schema.get_field_index("billing_currency"), "billing_currency", currency)
+    testing.write_gold(lake, daily)
+    load_gold(mart_settings, lake, run_id="r1")
+    frame = daily.to_pandas()
+    frame["charge_date"] = pd.to_datetime(frame["charge_date"]).dt.date
+    tags = testing.gold_resource_tags(daily).to_pandas()
+    frame["env"] = frame["resource_id"].map(tags[tags.tag_key == "env"].set_index("resource_id")["tag_value"])
+    return frame
+
+
+def test_series_and_band_are_one_currency_never_a_sum(owner, reader, two_currency_gold):
+    gold = two_currency_gold
+    start, end = dt.date(2026, 1, 20), dt.date(2026, 1, 31)
+    window = gold[(gold.charge_date >= start) & (gold.charge_date <= end)]
+    assert set(window.billing_currency) == {"EUR", "USD"}
+
+    def expected(frame: pd.DataFrame) -> dict[dt.date, Decimal]:
+        return {d: sum(g["actual_cost"], Decimal(0)) for d, g in frame.groupby("charge_date")}
+
+    for level, value, rows in (
+        ("total", "", window),
+        ("service", "Storage", window[window.service_name == "Storage"]),
+        ("resource_group", "rg-app-00", window[window.resource_group == "rg-app-00"]),
+    ):
+        assert set(rows.billing_currency) == {"EUR", "USD"}, level  # the member has cost in both
+        for cur in ("EUR", "USD"):
+            got = readers.series(reader, level=level, value=value, metric="actual", start=start, end=end, currency=cur)
+            assert {p.day: p.cost for p in got} == expected(rows[rows.billing_currency == cur]), (level, cur)
+        with pytest.raises(ValueError, match=r"2 currencies \(EUR, USD\): pass currency="):
+            readers.series(reader, level=level, value=value, metric="actual", start=start, end=end)
+    eur = readers.series(reader, level="tag:env", value="prod", metric="actual", start=start, end=end, currency="EUR")
+    usd = readers.series(reader, level="tag:env", value="prod", metric="actual", start=start, end=end, currency="USD")
+    prod = window[window.env == "prod"]
+    assert sum(p.cost for p in eur) + sum(p.cost for p in usd) == sum(prod["actual_cost"], Decimal(0))
+    assert sum(p.cost for p in usd) == sum(prod[prod.billing_currency == "USD"]["actual_cost"], Decimal(0))
+    # A member with one currency needs none named.
+    sub = window[window.billing_currency == "USD"].subscription_id.iloc[0]
+    assert readers.series(reader, level="subscription", value=sub, metric="actual", start=start, end=end)
+
+    with owner.begin() as conn:
+        _anomaly(conn, level="service", value="Storage", day=AS_OF, severity=3.0)  # EUR
+        conn.execute(sa.text("UPDATE mart.anomalies SET currency = 'USD'"))
+        _anomaly(conn, level="service", value="Storage", day=AS_OF - dt.timedelta(days=1), severity=3.0)  # EUR
+    assert [p.day for p in readers.band(reader, level="service", value="Storage", metric="actual", currency="USD")] == [
+        AS_OF
+    ]
+    assert len(readers.band(reader, level="service", value="Storage", metric="actual")) == 2
+
+    burn = {
+        cur: readers.budget_burn(
+            reader,
+            {
+                "period": "monthly",
+                "currency": cur,
+                "scope_type": "service",
+                "scope_value": "Storage",
+                "metric": "actual",
+            },
+            as_of=AS_OF,
+        )
+        for cur in ("EUR", "USD")
+    }
+    feb = gold[(gold.charge_date >= dt.date(2026, 2, 1)) & (gold.service_name == "Storage")]
+    for cur, points in burn.items():
+        assert sum(p.cost for p in points) == sum(feb[feb.billing_currency == cur]["actual_cost"], Decimal(0))
+
+
+def test_month_end_forecast_never_takes_a_row_that_summed_currencies(owner, reader):
+    insert = sa.text(
+        "INSERT INTO mart.forecast_totals (scope_type, scope_value, metric, period, period_start, period_end,"
+        " actual_to_date, point, interval_level, currency, method, as_of, generated_at)"
+        " VALUES ('total', '', 'actual', 'month_end', '2026-02-01', '2026-02-28', 1, :point, 0.8, :cur, 'm',"
+        " :a, :g)"
+    )
+    with owner.begin() as conn:
+        conn.execute(insert, {"point": 10, "cur": "EUR", "a": AS_OF, "g": dt.datetime(2026, 2, 10, tzinfo=dt.UTC)})
+        # Written before forecasts were per currency: EUR and USD added up. Newer, but never EUR's figure.
+        conn.execute(insert, {"point": 99, "cur": None, "a": AS_OF, "g": dt.datetime(2026, 2, 11, tzinfo=dt.UTC)})
+    assert readers.month_end_forecast(reader, as_of=AS_OF, currency="EUR").point == Decimal("10")
+    assert readers.month_end_forecast(reader, as_of=AS_OF, currency="USD") is None

@@ -204,6 +204,75 @@ def test_two_currencies_are_never_added(spark, analytics_env):
     assert [tuple(r) for r in again] == [("resource_group", "EUR"), ("service", "EUR")]
 
 
+def test_two_currency_mart_end_to_end(spark, mart_settings, owner, reader):
+    """The mart's synthetic estate with one subscription in USD and two in EUR, a spike in one EUR resource:
+    load, analytics, budgets. Every anomaly's actual is its currency's series in the mart, month-end totals are
+    per currency, and each budget's alerts use its own currency's spend and forecast."""
+    from backend.analytics import readers
+    from backend.analytics.budgets import create_budget, evaluate_budgets
+    from backend.mart import testing
+    from backend.mart.load import load_gold
+
+    start, days = date(2026, 1, 1), 70
+    as_of = start + timedelta(days=days - 1)
+    daily = testing.gold_cost_daily(start=start, days=days, rows_per_day=40, resources=60, subscriptions=3)
+    frame = daily.to_pandas()
+    frame["billing_currency"] = np.where(frame["subscription_id"] == frame["subscription_id"].iloc[0], "USD", "EUR")
+    eur = frame[frame["billing_currency"] == "EUR"]["resource_id"].iloc[0]
+    spike = (frame["charge_date"] == as_of) & (frame["resource_id"] == eur)
+    frame.loc[spike, ["actual_cost", "amortized_cost"]] = frame.loc[spike, "actual_cost"].map(lambda c: c + 5000)
+    daily = pa.Table.from_pandas(frame, schema=daily.schema, preserve_index=False)
+    lake = lake_from_settings(mart_settings)
+    testing.write_gold(lake, daily)
+    load_gold(mart_settings, lake, run_id="r1")
+    create_budget(owner, name="usd", scope_type="total", amount=1, currency="USD", period="monthly")
+    create_budget(owner, name="eur", scope_type="total", amount=1, currency="EUR", period="monthly")
+
+    stats = run_analytics(mart_settings, lake, spark, owner, run_id="r1")  # every default level and metric
+    evaluate_budgets(owner, run_id="r1", as_of=as_of)
+
+    found = readers.list_anomalies(reader, status=None)
+    assert any(a.currency == "EUR" and a.charge_date == as_of for a in found) and stats["currencies"] == 2
+    for a in found:
+        assert a.currency in ("EUR", "USD")
+        day = readers.series(
+            reader, level=a.level, value=a.dimension_value, metric=a.metric, start=a.charge_date,
+            end=a.charge_date, currency=a.currency,
+        )  # fmt: skip
+        assert [p.cost for p in day] == [pytest.approx(a.actual)], a
+
+    month = as_of.replace(day=1)
+    with owner.connect() as conn:
+        spent = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT c.currency_code, sum(a.actual_cost) FROM mart.agg_cost_daily a JOIN mart.dim_currency c"
+                    " USING (currency_key) WHERE a.charge_date >= :m GROUP BY 1"
+                ),
+                {"m": month},
+            ).all()
+        )
+        rest = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT currency, sum(point) FROM mart.forecasts WHERE scope_type = 'total' AND metric = 'actual'"
+                    " AND forecast_date > :d AND forecast_date < :next GROUP BY 1"
+                ),
+                {"d": as_of, "next": date(2026, 4, 1)},
+            ).all()
+        )
+        alerts = {
+            (r.currency, r.threshold_type): r.amount_at_alert
+            for r in conn.execute(sa.text("SELECT currency, threshold_type, amount_at_alert FROM mart.budget_alerts"))
+        }
+    assert set(spent) == set(rest) == {"EUR", "USD"}
+    for cur in ("EUR", "USD"):
+        fc = readers.month_end_forecast(reader, as_of=as_of, currency=cur)
+        assert fc is not None and fc.currency == cur and fc.actual_to_date == pytest.approx(spent[cur])
+        assert alerts[(cur, "actual")] == pytest.approx(spent[cur])
+        assert float(alerts[(cur, "forecast")]) == pytest.approx(float(spent[cur] + rest[cur]))
+
+
 def test_detector_defaults_are_the_settings_defaults():
     # The evaluation scores DetectorParams(); the app runs what Settings holds: both must be the evaluated values.
     from backend.analytics.detect import DetectorParams
