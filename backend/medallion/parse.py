@@ -66,6 +66,7 @@ LINEAGE_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
     # A file's rows are one part of a delivery (its sha256); "add" when the file adds rows to what silver
     # holds for its days (a part file) instead of replacing them (a re-delivery). Null for API pulls.
     ("delivery_part", pa.string()),
+    ("delivery_id", pa.string()),  # the replacement unit: a manifest's run id, else the file
     ("delivery_mode", pa.string()),
     ("topic", pa.string()),
     ("partition", pa.int32()),
@@ -338,6 +339,7 @@ def explode_row(row: dict) -> pa.Table:
         "metric": pa.array([meta.get("metric")] * n, pa.string()),
         "meta_subscription_id": pa.array([meta.get("subscription_id") or None] * n, pa.string()),
         "delivery_part": pa.array([_part(meta)] * n, pa.string()),
+        "delivery_id": pa.array([meta.get("delivery_id") or None] * n, pa.string()),
         "delivery_mode": pa.array([meta.get("delivery_mode") or None] * n, pa.string()),
         "topic": pa.array([row.get("topic")] * n, pa.string()),
         "partition": pa.array([row.get("partition")] * n, pa.int32()),
@@ -373,6 +375,7 @@ def _lineage(rows: list[dict], counts: list[int]) -> list[pa.Array]:
         "metric": ([m.get("metric") for m in metas], pa.string()),
         "meta_subscription_id": ([m.get("subscription_id") or None for m in metas], pa.string()),
         "delivery_part": ([_part(m) for m in metas], pa.string()),
+        "delivery_id": ([m.get("delivery_id") or None for m in metas], pa.string()),
         "delivery_mode": ([m.get("delivery_mode") or None for m in metas], pa.string()),
         "topic": ([r.get("topic") for r in rows], pa.string()),
         "partition": ([r.get("partition") for r in rows], pa.int32()),

@@ -436,7 +436,7 @@ def transform(valid: DataFrame, *, run_id: str, now: datetime | None = None) -> 
     rows = valid.withColumn("x_Slice", slice_col).withColumn(
         "_additive", F.coalesce(c("delivery_mode") == F.lit("add"), F.lit(False))
     )
-    rows = rows.withColumn("_unit", F.coalesce(c("x_DeliveryPart"), F.lit("")))
+    rows = rows.withColumn("_unit", F.coalesce(c("delivery_id"), F.lit("")))
     unit = ["x_Slice", "_mode", "batch_id", "_unit"]
     # Units per (slice, mode): a small aggregate joined back, cheaper than a window over all rows.
     units = rows.groupBy(*unit).agg(F.max("fetched_at").alias("_fetched"), F.max("_additive").alias("_adds"))

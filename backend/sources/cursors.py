@@ -28,9 +28,13 @@ class CursorRow:
     row_count: int | None = None
     reported_total: Decimal | None = None  # what the source said the day cost, for reconciliation
     currency: str | None = None
+    # A part file adding rows to a day another file delivered: its rows and total add to the stored ones
+    # (a re-delivery replaces them).
+    adds: bool = False
 
-    def to_json(self) -> dict[str, str | int | None]:
+    def to_json(self) -> dict[str, str | int | bool | None]:
         return {
+            "adds": self.adds,
             "source": self.source,
             "scope": self.scope,
             "metric": self.metric,
@@ -53,6 +57,24 @@ class CursorRow:
             row_count=doc.get("row_count"),
             reported_total=None if total is None else Decimal(total),
             currency=doc.get("currency"),
+            adds=bool(doc.get("adds")),
+        )
+
+    def added_to(self, stored: CursorRow | None) -> CursorRow:
+        """This row as committed over `stored`: summed onto it when it adds, else replacing it."""
+        if not self.adds or stored is None:
+            return self
+        total = None if self.reported_total is None else (stored.reported_total or Decimal(0)) + self.reported_total
+        rows = None if self.row_count is None else (stored.row_count or 0) + self.row_count
+        return CursorRow(
+            self.source,
+            self.scope,
+            self.metric,
+            self.day,
+            self.fetched_at,
+            rows,
+            total,
+            self.currency or stored.currency,
         )
 
 
@@ -66,13 +88,24 @@ class ImportedFile:
     total: Decimal | None
     batch_id: str = ""
     imported_at: datetime | None = None
+    # What decides whether a later file re-delivers this one or adds to it (backend/sources/delivery.py):
+    # the dataset (format, metric), the delivery it belongs to, and a sample of its rows' fingerprints per
+    # "<scope>|<day>" slice, kept when fingerprint % modulus == 0.
+    dataset: str = ""
+    delivery_id: str = ""
+    modulus: int = 1
+    fingerprints: dict[str, list[int]] | None = None
 
-    def to_json(self) -> dict[str, str | int | None]:
+    def to_json(self) -> dict:
         return {
             "name": self.name,
             "sha256": self.sha256,
             "rows": self.rows,
             "total": None if self.total is None else str(self.total),
+            "dataset": self.dataset,
+            "delivery_id": self.delivery_id,
+            "modulus": self.modulus,
+            "fingerprints": self.fingerprints or {},
         }
 
     @classmethod
@@ -85,6 +118,10 @@ class ImportedFile:
             total=None if total is None else Decimal(total),
             batch_id=batch_id,
             imported_at=imported_at,
+            dataset=doc.get("dataset") or "",
+            delivery_id=doc.get("delivery_id") or "",
+            modulus=int(doc.get("modulus") or 1),
+            fingerprints=doc.get("fingerprints") or {},
         )
 
 
@@ -115,6 +152,10 @@ class CursorStore(Protocol):
 
     def imported_file(self, sha256: str) -> ImportedFile | None:
         """The first committed import of a file with this content, if any."""
+        ...
+
+    def imported_files(self, dataset: str) -> list[ImportedFile]:
+        """Every committed import of a dataset (format and metric), oldest first."""
         ...
 
     def delivered_scopes(self, source: str) -> set[str]:
@@ -160,7 +201,8 @@ class MemoryCursorStore:
                 raise UnknownBatchError(f"batch {batch_id!r} was not fetched to the end; nothing to commit")
             rows, files = self._staged.pop(batch_id)
             for row in rows:
-                self._done[(row.source, row.scope, row.metric, row.day)] = row
+                key = (row.source, row.scope, row.metric, row.day)
+                self._done[key] = row.added_to(self._done.get(key))
             now = utc_now()
             for f in files:
                 self._files.setdefault(
@@ -172,6 +214,10 @@ class MemoryCursorStore:
     def imported_file(self, sha256: str) -> ImportedFile | None:
         with self._lock:
             return self._files.get(sha256)
+
+    def imported_files(self, dataset: str) -> list[ImportedFile]:
+        with self._lock:
+            return [f for f in self._files.values() if f.dataset == dataset]
 
     def delivered_scopes(self, source: str) -> set[str]:
         return {scope for scope, _metric, _day in self.delivered(source)}
@@ -271,8 +317,12 @@ class PostgresCursorStore:
                         " VALUES (:source, :scope, :metric, :day, :batch_id, :fetched_at, :row_count,"
                         " :reported_total, :currency)"
                         " ON CONFLICT (source, scope, metric, day) DO UPDATE SET batch_id = EXCLUDED.batch_id,"
-                        " fetched_at = EXCLUDED.fetched_at, row_count = EXCLUDED.row_count,"
-                        " reported_total = EXCLUDED.reported_total, currency = EXCLUDED.currency"
+                        " fetched_at = EXCLUDED.fetched_at,"
+                        " row_count = CASE WHEN :adds THEN ops.source_cursors.row_count + EXCLUDED.row_count"
+                        " ELSE EXCLUDED.row_count END,"
+                        " reported_total = CASE WHEN :adds THEN ops.source_cursors.reported_total"
+                        " + EXCLUDED.reported_total ELSE EXCLUDED.reported_total END,"
+                        " currency = coalesce(EXCLUDED.currency, ops.source_cursors.currency)"
                     ),
                     [
                         {
@@ -285,6 +335,7 @@ class PostgresCursorStore:
                             "row_count": r.row_count,
                             "reported_total": r.reported_total,
                             "currency": r.currency,
+                            "adds": r.adds,
                         }
                         for r in rows
                     ],
@@ -322,6 +373,19 @@ class PostgresCursorStore:
         if found is None:
             return None
         return ImportedFile.from_json(found.file, batch_id=found.batch_id, imported_at=found.created_at)
+
+    def imported_files(self, dataset: str) -> list[ImportedFile]:
+        with self._engine.connect() as conn:
+            found = conn.execute(
+                sa.text(
+                    "SELECT b.batch_id, b.created_at, f.value AS file FROM ops.source_batches b,"
+                    " json_array_elements(b.detail -> 'imported_files') f"
+                    " WHERE b.state = 'committed' AND json_typeof(b.detail -> 'imported_files') = 'array'"
+                    " AND f.value ->> 'dataset' = :dataset ORDER BY b.created_at"
+                ),
+                {"dataset": dataset},
+            ).all()
+        return [ImportedFile.from_json(r.file, batch_id=r.batch_id, imported_at=r.created_at) for r in found]
 
 
 def _imported_file_sql() -> sa.TextClause:

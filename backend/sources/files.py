@@ -43,6 +43,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from backend.config import Settings
+from backend.sources import delivery
 from backend.sources.base import ChunkSink, ContentType, RawChunk
 from backend.sources.chunks import parquet_pieces, payload_budget
 from backend.sources.csvsplit import record_ends
@@ -92,6 +93,20 @@ class PreparedFile:
     blank_lines: int = 0
     unparsed_days: int = 0
     notes: list[str] = field(default_factory=list)
+    # Sampled row fingerprints per slice (backend/sources/delivery.py) and what was decided with them.
+    modulus: int = 1
+    fingerprints: dict[str, list[int]] = field(default_factory=dict)
+    decision: delivery.Decision | None = None
+    delivery_id: str = ""  # a manifest's run id; else set from the file's sha256
+
+    @property
+    def dataset(self) -> str:
+        """What a re-delivery of this file would also be: the same payload format and metric."""
+        return f"{self.detection.format.payload_format.value}:{self.metric}"
+
+    @property
+    def adds(self) -> bool:
+        return self.decision is not None and self.decision.mode == delivery.ADD
 
 
 def parse_day(value: str) -> date | None:
@@ -261,6 +276,7 @@ def _prepare_csv(path: Path, data: bytes, sha: str, settings: Settings, metric: 
     if not row_count:
         raise FileRefusedError(f"{path.name} has a header ({detection.describe()}) but no rows; nothing to import")
     chosen = _metric(detection, path.name, charge_types, metric)
+    modulus, fingerprints = delivery.sample(groups, delivery.csv_fingerprints(rows, header))
     budget = payload_budget(settings)
     chunks: list[RawChunk] = []
     fetched_at = datetime.now(UTC).isoformat()
@@ -305,6 +321,8 @@ def _prepare_csv(path: Path, data: bytes, sha: str, settings: Settings, metric: 
         invalid_amounts=invalid,
         blank_lines=blank,
         unparsed_days=unparsed,
+        modulus=modulus,
+        fingerprints=fingerprints,
     )
 
 
@@ -369,6 +387,7 @@ def _prepare_parquet(path: Path, data: bytes, sha: str, settings: Settings, metr
     order: dict[tuple[str, date | None], list[int]] = {}
     for r, key in enumerate(keys):
         order.setdefault(key, []).append(r)
+    modulus, fingerprints = delivery.sample(order, delivery.table_fingerprints(table))
     budget = payload_budget(settings)
     fetched_at = datetime.now(UTC).isoformat()
     chunks: list[RawChunk] = []
@@ -397,6 +416,8 @@ def _prepare_parquet(path: Path, data: bytes, sha: str, settings: Settings, metr
         cost_column=detection.column(fmt.cost_columns) or "",
         invalid_amounts=invalid,
         unparsed_days=unparsed,
+        modulus=modulus,
+        fingerprints=fingerprints,
     )
 
 
@@ -481,16 +502,41 @@ class FileSource:
             return self.prepared
         seen: dict[str, ImportedFile] = dict(self.pending)
         prepared, skipped = [], []
+        stored: dict[str, list[ImportedFile]] = {}
         for path in self.paths:
             ready = prepare_file(path, self.settings, metric=self.metric)
             previous = seen.get(ready.sha256) or self.cursors.imported_file(ready.sha256)
             if previous is not None:
                 skipped.append(SkippedFile(ready.path, ready.sha256, previous))
                 continue
+            if ready.dataset not in stored:
+                stored[ready.dataset] = self.cursors.imported_files(ready.dataset)
+            self._decide(ready, [*stored[ready.dataset], *(f for f in seen.values() if f.dataset == ready.dataset)])
             seen[ready.sha256] = _imported(ready)
             prepared.append(ready)
         self.prepared, self.skipped, self._checked = prepared, skipped, True
         return prepared
+
+    def _decide(self, ready: PreparedFile, earlier: list[ImportedFile]) -> None:
+        """Replace or add (delivery.py); the parts of one manifest's run are one delivery and never replace each other."""
+        own_id = ready.delivery_id or ready.sha256[:16]
+        if ready.delivery_id:
+            # Parts of this run committed by an earlier import: this one adds to them. Parts in this
+            # import are one unit with it (the same delivery id), which replaces earlier runs' days.
+            committed = [f for f in earlier if f.delivery_id == ready.delivery_id and f.batch_id]
+            ready.decision = (
+                delivery.Decision(delivery.ADD, f"a further part of export run {ready.delivery_id}", own_id)
+                if committed
+                else delivery.Decision(
+                    delivery.REPLACE, f"export run {ready.delivery_id}: replaces earlier runs' days", own_id
+                )
+            )
+        else:
+            ready.decision = delivery.decide(ready.fingerprints, ready.modulus, earlier, own_id=own_id)
+        for chunk in ready.chunks:
+            chunk.meta["delivery_id"] = own_id
+            chunk.meta["delivery_mode"] = ready.decision.mode
+        log.info("%s: %s", ready.path.name, ready.decision.detail)
 
     def fetch(self, batch_id: str) -> Iterator[RawChunk]:
         self.check()
@@ -523,7 +569,7 @@ class FileSource:
             for (scope, day), group in prepared.totals.items():
                 if day is None:
                     continue
-                cursor_rows[(scope, prepared.metric, day)] = CursorRow(
+                row = CursorRow(
                     source=SOURCE,
                     scope=scope or f"file:{prepared.sha256[:16]}",
                     metric=prepared.metric,
@@ -532,7 +578,12 @@ class FileSource:
                     row_count=group.rows,
                     reported_total=group.cost,
                     currency=group.currency,
+                    adds=prepared.adds,
                 )
+                # Files of one import that add to each other sum here; a re-delivery overwrites.
+                key = (scope, prepared.metric, day)
+                earlier = cursor_rows.get(key)
+                cursor_rows[key] = row if earlier is None or not prepared.adds else _combined(earlier, row)
         self.cursors.stage(
             batch_id,
             SOURCE,
@@ -548,9 +599,22 @@ class FileSource:
             self.on_commit()
 
 
+def _combined(earlier: CursorRow, row: CursorRow) -> CursorRow:
+    """Two files' totals of one day in one import: summed, and adding to what is stored only if both add."""
+    summed = row.added_to(CursorRow(**{**earlier.__dict__, "adds": False}))
+    return CursorRow(**{**summed.__dict__, "adds": earlier.adds and row.adds})
+
+
 def _imported(prepared: PreparedFile) -> ImportedFile:
     return ImportedFile(
-        name=prepared.path.name, sha256=prepared.sha256, rows=prepared.row_count, total=prepared.total_cost
+        name=prepared.path.name,
+        sha256=prepared.sha256,
+        rows=prepared.row_count,
+        total=prepared.total_cost,
+        dataset=prepared.dataset,
+        delivery_id=prepared.decision.delivery_id if prepared.decision else prepared.sha256[:16],
+        modulus=prepared.modulus,
+        fingerprints=prepared.fingerprints,
     )
 
 

@@ -1,0 +1,220 @@
+"""Real cost files through the whole pipeline: one-metric exports and their pairing, part files, re-deliveries.
+
+Every case imports files with the command line's path (PipelineService, source "files") into real
+Kafka, Delta (Sail), and Postgres, then checks the mart's totals to the cent per currency.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+import uuid
+from datetime import date, timedelta
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+
+from backend.mart import queries
+from backend.pipeline.service import PipelineService
+from backend.runtime import Runtime
+from tests.conftest import make_settings
+from tests.sources.test_files import EA_COLUMNS, FOCUS_COLUMNS
+
+pytestmark = pytest.mark.slow
+SUBS = ("1caaa5a3-2b66-438e-8ab4-bce37d518c5d", "ed570627-0265-4620-bb42-bae06bcfa914")
+START = date(2026, 9, 1)
+
+
+@pytest.fixture
+def service(tmp_path, pg_url, kafka_bootstrap):
+    settings = make_settings(
+        tmp_path,
+        database_url=pg_url,
+        kafka_bootstrap_servers=kafka_bootstrap,
+        kafka_topic_costs=f"files.{uuid.uuid4().hex[:8]}",
+        kafka_consumer_group=f"files-{uuid.uuid4().hex[:8]}",
+        lake_uri=str(tmp_path / "lake"),
+        demo_mode=False,
+    )
+    service = PipelineService(Runtime(settings))
+    yield service
+    service.close()
+
+
+# Up to the mart: analytics and budgets read it and are tested on their own.
+STEPS = ["ingest", "bronze", "silver", "gold", "mart"]
+
+
+def _import(service: PipelineService, *paths):
+    summary = service.run(steps=STEPS, sources=["files"], trigger="test", options={"files": [str(p) for p in paths]})
+    assert summary.status == "succeeded", summary.error
+    return summary
+
+
+def _mart_totals(service: PipelineService) -> dict[str, tuple[Decimal | None, Decimal | None]]:
+    """(actual, amortized) per currency, each None when any day lacks that metric."""
+    with service.engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT c.currency_code, CASE WHEN count(*) = count(a.actual_cost) THEN sum(a.actual_cost) END,"
+                " CASE WHEN count(*) = count(a.amortized_cost) THEN sum(a.amortized_cost) END"
+                " FROM mart.agg_cost_daily a JOIN mart.dim_currency c USING (currency_key) GROUP BY 1"
+            )
+        ).all()
+    return {cur: (_cents(actual), _cents(amortized)) for cur, actual, amortized in rows}
+
+
+def _mismatches(service: PipelineService) -> int:
+    """Of the latest reconciliation (mart vs silver vs what the files reported)."""
+    with service.engine.connect() as conn:
+        return conn.execute(
+            sa.text("SELECT mismatches FROM mart.reconciliation_checks ORDER BY check_id DESC LIMIT 1")
+        ).scalar_one()
+
+
+def _cents(value: Decimal | None) -> Decimal | None:
+    return None if value is None else value.quantize(Decimal("0.01"))
+
+
+def _write(path, columns, rows) -> None:
+    out = io.StringIO(newline="")
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([row.get(c, "") for c in columns])
+    path.write_bytes(b"\xef\xbb\xbf" + out.getvalue().encode())
+
+
+def _focus_rows(n: int, seed: int = 7, currency: str = "USD") -> list[dict[str, str]]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        day = START + timedelta(days=i % 10)
+        sub = SUBS[i % 2]
+        resource = (
+            f"/subscriptions/{sub}/resourcegroups/rg-{i % 3}/providers/microsoft.compute/virtualmachines/vm-{i % 17}"
+        )
+        cost = Decimal(rng.randint(1, 10**8)) / Decimal(10**6)
+        rows.append(
+            {
+                "BilledCost": str(cost),
+                "EffectiveCost": str(cost * Decimal("0.9")),
+                "ListCost": str(cost * 2),
+                "ContractedCost": str(cost),
+                "BillingAccountId": "8611537",
+                "BillingAccountName": "Contoso",
+                "BillingCurrency": currency,
+                "BillingPeriodStart": f"{START.isoformat()}T00:00:00Z",
+                "BillingPeriodEnd": "2026-10-01T00:00:00Z",
+                "ChargeCategory": "Usage",
+                "ChargeClass": "NULL",
+                "ChargeDescription": "D4s v5",
+                "ChargePeriodStart": f"{day.isoformat()}T00:00:00Z",
+                "ChargePeriodEnd": f"{(day + timedelta(days=1)).isoformat()}T00:00:00Z",
+                "InvoiceIssuerName": "Microsoft",
+                "ProviderName": "Microsoft",
+                "PublisherName": "Microsoft",
+                "PricingQuantity": "24",
+                "PricingUnit": "1 Hour",
+                "ServiceCategory": "Compute",
+                "ServiceName": "Virtual Machines",
+                "SubAccountId": f"/subscriptions/{sub}",
+                "SubAccountName": f"sub-{i % 2}",
+                "ResourceId": resource,
+                # Rows i and i + 170 share every dimension (a repeated natural key), cost differs.
+                "Tags": '{"env":"prod"}' if i % 4 == 0 else "NULL",
+                "x_ResourceGroupName": f"rg-{i % 3}",
+            }
+        )
+    return rows
+
+
+def _total(rows, column="BilledCost") -> Decimal:
+    return sum((Decimal(r[column]) for r in rows), Decimal(0)).quantize(Decimal("0.01"))
+
+
+def test_part_files_imported_one_by_one_give_the_whole_file_and_a_redelivery_changes_nothing(service, tmp_path):
+    rows = _focus_rows(340)
+    whole = (_total(rows), _total(rows, "EffectiveCost"))
+    part1, part2 = tmp_path / "part_0_0001.csv", tmp_path / "part_1_0001.csv"
+    # Interleaved: both parts cover every day and subscription, and the repeated keys are split between them.
+    _write(part1, FOCUS_COLUMNS, rows[0::2])
+    _write(part2, FOCUS_COLUMNS, rows[1::2])
+    _import(service, part1)
+    _import(service, part2)
+    assert _mart_totals(service) == {"USD": whole}
+    assert _mismatches(service) == 0  # the files' reported totals add up too
+
+    # The whole file delivered again (Azure re-delivers month-to-date): the same mart.
+    full = tmp_path / "focus-2026-09.csv"
+    _write(full, FOCUS_COLUMNS, rows)
+    _import(service, full)
+    assert _mart_totals(service) == {"USD": whole} and _mismatches(service) == 0
+
+    # A restatement: one row re-rated. The delivery replaces its days, the mart follows it exactly.
+    restated = [dict(r) for r in rows]
+    restated[5]["BilledCost"] = str(Decimal(restated[5]["BilledCost"]) + Decimal("1000.005"))
+    again = tmp_path / "focus-2026-09-restated.csv"
+    _write(again, FOCUS_COLUMNS, restated)
+    _import(service, again)
+    assert _mart_totals(service) == {"USD": (_total(restated), whole[1])} and _mismatches(service) == 0
+
+
+def test_two_parts_in_one_import_and_an_unrelated_file_for_the_same_days_add_up(service, tmp_path):
+    rows = _focus_rows(120, seed=3)
+    a, b = tmp_path / "export_part1.csv", tmp_path / "export_part2.csv"
+    _write(a, FOCUS_COLUMNS, rows[:60])
+    _write(b, FOCUS_COLUMNS, rows[60:])
+    _import(service, a, b)
+    assert _mart_totals(service) == {"USD": (_total(rows), _total(rows, "EffectiveCost"))}
+
+
+def _ea_row(i: int, cost: Decimal, *, charge_type: str = "Usage", pricing: str = "OnDemand") -> dict[str, str]:
+    day = START + timedelta(days=i % 5)
+    return {
+        "AccountName": "Platform",
+        "AccountOwnerId": "ops@contoso.com",
+        "SubscriptionId": SUBS[i % 2],
+        "SubscriptionName": f"sub-{i % 2}",
+        "ResourceGroup": "rg-web",
+        "ResourceLocation": "westeurope",
+        "Date": f"{day.month:02d}/{day.day:02d}/{day.year}",
+        "MeterCategory": "Virtual Machines",
+        "MeterSubCategory": "Dsv5 Series",
+        "MeterName": "D4s v5",
+        "MeterId": f"meter-{i % 4}",
+        "Quantity": "24",
+        "EffectivePrice": "0.192",
+        "CostInBillingCurrency": str(cost),
+        "UnitPrice": "0.192",
+        "ResourceId": f"/subscriptions/{SUBS[i % 2]}/resourceGroups/rg-web/providers/x/vm-{i}",
+        "Tags": '"env": "prod"' if i % 2 == 0 else "",
+        "ChargeType": charge_type,
+        "PricingModel": pricing,
+        "BillingAccountId": "8611537",
+        "BillingCurrencyCode": "EUR",
+    }
+
+
+def test_an_actual_cost_export_alone_loads_and_amortized_cost_is_not_available_until_its_export(service, tmp_path):
+    actual_rows = [_ea_row(i, Decimal(i + 1) / 8) for i in range(20)]
+    actual_rows.append(_ea_row(0, Decimal("300"), charge_type="Purchase", pricing="Reservation"))
+    actual = tmp_path / "ActualCost_2026-09.csv"
+    _write(actual, EA_COLUMNS, actual_rows)
+    _import(service, actual)
+    actual_total = _total(actual_rows, "CostInBillingCurrency")
+    assert _mart_totals(service) == {"EUR": (actual_total, None)}
+    kpi = queries.kpis(service.engine, metric="amortized")
+    assert kpi.month_to_date is None and not kpi.available
+    assert queries.kpis(service.engine, metric="actual").month_to_date.quantize(Decimal("0.01")) == actual_total
+
+    # The matching amortized export: the reservation purchase is spread over usage, the same days.
+    amortized_rows = [_ea_row(i, Decimal(i + 1) / 10) for i in range(20)]
+    amortized_rows.append(_ea_row(1, Decimal("10"), charge_type="UnusedReservation", pricing="Reservation"))
+    amortized = tmp_path / "AmortizedCost_2026-09.csv"
+    _write(amortized, EA_COLUMNS, amortized_rows)
+    _import(service, amortized)
+    assert _mart_totals(service) == {"EUR": (actual_total, _total(amortized_rows, "CostInBillingCurrency"))}
+    assert queries.kpis(service.engine, metric="amortized").available
