@@ -74,6 +74,14 @@ DIMENSIONS: tuple[Dimension, ...] = (
     ),
     Dimension("currency", "dim_currency", "currency_key", (("currency_code", "billing_currency"),)),
     Dimension("source", "dim_source", "source_key", (("source", "source"),)),
+    # FOCUS 1.x (migration 0012): the cloud, and who provides the service (a marketplace vendor, a SaaS).
+    Dimension("provider", "dim_provider", "provider_key", (("provider_name", "provider_name"),)),
+    Dimension(
+        "service_provider",
+        "dim_service_provider",
+        "service_provider_key",
+        (("service_provider_name", "service_provider_name"),),
+    ),
 )
 BY_NAME = {d.name: d for d in DIMENSIONS}
 

@@ -111,6 +111,10 @@ def gold_cost_daily(
         "row_count": pa.array(np.ones(n, np.int64)),
         "run_id": _strings(np.zeros(n, np.int32), [run_id]),
         "charge_month": pc.strftime(dates.cast(pa.timestamp("s")), "%Y-%m"),
+        "provider_name": _strings(np.zeros(n, np.int32), ["Microsoft"]),
+        "service_provider_name": _strings(np.zeros(n, np.int32), ["Microsoft"]),
+        "publisher_name": _strings(np.zeros(n, np.int32), ["Microsoft"]),
+        "invoice_issuer_name": _strings(np.zeros(n, np.int32), ["Microsoft"]),
     }
     return pa.table(columns, schema=GOLD_COST_DAILY_SCHEMA)
 

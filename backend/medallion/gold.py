@@ -40,6 +40,11 @@ DAILY_DIMENSIONS = {
     "charge_category": "ChargeCategory",
     "billing_currency": "BillingCurrency",
     "pricing_unit": "PricingUnit",
+    # FOCUS: the cloud and who sold the service, so every page can split a multi-cloud bill.
+    "provider_name": "ProviderName",
+    "service_provider_name": "ServiceProviderName",
+    "publisher_name": "PublisherName",
+    "invoice_issuer_name": "InvoiceIssuerName",
 }
 
 

@@ -54,6 +54,35 @@ STAGING_FIELDS: tuple[str, ...] = (
     "meter_subcategory",
     "meter_name",
     "meter_id",
+    # FOCUS 1.0-1.3 columns kept through silver, gold and the mart (where they fit).
+    "provider_name",
+    "publisher_name",
+    "invoice_issuer_name",
+    "service_provider_name",  # 1.3 (ProviderName before)
+    "host_provider_name",  # 1.3
+    "billing_account_type",
+    "sub_account_type",
+    "invoice_id",
+    "pricing_currency",
+    "pricing_currency_effective_cost",
+    "pricing_currency_list_unit_price",
+    "pricing_currency_contracted_unit_price",
+    "commitment_discount_category",
+    "commitment_discount_name",
+    "commitment_discount_status",
+    "commitment_discount_quantity",
+    "commitment_discount_unit",
+    "capacity_reservation_id",
+    "capacity_reservation_status",
+    "sku_id",
+    "sku_price_id",
+    "sku_meter",
+    "service_subcategory",
+    "allocated_method_id",
+    "allocated_method_details",
+    "allocated_resource_id",
+    "allocated_resource_name",
+    "allocated_tags",
 )
 
 # Lineage and context added to every exploded row (from the bronze row it came from).
@@ -122,6 +151,16 @@ AZURE_DETAIL_MAP: dict[str, tuple[str, ...]] = {
     "meter_subcategory": ("MeterSubCategory",),
     "meter_name": ("MeterName",),
     "meter_id": ("MeterId",),
+    "publisher_name": ("PublisherName",),
+    "invoice_id": ("InvoiceId",),
+    "pricing_currency": ("PricingCurrency", "PricingCurrencyCode"),
+    "pricing_currency_effective_cost": ("CostInPricingCurrency",),
+    "pricing_currency_list_unit_price": ("PayGPrice",),
+    "pricing_currency_contracted_unit_price": ("UnitPrice",),
+    "commitment_discount_name": ("BenefitName", "ReservationName"),
+    "sku_id": ("ProductId", "PartNumber"),
+    "sku_meter": ("MeterName",),
+    "service_subcategory": ("MeterSubCategory",),
 }
 
 FOCUS_MAP: dict[str, tuple[str, ...]] = {
@@ -158,6 +197,38 @@ FOCUS_MAP: dict[str, tuple[str, ...]] = {
     "meter_subcategory": ("x_MeterSubCategory", "x_MeterSubcategory", "x_SkuMeterSubcategory"),
     "meter_name": ("x_MeterName", "x_SkuMeterName", "SkuMeter"),
     "meter_id": ("x_MeterId", "x_SkuMeterId", "SkuId"),
+    # Versions rename columns: every spelling maps to one name (first present wins).
+    "provider_name": ("ProviderName", "ServiceProviderName"),  # 1.3 deprecates ProviderName
+    "publisher_name": ("PublisherName",),
+    "invoice_issuer_name": ("InvoiceIssuerName", "InvoiceIssuer"),
+    "service_provider_name": ("ServiceProviderName", "ProviderName"),
+    "host_provider_name": ("HostProviderName",),
+    "billing_account_type": ("BillingAccountType", "x_BillingAccountType"),
+    "sub_account_type": ("SubAccountType", "x_SubAccountType"),
+    "invoice_id": ("InvoiceId", "x_InvoiceId"),
+    "pricing_currency": ("PricingCurrency", "x_PricingCurrency"),
+    "pricing_currency_effective_cost": ("PricingCurrencyEffectiveCost", "x_EffectiveCostInPricingCurrency"),
+    "pricing_currency_list_unit_price": ("PricingCurrencyListUnitPrice", "x_ListUnitPriceInPricingCurrency"),
+    "pricing_currency_contracted_unit_price": (
+        "PricingCurrencyContractedUnitPrice",
+        "x_ContractedUnitPriceInPricingCurrency",
+    ),
+    "commitment_discount_category": ("CommitmentDiscountCategory",),
+    "commitment_discount_name": ("CommitmentDiscountName",),
+    "commitment_discount_status": ("CommitmentDiscountStatus",),
+    "commitment_discount_quantity": ("CommitmentDiscountQuantity",),
+    "commitment_discount_unit": ("CommitmentDiscountUnit",),
+    "capacity_reservation_id": ("CapacityReservationId",),
+    "capacity_reservation_status": ("CapacityReservationStatus",),
+    "sku_id": ("SkuId",),
+    "sku_price_id": ("SkuPriceId",),
+    "sku_meter": ("SkuMeter", "x_SkuMeterName"),
+    "service_subcategory": ("ServiceSubcategory", "x_ServiceSubcategory"),
+    "allocated_method_id": ("AllocatedMethodId",),
+    "allocated_method_details": ("AllocatedMethodDetails",),
+    "allocated_resource_id": ("AllocatedResourceId",),
+    "allocated_resource_name": ("AllocatedResourceName",),
+    "allocated_tags": ("AllocatedTags",),
 }
 
 # Query API columns (the grouping dimensions vary per request; at most two plus the date and cost).

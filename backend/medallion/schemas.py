@@ -94,6 +94,11 @@ GOLD_COST_DAILY_SCHEMA = pa.schema(
         ("row_count", pa.int64()),  # silver rows aggregated into this row
         ("run_id", pa.string()),
         ("charge_month", pa.string()),  # "YYYY-MM", partition column
+        # --- added later (at the end: existing tables gain them there) ----------------------------
+        ("provider_name", pa.string()),  # the cloud (FOCUS ProviderName / 1.3 HostProviderName)
+        ("service_provider_name", pa.string()),
+        ("publisher_name", pa.string()),
+        ("invoice_issuer_name", pa.string()),
     ]
 )
 
@@ -218,6 +223,35 @@ SILVER_COSTS_SCHEMA = pa.schema(
         # The file a row came from (first 16 hex of its sha256), null for API pulls: part files of one
         # delivery may repeat a natural key, and each part's rows must stay (see silver.write_silver).
         ("x_DeliveryPart", pa.string()),
+        # FOCUS 1.0-1.3 columns (Azure reports fill what they have; null otherwise).
+        ("ProviderName", pa.string()),  # the cloud: 1.3's HostProviderName, else ProviderName ("Microsoft" for Azure)
+        ("PublisherName", pa.string()),
+        ("InvoiceIssuerName", pa.string()),
+        ("ServiceProviderName", pa.string()),  # 1.3; ProviderName in earlier versions
+        ("HostProviderName", pa.string()),
+        ("BillingAccountType", pa.string()),
+        ("SubAccountType", pa.string()),
+        ("InvoiceId", pa.string()),
+        ("PricingCurrency", pa.string()),
+        ("PricingCurrencyEffectiveCost", MONEY),
+        ("PricingCurrencyListUnitPrice", MONEY),
+        ("PricingCurrencyContractedUnitPrice", MONEY),
+        ("CommitmentDiscountCategory", pa.string()),
+        ("CommitmentDiscountName", pa.string()),
+        ("CommitmentDiscountStatus", pa.string()),
+        ("CommitmentDiscountQuantity", MONEY),
+        ("CommitmentDiscountUnit", pa.string()),
+        ("CapacityReservationId", pa.string()),
+        ("CapacityReservationStatus", pa.string()),
+        ("SkuId", pa.string()),
+        ("SkuPriceId", pa.string()),
+        ("SkuMeter", pa.string()),
+        ("ServiceSubcategory", pa.string()),
+        ("AllocatedMethodId", pa.string()),
+        ("AllocatedMethodDetails", pa.string()),
+        ("AllocatedResourceId", pa.string()),
+        ("AllocatedResourceName", pa.string()),
+        ("AllocatedTags", pa.string()),  # JSON text as delivered
     ]
 )
 SILVER_KEY = [

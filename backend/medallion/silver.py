@@ -388,13 +388,59 @@ def validate(staged: DataFrame) -> DataFrame:
         effective.alias("EffectiveCost"),
         list_cost.alias("ListCost"),
         c("_contracted").alias("ContractedCost"),
+        # The cloud: 1.3 names the host, earlier versions the provider; Azure's own reports are Microsoft.
+        F.coalesce(c("host_provider_name"), c("provider_name"), F.when(is_azure, F.lit("Microsoft"))).alias(
+            "ProviderName"
+        ),
+        c("publisher_name").alias("PublisherName"),
+        F.coalesce(c("invoice_issuer_name"), F.when(is_azure, F.lit("Microsoft"))).alias("InvoiceIssuerName"),
+        F.coalesce(c("service_provider_name"), F.when(is_azure, F.lit("Microsoft"))).alias("ServiceProviderName"),
+        F.coalesce(c("host_provider_name"), F.when(is_azure, F.lit("Microsoft"))).alias("HostProviderName"),
+        *[c(field).alias(name) for field, name in _FOCUS_TEXT.items()],
+        *[money(field).alias(name) for field, name in _FOCUS_MONEY.items()],
         "_mode",
         "_rules",
         raw_row.alias("_raw_row"),
     )
 
 
-_SUMMED = ("PricingQuantity", "BilledCost", "EffectiveCost", "ListCost", "ContractedCost")
+# FOCUS columns silver keeps as delivered (staging field -> silver column); amounts are summed like costs.
+_FOCUS_TEXT = {
+    "billing_account_type": "BillingAccountType",
+    "sub_account_type": "SubAccountType",
+    "invoice_id": "InvoiceId",
+    "pricing_currency": "PricingCurrency",
+    "commitment_discount_category": "CommitmentDiscountCategory",
+    "commitment_discount_name": "CommitmentDiscountName",
+    "commitment_discount_status": "CommitmentDiscountStatus",
+    "commitment_discount_unit": "CommitmentDiscountUnit",
+    "capacity_reservation_id": "CapacityReservationId",
+    "capacity_reservation_status": "CapacityReservationStatus",
+    "sku_id": "SkuId",
+    "sku_price_id": "SkuPriceId",
+    "sku_meter": "SkuMeter",
+    "service_subcategory": "ServiceSubcategory",
+    "allocated_method_id": "AllocatedMethodId",
+    "allocated_method_details": "AllocatedMethodDetails",
+    "allocated_resource_id": "AllocatedResourceId",
+    "allocated_resource_name": "AllocatedResourceName",
+    "allocated_tags": "AllocatedTags",
+}
+_FOCUS_MONEY = {
+    "pricing_currency_effective_cost": "PricingCurrencyEffectiveCost",
+    "pricing_currency_list_unit_price": "PricingCurrencyListUnitPrice",
+    "pricing_currency_contracted_unit_price": "PricingCurrencyContractedUnitPrice",
+    "commitment_discount_quantity": "CommitmentDiscountQuantity",
+}
+_SUMMED = (
+    "PricingQuantity",
+    "BilledCost",
+    "EffectiveCost",
+    "ListCost",
+    "ContractedCost",
+    "PricingCurrencyEffectiveCost",
+    "CommitmentDiscountQuantity",
+)
 _DIMENSIONS = (
     "ChargePeriodStart",
     "ChargePeriodEnd",
@@ -414,6 +460,14 @@ _DIMENSIONS = (
     "x_MeterSubCategory",
     "x_MeterName",
     "Tags",
+    "ProviderName",
+    "PublisherName",
+    "InvoiceIssuerName",
+    "ServiceProviderName",
+    "HostProviderName",
+    *[name for name in _FOCUS_TEXT.values()],
+    "PricingCurrencyListUnitPrice",
+    "PricingCurrencyContractedUnitPrice",
     "source_format",
     "source",
 )

@@ -218,3 +218,101 @@ def test_an_actual_cost_export_alone_loads_and_amortized_cost_is_not_available_u
     _import(service, amortized)
     assert _mart_totals(service) == {"EUR": (actual_total, _total(amortized_rows, "CostInBillingCurrency"))}
     assert queries.kpis(service.engine, metric="amortized").available
+
+
+# Columns each FOCUS version adds over 1.0 (1.3 replaces ProviderName by ServiceProviderName / HostProviderName).
+_VERSION_COLUMNS = {
+    "1.0": ["ProviderName", "PublisherName", "InvoiceIssuerName", "SkuId", "SkuPriceId"],
+    "1.1": ["ProviderName", "PublisherName", "InvoiceIssuerName", "CommitmentDiscountQuantity",
+            "CommitmentDiscountUnit", "CapacityReservationId", "SkuMeter", "ServiceSubcategory"],
+    "1.2": ["ProviderName", "PublisherName", "InvoiceIssuerName", "InvoiceId", "PricingCurrency",
+            "PricingCurrencyEffectiveCost", "BillingAccountType", "SubAccountType"],
+    "1.3": ["ServiceProviderName", "HostProviderName", "PublisherName", "InvoiceIssuerName", "InvoiceId", "PricingCurrency",
+            "AllocatedMethodId", "AllocatedResourceId"],
+}  # fmt: skip
+_CLOUDS = {
+    "AWS": ("Amazon Web Services, Inc.", "123456789012"),
+    "Google Cloud": ("Google", "billing-prj-1"),
+    "Microsoft": ("Microsoft", f"/subscriptions/{SUBS[0]}"),
+    "Oracle": ("Oracle", "ocid1.tenancy.oc1..aaaa"),
+}
+
+
+def _multi_cloud_rows(version: str) -> list[dict[str, str]]:
+    rows = _focus_rows(80, seed=11)
+    for i, row in enumerate(rows):
+        cloud = list(_CLOUDS)[i % 4]
+        issuer, account = _CLOUDS[cloud]
+        row.update(
+            {
+                "SubAccountId": account,
+                "ResourceId": f"{cloud.lower()}-res-{i % 9}",
+                "x_ResourceGroupName": "",
+                "ProviderName": cloud,
+                "ServiceProviderName": cloud,
+                "HostProviderName": cloud,
+                "PublisherName": issuer,
+                "InvoiceIssuerName": issuer,
+                "InvoiceId": f"INV-{i % 3}",
+                "PricingCurrency": "USD",
+                "PricingCurrencyEffectiveCost": row["EffectiveCost"],
+                "BillingAccountType": "Billing Account",
+                "SubAccountType": "Subscription",
+                "CommitmentDiscountQuantity": "NULL",
+                "CapacityReservationId": "",
+                "SkuId": f"sku-{i % 5}",
+                "SkuPriceId": f"price-{i % 5}",
+                "SkuMeter": "Compute Hours",
+                "ServiceSubcategory": "Virtual Machines",
+                "AllocatedMethodId": "NULL",
+                "AllocatedResourceId": "NULL",
+                "Tags": '{" Team ":"web"}' if i % 2 else "NULL",
+            }
+        )
+    if version == "1.3":
+        for row in rows:
+            del row["ProviderName"]
+    return rows
+
+
+@pytest.mark.parametrize(("version", "kind"), [("1.0", "csv"), ("1.1", "csv.gz"), ("1.2", "parquet"), ("1.3", "csv")])
+def test_every_focus_version_keeps_its_columns_and_splits_by_cloud(service, tmp_path, version, kind):
+    import gzip
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = _multi_cloud_rows(version)
+    base = [c for c in FOCUS_COLUMNS if c not in ("ProviderName", "PublisherName", "InvoiceIssuerName")]
+    columns = base + _VERSION_COLUMNS[version]
+    path = tmp_path / f"focus-{version}.{kind}"
+    if kind == "parquet":
+        pq.write_table(pa.table({c: [r.get(c, "") for r in rows] for c in columns}), path)
+    else:
+        _write(path, columns, rows)
+        if kind == "csv.gz":
+            path.write_bytes(gzip.compress(path.read_bytes()))
+    _import(service, path)
+    assert _mart_totals(service) == {"USD": (_total(rows), _total(rows, "EffectiveCost"))}
+
+    start, end = START, START + timedelta(days=30)
+    by_cloud = queries.cost_breakdown(service.engine, start=start, end=end, group_by="provider", grain="monthly")
+    got = {g: Decimal(v).quantize(Decimal("0.01")) for g, v in by_cloud.groupby("group")["cost_exact"].sum().items()}
+    want = {cloud: _total([r for i, r in enumerate(rows) if list(_CLOUDS)[i % 4] == cloud]) for cloud in _CLOUDS}
+    assert got == want
+    aws = queries.cost_breakdown(
+        service.engine, start=start, end=end, group_by="service_provider", filters={"provider": ["AWS"]}
+    )
+    assert set(aws["group"]) == {"AWS"}
+
+    silver = service.lake.read_arrow("silver/costs").to_pylist()
+    sample = next(r for r in silver if r["ProviderName"] == "AWS")
+    assert sample["PublisherName"] == "Amazon Web Services, Inc."
+    if version in ("1.2", "1.3"):
+        assert sample["InvoiceId"].startswith("INV-") and sample["PricingCurrency"] == "USD"
+    if version == "1.3":
+        assert sample["ServiceProviderName"] == "AWS" and sample["HostProviderName"] == "AWS"
+    if version in ("1.0", "1.1"):
+        assert sample["SkuId" if version == "1.0" else "SkuMeter"]
+    assert all(r["AllocatedMethodId"] is None for r in silver)  # the literal NULL is null
+    assert {k for r in silver for k, _ in r["Tags"]} <= {"team", "env"}  # keys trimmed and case-folded
