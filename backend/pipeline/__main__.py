@@ -30,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--sources", type=_csv, default=None, help="comma list: demo, azure, inbox (default: by settings)")
     run.add_argument("--full-rebuild", action="store_true", help="rebuild silver and gold from all of bronze")
     run.add_argument("--refetch-open-window", action="store_true", help="re-pull the open billing window")
-    imp = sub.add_parser("import", help="import FOCUS / Azure export files (CSV, CSV.gz, Parquet) and process them")
+    imp = sub.add_parser(
+        "import", help="import FOCUS / Azure export files or export run folders (CSV, CSV.gz, Parquet) and process them"
+    )
     imp.add_argument("paths", nargs="+", type=Path)
     imp.add_argument("--no-process", action="store_true", help="only land the files in bronze")
     hist = sub.add_parser("history", help="recent runs and their steps")
@@ -51,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             options = {"full_rebuild": args.full_rebuild, "refetch_open_window": args.refetch_open_window}
             summary = service.run(steps=args.steps, sources=args.sources, trigger="cli", options=options)
         else:
-            missing = [str(p) for p in args.paths if not p.is_file()]
+            # A folder is one export delivery (manifest.json and its parts, or part files).
+            missing = [str(p) for p in args.paths if not (p.is_file() or p.is_dir())]
             if missing:
                 log.error("no such file: %s", ", ".join(missing))
                 return 2

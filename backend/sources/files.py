@@ -43,7 +43,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from backend.config import Settings
-from backend.sources import delivery
+from backend.sources import delivery, manifest
 from backend.sources.base import ChunkSink, ContentType, RawChunk
 from backend.sources.chunks import parquet_pieces, payload_budget
 from backend.sources.csvsplit import record_ends
@@ -335,11 +335,7 @@ def _prepare_parquet(path: Path, data: bytes, sha: str, settings: Settings, metr
         detection = detect(table.schema.names, file_name=path.name)
     except UnrecognisedFileError as exc:
         raise FileRefusedError(str(exc)) from None
-    if detection.format is not FOCUS:
-        raise FileRefusedError(
-            f"{path.name} is {detection.describe()} in Parquet; Costlake imports Azure exports as CSV and FOCUS as "
-            "CSV or Parquet. Export the Azure cost details as CSV, or use a FOCUS export"
-        )
+    # FOCUS and Azure's ActualCost / AmortizedCost exports alike (Azure writes Parquet with Snappy).
     fmt = detection.format
     if not table.num_rows:
         raise FileRefusedError(f"{path.name} has no rows; nothing to import")
@@ -383,7 +379,9 @@ def _prepare_parquet(path: Path, data: bytes, sha: str, settings: Settings, metr
             total += amount
         if extra is not None:
             group.extra += extra
-    chosen = _metric(detection, path.name, (), metric)
+    charge = detection.column(("ChargeType", "ChargeCategory"))
+    charge_types = set(pc.unique(table[charge].cast(pa.string())).to_pylist()) - {None} if charge else set()
+    chosen = _metric(detection, path.name, charge_types, metric)
     order: dict[tuple[str, date | None], list[int]] = {}
     for r, key in enumerate(keys):
         order.setdefault(key, []).append(r)
@@ -503,8 +501,7 @@ class FileSource:
         seen: dict[str, ImportedFile] = dict(self.pending)
         prepared, skipped = [], []
         stored: dict[str, list[ImportedFile]] = {}
-        for path in self.paths:
-            ready = prepare_file(path, self.settings, metric=self.metric)
+        for ready in self._prepare_all():
             previous = seen.get(ready.sha256) or self.cursors.imported_file(ready.sha256)
             if previous is not None:
                 skipped.append(SkippedFile(ready.path, ready.sha256, previous))
@@ -516,6 +513,35 @@ class FileSource:
             prepared.append(ready)
         self.prepared, self.skipped, self._checked = prepared, skipped, True
         return prepared
+
+    def _prepare_all(self) -> list[PreparedFile]:
+        """Every file, a folder as one export delivery (its manifest's parts, checked against its row counts)."""
+        out: list[PreparedFile] = []
+        for path in self.paths:
+            if not path.is_dir():
+                out.append(prepare_file(path, self.settings, metric=self.metric))
+                continue
+            try:
+                found = manifest.read_delivery(path)
+            except manifest.ManifestError as exc:
+                raise FileRefusedError(str(exc)) from None
+            parts = [prepare_file(p.path, self.settings, metric=found.metric or self.metric) for p in found.parts]
+            for part, ready in zip(found.parts, parts, strict=True):
+                if part.rows is not None and part.rows != ready.row_count:
+                    raise FileRefusedError(
+                        f"{ready.path.name}: the manifest says {part.rows} rows, the file has {ready.row_count}; "
+                        "the part is incomplete or from another run. Copy the run's files again"
+                    )
+                ready.delivery_id = found.run_id
+                ready.notes.append(found.describe())
+            read = sum(r.row_count for r in parts)
+            if found.rows is not None and found.rows != read:
+                raise FileRefusedError(
+                    f"{path}: the manifest says {found.rows} rows in all, its parts hold {read}; copy the run again"
+                )
+            log.info("delivery %s", found.describe())
+            out.extend(parts)
+        return out
 
     def _decide(self, ready: PreparedFile, earlier: list[ImportedFile]) -> None:
         """Replace or add (delivery.py); the parts of one manifest's run are one delivery and never replace each other."""

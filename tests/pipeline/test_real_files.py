@@ -316,3 +316,76 @@ def test_every_focus_version_keeps_its_columns_and_splits_by_cloud(service, tmp_
         assert sample["SkuId" if version == "1.0" else "SkuMeter"]
     assert all(r["AllocatedMethodId"] is None for r in silver)  # the literal NULL is null
     assert {k for r in silver for k, _ in r["Tags"]} <= {"team", "env"}  # keys trimmed and case-folded
+
+
+def _export_run(folder, run_id: str, rows: list[dict[str, str]], *, dataset: str, parquet: bool = False, parts=2):
+    """An Azure export run as Cost Management writes it: part files, then manifest.json naming them."""
+    import gzip
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    run = folder / "costlake-daily" / "20260901-20260930" / run_id
+    run.mkdir(parents=True)
+    blobs = []
+    for n in range(parts):
+        chunk = rows[n::parts]
+        name = f"part_{n}_0001.{'snappy.parquet' if parquet else 'csv.gz'}"
+        if parquet:
+            table = pa.table({c: [r.get(c, "") for r in chunk] for c in EA_COLUMNS})
+            # Typed as Azure writes them: numbers as doubles are not exact, so costs stay decimal text here.
+            pq.write_table(table, run / name, compression="snappy")
+        else:
+            _write(run / "tmp.csv", EA_COLUMNS, chunk)
+            (run / name).write_bytes(gzip.compress((run / "tmp.csv").read_bytes()))
+            (run / "tmp.csv").unlink()
+        blobs.append(
+            {"blobName": f"exports/costlake-daily/20260901-20260930/{run_id}/{name}", "dataRowCount": len(chunk)}
+        )
+    manifest = {
+        "manifestVersion": "2024-04-01",
+        "dataRowCount": len(rows),
+        "blobCount": parts,
+        "exportConfig": {"exportName": "costlake-daily", "type": dataset, "dataVersion": "2024-08-01",
+                         "resourceId": f"/subscriptions/{SUBS[0]}/providers/Microsoft.CostManagement/exports/x"},
+        "runInfo": {"runId": run_id, "startDate": "2026-09-01T00:00:00", "endDate": "2026-09-30T00:00:00"},
+        "blobs": blobs,
+    }  # fmt: skip
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    return run
+
+
+@pytest.mark.parametrize("parquet", [False, True], ids=["csv.gz", "parquet"])
+def test_an_export_run_folder_is_one_delivery_and_a_later_run_replaces_it(service, tmp_path, parquet):
+    rows = [_ea_row(i, Decimal(i + 1) / 7) for i in range(30)]
+    first = _export_run(tmp_path / "a", "run-1", rows, dataset="AmortizedCost", parquet=parquet)
+    _import(service, first)
+    assert _mart_totals(service) == {"EUR": (None, _total(rows, "CostInBillingCurrency"))}
+
+    # The next day's run of the same export re-delivers the month with one row re-rated.
+    rerated = [dict(r) for r in rows]
+    rerated[3]["CostInBillingCurrency"] = "99.5"
+    second = _export_run(tmp_path / "b", "run-2", rerated, dataset="AmortizedCost", parquet=parquet, parts=3)
+    _import(service, second)
+    assert _mart_totals(service) == {"EUR": (None, _total(rerated, "CostInBillingCurrency"))}
+    assert _mismatches(service) == 0
+
+
+def test_a_run_folder_with_a_missing_part_or_other_row_counts_is_refused_and_loads_nothing(service, tmp_path):
+    import json
+
+    rows = [_ea_row(i, Decimal(i + 1)) for i in range(10)]
+    run = _export_run(tmp_path / "a", "run-1", rows, dataset="ActualCost")
+    (run / "part_1_0001.csv.gz").unlink()
+    refused = service.run(steps=STEPS, sources=["files"], trigger="test", options={"files": [str(run)]})
+    assert refused.status == "failed" and "not in" in refused.error and "wait until" in refused.error
+
+    run = _export_run(tmp_path / "b", "run-2", rows, dataset="ActualCost")
+    doc = json.loads((run / "manifest.json").read_text())
+    doc["blobs"][0]["dataRowCount"] += 1
+    (run / "manifest.json").write_text(json.dumps(doc))
+    refused = service.run(steps=STEPS, sources=["files"], trigger="test", options={"files": [str(run)]})
+    assert refused.status == "failed" and "the manifest says" in refused.error
+    with service.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM mart.fact_cost_daily")).scalar_one() == 0
