@@ -50,7 +50,7 @@ def _summary(prepared: PreparedFile, name: str, path: Path, *, already_there: bo
     return SavedUpload(
         name=name,
         path=path,
-        format=prepared.detection.format.name,
+        format=prepared.report()["format"],  # "FOCUS 1.2", "Azure cost export (EA)"
         metric=prepared.metric,
         rows=prepared.row_count,
         total=f"{prepared.total_cost:,.2f}",

@@ -69,6 +69,7 @@ class MedallionStats:
     source_rows: int = 0  # rows inside those payloads (+1 per undecodable message)
     valid_rows: int = 0
     quarantined: int = 0  # valid_rows + quarantined == source_rows
+    quarantine_rules: dict[str, int] = field(default_factory=dict)  # first failing rule -> rows
     superseded_rows: int = 0  # valid rows of an older batch replaced by a newer pull of the same slice
     silver_upserted: int = 0
     silver_removed: int = 0  # target rows re-rated away (deleted)
@@ -154,6 +155,8 @@ def run_silver(spark: SparkSession, lake: Lake, stats: MedallionStats, *, run_id
         # must land for that version has to be durable before it.
         if stats.quarantined:
             silver.merge_quarantine(spark, lake, silver.quarantine(validated.where(~ok), run_id=run_id, now=now))
+            reasons = validated.where(~ok).groupBy(F.col("_rules")[0].alias("rule")).count().collect()
+            stats.quarantine_rules = {r["rule"]: r["count"] for r in reasons}
         stats.seconds["silver_quarantine"] = round(time.perf_counter() - t0 - stats.seconds["silver_decode"], 2)
         t_write = time.perf_counter()
         rows = area.keep(silver.transform(validated.where(ok), run_id=run_id, now=now), "rows")

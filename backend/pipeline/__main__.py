@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         for step, result in summary.steps.items():
             log.info("  %-9s rows in %-10s rows out %-10s %s", step, result.rows_in, result.rows_out, result.detail)
+        if args.command == "import":
+            _load_report(summary)
         if summary.status != "succeeded":
             log.error("run %s %s: %s", summary.run_id, summary.status, summary.error)
             return 1
@@ -74,6 +76,42 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         runtime.stop()
+
+
+def _load_report(summary) -> None:
+    """What each file brought: format and version, rows, totals per currency and month, quarantine reasons."""
+    ingest, silver = summary.steps.get("ingest"), summary.steps.get("silver")
+    for report in ingest.detail.get("files", []) if ingest else []:
+        log.info(
+            "load report %s: %s, %s, %d rows read (%d blank), %d amounts not numbers, %d unreadable days; %s",
+            report["file"],
+            report["format"],
+            report["metric"],
+            report["rows_read"],
+            report["blank_lines"],
+            report["amounts_not_numbers"],
+            report["days_unreadable"],
+            report["delivery"],
+        )
+        for currency, months in report["totals"].items():
+            for month, total in months.items():
+                log.info(
+                    "load report %s:   %s %s total %s (%s)",
+                    report["file"],
+                    month,
+                    currency,
+                    total,
+                    report["cost_column"],
+                )
+    for skipped in ingest.detail.get("skipped_files", []) if ingest else []:
+        log.info("load report %s: %s", skipped["file"], skipped["detail"])
+    if silver is not None and silver.detail:
+        log.info(
+            "load report: %s rows loaded into silver, %s quarantined %s (see the Data quality page)",
+            silver.detail.get("valid_rows"),
+            silver.detail.get("quarantined"),
+            silver.detail.get("quarantine_rules") or "",
+        )
 
 
 def _history(runtime: Runtime, limit: int) -> int:

@@ -167,6 +167,9 @@ def ingest(ctx: PipelineContext) -> StepResult:
             # Files whose content bronze already holds: said in the run's detail, not only in the log.
             for skip in getattr(source, "skipped", ()):
                 detail.setdefault("skipped_files", []).append({"file": skip.path.name, "detail": skip.message})
+            # The load report of every imported file, kept with the run (the import command prints it).
+            for prepared in getattr(source, "prepared", ()):
+                detail.setdefault("files", []).append(prepared.report())
         if "inbox" in ctx.sources:
 
             def deliver(source, batch_id: str) -> None:
@@ -230,6 +233,7 @@ def silver(ctx: PipelineContext) -> StepResult:
             "quarantined": stats.quarantined,
             "superseded": stats.superseded_rows,
             "removed_by_rerating": stats.silver_removed,
+            "quarantine_rules": stats.quarantine_rules,
             "affected_months": sorted(months),
         },
     )

@@ -48,7 +48,7 @@ from backend.sources.base import ChunkSink, ContentType, RawChunk
 from backend.sources.chunks import parquet_pieces, payload_budget
 from backend.sources.csvsplit import record_ends
 from backend.sources.cursors import CursorRow, CursorStore, ImportedFile
-from backend.sources.formats import FOCUS, Detection, UnrecognisedFileError, detect
+from backend.sources.formats import FOCUS, Detection, UnrecognisedFileError, detect, focus_version
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,30 @@ class PreparedFile:
     @property
     def adds(self) -> bool:
         return self.decision is not None and self.decision.mode == delivery.ADD
+
+    def report(self) -> dict:
+        """The load report of this file: format, version, metric, rows, totals per currency and month, delivery."""
+        totals: dict[str, dict[str, str]] = {}
+        for (_scope, day), group in sorted(self.totals.items(), key=lambda kv: (kv[0][1] or date.min, kv[0][0])):
+            month = day.strftime("%Y-%m") if day else "(no date)"
+            per_currency = totals.setdefault(group.currency or "(none)", {})
+            per_currency[month] = str(Decimal(per_currency.get(month, "0")) + group.cost)
+        fmt = self.detection.format
+        columns = self.detection.columns.values()
+        return {
+            "file": self.path.name,
+            "format": fmt.name if fmt is not FOCUS else f"FOCUS {focus_version(columns)}",
+            "metric": self.metric,
+            "rows_read": self.row_count + self.blank_lines,
+            "rows": self.row_count,
+            "blank_lines": self.blank_lines,
+            "amounts_not_numbers": self.invalid_amounts,
+            "days_unreadable": self.unparsed_days,
+            "totals": totals,
+            "cost_column": self.cost_column,
+            "delivery": self.decision.detail if self.decision else "",
+            "notes": list(self.notes),
+        }
 
 
 def parse_day(value: str) -> date | None:

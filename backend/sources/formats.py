@@ -87,6 +87,23 @@ class Detection:
         return f"{self.format.name} (matched columns: {', '.join(self.matched)})"
 
 
+# Columns that first appear in a FOCUS version (checked newest first): how a file says which one it is.
+_FOCUS_VERSION_MARKERS = (
+    ("1.3", ("ServiceProviderName", "HostProviderName", "AllocatedMethodId", "ContractApplied")),
+    ("1.2", ("InvoiceId", "PricingCurrency", "BillingAccountType", "SubAccountType", "PricingCurrencyEffectiveCost")),
+    ("1.1", ("CommitmentDiscountQuantity", "CapacityReservationId", "SkuMeter", "ServiceSubcategory")),
+)
+
+
+def focus_version(columns) -> str:
+    """The FOCUS version a header is at least (1.0 when it has none of the later versions' columns)."""
+    present = {c.strip().lower() for c in columns}
+    for version, markers in _FOCUS_VERSION_MARKERS:
+        if any(m.lower() in present for m in markers):
+            return version
+    return "1.0"
+
+
 def expected_formats() -> str:
     return "; ".join(f"{f.name}: {', '.join(f.required)} and one of {', '.join(f.markers)}" for f in FORMATS)
 

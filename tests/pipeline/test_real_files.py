@@ -292,8 +292,12 @@ def test_every_focus_version_keeps_its_columns_and_splits_by_cloud(service, tmp_
         _write(path, columns, rows)
         if kind == "csv.gz":
             path.write_bytes(gzip.compress(path.read_bytes()))
-    _import(service, path)
+    summary = _import(service, path)
     assert _mart_totals(service) == {"USD": (_total(rows), _total(rows, "EffectiveCost"))}
+    # The load report kept with the run: detected format and version, rows, totals per currency and month.
+    (report,) = summary.steps["ingest"].detail["files"]
+    assert report["format"] == f"FOCUS {version}" and report["rows"] == len(rows)
+    assert Decimal(report["totals"]["USD"]["2026-09"]).quantize(Decimal("0.01")) == _total(rows)
 
     start, end = START, START + timedelta(days=30)
     by_cloud = queries.cost_breakdown(service.engine, start=start, end=end, group_by="provider", grain="monthly")
