@@ -25,6 +25,8 @@ _NAMES = (
     ("charge_category", "text", "FOCUS ChargeCategory: 'Usage', 'Purchase', 'Tax', 'Credit', 'Adjustment'"),
     ("currency", "text", "ISO 4217 billing currency code"),
     ("source", "text", "where the row came from: 'azure', 'focus-file', 'demo', ..."),
+    ("provider", "text", "the cloud (FOCUS ProviderName / HostProviderName): 'Microsoft', 'AWS', 'Google Cloud', ..."),
+    ("service_provider", "text", "who provides the service (FOCUS ServiceProviderName), e.g. a marketplace vendor"),
 )
 _MEASURES = (
     ("actual_cost", "numeric", f"billed cost (FOCUS BilledCost; purchases on the day bought) {_COST_NOTE}"),

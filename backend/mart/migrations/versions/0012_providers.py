@@ -40,8 +40,65 @@ def upgrade() -> None:
             # On the partitioned fact table this reaches every month partition too.
             op.execute(f"ALTER TABLE mart.{keyed} ADD COLUMN {key} integer NOT NULL DEFAULT 0")
 
+    _views(with_providers=True)
+
+
+# The readable views of 0003 (the agent's tables), with the two names appended (CREATE OR REPLACE VIEW may
+# only add columns at the end). A frozen copy: a later change of the views is a migration of its own.
+_JOINS = """
+    JOIN mart.dim_billing_account ba USING (billing_account_key)
+    JOIN mart.dim_subscription s USING (subscription_key)
+    JOIN mart.dim_resource_group rg USING (resource_group_key)
+    JOIN mart.dim_service sv USING (service_key)
+    JOIN mart.dim_region rgn USING (region_key)
+    JOIN mart.dim_pricing_model pm USING (pricing_model_key)
+    JOIN mart.dim_charge_category cc USING (charge_category_key)
+    JOIN mart.dim_currency cur USING (currency_key)
+    JOIN mart.dim_source src USING (source_key)"""
+_NAMES = """
+    ba.billing_account_id, ba.label AS billing_account, s.subscription_id, s.label AS subscription,
+    rg.label AS resource_group, sv.label AS service_name, sv.service_category, rgn.label AS region,
+    pm.label AS pricing_model, cc.label AS charge_category, cur.currency_code AS currency, src.source"""
+_MEASURES = "actual_cost, amortized_cost, list_cost, quantity"
+
+
+def _views(*, with_providers: bool) -> None:
+    joins, extra = _JOINS, ""
+    if with_providers:
+        joins += """
+    JOIN mart.dim_provider pv USING (provider_key)
+    JOIN mart.dim_service_provider sp USING (service_provider_key)"""
+        extra = ", pv.label AS provider, sp.label AS service_provider"
+    if not with_providers:
+        for view in ("v_cost_daily", "v_cost_daily_summary", "v_cost_monthly"):
+            op.execute(f"DROP VIEW mart.{view}")
+    measures = ", ".join(f"f.{m.strip()}" for m in _MEASURES.split(","))
+    op.execute(
+        f"""CREATE OR REPLACE VIEW mart.v_cost_daily AS
+        SELECT f.charge_date, {_NAMES},
+               r.resource_id, r.label AS resource_name, r.resource_type,
+               m.meter_category, m.label AS meter_name, m.pricing_unit,
+               {measures}{extra}
+        FROM mart.fact_cost_daily f
+        JOIN mart.dim_resource r USING (resource_key)
+        JOIN mart.dim_meter m USING (meter_key)
+        {joins}"""
+    )
+    for view, table, period in (
+        ("v_cost_daily_summary", "agg_cost_daily", "charge_date"),
+        ("v_cost_monthly", "agg_cost_monthly", "charge_month"),
+    ):
+        measures = ", ".join(f"a.{m.strip()}" for m in _MEASURES.split(","))
+        op.execute(
+            f"CREATE OR REPLACE VIEW mart.{view} AS SELECT a.{period}, {_NAMES}, {measures}{extra} "
+            f"FROM mart.{table} a {joins}"
+        )
+    for view in ("v_cost_daily", "v_cost_daily_summary", "v_cost_monthly"):
+        op.execute(f"GRANT SELECT ON mart.{view} TO costlake_reader")
+
 
 def downgrade() -> None:
+    _views(with_providers=False)
     for table, key, _natural in _DIMENSIONS:
         for keyed in _KEYED:
             op.execute(f"ALTER TABLE mart.{keyed} DROP COLUMN {key}")
