@@ -222,7 +222,8 @@ class MonthEndForecast:
     method: str
     as_of: dt.date
     generated_at: dt.datetime
-    currency: str | None  # None: the estate had several currencies and analytics summed them
+    # One billing currency's forecast; "" is an unknown currency, or a row from before forecasts were per currency.
+    currency: str
 
 
 def month_end_forecast(
@@ -277,15 +278,34 @@ def _natural(value: str) -> str:
     return "" if value == NONE_LABEL else value
 
 
-def series_for(engine: sa.Engine, *, level: str, value: str, metric: str, start: dt.date, end: dt.date) -> pd.DataFrame:
-    """The daily series an anomaly was found in: columns day (datetime64), cost (float)."""
-    points = readers.series(engine, level=level, value=_natural(value), metric=metric, start=start, end=end)
+def _series_currency(currency: str | None) -> str | None:
+    # "" is an anomaly whose currency is unknown (or from before detection was per currency): the member's
+    # only currency then stands for it, and a member with several is refused rather than summed.
+    return currency or None
+
+
+def series_for(
+    engine: sa.Engine, *, level: str, value: str, metric: str, start: dt.date, end: dt.date, currency: str | None
+) -> pd.DataFrame:
+    """The daily series an anomaly was found in, in its billing currency (a member billed in two currencies is
+    two series, never a sum): columns day (datetime64), cost (float); days the metric is not available have no
+    row. `currency` None or "" takes the member's only currency (ValueError when it has several)."""
+    points = readers.series(
+        engine,
+        level=level,
+        value=_natural(value),
+        metric=metric,
+        start=start,
+        end=end,
+        currency=_series_currency(currency),
+    )
     return _frame(points, readers.DailyCost, dates=("day",))
 
 
-def anomaly_band(engine: sa.Engine, *, level: str, value: str, metric: str) -> pd.DataFrame:
-    """Every detection stored for one series (expected value and band per day), for the chart."""
-    points = readers.band(engine, level=level, value=_natural(value), metric=metric)
+def anomaly_band(engine: sa.Engine, *, level: str, value: str, metric: str, currency: str | None) -> pd.DataFrame:
+    """Every detection stored for one series (expected value and band per day) in `currency`, for the chart;
+    None or "" reads every currency's detections of the member."""
+    points = readers.band(engine, level=level, value=_natural(value), metric=metric, currency=currency or None)
     return _frame(points, readers.BandPoint, dates=("day",))
 
 

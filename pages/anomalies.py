@@ -2,28 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 
-import pandas as pd
 import streamlit as st
 
 from app import charts, data, fmt, ui
 from app.context import get_owner, get_reader
-from backend.analytics import readers
-
-
-def points_frame(points: list) -> pd.DataFrame:
-    """Reader rows (DailyCost / BandPoint) as the chart's frame: day as datetime64, money as float."""
-    frame = pd.DataFrame([dataclasses.asdict(p) for p in points])
-    if frame.empty:
-        return pd.DataFrame(columns=["day", "cost", "expected", "lower_bound", "upper_bound", "actual", "status"])
-    frame["day"] = pd.to_datetime(frame["day"])
-    for col in ("cost", "expected", "lower_bound", "upper_bound", "actual"):
-        if col in frame.columns:
-            frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
-    return frame
-
 
 st.title("Anomalies")
 status = ui.status_or_stop()
@@ -87,16 +71,11 @@ c.metric("Impact", fmt.money(pick["impact"], pick["currency"] or ""), delta=pick
 
 start = pick["charge_date"] - dt.timedelta(days=60)
 end = min(status.as_of, pick["charge_date"] + dt.timedelta(days=14))
-# The series and band in the anomaly's own currency: a member billed in two currencies is two series, never a
-# sum (app.data's series_for / anomaly_band take no currency, so the page reads them from backend directly).
-member = pick["dimension_value"].replace(data.NONE_LABEL, "")
-currency = pick["currency"] or None  # None: a row from before detection was per currency
-series = ui.guard("load the series", readers.series, get_reader(), level=pick["level"], value=member,
-                  metric=pick["metric"], start=start, end=end, currency=currency)  # fmt: skip
-band = ui.guard("load the expected band", readers.band, get_reader(), level=pick["level"], value=member,
-                metric=pick["metric"], currency=currency)  # fmt: skip
-series = None if series is None else points_frame(series)
-band = None if band is None else points_frame(band)
+# The series and band in the anomaly's own currency: a member billed in two currencies is two series, never a sum.
+series = ui.guard("load the series", data.series_for, get_reader(), level=pick["level"], value=pick["dimension_value"],
+                  metric=pick["metric"], start=start, end=end, currency=pick["currency"])  # fmt: skip
+band = ui.guard("load the expected band", data.anomaly_band, get_reader(), level=pick["level"],
+                value=pick["dimension_value"], metric=pick["metric"], currency=pick["currency"])  # fmt: skip
 if series is not None:
     if band is not None and not band.empty:
         band = band[(band["day"] >= str(start)) & (band["day"] <= str(end))]

@@ -447,18 +447,62 @@ def explain_cost_change_impl(
     return ToolOutcome("explain_cost_change", True, "\n".join(lines), contrib)
 
 
-def _forecast_rows(ctx: AgentContext, scope_type: str, scope_value: str, start: dt.date, end: dt.date, metric: str):
+def _forecast_rows(
+    ctx: AgentContext,
+    scope_type: str,
+    scope_value: str,
+    start: dt.date,
+    end: dt.date,
+    metric: str,
+    currency: str | None = None,
+):
+    """The scope's latest forecast generation in one currency, days start..end. Forecasts are per billing currency
+    and one run's currencies share a generation, so `currency` None takes the first currency (in code order) of
+    the latest generation rather than adding two currencies' points up."""
     with ctx.engine.connect() as conn:
         return conn.execute(
             sa.text(
-                """SELECT forecast_date, point, lower_bound, upper_bound, currency, method FROM mart.forecasts
-                   WHERE scope_type = :t AND scope_value = :v AND metric = :m AND forecast_date BETWEEN :s AND :e
-                     AND generated_at = (SELECT max(generated_at) FROM mart.forecasts
-                                         WHERE scope_type = :t AND scope_value = :v AND metric = :m)
-                   ORDER BY forecast_date"""
+                """WITH latest AS (
+                       SELECT generated_at, currency FROM mart.forecasts
+                       WHERE scope_type = :t AND scope_value = :v AND metric = :m
+                         AND (CAST(:c AS text) IS NULL OR currency = :c)
+                       ORDER BY generated_at DESC, currency LIMIT 1)
+                   SELECT f.forecast_date, f.point, f.lower_bound, f.upper_bound, f.currency, f.method
+                   FROM mart.forecasts f JOIN latest l ON l.generated_at = f.generated_at AND l.currency = f.currency
+                   WHERE f.scope_type = :t AND f.scope_value = :v AND f.metric = :m
+                     AND f.forecast_date BETWEEN :s AND :e
+                   ORDER BY f.forecast_date"""
             ),
-            {"t": scope_type, "v": scope_value, "m": metric, "s": start, "e": end},
+            {"t": scope_type, "v": scope_value, "m": metric, "c": currency, "s": start, "e": end},
         ).all()
+
+
+def _forecast_currency(
+    ctx: AgentContext, scope_type: str, scope_value: str, metric: str, filters: dict[str, list[str]] | None
+) -> tuple[str | None, list[str]]:
+    """The one currency a forecast answer is in, and every currency the scope has: its only one, else the largest
+    by cost over the last 90 days (cost in other currencies is never converted or added); a scope without recent
+    cost takes the currencies it has forecasts in."""
+    as_of = ctx.as_of()
+    recent = queries.cost_breakdown(
+        ctx.engine, start=as_of - dt.timedelta(days=89), end=as_of, grain="monthly", metric=metric, filters=filters
+    )
+    by_cost = recent.assign(size=recent["cost"].abs()).groupby("currency")["size"].sum() if len(recent) else None
+    if by_cost is not None and len(by_cost):
+        ranked = sorted(by_cost.items(), key=lambda kv: (-(0.0 if pd.isna(kv[1]) else kv[1]), kv[0]))
+        names = [c for c, _ in ranked]
+        return names[0], sorted(names)
+    with ctx.engine.connect() as conn:
+        stored = list(
+            conn.execute(
+                sa.text(
+                    "SELECT DISTINCT currency FROM mart.forecasts WHERE scope_type = :t AND scope_value = :v"
+                    " AND metric = :m ORDER BY 1"
+                ),
+                {"t": scope_type, "v": scope_value, "m": metric},
+            ).scalars()
+        )
+    return (stored[0] if stored else None), stored
 
 
 def forecast_impl(
@@ -477,17 +521,23 @@ def forecast_impl(
         stored = _stored_members(ctx, dim, member)
         # A name shared by several subscriptions has no one forecast: the run rate below covers them together.
         scope_type, scope_value = dim, stored[0] if len(stored) == 1 else member
+    scope_filters = {dim: [member]} if dim and member else {}
+    # One currency's actual and forecast: amounts in two billing currencies are never added up.
+    currency, currencies = _forecast_currency(ctx, scope_type, scope_value, metric, scope_filters)
+    in_currency = scope_filters | ({"currency": [currency]} if currency else {})
     last = target.end - dt.timedelta(days=1)
     actual_frame = pd.DataFrame(columns=["period", "cost"])
     if target.start <= as_of:
         actual_frame = queries.time_series(
-            ctx.engine,
-            start=target.start,
-            end=min(as_of, last),
-            metric=metric,
-            filters={dim: [member]} if dim and member else None,
+            ctx.engine, start=target.start, end=min(as_of, last), metric=metric, filters=in_currency
         )
-    rows = _forecast_rows(ctx, scope_type, scope_value, max(target.start, as_of + dt.timedelta(days=1)), last, metric)
+    rows = (
+        _forecast_rows(
+            ctx, scope_type, scope_value, max(target.start, as_of + dt.timedelta(days=1)), last, metric, currency
+        )
+        if currency
+        else []
+    )
     nan = float("nan")
     records = [(d, float(c), nan, nan, nan) for d, c in zip(actual_frame["period"], actual_frame["cost"], strict=True)]
     records += [
@@ -501,27 +551,41 @@ def forecast_impl(
         for r in rows
     ]
     frame = pd.DataFrame.from_records(records, columns=["date", "actual", "forecast", "lower", "upper"])
-    spent = float(actual_frame["cost"].sum()) if not actual_frame.empty else 0.0
-    remaining_days = (last - max(as_of, target.start - dt.timedelta(days=1))).days
     scope = f"{dim} {member}" if dim and member else "total cost"
+    unit = f" {currency}" if currency else ""
+    note = ""
+    if len(currencies) > 1:
+        note = (
+            f" Amounts are in {currency}, the largest of the scope's currencies ({', '.join(currencies)}) by cost;"
+            " the others are not converted or added: ask for them one by one."
+        )
+    costs = actual_frame["cost"] if not actual_frame.empty else pd.Series(dtype=float)
+    if costs.isna().any():
+        # A day no report of this metric covers: its cost is unknown, not 0, so there is no total to add to.
+        summary = (
+            f"{metric.capitalize()} cost of {scope} is not available for part of {target.label} (only the other"
+            f" metric's export covers some days), so there is no {metric} forecast total.{note}"
+        )
+        return ToolOutcome("forecast", True, summary, frame, chart=not frame.empty)
+    spent = float(costs.sum())
+    remaining_days = (last - max(as_of, target.start - dt.timedelta(days=1))).days
     if not rows:
         if remaining_days > 0 and target.start <= as_of:
             elapsed = (as_of - target.start).days + 1
             projected = spent / elapsed * target.days
             summary = (
-                f"No stored forecast for {scope}. Run-rate projection for {target.label}: {_money(projected)} "
-                f"({_money(spent)} so far over {elapsed} days)."
+                f"No stored forecast for {scope}. Run-rate projection for {target.label}: {_money(projected)}{unit} "
+                f"({_money(spent)}{unit} so far over {elapsed} days).{note}"
             )
             return ToolOutcome("forecast", True, summary, frame, chart=not frame.empty)
-        return ToolOutcome("forecast", True, f"No forecast stored for {scope} in {target.label}.", frame)
+        return ToolOutcome("forecast", True, f"No forecast stored for {scope} in {target.label}.{note}", frame)
     future = sum(float(r.point) for r in rows)
     low = sum(float(r.lower_bound or r.point) for r in rows)
     high = sum(float(r.upper_bound or r.point) for r in rows)
-    currency = rows[0].currency or ""
     summary = (
-        f"Forecast of {metric} cost for {scope}, {target.label}: {_money(spent + future)} {currency} "
+        f"Forecast of {metric} cost for {scope}, {target.label}: {_money(spent + future)}{unit} "
         f"(actual {_money(spent)} to {as_of} + forecast {_money(future)} for the remaining days; "
-        f"range {_money(spent + low)} - {_money(spent + high)}; method {rows[0].method})."
+        f"range {_money(spent + low)} - {_money(spent + high)}; method {rows[0].method}).{note}"
     )
     return ToolOutcome("forecast", True, summary, frame, chart=True)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from datetime import timedelta
 
 import numpy as np
@@ -47,11 +48,31 @@ FORECAST_SPARK_SCHEMA = (
 )
 
 
-def complete_days(series: pd.DataFrame, start, end) -> pd.DataFrame:
-    """One series (charge_date, cost) on every day from start to end: missing days cost zero."""
+def complete_days(series: pd.DataFrame, start, end, *, unavailable: Collection = ()) -> pd.DataFrame:
+    """One series (charge_date, cost) on every day from start to end. A day without rows costs zero; a day whose
+    rows lack the metric (a null cost), or one of `unavailable` (days no row of the series' currency carries the
+    metric), is NaN: the metric is not available there, which is not a cost of 0."""
     days = pd.date_range(pd.Timestamp(start), pd.Timestamp(end), freq="D")
-    cost = series.assign(charge_date=pd.to_datetime(series["charge_date"])).groupby("charge_date")["cost"].sum()
-    return pd.DataFrame({"charge_date": days, "cost": cost.reindex(days, fill_value=0.0).to_numpy(dtype=float)})
+    dates = pd.to_datetime(series["charge_date"])
+    cost = series["cost"].astype(float)
+    daily = cost.groupby(dates).sum()
+    # A sum over rows where one lacks the metric is not the day's cost (as the mart's totals say "not available").
+    lacking = cost.isna().groupby(dates).any()
+    daily[lacking] = np.nan
+    out = daily.reindex(days, fill_value=0.0)
+    if len(unavailable):
+        out[out.index.isin(pd.to_datetime(list(unavailable)))] = np.nan
+    return pd.DataFrame({"charge_date": days, "cost": out.to_numpy(dtype=float)})
+
+
+def available_runs(full: pd.DataFrame) -> list[pd.DataFrame]:
+    """The runs of consecutive days with a known cost in a complete_days frame, oldest first. Detection and
+    forecasting need a gapless daily history (weekday positions), so each run is a series of its own."""
+    ok = np.isfinite(full["cost"].to_numpy(dtype=float))
+    if ok.all():
+        return [full]
+    edges = np.flatnonzero(np.diff(np.r_[0, ok.astype(np.int8), 0]))
+    return [full.iloc[a:b].reset_index(drop=True) for a, b in zip(edges[::2], edges[1::2], strict=True)]
 
 
 def _keys(series: pd.DataFrame) -> dict:
@@ -59,25 +80,44 @@ def _keys(series: pd.DataFrame) -> dict:
     return {k: series[k].iloc[0] if k in series.columns else "" for k in SERIES_KEYS}
 
 
-def series_anomalies(series: pd.DataFrame, params: DetectorParams, *, start, end, since) -> pd.DataFrame:
-    """Anomalies of one series (level, member, metric, currency, charge_date, cost) reported on days >= since."""
-    if series.empty:
+def series_anomalies(
+    series: pd.DataFrame, params: DetectorParams, *, start, end, since, unavailable: Collection = ()
+) -> pd.DataFrame:
+    """Anomalies of one series (level, member, metric, currency, charge_date, cost) reported on days >= since.
+
+    Days the metric is not available (null cost, or `unavailable`) are neither scored nor history: each run of
+    available days is scored on its own. A series none of whose rows carries the metric has no anomalies (the days
+    without rows would otherwise read as a history of zeros)."""
+    if not series["cost"].notna().any():
         return pd.DataFrame(columns=ANOMALY_COLUMNS)
     keys = _keys(series)
-    full = complete_days(series, start, end)
-    found = detect(full["charge_date"].to_numpy(), full["cost"].to_numpy(), params, since=since)
+    runs = available_runs(complete_days(series, start, end, unavailable=unavailable))
+    parts = [detect(run["charge_date"].to_numpy(), run["cost"].to_numpy(), params, since=since) for run in runs]
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return pd.DataFrame(columns=ANOMALY_COLUMNS)
+    found = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
     for name, value in keys.items():
         found[name] = value
     found["charge_date"] = pd.to_datetime(found["charge_date"]).dt.date
     return found[ANOMALY_COLUMNS]
 
 
-def series_forecasts(series: pd.DataFrame, params: ForecastParams, *, start, end) -> pd.DataFrame:
-    """Daily forecast rows for the next horizon days plus 'month_end' and 'next_days' total rows for one series."""
-    if series.empty:
+def series_forecasts(
+    series: pd.DataFrame, params: ForecastParams, *, start, end, unavailable: Collection = ()
+) -> pd.DataFrame:
+    """Daily forecast rows for the next horizon days plus 'month_end' and 'next_days' total rows for one series.
+
+    The forecast learns from the run of available days that ends on `end`: none when the metric is not available
+    on `end`, or on none of the series' rows; no 'month_end' row when it is not available on every day of the
+    month to date."""
+    if not series["cost"].notna().any():
         return pd.DataFrame(columns=FORECAST_COLUMNS)
     keys = _keys(series)
-    full = complete_days(series, start, end)
+    full = complete_days(series, start, end, unavailable=unavailable)
+    if not np.isfinite(full["cost"].iloc[-1]):
+        return pd.DataFrame(columns=FORECAST_COLUMNS)
+    full = available_runs(full)[-1]
     dates, values = full["charge_date"].to_numpy(), full["cost"].to_numpy()
     fc = forecast_series(dates, values, params)
     if fc is None:
@@ -108,17 +148,19 @@ def series_forecasts(series: pd.DataFrame, params: ForecastParams, *, start, end
             to_date + float(fc.cum_lower[step]),
             to_date + float(fc.cum_upper[step]),
         )
-    rows.append(
-        {
-            "row_type": "month_end",
-            "forecast_date": last.replace(day=1).date(),
-            "period_end": month_end.date(),
-            "actual_to_date": to_date,
-            "point": eom[0],
-            "lower_bound": eom[1],
-            "upper_bound": eom[2],
-        }
-    )
+    # A month with a day the metric is not available on has no known cost to date, hence no month-end total.
+    if full["charge_date"].iloc[0] <= max(last.replace(day=1), pd.Timestamp(start)):
+        rows.append(
+            {
+                "row_type": "month_end",
+                "forecast_date": last.replace(day=1).date(),
+                "period_end": month_end.date(),
+                "actual_to_date": to_date,
+                "point": eom[0],
+                "lower_bound": eom[1],
+                "upper_bound": eom[2],
+            }
+        )
     rows.append(
         {
             "row_type": "next_days",
@@ -150,6 +192,10 @@ def contributors(
     out = []
     for child, rows in children.groupby("child"):
         full = complete_days(rows, start, day)
+        if not np.isfinite(full["cost"].iloc[-1]):
+            continue  # the metric is not available for this child on the day: it explains nothing
+        # Its history is the days since the metric was last unavailable for it (never a made-up 0).
+        full = available_runs(full)[-1]
         expected, _ = baseline(full["cost"].to_numpy(), params)
         exp = float(expected[-1]) if np.isfinite(expected[-1]) else float(full["cost"].iloc[:-1].median())
         actual = float(full["cost"].iloc[-1])

@@ -81,7 +81,8 @@ class MonthEndForecast:
     method: str
     as_of: dt.date
     generated_at: dt.datetime
-    currency: str | None  # None: written before forecasts were per currency, when several were summed
+    # "" is an unknown billing currency, or a row from before forecasts were per currency (when several were summed).
+    currency: str
 
 
 @dataclass(frozen=True)
@@ -215,7 +216,7 @@ def set_anomaly_status(
         row = conn.execute(
             sa.text(
                 "UPDATE mart.anomalies SET status = :s, feedback = :note, updated_at = now() WHERE anomaly_id = :id"
-                " RETURNING level, dimension_value, kind, charge_date"
+                " RETURNING level, dimension_value, kind, charge_date, currency"
             ),
             {"s": status, "note": note or None, "id": anomaly_id},
         ).one_or_none()
@@ -223,14 +224,16 @@ def set_anomaly_status(
             raise LookupError(f"anomaly {anomaly_id} not found")
         conn.execute(
             sa.text(
-                "INSERT INTO mart.anomaly_feedback (anomaly_id, level, dimension_value, kind, verdict, note, created_by,"
-                " suppress_until) VALUES (:id, :l, :v, :k, :verdict, :note, :user, :until)"
+                "INSERT INTO mart.anomaly_feedback (anomaly_id, level, dimension_value, kind, currency, verdict, note,"
+                " created_by, suppress_until) VALUES (:id, :l, :v, :k, :cur, :verdict, :note, :user, :until)"
             ),
             {
                 "id": anomaly_id,
                 "l": row.level,
                 "v": row.dimension_value,
                 "k": row.kind,
+                # The verdict's own currency: it suppresses within it even after the anomaly row is gone.
+                "cur": row.currency,
                 "verdict": verdict,
                 "note": note or None,
                 "user": user,
@@ -244,16 +247,17 @@ def month_end_forecast(
     engine: sa.Engine, *, as_of: dt.date, metric: str = "actual", currency: str | None = None
 ) -> MonthEndForecast | None:
     """The latest month-end forecast of the estate total in `currency` for the month holding `as_of`; None when
-    there is none yet or only one in another currency. Analytics writes one per billing currency; a row with no
-    currency predates that (it summed every currency), so it never stands for one. `currency` None takes the
-    latest in any currency (its `currency` says which)."""
+    there is none yet or only one in another currency. Analytics writes one per billing currency; a row with
+    currency "" predates that (it summed every currency) or had none, so it never stands for a named one.
+    `currency` None takes the latest in any currency (its `currency` says which; one run's currencies share a
+    generation, so the first currency in code order of that generation)."""
     sql = """
         SELECT period_start, period_end, actual_to_date, point, lower_bound, upper_bound, interval_level::float8,
                method, as_of, generated_at, currency
         FROM mart.forecast_totals
         WHERE scope_type = 'total' AND scope_value = '' AND metric = :metric AND period = 'month_end'
           AND period_start = :start AND (CAST(:cur AS text) IS NULL OR currency = :cur)
-        ORDER BY generated_at DESC LIMIT 1"""
+        ORDER BY generated_at DESC, currency LIMIT 1"""
     queries._metric(metric)
     with engine.connect() as conn:
         row = conn.execute(sa.text(sql), {"metric": metric, "start": as_of.replace(day=1), "cur": currency}).first()

@@ -86,10 +86,19 @@ def _gold_frame(spark, lake, table: str, schema: pa.Schema, columns: list[str], 
     return frame
 
 
+def _complete_sum(col: str):
+    """The sum, or null when a row lacks the metric: a day's total over rows where it is not available is not
+    that day's cost (gold and the mart say "not available" alike), and the UDFs skip such days."""
+    from pyspark.sql import functions as sf
+
+    return sf.when(sf.count(sf.lit(1)) == sf.count(sf.col(col)), sf.sum(sf.col(col)))
+
+
 def level_series_spark(cost_df, tag_df, levels: list[str], metrics: list[str]):
     """Spark DataFrame (level, member, metric, currency, charge_date, cost): daily totals per level member, billing
     currency and metric. Currency is a grouping key, never summed over: a member billed in USD and EUR is two
-    series (an unknown currency is the series "")."""
+    series (an unknown currency is the series ""). The cost is null on a day a row of the member lacks the
+    metric (not available there)."""
     from pyspark.sql import functions as sf
 
     currency = sf.coalesce(sf.col("billing_currency"), sf.lit("")).alias("currency")
@@ -108,7 +117,7 @@ def level_series_spark(cost_df, tag_df, levels: list[str], metrics: list[str]):
         for metric in metrics:
             parts.append(
                 src.groupBy(member.alias("member"), currency, sf.col("charge_date"))
-                .agg(sf.sum(sf.col(METRICS[metric])).alias("cost"))
+                .agg(_complete_sum(METRICS[metric]).alias("cost"))
                 .select(
                     sf.lit(level).alias("level"),
                     "member",
@@ -124,6 +133,38 @@ def level_series_spark(cost_df, tag_df, levels: list[str], metrics: list[str]):
     return out
 
 
+def metric_coverage(cost_df, metrics: list[str]) -> list[dict]:
+    """Per billing currency and day of gold: how many rows carry each metric (small: currencies x days)."""
+    from pyspark.sql import functions as sf
+
+    currency = sf.coalesce(sf.col("billing_currency"), sf.lit("")).alias("currency")
+    counts = [sf.count(sf.col(METRICS[m])).alias(m) for m in metrics]
+    return [row.asDict() for row in cost_df.groupBy(currency, "charge_date").agg(*counts).collect()]
+
+
+def unavailable_days(coverage: list[dict], metrics: list[str]) -> tuple[dict[tuple[str, str], frozenset], list[str]]:
+    """The days each (metric, currency) is not available (the currency has rows that day, none carrying the
+    metric; e.g. only an ActualCost export covers it), and which metrics no row carries in a currency at all:
+    "amortized" when in none, "amortized EUR" when in that currency only."""
+    off: dict[tuple[str, str], frozenset] = {}
+    missing = []
+    currencies = sorted({r["currency"] for r in coverage})
+    for metric in metrics:
+        lacking = []
+        for cur in currencies:
+            days = [r for r in coverage if r["currency"] == cur]
+            absent = frozenset(r["charge_date"] for r in days if not r[metric])
+            if absent:
+                off[(metric, cur)] = absent
+            if len(absent) == len(days):
+                lacking.append(cur)
+        if len(lacking) == len(currencies):
+            missing.append(metric)
+        else:
+            missing += [f"{metric} {cur}".rstrip() for cur in lacking]
+    return off, missing
+
+
 def run_analytics(
     settings: Settings, lake, spark, engine: sa.Engine, *, run_id: str, as_of: date | None = None
 ) -> dict:
@@ -136,24 +177,27 @@ def run_analytics(
         log.info("analytics skipped: %s does not exist yet", GOLD_COST_DAILY)
         return {"series": 0, "anomalies": 0, "forecast_rows": 0}
     costs = _gold_frame(spark, lake, GOLD_COST_DAILY, GOLD_COST_DAILY_SCHEMA, COST_COLUMNS, as_of)
-    bounds = costs.agg(
-        sf.min("charge_date").alias("start"),
-        sf.max("charge_date").alias("end"),
-        sf.collect_set("billing_currency").alias("currencies"),
-    ).first()
-    if bounds is None or bounds["start"] is None:
-        return {"series": 0, "anomalies": 0, "forecast_rows": 0}
     levels, metrics = list(settings.anomaly_levels), list(settings.anomaly_metrics)
+    coverage = metric_coverage(costs, metrics)
+    if not coverage:
+        return {"series": 0, "anomalies": 0, "forecast_rows": 0}
+    unavailable, not_available = unavailable_days(coverage, metrics)
     tags = None
     if any(lv.startswith(TAG_PREFIX) for lv in levels) and lake.exists(GOLD_COST_BY_TAG):
         tag_columns = ["charge_date", "tag_key", "tag_value", "billing_currency", "actual_cost", "amortized_cost"]
         tags = _gold_frame(spark, lake, GOLD_COST_BY_TAG, GOLD_COST_BY_TAG_SCHEMA, tag_columns, as_of)
-    start, end = bounds["start"], bounds["end"]
+    start, end = min(r["charge_date"] for r in coverage), max(r["charge_date"] for r in coverage)
     since = end - timedelta(days=settings.anomaly_lookback_days - 1)
     dparams, fparams = detector_params(settings), forecast_params(settings)
-    currencies = sorted({c or "" for c in bounds["currencies"]})
+    currencies = sorted({r["currency"] for r in coverage})
     if len(currencies) > 1:
         log.info("gold holds %d billing currencies %s: every series is per currency", len(currencies), currencies)
+    if not_available:
+        log.info("analytics: no gold row carries %s: those series get no anomalies and no forecast", not_available)
+
+    def unavailable_for(pdf: pd.DataFrame) -> frozenset:
+        # The days this series' metric is not available in its currency (no row carries it), for the UDFs.
+        return unavailable.get((pdf["metric"].iloc[0], pdf["currency"].iloc[0]), frozenset())
 
     # The series are small (members x days); only they are shuffled to the grouped UDFs.
     series = (
@@ -164,12 +208,22 @@ def run_analytics(
     try:
         grouped = series.groupBy(*SERIES_KEYS)
         found = grouped.applyInPandas(
-            lambda pdf: series_anomalies(pdf, dparams, start=start, end=end, since=since), ANOMALY_SPARK_SCHEMA
+            lambda pdf: series_anomalies(
+                pdf, dparams, start=start, end=end, since=since, unavailable=unavailable_for(pdf)
+            ),
+            ANOMALY_SPARK_SCHEMA,
         ).toPandas()
         forecasts = grouped.applyInPandas(
-            lambda pdf: series_forecasts(pdf, fparams, start=start, end=end), FORECAST_SPARK_SCHEMA
+            lambda pdf: series_forecasts(pdf, fparams, start=start, end=end, unavailable=unavailable_for(pdf)),
+            FORECAST_SPARK_SCHEMA,
         ).toPandas()
-        nseries = series.select(*SERIES_KEYS).distinct().count()
+        # A series none of whose days carries its metric is skipped by both UDFs: counted, not scored as zeros.
+        counted = (
+            grouped.agg(sf.count("cost").alias("known"))
+            .agg(sf.count(sf.lit(1)).alias("n"), sf.sum(sf.when(sf.col("known") == 0, 1).otherwise(0)).alias("off"))
+            .first()
+        )
+        nseries, series_off = int(counted["n"]), int(counted["off"] or 0)
     finally:
         series.unpersist()
 
@@ -180,6 +234,7 @@ def run_analytics(
     found["status"] = np.where(by.notna(), "expected", "open")
     found["feedback"] = [f"suppressed by feedback #{int(f)}" if pd.notna(f) else None for f in by]
     stats = {"series": nseries, "currencies": len(currencies), "as_of": str(end), "suppressed": int(by.notna().sum())}
+    stats |= {"series_not_available": series_off, "metrics_not_available": not_available}
     stats |= store.write_anomalies(engine, found, since=since, run_id=run_id, levels=levels, metrics=metrics)
     stats |= store.write_forecasts(engine, forecasts, run_id=run_id, interval_level=fparams.interval_level, as_of=end)
     stats["seconds"] = round(time.monotonic() - t0, 1)

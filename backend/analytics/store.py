@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import date, timedelta
+from datetime import date
 
 import pandas as pd
 import sqlalchemy as sa
@@ -14,37 +14,17 @@ METHOD = "seasonal_median"
 
 
 def read_feedback(engine: sa.Engine) -> pd.DataFrame:
-    """'expected' verdicts with the day, impact and currency of the anomaly they were given on (the feedback
-    table has no currency of its own: a verdict whose anomaly is gone, or had none, has marked_currency null)."""
+    """'expected' verdicts with the day, impact and currency of the anomaly they were given on. The currency is
+    the verdict's own (kept when the anomaly row is gone); null for verdicts from before analytics was per
+    currency, which cover every currency of the member."""
     sql = """
         SELECT f.feedback_id, f.level, f.dimension_value, f.kind, f.verdict, f.suppress_until,
                coalesce(a.charge_date, f.created_at::date) AS marked_date, a.impact AS marked_impact,
-               a.currency AS marked_currency
+               f.currency AS marked_currency
         FROM mart.anomaly_feedback f LEFT JOIN mart.anomalies a ON a.anomaly_id = f.anomaly_id
         WHERE f.verdict = 'expected'"""
     with engine.connect() as conn:
         return pd.read_sql_query(sa.text(sql), conn)
-
-
-def _key_columns(conn: sa.Connection, table: str, constraint: str) -> set[str]:
-    """The columns of one unique or primary key constraint of a mart table."""
-    sql = """
-        SELECT a.attname FROM pg_constraint c
-        JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY(c.conkey)
-        WHERE c.conrelid = CAST(:t AS regclass) AND c.conname = :c"""
-    return set(conn.execute(sa.text(sql), {"t": table, "c": constraint}).scalars())
-
-
-def one_per_key(anomalies: pd.DataFrame) -> pd.DataFrame:
-    """The most severe anomaly of each (level, member, metric, day) across currencies: what a mart whose
-    uq_anomalies lacks the currency can hold (the others are dropped, never added together)."""
-    keys = ["level", "member", "metric", "charge_date"]
-    return (
-        anomalies.sort_values("severity", ascending=False, kind="stable")
-        .drop_duplicates(keys)
-        .sort_index()
-        .reset_index(drop=True)
-    )
 
 
 def write_anomalies(
@@ -53,22 +33,8 @@ def write_anomalies(
     """Upsert the anomalies of days >= since (the window this run rescored) and drop open ones the rescoring no
     longer finds (re-rated data); rows a user already judged keep their status and feedback.
 
-    Each anomaly belongs to one currency's series. Until a migration adds currency to uq_anomalies (level,
-    dimension_value, metric, charge_date), one member's anomalies on the same day in two currencies share a key:
-    the most severe one is kept and the number dropped is returned as anomalies_collapsed."""
-    collapsed = 0
-    with engine.connect() as conn:
-        per_currency = "currency" in _key_columns(conn, "mart.anomalies", "uq_anomalies")
-    if not per_currency and not anomalies.empty:
-        kept = one_per_key(anomalies)
-        collapsed = len(anomalies) - len(kept)
-        if collapsed:
-            log.warning(
-                "anomalies: %d found in a second currency of the same member and day were dropped: "
-                "mart.anomalies is unique on (level, dimension_value, metric, charge_date) without currency",
-                collapsed,
-            )
-        anomalies = kept
+    Each anomaly belongs to one currency's series and uq_anomalies holds the currency, so one member's
+    anomalies on the same day in two currencies are two rows."""
     rows = [
         {
             "run_id": run_id,
@@ -118,7 +84,7 @@ def write_anomalies(
     # Deleting first then upserting the same run's rows keeps re-runs idempotent: the rescored window ends up
     # holding exactly this run's findings plus whatever users already judged.
     log.info("anomalies: %d upserted, %d stale open rows removed (since %s)", len(rows), stale, since)
-    return {"anomalies": len(rows), "anomalies_removed": stale, "anomalies_collapsed": collapsed}
+    return {"anomalies": len(rows), "anomalies_removed": stale}
 
 
 def write_forecasts(
@@ -130,18 +96,17 @@ def write_forecasts(
     as_of: date,
     keep_days: int = 90,
 ) -> dict:
-    """Append this run's forecasts and prune generations older than keep_days. Each currency's rows are one
-    generation (one generated_at): the tables' primary keys hold no currency, and a reader taking a scope's
-    latest generation then always gets one currency's forecast, never two to add up."""
+    """Append this run's forecasts as one generation (one generated_at for every currency: the primary keys hold
+    the currency, so readers pick a scope's latest generation in one currency) and prune generations older than
+    keep_days."""
     days = forecasts[forecasts["row_type"] == "day"]
     totals = forecasts[forecasts["row_type"] != "day"]
     currencies = sorted(set(forecasts["currency"]))
     with engine.begin() as conn:
-        now = conn.execute(sa.text("SELECT now()")).scalar_one()
-        # One microsecond apart, in currency order, all inside this transaction: distinct keys, same run.
-        generated = {c: now + timedelta(microseconds=i) for i, c in enumerate(currencies)}
+        generated_at = conn.execute(sa.text("SELECT now()")).scalar_one()
         common = {
             "interval_level": interval_level,
+            "generated_at": generated_at,
             "run_id": run_id,
             "metric_name": "mape_30d_total",
         }
@@ -155,7 +120,7 @@ def write_forecasts(
                     VALUES (:level, :member, :metric, :forecast_date, :point, :lower, :upper, :interval_level,
                         :currency, :method, :metric_name, :error, :generated_at, :run_id)"""
                 ),
-                [_params(r, common, generated) for r in days.itertuples()],
+                [_params(r, common) for r in days.itertuples()],
             )
         if len(totals):
             conn.execute(
@@ -170,7 +135,7 @@ def write_forecasts(
                 ),
                 [
                     {
-                        **_params(r, common, generated),
+                        **_params(r, common),
                         "period": r.row_type,
                         "period_end": r.period_end,
                         "actual_to_date": float(r.actual_to_date),
@@ -183,7 +148,7 @@ def write_forecasts(
         for table in ("mart.forecasts", "mart.forecast_totals"):
             pruned += conn.execute(
                 sa.text(f"DELETE FROM {table} WHERE generated_at < :g - make_interval(days => :d)"),
-                {"g": now, "d": keep_days},
+                {"g": generated_at, "d": keep_days},
             ).rowcount
     log.info(
         "forecasts: %d daily rows, %d totals in %d currencies, %d old rows pruned",
@@ -195,12 +160,11 @@ def write_forecasts(
     return {"forecast_rows": len(days), "forecast_totals": len(totals)}
 
 
-def _params(r, common: dict, generated: dict) -> dict:
+def _params(r, common: dict) -> dict:
     error = r.backtest_error
     return {
         **common,
         "currency": r.currency,
-        "generated_at": generated[r.currency],
         "level": r.level,
         "member": r.member,
         "metric": r.metric,

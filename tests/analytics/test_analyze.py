@@ -1,10 +1,13 @@
-"""Contributors, kind refinement, feedback suppression and series per currency."""
+"""Contributors, kind refinement, feedback suppression, series per currency and metrics that are not available."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
+import pytest
 
 from backend.analytics.analyze import (
+    complete_days,
     contributors,
     refine_kind,
     series_anomalies,
@@ -14,7 +17,6 @@ from backend.analytics.analyze import (
 from backend.analytics.detect import DetectorParams
 from backend.analytics.forecast import ForecastParams
 from backend.analytics.series import level_series
-from backend.analytics.store import one_per_key
 
 DAYS = pd.date_range("2025-03-03", periods=70, freq="D")
 
@@ -144,19 +146,62 @@ def test_feedback_suppresses_within_the_currency_it_was_given_in():
     assert suppressed_by_feedback(anomalies, unknown, default_days=90).tolist() == [7, 7, 7]
 
 
-def test_one_per_key_keeps_the_most_severe_currency():
-    found = pd.DataFrame(
-        {
-            "level": ["service", "service", "service"],
-            "member": ["Storage", "Storage", "Storage"],
-            "metric": ["actual"] * 3,
-            "currency": ["EUR", "USD", "USD"],
-            "charge_date": pd.to_datetime(["2025-06-10", "2025-06-10", "2025-06-11"]),
-            "severity": [5.0, 9.0, 4.0],
-        }
+def _series(cost) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"level": "service", "member": "X", "metric": "amortized", "currency": "EUR", "charge_date": DAYS, "cost": cost}
     )
-    kept = one_per_key(found)
-    assert kept[["currency", "severity"]].to_dict("records") == [
-        {"currency": "USD", "severity": 9.0},
-        {"currency": "USD", "severity": 4.0},
-    ]
+
+
+def test_complete_days_keeps_a_missing_metric_apart_from_a_zero_cost():
+    rows = pd.DataFrame({"charge_date": [DAYS[0], DAYS[1], DAYS[1], DAYS[3]], "cost": [1.0, 2.0, np.nan, 4.0]})
+    full = complete_days(rows, DAYS[0], DAYS[4], unavailable={DAYS[4].date()})
+    # Day 1 has a row lacking the metric (its sum is no total), day 2 no rows (0), day 4 no row carries it.
+    assert full["cost"].fillna(-1).tolist() == [1.0, -1, 0.0, 4.0, -1]
+
+
+def test_a_series_whose_metric_is_never_available_has_no_anomalies_and_no_forecast():
+    params = ForecastParams(calibration_origins=10, horizon_days=10)
+    nothing = _series(np.nan)
+    assert series_anomalies(nothing, DetectorParams(), start=DAYS[0], end=DAYS[-1], since=DAYS[-7]).empty
+    assert series_forecasts(nothing, params, start=DAYS[0], end=DAYS[-1]).empty
+    # Days of the currency no row carries the metric on are not zeros either, even where the member has no row.
+    some = _series(10.0).iloc[::2]
+    everything_off = {d.date() for d in DAYS}
+    assert series_forecasts(some, params, start=DAYS[0], end=DAYS[-1], unavailable=everything_off).empty
+
+
+def test_days_without_the_metric_are_skipped_not_scored_as_zero():
+    params = DetectorParams()
+    cost = np.full(len(DAYS), 10.0)
+    cost[40:43] = np.nan  # three days only the other metric's export covers
+    found = series_anomalies(_series(cost), params, start=DAYS[0], end=DAYS[-1], since=DAYS[0])
+    assert found.empty  # a 0 there would be three drops, and the days after them a recovery
+    cost[-1] = 90.0
+    found = series_anomalies(_series(cost), params, start=DAYS[0], end=DAYS[-1], since=DAYS[-7])
+    assert found[["charge_date", "actual"]].to_dict("records") == [{"charge_date": DAYS[-1].date(), "actual": 90.0}]
+
+
+def test_forecasts_learn_from_the_available_days_up_to_the_last_one():
+    params = ForecastParams(calibration_origins=10, horizon_days=10)
+    cost = np.full(len(DAYS), 10.0)
+    cost[-1] = np.nan  # not available on the last day: nothing to forecast from
+    assert series_forecasts(_series(cost), params, start=DAYS[0], end=DAYS[-1]).empty
+    cost = np.full(len(DAYS), 10.0)
+    cost[5] = np.nan  # in March: the forecast learns from the days after it; May's month to date is whole
+    fc = series_forecasts(_series(cost), params, start=DAYS[0], end=DAYS[-1])
+    assert set(fc["row_type"]) == {"day", "month_end", "next_days"}
+    assert fc.loc[fc["row_type"] == "day", "point"].tolist() == pytest.approx([10.0] * 10)
+    cost[-3] = np.nan  # a day of this month lacks it: no month-to-date total, so no month-end row
+    cost[5] = 10.0
+    fc = series_forecasts(_series(cost), params, start=DAYS[0], end=DAYS[-1])
+    assert "month_end" not in set(fc["row_type"])
+
+
+def test_level_series_marks_days_a_metric_is_not_available():
+    costs = _two_currency_costs()
+    # EUR's subscription b has only an actual-cost export: amortized is null on all its rows.
+    costs.loc[costs["billing_currency"] == "EUR", "amortized_cost"] = np.nan
+    series = level_series(costs, ["total", "service"], ["actual", "amortized"])
+    known = series.groupby(["metric", "currency"])["cost"].apply(lambda c: int(c.notna().sum())).to_dict()
+    assert known == {("actual", "EUR"): 2 * len(DAYS), ("actual", "USD"): 2 * len(DAYS), ("amortized", "EUR"): 0,
+                     ("amortized", "USD"): 2 * len(DAYS)}  # fmt: skip

@@ -276,7 +276,8 @@ def test_month_end_forecast_never_takes_a_row_that_summed_currencies(owner, read
     )
     with owner.begin() as conn:
         conn.execute(insert, {"point": 10, "cur": "EUR", "a": AS_OF, "g": dt.datetime(2026, 2, 10, tzinfo=dt.UTC)})
-        # Written before forecasts were per currency: EUR and USD added up. Newer, but never EUR's figure.
-        conn.execute(insert, {"point": 99, "cur": None, "a": AS_OF, "g": dt.datetime(2026, 2, 11, tzinfo=dt.UTC)})
+        # Written before forecasts were per currency: EUR and USD added up (0011 filed it under "", an unknown
+        # currency). Newer, but never EUR's figure.
+        conn.execute(insert, {"point": 99, "cur": "", "a": AS_OF, "g": dt.datetime(2026, 2, 11, tzinfo=dt.UTC)})
     assert readers.month_end_forecast(reader, as_of=AS_OF, currency="EUR").point == Decimal("10")
     assert readers.month_end_forecast(reader, as_of=AS_OF, currency="USD") is None

@@ -121,6 +121,57 @@ def test_run_analytics_writes_anomalies_and_forecasts(spark, analytics_env):
     assert [r.status for r in rows] == ["expected"]
 
 
+def test_a_metric_no_report_covers_gets_no_anomalies_and_no_forecast(spark, analytics_env):
+    """An actual-only estate (only ActualCost exports: amortized null on every gold row): actual is analysed as
+    usual, amortized has no anomalies and no forecasts (not a series of zeros), and the step says so."""
+    settings, lake, engine = analytics_env
+    settings = settings.model_copy(update={"anomaly_metrics": ["actual", "amortized"]})
+    gold = gold_rows()
+    gold = gold.set_column(gold.schema.get_field_index("amortized_cost"), "amortized_cost", pa.nulls(len(gold), MONEY))
+    lake.overwrite(GOLD_COST_DAILY, gold)
+    stats = run_analytics(settings, lake, spark, engine, run_id="run-1")
+    # total + 2 services + 1 resource group, per metric; every amortized one is skipped
+    assert (stats["series"], stats["series_not_available"]) == (8, 4)
+    assert stats["metrics_not_available"] == ["amortized"]
+    with engine.connect() as conn:
+        anomalies = conn.execute(sa.text("SELECT metric, level, dimension_value FROM mart.anomalies")).all()
+        forecasts = dict(conn.execute(sa.text("SELECT metric, count(*) FROM mart.forecasts GROUP BY 1")).all())
+        totals = dict(conn.execute(sa.text("SELECT metric, count(*) FROM mart.forecast_totals GROUP BY 1")).all())
+    assert ("actual", "service", "Storage") in {tuple(a) for a in anomalies}
+    assert {a.metric for a in anomalies} == {"actual"}
+    assert set(forecasts) == set(totals) == {"actual"}
+    assert forecasts["actual"] == 4 * settings.forecast_horizon_days
+
+
+def test_days_a_metric_is_not_available_are_not_zero_cost(spark, analytics_env):
+    """Amortized cost missing on a few days in the middle (only an ActualCost export covered them): no anomaly on
+    or after those days from reading them as zeros, and the forecast learns from the days after them."""
+    settings, lake, engine = analytics_env
+    settings = settings.model_copy(update={"anomaly_metrics": ["amortized"], "anomaly_lookback_days": 84})
+    gold = gold_rows(spike="none")
+    gap = pc.and_(
+        pc.greater_equal(gold["charge_date"], pa.scalar(date(2025, 4, 20))),
+        pc.less_equal(gold["charge_date"], pa.scalar(date(2025, 4, 22))),
+    )
+    amortized = pc.if_else(gap, pa.scalar(None, MONEY), gold["amortized_cost"])
+    gold = gold.set_column(gold.schema.get_field_index("amortized_cost"), "amortized_cost", amortized)
+    lake.overwrite(GOLD_COST_DAILY, gold)
+    stats = run_analytics(settings, lake, spark, engine, run_id="run-1")
+    assert (stats["series_not_available"], stats["metrics_not_available"]) == (0, [])
+    with engine.connect() as conn:
+        anomalies = conn.execute(sa.text("SELECT level, dimension_value, charge_date FROM mart.anomalies")).all()
+        forecasts = conn.execute(
+            sa.text("SELECT scope_type, count(*) FROM mart.forecasts WHERE metric = 'amortized' GROUP BY 1")
+        ).all()
+    # Read as zeros, the three days would be drops and the days after them a spike back up.
+    assert anomalies == []
+    assert dict(forecasts) == {
+        "total": settings.forecast_horizon_days,
+        "service": 2 * settings.forecast_horizon_days,
+        "resource_group": settings.forecast_horizon_days,
+    }
+
+
 def _gold_sums(table: pa.Table, column: str | None, start: date) -> dict[tuple[str, str], float]:
     """Gold's actual cost from `start` on per (member of `column`, currency); column None: the estate total."""
     frame = table.to_pandas()
@@ -184,13 +235,13 @@ def test_two_currencies_are_never_added(spark, analytics_env):
     assert got == pytest.approx(expected)
     assert {t.currency for t in totals if t.scope_type == "total"} == {"EUR", "USD"}
 
-    # Daily forecasts: the full horizon per scope and currency, each currency its own generation.
+    # Daily forecasts: the full horizon per scope and currency, one generation for the run (the keys hold the
+    # currency, so the two currencies' rows of a scope and day are two rows, not a clash or a sum).
     assert {(d.scope_type, d.scope_value, d.currency) for d in days} == set(expected)
     assert {(d.n, d.gens) for d in days} == {(settings.forecast_horizon_days, 1)}
-    generations = {t.currency: t.generated_at for t in totals}
-    assert len(set(generations.values())) == 2
+    assert len({t.generated_at for t in totals}) == 1
 
-    # Again: the forecasts append a new generation per currency (no key clash), anomalies stay as they are.
+    # Again: the forecasts append a new generation (no key clash), anomalies stay as they are.
     run_analytics(settings, lake, spark, engine, run_id="run-2")
     with engine.connect() as conn:
         per_currency = conn.execute(

@@ -1,5 +1,5 @@
-"""Analytics mart writes with two currencies: anomalies on the mart's key as it is and as a currency-keyed
-migration would make it, feedback's currency, one forecast generation per currency."""
+"""Analytics mart writes with two currencies: anomalies per currency on uq_anomalies (which holds it since
+0011), feedback's own currency, one forecast generation per run holding every currency."""
 
 from __future__ import annotations
 
@@ -54,48 +54,43 @@ def _write(engine, frame: pd.DataFrame, run_id: str) -> dict:
     return store.write_anomalies(engine, frame, since=DAY, run_id=run_id, levels=LEVELS, metrics=METRICS)
 
 
-def test_two_currencies_on_one_key_keep_the_most_severe_until_the_key_has_currency(owner):
+def test_two_currencies_on_one_member_and_day_are_two_anomalies(owner):
     found = _anomalies(("EUR", 200.0, 5.0), ("USD", 80.0, 9.0))
-    stats = _write(owner, found, "r1")
-    # mart.anomalies is unique on (level, dimension_value, metric, charge_date): one of the two fits, and it is
-    # one currency's row as detected, never a sum of both.
-    assert (stats["anomalies"], stats["anomalies_collapsed"]) == (1, 1)
-    assert _stored(owner) == [("USD", 80.0, "open")]
-
-    # The migration this needs (currency in uq_anomalies, same name): both are kept, re-runs stay idempotent
-    # and a verdict survives.
-    with owner.begin() as conn:
-        conn.execute(sa.text("DELETE FROM mart.anomalies"))
-        conn.execute(sa.text("ALTER TABLE mart.anomalies DROP CONSTRAINT uq_anomalies"))
-        conn.execute(
-            sa.text(
-                "ALTER TABLE mart.anomalies ADD CONSTRAINT uq_anomalies"
-                " UNIQUE (level, dimension_value, metric, currency, charge_date)"
-            )
-        )
-    assert _write(owner, found, "r1")["anomalies_collapsed"] == 0
+    assert _write(owner, found, "r1") == {"anomalies": 2, "anomalies_removed": 0}
+    # Each is one currency's row as detected, never a sum of both; re-runs stay idempotent and a verdict survives.
     assert _stored(owner) == [("EUR", 200.0, "open"), ("USD", 80.0, "open")]
     with owner.begin() as conn:
         conn.execute(sa.text("UPDATE mart.anomalies SET status = 'expected' WHERE currency = 'EUR'"))
     _write(owner, found, "r2")
     assert _stored(owner) == [("EUR", 200.0, "expected"), ("USD", 80.0, "open")]
+    with owner.begin() as conn, pytest.raises(sa.exc.IntegrityError):
+        conn.execute(sa.text("UPDATE mart.anomalies SET currency = NULL"))
 
 
-def test_feedback_carries_the_currency_of_its_anomaly(owner):
-    _write(owner, _anomalies(("EUR", 200.0, 5.0)), "r1")
+def test_feedback_carries_its_own_currency(owner):
+    from backend.analytics import readers
+
+    _write(owner, _anomalies(("EUR", 200.0, 5.0), ("USD", 80.0, 9.0)), "r1")
+    with owner.connect() as conn:
+        eur = conn.execute(sa.text("SELECT anomaly_id FROM mart.anomalies WHERE currency = 'EUR'")).scalar_one()
+    readers.set_anomaly_status(owner, eur, verdict="expected", note="planned")
     with owner.begin() as conn:
+        # A verdict from before analytics was per currency: it names none, so it covers every currency.
         conn.execute(
             sa.text(
                 "INSERT INTO mart.anomaly_feedback (anomaly_id, level, dimension_value, kind, verdict)"
-                " SELECT anomaly_id, level, dimension_value, kind, 'expected' FROM mart.anomalies"
-                " UNION ALL SELECT NULL, 'service', 'Storage', 'spike', 'expected'"
+                " VALUES (NULL, 'service', 'Storage', 'spike', 'expected')"
             )
         )
     feedback = store.read_feedback(owner).sort_values("feedback_id")
     assert feedback["marked_currency"].tolist() == ["EUR", None]
+    # The anomaly row goes (re-rated away, say): the verdict still suppresses only within EUR.
+    with owner.begin() as conn:
+        conn.execute(sa.text("DELETE FROM mart.anomalies WHERE anomaly_id = :a"), {"a": eur})
+    assert store.read_feedback(owner).sort_values("feedback_id")["marked_currency"].tolist() == ["EUR", None]
 
 
-def test_each_currency_is_its_own_forecast_generation(owner):
+def test_one_run_is_one_forecast_generation_per_currency_key(owner):
     rows = []
     for currency, point in (("EUR", 100.0), ("USD", 7.0)):
         for level, member in (("total", ""), ("service", "Storage")):
@@ -129,10 +124,12 @@ def test_each_currency_is_its_own_forecast_generation(owner):
         ).all()
         latest = conn.execute(
             sa.text(
-                "SELECT DISTINCT currency FROM mart.forecasts WHERE scope_type = 'total'"
+                "SELECT currency, count(*), sum(point) FROM mart.forecasts WHERE scope_type = 'total'"
                 " AND generated_at = (SELECT max(generated_at) FROM mart.forecasts WHERE scope_type = 'total')"
+                " GROUP BY 1 ORDER BY 1"
             )
         ).all()
+        generations = conn.execute(sa.text("SELECT count(DISTINCT generated_at) FROM mart.forecasts")).scalar()
     assert [tuple(r) for r in days] == [
         ("r1", "EUR", 1, 200),
         ("r1", "USD", 1, 14),
@@ -140,5 +137,6 @@ def test_each_currency_is_its_own_forecast_generation(owner):
         ("r2", "USD", 1, 14),
     ]
     assert [(c, float(a), float(p)) for c, a, p in totals] == [("EUR", 1000.0, 3000.0), ("USD", 70.0, 210.0)]
-    # A reader that takes a scope's latest generation without naming a currency gets one currency, not both.
-    assert len(latest) == 1
+    # One generation per run, holding each currency's rows under its own key: a reader names the currency.
+    assert generations == 2
+    assert [tuple(r) for r in latest] == [("EUR", 2, 200), ("USD", 2, 14)]

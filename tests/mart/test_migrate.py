@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 import sqlalchemy as sa
 
 from backend.mart.migrate import current_revision, upgrade
@@ -224,4 +225,86 @@ def test_0009_rewrites_subscription_level_analytics_and_merges_split_rows(pg_url
         [{"level": "subscription", "member": ARM, "kind": "spike", "charge_date": split_day, "impact": 60.0}]
     )
     assert suppressed_by_feedback(redetected, read_feedback(engine), default_days=90).tolist() == [marked]
+    engine.dispose()
+
+
+def test_0011_keys_analytics_by_currency_and_downgrades(pg_url):
+    from alembic import command
+
+    from backend.mart.migrate import alembic_config
+
+    upgrade(pg_url, "0010_one_metric")
+    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    day, gen = dt.date(2026, 2, 10), dt.datetime(2026, 2, 10, tzinfo=dt.UTC)
+    anomaly = sa.text(
+        "INSERT INTO mart.anomalies (level, dimension_value, charge_date, actual, impact, currency, severity, kind,"
+        " status) VALUES ('service', 'Storage', :d, 100, 50, :c, :s, 'spike', :st) RETURNING anomaly_id"
+    )
+    feedback = sa.text(
+        "INSERT INTO mart.anomaly_feedback (anomaly_id, level, dimension_value, kind, verdict)"
+        " VALUES (:a, 'service', 'Storage', 'spike', 'expected') RETURNING feedback_id"
+    )
+    forecast = sa.text(
+        "INSERT INTO mart.forecasts (scope_type, scope_value, forecast_date, point, currency, method, generated_at)"
+        " VALUES ('total', '', '2026-02-11', :p, :c, 'ets', :g)"
+    )
+    total = sa.text(
+        "INSERT INTO mart.forecast_totals (scope_type, scope_value, metric, period, period_start, period_end,"
+        " actual_to_date, point, currency, method, as_of, generated_at)"
+        " VALUES ('total', '', 'actual', 'month_end', '2026-02-01', '2026-02-28', 0, :p, :c, 'ets', '2026-02-10', :g)"
+    )
+    with engine.begin() as conn:
+        # From before analytics was per currency (no currency: it summed them), and one written per currency.
+        legacy = conn.execute(anomaly, {"d": day, "c": None, "s": 3, "st": "expected"}).scalar_one()
+        eur = conn.execute(anomaly, {"d": day + dt.timedelta(days=1), "c": "EUR", "s": 3, "st": "open"}).scalar_one()
+        fb_legacy = conn.execute(feedback, {"a": legacy}).scalar_one()
+        fb_eur = conn.execute(feedback, {"a": eur}).scalar_one()
+        conn.execute(forecast, {"p": 9, "c": None, "g": gen - dt.timedelta(days=1)})
+        conn.execute(total, {"p": 9, "c": None, "g": gen - dt.timedelta(days=1)})
+
+    upgrade(pg_url)
+    assert current_revision(pg_url) == _head()
+    with engine.begin() as conn:
+        fb = dict(conn.execute(sa.text("SELECT feedback_id, currency FROM mart.anomaly_feedback")).all())
+        currencies = conn.execute(sa.text("SELECT anomaly_id, currency FROM mart.anomalies ORDER BY 1")).all()
+        assert fb == {fb_legacy: None, fb_eur: "EUR"}  # a verdict on a summed row still covers every currency
+        assert [tuple(r) for r in currencies] == [(legacy, ""), (eur, "EUR")]
+        assert conn.execute(sa.text("SELECT currency FROM mart.forecasts")).scalar_one() == ""
+        # Now two currencies fit on one member and day, and in one forecast generation.
+        usd = conn.execute(anomaly, {"d": day + dt.timedelta(days=1), "c": "USD", "s": 8, "st": "open"}).scalar_one()
+        conn.execute(feedback, {"a": usd})
+        for cur, point in (("EUR", 1), ("USD", 2)):
+            conn.execute(forecast, {"p": point, "c": cur, "g": gen})
+            conn.execute(total, {"p": point, "c": cur, "g": gen})
+    with engine.begin() as conn, pytest.raises(sa.exc.IntegrityError):
+        conn.execute(forecast, {"p": 3, "c": None, "g": gen})
+    with engine.connect() as conn:
+        index = {i["name"]: i["column_names"] for i in sa.inspect(conn).get_indexes("forecasts", "mart")}
+    assert index["ix_forecasts_latest"][:4] == ["scope_type", "scope_value", "metric", "currency"]
+
+    command.downgrade(alembic_config(pg_url), "0010_one_metric")
+    with engine.connect() as conn:
+        kept = conn.execute(sa.text("SELECT anomaly_id, currency FROM mart.anomalies ORDER BY 1")).all()
+        pointing = set(conn.execute(sa.text("SELECT anomaly_id FROM mart.anomaly_feedback")).scalars())
+        gens = conn.execute(
+            sa.text(
+                "SELECT 'f', currency, generated_at FROM mart.forecasts WHERE generated_at >= :g"
+                " UNION ALL SELECT 't', currency, generated_at FROM mart.forecast_totals WHERE generated_at >= :g"
+                " ORDER BY 1, 2"
+            ),
+            {"g": gen},
+        ).all()
+        columns = {c["name"] for c in sa.inspect(conn).get_columns("anomaly_feedback", "mart")}
+    # One row per old key: of EUR and USD on one day the more severe (nothing judged); feedback follows it.
+    assert [tuple(r) for r in kept] == [(legacy, ""), (usd, "USD")]
+    assert pointing == {legacy, usd} and "currency" not in columns
+    # Each currency its own generation again, the same in both tables.
+    assert [(t, c, g - gen) for t, c, g in gens] == [
+        ("f", "EUR", dt.timedelta(0)),
+        ("f", "USD", dt.timedelta(microseconds=1)),
+        ("t", "EUR", dt.timedelta(0)),
+        ("t", "USD", dt.timedelta(microseconds=1)),
+    ]
+    upgrade(pg_url)
+    assert current_revision(pg_url) == _head()
     engine.dispose()
