@@ -734,9 +734,12 @@ def scan_inbox(
     results: list[InboxResult] = []
     failures: list[str] = []
     pending: dict[str, ImportedFile] = {}  # sent by this scan, not committed yet: a second copy is a duplicate
-    for path in sorted(p for p in inbox.iterdir() if p.is_file()):
-        # Hidden and partial files are still being written by whoever drops them here.
+    for path in sorted(inbox.iterdir()):
+        # Hidden and partial files are still being written by whoever drops them here. A folder is an
+        # export run, taken only once its manifest.json is there (Cost Management writes it last).
         if path.name.startswith(".") or path.suffix.lower() in (".part", ".tmp", ".crdownload"):
+            continue
+        if path.is_dir() and (path in (processed, rejected) or not any(path.rglob(manifest.MANIFEST))):
             continue
         result = InboxResult(path.name, "sent", "")
         source = FileSource(
@@ -759,10 +762,12 @@ def scan_inbox(
                 continue
             ready = prepared[0]
             result.detail = (
-                f"{ready.detection.describe()}; {ready.metric}; {ready.row_count} rows; "
-                f"total {ready.total_cost} ({ready.cost_column})"
+                f"{ready.detection.describe()}; {ready.metric}; {sum(p.row_count for p in prepared)} rows; "
+                f"total {sum(p.total_cost for p in prepared)} ({ready.cost_column})"
+                + (f"; {len(prepared)} parts" if len(prepared) > 1 else "")
             )
-            pending[ready.sha256] = _imported(ready)
+            for part in prepared:
+                pending[part.sha256] = _imported(part)
             deliver(source, f"file-{uuid.uuid4().hex[:16]}")
         except FileRefusedError as exc:
             result.status, result.detail = "refused", str(exc)
@@ -772,8 +777,8 @@ def scan_inbox(
             continue
         except Exception as exc:  # recorded, logged, and re-raised below as InboxError
             log.exception("inbox: delivering %s failed; it stays in the inbox", path.name)
-            if prepared:
-                pending.pop(prepared[0].sha256, None)  # not sent after all: a copy later in the scan may go
+            for part in prepared:
+                pending.pop(part.sha256, None)  # not sent after all: a copy later in the scan may go
             failures.append(f"{path.name}: {exc}")
             results.append(InboxResult(path.name, "failed", str(exc)))
             continue

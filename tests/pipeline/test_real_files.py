@@ -393,3 +393,23 @@ def test_a_run_folder_with_a_missing_part_or_other_row_counts_is_refused_and_loa
     assert refused.status == "failed" and "the manifest says" in refused.error
     with service.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM mart.fact_cost_daily")).scalar_one() == 0
+
+
+def test_an_export_run_dropped_in_the_inbox_is_taken_once_its_manifest_is_there(service, tmp_path):
+    import shutil
+
+    rows = [_ea_row(i, Decimal(i + 1) / 3) for i in range(12)]
+    run = _export_run(tmp_path / "export", "run-7", rows, dataset="ActualCost")
+    inbox = service.settings.inbox_dir
+    inbox.mkdir(parents=True, exist_ok=True)
+    target = inbox / "run-7"
+    shutil.copytree(run, target)
+    (target / "manifest.json").rename(tmp_path / "manifest.json")  # still being written: no manifest yet
+    waiting = service.run(steps=STEPS, sources=["inbox"], trigger="test")
+    assert waiting.status == "succeeded" and waiting.steps["ingest"].detail["inbox"] == []
+    (tmp_path / "manifest.json").rename(target / "manifest.json")
+    done = service.run(steps=STEPS, sources=["inbox"], trigger="test")
+    assert done.status == "succeeded", done.error
+    assert [i["status"] for i in done.steps["ingest"].detail["inbox"]] == ["sent"]  # moved once bronze held it
+    assert (inbox / "processed" / "run-7" / "manifest.json").exists() and not target.exists()
+    assert _mart_totals(service) == {"EUR": (_total(rows, "CostInBillingCurrency"), None)}
