@@ -104,32 +104,31 @@ class Decision:
 def decide(
     fingerprints: dict[str, list[int]], modulus: int, earlier: Iterable[ImportedFile], *, own_id: str
 ) -> Decision:
-    """Replace or add, against the earlier imports of the same dataset (oldest first)."""
-    shared_any = False
-    additions: list[str] = []
-    for other in earlier:
-        theirs = other.fingerprints or {}
-        shared = [s for s in fingerprints if s in theirs]
-        if not shared:
-            continue
-        shared_any = True
-        step = max(modulus, other.modulus)
-        mine = {v for s in shared for v in fingerprints[s] if v % step == 0}
-        known = {v for s in shared for v in theirs[s] if v % step == 0}
-        if not mine:
-            continue
-        share = len(mine & known) / len(mine)
-        if share >= REDELIVERY_SHARE:
-            return Decision(
-                REPLACE,
-                f"re-delivers {other.name} ({share:.0%} of its sampled rows on {len(shared)} shared day(s) are "
-                "already loaded): replaces those days",
-                own_id,
-            )
-        additions.append(other.name)
-    if shared_any and additions:
-        names = ", ".join(sorted(set(additions))[:3]) + (", ..." if len(set(additions)) > 3 else "")
+    """Replace or add, against every earlier import of the same dataset together (oldest first).
+
+    Together, so a whole file re-delivered after its three parts is known as a re-delivery (each part alone
+    holds a third of its rows), and a third part after two is known as new rows.
+    """
+    overlapping = [f for f in earlier if any(s in (f.fingerprints or {}) for s in fingerprints)]
+    if not overlapping:
+        return Decision(REPLACE, "no earlier file of this dataset covers its days", own_id)
+    step = max([modulus, *(f.modulus for f in overlapping)])
+    shared = {s for f in overlapping for s in (f.fingerprints or {}) if s in fingerprints}
+    mine = {v for s in shared for v in fingerprints[s] if v % step == 0}
+    known = {v for f in overlapping for s in shared for v in (f.fingerprints or {}).get(s, ()) if v % step == 0}
+    names = sorted({f.name for f in overlapping})
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    if not mine:
+        # Too few sampled rows on the shared days to tell: a re-delivery is the common case (month to date).
+        return Decision(REPLACE, f"covers days of {shown}; too few rows to compare: replaces those days", own_id)
+    share = len(mine & known) / len(mine)
+    if share >= REDELIVERY_SHARE:
         return Decision(
-            ADD, f"adds rows to days {names} delivered (a part of the same export): nothing replaced", own_id
+            REPLACE,
+            f"re-delivers {shown} ({share:.0%} of its sampled rows on {len(shared)} shared day(s) are already "
+            "loaded): replaces those days",
+            own_id,
         )
-    return Decision(REPLACE, "no earlier file of this dataset covers its days", own_id)
+    return Decision(
+        ADD, f"adds rows to days {shown} delivered ({share:.0%} already loaded: a part of the same export)", own_id
+    )

@@ -162,6 +162,21 @@ def test_part_files_imported_one_by_one_give_the_whole_file_and_a_redelivery_cha
     assert _mart_totals(service) == {"USD": (_total(restated), whole[1])} and _mismatches(service) == 0
 
 
+def test_three_parts_then_the_whole_file_is_one_delivery_not_four(service, tmp_path):
+    rows = _focus_rows(300, seed=5)
+    parts = [tmp_path / f"part_{n}_0001.csv" for n in range(3)]
+    for n, part in enumerate(parts):
+        _write(part, FOCUS_COLUMNS, rows[n::3])
+        _import(service, part)
+    whole = {"USD": (_total(rows), _total(rows, "EffectiveCost"))}
+    assert _mart_totals(service) == whole
+    full = tmp_path / "whole.csv"
+    _write(full, FOCUS_COLUMNS, list(reversed(rows)))  # other bytes, the same rows
+    summary = _import(service, full)
+    assert "re-delivers" in summary.steps["ingest"].detail["files"][0]["delivery"]
+    assert _mart_totals(service) == whole and _mismatches(service) == 0
+
+
 def test_two_parts_in_one_import_and_an_unrelated_file_for_the_same_days_add_up(service, tmp_path):
     rows = _focus_rows(120, seed=3)
     a, b = tmp_path / "export_part1.csv", tmp_path / "export_part2.csv"
