@@ -649,10 +649,12 @@ def budget_status_impl(ctx: AgentContext, name: str = "") -> ToolOutcome:
                 filters = {b.scope_type: [b.scope_value]}
             elif b.scope_type == "tag":
                 filters = {f"tag:{b.tag_key}": [b.scope_value]}
+            if b.currency:
+                filters["currency"] = [b.currency]  # a budget is in its own currency: never a sum across them
             spent_frame = queries.cost_breakdown(
                 ctx.engine, start=start, end=as_of, group_by=None, grain="monthly", metric=b.metric, filters=filters
             )
-            spent = float(spent_frame["cost"].sum())
+            spent = float(spent_frame["cost"].fillna(0).sum())
         scope_type = b.scope_type if b.scope_type != "tag" else f"tag:{b.tag_key}"
         rows = _forecast_rows(
             ctx,
@@ -661,6 +663,7 @@ def budget_status_impl(ctx: AgentContext, name: str = "") -> ToolOutcome:
             as_of + dt.timedelta(days=1),
             end - dt.timedelta(days=1),
             b.metric,
+            currency=b.currency or None,
         )
         elapsed = (as_of - start).days + 1
         remaining = (end - as_of).days - 1
