@@ -93,6 +93,8 @@ def _load_report(summary) -> None:
             report["days_unreadable"],
             report["delivery"],
         )
+        for note in report.get("notes", []):
+            log.info("load report %s:   %s", report["file"], note)
         for currency, months in report["totals"].items():
             for month, total in months.items():
                 log.info(

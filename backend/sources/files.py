@@ -297,8 +297,8 @@ def _prepare_csv(path: Path, data: bytes, sha: str, settings: Settings, metric: 
         if extra is not None:
             group.extra += extra
     row_count = sum(t.rows for t in totals.values())
-    if not row_count:
-        raise FileRefusedError(f"{path.name} has a header ({detection.describe()}) but no rows; nothing to import")
+    # A header without rows is what Azure writes for a period without cost: imported, nothing to load.
+    notes = [] if row_count else [f"{path.name} has a header ({detection.format.name}) but no rows: nothing to load"]
     chosen = _metric(detection, path.name, charge_types, metric)
     modulus, fingerprints = delivery.sample(groups, delivery.csv_fingerprints(rows, header))
     budget = payload_budget(settings)
@@ -345,6 +345,7 @@ def _prepare_csv(path: Path, data: bytes, sha: str, settings: Settings, metric: 
         invalid_amounts=invalid,
         blank_lines=blank,
         unparsed_days=unparsed,
+        notes=notes,
         modulus=modulus,
         fingerprints=fingerprints,
     )
@@ -361,8 +362,7 @@ def _prepare_parquet(path: Path, data: bytes, sha: str, settings: Settings, metr
         raise FileRefusedError(str(exc)) from None
     # FOCUS and Azure's ActualCost / AmortizedCost exports alike (Azure writes Parquet with Snappy).
     fmt = detection.format
-    if not table.num_rows:
-        raise FileRefusedError(f"{path.name} has no rows; nothing to import")
+    notes = [] if table.num_rows else [f"{path.name} has no rows: nothing to load"]
 
     def strings(candidates: tuple[str, ...]) -> list[str | None] | None:
         name = detection.column(candidates)
@@ -438,6 +438,7 @@ def _prepare_parquet(path: Path, data: bytes, sha: str, settings: Settings, metr
         cost_column=detection.column(fmt.cost_columns) or "",
         invalid_amounts=invalid,
         unparsed_days=unparsed,
+        notes=notes,
         modulus=modulus,
         fingerprints=fingerprints,
     )
