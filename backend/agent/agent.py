@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import json
 import logging
 import time
@@ -15,11 +16,12 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 from langchain.agents import create_agent
-from langchain.agents.middleware import ModelCallLimitMiddleware, ToolCallLimitMiddleware
+from langchain.agents.middleware import ModelCallLimitMiddleware, ToolCallLimitMiddleware, wrap_model_call
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, ToolMessage
 
-from backend.agent.rules import RuleBasedChatModel, Vocabulary
+from backend.agent import grounding
+from backend.agent.rules import EXAMPLES, QuestionParser, RuleBasedChatModel, Vocabulary, compose_answer
 from backend.agent.tools import AgentContext, ToolOutcome, build_tools
 from backend.config import Settings
 from backend.mart import queries
@@ -31,6 +33,8 @@ MAX_MODEL_CALLS = 8
 MAX_TOOL_CALLS = 12
 MAX_SQL_CALLS = 5
 HISTORY_TURNS = 6
+LLM_TIMEOUT_S = 60.0
+LLM_MAX_RETRIES = 2
 
 SYSTEM_PROMPT = """You are Costlake's FinOps assistant. You answer questions about cloud cost from the cost mart.
 
@@ -49,35 +53,49 @@ Rules:
   your answer, so do not repeat whole tables."""
 
 
-def build_chat_model(settings: Settings, *, vocabulary_loader=None) -> BaseChatModel:
+def build_chat_model(
+    settings: Settings,
+    *,
+    vocabulary_loader=None,
+    timeout_s: float = LLM_TIMEOUT_S,
+    max_retries: int = LLM_MAX_RETRIES,
+) -> BaseChatModel:
     """The configured LLM (OpenAI-compatible or Azure OpenAI), else the rule-based model. temperature 0."""
     if not settings.llm_configured:
         log.info("no LLM configured: using the rule-based model")
         return RuleBasedChatModel(vocabulary_loader=vocabulary_loader)
+    # Imported here: a run without an LLM never loads the OpenAI client.
+    from backend.agent.llm import CompatibleAzureChatOpenAI, CompatibleChatOpenAI
+
     # Local OpenAI-compatible servers (Ollama, vLLM, llama.cpp) ignore the key but the client insists on one.
     api_key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else "not-needed"
+    common = {"api_key": api_key, "temperature": 0, "timeout": timeout_s, "max_retries": max_retries}
     if settings.llm_provider == "azure":
-        from langchain_openai import AzureChatOpenAI
-
-        return AzureChatOpenAI(
+        return CompatibleAzureChatOpenAI(
             azure_endpoint=settings.llm_base_url,
             azure_deployment=settings.llm_model,
             api_version=settings.llm_api_version,
-            api_key=api_key,
-            temperature=0,
-            timeout=60,
-            max_retries=2,
+            **common,
         )
-    from langchain_openai import ChatOpenAI
+    return CompatibleChatOpenAI(model=settings.llm_model, base_url=settings.llm_base_url or None, **common)
 
-    return ChatOpenAI(
-        model=settings.llm_model,
-        base_url=settings.llm_base_url or None,
-        api_key=api_key,
-        temperature=0,
-        timeout=60,
-        max_retries=2,
-    )
+
+def default_user() -> str:
+    """Who asks when the caller names nobody: the OS user of a single-user (laptop) run, else "local"."""
+    try:
+        return getpass.getuser() or "local"
+    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER (some containers)
+        return "local"
+
+
+@wrap_model_call(name="ForceFirstToolCall")
+def force_first_tool_call(request, handler):
+    """Until a tool has answered this question, the model must call one: small models asked politely answer
+    in prose with invented SQL; with tool_choice "required" they call the tools (measured with Qwen2.5-1.5B)."""
+    last_human = max((i for i, m in enumerate(request.messages) if isinstance(m, HumanMessage)), default=-1)
+    if not any(isinstance(m, ToolMessage) for m in request.messages[last_human + 1 :]):
+        request = request.override(tool_choice="required")
+    return handler(request)
 
 
 def model_label(model: BaseChatModel) -> str:
@@ -95,6 +113,7 @@ class ToolCallRecord:
     ok: bool
     duration_ms: int
     outcome: ToolOutcome | None = None
+    via: str = grounding.MODEL  # who asked for the call: the model, or a fallback (see grounding)
 
 
 @dataclass
@@ -109,6 +128,7 @@ class AgentAnswer:
     error: str | None = None
     audit_id: int | None = None
     audit_error: str | None = None
+    answered_by: str = grounding.MODEL  # which path produced the text (see grounding)
 
     @property
     def results(self) -> list[ToolOutcome]:
@@ -167,7 +187,7 @@ class AuditLog:
         if self.engine is None:
             raise RuntimeError("no audit engine: the agent must be built with the owner database URL")
         tool_calls = [
-            {"tool": c.tool, "args": _json_safe(c.args), "ok": c.ok, "duration_ms": c.duration_ms}
+            {"tool": c.tool, "args": _json_safe(c.args), "ok": c.ok, "duration_ms": c.duration_ms, "via": c.via}
             for c in answer.tool_calls
         ]
         rows = sum(len(r.frame) for r in answer.results if r.frame is not None)
@@ -205,8 +225,55 @@ def _text(content: Any) -> str:
     return str(content or "")
 
 
+def _after_last_question(messages: Sequence[BaseMessage]) -> Sequence[BaseMessage]:
+    last_human = max((i for i, m in enumerate(messages) if isinstance(m, HumanMessage)), default=-1)
+    return messages[last_human + 1 :]
+
+
+def _tool_answered(messages: Sequence[BaseMessage]) -> bool:
+    """Whether a tool produced a result for the current question (what an answer's figures may rest on)."""
+    return any(
+        isinstance(m, ToolMessage) and isinstance(m.artifact, ToolOutcome) and m.artifact.ok
+        for m in _after_last_question(messages)
+    )
+
+
+def _small_table_text(outcome: ToolOutcome, rows: int = 10) -> str:
+    frame = outcome.frame
+    if frame is None or frame.empty:
+        return f"The query ran and returned no rows ({outcome.summary})."
+    shown = frame.head(rows).map(lambda v: round(float(v), 2) if isinstance(v, Decimal | float) else v)
+    shown = shown.to_csv(index=False).strip()
+    more = f"\n... {len(frame) - rows} more rows in the table below" if len(frame) > rows else ""
+    return f"The query returned {len(frame)} rows:\n\n```\n{shown}{more}\n```"
+
+
+# The id prefix of a fallback's tool call says which fallback asked for it.
+_FALLBACK_VIA = {"prose": grounding.MODEL_SQL, "text": grounding.MODEL_TEXT_CALL, "rules": grounding.RULES}
+
+
+def _no_tool_reason(new: Sequence[BaseMessage], error: str | None) -> str:
+    if error:
+        return "the model endpoint failed: " + error.split(":", 1)[0]
+    if any(isinstance(m, ToolMessage) for m in new):
+        return "its tool calls failed"
+    if any(
+        getattr(m, "invalid_tool_calls", None) or m.response_metadata.get("malformed_tool_calls")
+        for m in new
+        if isinstance(m, AIMessage)
+    ):
+        return "its tool call was malformed"
+    return "it called no tool"
+
+
 class CostAgent:
-    """Built once per process (st.cache_resource in the page); `ask` and `stream` share one code path."""
+    """Built once per process (st.cache_resource in the page); `ask` and `stream` share one code path.
+
+    An answer's figures always come from a tool result. When an LLM answers without one (it wrote SQL or
+    a tool call in prose, wrote only prose, or its endpoint failed), the agent runs the SQL through the
+    guard and the read-only tool, or the tool call it printed, or the rule-based planner's tool calls for
+    the question, and says which path answered; with none of them it shows no figures.
+    """
 
     def __init__(
         self,
@@ -216,22 +283,28 @@ class CostAgent:
         audit: AuditLog,
         max_model_calls: int = MAX_MODEL_CALLS,
         max_tool_calls: int = MAX_TOOL_CALLS,
+        force_first_tool: bool = True,
+        fallback: RuleBasedChatModel | None = None,
     ) -> None:
         self.ctx = ctx
         self.model = model
         self.audit = audit
         self.model_name = model_label(model)
         self.tools = build_tools(ctx)
+        self._tools_by_name = {t.name: t for t in self.tools}
+        middleware = [
+            ModelCallLimitMiddleware(run_limit=max_model_calls, exit_behavior="end"),
+            ToolCallLimitMiddleware(run_limit=max_tool_calls, exit_behavior="continue"),
+            ToolCallLimitMiddleware(tool_name="run_sql", run_limit=MAX_SQL_CALLS, exit_behavior="continue"),
+        ]
+        if force_first_tool and self.uses_llm:
+            middleware.insert(0, force_first_tool_call)
+        if isinstance(model, RuleBasedChatModel):
+            self.fallback = model
+        else:
+            self.fallback = fallback or RuleBasedChatModel(vocabulary_loader=_vocabulary_loader(ctx))
         self.graph = create_agent(
-            model,
-            self.tools,
-            system_prompt=SYSTEM_PROMPT,
-            middleware=[
-                ModelCallLimitMiddleware(run_limit=max_model_calls, exit_behavior="end"),
-                ToolCallLimitMiddleware(run_limit=max_tool_calls, exit_behavior="continue"),
-                ToolCallLimitMiddleware(tool_name="run_sql", run_limit=MAX_SQL_CALLS, exit_behavior="continue"),
-            ],
-            name="costlake_agent",
+            model, self.tools, system_prompt=SYSTEM_PROMPT, middleware=middleware, name="costlake_agent"
         )
 
     @property
@@ -261,7 +334,12 @@ class CostAgent:
         session_id: str | None = None,
         user_name: str | None = None,
     ) -> Iterator[str | AgentAnswer]:
-        """Yield answer text as the model produces it, then the AgentAnswer (already audited)."""
+        """Yield answer text as the model produces it, then the AgentAnswer (already audited).
+
+        `user_name` is who asked (the logged-in user); without one the audit names the OS user or "local".
+        Model text streams only once a tool has answered: before that it may be invented figures, which
+        are held back and replaced by a grounded answer (see the class docstring).
+        """
         t0 = time.perf_counter()
         messages: list[BaseMessage] = []
         for role, text in list(history)[-2 * HISTORY_TURNS :]:
@@ -270,6 +348,7 @@ class CostAgent:
         final: list[BaseMessage] = messages
         error = None
         streamed = False
+        grounded = False
         try:
             config = {"recursion_limit": 4 * MAX_MODEL_CALLS, "run_id": uuid.uuid4()}
             for mode, payload in self.graph.stream(
@@ -277,6 +356,7 @@ class CostAgent:
             ):
                 if mode == "values":
                     final = payload["messages"]
+                    grounded = grounded or _tool_answered(final)
                     continue
                 chunk, meta = payload
                 if meta.get("langgraph_node") != "model" or not isinstance(chunk, AIMessageChunk | AIMessage):
@@ -284,7 +364,7 @@ class CostAgent:
                 if chunk.tool_calls or getattr(chunk, "tool_call_chunks", None):
                     continue
                 piece = _text(chunk.content)
-                if piece:
+                if piece and (grounded or not self.uses_llm):
                     streamed = True
                     yield piece
         # The model endpoint, the network or a tool bug: the user gets the reason and the audit keeps it.
@@ -295,19 +375,92 @@ class CostAgent:
         if not streamed and answer.text:
             yield answer.text
         try:
-            answer.audit_id = self.audit.record(answer, session_id=session_id, user_name=user_name)
+            answer.audit_id = self.audit.record(answer, session_id=session_id, user_name=user_name or default_user())
         except Exception as exc:
             log.exception("agent audit write failed")
             answer.audit_error = f"{type(exc).__name__}: {exc}"[:500]
         yield answer
 
+    # --- grounding --------------------------------------------------------------------------------
+    def _run_tool(self, name: str, args: dict[str, Any], prefix: str) -> list[BaseMessage]:
+        """Run one tool as the agent's tool node would; returns the call and its result as messages."""
+        call = {"name": name, "args": args, "id": f"{prefix}_{uuid.uuid4().hex[:12]}", "type": "tool_call"}
+        tool = self._tools_by_name.get(name)
+        try:
+            if tool is None:
+                raise ValueError(f"no tool named {name!r}")
+            result = tool.invoke(call)
+        # Arguments the tool's schema refuses, a bug in a tool: the caller falls back further.
+        except Exception as exc:
+            log.warning("fallback tool call %s(%s) failed: %s", name, args, exc, exc_info=True)
+            outcome = ToolOutcome(name, False, f"error: {type(exc).__name__}: {exc}"[:500])
+            result = ToolMessage(outcome.summary, tool_call_id=call["id"], artifact=outcome, status="error")
+        return [AIMessage(content="", tool_calls=[call]), result]
+
+    def _ground(
+        self, question: str, new: list[BaseMessage], text: str, error: str | None
+    ) -> tuple[list[BaseMessage], str, str]:
+        """Messages of the fallback that answered, its text, and its path, for an LLM answer no tool backs."""
+        attempts: list[tuple[str, list[BaseMessage]]] = []
+        if sql := grounding.extract_sql(text):
+            attempts.append((grounding.MODEL_SQL, self._run_tool("run_sql", {"sql": sql}, "prose")))
+            if attempts[-1][1][-1].artifact.ok:
+                outcome = attempts[-1][1][-1].artifact
+                return attempts[-1][1], _small_table_text(outcome), grounding.MODEL_SQL
+        elif call := grounding.extract_text_call(text, self._tools_by_name):
+            attempts.append((grounding.MODEL_TEXT_CALL, self._run_tool(call.name, call.args, "text")))
+            if attempts[-1][1][-1].artifact.ok:
+                results = [m for m in attempts[-1][1] if isinstance(m, ToolMessage)]
+                return attempts[-1][1], compose_answer(results), grounding.MODEL_TEXT_CALL
+        tried = [m for _, messages in attempts for m in messages]
+        try:
+            plan = QuestionParser(self.fallback.vocabulary()).plan(question)
+        # The vocabulary comes from the mart: when it cannot be read, there is no plan, only the honest answer.
+        except Exception:
+            log.exception("rule-based fallback could not plan %r", question[:200])
+            plan = None
+        if plan is not None and plan.calls:
+            ran = [m for name, args in plan.calls for m in self._run_tool(name, args, "rules")]
+            results = [m for m in ran if isinstance(m, ToolMessage)]
+            if any(m.artifact.ok for m in results):
+                return tried + ran, compose_answer(results), grounding.RULES
+            tried += ran
+        if text and not grounding.has_figures(text) and not error:
+            return tried, text, grounding.NO_QUERY
+        examples = "\n".join(f"- {e}" for e in EXAMPLES)
+        if error:
+            body = "The model could not be reached and no query could answer the question."
+        else:
+            body = "The model answered without running a query, so its answer is not shown (it may hold figures no query produced)."
+        return tried, f"{body} Questions like these are answered from the cost mart:\n{examples}", grounding.NO_QUERY
+
     def _answer(
         self, question: str, sent: list[BaseMessage], final: list[BaseMessage], error: str | None, t0: float
     ) -> AgentAnswer:
-        new = final[len(sent) :] if len(final) >= len(sent) else final
+        new = list(final[len(sent) :] if len(final) >= len(sent) else final)
+        text = ""
+        for message in new:
+            if isinstance(message, AIMessage) and not message.tool_calls and _text(message.content).strip():
+                text = _text(message.content).strip()
+        path = grounding.MODEL
+        via: dict[str, str] = {}
+        if _tool_answered(new):
+            if not text:
+                # The model stopped (call limit, endpoint failure) after its tools answered: their summaries.
+                text = compose_answer([m for m in new if isinstance(m, ToolMessage)])
+        elif self.uses_llm:
+            extra, text, path = self._ground(question, new, text, error)
+            reason = _no_tool_reason(new, error)
+            via = {
+                c["id"]: _FALLBACK_VIA[c["id"].split("_", 1)[0]] for m in extra for c in getattr(m, "tool_calls", [])
+            }
+            new += extra
+            if path != grounding.MODEL and (line := grounding.note(path, reason=reason, failed=error is not None)):
+                text = f"{text}\n\n{line}"
+        elif error and not text:
+            text = f"Sorry, the question failed: {error}"
         results: dict[str, ToolMessage] = {m.tool_call_id: m for m in new if isinstance(m, ToolMessage)}
         calls: list[ToolCallRecord] = []
-        text = ""
         for message in new:
             if not isinstance(message, AIMessage):
                 continue
@@ -316,12 +469,15 @@ class CostAgent:
                 outcome = result.artifact if result is not None and isinstance(result.artifact, ToolOutcome) else None
                 ok = outcome.ok if outcome else (result is not None and result.status != "error")
                 calls.append(
-                    ToolCallRecord(call["name"], call["args"], ok, outcome.duration_ms if outcome else 0, outcome)
+                    ToolCallRecord(
+                        call["name"],
+                        call["args"],
+                        ok,
+                        outcome.duration_ms if outcome else 0,
+                        outcome,
+                        via.get(call["id"], grounding.MODEL),
+                    )
                 )
-            if not message.tool_calls and _text(message.content).strip():
-                text = _text(message.content).strip()
-        if error and not text:
-            text = f"Sorry, the question failed: {error}"
         return AgentAnswer(
             question=question,
             text=text,
@@ -329,6 +485,7 @@ class CostAgent:
             tool_calls=calls,
             duration_ms=int((time.perf_counter() - t0) * 1000),
             error=error,
+            answered_by=path,
         )
 
 
@@ -339,11 +496,13 @@ def build_agent(
     model: BaseChatModel | None = None,
     reader: sa.Engine | None = None,
     auditor: sa.Engine | None = None,
+    force_first_tool: bool = True,
 ) -> CostAgent:
     """The agent over the mart: reads on the read-only role (statement timeout from settings), audits as owner.
 
     `owner_url` is the resolved owner URL (the embedded server's when DATABASE_URL is empty). Tests and
-    the evaluation pass a scripted `model`; otherwise the settings choose it.
+    the evaluation pass a scripted `model`; otherwise the settings choose it. `force_first_tool` makes an
+    LLM's first step of each question a tool call (tool_choice "required").
     """
     reader = reader or reader_engine(settings, owner_url=owner_url)
     ctx = AgentContext(reader, timeout_ms=settings.statement_timeout_ms)
@@ -352,4 +511,4 @@ def build_agent(
     chosen = model or build_chat_model(settings, vocabulary_loader=_vocabulary_loader(ctx))
     if isinstance(chosen, RuleBasedChatModel) and chosen.vocabulary_loader is None:
         chosen.vocabulary_loader = _vocabulary_loader(ctx)
-    return CostAgent(ctx=ctx, model=chosen, audit=AuditLog(auditor))
+    return CostAgent(ctx=ctx, model=chosen, audit=AuditLog(auditor), force_first_tool=force_first_tool)

@@ -1,4 +1,4 @@
-"""Fixtures for agent tests: one seeded demo mart per session (read-only use), settings and an agent factory."""
+"""Fixtures for agent tests: one seeded demo mart per session (read-only use), settings, agent factories, a fake LLM server."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
-from backend.agent.agent import CostAgent, build_agent
+from backend.agent.agent import CostAgent, build_agent, build_chat_model
 from backend.agent.seed import seed_demo_mart
 from backend.mart.migrate import upgrade
+from tests.agent.fake_openai import FakeChatServer
 from tests.conftest import make_settings
 
 TIMEOUT_MS = 1000
@@ -80,6 +81,56 @@ def make_agent(agent_settings) -> Iterator[Callable[[BaseChatModel], CostAgent]]
 
     def make(model: BaseChatModel) -> CostAgent:
         agent = build_agent(agent_settings, model=model)
+        built.append(agent)
+        return agent
+
+    yield make
+    for agent in built:
+        agent.ctx.engine.dispose()
+        agent.audit.engine.dispose()
+
+
+def _fingerprint(owner) -> dict:
+    """Row counts of every mart table (the audit excluded: asking is what writes it) and the fact's total."""
+    with owner.connect() as conn:
+        tables = conn.execute(
+            sa.text(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'mart' "
+                "AND table_type = 'BASE TABLE' AND table_name <> 'agent_audit' ORDER BY 1"
+            )
+        ).scalars()
+        counts = {t: conn.execute(sa.text(f'SELECT count(*) FROM mart."{t}"')).scalar() for t in tables}
+        counts["fact_total"] = conn.execute(sa.text("SELECT sum(actual_cost) FROM mart.fact_cost_daily")).scalar()
+        counts["roles"] = conn.execute(sa.text("SELECT count(*) FROM pg_roles")).scalar()
+    return counts
+
+
+@pytest.fixture
+def before(owner):
+    snapshot = _fingerprint(owner)
+    yield snapshot
+    assert _fingerprint(owner) == snapshot, "the agent changed the mart"
+
+
+@pytest.fixture
+def llm_server() -> Iterator[FakeChatServer]:
+    """An OpenAI-compatible server on 127.0.0.1 that refuses null assistant content, as llama.cpp's does."""
+    server = FakeChatServer(model="qwen2.5-coder-1.5b-instruct-q4_k_m").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def llm_agent(agent_settings, llm_server) -> Iterator[Callable[..., CostAgent]]:
+    """Agents whose model is langchain-openai's ChatOpenAI pointed at the fake server (LLM_BASE_URL / LLM_MODEL).
+
+    Short client timeouts and no retries by default, so error paths stay fast."""
+    built: list[CostAgent] = []
+
+    def make(*, timeout_s: float = 10.0, max_retries: int = 0, **agent_kwargs: Any) -> CostAgent:
+        settings = agent_settings.model_copy(update={"llm_base_url": llm_server.url, "llm_model": llm_server.model})
+        model = build_chat_model(settings, timeout_s=timeout_s, max_retries=max_retries)
+        agent = build_agent(settings, model=model, **agent_kwargs)
         built.append(agent)
         return agent
 

@@ -6,7 +6,6 @@ import time
 import uuid
 
 import pytest
-import sqlalchemy as sa
 
 from backend.agent.seed import INJECTION_NAME, INJECTION_TAG
 from tests.agent.conftest import TIMEOUT_MS, scripted, tool_call
@@ -26,28 +25,6 @@ QUOTING = {
     "unicode escape identifier": 'SELECT U&"\\0070g_sleep"(5) FROM mart.v_budgets',
     "nested comment": "SELECT 1 /* /* */ ; DROP TABLE mart.anomalies; */ FROM mart.v_budgets",
 }
-
-
-def _fingerprint(owner) -> dict:
-    """Row counts of every mart table (the audit excluded: asking is what writes it) and the fact's total."""
-    with owner.connect() as conn:
-        tables = conn.execute(
-            sa.text(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'mart' "
-                "AND table_type = 'BASE TABLE' AND table_name <> 'agent_audit' ORDER BY 1"
-            )
-        ).scalars()
-        counts = {t: conn.execute(sa.text(f'SELECT count(*) FROM mart."{t}"')).scalar() for t in tables}
-        counts["fact_total"] = conn.execute(sa.text("SELECT sum(actual_cost) FROM mart.fact_cost_daily")).scalar()
-        counts["roles"] = conn.execute(sa.text("SELECT count(*) FROM pg_roles")).scalar()
-    return counts
-
-
-@pytest.fixture
-def before(owner):
-    snapshot = _fingerprint(owner)
-    yield snapshot
-    assert _fingerprint(owner) == snapshot, "the agent changed the mart"
 
 
 CORPUS = {**BAD, **HEAVY, **QUOTING}
