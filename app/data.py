@@ -100,6 +100,7 @@ class DataStatus:
     last_run_id: str | None = None
     last_run_at: dt.datetime | None = None
     currencies: list[str] = field(default_factory=list)
+    demo: bool = False  # the mart shows the generated demo estate (no real source has delivered)
 
     @property
     def empty(self) -> bool:
@@ -124,12 +125,13 @@ def _currencies_by_cost(engine: sa.Engine) -> list[str]:
 def data_status(engine: sa.Engine) -> DataStatus:
     # Three independent reads on their own pooled connections: every page starts with this, so they overlap
     # (each mostly waits on Postgres) instead of queueing.
-    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="costlake-status") as pool:
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="costlake-status") as pool:
         fresh_f = pool.submit(queries.freshness, engine)
         run_f = pool.submit(history.latest_run, engine, status="succeeded")
         currencies_f = pool.submit(_currencies_by_cost, engine)
+        demo_f = pool.submit(demo_shown, engine)
         fresh, run, currencies = fresh_f.result(), run_f.result(), currencies_f.result()
-    status = DataStatus(as_of=fresh.data_as_of, last_loaded_at=fresh.last_successful_load_at)
+    status = DataStatus(as_of=fresh.data_as_of, last_loaded_at=fresh.last_successful_load_at, demo=demo_f.result())
     if fresh.fact_months:
         status.first_date = dt.date.fromisoformat(f"{fresh.fact_months[0]}-01")
     if run:
@@ -137,6 +139,13 @@ def data_status(engine: sa.Engine) -> DataStatus:
     if status.as_of is not None:
         status.currencies = currencies
     return status
+
+
+def demo_shown(engine: sa.Engine) -> bool:
+    from backend.pipeline.demo import demo_loaded
+
+    with engine.connect() as conn:
+        return demo_loaded(conn)
 
 
 def mart_freshness(engine: sa.Engine) -> pd.DataFrame:

@@ -82,6 +82,10 @@ def status_or_stop() -> data.DataStatus:
     status = guard("reach the cost mart", data_status, fix="Check **Sources & settings** for the Postgres status.")
     if status is None:
         st.stop()
+    if status.demo and not status.empty:
+        from backend.pipeline.demo import DEMO_BANNER
+
+        st.warning(DEMO_BANNER, icon="🧪")
     return status
 
 

@@ -8,6 +8,7 @@ import logging
 import pandas as pd
 import streamlit as st
 
+from app import data as app_data
 from app import fmt, ui, uploads
 from app.context import get_launcher, get_owner, get_runtime
 from backend.pipeline.service import default_sources
@@ -118,6 +119,21 @@ if st.session_state.get("src_waiting"):
             st.caption("A run started from this app is going; the inbox can be imported when it ends.")
 if started := st.session_state.get("src_import_started"):
     st.info(f"Import requested at {fmt.when(started)}: follow it on the **Pipeline** page.", icon="📥")
+
+# --- the demo estate ---------------------------------------------------------------------------------
+if ui.guard("check for demo data", app_data.demo_shown, get_owner()):
+    launcher = get_launcher()
+    with st.container(border=True):
+        st.markdown(
+            "**Demo data is loaded.** It is removed by itself before the first real file or Azure pull "
+            "loads, so real totals never include it. Remove it now to start from an empty mart."
+        )
+        if st.button("Remove demo data", key="src_remove_demo", disabled=launcher.busy):
+            launch = launcher.start(steps=["remove_demo"])
+            st.session_state["src_demo_removal"] = launch.started_at
+            st.rerun()
+if started := st.session_state.get("src_demo_removal"):
+    st.info(f"Demo data removal requested at {fmt.when(started)}: follow it on the **Pipeline** page.", icon="🧹")
 
 # --- source coverage ---------------------------------------------------------------------------------
 with st.expander("What each source has delivered"):

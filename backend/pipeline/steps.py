@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from backend.pipeline import progress
+from backend.pipeline import demo, progress
 from backend.pipeline.runner import PipelineContext, Step
 from backend.pipeline.runs import StepResult
 
@@ -119,6 +119,8 @@ def build_sources(ctx: PipelineContext, resources: ExitStack) -> list:
     _check_one_demo_path(ctx)
     sources = []
     for name in ctx.sources:
+        if name == "demo" and ctx.state.get("demo_skipped"):
+            continue
         if name == "demo":
             from backend.sources.synthetic import SyntheticSource
 
@@ -149,6 +151,15 @@ def build_sources(ctx: PipelineContext, resources: ExitStack) -> list:
     return sources
 
 
+def remove_demo(ctx: PipelineContext) -> StepResult:
+    """Remove the demo estate from every layer now (Sources & settings' button), under the pipeline lock."""
+    with ctx.engine.connect() as conn:
+        loaded = demo.demo_loaded(conn)
+    if not loaded:
+        return StepResult(rows_out=0, detail={"demo_removed": False, "detail": "no demo data loaded"})
+    return StepResult(rows_out=0, detail=demo.remove_demo_data(ctx.engine, ctx.lake, ctx.settings))
+
+
 def ingest(ctx: PipelineContext) -> StepResult:
     """Fetch every source into Kafka under a batch id (cursors do not move yet)."""
     from backend.ingest.handshake import new_batch_id, send_batch
@@ -158,8 +169,20 @@ def ingest(ctx: PipelineContext) -> StepResult:
     sent: list[tuple[Any, str]] = []
     detail: dict[str, Any] = {"batches": [], "inbox": []}
     rows = 0
+    _keep_demo_apart(ctx, detail)
+
+    def before_real(source) -> None:
+        # The demo leaves before the first real batch goes out: real totals never include demo rows.
+        if demo.is_real_source(source.name, ctx.settings) and not detail.get("demo_removed"):
+            with ctx.engine.connect() as conn:
+                loaded = demo.demo_loaded(conn)
+            if loaded:
+                detail.update(demo.remove_demo_data(ctx.engine, ctx.lake, ctx.settings))
+
     with KafkaChunkSink(ctx.settings) as sink, ExitStack() as resources:
         for source in build_sources(ctx, resources):
+            if getattr(source, "check", None) is None or source.check():
+                before_real(source)
             receipt = send_batch(source, sink, ctx.engine, batch_id=new_batch_id(ctx.run_id, source.name))
             sent.append((source, receipt.batch_id))
             rows += receipt.cost_rows
@@ -173,6 +196,7 @@ def ingest(ctx: PipelineContext) -> StepResult:
         if "inbox" in ctx.sources:
 
             def deliver(source, batch_id: str) -> None:
+                before_real(source)
                 receipt = send_batch(source, sink, ctx.engine, batch_id=batch_id)
                 sent.append((source, receipt.batch_id))
 
@@ -182,6 +206,23 @@ def ingest(ctx: PipelineContext) -> StepResult:
         detail["skipped_sources"] = skipped
     ctx.state["sent"] = sent
     return StepResult(rows_in=None, rows_out=rows, detail=detail)
+
+
+def _keep_demo_apart(ctx: PipelineContext, detail: dict[str, Any]) -> None:
+    """The demo estate is not loaded once a real source has delivered, nor in a run where one will."""
+    if "demo" not in ctx.sources:
+        return
+    settings = ctx.settings
+    with ctx.engine.connect() as conn:
+        real_before = demo.real_delivered(conn, settings)
+    coming = (
+        "files" in ctx.sources
+        or ("azure" in ctx.sources and settings.azure_configured)
+        or ("inbox" in ctx.sources and demo.inbox_waiting(settings))
+    )
+    if real_before or coming:
+        ctx.state["demo_skipped"] = True
+        detail["demo_skipped"] = "real data " + ("was delivered" if real_before else "arrives in this run")
 
 
 def bronze(ctx: PipelineContext) -> StepResult:
@@ -375,4 +416,5 @@ REGISTRY: dict[str, Step] = {
     "analytics": analytics,
     "budgets": budgets,
     "maintenance": maintenance,
+    "remove_demo": remove_demo,
 }

@@ -1,0 +1,172 @@
+"""The demo estate kept apart from real data: never loaded once a real source delivers, removed when one does.
+
+The demo estate (source "synthetic") fills an empty install so every page shows something. Real totals
+must never include it, so the moment a real source is about to deliver (an imported or uploaded file,
+an inbox file, Azure with real credentials) the demo's rows are removed from every layer first, and
+the demo is not loaded again. "Remove demo data" on Sources & settings does the same on demand.
+
+Removal runs inside a pipeline run (the pipeline lock): nothing else writes the lake or the mart then.
+When only demo data was ever loaded (the usual case) the cost tables are dropped whole; when real data
+sits beside it (an install from before this rule), only the demo's bronze and silver rows are deleted
+and gold and the mart are rebuilt from silver by the next steps.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import sqlalchemy as sa
+
+from backend.config import Settings
+from backend.lake.delta import Lake
+from backend.lake.engine import remove_tree
+from backend.sources import manifest
+
+log = logging.getLogger(__name__)
+
+DEMO_SOURCES = ("synthetic",)  # cursor / batch / bronze source names of the demo estate
+DEMO_BANNER = (
+    "Demo data: these numbers are a generated demo estate, not your bill. Upload FOCUS or Azure export "
+    "files (or set Azure credentials) and the demo is removed before your data loads."
+)
+
+# Mart tables that hold cost data or what was computed from it (budgets and the agent audit are the user's).
+_MART_DATA = (
+    "fact_cost_daily",
+    "agg_cost_daily",
+    "agg_cost_monthly",
+    "agg_cost_resource_monthly",
+    "agg_cost_by_tag",
+    "bridge_resource_tag",
+    "dim_tag",
+    "forecasts",
+    "forecast_totals",
+    "budget_alerts",
+    "reconciliation_results",
+    "reconciliation_checks",
+)
+_MART_DIMENSIONS = (
+    "dim_billing_account",
+    "dim_subscription",
+    "dim_resource_group",
+    "dim_resource",
+    "dim_region",
+    "dim_service",
+    "dim_meter",
+    "dim_pricing_model",
+    "dim_charge_category",
+    "dim_currency",
+    "dim_source",
+    "dim_provider",
+    "dim_service_provider",
+)
+_KEEP_TABLES = ("silver/fx_rates",)  # reference data the user imported
+
+
+def demo_loaded(conn: sa.Connection) -> bool:
+    """Whether the demo estate has delivered anything (works on the reader role: source_cursors is readable)."""
+    return bool(
+        conn.execute(
+            sa.text("SELECT EXISTS (SELECT 1 FROM ops.source_cursors WHERE source IN :demo)").bindparams(
+                sa.bindparam("demo", expanding=True)
+            ),
+            {"demo": list(DEMO_SOURCES)},
+        ).scalar()
+    )
+
+
+def real_delivered(conn: sa.Connection, settings: Settings) -> bool:
+    """Whether a real source has delivered: files always; Azure only with real credentials (else it is the
+    demo tenant, FakeAzure serving the demo estate)."""
+    real = ["file"] + (["azure"] if settings.azure_configured else [])
+    return bool(
+        conn.execute(
+            sa.text("SELECT EXISTS (SELECT 1 FROM ops.source_cursors WHERE source IN :real)").bindparams(
+                sa.bindparam("real", expanding=True)
+            ),
+            {"real": real},
+        ).scalar()
+    )
+
+
+def inbox_waiting(settings: Settings) -> bool:
+    """Whether the inbox holds a file or export run folder that a scan would try to import."""
+    inbox = settings.inbox_dir
+    if not inbox.is_dir():
+        return False
+    for path in inbox.iterdir():
+        if path.name.startswith(".") or path.name in ("processed", "rejected"):
+            continue
+        if path.is_file() and path.suffix.lower() not in (".part", ".tmp", ".crdownload"):
+            return True
+        if path.is_dir() and any(path.rglob(manifest.MANIFEST)):
+            return True
+    return False
+
+
+def remove_demo_data(engine: sa.Engine, lake: Lake, settings: Settings) -> dict[str, object]:
+    """Remove the demo estate from the lake, the mart and the cursors; returns what was done (for the run)."""
+    with engine.connect() as conn:
+        keep_real = real_delivered(conn, settings)
+    # Bronze keeps its table: its Delta log holds the Kafka high-water marks (app transactions) that stop
+    # the consumer from reading the demo's messages again. Silver and quarantine lose only the demo's rows
+    # when real ones sit beside them, else they go whole; gold is rebuilt from silver in any case.
+    removed = _delete_demo_rows(lake, ("bronze",) if not keep_real else ("bronze", "silver"))
+    for layer in ("silver", "gold") if not keep_real else ("gold",):
+        for table in lake.list_tables(layer):
+            if table not in _KEEP_TABLES:
+                remove_tree(lake, lake.uri(table))
+                removed[table] = "dropped"
+    with engine.begin() as conn:
+        analytics = [
+            r[0]
+            for r in conn.execute(
+                sa.text("SELECT tablename FROM pg_tables WHERE schemaname = 'mart' AND tablename LIKE 'anomal%'")
+            )
+        ]
+        tables = [t for t in _MART_DATA if _exists(conn, t)] + analytics
+        conn.execute(sa.text(f"TRUNCATE {', '.join(f'mart.{t}' for t in tables)}"))
+        for dim in _MART_DIMENSIONS:
+            if _exists(conn, dim):
+                key = conn.execute(
+                    sa.text(
+                        "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+                        "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = CAST(:t AS regclass) AND i.indisprimary"
+                    ),
+                    {"t": f"mart.{dim}"},
+                ).scalar_one()
+                conn.execute(sa.text(f"DELETE FROM mart.{dim} WHERE {key} <> 0"))  # 0 is the "(none)" member
+        params = {"demo": list(DEMO_SOURCES)}
+        for table in ("ops.source_cursors", "ops.source_batches"):
+            conn.execute(
+                sa.text(f"DELETE FROM {table} WHERE source IN :demo").bindparams(sa.bindparam("demo", expanding=True)),
+                params,
+            )
+        # Gold and the mart start over: with no progress mark every month is pending (from real silver, if any).
+        conn.execute(sa.text("DELETE FROM ops.stage_progress"))
+    log.warning(
+        "demo data removed (%s): lake %s, mart tables emptied", "real data kept" if keep_real else "all", removed
+    )
+    return {"demo_removed": True, "real_data_kept": keep_real, "lake": removed}
+
+
+def _delete_demo_rows(lake: Lake, layers: tuple[str, ...]) -> dict[str, object]:
+    from backend.medallion.schemas import BRONZE_COST_RECORDS, SILVER_COSTS, SILVER_QUARANTINE
+
+    done: dict[str, object] = {}
+    names = ", ".join(f"'{s}'" for s in DEMO_SOURCES)
+    tables = {BRONZE_COST_RECORDS: "source", SILVER_COSTS: "x_Source", SILVER_QUARANTINE: "source"}
+    for table, column in tables.items():
+        if table.split("/", 1)[0] in layers and lake.exists(table):
+            metrics = lake.table(table).delete(f"{column} IN ({names})")
+            done[table] = metrics.get("num_deleted_rows", 0) if isinstance(metrics, dict) else "deleted"
+    return done
+
+
+def _exists(conn: sa.Connection, table: str) -> bool:
+    return conn.execute(sa.text("SELECT to_regclass(:t) IS NOT NULL"), {"t": f"mart.{table}"}).scalar()
+
+
+def is_real_source(name: str, settings: Settings) -> bool:
+    """A CostSource name that delivers real data (not the demo estate, not the demo tenant)."""
+    return name == "file" or (name == "azure" and settings.azure_configured)

@@ -1,0 +1,102 @@
+"""The demo estate never mixes with real data: removed before the first real file loads, never loaded again, removable on demand."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from backend.pipeline import demo
+from backend.pipeline.service import PipelineService
+from backend.runtime import Runtime
+from tests.conftest import make_settings
+from tests.pipeline.test_real_files import FOCUS_COLUMNS, _focus_rows, _mart_totals, _total, _write
+
+pytestmark = pytest.mark.slow
+STEPS = ["ingest", "bronze", "silver", "gold", "mart"]
+
+
+@pytest.fixture
+def service(tmp_path, pg_url, kafka_bootstrap):
+    settings = make_settings(
+        tmp_path,
+        database_url=pg_url,
+        kafka_bootstrap_servers=kafka_bootstrap,
+        kafka_topic_costs=f"demo.{uuid.uuid4().hex[:8]}",
+        kafka_consumer_group=f"demo-{uuid.uuid4().hex[:8]}",
+        lake_uri=str(tmp_path / "lake"),
+        demo_mode=True,
+        demo_rows=3_000,
+    )
+    service = PipelineService(Runtime(settings))
+    yield service
+    service.close()
+
+
+def _run(service, **kwargs):
+    summary = service.run(steps=kwargs.pop("steps", STEPS), trigger="test", **kwargs)
+    assert summary.status == "succeeded", summary.error
+    return summary
+
+
+def _demo_loaded(service) -> bool:
+    with service.engine.connect() as conn:
+        return demo.demo_loaded(conn)
+
+
+def _focus_file(tmp_path):
+    rows = _focus_rows(60, seed=21)
+    path = tmp_path / "our-focus-export.csv"
+    _write(path, FOCUS_COLUMNS, rows)
+    return path, {"USD": (_total(rows), _total(rows, "EffectiveCost"))}
+
+
+def test_the_first_real_file_removes_the_demo_and_the_mart_holds_exactly_its_totals(service, tmp_path):
+    _run(service)  # default sources in demo mode: the demo estate (and the empty inbox)
+    assert _demo_loaded(service) and _mart_totals(service)
+
+    path, totals = _focus_file(tmp_path)
+    inbox = service.settings.inbox_dir
+    inbox.mkdir(parents=True, exist_ok=True)
+    (inbox / path.name).write_bytes(path.read_bytes())  # an upload lands in the inbox
+    summary = _run(service)  # the scheduled run: default sources again
+    detail = summary.steps["ingest"].detail
+    assert detail["demo_skipped"] == "real data arrives in this run" and detail["demo_removed"] is True
+    assert _mart_totals(service) == totals and not _demo_loaded(service)
+
+    # Later runs never bring the demo back, and the totals stay the file's.
+    again = _run(service)
+    assert again.steps["ingest"].detail["demo_skipped"] == "real data was delivered"
+    assert _mart_totals(service) == totals
+
+
+def test_remove_demo_data_on_demand_empties_the_mart(service):
+    _run(service)
+    assert _demo_loaded(service)
+    removed = _run(service, steps=["remove_demo"])
+    assert removed.steps["remove_demo"].detail["demo_removed"] is True
+    assert not _demo_loaded(service) and _mart_totals(service) == {}
+    with service.engine.connect() as conn:
+        assert (
+            conn.execute(sa.text("SELECT count(*) FROM mart.dim_subscription WHERE subscription_key <> 0")).scalar()
+            == 0
+        )
+
+
+def test_an_install_holding_both_keeps_the_real_rows_when_the_demo_is_removed(service, tmp_path):
+    path, totals = _focus_file(tmp_path)
+    _run(service, sources=["files"], options={"files": [str(path)]})
+    # An install from before the rule: the demo loaded beside real data (its cursors hidden for a moment).
+    with service.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE ops.source_cursors SET source = 'file-hidden' WHERE source = 'file'"))
+    _run(service, sources=["demo"])
+    with service.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE ops.source_cursors SET source = 'file' WHERE source = 'file-hidden'"))
+    mixed = _mart_totals(service)
+    assert mixed != totals and _demo_loaded(service)
+
+    removed = _run(service, steps=["remove_demo"])
+    assert removed.steps["remove_demo"].detail["real_data_kept"] is True
+    _run(service, steps=["silver", "gold", "mart"])  # gold and the mart rebuild from the real silver rows
+    assert _mart_totals(service) == totals
