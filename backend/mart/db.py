@@ -86,3 +86,31 @@ def ensure_reader_role(settings: Settings, *, owner_url: str | None = None) -> s
     finally:
         engine.dispose()
     return role
+
+
+class ReaderRoleError(RuntimeError):
+    """The read-only role cannot connect with the settings given; the message names the setting to change."""
+
+
+def check_reader(settings: Settings, *, owner_url: str | None = None) -> None:
+    """Apply the reader's settings and prove it can connect: at start, so a deployment whose reader cannot log
+    in is refused with the setting to change instead of failing every agent question later."""
+    ensure_reader_role(settings, owner_url=owner_url)
+    engine = reader_engine(settings, owner_url=owner_url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except sa.exc.OperationalError as exc:
+        first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc).splitlines()[0]
+        if settings.database_readonly_url:
+            fix = "check DATABASE_READONLY_URL (its user, password and host)"
+        elif settings.database_readonly_password is None:
+            fix = (
+                "set DATABASE_READONLY_PASSWORD (Costlake sets it on the costlake_reader role at start), or "
+                "DATABASE_READONLY_URL for a reader you manage"
+            )
+        else:
+            fix = "DATABASE_READONLY_PASSWORD is set but refused: check the server's pg_hba.conf for costlake_reader"
+        raise ReaderRoleError(f"the read-only database role cannot connect ({first}): {fix}") from None
+    finally:
+        engine.dispose()

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from backend.config import Settings
 from backend.lake import Lake
+from backend.mart.db import check_reader
 from backend.mart.migrate import upgrade
 from backend.pipeline.runner import PipelineContext, ProgressCallback, RunSummary, run_pipeline
 from backend.runtime import Runtime
@@ -40,6 +41,9 @@ class PipelineService:
         self.runtime = runtime
         self.endpoints = runtime.start()
         upgrade(self.endpoints.database_url)
+        # The reader's password and timeout are applied by every process that starts (the CLI too), and a
+        # reader that cannot log in refuses the start with the setting to change.
+        check_reader(runtime.resolved_settings(), owner_url=self.endpoints.database_url)
         self.engine = sa.create_engine(self.endpoints.database_url, pool_pre_ping=True)
         self.lake = Lake(self.endpoints.lake)
 

@@ -72,3 +72,18 @@ def test_ensure_reader_role_is_idempotent_and_sets_password(mart_settings, mart_
         ).scalar()
     assert "statement_timeout=1234" in config and "default_transaction_read_only=on" in config
     assert has_password
+
+
+def test_a_reader_that_cannot_connect_refuses_the_start_naming_the_setting(mart_settings, mart_url):
+    from sqlalchemy.engine import make_url
+
+    from backend.mart.db import ReaderRoleError, check_reader
+
+    check_reader(mart_settings, owner_url=mart_url)  # the embedded server: the reader connects
+    owner = make_url(mart_url)
+    wrong = owner.set(username="no_such_reader", password="x", database="no_such_db").render_as_string(
+        hide_password=False
+    )
+    bad = mart_settings.model_copy(update={"database_readonly_url": wrong})
+    with pytest.raises(ReaderRoleError, match="DATABASE_READONLY_URL"):
+        check_reader(bad, owner_url=mart_url)
