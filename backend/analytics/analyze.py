@@ -81,9 +81,17 @@ def _keys(series: pd.DataFrame) -> dict:
 
 
 def series_anomalies(
-    series: pd.DataFrame, params: DetectorParams, *, start, end, since, unavailable: Collection = ()
+    series: pd.DataFrame,
+    params: DetectorParams,
+    *,
+    start,
+    end,
+    since=None,
+    days: Collection | None = None,
+    unavailable: Collection = (),
 ) -> pd.DataFrame:
-    """Anomalies of one series (level, member, metric, currency, charge_date, cost) reported on days >= since.
+    """Anomalies of one series (level, member, metric, currency, charge_date, cost) reported on days >= since and,
+    when `days` is given, on those days only (the days this run scores; the rest of start..end is history).
 
     Days the metric is not available (null cost, or `unavailable`) are neither scored nor history: each run of
     available days is scored on its own. A series none of whose rows carries the metric has no anomalies (the days
@@ -97,6 +105,10 @@ def series_anomalies(
     if not parts:
         return pd.DataFrame(columns=ANOMALY_COLUMNS)
     found = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    if days is not None:
+        found = found[found["charge_date"].isin(pd.to_datetime(list(days)))].copy()
+        if found.empty:
+            return pd.DataFrame(columns=ANOMALY_COLUMNS)
     for name, value in keys.items():
         found[name] = value
     found["charge_date"] = pd.to_datetime(found["charge_date"]).dt.date

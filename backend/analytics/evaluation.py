@@ -161,3 +161,64 @@ def score_detection(alerts: pd.DataFrame, truth: pd.DataFrame, *, max_delay_days
         "max_delay_days": int(max(found)) if found else None,
         "missed": int(sum(d is None or d > max_delay_days for d in delays)),
     }
+
+
+def estate_gold(estate_costs: pa.Table, *, tag_keys: tuple[str, ...] = ("team",), run_id: str = "estate") -> dict:
+    """A synthetic estate as the gold tables analytics reads ({table name: Arrow table}, the columns it reads
+    plus charge_month): cost_daily at its grain, cost_by_tag and resource_tags for `tag_keys`, tags canonical
+    as gold makes them. Lets the evaluation run the real analytics step (Spark, the mart) without the whole
+    medallion."""
+    from backend.medallion.schemas import GOLD_COST_BY_TAG, GOLD_COST_DAILY, GOLD_RESOURCE_TAGS, MONEY
+
+    frame = estate_cost_frame(estate_costs)
+    frame["charge_month"] = frame["charge_date"].dt.strftime("%Y-%m")
+    frame["charge_date"] = frame["charge_date"].dt.date
+    money = {"actual_cost": MONEY, "amortized_cost": MONEY}
+
+    def table(df: pd.DataFrame, columns: list[str]) -> pa.Table:
+        out = pa.Table.from_pandas(df[columns], preserve_index=False)
+        for name, typ in money.items():
+            if name in columns:
+                # Through a decimal of the estate's precision: a float cast straight to MONEY can round.
+                exact = pc.cast(pc.round(out[name], 6), pa.decimal128(28, 6))
+                out = out.set_column(out.schema.get_field_index(name), name, pc.cast(exact, typ))
+        return out.replace_schema_metadata(None)
+
+    daily_columns = [
+        "charge_date",
+        "subscription_id",
+        "resource_group",
+        "service_name",
+        "resource_id",
+        "meter_name",
+        "billing_currency",
+        "actual_cost",
+        "amortized_cost",
+        "charge_month",
+    ]
+    tables = {GOLD_COST_DAILY: table(frame, daily_columns)}
+    by_tag, resource_tags = [], []
+    for key in tag_keys:
+        col = f"tag_{key}"
+        grouped = (
+            frame.groupby(["charge_date", "subscription_id", col, "billing_currency", "charge_month"], as_index=False)[
+                ["actual_cost", "amortized_cost"]
+            ]
+            .sum()
+            .rename(columns={col: "tag_value"})
+            .assign(tag_key=key)
+        )
+        by_tag.append(grouped)
+        owners = frame.drop_duplicates("resource_id")
+        owners = owners[owners[col] != "untagged"]
+        resource_tags.append(
+            pd.DataFrame({"resource_id": owners["resource_id"], "tag_key": key, "tag_value": owners[col]})
+        )
+    if tag_keys:
+        tag_columns = ["charge_date", "subscription_id", "tag_key", "tag_value", "billing_currency"]
+        tables[GOLD_COST_BY_TAG] = table(
+            pd.concat(by_tag, ignore_index=True), [*tag_columns, "actual_cost", "amortized_cost", "charge_month"]
+        )
+        tags = pd.concat(resource_tags, ignore_index=True).assign(run_id=run_id)
+        tables[GOLD_RESOURCE_TAGS] = table(tags, ["resource_id", "tag_key", "tag_value", "run_id"])
+    return tables

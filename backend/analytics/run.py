@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import operator
 import time
 from datetime import date, timedelta
+from functools import reduce
 
 import numpy as np
 import pandas as pd
@@ -12,8 +14,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
-from backend.analytics import store
+from backend.analytics import scoring, store
 from backend.analytics.analyze import (
+    ANOMALY_COLUMNS,
     ANOMALY_SPARK_SCHEMA,
     FORECAST_SPARK_SCHEMA,
     SERIES_KEYS,
@@ -133,13 +136,23 @@ def level_series_spark(cost_df, tag_df, levels: list[str], metrics: list[str]):
     return out
 
 
+# Modulus of the per-row hashes summed into a day's content fingerprint: a prime below 2**31, so a day's sum of
+# millions of rows stays far inside a long.
+_HASH_MODULUS = 2_147_483_647
+
+
 def metric_coverage(cost_df, metrics: list[str]) -> list[dict]:
-    """Per billing currency and day of gold: how many rows carry each metric (small: currencies x days)."""
+    """Per billing currency and day of gold: its rows, how many carry each metric, and `content`, the sum of a
+    hash of each row's analysed columns (order-independent: a re-rated or re-imported day changes it). Small:
+    currencies x days."""
     from pyspark.sql import functions as sf
 
     currency = sf.coalesce(sf.col("billing_currency"), sf.lit("")).alias("currency")
     counts = [sf.count(sf.col(METRICS[m])).alias(m) for m in metrics]
-    return [row.asDict() for row in cost_df.groupBy(currency, "charge_date").agg(*counts).collect()]
+    hashed = sf.xxhash64(*[sf.col(c) for c in COST_COLUMNS if c not in ("charge_date", "billing_currency")])
+    content = sf.sum(sf.pmod(hashed, sf.lit(_HASH_MODULUS))).alias("content")
+    rows = sf.count(sf.lit(1)).alias("rows")
+    return [row.asDict() for row in cost_df.groupBy(currency, "charge_date").agg(rows, content, *counts).collect()]
 
 
 def unavailable_days(coverage: list[dict], metrics: list[str]) -> tuple[dict[tuple[str, str], frozenset], list[str]]:
@@ -168,27 +181,41 @@ def unavailable_days(coverage: list[dict], metrics: list[str]) -> tuple[dict[tup
 def run_analytics(
     settings: Settings, lake, spark, engine: sa.Engine, *, run_id: str, as_of: date | None = None
 ) -> dict:
-    """Read gold cost_daily (and cost_by_tag), detect anomalies over the last lookback days and forecast every
-    scope, each per billing currency; write both to the mart. Returns counts for the run's step record."""
+    """Read gold cost_daily (and cost_by_tag), detect anomalies on the days not scored yet (and the recent window:
+    see backend.analytics.scoring) and forecast every scope, each per billing currency; write both to the mart.
+    Returns counts for the run's step record."""
     from pyspark.sql import functions as sf
 
     t0 = time.monotonic()
     if not lake.exists(GOLD_COST_DAILY):
         log.info("analytics skipped: %s does not exist yet", GOLD_COST_DAILY)
-        return {"series": 0, "anomalies": 0, "forecast_rows": 0}
+        return {"series": 0, "anomalies": 0, "forecast_rows": 0, "days_scored": 0}
     costs = _gold_frame(spark, lake, GOLD_COST_DAILY, GOLD_COST_DAILY_SCHEMA, COST_COLUMNS, as_of)
     levels, metrics = list(settings.anomaly_levels), list(settings.anomaly_metrics)
     coverage = metric_coverage(costs, metrics)
     if not coverage:
-        return {"series": 0, "anomalies": 0, "forecast_rows": 0}
+        return {"series": 0, "anomalies": 0, "forecast_rows": 0, "days_scored": 0}
     unavailable, not_available = unavailable_days(coverage, metrics)
     tags = None
     if any(lv.startswith(TAG_PREFIX) for lv in levels) and lake.exists(GOLD_COST_BY_TAG):
         tag_columns = ["charge_date", "tag_key", "tag_value", "billing_currency", "actual_cost", "amortized_cost"]
         tags = _gold_frame(spark, lake, GOLD_COST_BY_TAG, GOLD_COST_BY_TAG_SCHEMA, tag_columns, as_of)
     start, end = min(r["charge_date"] for r in coverage), max(r["charge_date"] for r in coverage)
-    since = end - timedelta(days=settings.anomaly_lookback_days - 1)
     dparams, fparams = detector_params(settings), forecast_params(settings)
+    config = scoring.config_fingerprint(levels, metrics, dparams)
+    plan = scoring.plan_scoring(
+        coverage,
+        store.read_scored_days(engine),
+        metrics=metrics,
+        config=config,
+        params=dparams,
+        lookback_days=settings.anomaly_lookback_days,
+        end=end,
+        as_of=as_of,
+    )
+    log.info(
+        "anomalies: scoring %d (currency, day)s of %d in gold: %s", plan.counts["scored"], len(coverage), plan.counts
+    )
     currencies = sorted({r["currency"] for r in coverage})
     if len(currencies) > 1:
         log.info("gold holds %d billing currencies %s: every series is per currency", len(currencies), currencies)
@@ -199,6 +226,19 @@ def run_analytics(
         # The days this series' metric is not available in its currency (no row carries it), for the UDFs.
         return unavailable.get((pdf["metric"].iloc[0], pdf["currency"].iloc[0]), frozenset())
 
+    score_days, context_start = plan.days, plan.context_start
+
+    def anomalies_of(pdf: pd.DataFrame) -> pd.DataFrame:
+        cur = pdf["currency"].iloc[0]
+        return series_anomalies(
+            pdf,
+            dparams,
+            start=context_start[cur],
+            end=end,
+            days=score_days[cur],
+            unavailable=unavailable_for(pdf),
+        )
+
     # The series are small (members x days); only they are shuffled to the grouped UDFs.
     series = (
         level_series_spark(costs, tags, levels, metrics)
@@ -207,12 +247,22 @@ def run_analytics(
     )
     try:
         grouped = series.groupBy(*SERIES_KEYS)
-        found = grouped.applyInPandas(
-            lambda pdf: series_anomalies(
-                pdf, dparams, start=start, end=end, since=since, unavailable=unavailable_for(pdf)
-            ),
-            ANOMALY_SPARK_SCHEMA,
-        ).toPandas()
+        t_detect = time.monotonic()
+        found = pd.DataFrame(columns=ANOMALY_COLUMNS)
+        if score_days:
+            # The detector reads each currency's series from its context start only: its cost follows the days
+            # scored, not the length of the history.
+            wanted = [
+                (sf.col("currency") == sf.lit(cur)) & (sf.col("charge_date") >= sf.lit(context_start[cur]))
+                for cur in sorted(score_days)
+            ]
+            found = (
+                series.where(reduce(operator.or_, wanted))
+                .groupBy(*SERIES_KEYS)
+                .applyInPandas(anomalies_of, ANOMALY_SPARK_SCHEMA)
+                .toPandas()
+            )
+        detect_seconds = time.monotonic() - t_detect
         forecasts = grouped.applyInPandas(
             lambda pdf: series_forecasts(pdf, fparams, start=start, end=end, unavailable=unavailable_for(pdf)),
             FORECAST_SPARK_SCHEMA,
@@ -227,28 +277,70 @@ def run_analytics(
     finally:
         series.unpersist()
 
+    t_explain = time.monotonic()
     found = found[found["level"] != TOTAL].reset_index(drop=True)
-    found = explain(found, _explain_rows(lake, found, dparams, as_of), lake if tags is not None else None, dparams)
+    found = explain_in_batches(found, lake, dparams, as_of, with_tags=tags is not None)
     feedback = store.read_feedback(engine)
     by = suppressed_by_feedback(found, feedback, default_days=settings.anomaly_feedback_days)
     found["status"] = np.where(by.notna(), "expected", "open")
     found["feedback"] = [f"suppressed by feedback #{int(f)}" if pd.notna(f) else None for f in by]
     stats = {"series": nseries, "currencies": len(currencies), "as_of": str(end), "suppressed": int(by.notna().sum())}
     stats |= {"series_not_available": series_off, "metrics_not_available": not_available}
-    stats |= store.write_anomalies(engine, found, since=since, run_id=run_id, levels=levels, metrics=metrics)
+    stats |= {f"days_{k}": v for k, v in plan.counts.items()}
+    scored = plan.scored
+    stats |= {"scored_from": str(scored[0][1]) if scored else None, "scored_to": str(scored[-1][1]) if scored else None}
+    stats |= store.write_anomalies(
+        engine,
+        found,
+        scored=plan.fingerprints,
+        config_fingerprint=config,
+        gone=plan.gone,
+        run_id=run_id,
+        levels=levels,
+        metrics=metrics,
+    )
+    stats["anomaly_seconds"] = round(detect_seconds + time.monotonic() - t_explain, 1)
     stats |= store.write_forecasts(engine, forecasts, run_id=run_id, interval_level=fparams.interval_level, as_of=end)
     stats["seconds"] = round(time.monotonic() - t0, 1)
     log.info("analytics run %s: %s", run_id, stats)
     return stats
 
 
+# Anomalies explained together read the gold rows of their days and the history window before them: batches of
+# at most this many days keep the driver's memory flat however long the history a first run scores.
+EXPLAIN_BATCH_DAYS = 28
+
+
+def explain_in_batches(
+    found: pd.DataFrame, lake, params: DetectorParams, as_of: date | None, *, with_tags: bool
+) -> pd.DataFrame:
+    """`explain` over anomalies grouped into runs of at most EXPLAIN_BATCH_DAYS days, each with its own gold read."""
+    resource_tags = None
+    if with_tags and lake.exists(GOLD_RESOURCE_TAGS):
+        resource_tags = lake.read_arrow(GOLD_RESOURCE_TAGS, columns=["resource_id", "tag_key", "tag_value"]).to_pandas()
+    if found.empty:
+        return explain(found, _explain_rows(lake, found, params, as_of, resource_tags), resource_tags, params)
+    days = pd.to_datetime(found["charge_date"])
+    order = np.argsort(days.to_numpy(), kind="stable")
+    parts, first = [], 0
+    ordered = days.to_numpy()[order]
+    while first < len(order):
+        last = int(np.searchsorted(ordered, ordered[first] + np.timedelta64(EXPLAIN_BATCH_DAYS, "D"), side="left"))
+        batch = found.iloc[order[first:last]]
+        parts.append(explain(batch, _explain_rows(lake, batch, params, as_of, resource_tags), resource_tags, params))
+        first = last
+    return pd.concat(parts).loc[found.index]
+
+
 def _explain_window(params: DetectorParams) -> timedelta:
     return timedelta(days=int(np.ceil(params.history_days / 7)) * 7)
 
 
-def _explain_rows(lake, found: pd.DataFrame, params: DetectorParams, as_of: date | None) -> pa.Table:
-    """The gold rows the contributor analysis can look at: only the months and days that the anomalies'
-    history windows cover (a few weeks, not the whole 13 months, so memory stays flat as history grows)."""
+def _explain_rows(
+    lake, found: pd.DataFrame, params: DetectorParams, as_of: date | None, resource_tags: pd.DataFrame | None
+) -> pa.Table:
+    """The gold rows the contributor analysis can look at: the days the anomalies' history windows cover (a few
+    weeks, so memory stays flat as history grows), of the members they are on only."""
     if found.empty:
         return pa.table({c: pa.array([], GOLD_COST_DAILY_SCHEMA.field(c).type) for c in COST_COLUMNS})
     first = pd.Timestamp(found["charge_date"].min()).date() - _explain_window(params)
@@ -257,21 +349,38 @@ def _explain_rows(lake, found: pd.DataFrame, params: DetectorParams, as_of: date
         last = min(last, as_of)
     # A filter on the data column (not the charge_month partition, which a table may lack): Parquet
     # row-group statistics let the scan skip the rest.
-    rows = lake.read_arrow(
-        GOLD_COST_DAILY, columns=COST_COLUMNS, filters=[("charge_date", ">=", first), ("charge_date", "<=", last)]
+    when = (pc.field("charge_date") >= pa.scalar(first, pa.date32())) & (
+        pc.field("charge_date") <= pa.scalar(last, pa.date32())
     )
-    return _money_as_double(rows)
+    members = None
+    for level, group in found.groupby("level"):
+        if level in LEVEL_COLUMN:
+            match = pc.field(LEVEL_COLUMN[level]).isin(pa.array(sorted(set(group["member"]) - {""}), pa.string()))
+            if "" in set(group["member"]):
+                match = match | pc.field(LEVEL_COLUMN[level]).is_null() | (pc.field(LEVEL_COLUMN[level]) == "")
+        elif resource_tags is not None and level.startswith(TAG_PREFIX):
+            tagged = resource_tags[
+                (resource_tags["tag_key"] == level[len(TAG_PREFIX) :])
+                & resource_tags["tag_value"].isin(group["member"])
+            ]
+            match = pc.field("resource_id").isin(pa.array(sorted(set(tagged["resource_id"].dropna())), pa.string()))
+        else:
+            continue
+        members = match if members is None else members | match
+    if members is not None:
+        when = when & members
+    return _money_as_double(lake.read_arrow(GOLD_COST_DAILY, columns=COST_COLUMNS, filters=when))
 
 
-def explain(found: pd.DataFrame, costs: pa.Table, lake, params: DetectorParams) -> pd.DataFrame:
-    """Top contributors one level down for each anomaly, and new_cost where new children drive it."""
+def explain(
+    found: pd.DataFrame, costs: pa.Table, resource_tags: pd.DataFrame | None, params: DetectorParams
+) -> pd.DataFrame:
+    """Top contributors one level down for each anomaly, and new_cost where new children drive it; tag-level
+    anomalies are explained by their resources when `resource_tags` (gold resource_tags) is given."""
     found = found.copy()
     found["contributors"] = "[]"
     if found.empty:
         return found
-    resource_tags = None
-    if lake is not None and lake.exists(GOLD_RESOURCE_TAGS):
-        resource_tags = lake.read_arrow(GOLD_RESOURCE_TAGS, columns=["resource_id", "tag_key", "tag_value"]).to_pandas()
     window = _explain_window(params)
     frame = costs.to_pandas()
     frame["charge_date"] = pd.to_datetime(frame["charge_date"])

@@ -1,4 +1,4 @@
-"""Mart I/O for analytics: upsert anomalies, append forecasts, read feedback (owner engine, one transaction each)."""
+"""Mart I/O for analytics: upsert anomalies with the days they scored, append forecasts, read feedback (owner engine)."""
 
 from __future__ import annotations
 
@@ -27,14 +27,40 @@ def read_feedback(engine: sa.Engine) -> pd.DataFrame:
         return pd.read_sql_query(sa.text(sql), conn)
 
 
-def write_anomalies(
-    engine: sa.Engine, anomalies: pd.DataFrame, *, since: date, run_id: str, levels: list[str], metrics: list[str]
-) -> dict:
-    """Upsert the anomalies of days >= since (the window this run rescored) and drop open ones the rescoring no
-    longer finds (re-rated data); rows a user already judged keep their status and feedback.
+def read_scored_days(engine: sa.Engine) -> dict[tuple[str, date], tuple[str, str]]:
+    """{(currency, charge_date): (data_fingerprint, config_fingerprint)} of every day a run has scored."""
+    sql = "SELECT currency, charge_date, data_fingerprint, config_fingerprint FROM mart.anomaly_scored_days"
+    with engine.connect() as conn:
+        return {
+            (r.currency, r.charge_date): (r.data_fingerprint, r.config_fingerprint) for r in conn.execute(sa.text(sql))
+        }
 
-    Each anomaly belongs to one currency's series and uq_anomalies holds the currency, so one member's
-    anomalies on the same day in two currencies are two rows."""
+
+def forget_scored_days(engine: sa.Engine) -> int:
+    """Forget which days were scored, so the next run scores the whole history again (for a reset that empties
+    mart.anomalies: otherwise its days would count as scored)."""
+    with engine.begin() as conn:
+        return conn.execute(sa.text("DELETE FROM mart.anomaly_scored_days")).rowcount
+
+
+def write_anomalies(
+    engine: sa.Engine,
+    anomalies: pd.DataFrame,
+    *,
+    scored: dict[tuple[str, date], str],
+    config_fingerprint: str,
+    run_id: str,
+    levels: list[str],
+    metrics: list[str],
+    gone: list[tuple[str, date]] = (),
+) -> dict:
+    """Upsert the anomalies of the (currency, day)s this run scored (`scored`: their data fingerprints), drop
+    the open ones on those days the rescoring no longer finds (re-rated data) and every open one on `gone` days
+    (no longer in gold), and record the scored days; rows a user already judged keep their status and feedback.
+
+    All in one transaction, so a day counts as scored exactly when its anomalies are in. Each anomaly belongs
+    to one currency's series and uq_anomalies holds the currency, so one member's anomalies on the same day in
+    two currencies are two rows."""
     rows = [
         {
             "run_id": run_id,
@@ -71,19 +97,68 @@ def write_anomalies(
             status = CASE WHEN mart.anomalies.status = 'open' THEN EXCLUDED.status ELSE mart.anomalies.status END,
             feedback = coalesce(mart.anomalies.feedback, EXCLUDED.feedback)"""
     )
+    days = sorted(scored)
+    stale_days = days + sorted(gone)
     with engine.begin() as conn:
+        # The days travel as two arrays (one statement, however long the history a first run scores).
         stale = conn.execute(
             sa.text(
-                "DELETE FROM mart.anomalies WHERE charge_date >= :since AND status = 'open' "
-                "AND level = ANY(:levels) AND metric = ANY(:metrics) AND run_id IS DISTINCT FROM :run_id"
+                "DELETE FROM mart.anomalies a USING unnest(CAST(:currencies AS text[]), CAST(:days AS date[]))"
+                " AS s(currency, charge_date) WHERE a.currency = s.currency AND a.charge_date = s.charge_date"
+                " AND a.status = 'open' AND a.level = ANY(:levels) AND a.metric = ANY(:metrics)"
+                " AND a.run_id IS DISTINCT FROM :run_id"
             ),
-            {"since": since, "levels": list(levels), "metrics": list(metrics), "run_id": run_id},
+            {
+                "currencies": [c for c, _ in stale_days],
+                "days": [d for _, d in stale_days],
+                "levels": list(levels),
+                "metrics": list(metrics),
+                "run_id": run_id,
+            },
         ).rowcount
         if rows:
             conn.execute(upsert, rows)
-    # Deleting first then upserting the same run's rows keeps re-runs idempotent: the rescored window ends up
+        if gone:
+            conn.execute(
+                sa.text(
+                    "DELETE FROM mart.anomaly_scored_days d USING unnest(CAST(:currencies AS text[]),"
+                    " CAST(:days AS date[])) AS s(currency, charge_date)"
+                    " WHERE d.currency = s.currency AND d.charge_date = s.charge_date"
+                ),
+                {"currencies": [c for c, _ in gone], "days": [d for _, d in gone]},
+            )
+        if days:
+            conn.execute(
+                sa.text(
+                    """
+                    INSERT INTO mart.anomaly_scored_days (currency, charge_date, data_fingerprint,
+                        config_fingerprint, run_id)
+                    SELECT s.currency, s.charge_date, s.fingerprint, :config, :run_id
+                    FROM unnest(CAST(:currencies AS text[]), CAST(:days AS date[]), CAST(:fingerprints AS text[]))
+                        AS s(currency, charge_date, fingerprint)
+                    ON CONFLICT (currency, charge_date) DO UPDATE SET data_fingerprint = EXCLUDED.data_fingerprint,
+                        config_fingerprint = EXCLUDED.config_fingerprint, run_id = EXCLUDED.run_id,
+                        scored_at = now()"""
+                ),
+                {
+                    "currencies": [c for c, _ in days],
+                    "days": [d for _, d in days],
+                    "fingerprints": [scored[k] for k in days],
+                    "config": config_fingerprint,
+                    "run_id": run_id,
+                },
+            )
+    # Deleting first then upserting the same run's rows keeps re-runs idempotent: the rescored days end up
     # holding exactly this run's findings plus whatever users already judged.
-    log.info("anomalies: %d upserted, %d stale open rows removed (since %s)", len(rows), stale, since)
+    span = f"{days[0][1]}..{days[-1][1]}" if days else "none"
+    log.info(
+        "anomalies: %d upserted, %d stale open rows removed, %d (currency, day)s scored (%s), %d gone from gold",
+        len(rows),
+        stale,
+        len(days),
+        span,
+        len(gone),
+    )
     return {"anomalies": len(rows), "anomalies_removed": stale}
 
 

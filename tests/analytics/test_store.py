@@ -51,7 +51,10 @@ def _stored(engine) -> list[tuple]:
 
 
 def _write(engine, frame: pd.DataFrame, run_id: str) -> dict:
-    return store.write_anomalies(engine, frame, since=DAY, run_id=run_id, levels=LEVELS, metrics=METRICS)
+    scored = {(c, DAY): "fp" for c in sorted(set(frame["currency"]))}
+    return store.write_anomalies(
+        engine, frame, scored=scored, config_fingerprint="cfg", run_id=run_id, levels=LEVELS, metrics=METRICS
+    )
 
 
 def test_two_currencies_on_one_member_and_day_are_two_anomalies(owner):
