@@ -14,6 +14,7 @@ and gold and the mart are rebuilt from silver by the next steps.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import sqlalchemy as sa
 
@@ -142,12 +143,67 @@ def remove_demo_data(engine: sa.Engine, lake: Lake, settings: Settings) -> dict[
                 sa.text(f"DELETE FROM {table} WHERE source IN :demo").bindparams(sa.bindparam("demo", expanding=True)),
                 params,
             )
+        conn.execute(sa.text("DELETE FROM mart.budgets WHERE name LIKE :p"), {"p": f"{DEMO_BUDGET_PREFIX}%"})
         # Gold and the mart start over: with no progress mark every month is pending (from real silver, if any).
         conn.execute(sa.text("DELETE FROM ops.stage_progress"))
     log.warning(
         "demo data removed (%s): lake %s, mart tables emptied", "real data kept" if keep_real else "all", removed
     )
     return {"demo_removed": True, "real_data_kept": keep_real, "lake": removed}
+
+
+DEMO_BUDGET_PREFIX = "Demo: "
+
+
+def seed_demo_budgets(engine: sa.Engine) -> list[str]:
+    """Three budgets on the demo's biggest subscriptions this month, so the Overview's burn panel and the
+    alerts show something: one already over, one close (its forecast crosses it), one fine. Only while the
+    demo is what the mart shows and no budget exists yet (the user's budgets are never touched)."""
+    from backend.analytics.budgets import create_budget
+
+    with engine.connect() as conn:
+        if not demo_loaded(conn) or conn.execute(sa.text("SELECT count(*) FROM mart.budgets")).scalar():
+            return []
+        as_of = conn.execute(sa.text("SELECT max(charge_date) FROM mart.agg_cost_daily")).scalar()
+        if as_of is None:
+            return []
+        start = as_of.replace(day=1)
+        top = conn.execute(
+            sa.text(
+                "SELECT s.subscription_id, s.label, c.currency_code, sum(a.actual_cost) AS spent "
+                "FROM mart.agg_cost_daily a JOIN mart.dim_subscription s USING (subscription_key) "
+                "JOIN mart.dim_currency c USING (currency_key) "
+                "WHERE a.charge_date BETWEEN :start AND :as_of AND s.subscription_id <> '' "
+                "GROUP BY 1, 2, 3 HAVING sum(a.actual_cost) > 0 ORDER BY 4 DESC LIMIT 3"
+            ),
+            {"start": start, "as_of": as_of},
+        ).all()
+    next_month = (start.replace(day=28) + timedelta(days=4)).replace(day=1)
+    elapsed, days = (as_of - start).days + 1, (next_month - start).days
+    made = []
+    # over: below what is spent already; close: just under the month's run rate; fine: twice the run rate.
+    for (sub_id, label, currency, spent), (kind, factor) in zip(
+        top, (("over", None), ("close", 0.97), ("fine", 2.0)), strict=False
+    ):
+        run_rate = float(spent) / elapsed * days
+        amount = float(spent) * 0.9 if factor is None else run_rate * factor
+        name = f"{DEMO_BUDGET_PREFIX}{label} monthly ({kind})"
+        create_budget(
+            engine,
+            name=name,
+            scope_type="subscription",
+            scope_value=sub_id,
+            metric="actual",
+            amount=round(max(amount, 1.0), 2),
+            currency=currency,
+            period="monthly",
+            actual_thresholds=[50, 80, 100],
+            forecast_thresholds=[100],
+            enabled=True,
+        )
+        made.append(name)
+    log.info("demo budgets seeded: %s", made)
+    return made
 
 
 def _delete_demo_rows(lake: Lake, layers: tuple[str, ...]) -> dict[str, object]:

@@ -364,12 +364,15 @@ def budgets(ctx: PipelineContext) -> StepResult:
     """Evaluate every budget against actual and forecast spend; alert (and call webhooks) once per threshold."""
     from backend.analytics.budgets import evaluate_budgets
 
+    seeded = demo.seed_demo_budgets(ctx.engine)  # only on a demo install without budgets
     stats = evaluate_budgets(
         ctx.engine,
         run_id=ctx.run_id,
         retries=ctx.settings.budget_webhook_retries,
         timeout=ctx.settings.budget_webhook_timeout_s,
     )
+    if seeded:
+        stats["demo_budgets_seeded"] = seeded
     return StepResult(rows_in=stats.get("budgets"), rows_out=stats.get("alerts"), detail=stats)
 
 

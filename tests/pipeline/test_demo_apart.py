@@ -100,3 +100,24 @@ def test_an_install_holding_both_keeps_the_real_rows_when_the_demo_is_removed(se
     assert removed.steps["remove_demo"].detail["real_data_kept"] is True
     _run(service, steps=["silver", "gold", "mart"])  # gold and the mart rebuild from the real silver rows
     assert _mart_totals(service) == totals
+
+
+def test_the_demo_seeds_three_budgets_one_over_one_close_one_fine_and_takes_them_away(service, tmp_path):
+    from backend.analytics.budgets import list_budgets, period_bounds, spend
+
+    first = _run(service, steps=[*STEPS, "budgets"])
+    seeded = first.steps["budgets"].detail["demo_budgets_seeded"]
+    assert len(seeded) == 3 and [n.rsplit("(", 1)[1] for n in seeded] == ["over)", "close)", "fine)"]
+    with service.engine.connect() as conn:
+        as_of = conn.execute(sa.text("SELECT max(charge_date) FROM mart.agg_cost_daily")).scalar()
+        start, _end = period_bounds("monthly", as_of)
+        used = {b["name"]: spend(conn, b, start, as_of) / float(b["amount"]) for b in list_budgets(service.engine)}
+        alerts = conn.execute(sa.text("SELECT count(*) FROM mart.budget_alerts")).scalar()
+    over, close, fine = (used[n] for n in seeded)
+    assert over >= 1 > close and fine < 0.5 and alerts > 0
+    # A second run seeds nothing more; a user's own budgets are never replaced.
+    assert "demo_budgets_seeded" not in _run(service, steps=["budgets"]).steps["budgets"].detail
+
+    path, totals = _focus_file(tmp_path)
+    _run(service, sources=["files"], options={"files": [str(path)]})
+    assert list_budgets(service.engine) == [] and _mart_totals(service) == totals
