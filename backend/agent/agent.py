@@ -40,8 +40,8 @@ SYSTEM_PROMPT = """You are Costlake's FinOps assistant. You answer questions abo
 
 Rules:
 - Use the tools; never invent numbers. Prefer the specific tools (cost_breakdown, cost_trend, compare_periods,
-  explain_cost_change, forecast, budget_status, untagged_share); use run_sql only when none fits, after
-  list_tables / describe_table. run_sql takes ONE PostgreSQL SELECT over mart.* tables from list_tables.
+  explain_cost_change, forecast, budget_status, untagged_share, list_anomalies, count_anomalies, average_cost);
+  use run_sql only when none fits, after list_tables / describe_table. run_sql takes ONE PostgreSQL SELECT over mart.* tables from list_tables.
 - Periods are relative to the latest day with data (e.g. this_month, last_month, last_30_days, 2025-03).
 - Amounts carry a currency; never add different currencies. actual = billed cost, amortized = effective cost.
 - Tool filters name a subscription by its display name. In SQL, an Azure subscription_id is
@@ -149,7 +149,7 @@ def _vocabulary_loader(ctx: AgentContext):
     def load() -> Vocabulary:
         members: dict[str, tuple[str, str]] = {}
         # Reverse priority, so that a name shared by two dimensions (Storage) ends up as the service.
-        for dimension in ("region", "resource", "resource_group", "subscription", "service"):
+        for dimension in ("provider", "region", "resource", "resource_group", "subscription", "service"):
             for label in queries.dimension_values(ctx.engine, dimension, limit=2000):
                 if label and label != "(none)":
                     members[label.lower()] = (dimension, label)

@@ -192,14 +192,18 @@ def find_periods(question: str, as_of: dt.date) -> list[str]:
     phrases = [
         (r"\b(?:this|current)\s+month\b|\bmonth[- ]to[- ]date\b|\bmtd\b", "this_month"),
         (r"\b(?:last|previous|prior)\s+month\b|\bthe\s+month\s+before\b", "last_month"),
-        (r"\b(?:this|current)\s+week\b", "this_week"),
+        (r"\b(?:this|current)\s+week\b|\bweek[- ]to[- ]date\b|\bwtd\b", "this_week"),
         (r"\b(?:last|previous|prior)\s+week\b|\bthe\s+week\s+before\b", "last_week"),
-        (r"\b(?:this|current)\s+quarter\b|\bqtd\b", "this_quarter"),
+        (r"\b(?:this|current)\s+quarter\b|\bquarter[- ]to[- ]date\b|\bqtd\b", "this_quarter"),
         (r"\b(?:last|previous|prior)\s+quarter\b", "last_quarter"),
         (r"\b(?:this|current)\s+year\b|\byear[- ]to[- ]date\b|\bytd\b", "this_year"),
         (r"\b(?:last|previous|prior)\s+year\b", "last_year"),
         (r"\byesterday\b", "yesterday"),
-        (r"\ball[- ]time\b|\bsince the beginning\b|\bever\b", "all"),
+        (
+            r"\ball[- ]time\b|\bsince (?:the )?(?:beginning|start)\b|\bsince inception\b|\bever\b|"
+            r"\blife[- ]?time\b|\bto date\b",
+            "all",
+        ),
     ]
     for pattern, token in phrases:
         for m in re.finditer(pattern, q):

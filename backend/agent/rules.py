@@ -32,6 +32,9 @@ EXAMPLES = (
     "Are we within budget?",
     "What share of cost is untagged for the owner tag?",
     "Cost by resource group in the Production subscription in March",
+    "How many anomalies were detected this month?",
+    "Average daily cost last month",
+    "Cost by cloud provider this year",
     "SELECT ... (a read-only query over the tables listed by 'what tables can I query?')",
 )
 HELP = (
@@ -53,6 +56,9 @@ class Vocabulary:
 # Dimension words, most specific first; each maps to a tool dimension name.
 _DIMENSION_WORDS: tuple[tuple[str, str], ...] = (
     (r"charge (?:categor(?:y|ies)|types?)", "charge_category"),
+    (r"service providers?|vendors?|publishers?", "service_provider"),
+    # "the cloud cost us" is not a split by cloud; "by cloud", "which cloud" are.
+    (r"cloud providers?|providers?|clouds|(?<=by )cloud|(?<=per )cloud|(?<=each )cloud|(?<=which )cloud", "provider"),
     (r"service categor(?:y|ies)|categor(?:y|ies)", "service_category"),
     (r"resource ?groups?|\brgs?\b", "resource_group"),
     (r"subscriptions?|\bsubs\b", "subscription"),
@@ -65,7 +71,49 @@ _DIMENSION_WORDS: tuple[tuple[str, str], ...] = (
 )
 # A grouping word right after one of these is what the user wants results per.
 _GROUPING_CUE = r"(?:by|per|each|every|which|what|top\s+\w+|most expensive|biggest|largest|across|all)\s+(?:the\s+)?"
-_MEMBER_PRIORITY = {"service": 0, "subscription": 1, "resource_group": 2, "resource": 3, "region": 4}
+_MEMBER_PRIORITY = {"service": 0, "subscription": 1, "resource_group": 2, "resource": 3, "region": 4, "provider": 5}
+# What people call a member besides its name in the mart; used only when the mart has that member.
+_SYNONYMS: dict[str, str] = {
+    "vms": "virtual machines",
+    "vm": "virtual machines",
+    "virtual machine": "virtual machines",
+    "aks": "azure kubernetes service",
+    "kubernetes": "azure kubernetes service",
+    "k8s": "azure kubernetes service",
+    "sql database": "azure sql database",
+    "sql databases": "azure sql database",
+    "azure sql": "azure sql database",
+    "sql": "azure sql database",
+    "egress": "bandwidth",
+    "data transfer": "bandwidth",
+    "log analytics": "azure monitor",
+    "monitoring": "azure monitor",
+    "blob storage": "storage",
+    "storage accounts": "storage",
+    "prod": "production",
+    "dev": "development",
+    "azure": "microsoft",
+}
+# Superlatives that ask for the top of a ranking ("the most expensive", "spend the most on", "peak").
+_SUPERLATIVE = (
+    r"most expensive|costliest|priciest|biggest|largest|highest|greatest|\bmost\b|\btop\b|\bpeak\b|\bmax(?:imum)?\b"
+)
+_TIME_UNITS = {"day": "day", "days": "day", "date": "day", "dates": "day", "week": "week", "weeks": "week"}
+_TIME_UNITS |= {"month": "month", "months": "month"}
+_PLURAL_RANKED = (
+    r"\b(?:services|subscriptions|groups|rgs|resources|regions|locations|meters|providers|clouds|vendors|accounts|"
+    r"categories|models|days|dates|weeks|months|anomalies|spikes)\b"
+)
+# Period and grain phrases ("last 30 days", "per day", "month to date"), whose unit words do not name a ranking.
+_PERIOD_PHRASES = re.compile(
+    r"\b(?:this|last|previous|prior|current|next|past)\s+(?:\d+\s+|[a-z]+\s+)?(?:days?|weeks?|months?|quarters?|years?)\b"
+    r"|\b(?:month|week|year|quarter)[- ]to[- ]date\b|\b(?:per|a|each|every|by)\s+(?:day|week|month)\b"
+    r"|\bthe\s+(?:day|week|month)\s+before\b"
+)
+
+
+def _without_periods(q: str) -> str:
+    return _PERIOD_PHRASES.sub(" ", q)
 
 
 def _number(word: str) -> int | None:
@@ -90,6 +138,10 @@ class QuestionParser:
     # --- entity extraction -----------------------------------------------------------
     def members(self, q: str) -> list[tuple[int, str, str]]:
         """(position, dimension, label) of mart members named in the question; longest names win."""
+        return [(s, d, label) for s, _, d, label in self.member_spans(q)]
+
+    def member_spans(self, q: str) -> list[tuple[int, int, str, str]]:
+        """(start, end, dimension, label) of the members named in the question, by their name or a synonym."""
         found: list[tuple[int, int, str, str]] = []
         for phrase, (dimension, label) in sorted(self.vocab.members.items(), key=lambda kv: -len(kv[0])):
             if len(phrase) < 3:
@@ -98,8 +150,18 @@ class QuestionParser:
                 if any(s < m.end() and m.start() < e for s, e, _, _ in found):
                     continue
                 found.append((m.start(), m.end(), dimension, label))
+        for phrase, target in sorted(_SYNONYMS.items(), key=lambda kv: -len(kv[0])):
+            if target not in self.vocab.members:
+                continue
+            dimension, label = self.vocab.members[target]
+            if phrase in ("prod", "dev") and re.search(r"\btags?\b|\benv\b", q):
+                continue  # there they are tag values (env=prod), not the subscriptions
+            for m in re.finditer(rf"(?<![\w-]){re.escape(phrase)}(?![\w-])", q):
+                if any(s < m.end() and m.start() < e for s, e, _, _ in found):
+                    continue
+                found.append((m.start(), m.end(), dimension, label))
         found.sort(key=lambda f: (f[0], _MEMBER_PRIORITY.get(f[2], 9)))
-        return [(s, d, label) for s, _, d, label in found]
+        return found
 
     def tag_key(self, q: str) -> str | None:
         for key in sorted(self.vocab.tag_keys, key=len, reverse=True):
@@ -112,7 +174,7 @@ class QuestionParser:
         return None
 
     def dimension(
-        self, q: str, *, masked: Sequence[tuple[int, int]] = (), named: Sequence[tuple[int, str, str]] = ()
+        self, q: str, *, masked: Sequence[tuple[int, int]] = (), named: Sequence[tuple[int, int, str, str]] = ()
     ) -> str | None:
         """The dimension to group by: one after a grouping cue wins, else the first dimension word."""
         tag = self.tag_key(q)
@@ -126,8 +188,12 @@ class QuestionParser:
                     continue
                 spans.append(m.span())
                 # "the Production subscription": the word names the member's kind, it is not a group-by.
-                before = q[: m.start()].rstrip()
-                if any(d == name and before.endswith(label.lower()) for _, d, label in named):
+                before = len(q[: m.start()].rstrip())
+                after = len(q) - len(q[m.end() :].lstrip())
+                if any(d == name and end == before for _, end, d, _ in named):
+                    continue
+                # "resource group rg-web": the word introduces the member it names.
+                if any(d == name and start == after for start, _, d, _ in named):
                     continue
                 cued = bool(re.search(rf"{_GROUPING_CUE}(?:\d+\s+)?$", q[: m.start()]))
                 hits.append((m.start(), cued, name))
@@ -137,16 +203,24 @@ class QuestionParser:
         return pool[0][2]
 
     def top_n(self, q: str, default: int) -> int:
-        if m := re.search(r"\btop\s+(\d+|[a-z]+)\b", q):
-            return _number(m.group(1)) or 5
-        m = re.search(r"\b(\d+|[a-z]+)\s+(?:most expensive|biggest|largest|costliest|highest)\b", q)
+        if (m := re.search(r"\btop\s+(\d+|[a-z]+)\b", q)) and (n := _number(m.group(1))):
+            return n
+        m = re.search(rf"\b(\d+|[a-z]+)\s+(?:{_SUPERLATIVE})", q)
         if m and (n := _number(m.group(1))):
             return n
-        if re.search(r"\btop\b", q):
-            return 5
-        if re.search(r"\b(?:the|which|what)\b.*\b(?:most expensive|biggest|largest|costliest|highest)\b", q):
-            return 1 if not re.search(r"(?:services|subscriptions|groups|resources|regions|meters)\b", q) else 5
+        if re.search(_SUPERLATIVE, q):
+            # "the most expensive service" is one; "the most expensive services" a short list.
+            return 5 if re.search(_PLURAL_RANKED, _without_periods(q)) else 1
         return default
+
+    def ranked_time_unit(self, q: str) -> str | None:
+        """'day', 'week' or 'month' when the question ranks them ("the most expensive day", "which month...")."""
+        rest = _without_periods(q)
+        if not re.search(_SUPERLATIVE, rest) or re.search(r"\b(?:daily|weekly|monthly|trend|over time)\b", rest):
+            return None
+        if m := re.search(r"\b(days?|dates?|weeks?|months?)\b", rest):
+            return _TIME_UNITS[m.group(1)]
+        return None
 
     def metric(self, q: str) -> str:
         return "amortized" if re.search(r"amorti[sz]ed|effective cost", q) else "actual"
@@ -169,9 +243,9 @@ class QuestionParser:
             return Plan(calls=[("describe_table", {"table": m.group(1)})])
 
         periods = find_periods(q, self.as_of)
-        members = self.members(q)
-        masked = [(pos, pos + len(label)) for pos, _, label in members]
-        dimension = self.dimension(q, masked=masked, named=members)
+        spans = self.member_spans(q)
+        members = [(start, d, label) for start, _, d, label in spans]
+        dimension = self.dimension(q, masked=[(start, end) for start, end, _, _ in spans], named=spans)
         metric = self.metric(q)
         filters = {d: label for _, d, label in members if d != dimension}
         first_member = members[0] if members else None
@@ -196,7 +270,9 @@ class QuestionParser:
             return Plan(calls=[("forecast", args)])
 
         if re.search(
-            r"untagged|not tagged|without (?:a |an |the )?tags?|missing (?:a |the )?tags?|tag coverage|tagging", q
+            r"untagged|un-tagged|not tagged|\bno tags?\b|tag coverage|tagging|"
+            r"(?:without|missing|lacks?|lacking|has no|have no|with no|no)\s+(?:a |an |the |any )?(?:[\w-]+ )?tags?\b",
+            q,
         ):
             return Plan(
                 calls=[
@@ -206,6 +282,23 @@ class QuestionParser:
                     )
                 ]
             )
+
+        if anomalies := self._anomaly_plan(q, periods, members):
+            return anomalies
+
+        if re.search(r"\baverage|\bavg\b|\bmean\b|\bmedian\b|\btypical\b", q):
+            rest = (
+                _without_periods(q) + " " + " ".join(re.findall(r"\b(?:per|a|each|every|by)\s+(?:day|week|month)\b", q))
+            )
+            grain = "daily"
+            if re.search(r"\bmonth(?:ly)?\b", rest):
+                grain = "monthly"
+            elif re.search(r"\bweek(?:ly)?\b", rest):
+                grain = "weekly"
+            args = {"period": periods[0] if periods else "last_30_days", "grain": grain, "metric": metric}
+            if member_filters := {d: label for _, d, label in members}:
+                args["filters"] = member_filters
+            return Plan(calls=[("average_cost", args)])
 
         if re.search(r"\bwhy\b|spike|jump|anomal|explain|what happened|went up|shot up|surge|unusual|sudden", q):
             day = find_day(q, self.as_of) or "latest"
@@ -229,6 +322,14 @@ class QuestionParser:
             cue = re.search(r"\b(what|which|who|drove|driv|movers?|most)\b", q)
             args["dimension"] = dimension or ("service" if cue else "total")
             return Plan(calls=[("compare_periods", args)])
+
+        if unit := self.ranked_time_unit(q):
+            default = {"day": "last_30_days", "week": "last_90_days", "month": "all"}[unit]
+            args = {"dimension": unit, "period": periods[0] if periods else default, "metric": metric}
+            args["top_n"] = self.top_n(q, 1)
+            if member_filters := {d: label for _, d, label in members}:
+                args["filters"] = member_filters
+            return Plan(calls=[("cost_breakdown", args)])
 
         grain = None
         if re.search(r"\b(daily|per day|by day|each day|day by day)\b", q):
@@ -266,6 +367,35 @@ class QuestionParser:
             return Plan(calls=[("cost_breakdown", args)])
 
         return Plan(text=f"I could not map {question.strip()!r} to a question I know how to answer. " + HELP)
+
+    def _anomaly_plan(self, q: str, periods: list[str], members: list[tuple[int, str, str]]) -> Plan | None:
+        """Listing or counting recorded anomalies; a question about one day's change is explain_cost_change's."""
+        counting = re.search(r"\bhow many\b|\bnumber of\b|\bcount\b|\bhow often\b", q)
+        listing = re.search(r"\b(?:list|show|which|what|all|any|were there|recorded|detected|found|flagged|open)\b", q)
+        words = re.search(
+            r"anomal|outliers?|irregularit|unusual (?:cost |spend(?:ing)? )?(?:events?|days?|charges?|items?)", q
+        ) or (re.search(r"\bspikes?\b", q) and (counting or re.search(r"\bspikes\b|flagged|detected", q)))
+        if not words or re.search(r"\bwhy\b|explain|what happened|caus|\bdr[io]ve|behind|reason", q):
+            return None
+        if find_day(q, self.as_of) and not (counting or re.search(r"\b(?:list|show|all)\b", q)):
+            return None  # "the anomaly on April 22": explain that day
+        args: dict[str, Any] = {"period": periods[0] if periods else "all"}
+        member = next(
+            ((d, label) for _, d, label in members if d in ("service", "subscription", "resource_group")), None
+        )
+        if member:
+            args |= {"dimension": member[0], "value": member[1]}
+        if counting:
+            if m := re.search(
+                r"\b(?:by|per|each|for each)\s+(service|subscription|resource group|kind|type|status|day|month|level)",
+                q,
+            ):
+                args["group_by"] = {"resource group": "resource_group", "type": "kind"}.get(m.group(1), m.group(1))
+            return Plan(calls=[("count_anomalies", args)])
+        if listing or words:
+            args["top_n"] = self.top_n(q, 50)
+            return Plan(calls=[("list_anomalies", args)])
+        return None
 
     def _start(self, token: str) -> dt.date:
         from backend.agent.periods import resolve_period

@@ -13,8 +13,9 @@ PERIOD = (
 )
 DIMENSION = (
     "service, service_category, subscription, resource_group, resource, region, meter, pricing_model, "
-    "charge_category, billing_account, tag:<key> (e.g. tag:env), or total"
+    "charge_category, billing_account, provider (the cloud), service_provider, tag:<key> (e.g. tag:env), or total"
 )
+ANOMALY_PERIOD = "all (default) or a period: "
 FILTERS = 'optional filters {dimension: member name}, e.g. {"subscription": "Production"}'
 
 
@@ -36,7 +37,9 @@ class ListValues(BaseModel):
 
 
 class CostBreakdown(BaseModel):
-    dimension: str = Field(default="service", description=DIMENSION)
+    dimension: str = Field(
+        default="service", description=DIMENSION + "; or day, week, month to rank days (e.g. the most expensive day)"
+    )
     period: str = Field(default="last_30_days", description=PERIOD)
     top_n: int = Field(default=10, ge=1, le=100)
     metric: Literal["actual", "amortized"] = Field(
@@ -84,3 +87,34 @@ class BudgetStatus(BaseModel):
 class UntaggedShare(BaseModel):
     tag_key: str = Field(default="", description="tag key such as env, owner, cost_center; empty = every key")
     period: str = Field(default="last_30_days", description=PERIOD)
+
+
+class ListAnomalies(BaseModel):
+    period: str = Field(default="all", description=ANOMALY_PERIOD + PERIOD)
+    dimension: str = Field(default="", description="optional level: service, subscription, resource_group, tag:<key>")
+    value: str = Field(default="", description="optional member of that level, e.g. Storage")
+    kind: str = Field(default="", description="optional: spike, drop, level_shift or new_cost")
+    status: str = Field(default="", description="optional: open, expected or resolved")
+    top_n: int = Field(default=50, ge=1, le=1000)
+    metric: Literal["actual", "amortized"] = "actual"
+
+
+class CountAnomalies(BaseModel):
+    period: str = Field(default="all", description=ANOMALY_PERIOD + PERIOD)
+    group_by: str = Field(
+        default="",
+        description="optional: level, member, kind, status, day, month, or a level name (service, subscription, "
+        "resource_group) to count per member of it",
+    )
+    dimension: str = Field(default="", description="optional level filter: service, subscription, resource_group")
+    value: str = Field(default="", description="optional member of that level")
+    kind: str = Field(default="", description="optional: spike, drop, level_shift or new_cost")
+    status: str = Field(default="", description="optional: open, expected or resolved")
+    metric: Literal["actual", "amortized"] = "actual"
+
+
+class AverageCost(BaseModel):
+    period: str = Field(default="last_30_days", description=PERIOD)
+    grain: Literal["daily", "weekly", "monthly"] = Field(default="daily", description="average per day, week or month")
+    metric: Literal["actual", "amortized"] = "actual"
+    filters: dict[str, str] | None = Field(default=None, description=FILTERS)

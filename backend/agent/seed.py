@@ -223,6 +223,13 @@ def seed_demo_mart(engine: sa.Engine, *, seed: int = 7, injection: bool = False)
             )
         keys["currency"][CURRENCY] = _insert_dim(conn, "dim_currency", "currency_key", {"currency_code": CURRENCY})
         keys["source"]["demo"] = _insert_dim(conn, "dim_source", "source_key", {"source": "demo"})
+        # One cloud, Azure's own services: FOCUS ProviderName and ServiceProviderName of an Azure bill.
+        keys["provider"]["Microsoft"] = _insert_dim(
+            conn, "dim_provider", "provider_key", {"provider_name": "Microsoft"}
+        )
+        keys["service_provider"]["Microsoft"] = _insert_dim(
+            conn, "dim_service_provider", "service_provider_key", {"service_provider_name": "Microsoft"}
+        )
         for res in resources:
             rg_key = (res.sub, res.rg)
             if rg_key not in keys["rg"]:
@@ -282,6 +289,8 @@ def seed_demo_mart(engine: sa.Engine, *, seed: int = 7, injection: bool = False)
                     "meter_key": keys["meter"][res.service],
                     "currency_key": keys["currency"][CURRENCY],
                     "source_key": keys["source"]["demo"],
+                    "provider_key": keys["provider"]["Microsoft"],
+                    "service_provider_key": keys["service_provider"]["Microsoft"],
                     "load_id": load_id,
                 }
                 actual = 0.0 if reserved else cost
@@ -319,17 +328,18 @@ def seed_demo_mart(engine: sa.Engine, *, seed: int = 7, injection: bool = False)
             sa.text(
                 """INSERT INTO mart.fact_cost_daily (charge_date, billing_account_key, subscription_key,
                        resource_group_key, resource_key, region_key, service_key, meter_key, pricing_model_key,
-                       charge_category_key, currency_key, source_key, actual_cost, amortized_cost, list_cost,
-                       quantity, actual_cost_converted, row_count, load_id)
+                       charge_category_key, currency_key, source_key, provider_key, service_provider_key, actual_cost,
+                       amortized_cost, list_cost, quantity, actual_cost_converted, row_count, load_id)
                    VALUES (:charge_date, :billing_account_key, :subscription_key, :resource_group_key, :resource_key,
                        :region_key, :service_key, :meter_key, :pricing_model_key, :charge_category_key, :currency_key,
-                       :source_key, :actual_cost, :amortized_cost, :list_cost, :quantity, :actual_cost, 1, :load_id)"""
+                       :source_key, :provider_key, :service_provider_key, :actual_cost, :amortized_cost, :list_cost,
+                       :quantity, :actual_cost, 1, :load_id)"""
             ),
             facts,
         )
         agg_keys = (
             "billing_account_key, subscription_key, resource_group_key, region_key, service_key, "
-            "pricing_model_key, charge_category_key, currency_key, source_key"
+            "pricing_model_key, charge_category_key, currency_key, source_key, provider_key, service_provider_key"
         )
         sums = "sum(actual_cost), sum(amortized_cost), sum(list_cost), sum(quantity), count(*)"
         conn.execute(

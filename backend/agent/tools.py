@@ -48,7 +48,28 @@ _DIMENSION_ALIASES = {
     "charge_type": "charge_category",
     "account": "billing_account",
     "billing_account_name": "billing_account",
+    "cloud": "provider",
+    "clouds": "provider",
+    "providers": "provider",
+    "provider_name": "provider",
+    "cloud_provider": "provider",
+    "host_provider": "provider",
+    "service_providers": "service_provider",
+    "service_provider_name": "service_provider",
+    "vendor": "service_provider",
+    "publisher": "service_provider",
+    "date": "day",
+    "charge_date": "day",
+    "days": "day",
+    "daily": "day",
+    "weeks": "week",
+    "weekly": "week",
+    "months": "month",
+    "monthly": "month",
+    "charge_month": "month",
 }
+# Time "dimensions": cost_breakdown ranks days, weeks or months ("the most expensive day"); other tools refuse them.
+TIME_DIMENSIONS = {"day": "daily", "week": "weekly", "month": "monthly"}
 
 
 class ToolInputError(ValueError):
@@ -97,13 +118,25 @@ def normalize_dimension(name: str | None) -> str | None:
         tag = key.removeprefix("tag:").removeprefix("tag_").removesuffix("_tag")
         return f"tag:{tag}"
     key = _DIMENSION_ALIASES.get(key, key)
-    if key == "service_category":
+    if key == "service_category" or key in TIME_DIMENSIONS:
         return key
     if key not in BY_NAME:
         raise ToolInputError(
             f"unknown dimension {name!r}; use one of {', '.join(sorted(BY_NAME))}, service_category or tag:<key>"
+            " (cost_breakdown also takes day, week or month)"
         )
     return key
+
+
+def _member_dimension(name: str | None, tool: str) -> str | None:
+    """normalize_dimension for tools whose dimension has members (not a day, week or month)."""
+    dim = normalize_dimension(name)
+    if dim in TIME_DIMENSIONS:
+        raise ToolInputError(
+            f"{tool} does not take the time dimension {dim!r}: use cost_trend with grain='{TIME_DIMENSIONS[dim]}' "
+            f"for a series, or cost_breakdown with dimension='{dim}' to rank {dim}s"
+        )
+    return dim
 
 
 def _resolve_member(ctx: AgentContext, dimension: str, value: str) -> str:
@@ -126,7 +159,7 @@ def _resolve_member(ctx: AgentContext, dimension: str, value: str) -> str:
 def _filters(ctx: AgentContext, filters: dict[str, str] | None) -> dict[str, list[str]]:
     resolved: dict[str, list[str]] = {}
     for name, value in (filters or {}).items():
-        dim = normalize_dimension(name)
+        dim = _member_dimension(name, "a filter")
         if dim is None or value in (None, ""):
             continue
         values = value if isinstance(value, list) else [value]
@@ -194,15 +227,21 @@ def _table_text(frame: pd.DataFrame, rows: int = MODEL_ROWS) -> str:
 def _breakdown_totals(
     ctx: AgentContext, *, period: Period, dimension: str | None, metric: str, filters: dict[str, list[str]]
 ) -> pd.DataFrame:
-    """Cost per member over the whole period: columns <dimension or 'total'>, currency, cost."""
+    """Cost per member over the whole period: columns <dimension or 'total'>, currency, cost. A time dimension
+    (day, week, month) makes each day (Monday, 1st of the month) a member."""
     group_by = "service" if dimension == "service_category" else dimension
+    grain = TIME_DIMENSIONS.get(dimension or "", "daily")
+    if dimension in TIME_DIMENSIONS:
+        group_by = None
     start, end = _inclusive(period)
     frame = queries.cost_breakdown(
-        ctx.engine, start=start, end=end, group_by=group_by, grain="daily", metric=metric, filters=filters
+        ctx.engine, start=start, end=end, group_by=group_by, grain=grain, metric=metric, filters=filters
     )
     label = dimension or "total"
     if frame.empty:
         return pd.DataFrame(columns=[label, "currency", "cost"])
+    if dimension in TIME_DIMENSIONS:
+        frame["group"] = frame["period"]
     if dimension == "service_category":
         categories = _service_categories(ctx)
         frame["group"] = frame["group"].map(lambda s: categories.get(s, "(none)"))
@@ -238,7 +277,7 @@ def _looks_like_dates(series: pd.Series) -> bool:
 
 
 def list_values_impl(ctx: AgentContext, dimension: str, search: str = "") -> ToolOutcome:
-    dim = normalize_dimension(dimension)
+    dim = _member_dimension(dimension, "list_values")
     if dim is None:
         raise ToolInputError("give a dimension, e.g. 'service'")
     if dim == "service_category":
@@ -287,7 +326,7 @@ def cost_trend_impl(
     metric: Metric = "actual",
     filters: dict[str, str] | None = None,
 ) -> ToolOutcome:
-    dim = normalize_dimension(dimension)
+    dim = _member_dimension(dimension, "cost_trend")
     if dim == "service_category":
         raise ToolInputError("trend by service_category is not supported; use dimension 'service'")
     p = _period(ctx, period)
@@ -323,7 +362,7 @@ def compare_periods_impl(
     metric: Metric = "actual",
     filters: dict[str, str] | None = None,
 ) -> ToolOutcome:
-    dim = normalize_dimension(dimension)
+    dim = _member_dimension(dimension, "compare_periods")
     if dim == "service_category":
         raise ToolInputError("compare by service_category is not supported; use dimension 'service'")
     current = _period(ctx, period)
@@ -378,7 +417,7 @@ def explain_cost_change_impl(
     ctx: AgentContext, day: str = "latest", dimension: str = "", value: str = "", metric: Metric = "actual"
 ) -> ToolOutcome:
     as_of = ctx.as_of()
-    dim = normalize_dimension(dimension)
+    dim = _member_dimension(dimension, "explain_cost_change")
     if dim == "service_category":
         dim, value = "service", value  # categories and services share names in the common cases
     member = _resolve_member(ctx, dim, value) if dim and value else ""
@@ -745,6 +784,181 @@ def untagged_share_impl(ctx: AgentContext, tag_key: str = "", period: str = "las
     return ToolOutcome("untagged_share", True, "\n".join(lines), frame)
 
 
+def _anomaly_where(
+    ctx: AgentContext, *, period: str, dimension: str, value: str, kind: str, status: str, metric: str
+) -> tuple[list[str], dict[str, Any], Period | None]:
+    where, params = ["a.metric = :metric"], {"metric": metric}
+    p = None if period in ("", "all", "all_time") else _period(ctx, period)
+    if p is not None:
+        where.append("a.charge_date BETWEEN :d0 AND :d1")
+        params |= {"d0": p.start, "d1": p.end - dt.timedelta(days=1)}
+    dim = _member_dimension(dimension, "the anomaly tools")
+    if dim:
+        where.append("a.level = :level")
+        params["level"] = dim
+        if value:
+            member = _resolve_member(ctx, dim, value)
+            where.append("a.dimension_value IN :members")
+            params["members"] = _stored_members(ctx, dim, member)
+    if kind:
+        where.append("a.kind = :kind")
+        params["kind"] = kind.strip().lower()
+    if status:
+        where.append("a.status = :status")
+        params["status"] = status.strip().lower()
+    return where, params, p
+
+
+def _anomaly_statement(select: str, where: list[str], params: dict[str, Any], tail: str = "") -> sa.TextClause:
+    # Subscriptions are stored by id; users know them by name.
+    statement = sa.text(
+        f"SELECT {select} FROM mart.anomalies a LEFT JOIN mart.dim_subscription s "
+        f"ON a.level = 'subscription' AND s.subscription_id = a.dimension_value WHERE {' AND '.join(where)} {tail}"
+    )
+    if "members" in params:
+        statement = statement.bindparams(sa.bindparam("members", expanding=True))
+    return statement
+
+
+def list_anomalies_impl(
+    ctx: AgentContext,
+    period: str = "all",
+    dimension: str = "",
+    value: str = "",
+    kind: str = "",
+    status: str = "",
+    top_n: int = 50,
+    metric: Metric = "actual",
+) -> ToolOutcome:
+    where, params, p = _anomaly_where(
+        ctx, period=period, dimension=dimension, value=value, kind=kind, status=status, metric=metric
+    )
+    params["limit"] = max(1, min(int(top_n), ctx.max_rows))
+    with ctx.engine.connect() as conn:
+        rows = conn.execute(
+            _anomaly_statement(
+                "a.anomaly_id, a.charge_date, a.level, coalesce(s.label, a.dimension_value) AS dimension_value, "
+                "a.kind, a.status, a.expected, a.actual, a.impact, a.currency, a.severity",
+                where,
+                params,
+                "ORDER BY abs(a.impact) DESC NULLS LAST, a.charge_date DESC LIMIT :limit",
+            ),
+            params,
+        ).all()
+    frame = pd.DataFrame(
+        [r._asdict() for r in rows],
+        columns=[
+            "anomaly_id",
+            "charge_date",
+            "level",
+            "dimension_value",
+            "kind",
+            "status",
+            "expected",
+            "actual",
+            "impact",
+            "currency",
+            "severity",
+        ],
+    )
+    for col in ("expected", "actual", "impact", "severity"):
+        frame[col] = pd.to_numeric(frame[col]).astype(float)
+    scope = p.label if p else "all time"
+    if frame.empty:
+        return ToolOutcome("list_anomalies", True, f"No {metric} cost anomalies recorded for {scope}.", frame)
+    lines = [f"{len(frame)} {metric} cost anomalies for {scope}, largest impact first:"]
+    lines += [
+        f"- #{r.anomaly_id} {r.charge_date} {r.level} {r.dimension_value!r}: {r.kind}, {r.status}, actual "
+        f"{_money(r.actual)} vs expected {_money(r.expected)} {r.currency}, impact {_money(r.impact)}"
+        for r in frame.head(10).itertuples()
+    ]
+    return ToolOutcome("list_anomalies", True, "\n".join(lines), frame)
+
+
+_ANOMALY_GROUPS = {
+    "level": "a.level",
+    "member": "a.level || ' ' || coalesce(s.label, a.dimension_value)",
+    "kind": "a.kind",
+    "status": "a.status",
+    "day": "a.charge_date",
+    "month": "date_trunc('month', a.charge_date)::date",
+}
+
+
+def count_anomalies_impl(
+    ctx: AgentContext,
+    period: str = "all",
+    group_by: str = "",
+    dimension: str = "",
+    value: str = "",
+    kind: str = "",
+    status: str = "",
+    metric: Metric = "actual",
+) -> ToolOutcome:
+    where, params, p = _anomaly_where(
+        ctx, period=period, dimension=dimension, value=value, kind=kind, status=status, metric=metric
+    )
+    key = group_by.strip().lower()
+    if key and key not in _ANOMALY_GROUPS:
+        # "by service": the members of that level.
+        dim = _member_dimension(key, "count_anomalies")
+        where.append("a.level = :group_level")
+        params["group_level"] = dim
+        key, expr = dim, "coalesce(s.label, a.dimension_value)"
+    else:
+        expr = _ANOMALY_GROUPS.get(key, "")
+    counts = "count(*) AS anomalies, count(*) FILTER (WHERE a.status = 'open') AS open"
+    select = f"{expr} AS grp, {counts}" if expr else counts
+    with ctx.engine.connect() as conn:
+        result = conn.execute(
+            _anomaly_statement(select, where, params, "GROUP BY 1 ORDER BY 2 DESC, 1" if expr else ""), params
+        )
+        frame = pd.DataFrame(result.all(), columns=list(result.keys())).rename(columns={"grp": key})
+        impacts = conn.execute(
+            _anomaly_statement("a.currency, sum(a.impact)", where, params, "GROUP BY 1 ORDER BY 1"), params
+        ).all()
+    scope = p.label if p else "all time"
+    total = int(frame["anomalies"].sum()) if not frame.empty else 0
+    impact = ", ".join(f"{_money(float(v or 0))} {c or ''}".strip() for c, v in impacts) or "0.00"
+    lines = [f"{total} {metric} cost anomalies for {scope} (total impact {impact})."]
+    if expr:
+        lines += [f"- {r[key]}: {r['anomalies']} ({r['open']} open)" for _, r in frame.head(20).iterrows()]
+    return ToolOutcome("count_anomalies", True, "\n".join(lines), frame)
+
+
+def average_cost_impl(
+    ctx: AgentContext,
+    period: str = "last_30_days",
+    grain: Literal["daily", "weekly", "monthly"] = "daily",
+    metric: Metric = "actual",
+    filters: dict[str, str] | None = None,
+) -> ToolOutcome:
+    p = _period(ctx, period)
+    start, end = _inclusive(p)
+    resolved = _filters(ctx, filters)
+    series = queries.cost_breakdown(
+        ctx.engine, start=start, end=end, group_by=None, grain=grain, metric=metric, filters=resolved
+    )
+    unit = {"daily": "day", "weekly": "week", "monthly": "month"}[grain]
+    scope = "" if not resolved else " where " + ", ".join(f"{k} = {', '.join(v)}" for k, v in resolved.items())
+    if series.empty:
+        return ToolOutcome("average_cost", True, f"No {metric} cost for {p.label}{scope}.")
+    # Over the periods that have cost: a day before the first data (or after the latest) is not a zero-cost day.
+    stats = (
+        series.groupby("currency")["cost"]
+        .agg(periods="count", total="sum", average="mean", median="median", lowest="min", highest="max")
+        .reset_index()
+    )
+    stats.insert(1, "per", unit)
+    lines = [
+        f"Average {metric} cost per {unit} for {p.label}{scope}: {_money(r.average)} {r.currency} over {r.periods} "
+        f"{unit}s with cost (total {_money(r.total)}; median {_money(r.median)}, lowest {_money(r.lowest)}, "
+        f"highest {_money(r.highest)})."
+        for r in stats.itertuples()
+    ]
+    return ToolOutcome("average_cost", True, "\n".join(lines), stats)
+
+
 # --- LangChain wiring -------------------------------------------------------------------------
 _EXPECTED_ERRORS = (ToolInputError, UnsafeSQLError, PeriodError, queries.QueryError)
 
@@ -874,5 +1088,29 @@ def build_tools(ctx: AgentContext) -> list[BaseTool]:
             untagged_share_impl,
             f"Share of cost without a value for a tag key (all keys when empty) over a {period_help}.",
             s.UntaggedShare,
+        ),
+        _tool(
+            ctx,
+            "list_anomalies",
+            list_anomalies_impl,
+            "List the cost anomalies the detector recorded (all time by default, or in a period), largest impact "
+            "first: day, level and member, kind, status, actual vs expected, impact. Optionally one level/member.",
+            s.ListAnomalies,
+        ),
+        _tool(
+            ctx,
+            "count_anomalies",
+            count_anomalies_impl,
+            "Count recorded cost anomalies (all time by default, or in a period), optionally per level, member, "
+            "kind, status, day or month, or per member of a level (group_by='service'); with their total impact.",
+            s.CountAnomalies,
+        ),
+        _tool(
+            ctx,
+            "average_cost",
+            average_cost_impl,
+            f"Average (and median, lowest, highest) cost per day, week or month over a {period_help}, "
+            "optionally filtered; counted over the days (weeks, months) that have cost.",
+            s.AverageCost,
         ),
     ]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pandas as pd
 import pytest
 
-from backend.agent.evaluate import CASES, matches, run_cases
+from backend.agent.evaluate import ALL_CASES, CASES, HELD_OUT, PARAPHRASES, matches, run_cases
 
 
 def test_matcher():
@@ -18,10 +20,23 @@ def test_matcher():
     assert not matches(ref, None)
 
 
+def test_the_question_set_has_paraphrases_of_every_intent():
+    assert len(ALL_CASES) >= 80 and len(CASES) >= 30
+    assert min(Counter(c.intent for c in PARAPHRASES).values()) >= 3
+    assert {c.intent for c in HELD_OUT} == {c.intent for c in PARAPHRASES}
+    assert len({c.question for c in ALL_CASES}) == len(ALL_CASES)
+
+
 @pytest.mark.slow
 def test_rule_based_model_scores_on_the_question_set(rule_agent):
-    assert len(CASES) >= 30
     results = run_cases(rule_agent, rule_agent.ctx.engine)
-    score = sum(r.ok for r in results) / len(results)
-    # The demo mart here carries the planted injection resource too; the score is the same as without it.
-    assert score >= 0.85, [r for r in results if not r.ok]
+
+    def score(kind):
+        rs = [r for r in results if r.kind == kind]
+        return sum(r.ok for r in rs) / len(rs)
+
+    # The demo mart here carries the planted injection resource too; the scores are the same as without it.
+    failed = [r.question for r in results if not r.ok]
+    assert score("pattern") >= 0.95 and score("paraphrase") >= 0.95, failed
+    # Never tuned against: a floor that catches regressions, not a target (84.6% when it was written).
+    assert score("held-out") >= 0.75, failed

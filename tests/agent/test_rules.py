@@ -111,3 +111,83 @@ def test_periods():
     assert resolve_day("tuesday", AS_OF) == dt.date(2025, 4, 22)
     assert find_day("what happened on april 22nd?", AS_OF) == "2025-04-22"
     assert find_periods("compare january 2025 with the previous month", AS_OF) == ["2025-01", "last_month"]
+
+
+VOCAB_CLOUD = Vocabulary(
+    as_of=AS_OF,
+    members=VOCAB.members | {"microsoft": ("provider", "Microsoft")},
+    tag_keys=VOCAB.tag_keys,
+    budgets=VOCAB.budgets,
+)
+
+
+@pytest.mark.parametrize(
+    ("question", "tool", "expected"),
+    [
+        ("Which service cost us the most in March?", "cost_breakdown", {"dimension": "service", "top_n": 1}),
+        ("the three costliest services last month", "cost_breakdown", {"dimension": "service", "top_n": 3}),
+        ("top services this month", "cost_breakdown", {"dimension": "service", "top_n": 5}),
+        ("which azure service did we spend most on in the last 30 days", "cost_breakdown", {"top_n": 1}),
+        (
+            "What was the most expensive day last month?",
+            "cost_breakdown",
+            {"dimension": "day", "period": "last_month", "top_n": 1},
+        ),
+        (
+            "top 3 most expensive days in the last 30 days",
+            "cost_breakdown",
+            {"dimension": "day", "period": "last_30_days", "top_n": 3},
+        ),
+        ("which month was the most expensive?", "cost_breakdown", {"dimension": "month", "period": "all"}),
+        ("What percentage of cost is missing an owner tag?", "untagged_share", {"tag_key": "owner"}),
+        ("how much cost lacks a cost_center tag", "untagged_share", {"tag_key": "cost_center"}),
+        ("lifetime cost of storage", "cost_breakdown", {"period": "all", "filters": {"service": "Storage"}}),
+        (
+            "amortised spend on VMs in Production in March",
+            "cost_breakdown",
+            {
+                "dimension": "total",
+                "metric": "amortized",
+                "filters": {"service": "Virtual Machines", "subscription": "Production"},
+            },
+        ),
+        (
+            "What was the spend of resource group rg-data in April?",
+            "cost_breakdown",
+            {"dimension": "total", "filters": {"resource_group": "rg-data"}},
+        ),
+        ("how many anomalies were detected this month?", "count_anomalies", {"period": "this_month"}),
+        ("count anomalies per service", "count_anomalies", {"group_by": "service", "period": "all"}),
+        ("how many spikes were flagged?", "count_anomalies", {}),
+        ("list the anomalies for storage", "list_anomalies", {"dimension": "service", "value": "Storage"}),
+        ("Which unusual cost events were detected?", "list_anomalies", {"period": "all"}),
+        ("why did storage spike last tuesday?", "explain_cost_change", {"day": "2025-04-22"}),
+        ("the anomaly on april 22", "explain_cost_change", {"day": "2025-04-22"}),
+        ("average daily cost in March", "average_cost", {"grain": "daily", "period": "2025-03"}),
+        ("On average, how much do we spend a day this month?", "average_cost", {"period": "this_month"}),
+        ("average monthly spend this year", "average_cost", {"grain": "monthly", "period": "this_year"}),
+        ("mean daily cost of storage", "average_cost", {"filters": {"service": "Storage"}}),
+        ("cost by cloud provider last month", "cost_breakdown", {"dimension": "provider"}),
+        ("How much did we spend per cloud this month?", "cost_breakdown", {"dimension": "provider"}),
+        ("How much did the cloud cost us in March", "cost_breakdown", {"dimension": "total", "period": "2025-03"}),
+        ("cost by env tag for prod", "cost_breakdown", {"dimension": "tag:env"}),
+    ],
+)
+def test_paraphrased_questions_map_to_tool_calls(question, tool, expected):
+    result = QuestionParser(VOCAB_CLOUD).plan(question)
+    assert len(result.calls) == 1, result
+    name, args = result.calls[0]
+    assert name == tool, args
+    for key, value in expected.items():
+        assert args.get(key) == value, (key, args)
+
+
+def test_tag_values_are_not_read_as_subscriptions():
+    _, args = QuestionParser(VOCAB_CLOUD).plan("cost by env tag for prod").calls[0]
+    assert "filters" not in args or "subscription" not in args["filters"]
+
+
+def test_more_period_phrases():
+    assert find_periods("storage cost to date", AS_OF) == ["all"]
+    assert find_periods("spend quarter to date", AS_OF) == ["this_quarter"]
+    assert find_periods("month-to-date spend", AS_OF) == ["this_month"]
