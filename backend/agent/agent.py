@@ -347,7 +347,7 @@ class CostAgent:
         messages.append(HumanMessage(question))
         final: list[BaseMessage] = messages
         error = None
-        streamed = False
+        streamed = ""
         grounded = False
         try:
             config = {"recursion_limit": 4 * MAX_MODEL_CALLS, "run_id": uuid.uuid4()}
@@ -365,7 +365,7 @@ class CostAgent:
                     continue
                 piece = _text(chunk.content)
                 if piece and (grounded or not self.uses_llm):
-                    streamed = True
+                    streamed += piece
                     yield piece
         # The model endpoint, the network or a tool bug: the user gets the reason and the audit keeps it.
         except Exception as exc:
@@ -374,6 +374,8 @@ class CostAgent:
         answer = self._answer(question, messages, final, error, t0)
         if not streamed and answer.text:
             yield answer.text
+        elif streamed and answer.text.startswith(streamed.strip()) and len(answer.text) > len(streamed.strip()):
+            yield answer.text[len(streamed.strip()) :]  # a note added after the model's streamed answer
         try:
             answer.audit_id = self.audit.record(answer, session_id=session_id, user_name=user_name or default_user())
         except Exception as exc:
@@ -448,6 +450,10 @@ class CostAgent:
             if not text:
                 # The model stopped (call limit, endpoint failure) after its tools answered: their summaries.
                 text = compose_answer([m for m in new if isinstance(m, ToolMessage)])
+            elif self.uses_llm:
+                sources = [_text(m.content) for m in new if isinstance(m, ToolMessage)]
+                if figures := grounding.unbacked_figures(text, sources):
+                    text = f"{text}\n\n{grounding.unbacked_note(figures)}"
         elif self.uses_llm:
             extra, text, path = self._ground(question, new, text, error)
             reason = _no_tool_reason(new, error)

@@ -81,6 +81,28 @@ def has_figures(text: str) -> bool:
     return bool(_FIGURE.search(text or ""))
 
 
+# Amounts as a model writes them: 1,234.56 or 1234.56 or 62434; not parts of dates, ids or names.
+_AMOUNT = re.compile(r"(?<![\w.,/:-])(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)(?![\w/:-]|\.\d)")
+
+
+def _amounts(text: str) -> list[tuple[str, float]]:
+    return [(m.group(1), float(m.group(1).replace(",", ""))) for m in _AMOUNT.finditer(text or "")]
+
+
+def unbacked_figures(text: str, sources: Iterable[str], *, min_value: float = 100.0) -> list[str]:
+    """Amounts in an answer that no tool result holds (to half a percent, so rounding passes).
+
+    Small numbers (counts, percentages, "top 5") are left alone: the check is for invented money."""
+    known = [value for source in sources for _, value in _amounts(source)]
+    unbacked = []
+    for raw, value in _amounts(text):
+        if value < min_value or (1990 <= value <= 2100 and "," not in raw and "." not in raw):
+            continue  # a year, or too small to be an amount worth checking
+        if not any(abs(value - k) <= max(0.01, 0.005 * abs(k)) for k in known):
+            unbacked.append(raw)
+    return list(dict.fromkeys(unbacked))
+
+
 def note(path: str, *, reason: str = "", failed: bool = False) -> str:
     """The line under an answer that tells the user where it came from (empty when the model's tools answered).
 
@@ -103,3 +125,10 @@ def note(path: str, *, reason: str = "", failed: bool = False) -> str:
     if path == NO_QUERY:
         return f"Note: no query ran for this answer{why}."
     return ""
+
+
+def unbacked_note(figures: list[str]) -> str:
+    return (
+        f"Note: {', '.join(figures[:5])} {'is' if len(figures) == 1 else 'are'} not in any query result below "
+        "(the model may have computed or invented it); check against the tables."
+    )

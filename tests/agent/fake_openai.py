@@ -6,12 +6,15 @@ optionally refuses assistant messages whose content is null. Replies come from a
 request: a text, tool calls (arguments given as a dict, or as a raw string to send malformed JSON),
 an HTTP error, or a delay (for client timeouts). Streaming (`"stream": true`) answers with
 server-sent `chat.completion.chunk` events, tool-call arguments split across chunks, as OpenAI does.
+Azure OpenAI's route (/openai/deployments/<deployment>/chat/completions?api-version=..., `api-key`
+header) answers the same way, for AzureChatOpenAI.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 import uuid
@@ -129,6 +132,7 @@ class FakeChatServer:
         self.model = model
         self.reject_null_content = reject_null_content
         self.requests: list[dict[str, Any]] = []  # every request body received, in order
+        self.paths: list[str] = []  # the path (with query) of each, in order
         self.refused: list[str] = []  # why requests were refused with 400
         self._replies: list[Reply] = []
         self._responder: Responder | None = None
@@ -139,10 +143,15 @@ class FakeChatServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-openai", daemon=True)
 
     @property
+    def root(self) -> str:
+        """The server's root: what AzureChatOpenAI takes as its endpoint."""
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
     def url(self) -> str:
         """The base URL an OpenAI client takes (LLM_BASE_URL)."""
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        return f"{self.root}/v1"
 
     def start(self) -> FakeChatServer:
         self._thread.start()
@@ -160,11 +169,13 @@ class FakeChatServer:
             self._replies = [text(r) if isinstance(r, str) else r for r in replies]
             self._responder = responder
             self.requests.clear()
+            self.paths.clear()
             self.refused.clear()
 
-    def _next(self, body: dict[str, Any]) -> Reply:
+    def _next(self, body: dict[str, Any], path: str) -> Reply:
         with self._lock:
             self.requests.append(body)
+            self.paths.append(path)
             index = len(self.requests) - 1
             if index < len(self._replies):
                 return self._replies[index]
@@ -189,20 +200,34 @@ class FakeChatServer:
                     self._json(404, _error_body(f"no route {self.path}", "not_found"))
 
             def do_POST(self) -> None:
-                if self.path.split("?")[0].rstrip("/") != "/v1/chat/completions":
+                route, _, query = self.path.partition("?")
+                azure = re.fullmatch(r"/openai/deployments/([^/]+)/chat/completions", route.rstrip("/"))
+                if route.rstrip("/") != "/v1/chat/completions" and not azure:
                     self._json(404, _error_body(f"no route {self.path}", "not_found"))
+                    return
+                if azure and ("api-version=" not in query or not self.headers.get("api-key")):
+                    self._json(
+                        401 if not self.headers.get("api-key") else 404,
+                        _error_body("api-key and api-version are required", "invalid_request_error"),
+                    )
+                    return
+                if not azure and not (self.headers.get("Authorization") or "").startswith("Bearer "):
+                    self._json(401, _error_body("missing bearer token", "invalid_request_error"))
                     return
                 length = int(self.headers.get("Content-Length") or 0)
                 try:
                     body = json.loads(self.rfile.read(length) or b"null")
                     if not isinstance(body, dict):
                         raise WireError("the body must be a JSON object")
+                    if azure and not body.get("model"):
+                        # Azure names the model by its deployment, in the path; the body need not.
+                        body["model"] = azure.group(1)
                     validate_request(body, reject_null_content=server.reject_null_content)
                 except (ValueError, KeyError, TypeError, AttributeError) as exc:
                     server.refused.append(str(exc))
                     self._json(400, _error_body(str(exc), "invalid_request_error"))
                     return
-                reply = server._next(body)
+                reply = server._next(body, self.path)
                 if reply.delay_s and server._stopping.wait(reply.delay_s):
                     return
                 if reply.status != 200:

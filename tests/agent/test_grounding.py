@@ -5,7 +5,7 @@ from __future__ import annotations
 from langchain_core.messages import AIMessageChunk
 from langchain_core.outputs import ChatGenerationChunk
 
-from backend.agent.grounding import extract_sql, extract_text_call, has_figures
+from backend.agent.grounding import extract_sql, extract_text_call, has_figures, unbacked_figures
 from backend.agent.llm import MALFORMED, complete_tool_calls, null_content_as_empty
 
 TOOLS = ("cost_breakdown", "run_sql", "forecast")
@@ -85,3 +85,12 @@ def test_complete_streamed_calls_pass_unchanged():
 def test_null_assistant_content_is_sent_as_empty():
     payload = {"messages": [{"role": "assistant", "content": None, "tool_calls": []}, {"role": "user", "content": "x"}]}
     assert null_content_as_empty(payload)["messages"][0]["content"] == ""
+
+
+def test_amounts_no_result_holds():
+    sources = ["Total actual cost for 2025-04 to 2025-04-27: 62,433.71 EUR.\n\nrows:\ntotal,cost\nTotal,62433.71"]
+    assert unbacked_figures("We spent 62,434 EUR in April 2025 (since 2025-04-01), top 5, 43.4%", sources) == []
+    assert unbacked_figures("We spent 99,999.00 EUR on vm-web-01, and 1234 on sub 1111-0000", sources) == [
+        "99,999.00",
+        "1234",
+    ]

@@ -108,6 +108,32 @@ def test_settings_from_the_environment_choose_the_openai_compatible_model(
     assert len(llm_server.requests) == 2
 
 
+def test_azure_openai_over_the_wire(llm_server, agent_settings, owner):
+    from pydantic import SecretStr
+
+    from backend.agent.agent import build_chat_model
+
+    settings = agent_settings.model_copy(
+        update={
+            "llm_provider": "azure",
+            "llm_base_url": llm_server.root,
+            "llm_model": "costlake-gpt",
+            "llm_api_key": SecretStr("azure-key"),
+        }
+    )
+    llm_server.script(tools(("cost_breakdown", {"dimension": "total", "period": "this_month"})), "April so far.")
+    agent = build_agent(settings, model=build_chat_model(settings, timeout_s=10, max_retries=0))
+    try:
+        answer = agent.ask("How much did we spend this month?", session_id=uuid.uuid4().hex)
+    finally:
+        agent.ctx.engine.dispose()
+        agent.audit.engine.dispose()
+    assert answer.text == "April so far." and answer.tool_calls[0].ok
+    assert float(answer.last_table["cost"][0]) == pytest.approx(_total(owner))
+    assert all(p.startswith("/openai/deployments/costlake-gpt/chat/completions?api-version=") for p in llm_server.paths)
+    assert llm_server.paths and llm_server.refused == []
+
+
 def test_sql_in_prose_runs_through_the_guard_and_says_so(llm_server, llm_agent, owner):
     llm_server.script(
         f"To get this month's total, run:\n\n```sql\n{APRIL_TOTAL_SQL};\n```\n\nThe total is {INVENTED} EUR."
@@ -206,6 +232,20 @@ def test_unreachable_endpoint_without_a_plan_says_so(llm_server, llm_agent):
     answer = llm_agent().ask("what is the meaning of life?")
     assert answer.answered_by == grounding.NO_QUERY and not any(c.ok for c in answer.tool_calls)
     assert "could not be reached" in answer.text
+
+
+def test_figures_no_result_holds_are_flagged_under_a_streamed_answer(llm_server, llm_agent, owner):
+    llm_server.script(
+        tools(("cost_breakdown", {"dimension": "total", "period": "this_month"})),
+        f"April so far: {_money(_total(owner))} EUR, and {INVENTED} EUR next month.",
+    )
+    events = list(llm_agent().stream("How much did we spend this month?"))
+    answer = events[-1]
+    streamed = "".join(e for e in events if isinstance(e, str))
+    assert streamed.strip() == answer.text
+    assert answer.answered_by == grounding.MODEL
+    note = answer.text.split("\n\nNote: ", 1)[1]
+    assert INVENTED in note and _money(_total(owner)) not in note
 
 
 def test_the_model_may_answer_after_a_failed_call_only_from_a_result(llm_server, llm_agent, owner):
