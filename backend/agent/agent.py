@@ -403,18 +403,17 @@ class CostAgent:
         self, question: str, new: list[BaseMessage], text: str, error: str | None
     ) -> tuple[list[BaseMessage], str, str]:
         """Messages of the fallback that answered, its text, and its path, for an LLM answer no tool backs."""
-        attempts: list[tuple[str, list[BaseMessage]]] = []
+        tried: list[BaseMessage] = []
         if sql := grounding.extract_sql(text):
-            attempts.append((grounding.MODEL_SQL, self._run_tool("run_sql", {"sql": sql}, "prose")))
-            if attempts[-1][1][-1].artifact.ok:
-                outcome = attempts[-1][1][-1].artifact
-                return attempts[-1][1], _small_table_text(outcome), grounding.MODEL_SQL
+            ran = self._run_tool("run_sql", {"sql": sql}, "prose")
+            if ran[-1].artifact.ok:
+                return ran, _small_table_text(ran[-1].artifact), grounding.MODEL_SQL
+            tried += ran
         elif call := grounding.extract_text_call(text, self._tools_by_name):
-            attempts.append((grounding.MODEL_TEXT_CALL, self._run_tool(call.name, call.args, "text")))
-            if attempts[-1][1][-1].artifact.ok:
-                results = [m for m in attempts[-1][1] if isinstance(m, ToolMessage)]
-                return attempts[-1][1], compose_answer(results), grounding.MODEL_TEXT_CALL
-        tried = [m for _, messages in attempts for m in messages]
+            ran = self._run_tool(call.name, call.args, "text")
+            if ran[-1].artifact.ok:
+                return ran, compose_answer([ran[-1]]), grounding.MODEL_TEXT_CALL
+            tried += ran
         try:
             plan = QuestionParser(self.fallback.vocabulary()).plan(question)
         # The vocabulary comes from the mart: when it cannot be read, there is no plan, only the honest answer.
@@ -433,7 +432,10 @@ class CostAgent:
         if error:
             body = "The model could not be reached and no query could answer the question."
         else:
-            body = "The model answered without running a query, so its answer is not shown (it may hold figures no query produced)."
+            body = (
+                "The model answered without running a query, so its answer is not shown (it may hold figures no "
+                "query produced)."
+            )
         return tried, f"{body} Questions like these are answered from the cost mart:\n{examples}", grounding.NO_QUERY
 
     def _answer(
