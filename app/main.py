@@ -27,7 +27,10 @@ def _page(name: str, title: str, icon: str, **kwargs) -> st.Page:
 
 PAGES = {
     "Cost": [
-        _page("overview", "Overview", "📊", default=True),
+        # The default page is served at "/" only; the hidden twin answers a bookmarked or typed /overview
+        # (which otherwise pops "Page not found"). Each page needs its own url_path.
+        st.Page("../pages/overview.py", title="Overview", icon="📊", url_path="home", default=True),
+        _page("overview", "Overview", "📊", visibility="hidden"),
         _page("explorer", "Cost explorer", "🔎"),
         _page("anomalies", "Anomalies", "🚨"),
         _page("budgets", "Budgets", "🎯"),

@@ -7,6 +7,7 @@ import uuid
 import pandas as pd
 import plotly.express as px
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 from app.context import get_pipeline
 from backend.agent.agent import AgentAnswer, CostAgent, build_agent
@@ -63,6 +64,17 @@ def render_results(answer: AgentAnswer, key: str) -> None:
         st.warning(f"This question could not be written to the audit log: {answer.audit_error}")
 
 
+def _signed_in_user() -> str | None:
+    """Who asks, for the audit: the signed-in user when sign-in is configured (st.user), else None (the OS user)."""
+    try:
+        user = st.user
+        if user.get("is_logged_in"):
+            return user.get("email") or user.get("name")
+    except (AttributeError, KeyError, StreamlitAPIException):  # no sign-in configured
+        return None
+    return None
+
+
 st.title("Ask about your costs")
 agent = get_agent()
 if "chat_messages" not in st.session_state:
@@ -96,7 +108,9 @@ if prompt := st.chat_input("Ask about your cloud costs…"):
         final: dict[str, AgentAnswer] = {}
 
         def tokens():
-            for event in agent.stream(prompt, history=history, session_id=st.session_state.chat_session):
+            for event in agent.stream(
+                prompt, history=history, session_id=st.session_state.chat_session, user_name=_signed_in_user()
+            ):
                 if isinstance(event, AgentAnswer):
                     final["answer"] = event
                 else:

@@ -91,9 +91,16 @@ if len(currencies) > 1:
     frame = frame[frame["currency"] == shown]
 currency = currencies[0] if len(currencies) == 1 else shown
 
-total = frame["cost"].sum()
+# A NaN cost is a period and member no report of this metric covers (an actual-only export): said, not 0.
+missing = frame["cost"].isna()
+total = None if missing.any() else frame["cost"].sum()
+if missing.all():
+    st.info(fmt.not_available_hint(metric), icon="ℹ️")
+    st.stop()
+if missing.any():
+    st.caption(f"Gaps in the chart: {fmt.not_available_hint(metric)}")
 m1, m2, m3 = st.columns(3)
-m1.metric("Total", fmt.money(total, currency))
+m1.metric("Total", fmt.money(total, currency) if total is not None else f"{metric} cost not available")
 m2.metric(f"Members ({data.title(group_by)})", frame["group"].nunique())
 m3.metric("Periods", frame["period"].nunique())
 

@@ -46,7 +46,7 @@ def identity_columns(header: Sequence[str]) -> list[int]:
 
 
 def csv_fingerprints(rows: list[list[str]], header: Sequence[str]) -> np.ndarray:
-    """One 32-bit fingerprint per parsed CSV row (of its identity fields, trimmed)."""
+    """One 32-bit fingerprint per parsed CSV row (of its identity fields as written: one exporter writes them alike)."""
     keep = identity_columns(header)
     width = len(header)
     pick = itemgetter(*keep) if len(keep) > 1 else (lambda row: (row[keep[0]],)) if keep else (lambda row: ())
@@ -54,7 +54,7 @@ def csv_fingerprints(rows: list[list[str]], header: Sequence[str]) -> np.ndarray
     for r, row in enumerate(rows):
         if len(row) < width:
             row = row + [""] * (width - len(row))
-        out[r] = zlib.crc32("\x1f".join(v.strip() for v in pick(row)).encode("utf-8", "surrogatepass"))
+        out[r] = zlib.crc32("\x1f".join(pick(row)).encode("utf-8", "surrogatepass"))
     return out
 
 

@@ -32,7 +32,6 @@ PAGES = [
     ("sources", "Sources & settings"),
     ("chat", "Ask about your costs"),  # "Ask Costlake" in the navigation
 ]
-DEFAULT_PAGE = "overview"
 # A full run (Spark included) on a small demo estate; the loaded CI machine needs minutes, not seconds.
 RUN_TIMEOUT = 900  # 600 s ran out at load average 40 on 2 cores (silver 169 s, gold 290 s)
 DEMO_ROWS = "10000"
@@ -221,8 +220,8 @@ def page_problems(driver, *, allowed_errors: tuple[str, ...] = ()) -> list[str]:
 
 
 def _visit(driver, url: str, name: str, title: str) -> None:
-    # The default page lives at "/": its url_path would answer "Page not found" and fall back to it.
-    driver.get(f"{url}/" if name == DEFAULT_PAGE else f"{url}/{name}")
+    # Every page by its own URL, the default one too (served at "/" and, through a hidden twin, at /overview).
+    driver.get(f"{url}/{name}")
     _wait(driver, lambda d: _settled(d, title), 180, f"page {name}")
     time.sleep(1.0)  # charts draw after the script run
     assert "Page not found" not in _text(driver)
