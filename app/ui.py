@@ -95,10 +95,12 @@ def require_data(status: data.DataStatus) -> None:
         return
     settings = get_pipeline().settings
     launcher = get_launcher()
+    latest = guard("read the latest run", data.latest_run, get_reader())
+    if launcher.busy or (latest is not None and latest["status"] == "running"):
+        first_load_progress()
+        st.stop()
     st.info("No cost data in the mart yet.", icon="🪣")
-    if launcher.busy:
-        st.write("A pipeline run is loading data right now; follow it on the **Pipeline** page.")
-    elif settings.is_demo:
+    if settings.is_demo:
         st.write(
             "Costlake is in **demo mode** (no Azure credentials configured): the first pipeline run loads a "
             "synthetic estate. Start it here, or upload FOCUS / Azure export files on **Sources & settings**."
@@ -109,6 +111,39 @@ def require_data(status: data.DataStatus) -> None:
     else:
         st.write("Run the pipeline on the **Pipeline** page, or upload cost files on **Sources & settings**.")
     st.stop()
+
+
+@st.fragment(run_every=dt.timedelta(seconds=2))
+def first_load_progress() -> None:
+    """While the first load runs: which step, how far, with its row counts; the page fills when it ends."""
+    latest = guard("read the latest run", data.latest_run, get_reader())
+    if latest is None or latest["status"] != "running":
+        if get_launcher().busy:  # requested here, not recorded yet
+            st.progress(0.0, text="Starting the first load…")
+            return
+        st.rerun()  # the run ended: the whole page reads the mart again
+    steps = guard("read the run's steps", data.run_steps, get_reader(), latest["run_id"])
+    if steps is None or steps.empty:
+        st.progress(0.0, text="Starting the first load…")
+        return
+    done = int(steps["status"].isin(["succeeded", "failed", "skipped"]).sum())
+    current = steps[steps["status"] == "running"]
+    step = current.iloc[0] if not current.empty else None
+    text = f"First load: step {min(done + 1, len(steps))} of {len(steps)}"
+    if step is not None:
+        text += f" — {step['step']}"
+        if not pd.isna(step["rows_in"]):
+            text += f" ({int(step['rows_in']):,} rows in)"
+    st.progress(done / len(steps), text=text)
+    finished = steps[steps["status"] == "succeeded"]
+    if not finished.empty:
+        st.caption(
+            " · ".join(
+                f"{r['step']}: {int(r['rows_out']):,} rows" if not pd.isna(r["rows_out"]) else f"{r['step']}: done"
+                for _, r in finished.iterrows()
+            )
+        )
+    st.caption("The pages fill in when the load reaches the mart; details on the **Pipeline** page.")
 
 
 def currency_choice(status: data.DataStatus, *, key: str = "currency") -> str:

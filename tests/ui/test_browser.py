@@ -306,4 +306,10 @@ def test_every_page_and_run_now(app_url, browser):
     for name, title in PAGES:
         _visit(browser, app_url, name, title)
         browser.save_screenshot(str(SHOTS / f"{name}.png"))
+        if name == "overview":
+            # The first run fills every Overview panel: the demo's budgets burn, movers, the demo label.
+            text = _text(browser)
+            assert "Demo data" in text and "Demo: " in text, f"no demo label or demo budget:\n{text[:2000]}"
+            assert "Not enough history yet for movers" not in text
+            assert "No open anomalies" not in text, f"the first run scored no anomaly:\n{text[:3000]}"
     assert len(list(SHOTS.glob("*.png"))) == len(PAGES) + 1
