@@ -368,34 +368,25 @@ class PostgresCursorStore:
             return {scope for (scope,) in result}
 
     def imported_file(self, sha256: str) -> ImportedFile | None:
-        with self._engine.connect() as conn:
-            found = conn.execute(_imported_file_sql(), {"sha": sha256}).one_or_none()
-        if found is None:
-            return None
-        return ImportedFile.from_json(found.file, batch_id=found.batch_id, imported_at=found.created_at)
+        found = self._imported("sha256", sha256, limit=1)
+        return found[0] if found else None
 
     def imported_files(self, dataset: str) -> list[ImportedFile]:
+        return self._imported("dataset", dataset)
+
+    def _imported(self, field: str, value: str, *, limit: int | None = None) -> list[ImportedFile]:
+        # Committed batches only: a file sent to Kafka but never in bronze was not imported. Oldest first.
         with self._engine.connect() as conn:
             found = conn.execute(
                 sa.text(
                     "SELECT b.batch_id, b.created_at, f.value AS file FROM ops.source_batches b,"
                     " json_array_elements(b.detail -> 'imported_files') f"
                     " WHERE b.state = 'committed' AND json_typeof(b.detail -> 'imported_files') = 'array'"
-                    " AND f.value ->> 'dataset' = :dataset ORDER BY b.created_at"
+                    " AND f.value ->> :field = :value ORDER BY b.created_at" + (f" LIMIT {int(limit)}" if limit else "")
                 ),
-                {"dataset": dataset},
+                {"field": field, "value": value},
             ).all()
         return [ImportedFile.from_json(r.file, batch_id=r.batch_id, imported_at=r.created_at) for r in found]
-
-
-def _imported_file_sql() -> sa.TextClause:
-    # Committed batches only: a file sent to Kafka but never in bronze was not imported.
-    return sa.text(
-        "SELECT b.batch_id, b.created_at, f.value AS file FROM ops.source_batches b,"
-        " json_array_elements(b.detail -> 'imported_files') f"
-        " WHERE b.state = 'committed' AND json_typeof(b.detail -> 'imported_files') = 'array'"
-        " AND f.value ->> 'sha256' = :sha ORDER BY b.created_at LIMIT 1"
-    )
 
 
 def utc_now() -> datetime:

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 import sqlalchemy as sa
 
 from backend.pipeline import demo
-from backend.pipeline.service import PipelineService
-from backend.runtime import Runtime
-from tests.conftest import make_settings
+from tests.pipeline.services import pipeline_service
 from tests.pipeline.test_real_files import FOCUS_COLUMNS, _focus_rows, _mart_totals, _total, _write
 
 pytestmark = pytest.mark.slow
@@ -19,17 +15,7 @@ STEPS = ["ingest", "bronze", "silver", "gold", "mart"]
 
 @pytest.fixture
 def service(tmp_path, pg_url, kafka_bootstrap):
-    settings = make_settings(
-        tmp_path,
-        database_url=pg_url,
-        kafka_bootstrap_servers=kafka_bootstrap,
-        kafka_topic_costs=f"demo.{uuid.uuid4().hex[:8]}",
-        kafka_consumer_group=f"demo-{uuid.uuid4().hex[:8]}",
-        lake_uri=str(tmp_path / "lake"),
-        demo_mode=True,
-        demo_rows=3_000,
-    )
-    service = PipelineService(Runtime(settings))
+    service = pipeline_service(tmp_path, pg_url, kafka_bootstrap, demo_mode=True, demo_rows=3_000)
     yield service
     service.close()
 

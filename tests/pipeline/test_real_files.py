@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import random
-import uuid
 from datetime import date, timedelta
 from decimal import Decimal
 
@@ -18,8 +17,7 @@ import sqlalchemy as sa
 
 from backend.mart import queries
 from backend.pipeline.service import PipelineService
-from backend.runtime import Runtime
-from tests.conftest import make_settings
+from tests.pipeline.services import pipeline_service
 from tests.sources.test_files import EA_COLUMNS, FOCUS_COLUMNS
 
 pytestmark = pytest.mark.slow
@@ -29,16 +27,7 @@ START = date(2026, 9, 1)
 
 @pytest.fixture
 def service(tmp_path, pg_url, kafka_bootstrap):
-    settings = make_settings(
-        tmp_path,
-        database_url=pg_url,
-        kafka_bootstrap_servers=kafka_bootstrap,
-        kafka_topic_costs=f"files.{uuid.uuid4().hex[:8]}",
-        kafka_consumer_group=f"files-{uuid.uuid4().hex[:8]}",
-        lake_uri=str(tmp_path / "lake"),
-        demo_mode=False,
-    )
-    service = PipelineService(Runtime(settings))
+    service = pipeline_service(tmp_path, pg_url, kafka_bootstrap, demo_mode=False)
     yield service
     service.close()
 
