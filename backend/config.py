@@ -154,6 +154,12 @@ class Settings(BaseSettings):
     # --- scheduler / pipeline ------------------------------------------------------
     scheduler_enabled: bool = True
     max_upload_mb: int = Field(default=512, ge=1)
+    # Empty = no reporting currency set: costs convert only when every imported rate has the same target.
+    reporting_currency: str = Field(
+        default="",
+        pattern=r"^\s*([A-Za-z]{3})?\s*$",
+        description="ISO 4217 code costs are converted to with the imported FX rates; empty = the rates' one target",
+    )
 
     # --- analytics: anomalies, forecasts, budgets (defaults chosen by bench/bench_analytics.py) -----
     anomaly_levels: CommaList = Field(
@@ -191,6 +197,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("reporting_currency", mode="after")
+    @classmethod
+    def _upper_currency(cls, value: str) -> str:
+        return value.strip().upper()
 
     @field_validator("data_dir", mode="after")
     @classmethod

@@ -5,9 +5,30 @@ from __future__ import annotations
 import datetime as dt
 import io
 
+import pandas as pd
 import streamlit as st
 
 from app import charts, data, explorer_state, fmt, ui
+from app.context import get_reader
+from backend.mart import queries
+
+
+@st.cache_data(ttl=ui.READ_TTL, show_spinner=False)
+def fx_status(version: str, start: dt.date, end: dt.date, metric: str, filters: tuple) -> queries.FxStatus:
+    return queries.fx_status(get_reader(), start=start, end=end, metric=metric, filters=dict(filters))
+
+
+@st.cache_data(ttl=ui.READ_TTL, show_spinner=False)
+def converted_cost_by(
+    version: str, group_by: str, start: dt.date, end: dt.date, grain: str, metric: str, filters: tuple, currency: str
+) -> pd.DataFrame:
+    frame = queries.cost_breakdown(
+        get_reader(), start=start, end=end, group_by=group_by, grain=data.to_grain(grain), metric=metric,
+        filters=dict(filters), converted_to=currency,
+    )  # fmt: skip
+    frame["period"] = pd.to_datetime(frame["period"])
+    return frame
+
 
 st.title("Cost explorer")
 status = ui.status_or_stop()
@@ -86,10 +107,32 @@ if frame.empty:
     st.stop()
 
 currencies = sorted(frame["currency"].unique())
-if len(currencies) > 1:
+fx = ui.guard("read the FX rates", fx_status, status.version, start, end, metric, view.filter_key)
+converted = False
+if fx is not None and fx.available:
+    converted = st.toggle(
+        f"Converted to {fx.reporting_currency}", key="ex_converted",
+        help="Every currency converted with the imported FX rates (REPORTING_CURRENCY): one series instead of one "
+        "per currency. A month without a rate is a gap, never 0.",
+    )  # fmt: skip
+if converted:
+    frame = ui.guard("query converted costs", converted_cost_by, status.version, group_by, start, end, grain, metric,
+                     view.filter_key, fx.reporting_currency)  # fmt: skip
+    if frame is None:
+        st.stop()
+    currency = fx.reporting_currency
+    rates_of = f" (rates of {fx.latest_rate_date:%Y-%m-%d})" if fx.latest_rate_date else ""
+    st.caption(f"Converted to {currency} at month-end rates{rates_of}.")
+    if fx.missing:
+        listed = ", ".join(f"{cur} {month}" for cur, month in fx.missing)
+        st.warning(f"No {currency} rate for: {listed}. Those periods are not converted (gaps, not 0); "
+                   "import an FX rates file with them.", icon="💱")  # fmt: skip
+elif len(currencies) > 1:
     shown = st.radio("Currency", currencies, horizontal=True, key="ex_currency")
     frame = frame[frame["currency"] == shown]
-currency = currencies[0] if len(currencies) == 1 else shown
+    currency = shown
+else:
+    currency = currencies[0]
 
 # A NaN cost is a period and member no report of this metric covers (an actual-only export): said, not 0.
 missing = frame["cost"].isna()

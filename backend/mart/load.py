@@ -464,9 +464,15 @@ def _read_gold_month(lake: Lake, month: str, version: int) -> pa.Table:
     dataset = lake.table(GOLD_COST_DAILY, version=version).to_pyarrow_dataset(
         parquet_read_options=ds.ParquetReadOptions(dictionary_columns=strings)
     )
-    table = dataset.to_table(columns=_GOLD_USED, filter=ds.field("charge_month") == month)
+    # A gold table written before a column was added (e.g. amortized_cost_converted) lacks it until its next
+    # gold run: null there, as the rows gold would write for it without rates.
+    present = [name for name in _GOLD_USED if name in dataset.schema.names]
+    table = dataset.to_table(columns=present, filter=ds.field("charge_month") == month)
     columns = []
     for name in _GOLD_USED:
+        if name not in present:
+            columns.append(pa.nulls(table.num_rows, GOLD_COST_DAILY_SCHEMA.field(name).type))
+            continue
         wanted, column = GOLD_COST_DAILY_SCHEMA.field(name).type, table[name]
         keep = pa.types.is_dictionary(column.type) and column.type.value_type == wanted
         columns.append(column if keep else column.cast(wanted))
@@ -495,7 +501,7 @@ def _fact_table(gold: pa.Table, keys: dict[str, pa.ChunkedArray], load_id: int) 
     columns: dict[str, Any] = {"charge_date": gold["charge_date"]}
     for dim in DIMENSIONS:
         columns[dim.key] = keys[dim.key]
-    for measure in ("actual_cost", "amortized_cost", "list_cost", "quantity", "actual_cost_converted", "row_count"):
+    for measure in (*FACT_MEASURES, "row_count"):
         columns[measure] = gold[measure]
     columns["load_id"] = pa.array(np.full(gold.num_rows, load_id, dtype=np.int64))
     fact = pa.table(columns)
@@ -579,23 +585,32 @@ def _swap_month(cur, month: str, load_id: int) -> int:
 # Actual and amortized cost are null where their report has not arrived ("not available"): a sum over
 # rows where one is missing is not a total, so it stays null (list cost and quantity are optional extras).
 _COMPLETE = pc.ScalarAggregateOptions(skip_nulls=False)
+# Converted costs likewise: null where a row has no rate (or lacks the metric), so a sum never hides one.
+_AGG_SUMS = [
+    ("actual_cost", "sum", _COMPLETE),
+    ("amortized_cost", "sum", _COMPLETE),
+    ("list_cost", "sum"),
+    ("quantity", "sum"),
+    ([], "count_all"),
+    ("actual_cost_converted", "sum", _COMPLETE),
+    ("amortized_cost_converted", "sum", _COMPLETE),
+]
+_AGG_MEASURES = [
+    "actual_cost",
+    "amortized_cost",
+    "list_cost",
+    "quantity",
+    "fact_rows",
+    "actual_cost_converted",
+    "amortized_cost_converted",
+]
 
 
 def _daily_aggregate(fact: pa.Table) -> pa.Table:
     """agg_cost_daily rows for `fact`: summed in Arrow (multi-threaded, exact decimal sums) rather than by a
     single-core Postgres GROUP BY over millions of numeric rows; only the small result is COPYed."""
-    grouped = fact.group_by(["charge_date", *AGG_KEYS], use_threads=True).aggregate(
-        [
-            ("actual_cost", "sum", _COMPLETE),
-            ("amortized_cost", "sum", _COMPLETE),
-            ("list_cost", "sum"),
-            ("quantity", "sum"),
-            ([], "count_all"),
-        ]
-    )
-    grouped = grouped.rename_columns(
-        ["charge_date", *AGG_KEYS, "actual_cost", "amortized_cost", "list_cost", "quantity", "fact_rows"]
-    )
+    grouped = fact.group_by(["charge_date", *AGG_KEYS], use_threads=True).aggregate(_AGG_SUMS)
+    grouped = grouped.rename_columns(["charge_date", *AGG_KEYS, *_AGG_MEASURES])
     # In index order: the COPY then appends to the date index instead of inserting all over it.
     return grouped.sort_by([("charge_date", "ascending"), ("subscription_key", "ascending")])
 
@@ -604,16 +619,8 @@ def _resource_aggregate(fact: pa.Table, month: str) -> pa.Table:
     """agg_cost_resource_monthly rows for one month of `fact`: every dimension key kept (resource and meter
     included), summed over the month in Arrow like `_daily_aggregate`."""
     keys = [dim.key for dim in DIMENSIONS]
-    grouped = fact.group_by(keys, use_threads=True).aggregate(
-        [
-            ("actual_cost", "sum", _COMPLETE),
-            ("amortized_cost", "sum", _COMPLETE),
-            ("list_cost", "sum"),
-            ("quantity", "sum"),
-            ([], "count_all"),
-        ]
-    )
-    grouped = grouped.rename_columns([*keys, "actual_cost", "amortized_cost", "list_cost", "quantity", "fact_rows"])
+    grouped = fact.group_by(keys, use_threads=True).aggregate(_AGG_SUMS)
+    grouped = grouped.rename_columns([*keys, *_AGG_MEASURES])
     start = _month_bounds(month)[0]
     grouped = grouped.add_column(0, "charge_month", pa.array([start] * grouped.num_rows, pa.date32()))
     # In the order of the (charge_month, resource_key) index, so the COPY appends to it.
@@ -623,16 +630,17 @@ def _resource_aggregate(fact: pa.Table, month: str) -> pa.Table:
 def _rebuild_monthly(cur, months: Sequence[str]) -> None:
     """agg_cost_monthly for the months, from agg_cost_daily (already replaced in this transaction)."""
     keys = ", ".join(AGG_KEYS)
-    sums = (
-        "CASE WHEN count(*) = count(actual_cost) THEN sum(actual_cost) END, "
-        "CASE WHEN count(*) = count(amortized_cost) THEN sum(amortized_cost) END, sum(list_cost), sum(quantity)"
-    )
+    complete = [
+        f"CASE WHEN count(*) = count({c}) THEN sum({c}) END"
+        for c in ("actual_cost", "amortized_cost", "actual_cost_converted", "amortized_cost_converted")
+    ]
+    sums = f"{complete[0]}, {complete[1]}, sum(list_cost), sum(quantity), {complete[2]}, {complete[3]}"
     for month in months:
         start, end = _month_bounds(month)
         cur.execute("DELETE FROM mart.agg_cost_monthly WHERE charge_month = %s", (start,))
         cur.execute(
             f"""INSERT INTO mart.agg_cost_monthly (charge_month, {keys}, actual_cost, amortized_cost, list_cost,
-                    quantity, fact_rows)
+                    quantity, actual_cost_converted, amortized_cost_converted, fact_rows)
                 SELECT %s, {keys}, {sums}, sum(fact_rows)
                 FROM mart.agg_cost_daily WHERE charge_date >= %s AND charge_date < %s GROUP BY {keys}""",
             (start, start, end),
@@ -705,6 +713,42 @@ def _load_tags(
            JOIN mart.dim_tag t ON t.tag_key = coalesce(s.tag_key, '') AND t.tag_value = coalesce(s.tag_value, '')
            GROUP BY r.resource_key, t.tag_id"""
     )
+
+
+def load_fx_rates(
+    engine: sa.Engine, rates: Sequence[Any], *, reporting_currency: str | None, run_id: str | None
+) -> int:
+    """Replace mart.fx_rates with `rates` (backend.sources.fx.Rate) and record the reporting currency, in one
+    transaction; the pages read them to say what a converted figure is and which rate dates it used."""
+    rows = [
+        {
+            "m": dt.date.fromisoformat(f"{r.rate_month}-01"),
+            "f": r.from_currency,
+            "t": r.to_currency,
+            "r": r.rate,
+            "d": r.rate_date,
+            "run": run_id,
+        }
+        for r in rates
+    ]
+    with engine.begin() as conn:
+        # Small (a few rows per month): replaced whole, so a rate removed upstream never lingers here.
+        conn.execute(sa.text("DELETE FROM mart.fx_rates"))
+        if rows:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO mart.fx_rates (rate_month, from_currency, to_currency, rate, rate_date, run_id) "
+                    "VALUES (:m, :f, :t, :r, :d, :run)"
+                ),
+                rows,
+            )
+        conn.execute(sa.text("DELETE FROM mart.fx_reporting_currency"))
+        if reporting_currency:
+            conn.execute(
+                sa.text("INSERT INTO mart.fx_reporting_currency (currency, run_id) VALUES (:c, :run)"),
+                {"c": reporting_currency, "run": run_id},
+            )
+    return len(rows)
 
 
 def mark_abandoned_loads(engine: sa.Engine) -> int:

@@ -85,7 +85,14 @@ DIMENSIONS: tuple[Dimension, ...] = (
 )
 BY_NAME = {d.name: d for d in DIMENSIONS}
 
-# Fact columns in table order (must match migration 0003_mart).
-FACT_MEASURES = ("actual_cost", "amortized_cost", "list_cost", "quantity", "actual_cost_converted")
+# Fact measures (COPY names its columns; 0014 added amortized_cost_converted at the table's end).
+FACT_MEASURES = (
+    "actual_cost",
+    "amortized_cost",
+    "list_cost",
+    "quantity",
+    "actual_cost_converted",
+    "amortized_cost_converted",
+)
 FACT_COLUMNS = ("charge_date", *(d.key for d in DIMENSIONS), *FACT_MEASURES, "row_count", "load_id")
 AGG_KEYS = tuple(d.key for d in DIMENSIONS if d.in_aggregate)

@@ -232,18 +232,28 @@ def cost_breakdown(
     metric: Metric = "actual",
     filters: Filters | None = None,
     top_n: int | None = None,
+    converted_to: str | None = None,
 ) -> pd.DataFrame:
     """Cost per period (and per group). Columns: period (date: day, Monday of the week, or 1st of the
     month), group (str; "Total" without group_by), currency (str), cost (float, for charts), cost_exact
-    (Decimal). With `top_n`, groups beyond the top N by total cost are summed into "Other"."""
-    column = _metric(metric)
+    (Decimal). With `top_n`, groups beyond the top N by total cost are summed into "Other".
+
+    `converted_to` (the mart's reporting currency, see `fx_status`) sums the converted costs instead: one
+    series in that currency whatever the billing currencies; a period holding a row without a rate is
+    null (not available), never a sum that leaves it out. Without it, every currency is its own series."""
+    column = _metric(metric) + ("_converted" if converted_to else "")
     if grain not in _PERIOD:
         raise QueryError(f"grain must be one of {sorted(_PERIOD)}, not {grain!r}")
     if group_by:
         _check_dimension(group_by)
     table = _choose_table(group_by, filters, grain, grain == "monthly" and _whole_months(engine, start, end))
+    if converted_to and table == "agg_cost_by_tag":
+        # gold's by-tag table has no converted costs: the resource-grain rows carry them.
+        monthly = grain == "monthly" and _whole_months(engine, start, end)
+        table = "agg_cost_resource_monthly" if monthly else "fact_cost_daily"
     if (
         top_n
+        and not converted_to
         and group_by
         and table == "fact_cost_daily"
         and not group_by.startswith(TAG_PREFIX)
@@ -262,7 +272,22 @@ def cost_breakdown(
         _apply_filters(q, filters)
     date_col = f"{q.alias}.charge_month" if table in _MONTHLY_TABLES else f"{q.alias}.charge_date"
     period = _PERIOD[grain].format(col=date_col)
-    if group_by and group_by.startswith(TAG_PREFIX):
+    if converted_to:
+        # One currency: the billing currency is not a key any more.
+        key = f"{q.alias}.{BY_NAME[group_by].key}" if group_by and not group_by.startswith(TAG_PREFIX) else "0"
+        group = _dimension_expr(q, group_by) if group_by and group_by.startswith(TAG_PREFIX) else key
+        inner = q.sql(f"{period} AS period, {group} AS gk, {_total(f'{q.alias}.{column}')} AS cost", group_by="1, 2")
+        if group_by and not group_by.startswith(TAG_PREFIX):
+            dim = BY_NAME[group_by]
+            label, join = "d.label", f"JOIN mart.{dim.table} d ON d.{dim.key} = i.gk"
+        else:
+            label, join = ("i.gk" if group_by else "'Total'"), ""
+        currency = f":{q.bind(converted_to)}"
+        base = (
+            f"SELECT i.period, {label} AS grp, CAST({currency} AS text) AS currency, {_total('i.cost')} AS cost "
+            f"FROM ({inner.text}) i {join} GROUP BY 1, 2, 3"
+        )
+    elif group_by and group_by.startswith(TAG_PREFIX):
         group = _dimension_expr(q, group_by)
         currency = f"{q.join_dimension('currency')}.currency_code"
         base = q.sql(
@@ -382,6 +407,58 @@ def _sum(engine: sa.Engine, q: _Query, column: str) -> tuple[Decimal | None, lis
     if any(v is None for v in rows["total"]):
         return None, rows["currency"].tolist()
     return sum(rows["total"], Decimal(0)), rows["currency"].tolist()
+
+
+@dataclass(frozen=True)
+class FxStatus:
+    """What a converted view is: the reporting currency, the latest date of the rates it used, and the
+    (billing currency, month) pairs that have cost but no rate (their converted cost is null)."""
+
+    reporting_currency: str | None
+    latest_rate_date: dt.date | None
+    missing: list[tuple[str, str]]  # (currency, "YYYY-MM")
+
+    @property
+    def available(self) -> bool:
+        return self.reporting_currency is not None
+
+
+def fx_status(
+    engine: sa.Engine,
+    *,
+    start: dt.date,
+    end: dt.date,
+    metric: Metric = "actual",
+    filters: Filters | None = None,
+) -> FxStatus:
+    """The reporting currency gold converted to (None: no conversion), the latest rate date among the rates
+    to it for the range's months and the billing currencies of those months, and what lacks a rate."""
+    column = _metric(metric)
+    with engine.connect() as conn:
+        currency = conn.execute(sa.text("SELECT currency FROM mart.fx_reporting_currency")).scalar()
+    if currency is None:
+        return FxStatus(None, None, [])
+    table = _choose_table(None, filters, "daily")
+    q = _Query(table)
+    _date_range(q, start, end)
+    _apply_filters(q, filters)
+    code = f"{q.join_dimension('currency')}.currency_code"
+    month = f"date_trunc('month', {q.alias}.charge_date)::date"
+    used = q.sql(
+        f"{code} AS currency, {month} AS month, bool_or({q.alias}.{column} IS NOT NULL "
+        f"AND {q.alias}.{column}_converted IS NULL) AS missing",
+        group_by="1, 2",
+    )
+    statement = sa.text(
+        f"WITH used AS ({used.text}) SELECT u.currency, to_char(u.month, 'YYYY-MM'), u.missing, "
+        "(SELECT max(r.rate_date) FROM mart.fx_rates r WHERE r.rate_month = u.month "
+        f"AND r.from_currency = u.currency AND r.to_currency = :{q.bind(currency)}) FROM used u ORDER BY 1, 2"
+    )
+    with engine.connect() as conn:
+        frame = _frame(conn, statement, q.params, ["currency", "month", "missing", "rate_date"])
+    missing = [(r.currency, r.month) for r in frame.itertuples() if r.missing]
+    dates = [d for d in frame["rate_date"] if d is not None and not pd.isna(d)]
+    return FxStatus(currency, max(dates) if dates else None, missing)
 
 
 def data_as_of(engine: sa.Engine) -> dt.date | None:

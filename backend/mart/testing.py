@@ -115,6 +115,7 @@ def gold_cost_daily(
         "service_provider_name": _strings(np.zeros(n, np.int32), ["Microsoft"]),
         "publisher_name": _strings(np.zeros(n, np.int32), ["Microsoft"]),
         "invoice_issuer_name": _strings(np.zeros(n, np.int32), ["Microsoft"]),
+        "amortized_cost_converted": pa.nulls(n, MONEY),
     }
     return pa.table(columns, schema=GOLD_COST_DAILY_SCHEMA)
 

@@ -104,7 +104,9 @@ def prefer_detail(silver: DataFrame) -> DataFrame:
     return joined.drop("_rank")
 
 
-def cost_daily(silver: DataFrame, *, run_id: str, fx: DataFrame | None = None) -> DataFrame:
+def cost_daily(
+    silver: DataFrame, *, run_id: str, fx: DataFrame | None = None, reporting_currency: str | None = None
+) -> DataFrame:
     """Pure transform: preferred silver rows -> GOLD_COST_DAILY_SCHEMA (one row per day and dimension set)."""
     dims = [F.coalesce(F.col(src), F.lit("")).alias(dst) for dst, src in DAILY_DIMENSIONS.items()]
     measures = {"actual_cost": "BilledCost", "amortized_cost": "EffectiveCost", "list_cost": "ListCost",
@@ -124,25 +126,45 @@ def cost_daily(silver: DataFrame, *, run_id: str, fx: DataFrame | None = None) -
     )
     daily = with_metric_availability(daily, {"actual": "actual_cost", "amortized": "amortized_cost"})
     daily = daily.withColumn("charge_month", _month(F.col("charge_date")))
-    return restamp_daily(daily, run_id=run_id, fx=fx)
+    return restamp_daily(daily, run_id=run_id, fx=fx, reporting_currency=reporting_currency)
 
 
-def restamp_daily(daily: DataFrame, *, run_id: str, fx: DataFrame | None = None) -> DataFrame:
-    """Daily rows (computed or read back from gold) with the converted cost and run id of this run.
+# Rates as gold multiplies them: 8 integer digits, 12 decimals. DECIMAL(28,12) x DECIMAL(20,12) keeps 13
+# decimals in Spark's result type (a DECIMAL(28,12) rate would leave 6), so each product is exact to 1e-12.
+RATE_SQL = "DECIMAL(20,12)"
+CONVERTED = {"actual_cost_converted": "actual_cost", "amortized_cost_converted": "amortized_cost"}
 
-    An increment keeps a month's untouched days from stored gold; converting them again with today's
-    rates keeps them exactly what recomputing the whole month would give (rates may have changed).
+
+def restamp_daily(
+    daily: DataFrame, *, run_id: str, fx: DataFrame | None = None, reporting_currency: str | None = None
+) -> DataFrame:
+    """Daily rows (computed or read back from gold) with the converted costs and run id of this run.
+
+    Conversion to `reporting_currency` (None: no conversion, every *_converted is null) uses the month's
+    rate from `fx` (SILVER_FX_RATES_SCHEMA rows; only those to the reporting currency are used, one per
+    month and from-currency); a row already in the reporting currency converts at 1; a row without a
+    rate stays null, never 0. An increment keeps a month's untouched days from stored gold; converting
+    them again with today's rates keeps them exactly what recomputing the whole month would give.
     """
-    daily = daily.drop("actual_cost_converted", "run_id")
+    daily = daily.drop(*CONVERTED, "run_id")
+    if reporting_currency is None:
+        for converted in CONVERTED:
+            daily = daily.withColumn(converted, F.lit(None).cast(MONEY_SQL))
+        return conform(daily.withColumn("run_id", F.lit(run_id)), GOLD_COST_DAILY_SCHEMA)
+    same = F.col("billing_currency") == F.lit(reporting_currency)
+    one = F.lit(1).cast(RATE_SQL)
     if fx is None:
-        daily = daily.withColumn("actual_cost_converted", F.lit(None).cast(MONEY_SQL))
+        rate = F.when(same, one)
     else:
-        rates = fx.select(
-            F.col("rate_month").alias("charge_month"), F.col("from_currency").alias("billing_currency"), "rate"
+        rates = fx.where(F.col("to_currency") == F.lit(reporting_currency)).select(
+            F.col("rate_month").alias("charge_month"),
+            F.col("from_currency").alias("billing_currency"),
+            F.col("rate").cast(RATE_SQL).alias("_rate"),
         )
-        daily = daily.join(F.broadcast(rates), ["charge_month", "billing_currency"], "left").withColumn(
-            "actual_cost_converted", (F.col("actual_cost") * F.col("rate")).cast(MONEY_SQL)
-        )
+        daily = daily.join(F.broadcast(rates), ["charge_month", "billing_currency"], "left")
+        rate = F.when(same, one).otherwise(F.col("_rate"))
+    for converted, cost in CONVERTED.items():
+        daily = daily.withColumn(converted, (F.col(cost) * rate).cast(MONEY_SQL))
     return conform(daily.withColumn("run_id", F.lit(run_id)), GOLD_COST_DAILY_SCHEMA)
 
 
@@ -155,6 +177,7 @@ def monthly_summary(daily: DataFrame, *, run_id: str, months: list[str] | None =
         _complete_sum("amortized_cost").alias("amortized_cost"),
         _sum("list_cost").alias("list_cost"),
         _complete_sum("actual_cost_converted").alias("actual_cost_converted"),
+        _complete_sum("amortized_cost_converted").alias("amortized_cost_converted"),
         F.countDistinct("charge_date").cast("int").alias("days_with_cost"),
         F.countDistinct(F.nullif(F.col("resource_id"), F.lit(""))).alias("resource_count"),
         F.sum("row_count").alias("row_count"),

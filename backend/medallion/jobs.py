@@ -249,8 +249,12 @@ def run_gold(
     *,
     run_id: str,
     days: dict[str, list[str]] | None = None,
+    reporting_currency: str | None = None,
 ) -> dict[str, int]:
     """Recompute gold for `months` (all months when None = full rebuild) and replace exactly those partitions.
+
+    `reporting_currency` (None: no conversion) is what cost_daily's *_converted columns are in, with the
+    month's rate from silver/fx_rates (backend.sources.fx.reporting_currency resolves it from settings).
 
     `days` (month -> ISO charge days) says which days of a month silver changed: for those months only
     these days are recomputed from silver and the month's other days come from stored gold (cost_daily,
@@ -292,12 +296,13 @@ def run_gold(
             new = touched_keys.get(m, set())
             if new <= every and every <= real | new:
                 tag_partial[m] = every
+        # A few rows per month: the engine broadcasts them into the daily rows' join.
         fx = None
-        if lake.exists(SILVER_FX_RATES):
+        if reporting_currency and lake.exists(SILVER_FX_RATES):
             fx = delta.read(spark, lake, SILVER_FX_RATES, SILVER_FX_RATES_SCHEMA)
         t_scratch = time.perf_counter()
         # Written once, read by the daily table, the monthly summary, movers and start/stop.
-        daily = gold.cost_daily(silver_rows, run_id=run_id, fx=fx)
+        daily = gold.cost_daily(silver_rows, run_id=run_id, fx=fx, reporting_currency=reporting_currency)
         # Month-over-month movers, the monthly summary's previous month and start/stop at a month's first
         # day also need the month before each target month. Silver did not change there (else it would
         # be a target month), so its gold daily rows are read as they are instead of recomputed: an
@@ -307,7 +312,9 @@ def run_gold(
         if stored and lake.exists(GOLD_COST_DAILY):
             kept = _read_gold(spark, lake, GOLD_COST_DAILY, GOLD_COST_DAILY_SCHEMA, stored)
             kept = kept.where(~_isin("charge_date", touched))
-            daily = daily.unionByName(gold.restamp_daily(kept, run_id=run_id, fx=fx))
+            daily = daily.unionByName(
+                gold.restamp_daily(kept, run_id=run_id, fx=fx, reporting_currency=reporting_currency)
+            )
         daily_all = area.keep(daily, "daily")
         # Six mover aggregates and the start/stop scan all read this one smaller per-resource-day sum.
         movers = area.keep(gold.movers_base(daily_all), "movers")
@@ -361,7 +368,9 @@ def run(
     MERGEs on the source row position, gold replaces only the affected charge_month partitions
     (a full rebuild overwrites gold). Every commit carries `run_id`.
     """
-    del settings  # the lake and the session carry everything this job needs; kept for a uniform job signature
+    from backend.sources.fx import reporting_currency
+
+    currency = reporting_currency(settings, lake)
     stats = MedallionStats(run_id=run_id, full_rebuild=full_rebuild)
     t0 = time.perf_counter()
     if full_rebuild:
@@ -370,12 +379,14 @@ def run(
     stats.affected_months = sorted(months)
     t1 = time.perf_counter()
     if full_rebuild:
-        stats.gold_rows = run_gold(spark, lake, None, run_id=run_id)
+        stats.gold_rows = run_gold(spark, lake, None, run_id=run_id, reporting_currency=currency)
         if lake.exists(GOLD_COST_DAILY):
             months_col = lake.read_arrow(GOLD_COST_DAILY, columns=["charge_month"]).column("charge_month")
             stats.affected_months = sorted(pc.unique(months_col).to_pylist())
     elif months:
-        stats.gold_rows = run_gold(spark, lake, sorted(months), run_id=run_id, days=stats.touched_days)
+        stats.gold_rows = run_gold(
+            spark, lake, sorted(months), run_id=run_id, days=stats.touched_days, reporting_currency=currency
+        )
     stats.seconds["gold"] = round(time.perf_counter() - t1, 2)
     stats.seconds["total"] = round(time.perf_counter() - t0, 2)
     log.info("medallion run %s done: %s", run_id, stats.as_dict())

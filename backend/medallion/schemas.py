@@ -99,6 +99,8 @@ GOLD_COST_DAILY_SCHEMA = pa.schema(
         ("service_provider_name", pa.string()),
         ("publisher_name", pa.string()),
         ("invoice_issuer_name", pa.string()),
+        # Amortized cost in the reporting currency, like actual_cost_converted: null where no rate exists.
+        ("amortized_cost_converted", MONEY),
     ]
 )
 
@@ -147,6 +149,8 @@ GOLD_MONTHLY_SUMMARY_SCHEMA = pa.schema(
         ("resource_count", pa.int64()),
         ("row_count", pa.int64()),
         ("run_id", pa.string()),
+        # --- added later (at the end) ---------------------------------------------------------------
+        ("amortized_cost_converted", MONEY),
     ]
 )
 
@@ -292,14 +296,17 @@ SILVER_QUARANTINE_SCHEMA = pa.schema(
 )
 SILVER_QUARANTINE_KEY = ["topic", "partition", "offset", "row_index"]
 
-# Optional rate table: `rate` converts one unit of from_currency into to_currency (the reporting
-# currency) for a month; gold's *_converted columns are null where no rate exists.
+# Imported FX rates (backend/sources/fx.py): `rate` converts one unit of from_currency into to_currency
+# for a month, one row per (rate_month, from_currency, to_currency), partitioned by rate_month. Gold
+# converts with the rates whose to_currency is the reporting currency; *_converted is null without one.
 SILVER_FX_RATES_SCHEMA = pa.schema(
     [
-        ("rate_month", pa.string()),
+        ("rate_month", pa.string()),  # "YYYY-MM", partition column
         ("from_currency", pa.string()),
         ("to_currency", pa.string()),
         ("rate", MONEY),
+        # --- added later (at the end) ---------------------------------------------------------------
+        ("rate_date", pa.date32()),  # the file's latest date in the month for the pair (a month's rate: its last day)
     ]
 )
 

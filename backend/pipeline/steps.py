@@ -145,7 +145,11 @@ def build_sources(ctx: PipelineContext, resources: ExitStack) -> list:
             from backend.sources.files import FileSource
 
             paths = [Path(p) for p in _option(ctx, "files", [])]
-            sources.append(FileSource(ctx.settings, paths, cursors=_cursors(ctx)))
+            source = FileSource(ctx.settings, paths, cursors=_cursors(ctx))
+            # FX rates files among them are imported by the ingest step itself (not sent through Kafka).
+            ctx.state.setdefault("fx_files", []).extend(source.rates_paths)
+            if source.paths or not source.rates_paths:
+                sources.append(source)
         elif name != "inbox":
             raise ValueError(f"unknown source {name!r}; known sources: {', '.join(SOURCE_NAMES)}")
     return sources
@@ -164,6 +168,7 @@ def ingest(ctx: PipelineContext) -> StepResult:
     """Fetch every source into Kafka under a batch id (cursors do not move yet)."""
     from backend.ingest.handshake import new_batch_id, send_batch
     from backend.ingest.producer import KafkaChunkSink
+    from backend.sources import fx
     from backend.sources.files import scan_inbox
 
     sent: list[tuple[Any, str]] = []
@@ -180,7 +185,11 @@ def ingest(ctx: PipelineContext) -> StepResult:
                 detail.update(demo.remove_demo_data(ctx.engine, ctx.lake, ctx.settings))
 
     with KafkaChunkSink(ctx.settings) as sink, ExitStack() as resources:
-        for source in build_sources(ctx, resources):
+        sources = build_sources(ctx, resources)
+        # Rates files are checked before anything is sent (a bad one fails the import, naming its rows) and
+        # written after the cost files went out, so a refused cost file leaves the rates untouched too.
+        rates_files = [fx.parse_rates(path, ctx.settings) for path in ctx.state.get("fx_files", [])]
+        for source in sources:
             if getattr(source, "check", None) is None or source.check():
                 before_real(source)
             receipt = send_batch(source, sink, ctx.engine, batch_id=new_batch_id(ctx.run_id, source.name))
@@ -193,6 +202,8 @@ def ingest(ctx: PipelineContext) -> StepResult:
             # The load report of every imported file, kept with the run (the import command prints it).
             for prepared in getattr(source, "prepared", ()):
                 detail.setdefault("files", []).append(prepared.report())
+        for rates in rates_files:
+            detail.setdefault("fx_rates", []).append(fx.write_rates(ctx.lake, rates, run_id=ctx.run_id).report())
         if "inbox" in ctx.sources:
 
             def deliver(source, batch_id: str) -> None:
@@ -200,7 +211,12 @@ def ingest(ctx: PipelineContext) -> StepResult:
                 receipt = send_batch(source, sink, ctx.engine, batch_id=batch_id)
                 sent.append((source, receipt.batch_id))
 
-            for result in scan_inbox(ctx.settings, deliver=deliver, cursors=_cursors(ctx)):
+            def import_rates(path: Path) -> str:
+                done = fx.import_rates(ctx.lake, ctx.settings, path, run_id=ctx.run_id)
+                detail.setdefault("fx_rates", []).append(done.report())
+                return done.detail
+
+            for result in scan_inbox(ctx.settings, deliver=deliver, cursors=_cursors(ctx), rates=import_rates):
                 detail["inbox"].append({"file": result.file_name, "status": result.status, "detail": result.detail})
     if skipped := ctx.state.get("skipped_sources"):
         detail["skipped_sources"] = skipped
@@ -281,9 +297,11 @@ def silver(ctx: PipelineContext) -> StepResult:
 
 
 def gold(ctx: PipelineContext) -> StepResult:
-    """Recompute gold for the months silver touched, plus any a killed run left behind (all months on a full rebuild)."""
+    """Recompute gold for the months silver touched, plus any a killed run left behind (all months on a full rebuild)
+    and those whose FX rates (or reporting currency) changed since gold last converted."""
     from backend.medallion.jobs import run_gold
     from backend.medallion.schemas import SILVER_COSTS, SILVER_PARTITION_BY
+    from backend.sources.fx import reporting_currency
 
     months = ctx.state.get("affected_months")
     full = bool(_option(ctx, "full_rebuild", False))
@@ -297,13 +315,72 @@ def gold(ctx: PipelineContext) -> StepResult:
             ctx.engine, ctx.lake, stage="gold", upstream_table=SILVER_COSTS, column=SILVER_PARTITION_BY[0]
         )
         months = progress.merge_months(months, pending)
+    currency = reporting_currency(ctx.settings, ctx.lake)
+    fx_months, fx_mark = _fx_months(ctx, currency)
+    if months is not None and fx_months:
+        log.info("gold: FX rates to %s changed for %s; converting those months again", currency, fx_months)
+        months = sorted(set(months) | set(fx_months))
     # The mart step loads what gold rewrote (None: everything).
     ctx.state["affected_months"] = months
+    detail: dict[str, Any] = {"reporting_currency": currency or "", "fx_months": fx_months}
     if months == []:
-        return StepResult(rows_in=0, rows_out=0, detail={"affected_months": []})
-    rows = run_gold(ctx.spark, ctx.lake, months, run_id=ctx.run_id, days=None if full else _days_changed(ctx))
+        _record_fx(ctx, fx_mark)
+        return StepResult(rows_in=0, rows_out=0, detail={**detail, "affected_months": []})
+    rows = run_gold(
+        ctx.spark,
+        ctx.lake,
+        months,
+        run_id=ctx.run_id,
+        days=None if full else _days_changed(ctx),
+        reporting_currency=currency,
+    )
     progress.record(ctx.engine, "gold", SILVER_COSTS, silver_version, run_id=ctx.run_id)
-    return StepResult(rows_out=sum(rows.values()), detail={"tables": rows, "affected_months": months or "all"})
+    _record_fx(ctx, fx_mark)
+    return StepResult(
+        rows_out=sum(rows.values()), detail={**detail, "tables": rows, "affected_months": months or "all"}
+    )
+
+
+# Gold's mark on silver/fx_rates names the reporting currency it converted to, so changing
+# REPORTING_CURRENCY is a change of every month ("no mark for this name"), like new rates are.
+FX_STAGE = "gold:fx"
+_NO_RATES = -1  # the version recorded while no rates table exists (conversion at 1 only)
+
+
+def _fx_months(ctx: PipelineContext, currency: str | None) -> tuple[list[str], tuple[str, int] | None]:
+    """Months gold holds whose conversion is stale: FX partitions changed since gold's mark (every month when
+    there is no mark for this reporting currency), and the (mark name, version) to record after gold ran."""
+    from backend.medallion.schemas import GOLD_COST_DAILY, SILVER_FX_RATES
+
+    name = f"{SILVER_FX_RATES}:{currency or '-'}"
+    version = ctx.lake.version(SILVER_FX_RATES)
+    current = _NO_RATES if version is None else version
+    done = progress.recorded_version(ctx.engine, FX_STAGE, name)
+    if done == current:
+        return [], (name, current)
+    if done is None and currency is None and not _fx_marked(ctx):
+        return [], (name, current)  # gold never converted and has nothing to convert to: nothing is stale
+    changed: set[str] | None = None  # None: every month
+    if done is not None and done != _NO_RATES and version is not None:
+        changed = ctx.lake.changed_partitions(SILVER_FX_RATES, "rate_month", since=done)
+    if not ctx.lake.exists(GOLD_COST_DAILY):
+        return [], (name, current)
+    held = {part["charge_month"] for part in ctx.lake.table(GOLD_COST_DAILY).partitions()}
+    return sorted(held if changed is None else held & changed), (name, current)
+
+
+def _fx_marked(ctx: PipelineContext) -> bool:
+    """Whether gold has recorded a conversion mark before (for any reporting currency)."""
+    import sqlalchemy as sa
+
+    with ctx.engine.connect() as conn:
+        found = conn.execute(sa.text("SELECT 1 FROM ops.stage_progress WHERE stage = :s"), {"s": FX_STAGE}).first()
+    return found is not None
+
+
+def _record_fx(ctx: PipelineContext, mark: tuple[str, int] | None) -> None:
+    if mark is not None:
+        progress.record(ctx.engine, FX_STAGE, mark[0], mark[1], run_id=ctx.run_id)
 
 
 def _days_changed(ctx: PipelineContext) -> dict[str, list[str]] | None:
@@ -326,10 +403,18 @@ def _days_changed(ctx: PipelineContext) -> dict[str, list[str]] | None:
 
 def mart(ctx: PipelineContext) -> StepResult:
     """Load the affected gold months (and any a killed run left unloaded) into the Postgres mart in one transaction."""
-    from backend.mart.load import load_gold
+    from backend.mart.load import load_fx_rates, load_gold
     from backend.mart.reconcile import reconcile
     from backend.medallion.schemas import GOLD_COST_DAILY
+    from backend.sources import fx
 
+    # The rates gold converted with (small, replaced whole): the pages say which dates a converted figure used.
+    load_fx_rates(
+        ctx.engine,
+        fx.stored_rates(ctx.lake),
+        reporting_currency=fx.reporting_currency(ctx.settings, ctx.lake),
+        run_id=ctx.run_id,
+    )
     pending, gold_version = progress.pending_months(
         ctx.engine, ctx.lake, stage="mart", upstream_table=GOLD_COST_DAILY, column="charge_month"
     )

@@ -507,8 +507,14 @@ class FileSource:
         on_commit: Callable[[], None] | None = None,
         pending: dict[str, ImportedFile] | None = None,
     ) -> None:
+        from backend.sources.fx import is_rates_file
+
         self.settings = settings
-        self.paths = [Path(p) for p in paths]
+        paths = [Path(p) for p in paths]
+        # FX rates files are reference data written straight to silver (backend/sources/fx.py), not cost
+        # rows for Kafka: set aside here for the caller to import with `fx.import_rates`.
+        self.rates_paths = [p for p in paths if is_rates_file(p)]
+        self.paths = [p for p in paths if p not in self.rates_paths]
         self.cursors = cursors
         self.metric = metric
         self.on_commit = on_commit
@@ -715,9 +721,17 @@ def _reject(path: Path, folder: Path, reason: str) -> Path:
 
 
 def scan_inbox(
-    settings: Settings, *, deliver: Deliver, cursors: CursorStore, metric: str | None = None
+    settings: Settings,
+    *,
+    deliver: Deliver,
+    cursors: CursorStore,
+    metric: str | None = None,
+    rates: Callable[[Path], str] | None = None,
 ) -> list[InboxResult]:
     """Import every file in settings.inbox_dir.
+
+    - An FX rates file (backend/sources/fx.py) goes to `rates` (which imports it and says what changed)
+      when given, then to processed/; refused (FileRefusedError), to rejected/ with its `.error.txt`.
 
     - A file is checked first; a refused one moves to inbox/rejected/ next to a `<name>.error.txt`
       saying why, and one whose content was imported before moves there too, its `.error.txt`
@@ -742,6 +756,12 @@ def scan_inbox(
             continue
         if path.is_dir() and (path in (processed, rejected) or not any(path.rglob(manifest.MANIFEST))):
             continue
+        if rates is not None and path.is_file():
+            from backend.sources.fx import is_rates_file
+
+            if is_rates_file(path):
+                results.append(_import_rates(path, rates, processed, rejected, failures))
+                continue
         result = InboxResult(path.name, "sent", "")
         source = FileSource(
             settings,
@@ -790,6 +810,24 @@ def scan_inbox(
     if failures:
         raise InboxError("inbox files could not be delivered: " + "; ".join(failures))
     return results
+
+
+def _import_rates(
+    path: Path, rates: Callable[[Path], str], processed: Path, rejected: Path, failures: list[str]
+) -> InboxResult:
+    """An FX rates file from the inbox: imported at once (it does not wait for bronze), then moved."""
+    try:
+        detail = rates(path)
+    except FileRefusedError as exc:
+        log.warning("inbox: refused %s: %s", path.name, exc)
+        return InboxResult(path.name, "refused", str(exc), _reject(path, rejected, str(exc)))
+    except Exception as exc:  # recorded, logged, and re-raised by the scan as InboxError
+        log.exception("inbox: importing rates file %s failed; it stays in the inbox", path.name)
+        failures.append(f"{path.name}: {exc}")
+        return InboxResult(path.name, "failed", str(exc))
+    result = InboxResult(path.name, "imported", detail)
+    _processed(path, processed, result)
+    return result
 
 
 def _processed(path: Path, folder: Path, result: InboxResult) -> None:

@@ -45,16 +45,43 @@ def test_query_rows_are_dropped_where_detail_rows_exist(spark):
     assert daily[0]["resource_group"] == "" and daily[0]["actual_cost_converted"] is None
 
 
+def _fx(spark, rows):
+    return spark.createDataFrame(
+        [(*r, None) for r in rows],
+        "rate_month string, from_currency string, to_currency string, rate decimal(28,12), rate_date date",
+    )
+
+
 def test_cost_daily_converts_where_a_rate_exists(spark):
     df = silver_rows(
-        spark, [{"x_ChargeDate": date(2024, 1, 1), "BilledCost": 10, "BillingCurrency": c} for c in ("EUR", "USD")]
+        spark,
+        [
+            {"x_ChargeDate": date(2024, 1, 1), "BilledCost": 10, "EffectiveCost": 8, "BillingCurrency": c}
+            for c in ("EUR", "USD", "GBP")
+        ],
     )
-    fx = spark.createDataFrame(
-        [("2024-01", "EUR", "USD", Decimal("1.1"))],
-        "rate_month string, from_currency string, to_currency string, rate decimal(28,12)",
-    )
-    rows = {r["billing_currency"]: r["actual_cost_converted"] for r in gold.cost_daily(df, run_id="r", fx=fx).collect()}
-    assert rows == {"EUR": Decimal(11), "USD": None}
+    fx = _fx(spark, [("2024-01", "EUR", "USD", Decimal("1.1")), ("2024-01", "EUR", "GBP", Decimal("0.85"))])
+    daily = gold.cost_daily(df, run_id="r", fx=fx, reporting_currency="USD").collect()
+    got = {r["billing_currency"]: (r["actual_cost_converted"], r["amortized_cost_converted"]) for r in daily}
+    # Only rates to the reporting currency count (the EUR -> GBP rate duplicates no row); USD converts at 1;
+    # GBP has no rate: null, never 0.
+    assert got == {"EUR": (Decimal(11), Decimal("8.8")), "USD": (Decimal(10), Decimal(8)), "GBP": (None, None)}
+    assert len(daily) == 3
+
+
+def test_cost_daily_without_a_reporting_currency_converts_nothing(spark):
+    df = silver_rows(spark, [{"x_ChargeDate": date(2024, 1, 1), "BilledCost": 10, "BillingCurrency": "EUR"}])
+    fx = _fx(spark, [("2024-01", "EUR", "USD", Decimal("1.1"))])
+    (row,) = gold.cost_daily(df, run_id="r", fx=fx).collect()
+    assert row["actual_cost_converted"] is None and row["amortized_cost_converted"] is None
+
+
+def test_conversion_keeps_every_decimal_of_the_product(spark):
+    cost, rate = Decimal("1234567.123456789012"), Decimal("0.917312345678")
+    df = silver_rows(spark, [{"x_ChargeDate": date(2024, 1, 1), "BilledCost": cost, "BillingCurrency": "USD"}])
+    fx = _fx(spark, [("2024-01", "USD", "EUR", rate)])
+    (row,) = gold.cost_daily(df, run_id="r", fx=fx, reporting_currency="EUR").collect()
+    assert row["actual_cost_converted"] == (cost * rate).quantize(Decimal("1e-12"))
 
 
 def test_cost_by_tag_reports_untagged_per_key(spark):
