@@ -8,6 +8,7 @@ hidden files) never sees half a file.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import tempfile
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backend.config import Settings
+from backend.sources import fx
 from backend.sources.azure.source import CONFIGURED, azure_config
 from backend.sources.files import FileRefusedError, PreparedFile, prepare_file
 
@@ -76,6 +78,9 @@ def save_upload(name: str, payload: bytes, settings: Settings) -> SavedUpload:
     with tempfile.TemporaryDirectory(prefix="costlake-upload-") as tmp:
         staged = Path(tmp) / safe
         staged.write_bytes(payload)
+        if fx.is_rates_file(staged):
+            # An FX rates file: checked here the same way (RatesRefusedError names the row), imported by the run.
+            return _save_rates(fx.parse_rates(staged, settings), safe, payload, settings)
         prepared = prepare_file(staged, settings)  # FileRefusedError: the temporary folder goes, nothing else
     inbox = settings.inbox_dir
     inbox.mkdir(parents=True, exist_ok=True)
@@ -94,6 +99,34 @@ def save_upload(name: str, payload: bytes, settings: Settings) -> SavedUpload:
         part.unlink(missing_ok=True)
     log.info("upload %s saved to the inbox as %s (%d rows, %s)", name, target.name, prepared.row_count, prepared.metric)
     return _summary(prepared, name, target, already_there=False)
+
+
+def _save_rates(rates: fx.RatesFile, name: str, payload: bytes, settings: Settings) -> SavedUpload:
+    digest = hashlib.sha256(payload).hexdigest()[:12]
+    inbox = settings.inbox_dir
+    inbox.mkdir(parents=True, exist_ok=True)
+    target = inbox / f"{digest}-{name}"
+    already = target.exists()
+    if not already:
+        part = inbox / f".{target.name}.{os.getpid()}.part"
+        try:
+            part.write_bytes(payload)
+            os.replace(part, target)
+        finally:
+            part.unlink(missing_ok=True)
+    days = sorted(r.rate_date for r in rates.rates)
+    return SavedUpload(
+        name=name,
+        path=target,
+        format="FX rates",
+        metric="rates",
+        rows=len(rates.rates),
+        total="-",
+        first_day=days[0].isoformat() if days else None,
+        last_day=days[-1].isoformat() if days else None,
+        notes=(f"{len(rates.rates)} month-end rates; the next run converts with them",),
+        already_there=already,
+    )
 
 
 def inbox_files(inbox: Path) -> dict[str, list[Path]]:
