@@ -137,9 +137,7 @@ if started := st.session_state.get("src_demo_removal"):
 
 # --- source coverage ---------------------------------------------------------------------------------
 with st.expander("What each source has delivered"):
-    from app import data
-
-    cursors = ui.guard("read the source cursors", data.source_cursors, get_owner())
+    cursors = ui.guard("read the source cursors", app_data.source_cursors, get_owner())
     if cursors is not None and cursors.empty:
         st.caption("Nothing delivered yet.")
     elif cursors is not None:

@@ -184,18 +184,9 @@ def estate_gold(estate_costs: pa.Table, *, tag_keys: tuple[str, ...] = ("team",)
                 out = out.set_column(out.schema.get_field_index(name), name, pc.cast(exact, typ))
         return out.replace_schema_metadata(None)
 
-    daily_columns = [
-        "charge_date",
-        "subscription_id",
-        "resource_group",
-        "service_name",
-        "resource_id",
-        "meter_name",
-        "billing_currency",
-        "actual_cost",
-        "amortized_cost",
-        "charge_month",
-    ]
+    from backend.analytics.run import COST_COLUMNS  # the columns the analytics step reads from gold
+
+    daily_columns = [*COST_COLUMNS, "charge_month"]
     tables = {GOLD_COST_DAILY: table(frame, daily_columns)}
     by_tag, resource_tags = [], []
     for key in tag_keys:
