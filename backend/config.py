@@ -178,6 +178,20 @@ class Settings(BaseSettings):
     budget_webhook_retries: int = Field(default=3, ge=0)
     budget_webhook_timeout_s: float = Field(default=5.0, gt=0)
 
+    # --- metrics and freshness (issue 23) ----------------------------------------------
+    # Prometheus text endpoint of the app's process; 0 = off (a laptop run opens no extra port).
+    metrics_port: int = Field(default=0, ge=0, le=65535, description="port of /metrics; 0 = off")
+    # Loopback outside docker: the endpoint has no login. docker-compose sets 0.0.0.0 inside the container.
+    metrics_bind: str = "127.0.0.1"
+    # Hours after a source's newest charge day ended before its data counts as stale; 0 = never stale.
+    # 72 = Azure Cost Management's own delay (a day's cost settles 24-48 h after it ends) plus a day of
+    # pulls failing before anyone is warned. It is also the expectation of the mart itself (delivered days
+    # not reaching the mart) and of any source without its own setting.
+    stale_after_hours: float = Field(default=72.0, ge=0)
+    # Files arrive when someone drops them: 192 h (8 days) fits a weekly drop of daily exports; a team that
+    # imports monthly invoices sets ~840, and 0 turns the warning off for files.
+    stale_after_hours_file: float = Field(default=192.0, ge=0)
+
     @classmethod
     def settings_customise_sources(
         cls,
