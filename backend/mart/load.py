@@ -43,6 +43,7 @@ from backend.lake.delta import Lake
 from backend.mart.model import AGG_KEYS, DIMENSIONS, FACT_COLUMNS, FACT_MEASURES, Dimension
 from backend.medallion.schemas import (
     GOLD_COST_BY_TAG,
+    GOLD_COST_CHANGES,
     GOLD_COST_DAILY,
     GOLD_COST_DAILY_SCHEMA,
     GOLD_MONTHLY_SUMMARY,
@@ -594,6 +595,11 @@ _AGG_SUMS = [
     ([], "count_all"),
     ("actual_cost_converted", "sum", _COMPLETE),
     ("amortized_cost_converted", "sum", _COMPLETE),
+    # Contracted cost likewise (a total over rows some of which lack it is no total); commitment used and
+    # unused cost are 0 on uncovered rows of a source that carries them, null only where none does.
+    ("contracted_cost", "sum", _COMPLETE),
+    ("commitment_used_cost", "sum"),
+    ("commitment_unused_cost", "sum"),
 ]
 _AGG_MEASURES = [
     "actual_cost",
@@ -603,6 +609,9 @@ _AGG_MEASURES = [
     "fact_rows",
     "actual_cost_converted",
     "amortized_cost_converted",
+    "contracted_cost",
+    "commitment_used_cost",
+    "commitment_unused_cost",
 ]
 
 
@@ -632,15 +641,25 @@ def _rebuild_monthly(cur, months: Sequence[str]) -> None:
     keys = ", ".join(AGG_KEYS)
     complete = [
         f"CASE WHEN count(*) = count({c}) THEN sum({c}) END"
-        for c in ("actual_cost", "amortized_cost", "actual_cost_converted", "amortized_cost_converted")
+        for c in (
+            "actual_cost",
+            "amortized_cost",
+            "actual_cost_converted",
+            "amortized_cost_converted",
+            "contracted_cost",
+        )
     ]
-    sums = f"{complete[0]}, {complete[1]}, sum(list_cost), sum(quantity), {complete[2]}, {complete[3]}"
+    sums = (
+        f"{complete[0]}, {complete[1]}, sum(list_cost), sum(quantity), {complete[2]}, {complete[3]}, "
+        f"{complete[4]}, sum(commitment_used_cost), sum(commitment_unused_cost)"
+    )
     for month in months:
         start, end = _month_bounds(month)
         cur.execute("DELETE FROM mart.agg_cost_monthly WHERE charge_month = %s", (start,))
         cur.execute(
             f"""INSERT INTO mart.agg_cost_monthly (charge_month, {keys}, actual_cost, amortized_cost, list_cost,
-                    quantity, actual_cost_converted, amortized_cost_converted, fact_rows)
+                    quantity, actual_cost_converted, amortized_cost_converted, contracted_cost,
+                    commitment_used_cost, commitment_unused_cost, fact_rows)
                 SELECT %s, {keys}, {sums}, sum(fact_rows)
                 FROM mart.agg_cost_daily WHERE charge_date >= %s AND charge_date < %s GROUP BY {keys}""",
             (start, start, end),
@@ -713,6 +732,38 @@ def _load_tags(
            JOIN mart.dim_tag t ON t.tag_key = coalesce(s.tag_key, '') AND t.tag_value = coalesce(s.tag_value, '')
            GROUP BY r.resource_key, t.tag_id"""
     )
+
+
+def _load_cost_changes(cur, lake: Lake, months: Sequence[str], load_id: int) -> None:
+    """Replace the months' rows of mart.resource_cost_changes with gold's (started/stopped resources)."""
+    changes = _read_optional(lake, GOLD_COST_CHANGES, months)
+    if changes is None:
+        return  # a gold written before the table existed: the mart keeps what it has
+    for month in months:
+        cur.execute("DELETE FROM mart.resource_cost_changes WHERE charge_month = %s", (_month_bounds(month)[0],))
+    if not changes.num_rows:
+        return
+    month_start = pc.strptime(pc.binary_join_element_wise(changes["charge_month"], "-01", ""), "%Y-%m-%d", "s")
+    rows = pa.table(
+        {
+            "charge_month": month_start.cast(pa.date32()),
+            "event_date": changes["event_date"],
+            "event": changes["event"],
+            **{
+                col: pc.fill_null(changes[src].cast(pa.string()), "")
+                for col, src in (
+                    ("resource_id", "resource_id"),
+                    ("subscription_id", "subscription_id"),
+                    ("resource_group", "resource_group"),
+                    ("service_name", "service_name"),
+                    ("currency_code", "billing_currency"),
+                )
+            },
+            "daily_cost": changes["daily_cost"],
+            "load_id": pa.array(np.full(changes.num_rows, load_id, dtype=np.int64)),
+        }
+    )
+    _copy_arrow(cur, rows, "mart.resource_cost_changes")
 
 
 def load_fx_rates(
@@ -955,6 +1006,7 @@ def _load_in_transaction(
         # Tags need no fact rows: loaded while the last months are still copying.
         tick = time.perf_counter()
         _load_tags(cur, lake, tag_costs, months, stats)
+        _load_cost_changes(cur, lake, months, stats.load_id)
         add("tags", tick)
         for future in copying:
             take_aggregates(future)

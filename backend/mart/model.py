@@ -85,7 +85,8 @@ DIMENSIONS: tuple[Dimension, ...] = (
 )
 BY_NAME = {d.name: d for d in DIMENSIONS}
 
-# Fact measures (COPY names its columns; 0014 added amortized_cost_converted at the table's end).
+# Fact measures (COPY names its columns; 0014 added amortized_cost_converted at the table's end, 0017 the
+# savings measures: contracted cost and the effective cost commitments covered / left unused).
 FACT_MEASURES = (
     "actual_cost",
     "amortized_cost",
@@ -93,6 +94,9 @@ FACT_MEASURES = (
     "quantity",
     "actual_cost_converted",
     "amortized_cost_converted",
+    "contracted_cost",
+    "commitment_used_cost",
+    "commitment_unused_cost",
 )
 FACT_COLUMNS = ("charge_date", *(d.key for d in DIMENSIONS), *FACT_MEASURES, "row_count", "load_id")
 AGG_KEYS = tuple(d.key for d in DIMENSIONS if d.in_aggregate)

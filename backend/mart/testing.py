@@ -116,6 +116,10 @@ def gold_cost_daily(
         "publisher_name": _strings(np.zeros(n, np.int32), ["Microsoft"]),
         "invoice_issuer_name": _strings(np.zeros(n, np.int32), ["Microsoft"]),
         "amortized_cost_converted": pa.nulls(n, MONEY),
+        # Savings measures (a source without ContractedCost or commitment status: null, "not available").
+        "contracted_cost": pa.nulls(n, MONEY),
+        "commitment_used_cost": pa.nulls(n, MONEY),
+        "commitment_unused_cost": pa.nulls(n, MONEY),
     }
     return pa.table(columns, schema=GOLD_COST_DAILY_SCHEMA)
 

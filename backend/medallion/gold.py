@@ -88,6 +88,27 @@ def with_metric_availability(
     return joined.drop(*[f"_has_{name}" for name in measures])
 
 
+COMMITMENT_MEASURES = ("commitment_used_cost", "commitment_unused_cost")
+
+
+def with_commitment_availability(daily: DataFrame) -> DataFrame:
+    """Per source and day, both commitment measures are 0 on rows no commitment covers once any row carries a status.
+
+    A row without CommitmentDiscountStatus is either not covered by a commitment (a FOCUS row: 0 used,
+    0 unused) or from a source that does not carry the column (an Azure export: not available). Which
+    one is told by the source's other rows of the day; a source-day without any status stays null.
+    Used and unused share one flag, so utilisation never divides a known used cost by a missing unused.
+    """
+    carried = F.col(COMMITMENT_MEASURES[0]).isNotNull() | F.col(COMMITMENT_MEASURES[1]).isNotNull()
+    flags = daily.groupBy("source", "charge_date").agg(F.max(carried).alias("_has_commitment"))
+    joined = daily.join(F.broadcast(flags), ["source", "charge_date"], "left")
+    for name in COMMITMENT_MEASURES:
+        joined = joined.withColumn(
+            name, F.when(F.col("_has_commitment"), F.coalesce(F.col(name), F.lit(0))).cast(MONEY_SQL)
+        )
+    return joined.drop("_has_commitment")
+
+
 def prefer_detail(silver: DataFrame) -> DataFrame:
     """Keep, per (subscription, day), only rows of the most detailed family present (never double count)."""
     rank = F.create_map(*[F.lit(x) for kv in FAMILY_RANK.items() for x in kv])[F.col("x_SourceFamily")]
@@ -110,13 +131,21 @@ def cost_daily(
     """Pure transform: preferred silver rows -> GOLD_COST_DAILY_SCHEMA (one row per day and dimension set)."""
     dims = [F.coalesce(F.col(src), F.lit("")).alias(dst) for dst, src in DAILY_DIMENSIONS.items()]
     measures = {"actual_cost": "BilledCost", "amortized_cost": "EffectiveCost", "list_cost": "ListCost",
-                "quantity": "PricingQuantity"}  # fmt: skip
+                "quantity": "PricingQuantity", "contracted_cost": "ContractedCost"}  # fmt: skip
+    status = F.lower(F.trim(F.col("CommitmentDiscountStatus")))
+    # Effective cost by commitment status: what a commitment covered (used) and what it left idle (unused).
+    commitment = {
+        "commitment_used_cost": F.when(status == "used", F.col("EffectiveCost")),
+        "commitment_unused_cost": F.when(status == "unused", F.col("EffectiveCost")),
+    }
     keyed = silver.select(
         F.col("x_ChargeDate").alias("charge_date"),
         *dims,
         F.col("x_SourceFamily").alias("source"),
         *[F.col(src).alias(dst) for dst, src in measures.items()],
+        *[value.alias(name) for name, value in commitment.items()],
     )
+    measures = {**measures, **{name: name for name in commitment}}
     # Most silver rows are alone in their daily group (the day grain keeps the meter and pricing).
     daily = aggregate_repeated(
         keyed,
@@ -125,6 +154,7 @@ def cost_daily(
         [*[F.col(m).cast(MONEY_SQL).alias(m) for m in measures], F.lit(1).cast("long").alias("row_count")],
     )
     daily = with_metric_availability(daily, {"actual": "actual_cost", "amortized": "amortized_cost"})
+    daily = with_commitment_availability(daily)
     daily = daily.withColumn("charge_month", _month(F.col("charge_date")))
     return restamp_daily(daily, run_id=run_id, fx=fx, reporting_currency=reporting_currency)
 

@@ -101,6 +101,12 @@ GOLD_COST_DAILY_SCHEMA = pa.schema(
         ("invoice_issuer_name", pa.string()),
         # Amortized cost in the reporting currency, like actual_cost_converted: null where no rate exists.
         ("amortized_cost_converted", MONEY),
+        # Savings (issue 24): FOCUS ContractedCost (null where the source does not carry it, e.g. Azure
+        # exports), and EffectiveCost split by CommitmentDiscountStatus: null where no row of the group
+        # is covered by a commitment, so utilisation is "not available" rather than 0 without one.
+        ("contracted_cost", MONEY),
+        ("commitment_used_cost", MONEY),
+        ("commitment_unused_cost", MONEY),
     ]
 )
 
