@@ -64,6 +64,7 @@ def start(settings: Settings) -> None:
         runtime = Runtime(settings)
         runtime.start(spark=True)
         pipeline = PipelineService(runtime)
+        _start_metrics(pipeline)
         if not settings.scheduler_enabled:
             return
         from scheduler.service import run_now, start_scheduler
@@ -75,6 +76,17 @@ def start(settings: Settings) -> None:
             run_now(scheduler)
 
 
+def _start_metrics(pipeline) -> None:
+    # With the pipeline, not the scheduler: the endpoint exists whenever this process can run the pipeline.
+    # A port already taken must not stop the app from serving: logged, the app runs without metrics.
+    from backend.metrics.server import start_for
+
+    try:
+        start_for(pipeline)
+    except OSError:
+        log.exception("metrics endpoint not started (METRICS_PORT=%s)", pipeline.settings.metrics_port)
+
+
 def _any_successful_run(engine: sa.Engine) -> bool:
     with engine.connect() as conn:
         query = "SELECT EXISTS (SELECT 1 FROM ops.pipeline_runs WHERE status = 'succeeded')"
@@ -84,10 +96,12 @@ def _any_successful_run(engine: sa.Engine) -> bool:
 def shutdown() -> None:
     """The server is stopping: no new runs; a running one stops at its next step, and its Spark work is
     cancelled now so Ctrl-C does not wait minutes for a job (the run is recorded as failed, nothing is lost)."""
+    from backend.metrics.server import stop_metrics
     from backend.pipeline.runner import request_stop
     from backend.runtime.spark import stop_spark
 
     request_stop()
     if scheduler is not None and scheduler.running:
         scheduler.shutdown(wait=False)
+    stop_metrics()
     stop_spark()

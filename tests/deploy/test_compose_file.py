@@ -40,8 +40,8 @@ from tests.deploy.composefile import (
 
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|ACCESS_KEY|API_KEY|TOKEN|CREDENTIAL|ROOT_USER")
 LONG_RUNNING = ("postgres", "kafka", "minio", "app")
-# Defaults the production stack changes on purpose: JSON lines for a log collector.
-PRODUCTION_DEFAULTS = {"LOG_FORMAT": "json"}
+# Defaults the production stack changes on purpose: JSON lines for a log collector,
+PRODUCTION_DEFAULTS = {"LOG_FORMAT": "json", "METRICS_PORT": "9464"}  # and Prometheus metrics on
 ONE_SHOT = ("kafka-init", "minio-init")
 
 
@@ -297,7 +297,10 @@ def test_nothing_reaches_outside_the_project(raw: dict) -> None:
                 assert (REPO_ROOT / source).exists(), f"{name}: {source} missing"
         if name != "app":
             assert "ports" not in service, f"{name} must be reachable inside the compose network only"
-    assert raw["services"]["app"]["ports"] == ["${COSTLAKE_BIND:-127.0.0.1}:${COSTLAKE_PORT:-8501}:8501"]
+    assert raw["services"]["app"]["ports"] == [
+        "${COSTLAKE_BIND:-127.0.0.1}:${COSTLAKE_PORT:-8501}:8501",
+        "${COSTLAKE_METRICS_BIND:-127.0.0.1}:${COSTLAKE_METRICS_PORT:-9464}:${METRICS_PORT:-9464}",
+    ]
     destructive = re.compile(r"docker\s+(rm|rmi|kill|system\s+prune|volume\s+(rm|prune)|container\s+prune)|down\s+-v")
     for path in [COMPOSE_FILE, DOCKERFILE, *sorted((REPO_ROOT / "docker").rglob("*"))]:
         if path.is_file():
