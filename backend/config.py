@@ -178,6 +178,41 @@ class Settings(BaseSettings):
     budget_webhook_retries: int = Field(default=3, ge=0)
     budget_webhook_timeout_s: float = Field(default=5.0, gt=0)
 
+    # --- Notifications (issue 23; backend/notify) ---------------------------------------------------
+    # Where links in messages point: the app's address as users reach it (behind a proxy: its https URL).
+    app_base_url: str = Field(default="http://localhost:8501", description="public URL of the app, for links")
+    # Channels set here receive NOTIFY_EVENTS; more channels can be added on Sources & settings. Webhook
+    # URLs usually embed a token, so they are secrets: masked in the UI, never logged.
+    notify_webhook_url: SecretStr | None = Field(default=None, description="generic JSON webhook")
+    notify_slack_webhook_url: SecretStr | None = Field(default=None, description="Slack(-compatible) incoming webhook")
+    notify_teams_webhook_url: SecretStr | None = Field(default=None, description="Teams Workflows webhook")
+    notify_email_to: CommaList = Field(default_factory=list, description="addresses mailed through SMTP_*")
+    notify_events: CommaList = Field(
+        default_factory=lambda: ["run_failed", "stale_data", "anomalies", "budget_alert"],
+        description="what the settings' channels receive: run_failed, stale_data, anomalies, budget_alert",
+    )
+    # "run": one digest per pipeline run with new anomalies; "daily": at most one a day (UTC).
+    notify_anomaly_digest: str = Field(default="run", pattern="^(run|daily)$")
+    notify_anomaly_max_items: int = Field(default=10, ge=1, le=50, description="anomalies listed in one digest")
+    # A first run scores a year of history: anomalies on charge days older than this (before the newest
+    # day scored) are history, not news, and are not sent.
+    notify_anomaly_days: int = Field(default=14, ge=1)
+    notify_timeout_s: float = Field(default=10.0, gt=0, description="one webhook call or SMTP session")
+    # A failed delivery is tried again at once this many times, then at the next runs with a backoff that
+    # doubles per failed attempt (NOTIFY_RETRY_BACKOFF_S, capped), until NOTIFY_MAX_ATTEMPTS.
+    notify_retries_in_run: int = Field(default=1, ge=0, le=5)
+    notify_max_attempts: int = Field(default=8, ge=1)
+    notify_retry_backoff_s: float = Field(default=300.0, ge=0)
+    notify_retry_max_backoff_s: float = Field(default=21_600.0, ge=0)
+    smtp_host: str = ""
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_user: str = ""
+    smtp_password: SecretStr | None = None
+    smtp_from: str = Field(default="", description="sender address, e.g. Costlake <costlake@example.com>")
+    # starttls (port 587) or ssl (implicit TLS, port 465); none only for a relay on a trusted network.
+    smtp_security: str = Field(default="starttls", pattern="^(starttls|ssl|none)$")
+    smtp_ca_file: str = Field(default="", description="CA bundle for the SMTP server's certificate; empty = system")
+
     # --- metrics and freshness (issue 23) ----------------------------------------------
     # Prometheus text endpoint of the app's process; 0 = off (a laptop run opens no extra port).
     metrics_port: int = Field(default=0, ge=0, le=65535, description="port of /metrics; 0 = off")
@@ -216,6 +251,22 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_currency(cls, value: str) -> str:
         return value.strip().upper()
+
+    @field_validator("notify_email_to", "notify_events", mode="before")
+    @classmethod
+    def _split_notify_lists(cls, value: Any) -> Any:
+        # Address lists are often pasted from a mail client, separated by semicolons.
+        if isinstance(value, str):
+            return [part.strip() for part in value.replace(";", ",").split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _check_notifications(self) -> Settings:
+        # The rules live with the channels (backend/notify/channels.py); a bad value stops the start, naming it.
+        from backend.notify.channels import check_settings
+
+        check_settings(self)
+        return self
 
     @field_validator("data_dir", mode="after")
     @classmethod

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Mapping
 from datetime import date, timedelta
 from typing import Any
@@ -11,6 +10,11 @@ from typing import Any
 import requests
 import sqlalchemy as sa
 
+from backend.config import Settings
+from backend.notify.channels import budget_channel
+from backend.notify.dispatch import dispatch
+from backend.notify.events import queue_budget_alert
+from backend.notify.store import delivery_summary
 from backend.sources.ids import canonical_subscription_id
 
 log = logging.getLogger(__name__)
@@ -231,27 +235,6 @@ def _forecast_rest(conn, budget: Mapping[str, Any], after: date, end: date) -> f
     return float(total) + float(total) / count * missing
 
 
-def post_webhook(
-    url: str, payload: dict, *, http_post: HttpPost, retries: int, timeout: float, backoff: float = 0.5
-) -> tuple[str, int, str | None]:
-    """POST JSON with retries on errors and 5xx/429; returns (status, attempts, last error)."""
-    error = None
-    for attempt in range(1, retries + 2):
-        try:
-            response = http_post(url, json=payload, timeout=timeout)
-            if response.status_code < 300:
-                return "delivered", attempt, None
-            error = f"HTTP {response.status_code}"
-            if response.status_code < 500 and response.status_code != 429:
-                return "failed", attempt, error  # a client error will not fix itself by retrying
-        except requests.RequestException as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        log.warning("webhook %s attempt %d failed: %s", url.split("?")[0], attempt, error)
-        if attempt <= retries:
-            time.sleep(backoff * 2 ** (attempt - 1))
-    return "failed", retries + 1, error
-
-
 def evaluate_budgets(
     engine: sa.Engine,
     *,
@@ -261,14 +244,21 @@ def evaluate_budgets(
     retries: int = 3,
     timeout: float = 5.0,
     backoff: float = 0.5,
+    settings: Settings | None = None,
 ) -> dict[str, int]:
     """Compare every enabled budget's period spend (actual) and spend + forecast with its thresholds; record each
-    newly crossed threshold once per period (alert history) and POST it to the budget's webhook if any.
+    newly crossed threshold once per period (alert history) and send it to the notification channels that take
+    budget alerts and to the budget's own webhook if any (backend/notify: recorded, retried at later runs).
+
+    `retries` / `timeout` / `backoff` are the budget webhook's tries within this run; `http_post` its transport.
+    Without `settings` only the budgets' own webhooks are sent to (the NOTIFY_* channels need the settings).
 
     Spend and forecast are the scope's cost in the budget's currency only; cost in other currencies is never
     converted or added. A budget whose scope has cost only in other currencies is counted in
     `budgets_other_currency` and logged, since it can never alert."""
     stats = {"budgets": 0, "alerts": 0, "webhooks_delivered": 0, "webhooks_failed": 0, "budgets_other_currency": 0}
+    notify_settings = settings if settings is not None else _budget_webhooks_only()
+    queued: list[int] = []
     with engine.connect() as conn:
         if as_of is None:
             as_of = conn.execute(sa.text("SELECT max(charge_date) FROM mart.agg_cost_daily")).scalar()
@@ -296,69 +286,76 @@ def evaluate_budgets(
             checks.append(("forecast", spent + rest, [float(t) for t in budget["forecast_thresholds"]]))
         for kind, value, thresholds in checks:
             for pct in crossed(value, amount, thresholds):
-                alert_id = _record_alert(engine, budget, start, kind, pct, value, run_id)
-                if alert_id is None:
-                    continue  # already alerted for this threshold in this period
-                stats["alerts"] += 1
-                if budget.get("webhook_url"):
-                    payload = {
-                        "budget": budget["name"],
-                        "budget_id": budget["budget_id"],
-                        "scope_type": budget["scope_type"],
-                        "scope_value": budget["scope_value"],
-                        "period": budget["period"],
-                        "period_start": start.isoformat(),
-                        "threshold_type": kind,
-                        "threshold_pct": pct,
-                        "amount": round(value, 2),
-                        "budget_amount": amount,
-                        "currency": budget["currency"],
-                        "as_of": as_of.isoformat(),
-                        "run_id": run_id,
-                    }
-                    status, attempts, error = post_webhook(
-                        budget["webhook_url"],
-                        payload,
-                        http_post=http_post,
-                        retries=retries,
-                        timeout=timeout,
-                        backoff=backoff,
+                payload = {
+                    "budget": budget["name"],
+                    "budget_id": budget["budget_id"],
+                    "scope_type": budget["scope_type"],
+                    "scope_value": budget["scope_value"],
+                    "period": budget["period"],
+                    "period_start": start.isoformat(),
+                    "threshold_type": kind,
+                    "threshold_pct": pct,
+                    "amount": round(value, 2),
+                    "budget_amount": amount,
+                    "currency": budget["currency"],
+                    "as_of": as_of.isoformat(),
+                    "run_id": run_id,
+                }
+                # The alert and its notification commit together: a crash in between can neither lose the
+                # notification nor send one for an alert that was never recorded.
+                with engine.begin() as conn:
+                    alert_id = _record_alert(conn, budget, start, kind, pct, value, run_id)
+                    if alert_id is None:
+                        continue  # already alerted for this threshold in this period
+                    stats["alerts"] += 1
+                    own = budget.get("webhook_url")
+                    channel = budget_channel(budget["budget_id"], budget["name"], own) if own else None
+                    event_id = queue_budget_alert(
+                        conn, notify_settings, {**payload, "alert_id": alert_id}, own=channel, run_id=run_id
                     )
-                    stats["webhooks_delivered" if status == "delivered" else "webhooks_failed"] += 1
-                    with engine.begin() as conn:
-                        conn.execute(
-                            sa.text(
-                                "UPDATE mart.budget_alerts SET webhook_status = :s, webhook_attempts = :n,"
-                                " webhook_error = :e, delivered_at = CASE WHEN :s = 'delivered' THEN now() END"
-                                " WHERE alert_id = :id"
-                            ),
-                            {"s": status, "n": attempts, "e": error, "id": alert_id},
-                        )
+                if event_id is not None:
+                    queued.append(event_id)
+    if queued:
+        dispatch(
+            engine,
+            notify_settings,
+            event_ids=queued,
+            http_post=http_post,
+            budget_retries=retries,
+            budget_timeout=timeout,
+            pause_s=backoff,
+        )
+        with engine.connect() as conn:
+            stats.update(delivery_summary(conn, queued))
     log.info("budgets evaluated as of %s: %s", as_of, stats)
     return stats
 
 
-def _record_alert(engine, budget, start, kind, pct, value, run_id) -> int | None:
-    with engine.begin() as conn:
-        return conn.execute(
-            sa.text(
-                """
-                INSERT INTO mart.budget_alerts (budget_id, budget_name, period_start, threshold_type, threshold_pct,
-                    amount_at_alert, budget_amount, currency, run_id, webhook_status)
-                VALUES (:bid, :name, :start, :kind, :pct, :value, :amount, :cur, :run_id, :wh)
-                ON CONFLICT ON CONSTRAINT uq_budget_alerts_once DO NOTHING
-                RETURNING alert_id"""
-            ),
-            {
-                "bid": budget["budget_id"],
-                "name": budget["name"],
-                "start": start,
-                "kind": kind,
-                "pct": pct,
-                "value": value,
-                "amount": float(budget["amount"]),
-                "cur": budget["currency"],
-                "run_id": run_id,
-                "wh": "pending" if budget.get("webhook_url") else "none",
-            },
-        ).scalar()
+def _budget_webhooks_only() -> Settings:
+    # Defaults without reading the environment: no NOTIFY_* channel, only the budgets' own webhooks.
+    return Settings.model_construct()
+
+
+def _record_alert(conn: sa.Connection, budget, start, kind, pct, value, run_id) -> int | None:
+    return conn.execute(
+        sa.text(
+            """
+            INSERT INTO mart.budget_alerts (budget_id, budget_name, period_start, threshold_type, threshold_pct,
+                amount_at_alert, budget_amount, currency, run_id, webhook_status)
+            VALUES (:bid, :name, :start, :kind, :pct, :value, :amount, :cur, :run_id, :wh)
+            ON CONFLICT ON CONSTRAINT uq_budget_alerts_once DO NOTHING
+            RETURNING alert_id"""
+        ),
+        {
+            "bid": budget["budget_id"],
+            "name": budget["name"],
+            "start": start,
+            "kind": kind,
+            "pct": pct,
+            "value": value,
+            "amount": float(budget["amount"]),
+            "cur": budget["currency"],
+            "run_id": run_id,
+            "wh": "pending" if budget.get("webhook_url") else "none",
+        },
+    ).scalar()

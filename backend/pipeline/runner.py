@@ -128,7 +128,9 @@ def run_pipeline(
             return RunSummary(run_id, SKIPPED, error="another pipeline run holds the lock")
         try:
             # Holding the lock means no other run is alive: anything still 'running' died mid-way.
-            recorder.abandon_dead_runs()
+            abandoned = recorder.abandon_dead_runs()
+            # Deliveries that failed at earlier runs are retried first, with news of the abandoned ones.
+            _notifications("before_run", ctx, abandoned=abandoned)
             return _run_locked(ctx, recorder, steps, registry, trigger, progress, t0)
         finally:
             lock_conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": PIPELINE_LOCK_KEY})
@@ -191,10 +193,22 @@ def _run_locked(
             rows_out=last.rows_out if last else None,
         )
         log.info("run %s %s in %.1fs", run_id, summary.status, summary.seconds)
+        # After the run's row is final, so its outcome never depends on a receiver; logged with the run.
+        _notifications("after_run", ctx, run_id=run_id, status=summary.status)
         handler.flush()
         logging.getLogger().removeHandler(handler)
         current_run_id.reset(token)
     return summary
+
+
+def _notifications(hook: str, ctx: PipelineContext, **kwargs: Any) -> None:
+    """backend.notify.hooks' `hook`; whatever happens there is logged and never changes the run."""
+    try:
+        from backend.notify import hooks
+
+        getattr(hooks, hook)(ctx.engine, ctx.settings, **kwargs)
+    except Exception:
+        log.exception("notifications (%s) failed; the run is not affected", hook)
 
 
 def _notify(progress: ProgressCallback | None, event: ProgressEvent) -> None:

@@ -446,7 +446,7 @@ def analytics(ctx: PipelineContext) -> StepResult:
 
 
 def budgets(ctx: PipelineContext) -> StepResult:
-    """Evaluate every budget against actual and forecast spend; alert (and call webhooks) once per threshold."""
+    """Evaluate every budget against actual and forecast spend; alert once per threshold (channels and webhooks)."""
     from backend.analytics.budgets import evaluate_budgets
 
     seeded = demo.seed_demo_budgets(ctx.engine)  # only on a demo install without budgets
@@ -455,6 +455,7 @@ def budgets(ctx: PipelineContext) -> StepResult:
         run_id=ctx.run_id,
         retries=ctx.settings.budget_webhook_retries,
         timeout=ctx.settings.budget_webhook_timeout_s,
+        settings=ctx.settings,  # the NOTIFY_* and page channels get the alerts too
     )
     if seeded:
         stats["demo_budgets_seeded"] = seeded
