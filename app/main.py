@@ -34,6 +34,7 @@ PAGES = {
         _page("explorer", "Cost explorer", "🔎"),
         _page("anomalies", "Anomalies", "🚨"),
         _page("budgets", "Budgets", "🎯"),
+        _page("waste", "Waste & savings", "♻️"),
     ],
     "Data": [
         _page("gold", "Gold tables", "🥇"),
