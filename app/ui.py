@@ -15,6 +15,8 @@ from streamlit.runtime.scriptrunner import add_script_run_ctx, get_script_run_ct
 
 from app import data
 from app.context import get_launcher, get_owner, get_pipeline, get_reader
+from backend.mart import freshness
+from backend.mart.freshness import SourceFreshness
 from backend.mart.queries import Kpis
 
 log = logging.getLogger(__name__)
@@ -153,13 +155,35 @@ def currency_choice(status: data.DataStatus, *, key: str = "currency") -> str:
     return st.selectbox("Currency", status.currencies, key=key, help="Costs are never summed across currencies.")
 
 
-def data_as_of(status: data.DataStatus) -> None:
+# Freshness follows the clock, not the data version: a source turns stale while nothing is loaded.
+FRESHNESS_TTL = dt.timedelta(minutes=1)
+
+
+@st.cache_data(ttl=FRESHNESS_TTL, show_spinner=False)
+def source_freshness() -> list[SourceFreshness]:
+    return freshness.source_freshness(get_reader(), get_pipeline().settings)
+
+
+def data_as_of(status: data.DataStatus | None = None) -> None:
+    """Every page's "data as of" line; a warning instead, naming each stale source and what to do about it."""
     from app import fmt
 
-    st.caption(
+    try:
+        status = status or data_status()
+        stale = [f for f in source_freshness() if f.stale]
+    except Exception as exc:  # the page itself still works; its own reads report the mart's state
+        log.exception("could not read data freshness")
+        st.caption(f"Data freshness unavailable: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+        return
+    line = (
         f"Data as of **{fmt.when(status.as_of)}** · last load {fmt.ago(status.last_loaded_at)}"
         f" · last successful run {status.last_run_id or '–'}"
     )
+    if stale:
+        problems = "\n".join(f"- {f.detail}. {freshness.what_to_do(f)}" for f in stale)
+        st.warning(f"**Stale data.** {line}\n\n{problems}", icon="⏳")
+    elif not status.empty:
+        st.caption(line)
 
 
 # --- cached reads (the first argument is the data version: part of the cache key) -------------------

@@ -12,6 +12,7 @@ from app.context import get_owner, get_reader
 log = logging.getLogger(__name__)
 st.title("Budgets")
 status = ui.status_or_stop()
+ui.data_as_of(status)
 
 budgets = ui.guard("load budgets", data.list_budgets, get_owner())
 if budgets is None:

@@ -9,6 +9,7 @@ import plotly.express as px
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
+from app import ui
 from app.context import get_pipeline
 from backend.agent.agent import AgentAnswer, CostAgent, build_agent
 from backend.agent.rules import EXAMPLES
@@ -76,6 +77,7 @@ def _signed_in_user() -> str | None:
 
 
 st.title("Ask about your costs")
+ui.data_as_of()
 agent = get_agent()
 if "chat_messages" not in st.session_state:
     st.session_state.chat_messages = []

@@ -12,6 +12,7 @@ from app import gold, ui
 from app.context import get_lake
 
 st.title("Gold tables")
+ui.data_as_of()
 lake = get_lake()
 tables = ui.guard("list the gold tables", lake.list_tables, "gold", fix="Check the lake on **Sources & settings**.")
 if tables is None:

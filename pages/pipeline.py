@@ -15,6 +15,7 @@ from app.runs import STATUS_ICONS, failed_steps, parse_detail, runs_table, steps
 log = logging.getLogger(__name__)
 TIME_HELP = "UTC, like every time in the app."
 st.title("Pipeline")
+ui.data_as_of()
 launcher = get_launcher()
 
 

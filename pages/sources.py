@@ -16,6 +16,7 @@ from backend.sources.azure.source import CONFIGURED, MISCONFIGURED, NOT_CONFIGUR
 
 log = logging.getLogger(__name__)
 st.title("Sources & settings")
+ui.data_as_of()
 runtime = get_runtime()
 settings = runtime.settings
 

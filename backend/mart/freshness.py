@@ -158,3 +158,21 @@ def _mart_entry(
     else:
         detail = f"Cost mart: newest charge day {shown}" + (" (a load is due)" if behind else "")
     return SourceFreshness(MART, mart_day, loaded, age, expected, stale, detail)
+
+
+def what_to_do(entry: SourceFreshness) -> str:
+    """The next step for a stale source, in words a page or a notification can show as is."""
+    if entry.source.startswith(AZURE_PREFIX):
+        return (
+            "Check the latest runs on **Pipeline** (a failed ingest names the cause) and the Azure credential check "
+            "on **Sources & settings**; the app registration needs Cost Management Reader on the subscription. "
+            "Cost Management itself publishes a day's cost 24-48 h after it ends."
+        )
+    if entry.source == FILE:
+        return (
+            "Import a newer export: upload it on **Sources & settings** or drop it into the inbox folder "
+            "(check that the scheduled Cost Management export still runs)."
+        )
+    if entry.source == MART:
+        return "Sources deliver, but loading the mart does not succeed: open the failed run's step on **Pipeline**."
+    return "See **Pipeline** for the latest runs."

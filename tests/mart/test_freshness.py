@@ -123,3 +123,14 @@ def test_configured_subscription_that_never_delivered(tmp_path, owner, reader):
     put_run(owner, NOW - timedelta(hours=80))
     (entry,) = source_freshness(reader, settings, now=NOW)
     assert entry.stale and "after 80 h of pipeline runs" in entry.detail
+
+
+def test_what_to_do_names_the_next_step():
+    from backend.mart.freshness import what_to_do
+
+    def entry(source: str) -> SourceFreshness:
+        return SourceFreshness(source, None, None, None, 72.0, True, "")
+
+    assert "Azure credential check" in what_to_do(entry(f"azure:{SUB_A}"))
+    assert "upload it" in what_to_do(entry("file"))
+    assert "failed run" in what_to_do(entry("mart"))
