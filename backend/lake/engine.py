@@ -75,7 +75,14 @@ def read(spark: SparkSession, lake: Lake, table: str, schema: pa.Schema, *, wher
     frame = spark.read.format("delta").load(lake.uri(table))
     if where:
         frame = frame.where(where)
-    return frame.select(*[f"`{n}`" for n in schema.names])
+    # A table written before the contract gained a column (they are only added, at the end) lacks it until
+    # the next write's ensure_table adds it: read it as the null that step adds, so an increment that reads
+    # stored rows before writing (gold reads the month before) works on an older lake.
+    present = set(frame.columns)
+    types = {f.name: f.dataType for f in from_arrow_schema(schema).fields}
+    return frame.select(
+        *[F.col(f"`{n}`") if n in present else F.lit(None).cast(types[n]).alias(n) for n in schema.names]
+    )
 
 
 def read_files(spark: SparkSession, uris: Sequence[str], schema: pa.Schema) -> DataFrame:
