@@ -7,6 +7,8 @@ import logging
 
 import streamlit as st
 
+from backend.auth import system_principal
+from backend.auth.oidc import check_startup
 from backend.config import Settings, get_settings
 from backend.logs import setup_logging
 from backend.runtime import Runtime
@@ -23,6 +25,8 @@ def get_runtime() -> Runtime:
         return process.runtime
     settings = get_settings()
     setup_logging(settings)
+    # `streamlit run app/main.py` directly: the same refusal as app.serve (production needs sign-in).
+    check_startup(settings)
     runtime = Runtime(settings)
     runtime.start(spark=True)
     log.info("costlake runtime started: %s", {k: round(v, 2) for k, v in runtime.startup_seconds.items()})
@@ -126,5 +130,5 @@ def autostart_demo() -> bool:
     if ran:
         return False
     log.info("first start in demo mode: loading the demo estate")
-    get_launcher().start()
+    get_launcher().start(actor=system_principal("first-start"))
     return True

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 
 from backend.analytics import budgets as budget_store
 from backend.analytics import readers
+from backend.auth import Principal
 from backend.mart import queries, reconcile
 from backend.mart.model import BY_NAME
 from backend.pipeline import history
@@ -385,10 +386,10 @@ def _budget_values(values: Mapping[str, Any]) -> dict[str, Any]:
     return clean
 
 
-def _budget_call(fn, *args: Any, values: dict[str, Any]) -> Any:
+def _budget_call(fn, *args: Any, actor: Principal, values: dict[str, Any]) -> Any:
     name = values["name"]
     try:
-        return fn(*args, **values)
+        return fn(*args, actor=actor, **values)
     except sa.exc.IntegrityError as exc:
         if "budgets_name_key" in str(exc.orig) or "unique" in str(exc.orig).lower():
             raise BudgetError(f"A budget named {name!r} already exists; pick another name.") from exc
@@ -413,19 +414,19 @@ def list_budgets(owner: sa.Engine) -> pd.DataFrame:
     return frame
 
 
-def create_budget(owner: sa.Engine, values: Mapping[str, Any]) -> int:
+def create_budget(owner: sa.Engine, values: Mapping[str, Any], *, actor: Principal) -> int:
     clean = _budget_values(values)
-    return _budget_call(budget_store.create_budget, owner, values=clean)
+    return _budget_call(budget_store.create_budget, owner, actor=actor, values=clean)
 
 
-def update_budget(owner: sa.Engine, budget_id: int, values: Mapping[str, Any]) -> int:
+def update_budget(owner: sa.Engine, budget_id: int, values: Mapping[str, Any], *, actor: Principal) -> int:
     clean = _budget_values(values)
-    _budget_call(budget_store.update_budget, owner, budget_id, values=clean)
+    _budget_call(budget_store.update_budget, owner, budget_id, actor=actor, values=clean)
     return budget_id
 
 
-def delete_budget(owner: sa.Engine, budget_id: int) -> int:
-    budget_store.delete_budget(owner, budget_id)
+def delete_budget(owner: sa.Engine, budget_id: int, *, actor: Principal) -> int:
+    budget_store.delete_budget(owner, budget_id, actor=actor)
     return budget_id
 
 

@@ -12,6 +12,7 @@ if str(_ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
+from app import auth  # noqa: E402
 from app.context import autostart_demo, get_runtime, get_scheduler  # noqa: E402
 
 st.set_page_config(page_title="Costlake", page_icon="💠", layout="wide")
@@ -19,6 +20,8 @@ st.set_page_config(page_title="Costlake", page_icon="💠", layout="wide")
 get_runtime()
 get_scheduler()
 autostart_demo()
+# Before any page: a shared deployment shows the sign-in (or refusal) screen and stops here.
+auth.sidebar(auth.current_principal())
 
 
 def _page(name: str, title: str, icon: str, **kwargs) -> st.Page:

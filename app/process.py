@@ -67,13 +67,14 @@ def start(settings: Settings) -> None:
         _start_metrics(pipeline)
         if not settings.scheduler_enabled:
             return
+        from backend.auth import system_principal
         from scheduler.service import run_now, start_scheduler
 
         scheduler = start_scheduler(pipeline.endpoints.database_url, pipeline.run)
         atexit.register(lambda: scheduler.shutdown(wait=False) if scheduler.running else None)
         if settings.is_demo and not _any_successful_run(pipeline.engine):
             log.info("demo mode without a successful run yet: queueing the demo estate load now, not in an hour")
-            run_now(scheduler)
+            run_now(scheduler, actor=system_principal("first-start"))
 
 
 def _start_metrics(pipeline) -> None:

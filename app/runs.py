@@ -22,6 +22,8 @@ from typing import Any
 import pandas as pd
 
 from app import fmt
+from backend.auth import Principal, require
+from backend.auth.audit import record_now
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +56,23 @@ class RunLauncher:
     def busy(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self, *, steps: Sequence[str] | None = None, options: dict[str, Any] | None = None) -> Launch:
+    def start(
+        self, *, actor: Principal, steps: Sequence[str] | None = None, options: dict[str, Any] | None = None
+    ) -> Launch:
+        """Start a run for `actor`; PermissionDenied (nothing started) when their role does not allow it.
+        The request is audited; the run itself checks the role again (PipelineService.run)."""
+        from backend.pipeline.service import run_role
+
+        options = dict(options or {})
+        role, action = run_role(steps=steps, sources=options.get("sources"))
+        require(actor, role, action)
         with self._lock:
             if self.busy and self.current is not None:
                 return self.current
             launch = Launch(list(steps) if steps else None, datetime.now(UTC))
             self.current = launch
             self._thread = threading.Thread(
-                target=self._run, args=(launch, options or {}), name="costlake-manual-run", daemon=True
+                target=self._run, args=(launch, options, actor), name="costlake-manual-run", daemon=True
             )
             self._thread.start()
             return launch
@@ -72,15 +83,18 @@ class RunLauncher:
             thread.join(timeout)
         return self.current
 
-    def _run(self, launch: Launch, options: dict[str, Any]) -> None:
+    def _run(self, launch: Launch, options: dict[str, Any], actor: Principal) -> None:
         def progress(event: Any) -> None:
             launch.run_id = event.run_id
             launch.status = "running"
             launch.events.append(event)
 
         try:
-            summary = self._pipeline_factory().run(
-                steps=launch.steps, trigger="manual", options=options, progress=progress
+            pipeline = self._pipeline_factory()
+            target = ",".join(launch.steps or ["all steps"])
+            record_now(pipeline.engine, actor, "run.start", target, {"options": options})
+            summary = pipeline.run(
+                steps=launch.steps, trigger="manual", options=options, progress=progress, actor=actor
             )
             launch.run_id, launch.status, launch.error = summary.run_id, summary.status, summary.error
         except Exception as exc:

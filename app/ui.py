@@ -13,8 +13,9 @@ import pandas as pd
 import streamlit as st
 from streamlit.runtime.scriptrunner import add_script_run_ctx, get_script_run_ctx
 
-from app import data
+from app import auth, data
 from app.context import get_launcher, get_owner, get_pipeline, get_reader
+from backend.auth import PermissionDenied, Role
 from backend.mart import freshness
 from backend.mart.freshness import SourceFreshness
 from backend.mart.queries import Kpis
@@ -31,6 +32,10 @@ def guard(what: str, fn: Callable[..., T], *args: Any, fix: str = "", **kwargs: 
     """Call fn; on failure log with context and show a friendly error (never a stack trace)."""
     try:
         return fn(*args, **kwargs)
+    except PermissionDenied as exc:
+        # Not a fault: the user's role does not allow it; say which role would (and audit the attempt).
+        auth.refused(exc)
+        return None
     except Exception as exc:
         log.exception("page failed while %s", what)
         st.error(
@@ -107,9 +112,12 @@ def require_data(status: data.DataStatus) -> None:
             "Costlake is in **demo mode** (no Azure credentials configured): the first pipeline run loads a "
             "synthetic estate. Start it here, or upload FOCUS / Azure export files on **Sources & settings**."
         )
-        if st.button("Load the demo estate now", type="primary"):
-            launcher.start()
+        principal = auth.current_principal()
+        if st.button("Load the demo estate now", type="primary", disabled=not principal.can(Role.admin)) and (
+            guard("start the demo load", launcher.start, actor=principal) is not None
+        ):
             st.success("Started. Follow it on the **Pipeline** page; this page fills in when the run finishes.")
+        auth.role_note(principal, Role.admin, "Loading the demo estate")
     else:
         st.write("Run the pipeline on the **Pipeline** page, or upload cost files on **Sources & settings**.")
     st.stop()

@@ -15,6 +15,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import sqlalchemy as sa
+
+from backend.auth import Principal, Role, require
+from backend.auth.audit import record_now
 from backend.config import Settings
 from backend.sources import fx
 from backend.sources.azure.source import CONFIGURED, azure_config
@@ -63,11 +67,20 @@ def _summary(prepared: PreparedFile, name: str, path: Path, *, already_there: bo
     )
 
 
-def save_upload(name: str, payload: bytes, settings: Settings) -> SavedUpload:
+def save_upload(name: str, payload: bytes, settings: Settings, *, actor: Principal, owner: sa.Engine) -> SavedUpload:
     """Check an uploaded file and place it in the inbox; raises FileRefusedError (nothing written) if refused.
 
-    The inbox name keeps the original name (format and metric detection read it) behind a content-hash
-    prefix, so the same file uploaded twice is one inbox file."""
+    Needs the editor role (PermissionDenied before anything is read); an accepted file is audited with the
+    actor through `owner`. The inbox name keeps the original name (format and metric detection read it)
+    behind a content-hash prefix, so the same file uploaded twice is one inbox file."""
+    require(actor, Role.editor, "Uploading files")
+    saved = _save_upload(name, payload, settings)
+    detail = {"format": saved.format, "metric": saved.metric, "rows": saved.rows, "bytes": len(payload)}
+    record_now(owner, actor, "upload", saved.path.name, {**detail, "already_there": saved.already_there})
+    return saved
+
+
+def _save_upload(name: str, payload: bytes, settings: Settings) -> SavedUpload:
     safe = _safe_name(name)
     if len(payload) > settings.max_upload_mb * 2**20:
         # Refused before it is even written to a temporary file.
@@ -144,8 +157,10 @@ def inbox_files(inbox: Path) -> dict[str, list[Path]]:
     }
 
 
-def azure_credential_check(settings: Settings) -> tuple[bool, str]:
-    """Acquire a client-credentials token for Cost Management (what the Azure source will do)."""
+def azure_credential_check(settings: Settings, *, actor: Principal) -> tuple[bool, str]:
+    """Acquire a client-credentials token for Cost Management (what the Azure source will do); admins only,
+    as it uses the source's credentials."""
+    require(actor, Role.admin, "Checking the Azure credentials")
     config = azure_config(settings)
     if set(config.missing) - {"AZURE_SUBSCRIPTION_IDS"}:
         # No token can be asked for without all three credentials; say which setting is missing.

@@ -25,6 +25,10 @@ PLACEHOLDER_SECRETS = frozenset(
 )
 
 
+# Bytes of a cookie secret below which a login cookie could be forged by brute force.
+MIN_COOKIE_SECRET = 32
+
+
 class AppEnv(StrEnum):
     development = "development"
     test = "test"
@@ -227,6 +231,32 @@ class Settings(BaseSettings):
     # imports monthly invoices sets ~840, and 0 turns the warning off for files.
     stale_after_hours_file: float = Field(default=192.0, ge=0)
 
+    # --- Sign-in and roles (issue 22; backend/auth) ---------------------------------------
+    # Empty provider settings = laptop mode: one local user with every right, no sign-in screen. A shared
+    # deployment sets the provider (any OIDC issuer: Entra ID, Google, Okta, Keycloak) or an [auth]
+    # section in .streamlit/secrets.toml, which Streamlit's st.login reads as it is.
+    auth_provider_metadata_url: str = Field(
+        default="", description="OIDC discovery URL (…/.well-known/openid-configuration); empty = no sign-in"
+    )
+    auth_client_id: str = ""
+    auth_client_secret: SecretStr | None = None
+    auth_redirect_uri: str = Field(default="", description="https://<host>/oauth2callback, registered at the provider")
+    auth_cookie_secret: SecretStr | None = Field(default=None, description="signs the login cookie; 32+ characters")
+    auth_scopes: str = "openid profile email"
+    # The ID token claim holding the user's groups or app roles ("groups" for Entra ID groups, "roles" for
+    # app roles); its values map to Costlake roles through AUTH_ROLE_MAP, or are the role names themselves.
+    auth_roles_claim: str = "roles"
+    auth_role_map: CommaList = Field(
+        default_factory=list, description="claim value=role pairs, e.g. <entra-group-id>=admin,finops=editor"
+    )
+    # Allow-lists: addresses (ana@example.com) or whole domains (@example.com); the highest role found wins.
+    auth_admins: CommaList = Field(default_factory=list)
+    auth_editors: CommaList = Field(default_factory=list)
+    auth_viewers: CommaList = Field(default_factory=list)
+    auth_max_session_hours: float = Field(default=12.0, gt=0, description="sign in again after this long")
+    # Production without sign-in is refused at start; this says "nobody but trusted people reach the port".
+    auth_disabled: bool = False
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -240,7 +270,16 @@ class Settings(BaseSettings):
         secrets_toml = SecretsTomlSource(settings_cls, REPO_ROOT / ".streamlit" / "secrets.toml")
         return init_settings, env_settings, dotenv_settings, secrets_toml, file_secret_settings
 
-    @field_validator("azure_subscription_ids", "anomaly_levels", "anomaly_metrics", mode="before")
+    @field_validator(
+        "azure_subscription_ids",
+        "anomaly_levels",
+        "anomaly_metrics",
+        "auth_role_map",
+        "auth_admins",
+        "auth_editors",
+        "auth_viewers",
+        mode="before",
+    )
     @classmethod
     def _split_ids(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -284,13 +323,27 @@ class Settings(BaseSettings):
     def _refuse_placeholder_secrets(self) -> Settings:
         if self.app_env == AppEnv.development:
             return self
-        for name in ("azure_client_secret", "s3_secret_access_key", "llm_api_key", "database_readonly_password"):
+        for name in (
+            "azure_client_secret",
+            "s3_secret_access_key",
+            "llm_api_key",
+            "database_readonly_password",
+            "auth_client_secret",
+        ):
             secret = getattr(self, name)
             if secret is not None and secret.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
                 raise ValueError(f"{name.upper()} is a placeholder value; set a real secret (APP_ENV={self.app_env})")
         password = urlsplit(self.database_url).password if self.database_url else None
         if password and password.lower() in PLACEHOLDER_SECRETS:
             raise ValueError(f"DATABASE_URL uses a placeholder password; set a real one (APP_ENV={self.app_env})")
+        if self.auth_configured:
+            cookie = self.auth_cookie_secret.get_secret_value().strip() if self.auth_cookie_secret else ""
+            # Anyone who knows the cookie secret can sign a login cookie for any address and role.
+            if not cookie or cookie.lower() in PLACEHOLDER_SECRETS or len(cookie) < MIN_COOKIE_SECRET:
+                raise ValueError(
+                    f"AUTH_COOKIE_SECRET must be a random value of {MIN_COOKIE_SECRET}+ characters when sign-in is "
+                    f"configured (APP_ENV={self.app_env}); e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+                )
         return self
 
     # --- derived values ------------------------------------------------------------
@@ -307,6 +360,11 @@ class Settings(BaseSettings):
     @property
     def llm_configured(self) -> bool:
         return bool(self.llm_model and (self.llm_base_url or self.llm_api_key))
+
+    @property
+    def auth_configured(self) -> bool:
+        """Sign-in through the AUTH_* settings (an [auth] section of secrets.toml is seen by backend.auth)."""
+        return bool(self.auth_provider_metadata_url and self.auth_client_id)
 
     @property
     def lake_is_s3(self) -> bool:

@@ -6,10 +6,11 @@ import datetime as dt
 
 import streamlit as st
 
-from app import charts, data, fmt, ui
+from app import auth, charts, data, fmt, ui
 from app.context import get_owner, get_reader
 
 st.title("Anomalies")
+principal = auth.current_principal()
 status = ui.status_or_stop()
 ui.require_data(status)
 ui.data_as_of(status)
@@ -94,8 +95,9 @@ with st.form("an_feedback", border=True):
                        captions=["a known change: suppress repeats", "fixed", "back to open"])  # fmt: skip
     note = st.text_input("Note", placeholder="e.g. planned load test, new project")
     suppress = st.number_input("Suppress the same pattern for (days)", 0, 365, 30 if verdict == "expected" else 0)
-    if st.form_submit_button("Save verdict", type="primary"):
-        done = ui.guard("save the verdict", data.set_anomaly_status, get_owner(), int(pick["anomaly_id"]),
+    auth.role_note(principal, auth.Role.editor, "Giving feedback on an anomaly")
+    if st.form_submit_button("Save verdict", type="primary", disabled=not principal.can(auth.Role.editor)):
+        done = ui.guard("save the verdict", data.set_anomaly_status, get_owner(), int(pick["anomaly_id"]), actor=principal,
                         verdict=verdict, note=note, suppress_days=int(suppress) if verdict == "expected" else 0)  # fmt: skip
         if done is not None:
             ui.clear_reads()

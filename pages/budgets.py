@@ -6,11 +6,13 @@ import logging
 
 import streamlit as st
 
-from app import charts, data, fmt, ui
+from app import auth, charts, data, fmt, ui
 from app.context import get_owner, get_reader
 
 log = logging.getLogger(__name__)
 st.title("Budgets")
+principal = auth.current_principal()
+can_edit = principal.can(auth.Role.editor)
 status = ui.status_or_stop()
 ui.data_as_of(status)
 
@@ -65,7 +67,9 @@ def budget_form(current: dict | None) -> None:
             help="Each newly crossed threshold is POSTed here as JSON. It is stored, never shown again.",
         )
         enabled = w2.checkbox("Enabled", value=bool(cur.get("enabled", True)), key=f"bf_enabled_{sfx}")
-        submitted = st.form_submit_button("Save changes" if editing else "Create budget", type="primary")
+        submitted = st.form_submit_button(
+            "Save changes" if editing else "Create budget", type="primary", disabled=not can_edit
+        )
     if not submitted:
         return
     values = {"name": name, "scope_type": scope, "scope_value": scope_value, "tag_key": tag_key, "amount": amount,
@@ -74,11 +78,14 @@ def budget_form(current: dict | None) -> None:
               "webhook_url": webhook}  # fmt: skip
     try:
         if editing:
-            data.update_budget(get_owner(), int(cur["budget_id"]), values)
+            data.update_budget(get_owner(), int(cur["budget_id"]), values, actor=principal)
         else:
-            data.create_budget(get_owner(), values)
+            data.create_budget(get_owner(), values, actor=principal)
     except data.BudgetError as exc:
         st.error(str(exc), icon="✋")
+        return
+    except auth.PermissionDenied as exc:
+        auth.refused(exc, target=name)
         return
     except Exception as exc:
         log.exception("saving budget %r failed", name)
@@ -131,15 +138,17 @@ with tab_list:
 
 with tab_edit:
     options = [NEW, *budgets["name"].tolist()]
+    auth.role_note(principal, auth.Role.editor, "Creating, changing or deleting a budget")
     choice = st.selectbox("Budget", options, key="bf_choice")
     current = None if choice == NEW else budgets[budgets["name"] == choice].iloc[0].to_dict()
     budget_form(current)
     if current is not None:
-        with st.popover("Delete this budget"):
+        with st.popover("Delete this budget", disabled=not can_edit):
             st.write(f"Delete **{current['name']}**? Its alert history is kept.")
             if st.button("Delete", type="primary", key="bf_delete") and (
-                ui.guard("delete the budget", data.delete_budget, get_owner(), int(current["budget_id"])) is not None
-            ):
+                ui.guard("delete the budget", data.delete_budget, get_owner(), int(current["budget_id"]),
+                         actor=principal) is not None
+            ):  # fmt: skip
                 ui.clear_reads()
                 st.session_state["budget_flash"] = f"Budget {current['name']!r} deleted."
                 st.session_state.pop("bf_choice", None)

@@ -7,13 +7,13 @@ import uuid
 import pandas as pd
 import plotly.express as px
 import streamlit as st
-from streamlit.errors import StreamlitAPIException
 
-from app import ui
+from app import auth, ui
 from app.context import get_pipeline
 from backend.agent.agent import AgentAnswer, CostAgent, build_agent
 from backend.agent.rules import EXAMPLES
 from backend.agent.tools import ToolOutcome
+from backend.auth import Principal
 
 
 @st.cache_resource(show_spinner="Starting the cost agent…")
@@ -65,19 +65,15 @@ def render_results(answer: AgentAnswer, key: str) -> None:
         st.warning(f"This question could not be written to the audit log: {answer.audit_error}")
 
 
-def _signed_in_user() -> str | None:
-    """Who asks, for the audit: the signed-in user when sign-in is configured (st.user), else None (the OS user)."""
-    try:
-        user = st.user
-        if user.get("is_logged_in"):
-            return user.get("email") or user.get("name")
-    except (AttributeError, KeyError, StreamlitAPIException):  # no sign-in configured
-        return None
-    return None
+def _asker(principal: Principal) -> str | None:
+    """Who asks, for mart.agent_audit: the signed-in user's address; None in laptop mode (the agent then
+    names the OS user)."""
+    return principal.email if principal.kind == "user" else None
 
 
 st.title("Ask about your costs")
 ui.data_as_of()
+principal = auth.current_principal()  # viewers may ask: every role reads
 agent = get_agent()
 if "chat_messages" not in st.session_state:
     st.session_state.chat_messages = []
@@ -111,7 +107,7 @@ if prompt := st.chat_input("Ask about your cloud costs…"):
 
         def tokens():
             for event in agent.stream(
-                prompt, history=history, session_id=st.session_state.chat_session, user_name=_signed_in_user()
+                prompt, history=history, session_id=st.session_state.chat_session, user_name=_asker(principal)
             ):
                 if isinstance(event, AgentAnswer):
                     final["answer"] = event

@@ -8,7 +8,7 @@ import logging
 
 import streamlit as st
 
-from app import data, fmt, ops, ui
+from app import auth, data, fmt, ops, ui
 from app.context import get_lake, get_launcher, get_owner, get_pipeline, get_reader, get_scheduler
 from app.runs import STATUS_ICONS, failed_steps, parse_detail, runs_table, steps_table
 
@@ -17,6 +17,8 @@ TIME_HELP = "UTC, like every time in the app."
 st.title("Pipeline")
 ui.data_as_of()
 launcher = get_launcher()
+principal = auth.current_principal()
+is_admin = principal.can(auth.Role.admin)
 
 
 def _active() -> bool:
@@ -36,12 +38,13 @@ with st.container(border=True):
     c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
     chosen = c1.multiselect("Steps", steps_all, default=steps_all, key="pl_steps",
                             help="All steps in order, or only some (e.g. re-run analytics after a fix).")  # fmt: skip
-    clicked = c2.button("▶ Run now", type="primary", disabled=active or not chosen, key="pl_run",
+    clicked = c2.button("▶ Run now", type="primary", disabled=active or not chosen or not is_admin, key="pl_run",
                         help="Disabled while a run is going (scheduled runs too).")  # fmt: skip
+    auth.role_note(principal, auth.Role.admin, "Running the pipeline")
 if clicked:
     ordered = [s for s in steps_all if s in chosen]
-    launcher.start(steps=None if ordered == steps_all else ordered)
-    st.session_state["pl_watch"] = True
+    if ui.guard("start the run", launcher.start, actor=principal, steps=None if ordered == steps_all else ordered):
+        st.session_state["pl_watch"] = True
 elif active:
     st.session_state["pl_watch"] = True
 
@@ -192,14 +195,20 @@ with tab_sched:
     else:
         from scheduler import service as sched
 
+        def _toggle(scheduler, job) -> bool:
+            (sched.resume if job.paused else sched.pause)(scheduler, job.job_id, actor=principal)
+            return True
+
         jobs = ui.guard("list the scheduled jobs", sched.list_jobs, scheduler) or []
+        auth.role_note(principal, auth.Role.admin, "Changing a schedule")
         for job in jobs:
             with st.container(border=True):
                 j1, j2, j3 = st.columns([3, 2, 1])
                 j1.markdown(f"**{job.name}**  \n`{job.job_id}` · {job.trigger}")
                 j2.write("⏸️ paused" if job.paused else f"next run {fmt.when(job.next_run_time)}")
-                if j3.button("Resume" if job.paused else "Pause", key=f"pl_toggle_{job.job_id}"):
-                    ui.guard("change the job", sched.resume if job.paused else sched.pause, scheduler, job.job_id)
+                toggled = j3.button("Resume" if job.paused else "Pause", key=f"pl_toggle_{job.job_id}",
+                                    disabled=not is_admin)  # fmt: skip
+                if toggled and ui.guard("change the job", _toggle, scheduler, job):
                     st.rerun()
                 with st.expander("Edit schedule"), st.form(f"pl_form_{job.job_id}"):
                     kind = st.radio("Kind", ["interval", "cron"], horizontal=True, key=f"pl_kind_{job.job_id}")
@@ -208,7 +217,7 @@ with tab_sched:
                     unit = k2.selectbox("Unit", ["minutes", "hours", "days"], key=f"pl_unit_{job.job_id}")
                     cron = st.text_input("Cron (minute hour day month day_of_week), UTC", "30 3 * * *",
                                          key=f"pl_cron_{job.job_id}")  # fmt: skip
-                    if st.form_submit_button("Save schedule"):
+                    if st.form_submit_button("Save schedule", disabled=not is_admin):
                         try:
                             if kind == "interval":
                                 args = {unit: int(every)}
@@ -219,8 +228,10 @@ with tab_sched:
                                         "a cron expression has 5 fields: minute hour day month day_of_week"
                                     )
                                 args = dict(zip(["minute", "hour", "day", "month", "day_of_week"], parts, strict=True))
-                            info = sched.reschedule(scheduler, job.job_id, kind=kind, args=args)
+                            info = sched.reschedule(scheduler, job.job_id, kind=kind, args=args, actor=principal)
                             st.success(f"Saved: {info.trigger}, next run {fmt.when(info.next_run_time)}")
+                        except auth.PermissionDenied as exc:
+                            auth.refused(exc, target=job.job_id)
                         except ValueError as exc:
                             st.error(f"That schedule is not valid: {exc}", icon="✋")
 
@@ -271,7 +282,7 @@ with tab_recon:
         "Per day, source family (FOCUS, Azure detail, Azure query) and currency: the mart's actual cost against "
         "silver's, counted as gold counts it, and against the total the source reported."
     )
-    if st.button("Reconcile now", key="pl_reconcile", disabled=active,
+    if st.button("Reconcile now", key="pl_reconcile", disabled=active or not is_admin,
                  help="Reads silver through delta-rs; takes a few seconds on a large lake."):  # fmt: skip
         with st.spinner("Comparing mart, silver and source totals…"):
             report = ui.guard("reconcile", data.reconcile_now, get_owner(), get_lake(),

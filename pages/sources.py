@@ -8,9 +8,11 @@ import logging
 import pandas as pd
 import streamlit as st
 
+from app import auth, fmt, ui, uploads
 from app import data as app_data
-from app import fmt, ui, uploads
 from app.context import get_launcher, get_owner, get_runtime
+from backend.auth.audit import recent
+from backend.auth.oidc import DISABLED, LAPTOP
 from backend.pipeline.service import default_sources
 from backend.sources.azure.source import CONFIGURED, MISCONFIGURED, NOT_CONFIGURED, azure_config
 
@@ -19,6 +21,8 @@ st.title("Sources & settings")
 ui.data_as_of()
 runtime = get_runtime()
 settings = runtime.settings
+principal = auth.current_principal()
+Role = auth.Role
 
 # --- services ----------------------------------------------------------------------------------------
 st.subheader("Services")
@@ -63,8 +67,8 @@ with c1, st.container(border=True):
     elif pulled == ["inbox"]:
         st.caption("Runs import the files in the inbox only; nothing is fetched from Azure.")
     st.caption(f"Scheduled runs pull: {', '.join(f'`{name}`' for name in pulled)}.")
-    if st.button("Check Azure credentials", key="src_azure_check"):
-        result = ui.guard("check the Azure credentials", uploads.azure_credential_check, settings)
+    if st.button("Check Azure credentials", key="src_azure_check", disabled=not principal.can(Role.admin)):
+        result = ui.guard("check the Azure credentials", uploads.azure_credential_check, settings, actor=principal)
         if result is not None:
             ok, message = result
             (st.success if ok else st.warning)(message)
@@ -81,15 +85,20 @@ with c2, st.container(border=True):
 st.subheader("Upload cost files")
 st.caption("FOCUS 1.0–1.3 (CSV or Parquet) or an Azure EA / MCA cost export (CSV, optionally gzip), actual or "
            "amortized. Each file is checked in full first: a refused file is not loaded at all.")  # fmt: skip
+auth.role_note(principal, Role.editor, "Uploading files")
 with st.form("src_upload", clear_on_submit=True):
-    uploaded = st.file_uploader("Files", type=uploads.ACCEPTED_TYPES, accept_multiple_files=True, key="src_files")
-    submitted = st.form_submit_button("Validate and upload", type="primary")
+    uploaded = st.file_uploader("Files", type=uploads.ACCEPTED_TYPES, accept_multiple_files=True, key="src_files",
+                                disabled=not principal.can(Role.editor))  # fmt: skip
+    submitted = st.form_submit_button("Validate and upload", type="primary", disabled=not principal.can(Role.editor))
 if submitted:
     if not uploaded:
         st.warning("Choose at least one file first.")
     for f in uploaded or []:
         try:
-            saved = uploads.save_upload(f.name, f.getvalue(), settings)
+            saved = uploads.save_upload(f.name, f.getvalue(), settings, actor=principal, owner=get_owner())
+        except auth.PermissionDenied as exc:
+            auth.refused(exc, target=f.name)
+            break
         except uploads.FileRefusedError as exc:
             log.warning("upload %s refused: %s", f.name, exc)
             st.error(f"**{f.name}** was refused, nothing was loaded:\n\n{exc}", icon="🚫")
@@ -111,8 +120,9 @@ if st.session_state.get("src_waiting"):
     launcher = get_launcher()
     with st.container(border=True):
         st.markdown("Files are waiting in the inbox. Import them now, or let the next scheduled run pick them up.")
-        if st.button("Import now", type="primary", key="src_import", disabled=launcher.busy):
-            launch = launcher.start(options={"sources": ["inbox"]})
+        if st.button("Import now", type="primary", key="src_import", disabled=launcher.busy) and (
+            launch := ui.guard("import the inbox", launcher.start, actor=principal, options={"sources": ["inbox"]})
+        ):
             st.session_state["src_waiting"] = False
             st.session_state["src_import_started"] = launch.started_at
             st.rerun()
@@ -129,8 +139,10 @@ if ui.guard("check for demo data", app_data.demo_shown, get_owner()):
             "**Demo data is loaded.** It is removed by itself before the first real file or Azure pull "
             "loads, so real totals never include it. Remove it now to start from an empty mart."
         )
-        if st.button("Remove demo data", key="src_remove_demo", disabled=launcher.busy):
-            launch = launcher.start(steps=["remove_demo"])
+        auth.role_note(principal, Role.admin, "Removing the demo data")
+        if st.button(
+            "Remove demo data", key="src_remove_demo", disabled=launcher.busy or not principal.can(Role.admin)
+        ) and (launch := ui.guard("remove the demo data", launcher.start, actor=principal, steps=["remove_demo"])):
             st.session_state["src_demo_removal"] = launch.started_at
             st.rerun()
 if started := st.session_state.get("src_demo_removal"):
@@ -143,6 +155,51 @@ with st.expander("What each source has delivered"):
         st.caption("Nothing delivered yet.")
     elif cursors is not None:
         st.dataframe(cursors, hide_index=True, width="stretch")
+
+# --- sign-in ----------------------------------------------------------------------------------------
+st.subheader("Sign-in and roles")
+mode = auth.mode()
+if mode.mode == LAPTOP:
+    st.markdown(
+        "💻 **Laptop mode**: no sign-in is configured, so this is a single-user app and you have every right. "
+        "A shared deployment sets `AUTH_PROVIDER_METADATA_URL` and the other `AUTH_*` settings (see the README)."
+    )
+elif mode.mode == DISABLED:
+    st.markdown("⚠️ **Sign-in is disabled** (`AUTH_DISABLED=true`): anyone who reaches this port has every right.")
+else:
+    st.markdown(
+        f"🔐 Users sign in through OIDC ({mode.source}). You are **{principal.email}**, role "
+        f"**{principal.role.name}**. Viewers read and ask the agent; editors also change budgets, anomaly "
+        "feedback and uploads; admins also run the pipeline, edit schedules and see the settings and audit."
+    )
+if principal.can(Role.admin):
+    with st.expander("Audit: who changed what"):
+        entries = ui.guard("read the audit", recent, get_owner(), limit=500)
+        if entries is not None and not entries:
+            st.caption("No writes recorded yet.")
+        elif entries is not None:
+            st.dataframe(
+                pd.DataFrame(
+                    [
+                        {
+                            "at": fmt.when(e.at),
+                            "who": e.who,
+                            "role": e.role,
+                            "action": e.action,
+                            "target": e.target,
+                            "outcome": e.outcome,
+                            "detail": str(e.detail),
+                        }
+                        for e in entries
+                    ]  # fmt: skip
+                ),
+                hide_index=True,
+                width="stretch",
+            )
+
+if not principal.can(Role.admin):
+    auth.role_note(principal, Role.admin, "Seeing the effective settings")
+    st.stop()
 
 # --- settings ----------------------------------------------------------------------------------------
 st.subheader("Effective settings")

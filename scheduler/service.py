@@ -18,6 +18,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from backend.auth import Principal, Role, require
+from backend.auth.audit import record_now
 from scheduler.jobs import DEFAULT_JOBS, run_job
 
 log = logging.getLogger(__name__)
@@ -112,8 +114,18 @@ def run_pipeline_now(*, steps: list[str] | None, trigger: str, options: dict[str
     return runner(steps=steps, trigger=trigger, options=options)
 
 
-def run_now(scheduler: BackgroundScheduler, *, steps: list[str] | None = None, options: dict | None = None) -> str:
-    """Queue a manual run on the scheduler's workers; returns the ad-hoc job id."""
+def _audit(scheduler: BackgroundScheduler, actor: Principal, action: str, job_id: str, detail: dict[str, Any]) -> None:
+    # The job store's engine reaches the same database as ops.user_audit; APScheduler offers no public
+    # getter for a store, and the one named "default" is always the SQLAlchemyJobStore built above.
+    engine = scheduler._lookup_jobstore("default").engine
+    record_now(engine, actor, action, job_id, detail)
+
+
+def run_now(
+    scheduler: BackgroundScheduler, *, actor: Principal, steps: list[str] | None = None, options: dict | None = None
+) -> str:
+    """Queue a manual run on the scheduler's workers (admins and the system only); returns the ad-hoc job id."""
+    require(actor, Role.admin, "Running the pipeline")
     job_id = f"manual-{uuid.uuid4().hex[:8]}"
     scheduler.add_job(
         run_job,
@@ -124,6 +136,8 @@ def run_now(scheduler: BackgroundScheduler, *, steps: list[str] | None = None, o
         kwargs={"job_id": job_id, "steps": steps, "options": options or {}},
         jobstore="adhoc",
     )
+    if actor.kind != "system":  # the app's own first demo load is not a user's write
+        _audit(scheduler, actor, "run.start", job_id, {"steps": steps, "options": options or {}})
     return job_id
 
 
@@ -134,16 +148,26 @@ def list_jobs(scheduler: BackgroundScheduler) -> list[JobInfo]:
     ]
 
 
-def reschedule(scheduler: BackgroundScheduler, job_id: str, *, kind: str, args: dict[str, Any]) -> JobInfo:
-    """Change a job's trigger at runtime; persisted in Postgres, so it survives restarts."""
+def reschedule(
+    scheduler: BackgroundScheduler, job_id: str, *, kind: str, args: dict[str, Any], actor: Principal
+) -> JobInfo:
+    """Change a job's trigger at runtime (admins only); persisted in Postgres, so it survives restarts."""
+    require(actor, Role.admin, "Editing a schedule")
     trigger = make_trigger(kind, args)
+    before = str(scheduler.get_job(job_id, jobstore="default").trigger)
     scheduler.reschedule_job(job_id, jobstore="default", trigger=trigger)
-    return next(j for j in list_jobs(scheduler) if j.job_id == job_id)
+    info = next(j for j in list_jobs(scheduler) if j.job_id == job_id)
+    _audit(scheduler, actor, "schedule.edit", job_id, {"before": before, "after": info.trigger})
+    return info
 
 
-def pause(scheduler: BackgroundScheduler, job_id: str) -> None:
+def pause(scheduler: BackgroundScheduler, job_id: str, *, actor: Principal) -> None:
+    require(actor, Role.admin, "Pausing a schedule")
     scheduler.pause_job(job_id, jobstore="default")
+    _audit(scheduler, actor, "schedule.pause", job_id, {})
 
 
-def resume(scheduler: BackgroundScheduler, job_id: str) -> None:
+def resume(scheduler: BackgroundScheduler, job_id: str, *, actor: Principal) -> None:
+    require(actor, Role.admin, "Resuming a schedule")
     scheduler.resume_job(job_id, jobstore="default")
+    _audit(scheduler, actor, "schedule.resume", job_id, {})

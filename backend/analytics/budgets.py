@@ -10,6 +10,8 @@ from typing import Any
 import requests
 import sqlalchemy as sa
 
+from backend.auth import Principal, Role, require
+from backend.auth.audit import record
 from backend.config import Settings
 from backend.notify.channels import budget_channel
 from backend.notify.dispatch import dispatch
@@ -92,21 +94,31 @@ def _resolve_subscription(conn: sa.Connection, value: str) -> str:
     raise ValueError(f"no subscription has the id or name {value!r} (known: {known})")
 
 
-def create_budget(engine: sa.Engine, **values: Any) -> int:
+def _audit_values(data: Mapping[str, Any]) -> dict[str, Any]:
+    # The webhook URL may carry a token: the audit says it changed, never what it is.
+    return {k: ("(set)" if v else "(cleared)") if k == "webhook_url" else v for k, v in data.items()}
+
+
+def create_budget(engine: sa.Engine, *, actor: Principal, **values: Any) -> int:
+    """A new budget; needs the editor role; audited with the actor in the same transaction."""
+    require(actor, Role.editor, "Creating a budget")
     data = validate(values)
     cols = ", ".join(data)
     with engine.begin() as conn:
         if data.get("scope_type") == "subscription":
             data["scope_value"] = _resolve_subscription(conn, data.get("scope_value") or "")
-        return conn.execute(
+        budget_id = conn.execute(
             sa.text(
                 f"INSERT INTO mart.budgets ({cols}) VALUES ({', '.join(':' + k for k in data)}) RETURNING budget_id"
             ),
             data,
         ).scalar_one()
+        record(conn, actor, "budget.create", f"budget {budget_id}", _audit_values(data))
+        return budget_id
 
 
-def update_budget(engine: sa.Engine, budget_id: int, **values: Any) -> None:
+def update_budget(engine: sa.Engine, budget_id: int, *, actor: Principal, **values: Any) -> None:
+    require(actor, Role.editor, "Changing a budget")
     data = validate(values)
     if not data:
         return
@@ -126,14 +138,21 @@ def update_budget(engine: sa.Engine, budget_id: int, **values: Any) -> None:
             sa.text(f"UPDATE mart.budgets SET {sets}, updated_at = now() WHERE budget_id = :id"),
             {**data, "id": budget_id},
         ).rowcount
+        if n:
+            record(conn, actor, "budget.update", f"budget {budget_id}", _audit_values(data))
     if not n:
         raise LookupError(f"budget {budget_id} not found")
 
 
-def delete_budget(engine: sa.Engine, budget_id: int) -> None:
+def delete_budget(engine: sa.Engine, budget_id: int, *, actor: Principal) -> None:
     """Deletes the budget; its alert history stays (budget_id set null, name kept)."""
+    require(actor, Role.editor, "Deleting a budget")
     with engine.begin() as conn:
-        conn.execute(sa.text("DELETE FROM mart.budgets WHERE budget_id = :id"), {"id": budget_id})
+        name = conn.execute(
+            sa.text("DELETE FROM mart.budgets WHERE budget_id = :id RETURNING name"), {"id": budget_id}
+        ).scalar_one_or_none()
+        if name is not None:
+            record(conn, actor, "budget.delete", f"budget {budget_id}", {"name": name})
 
 
 def get_budget(engine: sa.Engine, budget_id: int) -> dict[str, Any] | None:

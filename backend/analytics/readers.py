@@ -17,6 +17,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from backend.analytics import budgets as budget_store
+from backend.auth import Principal, Role, require
+from backend.auth.audit import record
 from backend.mart import queries
 
 ANOMALY_STATUSES = ("open", "expected", "resolved")
@@ -202,11 +204,13 @@ def band(engine: sa.Engine, *, level: str, value: str, metric: str, currency: st
 
 
 def set_anomaly_status(
-    owner: sa.Engine, anomaly_id: int, *, verdict: str, note: str = "", user: str | None = None, suppress_days: int = 0
+    owner: sa.Engine, anomaly_id: int, *, verdict: str, actor: Principal, note: str = "", suppress_days: int = 0
 ) -> int:
     """Mark an anomaly expected / resolved / reopened and record the feedback the analytics step reads back
     (store.read_feedback: an 'expected' verdict suppresses the same pattern until `suppress_until`).
-    One transaction; LookupError when the anomaly does not exist. Needs the owner engine."""
+    Needs the editor role; one transaction with its audit row; LookupError when the anomaly does not exist.
+    Needs the owner engine."""
+    require(actor, Role.editor, "Giving anomaly feedback")
     if verdict not in VERDICTS:
         raise ValueError(f"verdict must be one of {VERDICTS}, not {verdict!r}")
     if suppress_days < 0:
@@ -236,9 +240,16 @@ def set_anomaly_status(
                 "cur": row.currency,
                 "verdict": verdict,
                 "note": note or None,
-                "user": user,
+                "user": actor.who,
                 "until": row.charge_date + dt.timedelta(days=suppress_days) if suppress_days else None,
             },
+        )
+        record(
+            conn,
+            actor,
+            "anomaly.feedback",
+            f"anomaly {anomaly_id}",
+            {"verdict": verdict, "note": note or None, "suppress_days": suppress_days},
         )
     return anomaly_id
 

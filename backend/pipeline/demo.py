@@ -160,6 +160,7 @@ def seed_demo_budgets(engine: sa.Engine) -> list[str]:
     alerts show something: one already over, one close (its forecast crosses it), one fine. Only while the
     demo is what the mart shows and no budget exists yet (the user's budgets are never touched)."""
     from backend.analytics.budgets import create_budget
+    from backend.auth import system_principal
 
     with engine.connect() as conn:
         if not demo_loaded(conn) or conn.execute(sa.text("SELECT count(*) FROM mart.budgets")).scalar():
@@ -190,6 +191,8 @@ def seed_demo_budgets(engine: sa.Engine) -> list[str]:
         name = f"{DEMO_BUDGET_PREFIX}{label} monthly ({kind})"
         create_budget(
             engine,
+            # The pipeline's own demo seeding, not a user: audited as system:pipeline.
+            actor=system_principal("pipeline"),
             name=name,
             scope_type="subscription",
             scope_value=sub_id,

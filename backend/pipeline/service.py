@@ -8,6 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from backend.auth import SCHEDULER, Principal, Role, require
 from backend.config import Settings
 from backend.lake import Lake
 from backend.mart.db import check_reader
@@ -32,6 +33,16 @@ def default_sources(settings: Settings) -> list[str]:
         return ["demo", "inbox"]
     # Half-configured Azure stays in, so its run fails with the setting to fix instead of going quiet.
     return ["inbox"] if azure == NOT_CONFIGURED else ["azure", "inbox"]
+
+
+def run_role(*, steps: Sequence[str] | None, sources: Sequence[str] | None) -> tuple[Role, str]:
+    """The role a run needs and how to name it: importing what is waiting in the inbox is the end of an
+    upload (editor); every other run, and removing the demo, is an admin's."""
+    if steps and "remove_demo" in steps:
+        return Role.admin, "Removing the demo data"
+    if sources and list(sources) == ["inbox"]:
+        return Role.editor, "Importing the inbox"
+    return Role.admin, "Running the pipeline"
 
 
 class PipelineService:
@@ -63,11 +74,16 @@ class PipelineService:
         trigger: str = "manual",
         options: dict[str, Any] | None = None,
         progress: ProgressCallback | None = None,
+        actor: Principal = SCHEDULER,
     ) -> RunSummary:
+        """One run. `actor` is who asked: the scheduler's jobs and the CLI run as the system; the app passes
+        its signed-in user, whose role must allow the run (PermissionDenied otherwise, nothing started)."""
         from backend.pipeline.steps import ALL_STEPS, REGISTRY
 
         options = dict(options or {})
         chosen_sources = list(sources or options.pop("sources", None) or self.default_sources())
+        role, action = run_role(steps=steps, sources=chosen_sources)
+        require(actor, role, action)
 
         def factory(run_id: str) -> PipelineContext:
             ctx = PipelineContext(self.settings, self.endpoints, self.engine, self.lake, run_id, chosen_sources)

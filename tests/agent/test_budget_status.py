@@ -11,6 +11,7 @@ from backend.agent.seed import AS_OF, SUBSCRIPTIONS
 from backend.agent.tools import _stored_members, budget_status_impl
 from backend.analytics import budgets
 from backend.sources.ids import canonical_subscription_id
+from tests.auth.principals import EDITOR
 
 
 def _evaluator_spend(owner: sa.Engine, budget_id: int) -> float:
@@ -30,11 +31,11 @@ def _status_rows(ctx, name: str = "") -> dict[str, dict]:
 @contextmanager
 def _budget(owner: sa.Engine, **values) -> Iterator[int]:
     """A budget added to the shared demo mart for one test, removed afterwards."""
-    budget_id = budgets.create_budget(owner, amount=1000, currency="EUR", period="monthly", **values)
+    budget_id = budgets.create_budget(owner, actor=EDITOR, amount=1000, currency="EUR", period="monthly", **values)
     try:
         yield budget_id
     finally:
-        budgets.delete_budget(owner, budget_id)
+        budgets.delete_budget(owner, budget_id, actor=EDITOR)
 
 
 def test_seed_names_subscription_budgets_by_their_id(owner):
@@ -89,7 +90,7 @@ def test_a_subscription_budget_naming_no_subscription_id_is_flagged_not_guessed(
         row = _status_rows(rule_agent.ctx, name="Legacy")["Legacy by name"]
         assert row["spent"] == 0 == _evaluator_spend(owner, bid)
     finally:
-        budgets.delete_budget(owner, bid)
+        budgets.delete_budget(owner, bid, actor=EDITOR)
     assert row["scope"] == "subscription Production (no such subscription id)"
 
 

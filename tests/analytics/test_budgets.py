@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from backend.analytics import budgets
 from backend.mart.migrate import upgrade
+from tests.auth.principals import EDITOR
 
 pytestmark = pytest.mark.slow  # a fresh migrated database per test
 
@@ -89,17 +90,26 @@ def receiver():
 
 def test_crud_and_validation(mart):
     bid = budgets.create_budget(
-        mart, name="sub", scope_type="subscription", scope_value="s1", amount=1000, currency="USD", period="monthly"
+        mart,
+        actor=EDITOR,
+        name="sub",
+        scope_type="subscription",
+        scope_value="s1",
+        amount=1000,
+        currency="USD",
+        period="monthly",
     )
-    budgets.update_budget(mart, bid, amount=2500, actual_thresholds=[100, 50])
+    budgets.update_budget(mart, bid, actor=EDITOR, amount=2500, actual_thresholds=[100, 50])
     got = budgets.get_budget(mart, bid)
     assert float(got["amount"]) == 2500 and [float(t) for t in got["actual_thresholds"]] == [50, 100]
     assert [b["name"] for b in budgets.list_budgets(mart)] == ["sub"]
     with pytest.raises(ValueError):
-        budgets.create_budget(mart, name="bad", scope_type="tag", amount=1, currency="USD", period="monthly")
+        budgets.create_budget(
+            mart, actor=EDITOR, name="bad", scope_type="tag", amount=1, currency="USD", period="monthly"
+        )
     with pytest.raises(LookupError):
-        budgets.update_budget(mart, 999, amount=1)
-    budgets.delete_budget(mart, bid)
+        budgets.update_budget(mart, 999, actor=EDITOR, amount=1)
+    budgets.delete_budget(mart, bid, actor=EDITOR)
     assert budgets.get_budget(mart, bid) is None
 
 
@@ -112,6 +122,7 @@ def test_subscription_scope_is_stored_as_silver_spells_it(mart):
         )
     bid = budgets.create_budget(
         mart,
+        actor=EDITOR,
         name="typed",
         scope_type="subscription",
         scope_value=f"{{{guid.upper()}}}",
@@ -125,12 +136,19 @@ def test_subscription_scope_is_stored_as_silver_spells_it(mart):
     # Spent 1000 of 1500 on that subscription: the typed guid found it.
     assert budgets.evaluate_budgets(mart, run_id="r1", as_of=date(2025, 6, 10))["alerts"] == 1
     # An edit that sends only the value: the stored scope decides.
-    budgets.update_budget(mart, bid, scope_value=f"{arm.upper()}/resourceGroups/RG")
+    budgets.update_budget(mart, bid, actor=EDITOR, scope_value=f"{arm.upper()}/resourceGroups/RG")
     assert budgets.get_budget(mart, bid)["scope_value"] == arm
     other = budgets.create_budget(
-        mart, name="svc", scope_type="service", scope_value=guid.upper(), amount=1, currency="USD", period="monthly"
+        mart,
+        actor=EDITOR,
+        name="svc",
+        scope_type="service",
+        scope_value=guid.upper(),
+        amount=1,
+        currency="USD",
+        period="monthly",
     )
-    budgets.update_budget(mart, other, scope_value=f" {guid.upper()} ")
+    budgets.update_budget(mart, other, actor=EDITOR, scope_value=f" {guid.upper()} ")
     assert budgets.get_budget(mart, other)["scope_value"] == f" {guid.upper()} "  # not a subscription: as given
 
 
@@ -145,6 +163,7 @@ def test_evaluate_alerts_once_and_delivers_webhook_with_retries(mart, receiver):
     # Spent 1000 of 1500 (66%: crosses 50); forecast 3000 (200%: crosses forecast 100).
     budgets.create_budget(
         mart,
+        actor=EDITOR,
         name="s1 june",
         scope_type="subscription",
         scope_value="s1",
@@ -179,6 +198,7 @@ def test_webhook_gives_up_and_records_failure(mart, receiver):
     handler.fail_first = 100
     budgets.create_budget(
         mart,
+        actor=EDITOR,
         name="total",
         scope_type="total",
         amount=100,
@@ -215,14 +235,16 @@ def test_a_subscription_typed_by_name_is_stored_as_its_id(mart):
         "period": "monthly",
         "forecast_thresholds": [],
     }
-    bid = budgets.create_budget(mart, name="prod", scope_value=" production ", actual_thresholds=[50], **common)
+    bid = budgets.create_budget(
+        mart, actor=EDITOR, name="prod", scope_value=" production ", actual_thresholds=[50], **common
+    )
     assert budgets.get_budget(mart, bid)["scope_value"] == "s1"
     assert budgets.evaluate_budgets(mart, run_id="r1", as_of=date(2025, 6, 10))["alerts"] == 1
     with pytest.raises(ValueError, match="2 subscriptions are named 'Shared'; enter the subscription id"):
-        budgets.create_budget(mart, name="shared", scope_value="Shared", **common)
+        budgets.create_budget(mart, actor=EDITOR, name="shared", scope_value="Shared", **common)
     with pytest.raises(ValueError, match=r"no subscription has the id or name 'Prod' \(known: Production, Shared\)"):
-        budgets.update_budget(mart, bid, scope_value="Prod")
-    budgets.update_budget(mart, bid, scope_value="s3")  # an id is taken as it is
+        budgets.update_budget(mart, bid, actor=EDITOR, scope_value="Prod")
+    budgets.update_budget(mart, bid, actor=EDITOR, scope_value="s3")  # an id is taken as it is
     assert budgets.get_budget(mart, bid)["scope_value"] == "s3"
 
 
@@ -232,6 +254,7 @@ def test_a_subscription_budget_made_before_any_cost_is_kept_as_typed(pg_url):
     try:
         bid = budgets.create_budget(
             engine,
+            actor=EDITOR,
             name="early",
             scope_type="subscription",
             scope_value="Production",
@@ -271,10 +294,14 @@ def test_a_budget_counts_only_cost_and_forecasts_in_its_own_currency(mart):
     common = {"scope_type": "subscription", "scope_value": "s1", "period": "monthly"}
     # USD: spent 1000, forecast 3000 of 2500 -> actual 40% (no alert), forecast 120% (alerts). With EUR added
     # it would be 51000 spent and 153000 forecast: every threshold.
-    usd = budgets.create_budget(mart, name="usd", amount=2500, currency="USD", actual_thresholds=[50], **common)
+    usd = budgets.create_budget(
+        mart, actor=EDITOR, name="usd", amount=2500, currency="USD", actual_thresholds=[50], **common
+    )
     # EUR: spent 50000 of 100000 (50%), forecast 150000 (150%).
-    budgets.create_budget(mart, name="eur", amount=100_000, currency="EUR", actual_thresholds=[50, 80], **common)
-    budgets.create_budget(mart, name="gbp", amount=10, currency="GBP", actual_thresholds=[1], **common)
+    budgets.create_budget(
+        mart, actor=EDITOR, name="eur", amount=100_000, currency="EUR", actual_thresholds=[50, 80], **common
+    )
+    budgets.create_budget(mart, actor=EDITOR, name="gbp", amount=10, currency="GBP", actual_thresholds=[1], **common)
     stats = budgets.evaluate_budgets(mart, run_id="r1", as_of=date(2025, 6, 10))
     assert stats["budgets_other_currency"] == 1  # gbp: s1 has no GBP cost, nothing is converted
     with mart.connect() as conn:

@@ -19,6 +19,7 @@ from backend.lake.storage import ensure_lake, lake_location
 from backend.mart.migrate import upgrade
 from backend.medallion.schemas import GOLD_COST_BY_TAG, GOLD_COST_DAILY, GOLD_RESOURCE_TAGS
 from backend.sources.synthetic import generate_estate
+from tests.auth.principals import EDITOR
 from tests.conftest import create_database, make_settings
 
 pytestmark = pytest.mark.slow
@@ -215,7 +216,9 @@ def test_feedback_suppresses_across_the_history_and_survives_rescoring(spark, en
     assert len(shifts) >= 2
     member = shifts["member"].iloc[0]
     mine = shifts[shifts["member"] == member].sort_values("charge_date")
-    readers.set_anomaly_status(engine, int(mine["anomaly_id"].iloc[0]), verdict="expected", note="migration")
+    readers.set_anomaly_status(
+        engine, int(mine["anomaly_id"].iloc[0]), actor=EDITOR, verdict="expected", note="migration"
+    )
 
     # Other detector settings rescore every day (the recorded configuration no longer matches).
     stats = run_analytics(

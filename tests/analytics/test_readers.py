@@ -16,6 +16,7 @@ from backend.analytics import readers
 from backend.lake.delta import lake_from_settings
 from backend.mart import testing
 from backend.mart.load import load_gold
+from tests.auth.principals import EDITOR
 
 pytestmark = pytest.mark.slow  # a fresh migrated database per test
 
@@ -103,19 +104,19 @@ def test_band_and_verdict_round_trip(owner, reader):
     assert [p.day for p in points] == [AS_OF - dt.timedelta(days=2), AS_OF]
     assert points[1].actual == Decimal("500") and points[1].lower_bound == Decimal("80")
 
-    readers.set_anomaly_status(owner, second, verdict="expected", note="load test", user="ana", suppress_days=7)
+    readers.set_anomaly_status(owner, second, actor=EDITOR, verdict="expected", note="load test", suppress_days=7)
     assert [a.anomaly_id for a in readers.list_anomalies(reader, status="expected")] == [second]
     with owner.connect() as conn:
         fb = conn.execute(sa.text("SELECT verdict, note, created_by, suppress_until FROM mart.anomaly_feedback")).one()
-    assert tuple(fb) == ("expected", "load test", "ana", AS_OF + dt.timedelta(days=7))
-    readers.set_anomaly_status(owner, second, verdict="reopened")
+    assert tuple(fb) == ("expected", "load test", EDITOR.email, AS_OF + dt.timedelta(days=7))
+    readers.set_anomaly_status(owner, second, actor=EDITOR, verdict="reopened")
     assert second in [a.anomaly_id for a in readers.list_anomalies(reader, status="open")]
     assert first in [a.anomaly_id for a in readers.list_anomalies(reader, status="open")]
 
     with pytest.raises(LookupError):
-        readers.set_anomaly_status(owner, 999_999, verdict="expected")
+        readers.set_anomaly_status(owner, 999_999, actor=EDITOR, verdict="expected")
     with pytest.raises(ValueError, match="verdict"):
-        readers.set_anomaly_status(owner, second, verdict="ignore")
+        readers.set_anomaly_status(owner, second, actor=EDITOR, verdict="ignore")
 
 
 def test_month_end_forecast_latest_in_currency(owner, reader):

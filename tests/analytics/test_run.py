@@ -16,6 +16,7 @@ from backend.lake import lake_from_settings
 from backend.lake.storage import ensure_lake, lake_location
 from backend.mart.migrate import upgrade
 from backend.medallion.schemas import GOLD_COST_DAILY, MONEY
+from tests.auth.principals import EDITOR
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.slow
@@ -276,8 +277,8 @@ def test_two_currency_mart_end_to_end(spark, mart_settings, owner, reader):
     lake = lake_from_settings(mart_settings)
     testing.write_gold(lake, daily)
     load_gold(mart_settings, lake, run_id="r1")
-    create_budget(owner, name="usd", scope_type="total", amount=1, currency="USD", period="monthly")
-    create_budget(owner, name="eur", scope_type="total", amount=1, currency="EUR", period="monthly")
+    create_budget(owner, actor=EDITOR, name="usd", scope_type="total", amount=1, currency="USD", period="monthly")
+    create_budget(owner, actor=EDITOR, name="eur", scope_type="total", amount=1, currency="EUR", period="monthly")
 
     stats = run_analytics(mart_settings, lake, spark, owner, run_id="r1")  # every default level and metric
     evaluate_budgets(owner, run_id="r1", as_of=as_of)

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from backend.analytics import store
 from backend.analytics.analyze import FORECAST_COLUMNS
+from tests.auth.principals import EDITOR
 
 pytestmark = pytest.mark.slow  # a fresh migrated database per test
 
@@ -76,7 +77,7 @@ def test_feedback_carries_its_own_currency(owner):
     _write(owner, _anomalies(("EUR", 200.0, 5.0), ("USD", 80.0, 9.0)), "r1")
     with owner.connect() as conn:
         eur = conn.execute(sa.text("SELECT anomaly_id FROM mart.anomalies WHERE currency = 'EUR'")).scalar_one()
-    readers.set_anomaly_status(owner, eur, verdict="expected", note="planned")
+    readers.set_anomaly_status(owner, eur, actor=EDITOR, verdict="expected", note="planned")
     with owner.begin() as conn:
         # A verdict from before analytics was per currency: it names none, so it covers every currency.
         conn.execute(

@@ -15,6 +15,7 @@ from backend.config import REPO_ROOT
 from backend.mart.migrate import upgrade
 from scheduler.jobs import DEFAULT_JOBS
 from scheduler.service import list_jobs, pause, reschedule, resume, run_now, start_scheduler
+from tests.auth.principals import ADMIN
 
 
 @pytest.fixture
@@ -26,8 +27,8 @@ def migrated(pg_url):
 def test_jobs_persist_and_edits_survive_restart(migrated):
     scheduler = start_scheduler(migrated, runner=lambda **kw: None, paused=True)
     assert {j.job_id for j in list_jobs(scheduler)} == {spec.job_id for spec in DEFAULT_JOBS}
-    reschedule(scheduler, "pipeline-hourly", kind="interval", args={"minutes": 15})
-    pause(scheduler, "inbox-scan")
+    reschedule(scheduler, "pipeline-hourly", kind="interval", args={"minutes": 15}, actor=ADMIN)
+    pause(scheduler, "inbox-scan", actor=ADMIN)
     scheduler.shutdown(wait=False)
 
     again = start_scheduler(migrated, runner=lambda **kw: None)
@@ -35,7 +36,7 @@ def test_jobs_persist_and_edits_survive_restart(migrated):
     assert len(jobs) == len(DEFAULT_JOBS)  # not duplicated
     assert "0:15:00" in jobs["pipeline-hourly"].trigger
     assert jobs["inbox-scan"].paused
-    resume(again, "inbox-scan")
+    resume(again, "inbox-scan", actor=ADMIN)
     assert not {j.job_id: j for j in list_jobs(again)}["inbox-scan"].paused
     again.shutdown(wait=False)
 
@@ -44,7 +45,7 @@ def test_bad_trigger_is_refused(migrated):
     scheduler = start_scheduler(migrated, runner=lambda **kw: None, paused=True)
     try:
         with pytest.raises(ValueError, match="interval"):
-            reschedule(scheduler, "pipeline-hourly", kind="weekly", args={})
+            reschedule(scheduler, "pipeline-hourly", kind="weekly", args={}, actor=ADMIN)
     finally:
         scheduler.shutdown(wait=False)
 
@@ -53,7 +54,7 @@ def test_run_now_calls_the_runner(migrated):
     calls = []
     scheduler = start_scheduler(migrated, runner=lambda **kw: calls.append(kw) or _Summary("succeeded"))
     try:
-        run_now(scheduler, steps=["mart"])
+        run_now(scheduler, steps=["mart"], actor=ADMIN)
         deadline = time.monotonic() + 10
         while not calls and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -77,6 +78,7 @@ _TWO_PROCESS_SCRIPT = textwrap.dedent(
     from backend.pipeline.runner import PipelineContext, run_pipeline
     from backend.pipeline.runs import StepResult
     from backend.runtime import Endpoints
+    from backend.auth import SCHEDULER
     from scheduler.service import run_now, start_scheduler
     from tests.conftest import make_settings
 
@@ -98,7 +100,7 @@ _TWO_PROCESS_SCRIPT = textwrap.dedent(
 
     scheduler = start_scheduler(url, runner)
     time.sleep(max(0.0, start_at - time.time()))
-    run_now(scheduler)
+    run_now(scheduler, actor=SCHEDULER)
     time.sleep(9)
     scheduler.shutdown(wait=True)
     """

@@ -48,10 +48,11 @@ def test_sources_page_shows_the_azure_source_state_without_the_secret(app_runtim
 
 def test_credential_check_names_the_missing_setting_before_asking_azure(ui_settings):
     from app.uploads import azure_credential_check
+    from tests.auth.principals import ADMIN
 
-    ok, message = azure_credential_check(ui_settings.model_copy(update={"azure_tenant_id": "tenant-1"}))
+    ok, message = azure_credential_check(ui_settings.model_copy(update={"azure_tenant_id": "tenant-1"}), actor=ADMIN)
     assert not ok and message.startswith(
         "Azure is misconfigured: set AZURE_CLIENT_ID, AZURE_CLIENT_SECRET and AZURE_SUBSCRIPTION_IDS"
     )
-    ok, message = azure_credential_check(ui_settings)
+    ok, message = azure_credential_check(ui_settings, actor=ADMIN)
     assert not ok and message.startswith("Azure is not configured: set AZURE_TENANT_ID")
