@@ -36,6 +36,26 @@ class Outcome:
 DELIVERED = Outcome(ok=True)
 
 
+class _RedactWebhookUrls(logging.Filter):
+    """urllib3 logs each request line at DEBUG, path included: a webhook's path is its token."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.urls:
+            text = record.getMessage()
+            clean = scrub(text, list(self.urls))
+            if clean != text:
+                record.msg, record.args = clean, ()
+        return True
+
+
+_REDACT = _RedactWebhookUrls()
+logging.getLogger("urllib3.connectionpool").addFilter(_REDACT)
+
+
 def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
@@ -60,6 +80,7 @@ def post_json(
     headers: dict[str, str] | None = None,
 ) -> Outcome:
     """POST `body`; 2xx is delivered, 408/429/5xx and network errors are worth retrying, other 4xx are not."""
+    _REDACT.urls.add(url)
     try:
         response = http_post(url, json=body, timeout=timeout, headers=headers or {})
     except requests.RequestException as exc:

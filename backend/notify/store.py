@@ -114,7 +114,9 @@ def record_attempt(
 ) -> None:
     conn.execute(
         sa.text(
-            "UPDATE ops.notification_deliveries SET status = :s, attempts = :n, last_error = :e,"
+            # A delivery that got through keeps the error its earlier attempts met (what the retries were for).
+            "UPDATE ops.notification_deliveries SET status = :s, attempts = :n,"
+            " last_error = CASE WHEN :s = 'delivered' THEN last_error ELSE :e END,"
             " last_attempt_at = CASE WHEN :tried THEN :now ELSE last_attempt_at END, next_attempt_at = :next,"
             " delivered_at = CASE WHEN :s = 'delivered' THEN :now END WHERE delivery_id = :id"
         ),

@@ -129,9 +129,7 @@ def run_pipeline(
         try:
             # Holding the lock means no other run is alive: anything still 'running' died mid-way.
             abandoned = recorder.abandon_dead_runs()
-            # Deliveries that failed at earlier runs are retried first, with news of the abandoned ones.
-            _notifications("before_run", ctx, abandoned=abandoned)
-            return _run_locked(ctx, recorder, steps, registry, trigger, progress, t0)
+            return _run_locked(ctx, recorder, steps, registry, trigger, progress, t0, abandoned=abandoned)
         finally:
             lock_conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": PIPELINE_LOCK_KEY})
             lock_conn.commit()
@@ -145,6 +143,8 @@ def _run_locked(
     trigger: str,
     progress: ProgressCallback | None,
     t0: float,
+    *,
+    abandoned: Sequence[str] = (),
 ) -> RunSummary:
     run_id = ctx.run_id
     token = current_run_id.set(run_id)
@@ -153,6 +153,8 @@ def _run_locked(
     summary = RunSummary(run_id, SUCCEEDED)
     recorder.start_run(run_id, trigger=trigger, steps=list(steps), sources=ctx.sources)
     log.info("run %s started (%s): steps %s, sources %s", run_id, trigger, list(steps), ctx.sources)
+    # Deliveries that failed at earlier runs are retried first (in this run's log), with news of abandoned runs.
+    _notifications("before_run", ctx, abandoned=list(abandoned))
     try:
         for index, step in enumerate(steps):
             _notify(progress, ProgressEvent(run_id, step, "running", index, len(steps)))
