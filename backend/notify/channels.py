@@ -218,8 +218,11 @@ def check_settings(settings: Settings) -> None:
         check_addresses(settings.notify_email_to, what="NOTIFY_EMAIL_TO")
         if problem := smtp_ready(settings):
             raise ChannelError(f"NOTIFY_EMAIL_TO is set but mail cannot be sent: {problem}")
-    if settings.smtp_from and not parse_addresses(settings.smtp_from):
-        raise ChannelError("SMTP_FROM must be a mail address such as 'Costlake <costlake@example.com>'")
+    if settings.smtp_from:
+        try:
+            (_,) = check_addresses(settings.smtp_from, what="SMTP_FROM")
+        except (ChannelError, ValueError):
+            raise ChannelError("SMTP_FROM must be a mail address such as 'Costlake <costlake@example.com>'") from None
     password = settings.smtp_password.get_secret_value() if settings.smtp_password else ""
     if bool(settings.smtp_user) != bool(password):
         raise ChannelError("set both SMTP_USER and SMTP_PASSWORD (or neither, for a relay without login)")
