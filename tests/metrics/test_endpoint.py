@@ -6,6 +6,7 @@ database holds (quarantined rows, open anomalies, budget burn, runs, agent quest
 from __future__ import annotations
 
 import datetime as dt
+import json
 import urllib.error
 import urllib.request
 
@@ -214,3 +215,25 @@ def test_off_by_default_and_stopped_cleanly(tmp_path, settings, mart_url, reader
     server.stop()
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(url, timeout=5)
+
+
+def test_dashboard_uses_only_exported_metrics(endpoint):
+    """Every series the Grafana dashboard queries is one the endpoint serves (names checked, not guessed)."""
+    import re
+
+    import yaml
+
+    from backend.config import REPO_ROOT
+
+    dashboard = json.loads((REPO_ROOT / "docker" / "grafana" / "costlake-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    used = {name for expr in exprs for name in re.findall(r"\bcostlake_[a-z_]+", expr)}
+    _, families = scrape(endpoint.url)
+    served = {s.name for samples in families.values() for s in samples}
+    assert len(used) > 20 and used <= served, sorted(used - served)
+    assert {p["datasource"]["uid"] for p in dashboard["panels"] if "datasource" in p} == {"${datasource}"}
+
+    scrape_config = yaml.safe_load((REPO_ROOT / "docker" / "prometheus" / "prometheus.yml").read_text())
+    (job,) = scrape_config["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    assert job["static_configs"][0]["targets"] == ["127.0.0.1:9464"]  # docker-compose's published default
