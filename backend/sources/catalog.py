@@ -10,7 +10,7 @@ class Meter:
     sub_category: str
     name: str
     unit: str  # FOCUS PricingUnit, as Azure writes UnitOfMeasure
-    price: float  # pay-as-you-go list unit price, USD
+    price: float  # the contract's unit price, USD: pay-as-you-go list x (1 - NEGOTIATED_DISCOUNT of its category)
     daily_cost: float  # median daily cost of one resource on this meter, USD (sets the quantity)
     steady: bool = False  # runs 24/7 at a fixed size (hours of a VM, a provisioned unit): no noise or weekly dip
 
@@ -274,3 +274,31 @@ WORKLOADS: tuple[tuple[str, str, str], ...] = (
 
 COST_CENTERS = ("CC-1001", "CC-1002", "CC-2040", "CC-3100", "CC-4500")
 OWNERS = ("alice@contoso.com", "bob@contoso.com", "carol@contoso.com", "dan@contoso.com", "erin@contoso.com")
+
+# The estate's negotiated (EA / MCA) discount off the pay-as-you-go list price per FOCUS ServiceCategory:
+# ContractedCost = ListCost x (1 - discount). Catalog prices are the contract's, so BilledCost and
+# EffectiveCost do not depend on these; only ListCost (and ListUnitPrice) are above them.
+NEGOTIATED_DISCOUNT: dict[str, float] = {
+    "Compute": 0.15,
+    "Databases": 0.12,
+    "Storage": 0.08,
+    "Analytics": 0.10,
+    "Networking": 0.05,
+}
+
+# Idle resources every estate carries, so the Waste & savings page has something to find: a VM left
+# deallocated (its OS disk still billed on the VM), a premium data disk nothing attaches, a public IP
+# nothing uses, and a backup fee billed with zero quantity; all in one resource group without compute.
+# (name, service, ARM type, meter category, sub-category, meter, unit, contract unit price USD, billed
+# quantity: "day" = one day of a monthly unit, "hours" = 24, "none" = 0: a fee with no usage behind it)
+IDLE_RESOURCES: tuple[tuple[str, str, str, str, str, str, str, float, str], ...] = (
+    ("vm-legacy-01", "Virtual Machines", "microsoft.compute/virtualmachines", "Storage",
+     "Premium SSD Managed Disks", "P10 LRS Disk", "1/Month", 19.71, "day"),
+    ("disk-legacy-01-data", "Managed Disks", "microsoft.compute/disks", "Storage",
+     "Premium SSD Managed Disks", "P30 LRS Disk", "1/Month", 135.17, "day"),
+    ("pip-legacy-01", "Virtual Network", "microsoft.network/publicipaddresses", "Virtual Network",
+     "IP Addresses", "Standard IPv4 Static Public IP", "1 Hour", 0.005, "hours"),
+    ("rsv-legacy-01", "Backup", "microsoft.recoveryservices/vaults", "Backup",
+     "Azure VM Protected Instances", "Azure VM Protected Instances", "1/Month", 10.0, "none"),
+)  # fmt: skip
+IDLE_RESOURCE_GROUP = "rg-legacy"  # + "-<subscription suffix>", in the first dev/test/sandbox subscription

@@ -14,6 +14,10 @@ Shape of the estate (all derived from `seed`; same arguments -> byte-identical t
   and EffectiveCost > 0, and unused commitment appears daily as Usage with CommitmentDiscountStatus
   "Unused"; so actual and amortized differ per day but agree per full month;
 - spot VMs in dev/test/sandbox subscriptions (PricingCategory Dynamic);
+- a negotiated discount per service category (catalog.NEGOTIATED_DISCOUNT): ContractedCost is the usage
+  at the catalog's (contract) prices, ListCost above it; commitments discount the contracted price;
+- idle resources in a resource group without compute (catalog.IDLE_RESOURCES): a deallocated VM whose
+  OS disk is still billed, an unattached premium disk, an unused public IP and a zero-quantity fee;
 - tags as JSON with missing keys, inconsistent key case and stray spaces, and inconsistent values.
 
 Injected anomalies (ground truth in `Estate.labels`), sized so that a detector working on daily
@@ -55,6 +59,9 @@ from backend.medallion.schemas import MONEY, UTC_TS
 from backend.sources.base import ContentType, PayloadFormat, RawChunk
 from backend.sources.catalog import (
     COST_CENTERS,
+    IDLE_RESOURCE_GROUP,
+    IDLE_RESOURCES,
+    NEGOTIATED_DISCOUNT,
     OWNERS,
     REGION_WEIGHTS,
     REGIONS,
@@ -335,7 +342,8 @@ def generate_estate(
     """Generate an estate of about `target_rows` cost rows from `start` for `months` months.
 
     Within ~2% from about 50k rows; smaller estates overshoot by up to ~2,500 rows (whole resources,
-    commitment lines and new_cost resources come on top)."""
+    commitment lines and new_cost resources come on top), plus one row per idle resource and day
+    (catalog.IDLE_RESOURCES, added whatever the size)."""
     if not 1 <= subscriptions <= len(SUBSCRIPTIONS):
         raise ValueError(f"subscriptions must be between 1 and {len(SUBSCRIPTIONS)}")
     if months < 1 or target_rows < 1000:
@@ -440,6 +448,7 @@ def generate_estate(
         qty=qty,
         dims=(r_svc[st_res], r_rg[st_res], r_sub[st_res], res_team[st_res]),
         ndays=ndays,
+        idle=(subs.index(_idle_subscription(subs)), _idle_daily_cost(cal)),
     )
     if new:
         first_stream, first_res = len(streams.start), nres
@@ -510,19 +519,27 @@ def generate_estate(
     all_line = np.concatenate([line, nstreams + u_commit, nstreams + ncommit + p_commit]).astype(np.int32)
     all_day = np.concatenate([day, u_day, p_day]).astype(np.int64)
     zero_u, zero_p = np.zeros(nu, dtype=np.int64), np.zeros(npay, dtype=np.int64)
+    # Catalog prices are the contract's: usage at them is ContractedCost, and list (pay-as-you-go) is above
+    # them by the category's negotiated discount. Commitments discount the contracted price further.
+    discount = np.array([NEGOTIATED_DISCOUNT.get(s.category, 0.0) for s in SERVICES])[r_svc[st_res]]
+    full_list_units = _units(list_float / (1 - discount[line]), _COST_DECIMALS)
     money = {
         "BilledCost": np.concatenate([billed_units, zero_u, p_units]),
         "EffectiveCost": np.concatenate([eff_units, unused, zero_p]),
-        "ListCost": np.concatenate([list_units, zero_u, p_units]),
+        "ListCost": np.concatenate([full_list_units, zero_u, p_units]),
+        "ContractedCost": np.concatenate([list_units, zero_u, p_units]),
     }
-    money["ContractedCost"] = money["ListCost"]  # no negotiated discount: contracted = list
     # Unused commitment: the quantity is the unused share of the day's commitment.
     u_share = unused / np.maximum(commit_daily[u_commit], 1)
     quantity = np.concatenate(
         [_units(qty, _QTY_DECIMALS), _units(u_share, _QTY_DECIMALS), np.full(npay, _UNITS, dtype=np.int64)]
     )
     price_units = _units(streams.price, _COST_DECIMALS)
-    unit_price = np.concatenate([price_units[line], zero_u, p_units])
+    list_price_units = _units(streams.price / (1 - discount), _COST_DECIMALS)
+    unit_price = {
+        "ContractedUnitPrice": np.concatenate([price_units[line], zero_u, p_units]),
+        "ListUnitPrice": np.concatenate([list_price_units[line], zero_u, p_units]),
+    }
 
     ctx = _Context(
         rng=rng,
@@ -542,6 +559,7 @@ def generate_estate(
     )
     columns = ctx.line_columns(currency, billing_account_id, billing_account_name)
     table = _build_table(columns, all_line, all_day, cal, money, quantity, unit_price)
+    table = _with_idle_resources(table, subs, cal, currency, billing_account_id, billing_account_name)
     label_table = ctx.labels(injected, cal)
     log.info(
         "synthetic estate: %d rows, %d resources, %d commitments, %d anomalies (seed %d, %s..%s)",
@@ -804,9 +822,13 @@ def _daily(codes: np.ndarray, ncodes: int, day: np.ndarray, ndays: int, cost: np
     return np.bincount(flat, weights=cost, minlength=ncodes * ndays).reshape(ncodes, ndays)
 
 
-def _inject_anomalies(rng, *, count, streams, line, day, qty, dims, ndays) -> tuple[list[_Anomaly], list[_Anomaly]]:
+def _inject_anomalies(
+    rng, *, count, streams, line, day, qty, dims, ndays, idle=None
+) -> tuple[list[_Anomaly], list[_Anomaly]]:
     """Pick anomaly targets, size them against the series they land in, and add them to `qty` in place.
 
+    `idle` is (subscription index, {service index: daily cost}) of the idle resources added after
+    generation (_with_idle_resources): baselines count them like the rows will.
     Returns every anomaly, and those of kind new_cost separately (the caller adds their resources)."""
     first_start, last_start = MIN_HISTORY_DAYS, ndays - 10
     if count <= 0:
@@ -830,6 +852,12 @@ def _inject_anomalies(rng, *, count, streams, line, day, qty, dims, ndays) -> tu
         by_sub[s_sub[k], streams.end[k] :] += unused
         if streams.model[k] == RESERVATION:
             by_svc[s_svc[k], streams.end[k] :] += unused
+    if idle is not None:
+        idle_sub, idle_by_service = idle
+        for svc_index, daily in idle_by_service.items():
+            by_svc[svc_index] += daily
+            if idle_sub < by_sub.shape[0]:
+                by_sub[idle_sub] += daily
     lengths = np.maximum(streams.end - streams.start, 0)
     row_offset = np.cumsum(lengths) - lengths
 
@@ -1183,8 +1211,8 @@ def _build_table(columns, all_line, all_day, cal, money, quantity, unit_price) -
             arrays.append(decimal(money[name]))
         elif name in ("PricingQuantity", "ConsumedQuantity"):
             arrays.append(decimal(quantity))
-        elif name in ("ListUnitPrice", "ContractedUnitPrice"):
-            arrays.append(decimal(unit_price))
+        elif name in unit_price:
+            arrays.append(decimal(unit_price[name]))
         else:
             codes, dictionary = columns[name]
             key = np.ascontiguousarray(codes, dtype=np.int32).tobytes()
@@ -1195,6 +1223,105 @@ def _build_table(columns, all_line, all_day, cal, money, quantity, unit_price) -
         [pa.field(f.name, pa.dictionary(pa.int32(), STRING)) if f.type == STRING else f for f in FOCUS_SCHEMA]
     )
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _idle_subscription(subs: tuple[Subscription, ...]) -> Subscription:
+    """Where the idle resources live: the first non-production subscription (else the last one)."""
+    return next((s for s in subs if s.environment != "prod"), subs[-1])
+
+
+def _idle_daily_cost(cal: _Calendar) -> dict[int, np.ndarray]:
+    """The idle resources' daily cost per service index (floats: anomaly baselines only)."""
+    out: dict[int, np.ndarray] = {}
+    names = [s.name for s in SERVICES]
+    for _name, service, *_rest, price, billed in IDLE_RESOURCES:
+        daily = np.full(cal.ndays, price * 24.0) if billed == "hours" else price / cal.days_in_month
+        index = names.index(service)
+        out[index] = out.get(index, np.zeros(cal.ndays)) + daily
+    return out
+
+
+def _with_idle_resources(
+    table: pa.Table,
+    subs: tuple[Subscription, ...],
+    cal: _Calendar,
+    currency: str,
+    billing_account_id: str,
+    billing_account_name: str,
+) -> pa.Table:
+    """`table` plus catalog.IDLE_RESOURCES, billed every day of the window (steady: no change point, so no
+    anomaly; a few dollars a day, far below any service's or resource group's noise). No random draw, so
+    the rest of the estate is what the seed made it."""
+    sub = _idle_subscription(subs)
+    rg = f"{IDLE_RESOURCE_GROUP}-{sub.name.split('-', 1)[-1]}"
+    region_id, region_name = REGIONS[1]
+    tags = json.dumps({"env": sub.environment, "application": "legacy-erp", "owner": OWNERS[3]}, separators=(",", ":"))
+    cost_step, qty_step = Decimal(1).scaleb(-_COST_DECIMALS), Decimal(1).scaleb(-_QTY_DECIMALS)
+    rows = []
+    for name, service, arm, category, sub_category, meter, unit, price, billed in IDLE_RESOURCES:
+        svc = next(s for s in SERVICES if s.name == service)
+        contract = Decimal(str(price))
+        listed = contract / Decimal(str(1 - NEGOTIATED_DISCOUNT.get(svc.category, 0.0)))
+        resource_id = f"{sub.sub_account_id}/resourcegroups/{rg}/providers/{arm}/{name}"
+        meter_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"costlake-meter:{category}/{sub_category}/{meter}"))
+        for day in cal.dates:
+            month_days = calendar.monthrange(day.year, day.month)[1]
+            per_day = (Decimal(1) / month_days).quantize(qty_step)
+            qty = {"day": per_day, "hours": Decimal(24), "none": Decimal(0)}[billed]
+            charged = per_day if billed == "none" else qty  # a fee: a day's share of the month, no usage
+            cost = (contract * charged).quantize(cost_step)
+            month_start = datetime(day.year, day.month, 1, tzinfo=UTC)
+            start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            rows.append(
+                {
+                    "BillingAccountId": billing_account_id,
+                    "BillingAccountName": billing_account_name,
+                    "BillingAccountType": "Billing Account",
+                    "BillingPeriodStart": month_start,
+                    "BillingPeriodEnd": datetime.combine(_add_months(day.replace(day=1), 1), datetime.min.time(), UTC),
+                    "ChargePeriodStart": start,
+                    "ChargePeriodEnd": start + timedelta(days=1),
+                    "SubAccountId": sub.sub_account_id,
+                    "SubAccountName": sub.name,
+                    "SubAccountType": "Subscription",
+                    "ResourceId": resource_id,
+                    "ResourceName": name,
+                    "ResourceType": svc.resource_type,
+                    "RegionId": region_id,
+                    "RegionName": region_name,
+                    "ServiceName": service,
+                    "ServiceCategory": svc.category,
+                    "ChargeCategory": "Usage",
+                    "ChargeDescription": f"{meter} - {sub_category}",
+                    "ChargeFrequency": "Usage-Based",
+                    "PricingCategory": "Standard",
+                    "PricingQuantity": qty,
+                    "PricingUnit": unit,
+                    "ConsumedQuantity": qty,
+                    "ConsumedUnit": unit,
+                    "ListUnitPrice": listed.quantize(cost_step),
+                    "ContractedUnitPrice": contract,
+                    "BilledCost": cost,
+                    "EffectiveCost": cost,
+                    "ListCost": (listed * charged).quantize(cost_step),
+                    "ContractedCost": cost,
+                    "BillingCurrency": currency,
+                    "Tags": tags,
+                    "InvoiceIssuerName": "Microsoft",
+                    "ProviderName": "Microsoft",
+                    "PublisherName": "Microsoft",
+                    "x_ResourceGroupName": rg,
+                    "x_ResourceType": arm,
+                    "x_MeterCategory": category,
+                    "x_MeterSubCategory": sub_category,
+                    "x_MeterName": meter,
+                    "x_MeterId": meter_id,
+                    "x_PricingModel": "OnDemand",
+                }
+            )
+    extra = pa.Table.from_pylist(rows, schema=FOCUS_SCHEMA).cast(table.schema)
+    # One chunk with one dictionary per column, as _build_table makes it (consumers read `.indices`).
+    return pa.concat_tables([table, extra]).unify_dictionaries().combine_chunks()
 
 
 # --- the synthetic estate as a CostSource ---------------------------------------------------------
