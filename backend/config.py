@@ -243,6 +243,9 @@ class Settings(BaseSettings):
     auth_redirect_uri: str = Field(default="", description="https://<host>/oauth2callback, registered at the provider")
     auth_cookie_secret: SecretStr | None = Field(default=None, description="signs the login cookie; 32+ characters")
     auth_scopes: str = "openid profile email"
+    # The OIDC prompt st.login sends: select_account (Entra ID, Google: pick the account) or login / consent
+    # for providers that do not know select_account.
+    auth_prompt: str = Field(default="select_account", pattern="^(select_account|login|consent)$")
     # The ID token claim holding the user's groups or app roles ("groups" for Entra ID groups, "roles" for
     # app roles); its values map to Costlake roles through AUTH_ROLE_MAP, or are the role names themselves.
     auth_roles_claim: str = "roles"

@@ -82,7 +82,7 @@ def streamlit_auth_section(settings: Settings) -> dict[str, Any]:
         "cookie_secret": cookie,
         "client_id": settings.auth_client_id,
         "server_metadata_url": settings.auth_provider_metadata_url,
-        "client_kwargs": {"scope": settings.auth_scopes},
+        "client_kwargs": {"scope": settings.auth_scopes, "prompt": settings.auth_prompt},
     }
     if settings.auth_client_secret is not None:
         section["client_secret"] = settings.auth_client_secret.get_secret_value()

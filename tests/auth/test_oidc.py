@@ -87,7 +87,7 @@ def test_placeholder_client_secret_and_bad_redirect_uri_are_refused(tmp_path):
 
 
 def test_the_generated_secrets_file_is_private_and_is_what_st_login_reads(tmp_path):
-    settings = make_settings(tmp_path, **OIDC_SETTINGS, auth_scopes="openid email profile groups")
+    settings = make_settings(tmp_path, **OIDC_SETTINGS, auth_scopes="openid email profile groups", auth_prompt="login")
     path = write_secrets_file(settings)
     assert path.parent == settings.run_dir
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -98,7 +98,7 @@ def test_the_generated_secrets_file_is_private_and_is_what_st_login_reads(tmp_pa
         "client_id": "costlake",
         "client_secret": OIDC_SETTINGS["auth_client_secret"],
         "server_metadata_url": OIDC_SETTINGS["auth_provider_metadata_url"],
-        "client_kwargs": {"scope": "openid email profile groups"},
+        "client_kwargs": {"scope": "openid email profile groups", "prompt": "login"},
     }
     flags = auth_flags(settings)
     assert flags[-1] == f"--secrets.files={path}"  # last: the AUTH_* settings win over other secrets files
@@ -116,9 +116,7 @@ def test_a_session_older_than_the_limit_or_without_a_time_is_expired():
 
 
 def test_the_launcher_refuses_a_production_start_without_sign_in(tmp_path):
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("AUTH_", "APP_ENV", "DATA_DIR", "DATABASE_URL"))
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTH_", "APP_ENV", "DATA_DIR", "DATABASE_URL"))}
     env.update({"APP_ENV": "production", "DATA_DIR": str(tmp_path), "PYTHONPATH": str(REPO_ROOT)})
     result = subprocess.run(
         [sys.executable, "-m", "app.serve"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
