@@ -8,7 +8,7 @@ import logging
 import pandas as pd
 import streamlit as st
 
-from app import auth, fmt, ui, uploads
+from app import auth, fmt, notify_ui, ui, uploads
 from app import data as app_data
 from app.context import get_launcher, get_owner, get_runtime
 from backend.auth.audit import recent
@@ -196,6 +196,8 @@ if principal.can(Role.admin):
                 hide_index=True,
                 width="stretch",
             )
+
+notify_ui.render()  # Notifications: channels, send test, deliveries (issue 23)
 
 if not principal.can(Role.admin):
     auth.role_note(principal, Role.admin, "Seeing the effective settings")

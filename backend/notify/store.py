@@ -9,6 +9,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from backend.auth import Principal
+from backend.auth.audit import record
 from backend.notify.channels import (
     EVENTS,
     PAGE,
@@ -198,6 +200,20 @@ def budget_webhook(conn: sa.Connection, budget_id: int) -> tuple[str, str] | Non
     return (row[0], row[1]) if row else None
 
 
+def budget_channels(engine: sa.Engine) -> list[Channel]:
+    """Every budget's own webhook, as a channel (owner role: the URLs are secrets)."""
+    from backend.notify.channels import budget_channel
+
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT budget_id, name, webhook_url FROM mart.budgets WHERE coalesce(webhook_url, '') <> ''"
+                " ORDER BY name"
+            )
+        ).all()
+    return [budget_channel(budget_id, name, url) for budget_id, name, url in rows]
+
+
 def sync_budget_alert(
     conn: sa.Connection, alert_id: int, *, status: str, attempts: int, error: str | None, now: datetime
 ) -> None:
@@ -236,8 +252,10 @@ def add_channel(
     target: str,
     events: list[str] | tuple[str, ...] = EVENTS,
     created_by: str | None = None,
+    actor: Principal | None = None,
 ) -> int:
-    """A new channel, checked first: a bad one is refused with what to fix and nothing is stored."""
+    """A new channel, checked first: a bad one is refused with what to fix and nothing is stored. With an
+    `actor`, the write is audited in the same transaction (never the target: it is a secret)."""
     name = check_name(name)
     target = check_target(kind, target, what="the URL" if kind != "email" else "the addresses")
     chosen = check_events(list(events), what="events")
@@ -247,16 +265,22 @@ def add_channel(
         taken = conn.execute(sa.text("SELECT 1 FROM ops.notification_channels WHERE name = :n"), {"n": name}).first()
         if taken:
             raise ChannelError(f"a channel named {name!r} exists; choose another name")
-        return conn.execute(
+        channel_id = conn.execute(
             sa.text(
                 "INSERT INTO ops.notification_channels (name, kind, target, events, created_by)"
                 " VALUES (:n, :k, :t, :ev, :by) RETURNING channel_id"
             ),
-            {"n": name, "k": kind, "t": target, "ev": sorted(chosen), "by": created_by},
+            {"n": name, "k": kind, "t": target, "ev": sorted(chosen), "by": created_by or (actor and actor.who)},
         ).scalar_one()
+        if actor is not None:
+            record(conn, actor, "notify.channel.add", f"channel {channel_id}",
+                   {"name": name, "kind": kind, "events": sorted(chosen)})  # fmt: skip
+        return channel_id
 
 
-def set_channel_enabled(engine: sa.Engine, channel_id: int, enabled: bool, *, now: datetime) -> None:
+def set_channel_enabled(
+    engine: sa.Engine, channel_id: int, enabled: bool, *, now: datetime, actor: Principal | None = None
+) -> None:
     with engine.begin() as conn:
         n = conn.execute(
             sa.text("UPDATE ops.notification_channels SET enabled = :e, updated_at = now() WHERE channel_id = :id"),
@@ -266,13 +290,21 @@ def set_channel_enabled(engine: sa.Engine, channel_id: int, enabled: bool, *, no
             raise LookupError(f"channel {channel_id} not found")
         if not enabled:
             cancel_open(conn, f"{PAGE}:{channel_id}", "channel disabled", now=now)
+        if actor is not None:
+            record(
+                conn, actor, "notify.channel.enable" if enabled else "notify.channel.disable", f"channel {channel_id}"
+            )
 
 
-def delete_channel(engine: sa.Engine, channel_id: int, *, now: datetime) -> None:
+def delete_channel(engine: sa.Engine, channel_id: int, *, now: datetime, actor: Principal | None = None) -> None:
     """Deletes the channel; its delivery history stays, anything still queued for it is cancelled."""
     with engine.begin() as conn:
-        conn.execute(sa.text("DELETE FROM ops.notification_channels WHERE channel_id = :id"), {"id": channel_id})
+        name = conn.execute(
+            sa.text("DELETE FROM ops.notification_channels WHERE channel_id = :id RETURNING name"), {"id": channel_id}
+        ).scalar_one_or_none()
         cancel_open(conn, f"{PAGE}:{channel_id}", "channel deleted", now=now)
+        if actor is not None and name is not None:
+            record(conn, actor, "notify.channel.delete", f"channel {channel_id}", {"name": name})
 
 
 # --- what events are made of -------------------------------------------------------------------------------
