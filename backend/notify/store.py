@@ -335,7 +335,13 @@ def run_outcome(conn: sa.Connection, run_id: str) -> dict[str, Any] | None:
 
 
 def newest_anomaly_day(conn: sa.Connection) -> date | None:
-    return conn.execute(sa.text("SELECT max(charge_date) FROM mart.anomalies")).scalar()
+    """The newest charge day with cost or an anomaly: "recent" anomalies are counted back from it."""
+    return conn.execute(
+        sa.text(
+            "SELECT greatest((SELECT max(charge_date) FROM mart.agg_cost_daily),"
+            " (SELECT max(charge_date) FROM mart.anomalies))"
+        )
+    ).scalar()
 
 
 def unnotified_anomalies(conn: sa.Connection, *, since: date) -> list[dict[str, Any]]:
