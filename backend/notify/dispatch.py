@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +49,6 @@ class DispatchStats:
     retrying: int = 0
     failed: int = 0
     cancelled: int = 0
-    by_channel: dict[str, str] = field(default_factory=dict)  # last status per channel key (for callers' stats)
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -80,7 +79,7 @@ def enqueue(
     dedup_key: str,
     message: Message,
     run_id: str | None,
-    extra: list[Channel] = (),
+    extra: Sequence[Channel] = (),
     now: datetime | None = None,
 ) -> int | None:
     """Queue `message` for every channel that wants it (in the caller's transaction). None if already queued once.
@@ -171,7 +170,7 @@ def dispatch(
                     "notification delivery %s to %s cancelled: %s", row["delivery_id"], row["channel_name"], channel
                 )
                 continue
-            status = _deliver(
+            _deliver(
                 conn,
                 row,
                 channel,
@@ -184,7 +183,6 @@ def dispatch(
                 pause_s=pause_s,
                 sleep=sleep,
             )
-            stats.by_channel[channel.key] = status
         if delivery_id is not None:
             break
     if done:

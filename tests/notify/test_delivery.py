@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+from pydantic import SecretStr
 
 from backend.lake import lake_from_settings
 from backend.lake.storage import lake_location
@@ -376,3 +377,20 @@ def test_a_network_error_is_recorded_without_the_token(tmp_path, mart_url, owner
 
 def test_backoff_doubles_and_is_capped():
     assert [backoff_s(n, base=300, cap=3600) for n in range(0, 6)] == [0, 300, 600, 1200, 2400, 3600]
+
+
+def test_command_line_lists_tests_and_sends_what_is_due(settings, http_receiver, capsys):
+    from backend.notify.__main__ import main
+
+    settings = settings.model_copy(update={"notify_webhook_url": SecretStr(http_receiver.hook("cli-T0K3N"))})
+    assert main(["channels"], settings=settings) == 0
+    listed = capsys.readouterr().out
+    assert "settings:webhook" in listed and f"{http_receiver.url}/***" in listed and "cli-T0K3N" not in listed
+    assert main(["test", "settings:webhook"], settings=settings) == 0
+    assert "settings:webhook: delivered after 1 attempt(s)" in capsys.readouterr().out
+    http_receiver.script = [500, 500, 500]
+    assert main(["test", "settings:webhook"], settings=settings) == 1
+    assert "failed after 2 attempt(s) — HTTP 500: no_service" in capsys.readouterr().out
+    assert main(["test", "settings:slack"], settings=settings) == 2  # not configured
+    assert main(["deliveries"], settings=settings) == 0
+    assert capsys.readouterr().out.count("webhook (settings)") == 2
