@@ -33,6 +33,24 @@ _MEASURES = (
     ("amortized_cost", "numeric", f"effective cost (FOCUS EffectiveCost; commitments spread over use) {_COST_NOTE}"),
     ("list_cost", "numeric", f"cost at list price before discounts {_COST_NOTE}"),
     ("quantity", "numeric", "usage quantity in the meter's pricing unit (only meaningful per meter)"),
+    (
+        "contracted_cost",
+        "numeric",
+        f"FOCUS ContractedCost: cost at the negotiated price, before commitments; NULL = not available (Azure "
+        f"exports lack it) {_COST_NOTE}. negotiated savings = list_cost - contracted_cost; commitment savings = "
+        "contracted_cost - amortized_cost (sum only rows where all of them are not NULL)",
+    ),
+    (
+        "commitment_used_cost",
+        "numeric",
+        f"effective cost a reservation or savings plan covered (CommitmentDiscountStatus 'Used'); NULL = the source "
+        f"has no commitment status {_COST_NOTE}",
+    ),
+    (
+        "commitment_unused_cost",
+        "numeric",
+        f"effective cost of commitment left unused ('Unused'); utilisation = used / (used + unused) {_COST_NOTE}",
+    ),
 )
 
 
@@ -110,6 +128,23 @@ CATALOG: tuple[TableDoc, ...] = (
             ("currency_key", "integer", "-> mart.dim_currency.currency_key"),
             ("actual_cost", "numeric", f"billed cost {_COST_NOTE}"),
             ("amortized_cost", "numeric", f"effective cost {_COST_NOTE}"),
+        ),
+    ),
+    TableDoc(
+        "resource_cost_changes",
+        "resources whose daily cost started after a gap or stopped before one (waste hints); natural ids, so "
+        "join mart.dim_resource on resource_id for names",
+        "one row per resource x event x event_date",
+        _cols(
+            ("charge_month", "date", "first day of the event's month"),
+            ("event_date", "date", "first day with cost (started) / last day with cost (stopped)"),
+            ("event", "text", "'started' or 'stopped'"),
+            ("resource_id", "text", "full Azure resource id (lower case)"),
+            ("subscription_id", "text", "'/subscriptions/<lower-case guid>'"),
+            ("resource_group", "text", "resource group name"),
+            ("service_name", "text", "FOCUS ServiceName"),
+            ("currency_code", "text", "ISO 4217 billing currency code"),
+            ("daily_cost", "numeric", f"cost on event_date (amortized where known, else actual) {_COST_NOTE}"),
         ),
     ),
     TableDoc(

@@ -35,6 +35,8 @@ EXAMPLES = (
     "How many anomalies were detected this month?",
     "Average daily cost last month",
     "Cost by cloud provider this year",
+    "What did we save last month, and how well are our reservations used?",
+    "Which resources look wasted (unattached disks, idle IPs, stopped VMs)?",
     "SELECT ... (a read-only query over the tables listed by 'what tables can I query?')",
 )
 HELP = (
@@ -283,6 +285,11 @@ class QuestionParser:
                 ]
             )
 
+        if waste_kind := _waste_kind(q):
+            return Plan(calls=[("waste_list", {"kind": waste_kind, "month": periods[0] if periods else "last_month"})])
+        if _SAVINGS.search(q):
+            return Plan(calls=[("savings_summary", {"period": periods[0] if periods else "last_month"})])
+
         if anomalies := self._anomaly_plan(q, periods, members):
             return anomalies
 
@@ -401,6 +408,35 @@ class QuestionParser:
         from backend.agent.periods import resolve_period
 
         return resolve_period(token, self.as_of).start
+
+
+# Savings questions; "savings plan(s)" alone is a pricing model (a cost question), unless utilisation is asked.
+_SAVINGS = re.compile(
+    r"\bsavings\b(?! plans?)|savings rate|\bsaved?\b|\bnegotiated\b|\bdiscounts?\b|\butili[sz](?:ation|ed|ing)\b|"
+    r"\bunused (?:reservations?|commitments?|savings plans?)"
+)
+# Waste questions, and which finding they ask for (first match wins).
+_WASTE = re.compile(
+    r"\bwaste[ds]?\b|\bidle\b|orphan|unattached|\bunused (?:public )?ips?\b|\bunused (?:managed )?disks?\b|"
+    r"deallocated|stopped[- ]but[- ]billed|\bstopped vms?\b|zero (?:usage|quantity)|without (?:any )?usage|"
+    r"\bno usage\b|(?:started|stopped) (?:costing|being billed|incurring)|cost (?:started|stopped)|"
+    r"resources? (?:that|whose cost) (?:started|stopped)"
+)
+_WASTE_KINDS = (
+    (r"disks?", "unattached_disk"),
+    (r"\bips?\b|ip address", "idle_public_ip"),
+    (r"\bvms?\b|virtual machines?|deallocated", "stopped_vm"),
+    (r"zero|without (?:any )?usage|no usage", "zero_usage"),
+    (r"\bstarted\b", "started"),
+    (r"\bstopped\b", "stopped"),
+    (r"orphan|idle|unattached", "orphans"),
+)
+
+
+def _waste_kind(q: str) -> str | None:
+    if not _WASTE.search(q):
+        return None
+    return next((kind for pattern, kind in _WASTE_KINDS if re.search(pattern, q)), "all")
 
 
 def compose_answer(tool_messages: Sequence[ToolMessage]) -> str:

@@ -118,3 +118,17 @@ class AverageCost(BaseModel):
     grain: Literal["daily", "weekly", "monthly"] = Field(default="daily", description="average per day, week or month")
     metric: Literal["actual", "amortized"] = "actual"
     filters: dict[str, str] | None = Field(default=None, description=FILTERS)
+
+
+class SavingsSummary(BaseModel):
+    period: str = Field(default="last_month", description=PERIOD)
+
+
+class WasteList(BaseModel):
+    kind: str = Field(
+        default="all",
+        description="all, orphans (unattached_disk, idle_public_ip, stopped_vm, or one of them), zero_usage "
+        "(cost without usage), started or stopped (resources whose cost started / stopped)",
+    )
+    month: str = Field(default="last_month", description="the month: this_month, last_month or YYYY-MM")
+    top_n: int = Field(default=25, ge=1, le=200)

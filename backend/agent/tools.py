@@ -19,7 +19,7 @@ from backend.agent.periods import Period, PeriodError, resolve_day, resolve_peri
 from backend.agent.runner import ExecutedSQL, capturing, instrument, run_select
 from backend.agent.sqlguard import DEFAULT_MAX_ROWS, UnsafeSQLError
 from backend.analytics import budgets as budget_store
-from backend.mart import queries
+from backend.mart import queries, waste
 from backend.mart.model import BY_NAME
 
 log = logging.getLogger(__name__)
@@ -959,6 +959,101 @@ def average_cost_impl(
     return ToolOutcome("average_cost", True, "\n".join(lines), stats)
 
 
+def _pct(value: float | None) -> float | None:
+    return None if value is None else round(value * 100, 1)
+
+
+def _amount(value: Any) -> str:
+    return "not available" if value is None else _money(float(value))
+
+
+def savings_summary_impl(ctx: AgentContext, period: str = "last_month") -> ToolOutcome:
+    p = _period(ctx, period)
+    start, end = _inclusive(p)
+    rows = []
+    lines = [f"Savings for {p.label} (list vs contracted vs effective cost; 'not available' = the loaded sources "
+             "do not carry that column, e.g. Azure exports have no ContractedCost):"]  # fmt: skip
+    for currency in waste.currencies(ctx.engine, start=start, end=end):
+        s = waste.savings_summary(ctx.engine, start=start, end=end, currency=currency)
+        rows.append(
+            {
+                "currency": currency,
+                "list_cost": s.list_cost,
+                "contracted_cost": s.contracted_cost,
+                "effective_cost": s.effective_cost,
+                "negotiated_savings": s.negotiated_savings,
+                "commitment_savings": s.commitment_savings,
+                "effective_savings_rate_pct": _pct(s.effective_savings_rate),
+                "commitment_used": s.commitment_used,
+                "commitment_unused": s.commitment_unused,
+                "commitment_utilisation_pct": _pct(s.commitment_utilisation),
+            }
+        )
+        rate = "not available" if s.effective_savings_rate is None else f"{s.effective_savings_rate * 100:.1f}%"
+        use = "not available" if s.commitment_utilisation is None else f"{s.commitment_utilisation * 100:.1f}%"
+        lines.append(
+            f"- {currency}: effective savings rate {rate}; negotiated savings {_amount(s.negotiated_savings)}, "
+            f"commitment savings {_amount(s.commitment_savings)}; commitment utilisation {use} "
+            f"(unused {_amount(s.commitment_unused)}); effective cost {_amount(s.effective_cost)}."
+        )
+    if not rows:
+        return ToolOutcome("savings_summary", True, f"No cost for {p.label}.")
+    frame = pd.DataFrame(rows)
+    for column in frame.columns:
+        if column != "currency" and not column.endswith("_pct"):
+            frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    return ToolOutcome("savings_summary", True, "\n".join(lines), frame)
+
+
+_WASTE_KINDS = {"all", "orphans", "zero_usage", "started", "stopped", *waste.RULES_BY_KIND}
+_WASTE_ALIASES = {"orphan": "orphans", "idle": "orphans", "unattached_disks": "unattached_disk", "disk": "unattached_disk",
+                  "disks": "unattached_disk", "public_ip": "idle_public_ip", "ip": "idle_public_ip",
+                  "ips": "idle_public_ip", "stopped_vms": "stopped_vm", "vm": "stopped_vm", "vms": "stopped_vm",
+                  "zero_quantity": "zero_usage", "without_usage": "zero_usage", "no_usage": "zero_usage"}  # fmt: skip
+
+
+def waste_list_impl(ctx: AgentContext, kind: str = "all", month: str = "last_month", top_n: int = 25) -> ToolOutcome:
+    key = kind.strip().lower().replace(" ", "_").replace("-", "_") or "all"
+    key = _WASTE_ALIASES.get(key, key)
+    if key not in _WASTE_KINDS:
+        raise ToolInputError(f"unknown waste kind {kind!r}; use one of {', '.join(sorted(_WASTE_KINDS))}")
+    p = _period(ctx, month)
+    first = p.start.replace(day=1)
+    last = (first + dt.timedelta(days=32)).replace(day=1) - dt.timedelta(days=1)
+    rows: list[dict[str, Any]] = []
+    for currency in waste.currencies(ctx.engine, start=first, end=last):
+        if key in ("all", "orphans") or key in waste.RULES_BY_KIND:
+            kinds = tuple(waste.RULES_BY_KIND) if key in ("all", "orphans") else (key,)
+            for o in waste.orphans(ctx.engine, month=first, currency=currency, kinds=kinds, limit=top_n):
+                rows.append({"finding": o.label, "resource_id": o.resource_id, "resource_group": o.resource_group,
+                             "detail": o.meters, "monthly_cost": o.monthly_cost, "currency": currency,
+                             "link": o.link})  # fmt: skip
+        if key in ("all", "zero_usage"):
+            for z in waste.zero_usage(ctx.engine, month=first, currency=currency, limit=top_n):
+                rows.append({"finding": "Cost without usage", "resource_id": z.resource_id,
+                             "resource_group": z.resource_group, "detail": f"{z.meter_category} / {z.meter_name}",
+                             "monthly_cost": z.monthly_cost, "currency": currency, "link": z.link})  # fmt: skip
+        if key in ("all", "started", "stopped"):
+            for c in waste.cost_changes(ctx.engine, month=first, currency=currency, limit=top_n * 2):
+                if key != "all" and c.event != key:
+                    continue
+                rows.append({"finding": f"Cost {c.event}", "resource_id": c.resource_id,
+                             "resource_group": c.resource_group, "detail": f"{c.service_name} on {c.event_date}",
+                             "monthly_cost": c.monthly_cost, "currency": currency, "link": c.link})  # fmt: skip
+    label = f"{first:%B %Y}"
+    if not rows:
+        return ToolOutcome("waste_list", True, f"No {key.replace('_', ' ')} waste findings in {label}.")
+    frame = pd.DataFrame(rows)
+    frame["monthly_cost"] = pd.to_numeric(frame["monthly_cost"], errors="coerce")
+    frame = frame.sort_values("monthly_cost", ascending=False, na_position="last", ignore_index=True).head(top_n)
+    totals = frame.groupby(["finding", "currency"])["monthly_cost"].agg(["count", "sum"]).reset_index()
+    lines = [f"Waste findings in {label} ({key.replace('_', ' ')}), largest monthly cost first:"]
+    lines += [f"- {r.finding}: {r['count']} resources, {_money(r['sum'])} {r.currency} this month"
+              for _, r in totals.iterrows()]  # fmt: skip
+    lines.append("Each row links to the resource in the Azure portal where the id is an Azure resource id.")
+    return ToolOutcome("waste_list", True, "\n".join(lines), frame)
+
+
 # --- LangChain wiring -------------------------------------------------------------------------
 _EXPECTED_ERRORS = (ToolInputError, UnsafeSQLError, PeriodError, queries.QueryError)
 
@@ -1104,6 +1199,24 @@ def build_tools(ctx: AgentContext) -> list[BaseTool]:
             "Count recorded cost anomalies (all time by default, or in a period), optionally per level, member, "
             "kind, status, day or month, or per member of a level (group_by='service'); with their total impact.",
             s.CountAnomalies,
+        ),
+        _tool(
+            ctx,
+            "savings_summary",
+            savings_summary_impl,
+            f"Savings over a {period_help}: list vs contracted vs effective cost, negotiated savings (list - "
+            "contracted), commitment savings (contracted - effective), effective savings rate and reservation / "
+            "savings plan utilisation (used vs unused); 'not available' where the data lacks the column.",
+            s.SavingsSummary,
+        ),
+        _tool(
+            ctx,
+            "waste_list",
+            waste_list_impl,
+            "Waste findings of a month with each resource's monthly cost and portal link: orphan-looking resources "
+            "(unattached managed disks, idle public IPs, stopped-but-billed VMs), cost without usage (zero "
+            "quantity), and resources whose cost started or stopped.",
+            s.WasteList,
         ),
         _tool(
             ctx,

@@ -462,6 +462,14 @@ def orphans(
     return out
 
 
+def currencies(engine: sa.Engine, *, start: dt.date, end: dt.date) -> list[str]:
+    """Billing currencies with cost in [start, end] (savings and waste are per currency)."""
+    sql = f"""SELECT DISTINCT cur.currency_code FROM mart.agg_cost_daily a {_CURRENCY_JOIN}
+              WHERE a.charge_date BETWEEN :start AND :end AND cur.currency_code <> '' ORDER BY 1"""
+    with engine.connect() as conn:
+        return list(conn.execute(sa.text(sql), {"start": start, "end": end}).scalars())
+
+
 def waste_months(engine: sa.Engine) -> list[dt.date]:
     """Months the mart holds (newest first), for the page's month picker."""
     with engine.connect() as conn:
