@@ -24,7 +24,8 @@ import sqlalchemy as sa
 
 from backend.analytics import budgets as budget_store
 from backend.analytics import readers
-from backend.auth import Principal
+from backend.auth import Principal, Role, require
+from backend.auth.audit import record_now
 from backend.mart import queries, reconcile
 from backend.mart.model import BY_NAME
 from backend.pipeline import history
@@ -479,9 +480,14 @@ def reconciliation(engine: sa.Engine) -> tuple[dict[str, Any] | None, pd.DataFra
     return dataclasses.asdict(check), _frame(rows, reconcile.ReconciliationRow)
 
 
-def reconcile_now(owner: sa.Engine, lake) -> reconcile.ReconciliationReport:
-    """Compare mart, silver and source totals now, over every month (each load checks its own months)."""
-    return reconcile.reconcile(owner, lake=lake)
+def reconcile_now(owner: sa.Engine, lake, *, actor: Principal) -> reconcile.ReconciliationReport:
+    """Compare mart, silver and source totals now, over every month (each load checks its own months).
+    It records a check, so it is an admin's (as runs are) and audited."""
+    require(actor, Role.admin, "Reconciling the mart")
+    report = reconcile.reconcile(owner, lake=lake)
+    detail = {"rows": len(report.rows), "mismatches": len(report.mismatches)}
+    record_now(owner, actor, "reconcile", str(report.check_id), detail)
+    return report
 
 
 # --- sources -------------------------------------------------------------------------------------------

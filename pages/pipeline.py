@@ -285,7 +285,7 @@ with tab_recon:
     if st.button("Reconcile now", key="pl_reconcile", disabled=active or not is_admin,
                  help="Reads silver through delta-rs; takes a few seconds on a large lake."):  # fmt: skip
         with st.spinner("Comparing mart, silver and source totals…"):
-            report = ui.guard("reconcile", data.reconcile_now, get_owner(), get_lake(),
+            report = ui.guard("reconcile", data.reconcile_now, get_owner(), get_lake(), actor=principal,
                               fix="Silver must exist: run the pipeline first.")  # fmt: skip
         if report is not None:
             st.toast(f"Reconciliation {report.check_id}: {len(report.mismatches)} of {len(report.rows)} rows differ.")

@@ -179,3 +179,14 @@ def test_the_audit_table_migrates_both_ways_and_the_reader_cannot_see_it(owner, 
     assert [e.action for e in recent(owner)] == ["budget.create"]
     assert recent(owner, who="nobody@example.com") == []
     assert recent(owner)[0].at.timestamp() <= time.time() + 5
+
+
+def test_reconcile_now_from_the_pipeline_page_is_an_admins(owner):
+    from app.data import reconcile_now
+
+    for who in (VIEWER, EDITOR):
+        with pytest.raises(
+            PermissionDenied, match=f"Reconciling the mart needs the admin role; you are {who.role.name}"
+        ):
+            reconcile_now(owner, None, actor=who)  # refused before the lake is even looked at
+    assert _count(owner, "mart.reconciliation_checks") == 0 and recent(owner) == []
