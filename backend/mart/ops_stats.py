@@ -91,8 +91,11 @@ def _histograms(
     return out
 
 
+# A trigger names a fixed job ("schedule:pipeline-hourly", "manual", "cli") except runs queued on demand, which
+# carry their one-off job id ("schedule:manual-1a2b3c4d"): the id is cut, so the label stays bounded.
+_TRIGGER = r"regexp_replace(trigger, '-[0-9a-f]{8,}$', '')"
 _RUN_SECONDS = (
-    "SELECT status, trigger, extract(epoch FROM finished_at - started_at)::float8 AS seconds "
+    f"SELECT status, {_TRIGGER} AS trigger, extract(epoch FROM finished_at - started_at)::float8 AS seconds "
     "FROM ops.pipeline_runs WHERE finished_at IS NOT NULL"
 )
 _STEP_SECONDS = (
@@ -105,7 +108,7 @@ def run_counts(engine: sa.Engine) -> list[tuple[str, str, int]]:
     """(trigger, status, runs) over the whole history; `running` included."""
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.text("SELECT trigger, status, count(*) FROM ops.pipeline_runs GROUP BY 1, 2 ORDER BY 1, 2")
+            sa.text(f"SELECT {_TRIGGER}, status, count(*) FROM ops.pipeline_runs GROUP BY 1, 2 ORDER BY 1, 2")
         )
         return [(t, s, int(n)) for t, s, n in rows]
 
@@ -145,7 +148,7 @@ def latest_steps(engine: sa.Engine) -> list[LatestStep]:
 
 def latest_run(engine: sa.Engine, *, status: str | None = None) -> LatestRun | None:
     sql = (
-        "SELECT status, trigger, started_at, finished_at, extract(epoch FROM finished_at - started_at)::float8 "
+        f"SELECT status, {_TRIGGER}, started_at, finished_at, extract(epoch FROM finished_at - started_at)::float8 "
         "FROM ops.pipeline_runs WHERE CAST(:s AS text) IS NULL OR status = :s ORDER BY started_at DESC LIMIT 1"
     )
     with engine.connect() as conn:

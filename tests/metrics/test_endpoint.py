@@ -24,6 +24,7 @@ from backend.pipeline.runs import StepResult
 from backend.runtime import Endpoints
 
 WEBHOOK_SECRET = "hooks-token-do-not-leak"
+RUN_NOW_JOB = "manual-1a2b3c4d"
 QUARANTINE = {"charge_date_missing": 3, "cost_not_a_number": 2}
 
 
@@ -69,6 +70,10 @@ def seeded(tmp_path, settings, mart_url, owner):
         return PipelineContext(settings, endpoints, owner, lake, run_id, ["inbox"])
 
     registry = {"ingest": _ok, "silver": _silver, "gold": _ok, "broken": _boom}
+    # "Run now" queues a one-off scheduler job: its id must not become a label value.
+    assert run_pipeline(factory, steps=["ingest"], registry=registry, trigger=f"schedule:{RUN_NOW_JOB}").status == (
+        "succeeded"
+    )
     assert run_pipeline(factory, steps=["ingest", "silver", "gold"], registry=registry, trigger="manual").status == (
         "succeeded"
     )
@@ -135,12 +140,14 @@ def test_metrics_match_the_mart(seeded, endpoint, owner):
     # Runs and steps, from the run history.
     assert value(families, "costlake_pipeline_runs_total", trigger="manual", status="succeeded") == 1
     assert value(families, "costlake_pipeline_runs_total", trigger="schedule:pipeline-hourly", status="failed") == 1
+    assert value(families, "costlake_pipeline_runs_total", trigger="schedule:manual", status="succeeded") == 1
+    assert RUN_NOW_JOB not in body
     assert value(families, "costlake_pipeline_last_run_success") == 0
     assert value(families, "costlake_pipeline_run_duration_seconds_count", status="failed",
                  trigger="schedule:pipeline-hourly") == 1  # fmt: skip
-    assert value(families, "costlake_pipeline_step_duration_seconds_count", step="ingest", status="succeeded") == 2
+    assert value(families, "costlake_pipeline_step_duration_seconds_count", step="ingest", status="succeeded") == 3
     assert value(families, "costlake_pipeline_step_duration_seconds_bucket", step="ingest", status="succeeded",
-                 le="+Inf") == 2  # fmt: skip
+                 le="+Inf") == 3  # fmt: skip
     assert value(families, "costlake_pipeline_steps_total", step="broken", status="failed") == 1
     assert value(families, "costlake_pipeline_step_rows_total", step="silver", direction="in") == 105
     assert value(families, "costlake_pipeline_step_last_rows", step="silver", direction="out") == 100
