@@ -27,7 +27,8 @@ totals per service or per resource group can find them with high precision and r
 - its extra cost per day is `relative_size` x the baseline of the largest of the affected service
   series, resource group series and the labelled dimension's series (baseline = mean daily
   EffectiveCost over the 28 days before the start, earlier anomalies and unused commitments
-  included, exactly as the rows will show it), with relative_size drawn from
+  included, exactly as the rows will show it; the idle resources' few dollars a day are in the recorded
+  baseline only, so they never change which anomalies a seed draws), with relative_size drawn from
   spike 0.5-1.0 (1-5 days), level_shift 0.4-0.7 (lasting to the end), new_cost 0.4-0.8 (a new
   resource from the start to the end). So an anomaly is >= 40% of the day's baseline of its
   service, its resource group and its own (subscription or tag) series, against day-to-day noise
@@ -828,7 +829,7 @@ def _inject_anomalies(
     """Pick anomaly targets, size them against the series they land in, and add them to `qty` in place.
 
     `idle` is (subscription index, {service index: daily cost}) of the idle resources added after
-    generation (_with_idle_resources): baselines count them like the rows will.
+    generation (_with_idle_resources): the labels' baselines count them like the rows will.
     Returns every anomaly, and those of kind new_cost separately (the caller adds their resources)."""
     first_start, last_start = MIN_HISTORY_DAYS, ndays - 10
     if count <= 0:
@@ -852,12 +853,15 @@ def _inject_anomalies(
         by_sub[s_sub[k], streams.end[k] :] += unused
         if streams.model[k] == RESERVATION:
             by_svc[s_svc[k], streams.end[k] :] += unused
+    # The idle resources' few dollars a day go into the labels' recorded baselines (what the rows will
+    # show), not into choosing and sizing anomalies: the seed keeps drawing the same anomalies as before.
+    idle_svc, idle_sub = np.zeros_like(by_svc), np.zeros_like(by_sub)
     if idle is not None:
-        idle_sub, idle_by_service = idle
+        idle_sub_index, idle_by_service = idle
         for svc_index, daily in idle_by_service.items():
-            by_svc[svc_index] += daily
-            if idle_sub < by_sub.shape[0]:
-                by_sub[idle_sub] += daily
+            idle_svc[svc_index] += daily
+            if idle_sub_index < by_sub.shape[0]:
+                idle_sub[idle_sub_index] += daily
     lengths = np.maximum(streams.end - streams.start, 0)
     row_offset = np.cumsum(lengths) - lengths
 
@@ -923,6 +927,10 @@ def _inject_anomalies(
             "tag": float(by_team[max(team, 0), window].mean()),
         }[level]
         size = float(rng.uniform(lo, hi)) * max(base_svc, base_rg, level_base)
+        level_idle = {
+            "service": float(idle_svc[svc, window].mean()),
+            "subscription": float(idle_sub[sub, window].mean()),
+        }
         a = _Anomaly(
             id=i,
             kind=kind,
@@ -930,7 +938,7 @@ def _inject_anomalies(
             start=a_start,
             end=a_end,
             size=size,
-            baseline=level_base,
+            baseline=level_base + level_idle.get(level, 0.0),
             rel_service=size / base_svc if base_svc else float("inf"),
             rel_rg=size / base_rg if base_rg else float("inf"),
             stream=k,
