@@ -9,6 +9,7 @@ Savings (FinOps Foundation definitions, on FOCUS columns):
 - commitment savings = ContractedCost - EffectiveCost (what reservations / savings plans saved, net of
   their unused part, which is in EffectiveCost),
 - effective savings rate = (ListCost - EffectiveCost) / ListCost,
+  (commitment purchases left out: their payment is in the covered usage's EffectiveCost already),
 - commitment utilisation = used / (used + unused) effective cost of commitment-covered rows.
 Each is computed over the rows that carry every column it needs; `covered` says what share of the
 period's effective cost that is, so a partial figure is never passed off as the estate's.
@@ -95,7 +96,11 @@ class Commitment:
     utilisation: float | None
 
 
-_HAS_LIST = "a.list_cost IS NOT NULL AND a.amortized_cost IS NOT NULL"
+# A commitment's purchase (its payment: list = contracted = billed, effective 0) is already in the covered
+# usage's effective cost, amortized; counting it too would add the payment to list and contracted cost and
+# pass it off as savings. Savings compare usage (and unused commitment) only, as FOCUS's savings use cases do.
+_NOT_PURCHASE = "NOT (cc.charge_category = 'Purchase' AND pm.pricing_model IN ('Reservation', 'SavingsPlan'))"
+_HAS_LIST = f"a.list_cost IS NOT NULL AND a.amortized_cost IS NOT NULL AND {_NOT_PURCHASE}"
 _HAS_ALL = _HAS_LIST + " AND a.contracted_cost IS NOT NULL"
 _SAVINGS_SELECT = f"""
     sum(a.amortized_cost) AS effective,
@@ -107,6 +112,9 @@ _SAVINGS_SELECT = f"""
     sum(a.commitment_used_cost) AS used,
     sum(a.commitment_unused_cost) AS unused"""
 _CURRENCY_JOIN = "JOIN mart.dim_currency cur ON cur.currency_key = a.currency_key"
+_SAVINGS_JOINS = f"""{_CURRENCY_JOIN}
+    JOIN mart.dim_charge_category cc ON cc.charge_category_key = a.charge_category_key
+    JOIN mart.dim_pricing_model pm ON pm.pricing_model_key = a.pricing_model_key"""
 
 
 def _utilisation(used: Decimal | None, unused: Decimal | None) -> float | None:
@@ -121,7 +129,7 @@ def _minus(a: Decimal | None, b: Decimal | None) -> Decimal | None:
 
 def savings_summary(engine: sa.Engine, *, start: dt.date, end: dt.date, currency: str) -> Savings:
     """Savings of the inclusive charge-day range [start, end] in `currency`."""
-    sql = f"""SELECT {_SAVINGS_SELECT} FROM mart.agg_cost_daily a {_CURRENCY_JOIN}
+    sql = f"""SELECT {_SAVINGS_SELECT} FROM mart.agg_cost_daily a {_SAVINGS_JOINS}
               WHERE a.charge_date BETWEEN :start AND :end AND cur.currency_code = :currency"""
     with engine.connect() as conn:
         r = conn.execute(sa.text(sql), {"start": start, "end": end, "currency": currency}).mappings().one()
@@ -147,7 +155,7 @@ def savings_summary(engine: sa.Engine, *, start: dt.date, end: dt.date, currency
 def savings_by_month(engine: sa.Engine, *, start: dt.date, end: dt.date, currency: str) -> list[SavingsMonth]:
     """Monthly list / contracted / effective cost and savings over [start, end] (months of the charge days)."""
     sql = f"""SELECT date_trunc('month', a.charge_date)::date AS month, {_SAVINGS_SELECT}
-              FROM mart.agg_cost_daily a {_CURRENCY_JOIN}
+              FROM mart.agg_cost_daily a {_SAVINGS_JOINS}
               WHERE a.charge_date BETWEEN :start AND :end AND cur.currency_code = :currency
               GROUP BY 1 ORDER BY 1"""
     with engine.connect() as conn:

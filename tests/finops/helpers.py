@@ -90,6 +90,9 @@ def estate() -> list[dict]:
         row(D1, RESERVATION, "", "Virtual Machines", "D4s v5", lst=0, con=0, eff=2, act=0, qty=5, unused=2,
             pricing="Reservation"),
         row(D1, DB1, "rg-a", "SQL Database", "vCore", lst=5, con=4, eff=4, qty=24),
+        # The reservation's monthly payment: billed, never effective (its usage carries it); not a saving.
+        row(D1, RESERVATION, "", "Virtual Machines", "Reservation Purchase", lst=14, con=14, eff=0, act=14, qty=1,
+            pricing="Reservation", charge="Purchase"),
         row(D1, "", "", "", "", lst=0, con=0, eff="0.5", qty=0, charge="Tax"),
         # An Azure amortized export of another subscription: list and effective, no contracted, no status.
         row(D1, "/subscriptions/t/resourcegroups/rg-z/providers/microsoft.web/sites/app", "rg-z", "Azure App Service",
