@@ -74,6 +74,10 @@ def _frame(rows: list, cls: type) -> pd.DataFrame:
     return frame
 
 
+def _month_end(month: dt.date) -> dt.date:
+    return month.replace(day=calendar.monthrange(month.year, month.month)[1])
+
+
 def _money(value, currency: str) -> str:
     return NOT_AVAILABLE if value is None else fmt.money(float(value), currency)
 
@@ -113,12 +117,16 @@ available = ui.guard("list the months", months, status.version) or []
 if not available:
     st.info("No months in the mart yet: run the pipeline's **mart** step.", icon="🪣")
     st.stop()
+# The last whole month by default: the open month's first days carry the commitments' monthly payments and
+# little usage, so its savings and waste are not yet representative.
+latest_open = status.as_of is not None and status.as_of < _month_end(available[0])
 with right:
-    month = st.selectbox("Month", available, format_func=lambda m: m.strftime("%b %Y"), key="waste_month")
+    month = st.selectbox("Month", available, index=1 if latest_open and len(available) > 1 else 0,
+                         format_func=lambda m: m.strftime("%b %Y"), key="waste_month")  # fmt: skip
 with left:
     ui.data_as_of(status)
 
-month_end = month.replace(day=calendar.monthrange(month.year, month.month)[1])
+month_end = _month_end(month)
 trend_start = (month.replace(day=1) - dt.timedelta(days=335)).replace(day=1)  # twelve months up to this one
 ui.prefetch(
     (savings, (status.version, month, month_end, currency)),

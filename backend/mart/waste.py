@@ -289,7 +289,7 @@ class Orphan:
     resource_name: str
     resource_group: str
     meters: str  # the meters that looked orphaned, comma-separated
-    days: int  # days with that cost in the month (stopped VM: days without compute)
+    days: int | None  # stopped VM: days billed without compute; None for the monthly rules (disks, IPs)
     monthly_cost: Decimal
     why: str
     link: str | None
@@ -438,8 +438,8 @@ def orphans(
 ) -> list[Orphan]:
     """Orphan-looking resources of `month` by ORPHAN_RULES (all kinds, or `kinds`), largest monthly cost first.
 
-    Unattached disks and idle IPs: their cost in the month. Stopped VMs: the cost of the days without compute.
-    Days are counted for stopped VMs; for disks and IPs the monthly aggregate has no days (None -> 0 shown).
+    Unattached disks and idle IPs: their cost in the month. Stopped VMs: the cost of the days without compute,
+    and how many days that was (disks and IPs are judged per month: days None).
     """
     rules = [r for r in ORPHAN_RULES if kinds is None or r.kind in kinds]
     if not rules:
@@ -461,7 +461,7 @@ def orphans(
                 resource_name=r["resource_name"] or r["resource_id"],
                 resource_group=r["resource_group"],
                 meters=r["meters"] or "",
-                days=int(r["days"] or 0),
+                days=None if r["days"] is None else int(r["days"]),
                 monthly_cost=r["cost"],
                 why=rule.why,
                 link=resource_link(r["resource_id"]),

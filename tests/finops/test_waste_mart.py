@@ -64,9 +64,9 @@ def test_zero_usage_lists_cost_without_quantity(reader, loaded):
 def test_orphans_by_rule(reader, loaded):
     found = waste.orphans(reader, month=MARCH, currency="USD")
     assert [(o.kind, o.resource_id, o.monthly_cost, o.days) for o in found] == [
-        ("unattached_disk", h.DISK1, Decimal(2), 0),  # rg-b has no VM; disk2 sits beside a running VM
+        ("unattached_disk", h.DISK1, Decimal(2), None),  # rg-b has no VM; disk2 sits beside a running VM
         ("stopped_vm", h.VM2, Decimal("0.5"), 1),  # day 2: its disk billed, no compute hours
-        ("idle_public_ip", h.PIP1, Decimal("0.24"), 0),
+        ("idle_public_ip", h.PIP1, Decimal("0.24"), None),
     ]
     assert found[1].meters == "P10 LRS Disk"
     assert [o.kind for o in waste.orphans(reader, month=MARCH, currency="USD", kinds=("idle_public_ip",))] == [
