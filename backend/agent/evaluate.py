@@ -49,6 +49,12 @@ LAST30 = "charge_date BETWEEN '2025-03-29' AND '2025-04-27'"
 LAST7 = "charge_date BETWEEN '2025-04-21' AND '2025-04-27'"
 
 
+_SAVINGS_ROWS = (
+    "list_cost IS NOT NULL AND amortized_cost IS NOT NULL "
+    "AND NOT (charge_category = 'Purchase' AND pricing_model IN ('Reservation', 'SavingsPlan'))"
+)
+
+
 @dataclass(frozen=True)
 class Case:
     question: str
@@ -226,6 +232,23 @@ CASES: tuple[Case, ...] = (
     Case(
         "What is the average daily cost this month?",
         f"SELECT avg(c) FROM (SELECT charge_date, sum(actual_cost) AS c FROM {V} WHERE {APRIL} GROUP BY 1) d",
+    ),
+    # Savings (backend.mart.waste): rows carrying list and effective cost, commitment purchases left out.
+    Case(
+        "What was our effective savings rate last month?",
+        f"SELECT currency, round(100 * (sum(list_cost) - sum(amortized_cost)) / sum(list_cost), 1) FROM {V} "
+        f"WHERE {MARCH} AND {_SAVINGS_ROWS} GROUP BY 1",
+    ),
+    Case(
+        "How much did we save against list prices in March?",
+        f"SELECT currency, sum(list_cost) FILTER (WHERE {_SAVINGS_ROWS}), sum(amortized_cost) FROM {V} "
+        f"WHERE {MARCH} GROUP BY 1",
+    ),
+    Case(
+        "Which resources had cost without usage last month?",
+        "SELECT resource_id, sum(coalesce(amortized_cost, actual_cost)) FROM mart.v_cost_daily "
+        f"WHERE {MARCH} AND charge_category = 'Usage' AND resource_id <> '' GROUP BY resource_id, meter_name "
+        "HAVING count(quantity) = count(*) AND sum(quantity) = 0 AND sum(coalesce(amortized_cost, actual_cost)) > 0",
     ),
 )
 
