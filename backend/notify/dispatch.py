@@ -144,6 +144,7 @@ def dispatch(
 
     Never raises for a receiver's failure: that is recorded on the delivery. `event_ids` limits it to some
     events (the budgets step sends its own alerts at once), `delivery_id` to one delivery (a test message)."""
+    fixed = now  # a test's clock; otherwise each attempt is recorded at the time it happened
     now = now or utcnow()
     stats = DispatchStats()
     done: list[int] = []
@@ -154,6 +155,7 @@ def dispatch(
             if row is None or row["delivery_id"] in done:
                 break
             done.append(row["delivery_id"])
+            at = fixed or utcnow()
             channel = _resolve(conn, settings, row["channel"], pages)
             if isinstance(channel, str):
                 store.record_attempt(
@@ -163,7 +165,7 @@ def dispatch(
                     attempts=row["attempts"],
                     error=channel,
                     next_at=None,
-                    now=now,
+                    now=at,
                 )
                 stats.cancelled += 1
                 log.info(
@@ -176,7 +178,7 @@ def dispatch(
                 channel,
                 settings,
                 stats,
-                now=now,
+                now=at,
                 http_post=http_post,
                 budget_retries=budget_retries,
                 budget_timeout=budget_timeout,
