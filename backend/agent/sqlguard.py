@@ -103,8 +103,15 @@ def _function_name(node: exp.Func) -> str:
     return node.sql_name().lower()
 
 
+# sqlglot models some operators as functions: AND / OR / XOR (connectors) and the ARRAY[...] literal.
+# They compute nothing a SELECT could abuse, so they are operators here, not names to allow.
+_OPERATOR_NODES = (exp.Connector, exp.Array)
+
+
 def _check_functions(tree: exp.Expression) -> None:
     for node in tree.find_all(exp.Func):
+        if isinstance(node, _OPERATOR_NODES):
+            continue
         name = _function_name(node)
         if name not in ALLOWED_FUNCTIONS:
             raise UnsafeSQLError(f"function {name}() is not allowed; use plain SQL functions (sum, date_trunc, ...)")

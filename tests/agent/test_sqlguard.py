@@ -17,6 +17,12 @@ GOOD = [
     "SELECT name FROM mart.v_budgets UNION ALL SELECT budget_name FROM mart.budget_alerts",
     "SELECT resource_name FROM mart.v_cost_daily WHERE resource_name ILIKE '%prod%'",
     "SELECT * FROM mart.v_budgets;",
+    # Filters the way a model writes them: AND / OR in WHERE, CASE and FILTER; = ANY(ARRAY[...]).
+    "SELECT sum(actual_cost) FROM mart.v_cost_daily WHERE charge_date >= DATE '2026-01-01' "
+    "AND charge_date < DATE '2026-02-01' AND (service_name = 'Storage' OR service_name = 'Compute')",
+    "SELECT sum(CASE WHEN actual_cost > 0 AND service_name <> 'x' THEN actual_cost END), "
+    "sum(actual_cost) FILTER (WHERE service_name = 'a' OR NOT service_name = 'b') FROM mart.v_cost_daily",
+    "SELECT service_name FROM mart.v_cost_daily WHERE service_name = ANY(ARRAY['Storage', 'Compute'])",
 ]
 
 
