@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import streamlit as st
+from streamlit.errors import StreamlitSecretNotFoundError
 
 from backend.auth import PermissionDenied, Principal, Role, local_principal
 from backend.auth.audit import record_now
@@ -27,6 +28,14 @@ def _settings():
 
 def mode() -> AuthMode:
     return auth_mode(_settings())
+
+
+def _streamlit_has_auth() -> bool:
+    """Whether Streamlit itself has an [auth] section (what st.login reads), whoever wrote it."""
+    try:
+        return "auth" in st.secrets
+    except (FileNotFoundError, StreamlitSecretNotFoundError):  # no secrets file at all
+        return False
 
 
 def _claims() -> dict[str, Any]:
@@ -71,6 +80,17 @@ def current_principal() -> Principal:
     current = auth_mode(settings)
     if current.mode in (LAPTOP, DISABLED):
         return local_principal()
+    if not _streamlit_has_auth():
+        # Fail closed: sign-in is configured but st.login cannot work, so nobody gets in.
+        log.error("AUTH_* sign-in is configured but Streamlit has no [auth] secrets: not started by app.serve")
+        st.title("Sign-in is not available")
+        st.error(
+            "Sign-in is configured through the AUTH_* settings, but this server was not given them: start "
+            "Costlake with `python -m app.serve` (`make run`), which hands them to Streamlit, or put an [auth] "
+            "section in .streamlit/secrets.toml.",
+            icon="🔐",
+        )
+        st.stop()
     if not st.user.is_logged_in:
         _sign_in_screen()
         st.stop()

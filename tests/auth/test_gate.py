@@ -36,8 +36,11 @@ def configure(tmp_path, monkeypatch):
     return apply
 
 
-def _run(user: dict | None) -> AppTest:
+def _run(user: dict | None, *, streamlit_auth: bool = True) -> AppTest:
     at = AppTest.from_string(GATE, default_timeout=30)
+    if streamlit_auth:
+        # What app.serve hands Streamlit (the generated secrets file's [auth] section).
+        at.secrets["auth"] = {"redirect_uri": OIDC_SETTINGS["auth_redirect_uri"], "client_id": "costlake"}
     if user is not None:
         at.user = user
     return at.run()
@@ -82,3 +85,12 @@ def test_a_session_past_the_maximum_age_is_signed_out(configure):
     at = _run({"is_logged_in": True, "email": "ada@example.com", "iat": time.time() - 13 * 3600})
     assert "inside as" not in _body(at)
     assert at.user == {"is_logged_in": False}  # st.logout() ran: the login cookie is cleared
+
+
+def test_sign_in_configured_but_not_handed_to_streamlit_lets_nobody_in(configure):
+    # `streamlit run app/main.py` with AUTH_* set: st.login cannot work, and the app must not fall open.
+    configure(**OIDC_SETTINGS, auth_admins="ada@example.com")
+    at = _run({"is_logged_in": True, "email": "ada@example.com", "iat": time.time()}, streamlit_auth=False)
+    assert "inside as" not in _body(at)
+    assert [e.value for e in at.title] == ["Sign-in is not available"]
+    assert "python -m app.serve" in at.error[0].value
