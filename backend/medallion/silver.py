@@ -255,6 +255,23 @@ def _charge_category(value: Column) -> Column:
     )
 
 
+def _commitment_status(status: Column, charge_type: Column, commitment_id: Column) -> Column:
+    """FOCUS CommitmentDiscountStatus, derived for Azure reports, which carry none.
+
+    Azure says "unused" in the ChargeType (UnusedReservation / UnusedSavingsPlan, amortized data
+    only) and "used" by a benefit or reservation id on a usage row; purchases and refunds of a
+    commitment carry the id too but are neither, so they stay null, as FOCUS leaves them.
+    """
+    key = F.lower(F.trim(charge_type))
+    has_commitment = F.coalesce(F.trim(commitment_id), F.lit("")) != ""
+    return F.coalesce(
+        F.nullif(F.trim(status), F.lit("")),
+        F.when(key.isin("unusedreservation", "unusedsavingsplan"), F.lit("Unused")).when(
+            (key == "usage") & has_commitment, F.lit("Used")
+        ),
+    )
+
+
 def validate(staged: DataFrame) -> DataFrame:
     """Pure transform: staging fields -> typed silver columns, lineage, `_mode`, `_rules` (empty = valid), `_raw_row`.
 
@@ -396,6 +413,9 @@ def validate(staged: DataFrame) -> DataFrame:
         F.coalesce(c("invoice_issuer_name"), F.when(is_azure, F.lit("Microsoft"))).alias("InvoiceIssuerName"),
         F.coalesce(c("service_provider_name"), F.when(is_azure, F.lit("Microsoft"))).alias("ServiceProviderName"),
         F.coalesce(c("host_provider_name"), F.when(is_azure, F.lit("Microsoft"))).alias("HostProviderName"),
+        _commitment_status(c("commitment_discount_status"), c("charge_category"), c("commitment_discount_id")).alias(
+            "CommitmentDiscountStatus"
+        ),
         *[c(field).alias(name) for field, name in _FOCUS_TEXT.items()],
         *[money(field).alias(name) for field, name in _FOCUS_MONEY.items()],
         "_mode",
@@ -412,7 +432,6 @@ _FOCUS_TEXT = {
     "pricing_currency": "PricingCurrency",
     "commitment_discount_category": "CommitmentDiscountCategory",
     "commitment_discount_name": "CommitmentDiscountName",
-    "commitment_discount_status": "CommitmentDiscountStatus",
     "commitment_discount_unit": "CommitmentDiscountUnit",
     "capacity_reservation_id": "CapacityReservationId",
     "capacity_reservation_status": "CapacityReservationStatus",
@@ -465,6 +484,7 @@ _DIMENSIONS = (
     "InvoiceIssuerName",
     "ServiceProviderName",
     "HostProviderName",
+    "CommitmentDiscountStatus",
     *[name for name in _FOCUS_TEXT.values()],
     "PricingCurrencyListUnitPrice",
     "PricingCurrencyContractedUnitPrice",

@@ -231,6 +231,29 @@ def test_charge_type_maps_to_focus_charge_category(spark, text, expected):
     assert row["ChargeCategory"] == expected
 
 
+def test_commitment_status_is_derived_for_azure_rows_and_kept_for_focus(spark):
+    rows = (
+        silver.validate(
+            staged(
+                spark,
+                [
+                    {"metric": "AmortizedCost", "charge_category": "UnusedReservation", "commitment_discount_id": "R1"},
+                    {"metric": "AmortizedCost", "charge_category": "UnusedSavingsPlan", "commitment_discount_id": "S1"},
+                    {"metric": "AmortizedCost", "charge_category": "Usage", "commitment_discount_id": "R1"},
+                    {"charge_category": "Purchase", "commitment_discount_id": "R1"},  # the purchase: neither
+                    {"charge_category": "Usage", "commitment_discount_id": " "},  # on-demand usage
+                    {"source_format": "focus", "metric": "FocusCost", "billed_cost": "0", "effective_cost": "1",
+                     "charge_category": "Usage", "commitment_discount_status": "Unused",
+                     "commitment_discount_id": "R1"},
+                ],
+            )
+        )
+        .orderBy("row_index")
+        .collect()
+    )  # fmt: skip
+    assert [r["CommitmentDiscountStatus"] for r in rows] == ["Unused", "Unused", "Used", None, None, "Unused"]
+
+
 def test_sub_account_id_takes_one_form_per_subscription(spark):
     synthetic = Subscription(str(uuid.uuid4()), "Production", "prod").sub_account_id
     cases = [
