@@ -137,13 +137,19 @@ def test_image_command_serves_streamlit_and_the_healthcheck_passes(local_stack: 
     ]
     assert cmd[:3] == ["python", "-m", "app.serve"]
     cmd = [sys.executable, *cmd[1:]]
+    env = app_process_env(local_stack, tmp_path)
+    # The stack is production: with sign-in neither configured nor disabled on purpose, the image refuses.
+    refused = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "AUTH_DISABLED" in refused.stdout + refused.stderr
+    env["AUTH_DISABLED"] = "true"  # what an operator behind their own gateway sets
     # WORKDIR /app in the image: the repository root, where .streamlit/config.toml is read from.
     log_path = tmp_path / "streamlit.log"
     with log_path.open("wb") as log_file:
         server = subprocess.Popen(
             cmd,
             cwd=REPO_ROOT,
-            env=app_process_env(local_stack, tmp_path),
+            env=env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
