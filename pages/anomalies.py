@@ -16,7 +16,9 @@ ui.require_data(status)
 ui.data_as_of(status)
 
 c1, c2 = st.columns([1, 3])
-show = c1.selectbox("Show", ["open", "expected", "resolved", "all"], key="an_status")
+# A notification links here with ?anomaly=<id>: list every status so the linked one is there to open.
+linked = st.query_params.get("anomaly")
+show = c1.selectbox("Show", ["open", "expected", "resolved", "all"], index=3 if linked else 0, key="an_status")
 frame = ui.guard("load anomalies", data.anomalies, get_reader(), status=None if show == "all" else show)
 if frame is None:
     st.stop()
@@ -61,7 +63,10 @@ event = st.dataframe(
     },
 )
 rows = event.selection.rows if event is not None else []
-pick = frame.iloc[rows[0]] if rows else frame.iloc[0]
+linked_rows = [i for i, a in enumerate(frame["anomaly_id"]) if linked and str(a) == linked]
+if linked and not linked_rows:
+    st.caption(f"Anomaly {linked} from the link is not in this list (it may have been re-scored away).")
+pick = frame.iloc[rows[0] if rows else (linked_rows[0] if linked_rows else 0)]
 
 st.subheader(f"{pick['series']} on {fmt.when(pick['charge_date'])}")
 a, b, c = st.columns(3)

@@ -138,7 +138,13 @@ with tab_hist:
             },
         )
         picked = event.selection.rows if event is not None else []
-        run_id = runs.iloc[picked[0] if picked else 0]["run_id"]
+        # A notification links here with ?run=<id>: that run is shown until the user picks another row.
+        linked = st.query_params.get("run")
+        linked_rows = runs.index[runs["run_id"] == linked].tolist() if linked else []
+        if linked and not linked_rows:
+            st.caption(f"Run {linked} from the link is not among the runs listed here.")
+        default = runs.index.get_loc(linked_rows[0]) if linked_rows else 0
+        run_id = runs.iloc[picked[0] if picked else default]["run_id"]
         st.markdown(f"**Steps of {run_id}**")
         steps = ui.guard("load the steps", data.run_steps, get_reader(), run_id)
         if steps is not None:

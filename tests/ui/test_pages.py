@@ -96,6 +96,27 @@ def test_anomalies_list_chart_and_mark_expected(seeded, pipeline):
     assert feedback and feedback[0].verdict == "expected" and feedback[0].note == "planned load test"
 
 
+def test_notification_links_open_the_anomaly_and_the_run_they_name(seeded, pipeline):
+    with pipeline.engine.connect() as conn:
+        anomalies = conn.execute(
+            sa.text("SELECT anomaly_id, charge_date FROM mart.anomalies ORDER BY anomaly_id")
+        ).all()
+        runs = conn.execute(sa.text("SELECT run_id FROM ops.pipeline_runs ORDER BY started_at")).scalars().all()
+    linked = anomalies[-1]
+    at = page("anomalies")
+    at.query_params["anomaly"] = str(linked.anomaly_id)
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="an_status").value == "all"
+    assert any(linked.charge_date.isoformat() in s.value for s in at.subheader)
+    if runs:
+        at = page("pipeline")
+        at.query_params["run"] = runs[0]
+        at.run()
+        assert not at.exception
+        assert any(f"Steps of {runs[0]}" in m.value for m in at.markdown)
+
+
 def test_budgets_create_validate_edit_delete(seeded, pipeline):
     at = page("budgets").run()
     assert not at.exception
