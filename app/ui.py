@@ -167,8 +167,17 @@ def currency_choice(status: data.DataStatus, *, key: str = "currency") -> str:
 FRESHNESS_TTL = dt.timedelta(minutes=1)
 
 
-@st.cache_data(ttl=FRESHNESS_TTL, show_spinner=False)
 def source_freshness() -> list[SourceFreshness]:
+    settings = get_pipeline().settings
+    # The expectations are part of the cache key: a changed setting (or another runtime's) is never answered
+    # from a value computed with the old one.
+    return _source_freshness(settings.database_url, settings.stale_after_hours, settings.stale_after_hours_file)
+
+
+@st.cache_data(ttl=FRESHNESS_TTL, show_spinner=False)
+def _source_freshness(
+    database_url: str, stale_after_hours: float, stale_after_hours_file: float
+) -> list[SourceFreshness]:
     return freshness.source_freshness(get_reader(), get_pipeline().settings)
 
 

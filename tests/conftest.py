@@ -158,6 +158,17 @@ def spark(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     stop_spark()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _engine_first(request: pytest.FixtureRequest) -> None:
+    """On Sail, the engine fixture starts before any test: the in-process server reads the S3 test server's
+    credentials only when it starts, so a page or pipeline test that reached `get_spark` first (with a local
+    lake's settings) would leave every later S3 test without them, depending on the order tests ran in."""
+    if request.config.getoption("--engine") == "sail" and any(
+        "spark" in getattr(item, "fixturenames", ()) for item in request.session.items
+    ):
+        request.getfixturevalue("spark")
+
+
 # --- composed settings ------------------------------------------------------------------
 @pytest.fixture
 def settings(tmp_path: Path, pg_url: str, kafka_bootstrap: str) -> Settings:

@@ -75,7 +75,13 @@ def stale_pipeline(stale_ui, monkeypatch):
     st.cache_resource.clear()
     st.cache_data.clear()
     monkeypatch.setattr(app.context, "get_runtime", lambda: runtime)
+    # No launcher-owned pipeline from another test in this process: the pages must get this one.
+    import app.process
+
+    monkeypatch.setattr(app.process, "runtime", None)
+    monkeypatch.setattr(app.process, "pipeline", None)
     pipeline = app.context.get_pipeline()
+    assert pipeline.settings.stale_after_hours_file == 24.0
     yield pipeline
     reader = app.context.get_reader()
     st.cache_resource.clear()
