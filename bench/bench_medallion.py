@@ -123,13 +123,13 @@ COPY (
 """
 
 
-def build_bronze(lake, rows: int, *, settings) -> tuple[int, int]:
+def build_bronze(lake, rows: int, *, settings, start: date = date(2025, 1, 1), months: int = 3) -> tuple[int, int]:
     """Synthetic estate -> FOCUS Parquet chunks -> bronze rows (as ingest would write them)."""
     from backend.medallion.schemas import BRONZE_COST_RECORDS, BRONZE_PARTITION_BY, BRONZE_SCHEMA
     from backend.sources.cursors import MemoryCursorStore
     from backend.sources.synthetic import SyntheticSource, generate_estate
 
-    estate = generate_estate(seed=7, start=date(2025, 1, 1), months=3, target_rows=rows)
+    estate = generate_estate(seed=7, start=start, months=months, target_rows=rows)
     source = SyntheticSource(settings, estate, cursors=MemoryCursorStore())
     now = datetime.now(UTC)
     batch = f"bench-{uuid.uuid4().hex[:8]}"

@@ -357,36 +357,59 @@ def top_movers(
     for part in series[1:]:
         unioned = unioned.unionByName(part)
     keys = ["dimension", "period_type", "period", "dimension_value", "subscription_id", "billing_currency"]
-    agg = unioned.groupBy(*keys).agg(_sum("_cost").alias("current_cost"))
+    agg = unioned.groupBy(*keys).agg(_sum("_cost").alias("_cost"))
     is_day = F.col("period_type") == "day"
     next_period = F.when(is_day, F.date_add(F.col("period"), 1)).otherwise(F.add_months(F.col("period"), 1))
-    # Each period's cost beside the one before it: the series and itself shifted one period on, summed per
-    # key. One aggregate instead of a full outer join (same rows: a key on one side only gets 0 on the other).
-    both = agg.select(*keys, "current_cost", F.lit(None).cast(MONEY_SQL).alias("previous_cost")).unionByName(
-        agg.select(
-            *[next_period.alias("period") if k == "period" else F.col(k) for k in keys],
-            F.lit(None).cast(MONEY_SQL).alias("current_cost"),
-            F.col("current_cost").alias("previous_cost"),
+    # Each period's cost beside the one before it: every aggregate row also stands, shifted one period
+    # on, as the previous cost of the period after it, and one more aggregate pairs them (a key on one
+    # side only gets 0 on the other). Generated from the one aggregate, never joined back to it: Sail
+    # has no plan reuse, so every second reference to a frame computes it again from the scan.
+    none = F.lit(None).cast(MONEY_SQL)
+    pair = F.explode(
+        F.array(
+            F.struct(F.col("period").alias("period"), F.col("_cost").alias("current"), none.alias("previous")),
+            F.struct(next_period.alias("period"), none.alias("current"), F.col("_cost").alias("previous")),
         )
-    )
-    paired = both.groupBy(*keys).agg(
-        _sum("current_cost").alias("current_cost"), _sum("previous_cost").alias("previous_cost")
-    )
-    # Only periods that have data at all (per series): a resource gone on a day with no data is no mover.
-    periods = agg.select("dimension", "period_type", "period", "billing_currency").distinct()
-    joined = paired.join(periods, ["dimension", "period_type", "period", "billing_currency"], "left_semi")
-    # Ranks are per period: the target months' periods are chosen before the window sorts anything.
-    joined = joined.where(_in_months(_month(F.col("period")), months))
+    ).alias("_pair")
+    others = [k for k in keys if k != "period"]
+    both = agg.select(*others, pair).select(*others, "_pair.period", "_pair.current", "_pair.previous")
+    # Ranks are per period: the target months' periods are chosen before anything is sorted.
+    both = both.where(_in_months(_month(F.col("period")), months))
+    paired = both.groupBy(*keys).agg(_sum("current").alias("current_cost"), _sum("previous").alias("previous_cost"))
     cur = F.coalesce(F.col("current_cost"), F.lit(0))
     pre = F.coalesce(F.col("previous_cost"), F.lit(0))
-    change = (cur - pre).cast(MONEY_SQL)
+    scored = paired.select(
+        *keys,
+        F.col("current_cost").isNotNull().alias("_has_data"),
+        cur.cast(MONEY_SQL).alias("current_cost"),
+        pre.cast(MONEY_SQL).alias("previous_cost"),
+        (cur - pre).cast(MONEY_SQL).alias("change"),
+    )
+    # Sorted first on the change as a double (a 64-bit compare instead of a 128-bit decimal one: the
+    # rank window sorts every mover row); exact ties of the double fall through to the decimal.
+    # Unchanged keys sort last, so the ranks of the changed ones are what they would be without them.
+    magnitude = F.abs(F.col("change"))
+    order = Window.partitionBy("dimension", "period_type", "period", "billing_currency").orderBy(
+        (F.col("change") == 0).asc(),
+        magnitude.cast("double").desc(),
+        magnitude.desc(),
+        F.col("dimension_value"),
+        F.col("subscription_id"),
+    )
+    # Only periods that have data at all (per series): a resource gone on a day with no data is no mover.
+    # The same window's whole frame says it, instead of a semi join against the aggregate.
+    whole = order.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
+    ranked = scored.withColumn("rank", F.row_number().over(order)).withColumn(
+        "_period_has_data", F.max("_has_data").over(whole)
+    )
+    ranked = ranked.where((F.col("rank") <= top) & F.col("_period_has_data") & (F.col("change") != 0))
     prev_period = F.when(is_day, F.date_sub(F.col("period"), 1)).otherwise(F.add_months(F.col("period"), -1))
     fmt = {"day": "yyyy-MM-dd", "month": "yyyy-MM"}
-    scored = joined.select(
+    out = ranked.select(
         "period_type",
         F.when(is_day, F.date_format("period", fmt["day"]))
         .otherwise(F.date_format("period", fmt["month"]))
-        .alias("period_s"),
+        .alias("period"),
         F.when(is_day, F.date_format(prev_period, fmt["day"]))
         .otherwise(F.date_format(prev_period, fmt["month"]))
         .alias("previous_period"),
@@ -394,20 +417,15 @@ def top_movers(
         "dimension_value",
         "subscription_id",
         "billing_currency",
-        cur.cast(MONEY_SQL).alias("current_cost"),
-        pre.cast(MONEY_SQL).alias("previous_cost"),
-        change.alias("change"),
-        F.when(pre != 0, (change / pre).cast("double")).alias("change_pct"),
+        "current_cost",
+        "previous_cost",
+        "change",
+        F.when(F.col("previous_cost") != 0, (F.col("change") / F.col("previous_cost")).cast("double")).alias(
+            "change_pct"
+        ),
+        "rank",
         _month(F.col("period")).alias("charge_month"),
-    ).where(F.col("change") != 0)
-    # Sorted first on the change as a double (a 64-bit compare instead of a 128-bit decimal one: the
-    # rank window sorts every mover row); exact ties of the double fall through to the decimal.
-    magnitude = F.abs(F.col("change"))
-    order = Window.partitionBy("dimension", "period_type", "period_s", "billing_currency").orderBy(
-        magnitude.cast("double").desc(), magnitude.desc(), F.col("dimension_value"), F.col("subscription_id")
     )
-    out = scored.withColumn("rank", F.row_number().over(order)).where(F.col("rank") <= top)
-    out = out.withColumnRenamed("period_s", "period")
     return conform(out.withColumn("run_id", F.lit(run_id)), GOLD_TOP_MOVERS_SCHEMA)
 
 
@@ -429,26 +447,24 @@ def cost_changes(
         )
         .where(F.col("daily_cost") != 0)
     )
-    bounds = base.agg(F.min("charge_date").alias("_first"), F.max("charge_date").alias("_last"))
+    # The data's first and last day: two literals from a small action, so the plan below reads `base` once
+    # (a cross join to an aggregate of it would scan and aggregate it a second time).
+    first, last = base.agg(F.min("charge_date"), F.max("charge_date")).first()
     order = Window.partitionBy("resource_id", "subscription_id", "billing_currency").orderBy("charge_date")
-    seq = (
+    day, prev, nxt = F.col("charge_date"), F.col("_prev"), F.col("_next")
+    started = (day > F.lit(first)) & (prev.isNull() | (prev < F.date_sub(day, 1)))
+    stopped = (day < F.lit(last)) & (nxt.isNull() | (nxt > F.date_add(day, 1)))
+    # Both events of a day from one pass over the window (a union of two filters would compute it twice).
+    events = F.filter(
+        F.array(F.when(started, F.lit("started")), F.when(stopped, F.lit("stopped"))), lambda e: e.isNotNull()
+    )
+    out = (
         per_day.withColumn("_prev", F.lag("charge_date").over(order))
         .withColumn("_next", F.lead("charge_date").over(order))
-        .crossJoin(F.broadcast(bounds))
-    )
-    started = seq.where(
-        (F.col("charge_date") > F.col("_first"))
-        & (F.col("_prev").isNull() | (F.col("_prev") < F.date_sub(F.col("charge_date"), 1)))
-    ).withColumn("event", F.lit("started"))
-    stopped = seq.where(
-        (F.col("charge_date") < F.col("_last"))
-        & (F.col("_next").isNull() | (F.col("_next") > F.date_add(F.col("charge_date"), 1)))
-    ).withColumn("event", F.lit("stopped"))
-    out = (
-        started.unionByName(stopped)
-        .withColumn("event_date", F.col("charge_date"))
-        .withColumn("charge_month", _month(F.col("charge_date")))
+        .withColumn("charge_month", _month(day))
         .where(_in_months(F.col("charge_month"), months))
+        .select("*", F.explode(events).alias("event"))
+        .withColumn("event_date", day)
         .withColumn("run_id", F.lit(run_id))
     )
     return conform(out, GOLD_COST_CHANGES_SCHEMA)
