@@ -6,9 +6,10 @@ import datetime as dt
 import getpass
 import json
 import logging
+import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -88,14 +89,62 @@ def default_user() -> str:
         return "local"
 
 
-@wrap_model_call(name="ForceFirstToolCall")
-def force_first_tool_call(request, handler):
-    """Until a tool has answered this question, the model must call one: small models asked politely answer
-    in prose with invented SQL; with tool_choice "required" they call the tools (measured with Qwen2.5-1.5B)."""
-    last_human = max((i for i, m in enumerate(request.messages) if isinstance(m, HumanMessage)), default=-1)
-    if not any(isinstance(m, ToolMessage) for m in request.messages[last_human + 1 :]):
-        request = request.override(tool_choice="required")
-    return handler(request)
+# How the first step of each question is made a tool call (see first_tool_call).
+REQUIRED = "required"  # tool_choice "required": the model picks the tool (OpenAI, Azure, vLLM, Ollama)
+PLANNED = "planned"  # tool_choice names the rule-based planner's tool; the model writes its arguments
+TOOL_CHOICES = (REQUIRED, PLANNED)
+
+
+def _question_pending(messages: Sequence[BaseMessage]) -> HumanMessage | None:
+    """The current question when no tool has answered it yet (the step to force), else None."""
+    last_human = max((i for i, m in enumerate(messages) if isinstance(m, HumanMessage)), default=-1)
+    if last_human < 0 or any(isinstance(m, ToolMessage) for m in messages[last_human + 1 :]):
+        return None
+    return messages[last_human]
+
+
+def first_tool_call(*, mode: str = REQUIRED, plan_tool: Callable[[str], str | None] | None = None):
+    """Middleware: until a tool has answered the question, the model must call one.
+
+    Small models asked politely answer in prose with invented SQL; forced, they call the tools (measured
+    with Qwen2.5-1.5B). `mode` PLANNED names the tool the rule-based planner would call first (a server
+    with a grammar, like llama.cpp's, then writes valid arguments for it), and "required" when the
+    planner has none. In REQUIRED mode a server that refuses "required" (llama-cpp-python's
+    chatml-function-calling answers it with a 500) gets the planner's tool named instead, from then on.
+    """
+    if mode not in TOOL_CHOICES:
+        raise ValueError(f"tool choice mode {mode!r} is not one of {TOOL_CHOICES}")
+    refused_required = threading.Event()
+
+    def planned(question: HumanMessage) -> str | None:
+        if plan_tool is None:
+            return None
+        try:
+            return plan_tool(_text(question.content))
+        # The planner reads the mart's vocabulary; when it cannot, the model chooses.
+        except Exception:
+            log.exception("could not plan a tool to force")
+            return None
+
+    @wrap_model_call(name="ForceFirstToolCall")
+    def force(request, handler):
+        question = _question_pending(request.messages)
+        if question is None:
+            return handler(request)
+        if mode == PLANNED or refused_required.is_set():
+            return handler(request.override(tool_choice=planned(question) or REQUIRED))
+        try:
+            return handler(request.override(tool_choice=REQUIRED))
+        # The client's APIStatusError; matched by status so that a run without an LLM never loads openai.
+        except Exception as exc:
+            name = planned(question)
+            if getattr(exc, "status_code", None) not in (400, 422, 500) or name is None:
+                raise
+            log.warning("the model server refused tool_choice 'required' (%s); naming the tool %s instead", exc, name)
+            refused_required.set()
+            return handler(request.override(tool_choice=name))
+
+    return force
 
 
 def model_label(model: BaseChatModel) -> str:
@@ -284,6 +333,7 @@ class CostAgent:
         max_model_calls: int = MAX_MODEL_CALLS,
         max_tool_calls: int = MAX_TOOL_CALLS,
         force_first_tool: bool = True,
+        tool_choice: str = REQUIRED,
         fallback: RuleBasedChatModel | None = None,
     ) -> None:
         self.ctx = ctx
@@ -297,12 +347,12 @@ class CostAgent:
             ToolCallLimitMiddleware(run_limit=max_tool_calls, exit_behavior="continue"),
             ToolCallLimitMiddleware(tool_name="run_sql", run_limit=MAX_SQL_CALLS, exit_behavior="continue"),
         ]
-        if force_first_tool and self.uses_llm:
-            middleware.insert(0, force_first_tool_call)
         if isinstance(model, RuleBasedChatModel):
             self.fallback = model
         else:
             self.fallback = fallback or RuleBasedChatModel(vocabulary_loader=_vocabulary_loader(ctx))
+        if force_first_tool and self.uses_llm:
+            middleware.insert(0, first_tool_call(mode=tool_choice, plan_tool=self._planned_tool))
         self.graph = create_agent(
             model, self.tools, system_prompt=SYSTEM_PROMPT, middleware=middleware, name="costlake_agent"
         )
@@ -383,6 +433,15 @@ class CostAgent:
             answer.audit_error = f"{type(exc).__name__}: {exc}"[:500]
         yield answer
 
+    def _not_an_answer(self, text: str) -> bool:
+        """A final reply that is SQL or a tool call written out (small models do both after a result)."""
+        return bool(grounding.extract_sql(text) or grounding.extract_text_call(text, self._tools_by_name))
+
+    def _planned_tool(self, question: str) -> str | None:
+        """The first tool the rule-based planner would call for `question`, if it has a plan."""
+        plan = QuestionParser(self.fallback.vocabulary()).plan(question)
+        return plan.calls[0][0] if plan.calls else None
+
     # --- grounding --------------------------------------------------------------------------------
     def _run_tool(self, name: str, args: dict[str, Any], prefix: str) -> list[BaseMessage]:
         """Run one tool as the agent's tool node would; returns the call and its result as messages."""
@@ -449,8 +508,9 @@ class CostAgent:
         path = grounding.MODEL
         via: dict[str, str] = {}
         if _tool_answered(new):
-            if not text:
-                # The model stopped (call limit, endpoint failure) after its tools answered: their summaries.
+            if not text or self._not_an_answer(text):
+                # The model stopped (call limit, endpoint failure) after its tools answered, or its last
+                # words were SQL or another call printed as text: the tools' summaries answer.
                 text = compose_answer([m for m in new if isinstance(m, ToolMessage)])
             elif self.uses_llm:
                 sources = [_text(m.content) for m in new if isinstance(m, ToolMessage)]
@@ -505,12 +565,14 @@ def build_agent(
     reader: sa.Engine | None = None,
     auditor: sa.Engine | None = None,
     force_first_tool: bool = True,
+    tool_choice: str = REQUIRED,
 ) -> CostAgent:
     """The agent over the mart: reads on the read-only role (statement timeout from settings), audits as owner.
 
     `owner_url` is the resolved owner URL (the embedded server's when DATABASE_URL is empty). Tests and
     the evaluation pass a scripted `model`; otherwise the settings choose it. `force_first_tool` makes an
-    LLM's first step of each question a tool call (tool_choice "required").
+    LLM's first step of each question a tool call, as `tool_choice` says (REQUIRED or PLANNED, see
+    first_tool_call).
     """
     reader = reader or reader_engine(settings, owner_url=owner_url)
     ctx = AgentContext(reader, timeout_ms=settings.statement_timeout_ms)
@@ -519,4 +581,6 @@ def build_agent(
     chosen = model or build_chat_model(settings, vocabulary_loader=_vocabulary_loader(ctx))
     if isinstance(chosen, RuleBasedChatModel) and chosen.vocabulary_loader is None:
         chosen.vocabulary_loader = _vocabulary_loader(ctx)
-    return CostAgent(ctx=ctx, model=chosen, audit=AuditLog(auditor), force_first_tool=force_first_tool)
+    return CostAgent(
+        ctx=ctx, model=chosen, audit=AuditLog(auditor), force_first_tool=force_first_tool, tool_choice=tool_choice
+    )

@@ -486,6 +486,19 @@ HELD_OUT: tuple[Case, ...] = (
 )
 ALL_CASES: tuple[Case, ...] = CASES + PARAPHRASES + HELD_OUT
 
+# The eight plain questions of issue 21 (the ones a self-hoster first tried with a small model), one per intent.
+PLAIN_QUESTIONS = (
+    "Show me the monthly totals",
+    "Which service cost us the most in March?",
+    "How much did Production cost in March?",
+    "What was the most expensive day last month?",
+    "What percentage of cost is missing an owner tag this month?",
+    "How much have we spent on Storage in total, all time?",
+    "amortized cost of Virtual Machines in Production last month",
+    "how much did rg-data cost last month",
+)
+PLAIN: tuple[Case, ...] = tuple(next(c for c in ALL_CASES if c.question == q) for q in PLAIN_QUESTIONS)
+
 
 # --- scoring ---------------------------------------------------------------------------------
 def _norm(value: Any) -> Any:
@@ -602,7 +615,8 @@ def summary(results: list[CaseResult]) -> list[str]:
 
 
 @contextmanager
-def _admin_url(database_url: str | None) -> Iterator[str]:
+def scratch_admin_url(database_url: str | None) -> Iterator[str]:
+    """`database_url` when given, else a throwaway embedded Postgres's admin URL (deleted afterwards)."""
     if database_url:
         yield database_url
         return
@@ -640,7 +654,7 @@ def evaluate(
     settings: Settings, *, admin_url: str | None = None, cases: tuple[Case, ...] = ALL_CASES
 ) -> tuple[float, list[CaseResult], str]:
     """Score the model `settings` configure; returns (score, per-question results, model name)."""
-    with _admin_url(admin_url) as admin, demo_mart(admin) as url:
+    with scratch_admin_url(admin_url) as admin, demo_mart(admin) as url:
         run_settings = settings.model_copy(update={"database_url": url, "database_readonly_url": ""})
         agent = build_agent(run_settings)
         try:
