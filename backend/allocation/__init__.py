@@ -1,0 +1,1 @@
+"""Tag hygiene and cost allocation: the rule set (aliases, inherited tags, ordered rules), its SQL, and showback."""
