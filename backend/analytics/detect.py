@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -211,17 +211,3 @@ def _kinds(flag: np.ndarray, impact: np.ndarray, expected: np.ndarray, shift_day
     with np.errstate(invalid="ignore"):
         kind[(np.abs(expected) < 1e-9) & (impact > 0)] = "new_cost"
     return kind
-
-
-def detect_frame(series: pd.DataFrame, params: DetectorParams, *, since=None) -> pd.DataFrame:
-    """`detect` over a long frame of one series (columns charge_date, cost), keyed columns carried through."""
-    series = series.sort_values("charge_date")
-    found = detect(series["charge_date"].to_numpy(), series["cost"].to_numpy(), params, since=since)
-    for key in ("level", "member", "metric"):
-        if key in series.columns:
-            found.insert(0, key, series[key].iloc[0] if len(series) else None)
-    return found
-
-
-def with_overrides(params: DetectorParams, **overrides) -> DetectorParams:
-    return replace(params, **{k: v for k, v in overrides.items() if v is not None})

@@ -27,13 +27,6 @@ class ForecastParams:
     methods: tuple[str, ...] = METHODS
 
 
-def weekday_profile(history: np.ndarray, weeks: int) -> np.ndarray:
-    """Multiplicative factor per position mod 7 (position 0 = the day after the history ends), mean 1."""
-    history = np.asarray(history, dtype=np.float64)
-    w = max(1, min(weeks, len(history) // 7))
-    return _profiles(history[None, len(history) - 7 * w :], w)[0]
-
-
 def _profiles(hist: np.ndarray, w: int) -> np.ndarray:
     """Weekday factors for each row of `hist` (rows of at least 7 x w days, the most recent last)."""
     # Block column c holds days n - 7w + c + 7k, so it matches future step h (day n + h) when h % 7 == c.

@@ -24,10 +24,6 @@ def level_column(level: str) -> str:
     raise ValueError(f"unknown analysis level {level!r}")
 
 
-def child_column(level: str) -> str:
-    return CHILD_COLUMN.get(level, "resource_id")
-
-
 def level_series(costs: pd.DataFrame, levels: list[str], metrics: list[str]) -> pd.DataFrame:
     """Long frame (level, member, metric, currency, charge_date, cost) of daily totals per billing currency (a
     frame without billing_currency is one unknown currency, ""); every member gets every day of the frame's date
