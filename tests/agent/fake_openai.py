@@ -2,7 +2,10 @@
 
 It checks requests the way real servers do (and llama.cpp's stricter ones, on request): roles, tool
 messages answering an earlier tool call id, tool-call arguments as JSON strings, `tool_choice`, and
-optionally refuses assistant messages whose content is null. Replies come from a script, one per
+optionally refuses assistant messages whose content is null. Like llama-cpp-python's
+chatml-function-calling server it can answer tool_choice "required" with a 500 (`refuse_required`), and
+a tool_choice naming a function is answered with a call of that function, as a grammar-constrained
+server does (the scripted reply's arguments for it, else {}). Replies come from a script, one per
 request: a text, tool calls (arguments given as a dict, or as a raw string to send malformed JSON),
 an HTTP error, or a delay (for client timeouts). Streaming (`"stream": true`) answers with
 server-sent `chat.completion.chunk` events, tool-call arguments split across chunks, as OpenAI does.
@@ -128,9 +131,12 @@ def validate_request(body: dict[str, Any], *, reject_null_content: bool) -> None
 class FakeChatServer:
     """`/v1/chat/completions` on 127.0.0.1 (an ephemeral port); `script(...)` sets the replies of a test."""
 
-    def __init__(self, *, model: str = "fake-model", reject_null_content: bool = True) -> None:
+    def __init__(
+        self, *, model: str = "fake-model", reject_null_content: bool = True, refuse_required: bool = False
+    ) -> None:
         self.model = model
         self.reject_null_content = reject_null_content
+        self.refuse_required = refuse_required
         self.requests: list[dict[str, Any]] = []  # every request body received, in order
         self.paths: list[str] = []  # the path (with query) of each, in order
         self.refused: list[str] = []  # why requests were refused with 400
@@ -227,7 +233,13 @@ class FakeChatServer:
                     server.refused.append(str(exc))
                     self._json(400, _error_body(str(exc), "invalid_request_error"))
                     return
-                reply = server._next(body, self.path)
+                if server.refuse_required and body.get("tool_choice") == "required":
+                    # What llama-cpp-python 0.3.36's chatml-function-calling handler does: it asserts
+                    # tool_choice == "auto" and the server turns the AssertionError into a 500.
+                    server.refused.append("tool_choice 'required'")
+                    self._json(500, _error_body("AssertionError", "internal_server_error"))
+                    return
+                reply = _forced(server._next(body, self.path), body.get("tool_choice"))
                 if reply.delay_s and server._stopping.wait(reply.delay_s):
                     return
                 if reply.status != 200:
@@ -281,6 +293,15 @@ class FakeChatServer:
                 self.wfile.flush()
 
         return Handler
+
+
+def _forced(reply: Reply, choice: Any) -> Reply:
+    """A named tool_choice gets a call of that tool whatever the script says: the grammar allows nothing else."""
+    if not isinstance(choice, dict) or reply.status != 200:
+        return reply
+    name = choice["function"]["name"]
+    arguments = next((c.arguments for c in reply.calls if c.name == name), {})
+    return Reply(calls=(Call(name, arguments),), delay_s=reply.delay_s)
 
 
 def _message(reply: Reply) -> tuple[dict[str, Any], str]:

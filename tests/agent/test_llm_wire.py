@@ -311,3 +311,92 @@ def test_attack_corpus_over_the_wire_writes_nothing_and_stops_at_the_timeout(llm
                 assert call.ok or call.outcome.summary.startswith("error:"), name
             if sql in HEAVY.values() and sql_calls:
                 assert not sql_calls[0].ok and "timeout" in sql_calls[0].outcome.summary, name
+
+
+NAMED_BREAKDOWN = {"type": "function", "function": {"name": "cost_breakdown"}}
+
+
+@pytest.fixture
+def strict_server():
+    """A server that refuses tool_choice "required" with a 500, as llama-cpp-python's chatml-function-calling does."""
+    from tests.agent.fake_openai import FakeChatServer
+
+    server = FakeChatServer(model="qwen2.5-coder-1.5b-instruct-q4_k_m", refuse_required=True).start()
+    yield server
+    server.stop()
+
+
+def test_a_server_that_refuses_required_gets_the_planned_tool_named(strict_server, agent_settings, owner):
+    from backend.agent.agent import build_chat_model
+
+    settings = agent_settings.model_copy(update={"llm_base_url": strict_server.url, "llm_model": strict_server.model})
+    agent = build_agent(settings, model=build_chat_model(settings, timeout_s=10, max_retries=0))
+    try:
+        # The refused request takes no reply from the script.
+        strict_server.script(
+            tools(("cost_breakdown", {"dimension": "total", "period": "this_month"})),
+            "April so far, from the table below.",
+        )
+        answer = agent.ask("How much did we spend this month?")
+        assert answer.error is None and answer.answered_by == grounding.MODEL
+        assert [(c.tool, c.ok, c.via) for c in answer.tool_calls] == [("cost_breakdown", True, "model")]
+        assert float(answer.last_table["cost"][0]) == pytest.approx(_total(owner))
+        assert strict_server.refused == ["tool_choice 'required'"]
+        assert [r.get("tool_choice") for r in strict_server.requests] == [NAMED_BREAKDOWN, None]
+
+        # From then on the tool is named straight away: no request is wasted on "required".
+        strict_server.script(tools(("cost_breakdown", {"dimension": "service", "period": "2025-03"})), "March.")
+        answer = agent.ask("Top 5 services by cost last month")
+        assert strict_server.refused == [] and strict_server.requests[0]["tool_choice"] == NAMED_BREAKDOWN
+        assert answer.answered_by == grounding.MODEL and answer.tool_calls[0].ok
+    finally:
+        agent.ctx.engine.dispose()
+        agent.audit.engine.dispose()
+
+
+def test_refused_required_without_a_plan_falls_back_honestly(strict_server, agent_settings):
+    from backend.agent.agent import build_chat_model
+
+    settings = agent_settings.model_copy(update={"llm_base_url": strict_server.url, "llm_model": strict_server.model})
+    agent = build_agent(settings, model=build_chat_model(settings, timeout_s=10, max_retries=0))
+    try:
+        strict_server.script("refused")
+        answer = agent.ask("what is the meaning of life?")
+    finally:
+        agent.ctx.engine.dispose()
+        agent.audit.engine.dispose()
+    assert answer.error and "500" in answer.error
+    assert answer.answered_by == grounding.NO_QUERY and "could not be reached" in answer.text
+
+
+def test_planned_mode_names_the_planner_tool_and_the_model_writes_its_arguments(llm_server, llm_agent, owner):
+    from backend.agent.agent import PLANNED
+
+    # The scripted reply calls another tool; a grammar-constrained server can only call the one named.
+    llm_server.script(tools(("cost_breakdown", {"dimension": "total", "period": "2025-04"})), "April.")
+    answer = llm_agent(tool_choice=PLANNED).ask("How much did we spend this month?")
+    assert llm_server.requests[0]["tool_choice"] == NAMED_BREAKDOWN
+    assert [(c.tool, c.args["period"], c.via) for c in answer.tool_calls] == [("cost_breakdown", "2025-04", "model")]
+    assert float(answer.last_table["cost"][0]) == pytest.approx(_total(owner))
+
+    llm_server.script(tools(("list_tables", {})), "The mart's views.")
+    answer = llm_agent(tool_choice=PLANNED).ask("hmm, tell me something interesting")
+    assert llm_server.requests[0]["tool_choice"] == "required"  # no plan: the model picks the tool
+
+
+def test_a_final_reply_that_is_sql_or_a_printed_call_is_not_the_answer(llm_server, llm_agent, owner):
+    for final in (
+        f"```sql\n{APRIL_TOTAL_SQL}\n```",
+        '<tool_call>\n{"name": "cost_breakdown", "arguments": {"dimension": "total"}}\n</tool_call>',
+    ):
+        llm_server.script(tools(("cost_breakdown", {"dimension": "total", "period": "this_month"})), final)
+        answer = llm_agent().ask("How much did we spend this month?")
+        assert "SELECT" not in answer.text and "tool_call" not in answer.text
+        assert _money(_total(owner)) in answer.text and answer.answered_by == grounding.MODEL
+
+
+def test_unknown_tool_choice_mode_is_refused():
+    from backend.agent.agent import first_tool_call
+
+    with pytest.raises(ValueError, match="planned"):
+        first_tool_call(mode="always")
