@@ -1,18 +1,27 @@
-"""Budgets: CRUD, evaluation against actual and forecast spend after each pipeline run, alert history, webhooks."""
+"""Budgets: CRUD, evaluation against actual and forecast spend after each pipeline run, alert history, webhooks.
+
+A budget is a scope (total, subscription, resource group, service, tag) narrowed by `filters` on more
+dimensions (subscription, service, region, provider, tag:<key>; AND across, OR within), in its own currency.
+A resource-group budget always names its subscription: group names repeat across subscriptions."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 from collections.abc import Callable, Mapping
 from datetime import date, timedelta
 from typing import Any
 
+import numpy as np
 import requests
 import sqlalchemy as sa
 
+from backend.analytics.forecast import ForecastParams, backtest_origins, forecast_series
 from backend.auth import Principal, Role, require
 from backend.auth.audit import record
 from backend.config import Settings
+from backend.mart import budgets_sql
 from backend.notify.channels import budget_channel
 from backend.notify.dispatch import dispatch
 from backend.notify.events import queue_budget_alert
@@ -36,7 +45,10 @@ FIELDS = (
     "forecast_thresholds",
     "webhook_url",
     "enabled",
+    "filters",
 )
+FILTER_DIMENSIONS = (*budgets_sql.FILTER_DIMENSIONS, "tag:<key>")
+TAG_PREFIX = budgets_sql.TAG_PREFIX
 # How each scope finds its members in the aggregate: dimension table, key, natural key.
 SCOPE_DIM = {
     "subscription": ("dim_subscription", "subscription_key", "subscription_id"),
@@ -64,7 +76,63 @@ def validate(values: Mapping[str, Any]) -> dict[str, Any]:
             out[key] = sorted(float(v) for v in out[key])
             if any(v <= 0 for v in out[key]):
                 raise ValueError(f"{key} are percentages > 0")
+    if "filters" in out:
+        out["filters"] = clean_filters(out["filters"])
     return out
+
+
+def clean_filters(filters: Mapping[str, Any] | None) -> dict[str, list[str]]:
+    """{dimension: [values]} with known dimensions only, values trimmed, empty ones dropped; subscriptions
+    spelled as the mart spells them."""
+    out: dict[str, list[str]] = {}
+    for name, values in (filters or {}).items():
+        name = str(name).strip()
+        if name.startswith(TAG_PREFIX):
+            if not name[len(TAG_PREFIX) :].strip():
+                raise ValueError("a tag filter needs its key, e.g. tag:team")
+            name = TAG_PREFIX + name[len(TAG_PREFIX) :].strip()
+        elif name not in budgets_sql.FILTER_DIMENSIONS:
+            raise ValueError(f"a budget filters on {', '.join(FILTER_DIMENSIONS)}, not {name!r}")
+        if isinstance(values, str):
+            values = [values]
+        kept = list(dict.fromkeys(str(v).strip() for v in values or () if str(v).strip()))
+        if name == "subscription":
+            kept = list(dict.fromkeys(_subscription_member(v) for v in kept))
+        if kept:
+            out[name] = kept
+    return out
+
+
+def resolve_group_subscription(conn: sa.Connection, resource_group: str) -> str:
+    """The one subscription holding a resource group of this name; ValueError naming the candidates when there
+    are several (or none), since summing a name across subscriptions is what budgets must not do."""
+    found = budgets_sql.group_subscriptions(conn, resource_group)
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise ValueError(
+            f"resource group {resource_group!r} exists in {len(found)} subscriptions ({', '.join(found)}):"
+            " pick the subscription"
+        )
+    raise ValueError(f"no loaded subscription has a resource group {resource_group!r}: pick its subscription")
+
+
+def _scope_checked(conn: sa.Connection, data: dict[str, Any]) -> None:
+    """Resolve subscription names to ids and give a resource-group budget its one subscription (in `data`)."""
+    filters = data.get("filters") or {}
+    if filters.get("subscription"):
+        filters["subscription"] = [_resolve_subscription(conn, v) for v in filters["subscription"]]
+    if data.get("scope_type") == "subscription":
+        data["scope_value"] = _resolve_subscription(conn, data.get("scope_value") or "")
+    if data.get("scope_type") == "resource_group":
+        subs = filters.get("subscription") or []
+        if len(subs) > 1:
+            raise ValueError("a resource group budget names one subscription (the group is in that one)")
+        if not subs:
+            filters["subscription"] = [resolve_group_subscription(conn, data.get("scope_value") or "")]
+    data["filters"] = filters
+    # Chosen now (or not a resource group at all): nothing left to ask the user.
+    data["scope_candidates"] = None
 
 
 def _subscription_member(value: Any) -> str:
@@ -103,15 +171,14 @@ def create_budget(engine: sa.Engine, *, actor: Principal, **values: Any) -> int:
     """A new budget; needs the editor role; audited with the actor in the same transaction."""
     require(actor, Role.editor, "Creating a budget")
     data = validate(values)
-    cols = ", ".join(data)
     with engine.begin() as conn:
-        if data.get("scope_type") == "subscription":
-            data["scope_value"] = _resolve_subscription(conn, data.get("scope_value") or "")
+        _scope_checked(conn, data)
+        cols = ", ".join(data)
         budget_id = conn.execute(
             sa.text(
-                f"INSERT INTO mart.budgets ({cols}) VALUES ({', '.join(':' + k for k in data)}) RETURNING budget_id"
+                f"INSERT INTO mart.budgets ({cols}) VALUES ({', '.join(_bind(k) for k in data)}) RETURNING budget_id"
             ),
-            data,
+            _bound(data),
         ).scalar_one()
         record(conn, actor, "budget.create", f"budget {budget_id}", _audit_values(data))
         return budget_id
@@ -123,25 +190,42 @@ def update_budget(engine: sa.Engine, budget_id: int, *, actor: Principal, **valu
     if not data:
         return
     with engine.begin() as conn:
-        scope_type = data.get("scope_type")
-        if scope_type is None and "scope_value" in data:
-            # The stored scope decides whether the new member is a subscription to resolve to its id.
-            scope_type = conn.execute(
-                sa.text("SELECT scope_type FROM mart.budgets WHERE budget_id = :id FOR UPDATE"), {"id": budget_id}
-            ).scalar_one_or_none()
-            if scope_type == "subscription":
-                data["scope_value"] = _subscription_member(data["scope_value"])
-        if scope_type == "subscription" and "scope_value" in data:
-            data["scope_value"] = _resolve_subscription(conn, data["scope_value"])
-        sets = ", ".join(f"{k} = :{k}" for k in data)
+        stored = (
+            conn.execute(
+                sa.text("SELECT scope_type, scope_value, filters FROM mart.budgets WHERE budget_id = :id FOR UPDATE"),
+                {"id": budget_id},
+            )
+            .mappings()
+            .one_or_none()
+        )
+        if stored is None:
+            raise LookupError(f"budget {budget_id} not found")
+        if "scope_type" not in data and stored["scope_type"] == "subscription" and "scope_value" in data:
+            data["scope_value"] = _subscription_member(data["scope_value"])
+        # The scope is checked whole (a new group needs its subscription, a new subscription filter its id),
+        # but only what changed is written, so an edit of the amount leaves an unresolved scope as it is.
+        if {"scope_type", "scope_value", "filters"} & set(data):
+            merged = {**dict(stored), **data}
+            merged["filters"] = dict(merged.get("filters") or {})
+            _scope_checked(conn, merged)
+            data.update({k: merged[k] for k in ("scope_value", "filters", "scope_candidates")})
+        sets = ", ".join(f"{k} = {_bind(k)}" for k in data)
         n = conn.execute(
             sa.text(f"UPDATE mart.budgets SET {sets}, updated_at = now() WHERE budget_id = :id"),
-            {**data, "id": budget_id},
+            {**_bound(data), "id": budget_id},
         ).rowcount
         if n:
             record(conn, actor, "budget.update", f"budget {budget_id}", _audit_values(data))
     if not n:
         raise LookupError(f"budget {budget_id} not found")
+
+
+def _bind(column: str) -> str:
+    return f"CAST(:{column} AS jsonb)" if column == "filters" else f":{column}"
+
+
+def _bound(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: json.dumps(v, sort_keys=True) if k == "filters" else v for k, v in data.items()}
 
 
 def delete_budget(engine: sa.Engine, budget_id: int, *, actor: Principal) -> None:
@@ -190,38 +274,133 @@ def crossed(amount_spent: float, budget_amount: float, thresholds: list[float]) 
 
 
 def spend(conn, budget: Mapping[str, Any], start: date, end: date) -> float:
-    """What the budget's scope spent from start to end inclusive, in the budget's currency (the figure that alerts;
-    the agent's budget_status reports the same)."""
-    col = "amortized_cost" if budget["metric"] == "amortized" else "actual_cost"
-    params: dict[str, Any] = {"start": start, "end": end, "cur": budget["currency"], "sv": budget["scope_value"]}
-    cur = "a.currency_key = (SELECT currency_key FROM mart.dim_currency WHERE currency_code = :cur)"
-    if budget["scope_type"] == "tag":
-        params["tk"] = budget["tag_key"]
-        sql = f"""SELECT coalesce(sum(a.{col}), 0) FROM mart.agg_cost_by_tag a WHERE a.charge_date BETWEEN :start
-                  AND :end AND {cur} AND a.tag_key = :tk AND a.tag_value = :sv"""
-    elif budget["scope_type"] == "total":
-        sql = f"SELECT coalesce(sum(a.{col}), 0) FROM mart.agg_cost_daily a WHERE a.charge_date BETWEEN :start AND :end AND {cur}"
-    else:
-        table, key, natural = SCOPE_DIM[budget["scope_type"]]
-        sql = f"""SELECT coalesce(sum(a.{col}), 0) FROM mart.agg_cost_daily a WHERE a.charge_date BETWEEN :start
-                  AND :end AND {cur} AND a.{key} IN (SELECT {key} FROM mart.{table} WHERE {natural} = :sv)"""
-    return float(conn.execute(sa.text(sql), params).scalar_one())
+    """What the budget's scope and filters spent from start to end inclusive, in the budget's currency (the
+    figure that alerts; the agent's budget_status reports the same)."""
+    return budgets_sql.spend(conn, budget, start, end)
 
 
 def scope_currencies(conn, budget: Mapping[str, Any], start: date, end: date) -> list[str]:
     """The billing currencies the budget's scope has cost in from start to end (whatever the budget's own)."""
-    params: dict[str, Any] = {"start": start, "end": end, "sv": budget["scope_value"]}
-    if budget["scope_type"] == "tag":
-        params["tk"] = budget["tag_key"]
-        table, where = "mart.agg_cost_by_tag", " AND a.tag_key = :tk AND a.tag_value = :sv"
-    elif budget["scope_type"] == "total":
-        table, where = "mart.agg_cost_daily", ""
-    else:
-        dim, key, natural = SCOPE_DIM[budget["scope_type"]]
-        table, where = "mart.agg_cost_daily", f" AND a.{key} IN (SELECT {key} FROM mart.{dim} WHERE {natural} = :sv)"
-    sql = f"""SELECT DISTINCT c.currency_code FROM {table} a JOIN mart.dim_currency c USING (currency_key)
-              WHERE a.charge_date BETWEEN :start AND :end{where} ORDER BY 1"""
-    return list(conn.execute(sa.text(sql), params).scalars())
+    return budgets_sql.scope_currencies(conn, budget, start, end)
+
+
+# Days of history a budget's forecast learns from: the forecaster's longest lookback (ETS window, 112 days) plus
+# its backtest origins and calibration, with room for a quarter's horizon.
+HISTORY_DAYS = 400
+
+
+@dataclasses.dataclass(frozen=True)
+class Outlook:
+    """Where a budget's period is heading: spend to date, the forecast total with its interval, how good the
+    forecast was on this budget's own history (backtest), and the first day the amount is (to be) passed."""
+
+    spent: float
+    forecast_total: float | None  # None: no forecast (history too short); `projected` is then the run rate
+    lower: float | None
+    upper: float | None
+    method: str  # a forecast method, "actual" (the period is over) or "run_rate"
+    backtest_metric: str | None
+    backtest_error: float | None  # MAPE of the horizon's total, e.g. 0.08; None when no backtest was possible
+    backtest_start: date | None
+    backtest_end: date | None
+    exceed_date: date | None  # None: not expected this period
+
+    @property
+    def projected(self) -> float:
+        return self.forecast_total if self.forecast_total is not None else self.run_rate_total
+
+    run_rate_total: float = 0.0
+
+
+def outlook(
+    days: list[tuple[date, Any]],
+    *,
+    history_start: date,
+    as_of: date,
+    period_start: date,
+    period_end: date,
+    amount: float,
+    params: ForecastParams,
+) -> Outlook:
+    """The budget's outlook from its daily spend `days` (history_start..as_of; missing days cost 0): the
+    forecaster of the analytics step (method chosen by backtest on this series, horizon = the rest of the
+    period up to params.horizon_days, extended at the forecast's average daily rate beyond it)."""
+    dates = np.array(
+        [np.datetime64(history_start + timedelta(days=i)) for i in range((as_of - history_start).days + 1)]
+    )
+    values = np.zeros(len(dates))
+    for day, cost in days:
+        if history_start <= day <= as_of:
+            values[(day - history_start).days] = float(cost)
+    in_period = dates >= np.datetime64(period_start)
+    spent = float(values[in_period].sum())
+    elapsed = int(in_period.sum())
+    remaining = (period_end - as_of).days
+    total_days = (period_end - period_start).days + 1
+    run_rate = spent / elapsed * total_days if elapsed else 0.0
+    crossed_on = _first_crossing(dates[in_period], np.cumsum(values[in_period]), amount)
+    common = {"spent": spent, "run_rate_total": run_rate}
+    if remaining <= 0:
+        return Outlook(**common, forecast_total=spent, lower=spent, upper=spent, method="actual",
+                       backtest_metric=None, backtest_error=None, backtest_start=None, backtest_end=None,
+                       exceed_date=crossed_on)  # fmt: skip
+    horizon = min(remaining, params.horizon_days)
+    # The method is chosen, and its error measured, on the horizon this budget needs.
+    fparams = dataclasses.replace(params, horizon_days=horizon)
+    fc = forecast_series(dates, values, fparams, horizon=horizon) if len(values) >= params.min_history_days else None
+    if fc is None:
+        daily = spent / elapsed if elapsed else 0.0
+        path = spent + daily * np.arange(1, remaining + 1)
+        future = np.array([np.datetime64(as_of + timedelta(days=i)) for i in range(1, remaining + 1)])
+        exceed = crossed_on or _first_crossing(future, path, amount)
+        return Outlook(**common, forecast_total=None, lower=None, upper=None, method="run_rate",
+                       backtest_metric=None, backtest_error=None, backtest_start=None, backtest_end=None,
+                       exceed_date=exceed)  # fmt: skip
+    extra = remaining - horizon
+    rate = float(fc.point.mean())
+    path = spent + np.concatenate([np.cumsum(fc.point), float(fc.point.sum()) + rate * np.arange(1, extra + 1)])
+    future = np.array([np.datetime64(as_of + timedelta(days=i)) for i in range(1, remaining + 1)])
+    scale = remaining / horizon  # the interval of the horizon's total, stretched to the rest of the period
+    origins = backtest_origins(len(values), fparams, horizon)
+    error = fc.backtest_error if np.isfinite(fc.backtest_error) else None
+    return Outlook(
+        **common,
+        forecast_total=float(path[-1]),
+        lower=spent + float(fc.cum_lower[-1]) * scale,
+        upper=spent + float(fc.cum_upper[-1]) * scale,
+        method=fc.method,
+        backtest_metric=f"mape_{horizon}d_total",
+        backtest_error=error,
+        backtest_start=_day(dates[origins.min()]) if error is not None and len(origins) else None,
+        backtest_end=_day(dates[-1]) if error is not None and len(origins) else None,
+        exceed_date=crossed_on or _first_crossing(future, path, amount),
+    )
+
+
+def _day(value: np.datetime64) -> date:
+    return value.astype("datetime64[D]").astype(date)
+
+
+def _first_crossing(dates: np.ndarray, cumulative: np.ndarray, amount: float) -> date | None:
+    over = np.flatnonzero(cumulative >= amount)
+    return _day(dates[over[0]]) if len(over) else None
+
+
+def budget_outlook(conn: sa.Connection, budget: Mapping[str, Any], *, as_of: date, params: ForecastParams) -> Outlook:
+    """The outlook of the budget's period holding `as_of`, from its own filtered daily spend in its currency."""
+    start, end = period_bounds(budget["period"], as_of)
+    first = budgets_sql.first_cost_day(conn) or start
+    history_start = min(start, max(first, as_of - timedelta(days=HISTORY_DAYS)))
+    days = budgets_sql.daily_spend(conn, budget, history_start, as_of)
+    return outlook(
+        days,
+        history_start=history_start,
+        as_of=as_of,
+        period_start=start,
+        period_end=end,
+        amount=float(budget["amount"]),
+        params=params,
+    )
 
 
 def _forecast_rest(conn, budget: Mapping[str, Any], after: date, end: date) -> float | None:
@@ -275,8 +454,18 @@ def evaluate_budgets(
     Spend and forecast are the scope's cost in the budget's currency only; cost in other currencies is never
     converted or added. A budget whose scope has cost only in other currencies is counted in
     `budgets_other_currency` and logged, since it can never alert."""
-    stats = {"budgets": 0, "alerts": 0, "webhooks_delivered": 0, "webhooks_failed": 0, "budgets_other_currency": 0}
+    stats = {
+        "budgets": 0,
+        "alerts": 0,
+        "webhooks_delivered": 0,
+        "webhooks_failed": 0,
+        "budgets_other_currency": 0,
+        "budgets_need_subscription": 0,
+    }
     notify_settings = settings if settings is not None else _budget_webhooks_only()
+    params = ForecastParams(
+        horizon_days=notify_settings.forecast_horizon_days, interval_level=notify_settings.forecast_interval_level
+    )
     queued: list[int] = []
     with engine.connect() as conn:
         if as_of is None:
@@ -285,12 +474,28 @@ def evaluate_budgets(
             return stats
     for budget in list_budgets(engine, enabled_only=True):
         stats["budgets"] += 1
+        if budget.get("scope_candidates") is not None:
+            # A resource group budget from before groups were per subscription, whose name is in several (or
+            # no) subscriptions: the Budgets page asks which; adding them all up is the bug this replaced.
+            stats["budgets_need_subscription"] += 1
+            log.warning(
+                "budget %r is not evaluated: resource group %r is in subscriptions %s; pick one on the Budgets page",
+                budget["name"],
+                budget["scope_value"],
+                ", ".join(budget["scope_candidates"]) or "(none loaded)",
+            )
+            continue
         start, end = period_bounds(budget["period"], as_of)
         amount = float(budget["amount"])
         with engine.connect() as conn:
-            spent = spend(conn, budget, start, min(as_of, end))
-            rest = _forecast_rest(conn, budget, as_of, end) if as_of < end else 0.0
+            view = budget_outlook(conn, budget, as_of=min(as_of, end), params=params)
+            spent = view.spent
+            rest = None if view.forecast_total is None else view.forecast_total - spent
+            if rest is None and as_of < end and _one_analytics_series(budget):
+                rest = _forecast_rest(conn, budget, as_of, end)
             others = [] if spent else scope_currencies(conn, budget, start, min(as_of, end))
+        with engine.begin() as conn:
+            budgets_sql.save_forecast(conn, _forecast_row(budget, view, start, end, min(as_of, end), run_id))
         if others and budget["currency"] not in others:
             stats["budgets_other_currency"] += 1
             log.warning(
@@ -319,6 +524,12 @@ def evaluate_budgets(
                     "currency": budget["currency"],
                     "as_of": as_of.isoformat(),
                     "run_id": run_id,
+                    "filters": budget.get("filters") or {},
+                    # None: not expected to be exceeded this period.
+                    "exceed_date": view.exceed_date.isoformat() if view.exceed_date else None,
+                    "forecast_method": view.method,
+                    "backtest_error": view.backtest_error,
+                    "backtest_window": _window(view),
                 }
                 # The alert and its notification commit together: a crash in between can neither lose the
                 # notification nor send one for an alert that was never recorded.
@@ -348,6 +559,36 @@ def evaluate_budgets(
             stats.update(delivery_summary(conn, queued))
     log.info("budgets evaluated as of %s: %s", as_of, stats)
     return stats
+
+
+def _one_analytics_series(budget: Mapping[str, Any]) -> bool:
+    """Whether the analytics step forecasts exactly this budget's scope (one level member, no more filters)."""
+    return not budget.get("filters") and budget["scope_type"] in ("total", "subscription", "service", "tag")
+
+
+def _window(view: Outlook) -> str | None:
+    return f"{view.backtest_start}..{view.backtest_end}" if view.backtest_start else None
+
+
+def _forecast_row(budget: Mapping[str, Any], view: Outlook, start: date, end: date, as_of: date, run_id) -> dict:
+    return {
+        "budget_id": budget["budget_id"],
+        "period_start": start,
+        "period_end": end,
+        "as_of": as_of,
+        "currency": budget["currency"],
+        "spent": view.spent,
+        "forecast_total": view.forecast_total,
+        "lower_bound": view.lower,
+        "upper_bound": view.upper,
+        "method": view.method,
+        "backtest_metric": view.backtest_metric,
+        "backtest_error": view.backtest_error,
+        "backtest_start": view.backtest_start,
+        "backtest_end": view.backtest_end,
+        "exceed_date": view.exceed_date,
+        "run_id": run_id,
+    }
 
 
 def _budget_webhooks_only() -> Settings:

@@ -116,13 +116,20 @@ def predict_origins(
     return np.maximum(out, 0.0)
 
 
+def backtest_origins(n: int, params: ForecastParams, horizon: int | None = None) -> np.ndarray:
+    """Where the backtest's forecasts start in a history of n days: `selection_origins` weekly origins whose
+    horizon ends by the last day, each with at least min_history_days behind it (latest first). The window the
+    backtest covers is therefore from the earliest origin to the last day."""
+    horizon = horizon or params.horizon_days
+    origins = np.array([n - horizon - 7 * k for k in range(params.selection_origins)], dtype=np.int64)
+    return origins[origins >= params.min_history_days]
+
+
 def backtest_error(method: str, values: np.ndarray, params: ForecastParams, *, horizon: int | None = None) -> float:
     """Mean absolute percentage error of the horizon's total over `selection_origins` weekly origins."""
     horizon = horizon or params.horizon_days
     values = np.asarray(values, dtype=np.float64)
-    n = len(values)
-    origins = np.array([n - horizon - 7 * k for k in range(params.selection_origins)])
-    origins = origins[origins >= params.min_history_days]
+    origins = backtest_origins(len(values), params, horizon)
     if not len(origins):
         return float("nan")
     actual = np.array([values[o : o + horizon].sum() for o in origins])

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from backend.analytics import budgets as budget_store
 from backend.auth import Principal, Role, require
 from backend.auth.audit import record
-from backend.mart import queries
+from backend.mart import budgets_sql, queries
 
 ANOMALY_STATUSES = ("open", "expected", "resolved")
 VERDICTS = ("expected", "resolved", "reopened")
@@ -276,30 +276,41 @@ def month_end_forecast(
 
 
 def budget_burn(engine: sa.Engine, budget: Mapping[str, Any], *, as_of: dt.date) -> list[DailyCost]:
-    """Spend per day of the budget's period holding `as_of`, up to `as_of`, in the budget's currency; members
-    match by natural key as backend.analytics.budgets evaluates them. `budget` is a mart.budgets row."""
+    """Spend per day of the budget's period holding `as_of`, up to `as_of`, in the budget's currency; its scope
+    and every filter match by natural key as backend.analytics.budgets evaluates them. `budget` is a
+    mart.budgets row."""
     start, end = budget_store.period_bounds(budget["period"], as_of)
-    params: dict[str, Any] = {"start": start, "end": min(end, as_of), "cur": budget["currency"]}
-    params["sv"] = budget.get("scope_value") or ""
-    scope = budget["scope_type"]
-    if scope == "tag":
-        params["tk"] = budget.get("tag_key") or ""
-        table, where = "mart.agg_cost_by_tag", " AND a.tag_key = :tk AND a.tag_value = :sv"
-    elif scope == "total":
-        table, where = "mart.agg_cost_daily", ""
-    elif scope in budget_store.SCOPE_DIM:
-        dim, key, natural = budget_store.SCOPE_DIM[scope]
-        table, where = "mart.agg_cost_daily", f" AND a.{key} IN (SELECT {key} FROM mart.{dim} WHERE {natural} = :sv)"
-    else:
-        raise ValueError(f"unknown budget scope {scope!r}: use one of {budget_store.SCOPES}")
-    col = queries._metric(budget.get("metric") or "actual")
-    sql = f"""
-        SELECT a.charge_date, sum(a.{col}) FROM {table} a
-        WHERE a.charge_date BETWEEN :start AND :end
-          AND a.currency_key = (SELECT currency_key FROM mart.dim_currency WHERE currency_code = :cur) {where}
-        GROUP BY 1 ORDER BY 1"""
     with engine.connect() as conn:
-        return [DailyCost(*row) for row in conn.execute(sa.text(sql), params)]
+        return [DailyCost(*row) for row in budgets_sql.daily_spend(conn, budget, start, min(end, as_of))]
+
+
+@dataclass(frozen=True)
+class BudgetForecast:
+    """The evaluator's outlook of a budget's period: forecast total, its backtest on the budget's own history
+    (MAPE of the horizon total over weekly origins in backtest_start..backtest_end) and the exceed date."""
+
+    budget_id: int
+    period_start: dt.date
+    period_end: dt.date
+    as_of: dt.date
+    currency: str
+    spent: Decimal
+    forecast_total: Decimal | None
+    lower_bound: Decimal | None
+    upper_bound: Decimal | None
+    method: str | None
+    backtest_metric: str | None
+    backtest_error: Decimal | None
+    backtest_start: dt.date | None
+    backtest_end: dt.date | None
+    exceed_date: dt.date | None  # None: not expected this period
+    run_id: str | None
+    evaluated_at: dt.datetime
+
+
+def budget_forecasts(engine: sa.Engine) -> dict[int, BudgetForecast]:
+    """Each budget's latest evaluated outlook, by budget id (written by the pipeline's budgets step)."""
+    return {r["budget_id"]: BudgetForecast(**r) for r in budgets_sql.latest_forecasts(engine)}
 
 
 def budget_alerts(engine: sa.Engine, *, limit: int = 200) -> list[BudgetAlert]:

@@ -1,0 +1,160 @@
+"""The mart SQL of budgets: a budget's scope and filters as one WHERE on its natural keys, daily spend, forecasts kept.
+
+A budget names members by natural key (subscription id, service name, region, provider name, tag value), AND
+across dimensions and OR within one. A resource group is found by (subscription, group): dim_resource_group's
+natural key is the pair, and one group name exists in many subscriptions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+
+TAG_PREFIX = "tag:"
+# Dimensions a budget filters on: dimension table, key column on the cost tables, natural key.
+FILTER_DIMENSIONS = {
+    "subscription": ("dim_subscription", "subscription_key", "subscription_id"),
+    "service": ("dim_service", "service_key", "service_name"),
+    "region": ("dim_region", "region_key", "region"),
+    "provider": ("dim_provider", "provider_key", "provider_name"),
+}
+_METRIC_COLUMN = {"actual": "actual_cost", "amortized": "amortized_cost"}
+
+
+def conditions(budget: Mapping[str, Any]) -> dict[str, list[str]]:
+    """The budget's scope and filters as {dimension: values}: "subscription", "service", "region", "provider",
+    "resource_group" (with the subscription in "subscription") or "tag:<key>". The scope and a filter on the
+    same dimension both hold (AND), so the scope's member is kept apart under its own entry when they differ."""
+    out: dict[str, list[str]] = {k: list(v) for k, v in (budget.get("filters") or {}).items() if v}
+    scope, value = budget.get("scope_type") or "total", budget.get("scope_value") or ""
+    if scope == "total":
+        return out
+    name = f"{TAG_PREFIX}{budget.get('tag_key') or ''}" if scope == "tag" else scope
+    if name in out and out[name] != [value]:
+        # Both must hold: the scope narrows the filter to its member (or to nothing if it is not among them).
+        out[name] = [value] if value in out[name] else []
+    else:
+        out[name] = [value]
+    return out
+
+
+def _where(budget: Mapping[str, Any], params: dict[str, Any]) -> tuple[str, str]:
+    """(table, WHERE clauses after the date and currency) over alias `a` for the budget's conditions. The tag
+    aggregate answers a budget on one tag key (optionally by subscription) as it always has; any other mix
+    with a tag reads the fact, a resource's tags coming from the bridge as the explorer reads them."""
+    found = conditions(budget)
+    tags = {k: v for k, v in found.items() if k.startswith(TAG_PREFIX)}
+    plain = {k: v for k, v in found.items() if not k.startswith(TAG_PREFIX)}
+    if tags and len(tags) == 1 and set(plain) <= {"subscription"}:
+        table = "agg_cost_by_tag"
+        key, values = next(iter(tags.items()))
+        params["tk"], params["tv"] = key[len(TAG_PREFIX) :], values
+        clauses = ["a.tag_key = :tk", "a.tag_value = ANY(CAST(:tv AS text[]))"]
+    else:
+        table = "fact_cost_daily" if tags else "agg_cost_daily"
+        clauses = []
+        for i, (key, values) in enumerate(sorted(tags.items())):
+            params[f"tk{i}"], params[f"tv{i}"] = key[len(TAG_PREFIX) :], values
+            clauses.append(
+                f"a.resource_key IN (SELECT b.resource_key FROM mart.bridge_resource_tag b JOIN mart.dim_tag t"
+                f" USING (tag_id) WHERE t.tag_key = :tk{i} AND t.tag_value = ANY(CAST(:tv{i} AS text[])))"
+            )
+    for name, values in sorted(plain.items()):
+        if name == "resource_group":
+            params["rg"], params["rg_subs"] = values, plain.get("subscription") or []
+            clauses.append(
+                "a.resource_group_key IN (SELECT resource_group_key FROM mart.dim_resource_group"
+                " WHERE resource_group = ANY(CAST(:rg AS text[])) AND subscription_id = ANY(CAST(:rg_subs AS text[])))"
+            )
+            continue
+        if name not in FILTER_DIMENSIONS:
+            raise ValueError(f"unknown budget scope or filter {name!r}: use {sorted(FILTER_DIMENSIONS)} or tag:<key>")
+        dim, key, natural = FILTER_DIMENSIONS[name]
+        params[f"f_{name}"] = values
+        clauses.append(f"a.{key} IN (SELECT {key} FROM mart.{dim} WHERE {natural} = ANY(CAST(:f_{name} AS text[])))")
+    return table, "".join(f" AND {c}" for c in clauses)
+
+
+def daily_spend(
+    conn: sa.Connection, budget: Mapping[str, Any], start: dt.date, end: dt.date
+) -> list[tuple[dt.date, Decimal]]:
+    """(day, cost) of the budget's scope and filters from start to end inclusive, in the budget's currency only
+    (days without cost have no row); a row lacking the metric counts nothing."""
+    col = _METRIC_COLUMN[budget.get("metric") or "actual"]
+    params: dict[str, Any] = {"start": start, "end": end, "cur": budget["currency"]}
+    table, where = _where(budget, params)
+    sql = f"""SELECT a.charge_date, coalesce(sum(a.{col}), 0) FROM mart.{table} a
+              WHERE a.charge_date BETWEEN :start AND :end
+                AND a.currency_key = (SELECT currency_key FROM mart.dim_currency WHERE currency_code = :cur){where}
+              GROUP BY 1 ORDER BY 1"""
+    return [(day, Decimal(cost)) for day, cost in conn.execute(sa.text(sql), params)]
+
+
+def spend(conn: sa.Connection, budget: Mapping[str, Any], start: dt.date, end: dt.date) -> float:
+    """The budget's spend from start to end inclusive in its own currency."""
+    return float(sum((cost for _, cost in daily_spend(conn, budget, start, end)), Decimal(0)))
+
+
+def scope_currencies(conn: sa.Connection, budget: Mapping[str, Any], start: dt.date, end: dt.date) -> list[str]:
+    """The billing currencies the budget's scope and filters have cost in from start to end."""
+    params: dict[str, Any] = {"start": start, "end": end}
+    table, where = _where(budget, params)
+    sql = f"""SELECT DISTINCT c.currency_code FROM mart.{table} a JOIN mart.dim_currency c USING (currency_key)
+              WHERE a.charge_date BETWEEN :start AND :end{where} ORDER BY 1"""
+    return list(conn.execute(sa.text(sql), params).scalars())
+
+
+def first_cost_day(conn: sa.Connection) -> dt.date | None:
+    return conn.execute(sa.text("SELECT min(charge_date) FROM mart.agg_cost_daily")).scalar()
+
+
+def group_subscriptions(conn: sa.Connection, resource_group: str) -> list[str]:
+    """The subscriptions that have a resource group of this name (the mart's spelling, as the evaluator matches)."""
+    sql = """SELECT DISTINCT subscription_id FROM mart.dim_resource_group
+             WHERE resource_group = :rg AND subscription_id <> '' ORDER BY 1"""
+    return list(conn.execute(sa.text(sql), {"rg": resource_group}).scalars())
+
+
+FORECAST_COLUMNS = (
+    "budget_id",
+    "period_start",
+    "period_end",
+    "as_of",
+    "currency",
+    "spent",
+    "forecast_total",
+    "lower_bound",
+    "upper_bound",
+    "method",
+    "backtest_metric",
+    "backtest_error",
+    "backtest_start",
+    "backtest_end",
+    "exceed_date",
+    "run_id",
+)
+
+
+def save_forecast(conn: sa.Connection, row: Mapping[str, Any]) -> None:
+    """Keep the budget's latest forecast for its period (one row per budget and period, replaced each run)."""
+    cols = ", ".join(FORECAST_COLUMNS)
+    sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in FORECAST_COLUMNS if c not in ("budget_id", "period_start"))
+    conn.execute(
+        sa.text(
+            f"INSERT INTO mart.budget_forecasts ({cols}) VALUES ({', '.join(':' + c for c in FORECAST_COLUMNS)})"
+            f" ON CONFLICT (budget_id, period_start) DO UPDATE SET {sets}, evaluated_at = now()"
+        ),
+        {c: row.get(c) for c in FORECAST_COLUMNS},
+    )
+
+
+def latest_forecasts(engine: sa.Engine) -> list[dict[str, Any]]:
+    """Each budget's forecast for its most recent period evaluated (reader role is enough)."""
+    sql = f"""SELECT DISTINCT ON (budget_id) {", ".join(FORECAST_COLUMNS)}, evaluated_at
+              FROM mart.budget_forecasts ORDER BY budget_id, period_start DESC"""
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(sa.text(sql)).mappings()]
