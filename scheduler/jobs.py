@@ -8,7 +8,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-ALL_STEPS = ("ingest", "bronze", "silver", "gold", "mart", "analytics", "budgets")
+ALL_STEPS = ("ingest", "bronze", "silver", "gold", "mart", "allocation", "analytics", "budgets")
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,15 @@ class Plan:
         return {f"p{i}": v for i, v in enumerate(self.params)}
 
 
+def keymap_rows(ruleset: RuleSet, raw_keys) -> list[dict]:
+    """alloc_keymap rows: each raw key, its canonical key, and 0 when it already is the canonical spelling."""
+    out = []
+    for raw in sorted(set(raw_keys)):
+        canonical = ruleset.canonical_key(raw)
+        out.append({"raw_key": raw, "canonical_key": canonical, "priority": 0 if raw == canonical else 1})
+    return out
+
+
 def method_details(rule: Rule, version: int) -> str:
     """FOCUS AllocatedMethodDetails of a rule: JSON of what it matched and how it shared."""
     details: dict = {"rule": rule.id, "rules_version": version, "match": rule.match.describe()}

@@ -186,15 +186,6 @@ JOIN mart.dim_tag t ON t.tag_id = b.tag_id
 JOIN mart.dim_resource r ON r.resource_key = b.resource_key"""
 
 
-def keymap_rows(ruleset: RuleSet, raw_keys) -> list[dict]:
-    """alloc_keymap rows: each raw key, its canonical key, and 0 when it already is the canonical spelling."""
-    out = []
-    for raw in sorted(set(raw_keys)):
-        canonical = ruleset.canonical_key(raw)
-        out.append({"raw_key": raw, "canonical_key": canonical, "priority": 0 if raw == canonical else 1})
-    return out
-
-
 def _recompute(conn: sa.Connection, ruleset: RuleSet, *, version: int | None, run_id: str | None) -> Recompute:
     plan = alloc_sql.build(ruleset, version=version or 0, dialect=alloc_sql.POSTGRES)
     conn.execute(sa.text(_COSTS))
@@ -203,7 +194,7 @@ def _recompute(conn: sa.Connection, ruleset: RuleSet, *, version: int | None, ru
     conn.execute(
         sa.text("CREATE TEMP TABLE alloc_keymap (raw_key text, canonical_key text, priority int) ON COMMIT DROP")
     )
-    if rows := keymap_rows(ruleset, raw_keys):
+    if rows := alloc_sql.keymap_rows(ruleset, raw_keys):
         conn.execute(sa.text("INSERT INTO alloc_keymap VALUES (:raw_key, :canonical_key, :priority)"), rows)
     conn.execute(
         sa.text(

@@ -356,3 +356,44 @@ GOLD_COST_CHANGES_SCHEMA = pa.schema(
         ("charge_month", pa.string()),
     ]
 )
+
+# --- allocation (issue 24: tag hygiene, allocation rules, showback; backend/medallion/allocation.py) -----
+GOLD_COST_ALLOCATION = "gold/cost_allocation"
+GOLD_TAG_COVERAGE = "gold/tag_coverage"
+ALLOCATED = pa.decimal128(38, 12)
+
+# Cost per month, currency, owner and source row, with the rule and rules version that produced it (FOCUS 1.3
+# AllocatedMethodId / AllocatedMethodDetails); owner null = unallocated (method unmatched / no_basis).
+# Replaced whole on each run: a rule change moves every month.
+GOLD_COST_ALLOCATION_SCHEMA = pa.schema(
+    [
+        ("charge_month", pa.string()),  # "YYYY-MM", partition column
+        ("billing_currency", pa.string()),
+        ("owner", pa.string()),
+        ("allocated_method_id", pa.string()),  # the rule id
+        ("method", pa.string()),  # direct / split / unmatched / no_basis
+        ("share", pa.float64()),  # fraction of the source row this owner took (1 unless split)
+        ("subscription_id", pa.string()),
+        ("resource_group", pa.string()),
+        ("service_name", pa.string()),
+        ("resource_id", pa.string()),  # the resource whose cost was allocated
+        ("actual_cost", ALLOCATED),
+        ("amortized_cost", ALLOCATED),
+        ("allocated_method_details", pa.string()),  # JSON: rule, version, match, method, owners / percentages
+        ("rules_version", pa.int32()),
+        ("run_id", pa.string()),
+    ]
+)
+
+# Per month, currency and canonical tag key (aliases and inheritance applied): cost without the key.
+GOLD_TAG_COVERAGE_SCHEMA = pa.schema(
+    [
+        ("charge_month", pa.string()),
+        ("billing_currency", pa.string()),
+        ("tag_key", pa.string()),
+        ("total_cost", ALLOCATED),
+        ("untagged_cost", ALLOCATED),
+        ("rules_version", pa.int32()),
+        ("run_id", pa.string()),
+    ]
+)

@@ -15,7 +15,7 @@ from backend.pipeline.runs import StepResult
 
 log = logging.getLogger(__name__)
 
-ALL_STEPS = ("ingest", "bronze", "silver", "gold", "mart", "analytics", "budgets")
+ALL_STEPS = ("ingest", "bronze", "silver", "gold", "mart", "allocation", "analytics", "budgets")
 SOURCE_NAMES = ("demo", "azure", "inbox", "files")
 
 
@@ -437,6 +437,28 @@ def mart(ctx: PipelineContext) -> StepResult:
     return StepResult(rows_in=stats.rows_in, rows_out=stats.rows_loaded, detail=detail)
 
 
+def allocation(ctx: PipelineContext) -> StepResult:
+    """Apply the allocation rules in force to the loaded cost: the mart (SQL) and gold (Spark, the same SQL)."""
+    from backend.allocation.rules import RuleSet
+    from backend.mart import allocation as mart_allocation
+    from backend.medallion.allocation import run_allocation
+
+    seeded = mart_allocation.seed_demo_rules(ctx.engine)  # only on a demo install without rules
+    result = mart_allocation.recompute(ctx.engine, run_id=ctx.run_id)
+    current = mart_allocation.current_rules(ctx.engine)
+    ruleset, version = (RuleSet(), None) if current is None else (current.ruleset, current.version)
+    gold = run_allocation(ctx.spark, ctx.lake, ruleset, version=version, run_id=ctx.run_id)
+    detail: dict[str, Any] = {
+        "rules_version": result.rules_version,
+        "months": result.months,
+        "unallocated_share": result.unallocated_share,
+        "gold_tables": gold,
+    }
+    if seeded:
+        detail["demo_rules_seeded"] = seeded
+    return StepResult(rows_out=result.rows, detail=detail)
+
+
 def analytics(ctx: PipelineContext) -> StepResult:
     """Anomalies and forecasts over gold, written to the mart."""
     from backend.analytics.run import run_analytics
@@ -502,6 +524,7 @@ REGISTRY: dict[str, Step] = {
     "silver": silver,
     "gold": gold,
     "mart": mart,
+    "allocation": allocation,
     "analytics": analytics,
     "budgets": budgets,
     "maintenance": maintenance,

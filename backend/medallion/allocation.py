@@ -1,0 +1,97 @@
+"""Gold allocation: cost per owner (gold/cost_allocation) and tag coverage (gold/tag_coverage) through Spark.
+
+The statement is `backend.allocation.sql`'s, the one the mart runs on save (see backend/mart/allocation.py
+for why the mart computes it too), here in Spark SQL over gold: cost_daily summed per month and resource,
+and resource_tags. Both tables are replaced whole: a rule change moves every month, and they are small
+(months x resources x owners). The rule set is passed in (the mart holds the versions).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pyarrow as pa
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F  # noqa: N812  (the PySpark convention)
+
+from backend.allocation import sql as alloc_sql
+from backend.allocation.rules import RuleSet
+from backend.lake import engine
+from backend.lake.delta import Lake
+from backend.medallion.schemas import (
+    GOLD_COST_ALLOCATION,
+    GOLD_COST_ALLOCATION_SCHEMA,
+    GOLD_COST_DAILY,
+    GOLD_COST_DAILY_SCHEMA,
+    GOLD_RESOURCE_TAGS,
+    GOLD_RESOURCE_TAGS_SCHEMA,
+    GOLD_TAG_COVERAGE,
+    GOLD_TAG_COVERAGE_SCHEMA,
+)
+
+log = logging.getLogger(__name__)
+
+_KEYMAP = pa.schema([("raw_key", pa.string()), ("canonical_key", pa.string()), ("priority", pa.int32())])
+_PARENTS = pa.schema(
+    [("subscription", pa.string()), ("resource_group", pa.string()), ("tag_key", pa.string()),
+     ("tag_value", pa.string()), ("lvl", pa.int32())]
+)  # fmt: skip
+
+
+def monthly_costs(daily: DataFrame) -> DataFrame:
+    """Pure transform: gold cost_daily -> alloc_costs (month, currency, subscription, group, service, resource).
+
+    A subscription's name is its latest month's, as the mart's dimension keeps it."""
+    names = (
+        daily.groupBy("subscription_id")
+        .agg(F.max_by("subscription_name", "charge_date").alias("subscription_name"))
+        .withColumn("subscription_name", F.coalesce("subscription_name", F.lit("")))
+    )
+    keys = ["charge_month", "billing_currency", "subscription_id", "resource_group", "service_name", "resource_id"]
+    return (
+        daily.groupBy(*keys)
+        .agg(F.sum("actual_cost").alias("actual_cost"), F.sum("amortized_cost").alias("amortized_cost"))
+        .join(names, "subscription_id", "left")
+    )
+
+
+def allocate(
+    spark: SparkSession, costs: DataFrame, tags: DataFrame, ruleset: RuleSet, *, version: int
+) -> tuple[DataFrame, DataFrame]:
+    """Pure transform: (alloc_costs, resource tags) -> (allocation rows, tag coverage rows) under `ruleset`."""
+    plan = alloc_sql.build(ruleset, version=version, dialect=alloc_sql.SPARK)
+    raw_keys = [r["tag_key"] for r in tags.select("tag_key").distinct().collect()]
+    costs.createOrReplaceTempView("alloc_costs")
+    tags.select("resource_id", "tag_key", "tag_value", "last_seen").createOrReplaceTempView("alloc_tags")
+    spark.createDataFrame(
+        pa.Table.from_pylist(alloc_sql.keymap_rows(ruleset, raw_keys), schema=_KEYMAP)
+    ).createOrReplaceTempView("alloc_keymap")
+    parents = [dict(zip(_PARENTS.names, p, strict=True)) for p in plan.parents]
+    spark.createDataFrame(pa.Table.from_pylist(parents, schema=_PARENTS)).createOrReplaceTempView("alloc_parents")
+    params = plan.params_row() or {"p_none": ""}
+    param_schema = pa.schema([(name, pa.string()) for name in params])
+    spark.createDataFrame(pa.Table.from_pylist([params], schema=param_schema)).createOrReplaceTempView("alloc_params")
+    return spark.sql(plan.allocation_sql), spark.sql(plan.coverage_sql)
+
+
+def run_allocation(
+    spark: SparkSession, lake: Lake, ruleset: RuleSet, *, version: int | None, run_id: str
+) -> dict[str, int]:
+    """Recompute gold's allocation tables from gold cost_daily and resource_tags (replaced whole)."""
+    if not lake.exists(GOLD_COST_DAILY):
+        return {}
+    daily = engine.read(spark, lake, GOLD_COST_DAILY, GOLD_COST_DAILY_SCHEMA)
+    tags = engine.read(spark, lake, GOLD_RESOURCE_TAGS, GOLD_RESOURCE_TAGS_SCHEMA)
+    allocated, coverage = allocate(spark, monthly_costs(daily), tags, ruleset, version=version or 0)
+    extra = [F.lit(version or 0).alias("rules_version"), F.lit(run_id).alias("run_id")]
+    rows = {
+        GOLD_COST_ALLOCATION: engine.replace(
+            allocated.select("*", *extra), lake, GOLD_COST_ALLOCATION, GOLD_COST_ALLOCATION_SCHEMA,
+            partition_by=["charge_month"],
+        ),
+        GOLD_TAG_COVERAGE: engine.replace(
+            coverage.select("*", *extra), lake, GOLD_TAG_COVERAGE, GOLD_TAG_COVERAGE_SCHEMA
+        ),
+    }  # fmt: skip
+    log.info("gold allocation with rules version %s: %s", version, rows)
+    return rows
