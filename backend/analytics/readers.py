@@ -7,6 +7,7 @@ stays Decimal (the mart's numeric); callers that chart convert. Reads work on th
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Mapping
@@ -47,6 +48,8 @@ class Anomaly:
     feedback: str | None
     detected_at: dt.datetime
     method: str | None
+    # The clouds (FOCUS ProviderName) with cost in the anomaly's member that day; [] when none is named.
+    providers: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -122,23 +125,59 @@ def _contributors(value: Any) -> list[dict[str, Any]]:
     return list(value or [])
 
 
+# Which clouds an anomaly's member had cost in on its day: its dimension's rows of the daily aggregate, or for
+# a tag level the fact rows of the resources carrying the tag (the aggregate has no resource).
+_PROVIDERS = """
+    LEFT JOIN LATERAL (
+        SELECT array_agg(DISTINCT p.provider_name ORDER BY p.provider_name) AS names FROM (
+            SELECT x.provider_key FROM mart.agg_cost_daily x
+            WHERE x.charge_date = an.charge_date AND an.level NOT LIKE 'tag:%' AND (
+                an.level = 'total'
+                OR (an.level = 'subscription' AND x.subscription_key IN (
+                    SELECT subscription_key FROM mart.dim_subscription WHERE subscription_id = an.dimension_value))
+                OR (an.level = 'resource_group' AND x.resource_group_key IN (
+                    SELECT resource_group_key FROM mart.dim_resource_group WHERE resource_group = an.dimension_value))
+                OR (an.level = 'service' AND x.service_key IN (
+                    SELECT service_key FROM mart.dim_service WHERE service_name = an.dimension_value))
+                OR (an.level = 'region' AND x.region_key IN (
+                    SELECT region_key FROM mart.dim_region WHERE region = an.dimension_value))
+                OR (an.level = 'provider' AND x.provider_key IN (
+                    SELECT provider_key FROM mart.dim_provider WHERE provider_name = an.dimension_value)))
+            UNION
+            SELECT f.provider_key FROM mart.fact_cost_daily f
+            WHERE an.level LIKE 'tag:%' AND f.charge_date = an.charge_date AND f.resource_key IN (
+                SELECT b.resource_key FROM mart.bridge_resource_tag b JOIN mart.dim_tag t USING (tag_id)
+                WHERE t.tag_key = substr(an.level, 5) AND t.tag_value = an.dimension_value)
+        ) k JOIN mart.dim_provider p USING (provider_key) WHERE p.provider_name <> ''
+    ) pv ON true"""
+
+
 def list_anomalies(
-    engine: sa.Engine, *, status: str | None = "open", since: dt.date | None = None, limit: int = 1000
+    engine: sa.Engine,
+    *,
+    status: str | None = "open",
+    since: dt.date | None = None,
+    limit: int = 1000,
+    providers: list[str] | None = None,
 ) -> list[Anomaly]:
-    """Anomalies newest day first, the most severe first within a day; `status` None = every status."""
+    """Anomalies newest day first, the most severe first within a day; `status` None = every status. Each says
+    which clouds its member had cost in that day; `providers` keeps those on any of them."""
     if status is not None and status not in ANOMALY_STATUSES:
         raise ValueError(f"status must be one of {ANOMALY_STATUSES} or None, not {status!r}")
-    sql = """
-        SELECT anomaly_id, charge_date, level, dimension_value, metric, kind, severity::float8, actual, expected,
-               lower_bound, upper_bound, impact, currency, contributors, status, feedback, detected_at, method
-        FROM mart.anomalies
-        WHERE (CAST(:status AS text) IS NULL OR status = :status)
-          AND (CAST(:since AS date) IS NULL OR charge_date >= :since)
-        ORDER BY charge_date DESC, severity DESC NULLS LAST, anomaly_id
+    sql = f"""
+        SELECT an.anomaly_id, an.charge_date, an.level, an.dimension_value, an.metric, an.kind, an.severity::float8,
+               an.actual, an.expected, an.lower_bound, an.upper_bound, an.impact, an.currency, an.contributors,
+               an.status, an.feedback, an.detected_at, an.method, coalesce(pv.names, '{{}}')
+        FROM mart.anomalies an {_PROVIDERS}
+        WHERE (CAST(:status AS text) IS NULL OR an.status = :status)
+          AND (CAST(:since AS date) IS NULL OR an.charge_date >= :since)
+          AND (CAST(:providers AS text[]) IS NULL OR pv.names && CAST(:providers AS text[]))
+        ORDER BY an.charge_date DESC, an.severity DESC NULLS LAST, an.anomaly_id
         LIMIT :n"""
+    params = {"status": status, "since": since, "n": _limit(limit), "providers": list(providers) if providers else None}
     with engine.connect() as conn:
-        rows = conn.execute(sa.text(sql), {"status": status, "since": since, "n": _limit(limit)}).all()
-    return [Anomaly(*row[:13], _contributors(row[13]), *row[14:]) for row in rows]
+        rows = conn.execute(sa.text(sql), params).all()
+    return [Anomaly(*row[:13], _contributors(row[13]), *row[14:18], list(row[18] or [])) for row in rows]
 
 
 def _in_one_currency(rows: list[tuple[dt.date, str, Any]], currency: str | None, what: str) -> list[DailyCost]:

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
-from backend.analytics import scoring, store
+from backend.analytics import anomaly_settings, scoring, store
 from backend.analytics.analyze import (
     ANOMALY_COLUMNS,
     ANOMALY_SPARK_SCHEMA,
@@ -202,13 +202,17 @@ def run_analytics(
         tags = _gold_frame(spark, lake, GOLD_COST_BY_TAG, GOLD_COST_BY_TAG_SCHEMA, tag_columns, as_of)
     start, end = min(r["charge_date"] for r in coverage), max(r["charge_date"] for r in coverage)
     dparams, fparams = detector_params(settings), forecast_params(settings)
-    config = scoring.config_fingerprint(levels, metrics, dparams)
+    # Sensitivity, window and minimum impact per level (the Anomalies page), the environment's where unset.
+    level_params = anomaly_settings.params_by_level(settings, anomaly_settings.stored(engine), [*levels, TOTAL])
+    config = scoring.config_fingerprint(levels, metrics, dparams, level_params)
+    # The scoring plan and the explanations read as much history as the longest window of any level needs.
+    widest = max([dparams, *level_params.values()], key=scoring.history_span)
     plan = scoring.plan_scoring(
         coverage,
         store.read_scored_days(engine),
         metrics=metrics,
         config=config,
-        params=dparams,
+        params=widest,
         lookback_days=settings.anomaly_lookback_days,
         end=end,
         as_of=as_of,
@@ -232,7 +236,7 @@ def run_analytics(
         cur = pdf["currency"].iloc[0]
         return series_anomalies(
             pdf,
-            dparams,
+            level_params.get(pdf["level"].iloc[0], dparams),
             start=context_start[cur],
             end=end,
             days=score_days[cur],
@@ -279,7 +283,7 @@ def run_analytics(
 
     t_explain = time.monotonic()
     found = found[found["level"] != TOTAL].reset_index(drop=True)
-    found = explain_in_batches(found, lake, dparams, as_of, with_tags=tags is not None)
+    found = explain_in_batches(found, lake, widest, as_of, with_tags=tags is not None, level_params=level_params)
     feedback = store.read_feedback(engine)
     by = suppressed_by_feedback(found, feedback, default_days=settings.anomaly_feedback_days)
     found["status"] = np.where(by.notna(), "expected", "open")
@@ -312,14 +316,22 @@ EXPLAIN_BATCH_DAYS = 28
 
 
 def explain_in_batches(
-    found: pd.DataFrame, lake, params: DetectorParams, as_of: date | None, *, with_tags: bool
+    found: pd.DataFrame,
+    lake,
+    params: DetectorParams,
+    as_of: date | None,
+    *,
+    with_tags: bool,
+    level_params: dict[str, DetectorParams] | None = None,
 ) -> pd.DataFrame:
-    """`explain` over anomalies grouped into runs of at most EXPLAIN_BATCH_DAYS days, each with its own gold read."""
+    """`explain` over anomalies grouped into runs of at most EXPLAIN_BATCH_DAYS days, each with its own gold read
+    (the window of `params`, the widest; each anomaly's contributors use its level's `level_params`)."""
     resource_tags = None
     if with_tags and lake.exists(GOLD_RESOURCE_TAGS):
         resource_tags = lake.read_arrow(GOLD_RESOURCE_TAGS, columns=["resource_id", "tag_key", "tag_value"]).to_pandas()
     if found.empty:
-        return explain(found, _explain_rows(lake, found, params, as_of, resource_tags), resource_tags, params)
+        rows = _explain_rows(lake, found, params, as_of, resource_tags)
+        return explain(found, rows, resource_tags, params, level_params=level_params)
     days = pd.to_datetime(found["charge_date"])
     order = np.argsort(days.to_numpy(), kind="stable")
     parts, first = [], 0
@@ -327,7 +339,8 @@ def explain_in_batches(
     while first < len(order):
         last = int(np.searchsorted(ordered, ordered[first] + np.timedelta64(EXPLAIN_BATCH_DAYS, "D"), side="left"))
         batch = found.iloc[order[first:last]]
-        parts.append(explain(batch, _explain_rows(lake, batch, params, as_of, resource_tags), resource_tags, params))
+        rows = _explain_rows(lake, batch, params, as_of, resource_tags)
+        parts.append(explain(batch, rows, resource_tags, params, level_params=level_params))
         first = last
     return pd.concat(parts).loc[found.index]
 
@@ -373,7 +386,12 @@ def _explain_rows(
 
 
 def explain(
-    found: pd.DataFrame, costs: pa.Table, resource_tags: pd.DataFrame | None, params: DetectorParams
+    found: pd.DataFrame,
+    costs: pa.Table,
+    resource_tags: pd.DataFrame | None,
+    params: DetectorParams,
+    *,
+    level_params: dict[str, DetectorParams] | None = None,
 ) -> pd.DataFrame:
     """Top contributors one level down for each anomaly, and new_cost where new children drive it; tag-level
     anomalies are explained by their resources when `resource_tags` (gold resource_tags) is given."""
@@ -405,7 +423,8 @@ def explain(
             if child == "resource_id"
             else kids[["child", "charge_date", "cost"]]
         )
-        items = contributors(a, kids, params, child_name=child.removesuffix("_id"))
+        own = (level_params or {}).get(a["level"], params)
+        items = contributors(a, kids, own, child_name=child.removesuffix("_id"))
         found.at[idx, "contributors"] = contributors_json(items)
         found.at[idx, "kind"] = refine_kind(a["kind"], items, float(a["impact"]))
     return found

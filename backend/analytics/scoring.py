@@ -68,11 +68,20 @@ def context_days(params: DetectorParams) -> int:
     return 3 * history_span(params) + lookahead_span(params)
 
 
-def config_fingerprint(levels: Iterable[str], metrics: Iterable[str], params: DetectorParams) -> str:
-    """What a day's verdicts depend on besides its data: changing any of it rescores the history once."""
-    text = json.dumps(
-        {"levels": sorted(levels), "metrics": sorted(metrics), "detector": asdict(params)}, sort_keys=True
-    )
+def config_fingerprint(
+    levels: Iterable[str],
+    metrics: Iterable[str],
+    params: DetectorParams,
+    per_level: Mapping[str, DetectorParams] | None = None,
+) -> str:
+    """What a day's verdicts depend on besides its data: changing any of it rescores the history once.
+    `per_level` holds the levels whose settings (ops.anomaly_settings) differ from `params`; levels on the
+    defaults add nothing, so an install without such settings keeps its fingerprint."""
+    config: dict = {"levels": sorted(levels), "metrics": sorted(metrics), "detector": asdict(params)}
+    own = {level: asdict(p) for level, p in sorted((per_level or {}).items()) if p != params}
+    if own:
+        config["per_level"] = own
+    text = json.dumps(config, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
