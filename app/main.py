@@ -38,6 +38,7 @@ PAGES = {
         _page("anomalies", "Anomalies", "🚨"),
         _page("budgets", "Budgets", "🎯"),
         _page("waste", "Waste & savings", "♻️"),
+        _page("showback", "Showback", "🧾"),
     ],
     "Data": [
         _page("gold", "Gold tables", "🥇"),
