@@ -6,7 +6,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F  # noqa: N812  (the PySpark convention)
 
 from backend.lake.engine import conform
-from backend.medallion.frames import aggregate_repeated
+from backend.medallion.frames import aggregate_repeated, with_small
 from backend.medallion.schemas import (
     FAMILY_RANK,
     GOLD_COST_BY_TAG_SCHEMA,
@@ -81,8 +81,8 @@ def with_metric_availability(
     flags = rows.groupBy(*scope).agg(
         *[F.max(F.col(col).isNotNull()).alias(f"_has_{name}") for name, col in measures.items()]
     )
-    # Small (scopes x days): broadcast, so the wide rows are not shuffled for it.
-    joined = rows.join(F.broadcast(flags), [*scope], "left")
+    # Small (scopes x days): hashed, so the wide rows are not held for it.
+    joined = with_small(rows, flags, scope)
     for name, col in measures.items():
         joined = joined.withColumn(col, F.when(F.col(f"_has_{name}"), F.coalesce(F.col(col), F.lit(0))).cast(MONEY_SQL))
     return joined.drop(*[f"_has_{name}" for name in measures])
@@ -101,7 +101,7 @@ def with_commitment_availability(daily: DataFrame) -> DataFrame:
     """
     carried = F.col(COMMITMENT_MEASURES[0]).isNotNull() | F.col(COMMITMENT_MEASURES[1]).isNotNull()
     flags = daily.groupBy("source", "charge_date").agg(F.max(carried).alias("_has_commitment"))
-    joined = daily.join(F.broadcast(flags), ["source", "charge_date"], "left")
+    joined = with_small(daily, flags, ["source", "charge_date"])
     for name in COMMITMENT_MEASURES:
         joined = joined.withColumn(
             name, F.when(F.col("_has_commitment"), F.coalesce(F.col(name), F.lit(0))).cast(MONEY_SQL)
@@ -113,14 +113,22 @@ def prefer_detail(silver: DataFrame) -> DataFrame:
     """Keep, per (subscription, day), only rows of the most detailed family present (never double count)."""
     rank = F.create_map(*[F.lit(x) for kv in FAMILY_RANK.items() for x in kv])[F.col("x_SourceFamily")]
     ranked = silver.withColumn("_rank", F.coalesce(rank, F.lit(0)))
-    best = ranked.groupBy("SubAccountId", "x_ChargeDate").agg(F.max("_rank").alias("_rank"))
-    # eqNullSafe: rows scoped to a billing account only (null subscription) must keep their day.
-    joined = ranked.join(
-        F.broadcast(best).withColumnRenamed("SubAccountId", "_s").withColumnRenamed("x_ChargeDate", "_d"),
-        (ranked["SubAccountId"].eqNullSafe(F.col("_s")))
-        & (ranked["x_ChargeDate"] == F.col("_d"))
-        & (ranked["_rank"] == best["_rank"]),
-        "left_semi",
+    best = ranked.groupBy(F.col("SubAccountId").alias("_s"), F.col("x_ChargeDate").alias("_d")).agg(
+        F.max("_rank").alias("_r")
+    )
+    # eqNullSafe: rows scoped to a billing account only (null subscription) must keep their day. `best` has
+    # one row per (subscription, day), so an inner join with it is the semi join; the small side goes first
+    # so the engine hashes it (see frames.with_small).
+    joined = (
+        F.broadcast(best)
+        .join(
+            ranked,
+            ranked["SubAccountId"].eqNullSafe(F.col("_s"))
+            & (ranked["x_ChargeDate"] == F.col("_d"))
+            & (ranked["_rank"] == F.col("_r")),
+            "inner",
+        )
+        .select(*ranked.columns)
     )
     return joined.drop("_rank")
 
@@ -191,7 +199,7 @@ def restamp_daily(
             F.col("from_currency").alias("billing_currency"),
             F.col("rate").cast(RATE_SQL).alias("_rate"),
         )
-        daily = daily.join(F.broadcast(rates), ["charge_month", "billing_currency"], "left")
+        daily = with_small(daily, rates, ["charge_month", "billing_currency"])
         rate = F.when(same, one).otherwise(F.col("_rate"))
     for converted, cost in CONVERTED.items():
         daily = daily.withColumn(converted, (F.col(cost) * rate).cast(MONEY_SQL))

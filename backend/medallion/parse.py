@@ -281,13 +281,25 @@ def _as_strings(table: pa.Table) -> pa.Table:
             values = [
                 None if v is None else json.dumps(_jsonable(v), separators=(",", ":")) for v in column.to_pylist()
             ]
-            column = pa.chunked_array([pa.array(values, pa.string())])
+            columns.append(pa.chunked_array([pa.array(values, pa.string())]))
+        elif pa.types.is_temporal(column.type):
+            # Formatting a zoned timestamp looks its zone up per value (a third of the decode's time); a
+            # file has few distinct days, so only the distinct values are formatted. Same text.
+            encoded = pc.dictionary_encode(column).combine_chunks()
+            columns.append(pc.take(encoded.dictionary.cast(pa.string()), encoded.indices))
         elif not pa.types.is_string(column.type):
             column = column.cast(pa.large_string() if pa.types.is_large_string(column.type) else pa.string())
-            column = column.cast(pa.string())
-        blank = pc.or_(pc.equal(pc.utf8_trim_whitespace(column), ""), pc.equal(pc.utf8_upper(column), "NULL"))
-        columns.append(pc.if_else(blank, pa.scalar(None, pa.string()), column))
+            columns.append(column.cast(pa.string()))  # a number's text is never blank
+        else:
+            columns.append(pc.if_else(_blank(column), pa.scalar(None, pa.string()), column))
     return pa.table(columns, names=table.column_names)
+
+
+def _blank(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Empty, only whitespace, or "NULL" in any case: the length first, so most values are not case-folded."""
+    length = pc.utf8_length(column)
+    spaces = pc.or_(pc.equal(length, 0), pc.utf8_is_space(column))
+    return pc.or_(spaces, pc.and_(pc.equal(length, 4), pc.match_like(column, "null", ignore_case=True)))
 
 
 def _jsonable(value):

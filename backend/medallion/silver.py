@@ -541,7 +541,8 @@ def transform(valid: DataFrame, *, run_id: str, now: datetime | None = None) -> 
             )
             .select(*unit)
         )
-        rows = rows.join(F.broadcast(kept), unit, "left_semi")
+        # One row per unit in `kept`: the inner join is the semi join, with the small side hashed.
+        rows = F.broadcast(kept).join(rows, unit, "inner").select(*rows.columns)
     group = [*SILVER_KEY, "_mode", "_additive", "x_Slice", "batch_id"]
     dims = F.struct(*[c(d) for d in _DIMENSIONS])
     lineage = F.struct(c("topic"), c("partition"), c("offset"), c("bronze_run_id"))
