@@ -284,12 +284,21 @@ def budget_message(settings: Settings, alert: dict[str, Any]) -> Message:
         f"{_money(alert['amount'], cur)} {value} of {_money(alert['budget_amount'], cur)} "
         f"({alert['period']} from {alert['period_start']}, data as of {alert['as_of']})."
     ]
+    facts = [("Scope", scope), ("Threshold", f"{pct} ({alert['threshold_type']})")]
+    if alert.get("filters"):
+        facts.append(("Filters", "; ".join(f"{k} {', '.join(v)}" for k, v in sorted(alert["filters"].items()))))
+    if "exceed_date" in alert:  # budgets.evaluate_budgets' outlook (older payloads lack it)
+        facts.append(("Exceeds on", alert["exceed_date"] or "not expected this period"))
+    if alert.get("backtest_error") is not None:
+        facts.append(
+            ("Forecast error", f"MAPE {float(alert['backtest_error']):.1%} (backtest {alert['backtest_window']})")
+        )
     return Message(
         kind=BUDGET_ALERT,
         title=title,
         severity="error" if float(alert["threshold_pct"]) >= 100 else "warning",
         lines=lines,
-        facts=[("Scope", scope), ("Threshold", f"{pct} ({alert['threshold_type']})")],
+        facts=facts,
         link=f"{_base(settings)}/budgets",
         link_label="Open the Budgets page",
         data=dict(alert),

@@ -13,7 +13,9 @@ import requests
 import sqlalchemy as sa
 
 from backend.analytics import budgets, readers
+from backend.config import Settings
 from backend.mart.migrate import upgrade
+from backend.notify.events import budget_message
 from tests.auth.principals import EDITOR
 from tests.budgets.conftest import AS_OF, insert_dimensions
 
@@ -187,3 +189,13 @@ def test_an_alert_carries_the_exceed_date_and_the_backtest(estate):
     assert by_kind["actual"]["backtest_error"] == pytest.approx(0)
     assert by_kind["actual"]["backtest_window"] == "2025-05-07..2025-06-20"
     assert by_kind["actual"]["filters"] == {"subscription": ["s-a"]}
+    # The notification channels' message says it too.
+    facts = dict(budget_message(Settings.model_construct(), by_kind["forecast"]).facts)
+    assert facts["Exceeds on"] == "2025-06-25" and facts["Filters"] == "subscription s-a"
+    assert facts["Forecast error"] == "MAPE 0.0% (backtest 2025-05-07..2025-06-20)"
+    assert (
+        dict(budget_message(Settings.model_construct(), {**by_kind["forecast"], "exceed_date": None}).facts)[
+            "Exceeds on"
+        ]
+        == "not expected this period"
+    )
