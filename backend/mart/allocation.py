@@ -165,6 +165,29 @@ def seed_demo_rules(engine: sa.Engine) -> int | None:
     return result.rules_version
 
 
+def forget_demo_rules(engine: sa.Engine) -> int:
+    """Once the demo estate is gone: drop the demo's seeded rules unless a user has saved a version since (then
+    they are the user's rules). Returns how many versions went; the next recompute applies what is left."""
+    from backend.auth import system_principal
+    from backend.pipeline.demo import demo_loaded
+
+    demo = system_principal("demo")
+    with engine.begin() as conn:
+        if demo_loaded(conn):
+            return 0
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": ALLOCATION_LOCK_KEY})
+        gone = conn.execute(
+            sa.text(
+                """DELETE FROM mart.allocation_rulesets WHERE created_by = :demo
+                   AND NOT EXISTS (SELECT 1 FROM mart.allocation_rulesets WHERE created_by <> :demo)"""
+            ),
+            {"demo": demo.who},
+        ).rowcount
+        if gone:
+            record(conn, demo, "allocation.rules.remove_demo", "demo rules", {"versions": gone})
+    return gone
+
+
 # --- the recompute ------------------------------------------------------------------------------------
 _COSTS = """
 CREATE TEMP TABLE alloc_costs ON COMMIT DROP AS

@@ -161,7 +161,9 @@ def remove_demo(ctx: PipelineContext) -> StepResult:
         loaded = demo.demo_loaded(conn)
     if not loaded:
         return StepResult(rows_out=0, detail={"demo_removed": False, "detail": "no demo data loaded"})
-    return StepResult(rows_out=0, detail=demo.remove_demo_data(ctx.engine, ctx.lake, ctx.settings))
+    detail = demo.remove_demo_data(ctx.engine, ctx.lake, ctx.settings)
+    _forget_demo_allocation(ctx)
+    return StepResult(rows_out=0, detail=detail)
 
 
 def ingest(ctx: PipelineContext) -> StepResult:
@@ -437,6 +439,14 @@ def mart(ctx: PipelineContext) -> StepResult:
     return StepResult(rows_in=stats.rows_in, rows_out=stats.rows_loaded, detail=detail)
 
 
+def _forget_demo_allocation(ctx: PipelineContext) -> None:
+    """The demo's seeded rules and its allocated cost leave with the demo (the mart's showback follows at once)."""
+    from backend.mart import allocation as mart_allocation
+
+    mart_allocation.forget_demo_rules(ctx.engine)
+    mart_allocation.recompute(ctx.engine, run_id=ctx.run_id)
+
+
 def allocation(ctx: PipelineContext) -> StepResult:
     """Apply the allocation rules in force to the loaded cost: the mart (SQL) and gold (Spark, the same SQL)."""
     from backend.allocation.rules import RuleSet
@@ -444,6 +454,7 @@ def allocation(ctx: PipelineContext) -> StepResult:
     from backend.medallion.allocation import run_allocation
 
     seeded = mart_allocation.seed_demo_rules(ctx.engine)  # only on a demo install without rules
+    mart_allocation.forget_demo_rules(ctx.engine)  # only once the demo has left
     result = mart_allocation.recompute(ctx.engine, run_id=ctx.run_id)
     current = mart_allocation.current_rules(ctx.engine)
     ruleset, version = (RuleSet(), None) if current is None else (current.ruleset, current.version)
