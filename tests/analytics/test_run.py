@@ -332,3 +332,29 @@ def test_detector_defaults_are_the_settings_defaults():
     from backend.config import Settings
 
     assert detector_params(Settings(_env_file=None)) == DetectorParams()
+
+
+def test_a_level_setting_takes_effect_on_the_next_run(spark, analytics_env):
+    """The spike (+100 on Storage's last day) is an anomaly at both levels; a minimum impact of 500 set for the
+    service level on the Anomalies page drops it there at the next run, and the resource group keeps its own."""
+    from backend.analytics import anomaly_settings
+
+    settings, lake, engine = analytics_env
+    lake.overwrite(GOLD_COST_DAILY, gold_rows())
+    last = date(2025, 3, 1) + timedelta(days=83)
+
+    def found() -> set[str]:
+        with engine.connect() as conn:
+            return set(
+                conn.execute(sa.text("SELECT level FROM mart.anomalies WHERE charge_date = :d"), {"d": last}).scalars()
+            )
+
+    run_analytics(settings, lake, spark, engine, run_id="run-1")
+    assert found() == {"service", "resource_group"}
+    anomaly_settings.save(engine, "service", actor=EDITOR, min_cost_impact=500)
+    stats = run_analytics(settings, lake, spark, engine, run_id="run-2")
+    assert stats["days_reconfigured"] > 0  # the new settings rescore the history once
+    assert found() == {"resource_group"}
+    anomaly_settings.reset(engine, "service", actor=EDITOR)
+    run_analytics(settings, lake, spark, engine, run_id="run-3")
+    assert found() == {"service", "resource_group"}
