@@ -321,10 +321,15 @@ def outlook(
     period_end: date,
     amount: float,
     params: ForecastParams,
+    stored: list | None = None,
 ) -> Outlook:
-    """The budget's outlook from its daily spend `days` (history_start..as_of; missing days cost 0): the
-    forecaster of the analytics step (method chosen by backtest on this series, horizon = the rest of the
-    period up to params.horizon_days, extended at the forecast's average daily rate beyond it)."""
+    """The budget's outlook from its daily spend `days` (history_start..as_of; missing days cost 0).
+
+    `stored`: the analytics step's forecast rows of this very series (budgets_sql.analytics_forecast), used as
+    they are so the Budgets page and the Overview tell the same forecast, with the backtest error stored with
+    them. Without them, the analytics step's forecaster runs on the budget's own series (method chosen by
+    backtest, horizon = the rest of the period up to params.horizon_days). Either is extended at its average
+    daily rate beyond its horizon."""
     dates = np.array(
         [np.datetime64(history_start + timedelta(days=i)) for i in range((as_of - history_start).days + 1)]
     )
@@ -344,6 +349,9 @@ def outlook(
         return Outlook(**common, forecast_total=spent, lower=spent, upper=spent, method="actual",
                        backtest_metric=None, backtest_error=None, backtest_start=None, backtest_end=None,
                        exceed_date=crossed_on)  # fmt: skip
+    future = np.array([np.datetime64(as_of + timedelta(days=i)) for i in range(1, remaining + 1)])
+    if stored:
+        return _stored_outlook(common, stored, future, spent, amount, crossed_on, history_start, params)
     horizon = min(remaining, params.horizon_days)
     # The method is chosen, and its error measured, on the horizon this budget needs.
     fparams = dataclasses.replace(params, horizon_days=horizon)
@@ -351,7 +359,6 @@ def outlook(
     if fc is None:
         daily = spent / elapsed if elapsed else 0.0
         path = spent + daily * np.arange(1, remaining + 1)
-        future = np.array([np.datetime64(as_of + timedelta(days=i)) for i in range(1, remaining + 1)])
         exceed = crossed_on or _first_crossing(future, path, amount)
         return Outlook(**common, forecast_total=None, lower=None, upper=None, method="run_rate",
                        backtest_metric=None, backtest_error=None, backtest_start=None, backtest_end=None,
@@ -359,7 +366,6 @@ def outlook(
     extra = remaining - horizon
     rate = float(fc.point.mean())
     path = spent + np.concatenate([np.cumsum(fc.point), float(fc.point.sum()) + rate * np.arange(1, extra + 1)])
-    future = np.array([np.datetime64(as_of + timedelta(days=i)) for i in range(1, remaining + 1)])
     scale = remaining / horizon  # the interval of the horizon's total, stretched to the rest of the period
     origins = backtest_origins(len(values), fparams, horizon)
     error = fc.backtest_error if np.isfinite(fc.backtest_error) else None
@@ -377,6 +383,31 @@ def outlook(
     )
 
 
+def _stored_outlook(common, stored, future, spent, amount, crossed_on, history_start, params) -> Outlook:
+    """The outlook on the analytics step's own forecast of the series (see `outlook`)."""
+    by_day = {np.datetime64(r.forecast_date): float(r.point) for r in stored}
+    rate = sum(by_day.values()) / len(by_day)
+    path = spent + np.cumsum([by_day.get(d, rate) for d in future])
+    first = stored[0]
+    error = None if first.backtest_error is None or not np.isfinite(first.backtest_error) else first.backtest_error
+    start = end = None
+    if error is not None:
+        # The stored error's origins: weekly, the horizon's total each (backtest_metric "mape_<h>d_total"), the
+        # last ending the day before the generation's first forecast day (forecast.backtest_origins).
+        horizon = _metric_horizon(first.backtest_metric) or params.horizon_days
+        end = first.first_date - timedelta(days=1)
+        earliest = end - timedelta(days=horizon + 7 * (params.selection_origins - 1) - 1)
+        start = max(earliest, history_start + timedelta(days=params.min_history_days))
+    return Outlook(**common, forecast_total=float(path[-1]), lower=None, upper=None, method=first.method,
+                   backtest_metric=first.backtest_metric, backtest_error=error, backtest_start=start,
+                   backtest_end=end, exceed_date=crossed_on or _first_crossing(future, path, amount))  # fmt: skip
+
+
+def _metric_horizon(metric: str | None) -> int | None:
+    digits = (metric or "").removeprefix("mape_").removesuffix("d_total")
+    return int(digits) if digits.isdigit() else None
+
+
 def _day(value: np.datetime64) -> date:
     return value.astype("datetime64[D]").astype(date)
 
@@ -392,8 +423,20 @@ def budget_outlook(conn: sa.Connection, budget: Mapping[str, Any], *, as_of: dat
     first = budgets_sql.first_cost_day(conn) or start
     history_start = min(start, max(first, as_of - timedelta(days=HISTORY_DAYS)))
     days = budgets_sql.daily_spend(conn, budget, history_start, as_of)
+    stored = None
+    if as_of < end and _one_analytics_series(budget):
+        stored = budgets_sql.analytics_forecast(
+            conn,
+            scope_type=f"{TAG_PREFIX}{budget['tag_key']}" if budget["scope_type"] == "tag" else budget["scope_type"],
+            scope_value=budget.get("scope_value") or "",
+            metric=budget.get("metric") or "actual",
+            currency=budget["currency"],
+            after=as_of,
+            end=end,
+        )
     return outlook(
         days,
+        stored=stored,
         history_start=history_start,
         as_of=as_of,
         period_start=start,
@@ -401,36 +444,6 @@ def budget_outlook(conn: sa.Connection, budget: Mapping[str, Any], *, as_of: dat
         amount=float(budget["amount"]),
         params=params,
     )
-
-
-def _forecast_rest(conn, budget: Mapping[str, Any], after: date, end: date) -> float | None:
-    """Forecast spend from the day after `after` to `end` from the latest forecast generation of the scope in the
-    budget's currency (forecasts are per currency; a row without one summed several and is never used)."""
-    scope_type = f"tag:{budget['tag_key']}" if budget["scope_type"] == "tag" else budget["scope_type"]
-    row = conn.execute(
-        sa.text(
-            """
-            WITH latest AS (SELECT max(generated_at) AS g FROM mart.forecasts
-                            WHERE scope_type = :st AND scope_value = :sv AND metric = :m AND currency = :cur)
-            SELECT count(*), coalesce(sum(point), 0), max(forecast_date) FROM mart.forecasts f, latest
-            WHERE f.scope_type = :st AND f.scope_value = :sv AND f.metric = :m AND f.currency = :cur
-              AND f.generated_at = latest.g AND f.forecast_date > :after AND f.forecast_date <= :end"""
-        ),
-        {
-            "st": scope_type,
-            "sv": budget["scope_value"],
-            "m": budget["metric"],
-            "cur": budget["currency"],
-            "after": after,
-            "end": end,
-        },
-    ).one()
-    count, total, last = row
-    if not count:
-        return None
-    # Beyond the forecast horizon (quarter / year budgets), extend at the forecast's average daily rate.
-    missing = (end - last).days if last < end else 0
-    return float(total) + float(total) / count * missing
 
 
 def evaluate_budgets(
@@ -491,8 +504,6 @@ def evaluate_budgets(
             view = budget_outlook(conn, budget, as_of=min(as_of, end), params=params)
             spent = view.spent
             rest = None if view.forecast_total is None else view.forecast_total - spent
-            if rest is None and as_of < end and _one_analytics_series(budget):
-                rest = _forecast_rest(conn, budget, as_of, end)
             others = [] if spent else scope_currencies(conn, budget, start, min(as_of, end))
         with engine.begin() as conn:
             budgets_sql.save_forecast(conn, _forecast_row(budget, view, start, end, min(as_of, end), run_id))

@@ -304,7 +304,10 @@ def run_analytics(
         metrics=metrics,
     )
     stats["anomaly_seconds"] = round(detect_seconds + time.monotonic() - t_explain, 1)
-    stats |= store.write_forecasts(engine, forecasts, run_id=run_id, interval_level=fparams.interval_level, as_of=end)
+    stats |= store.write_forecasts(
+        engine, forecasts, run_id=run_id, interval_level=fparams.interval_level, as_of=end,
+        horizon_days=fparams.horizon_days,
+    )  # fmt: skip
     stats["seconds"] = round(time.monotonic() - t0, 1)
     log.info("analytics run %s: %s", run_id, stats)
     return stats

@@ -170,6 +170,7 @@ def write_forecasts(
     interval_level: float,
     as_of: date,
     keep_days: int = 90,
+    horizon_days: int = 30,
 ) -> dict:
     """Append this run's forecasts as one generation (one generated_at for every currency: the primary keys hold
     the currency, so readers pick a scope's latest generation in one currency) and prune generations older than
@@ -183,7 +184,8 @@ def write_forecasts(
             "interval_level": interval_level,
             "generated_at": generated_at,
             "run_id": run_id,
-            "metric_name": "mape_30d_total",
+            # forecast.backtest_error: MAPE of the horizon's total (the Budgets page reads the horizon back).
+            "metric_name": f"mape_{horizon_days}d_total",
         }
         if len(days):
             conn.execute(

@@ -119,6 +119,25 @@ def group_subscriptions(conn: sa.Connection, resource_group: str) -> list[str]:
     return list(conn.execute(sa.text(sql), {"rg": resource_group}).scalars())
 
 
+def analytics_forecast(
+    conn: sa.Connection, *, scope_type: str, scope_value: str, metric: str, currency: str, after: dt.date, end: dt.date
+) -> list[sa.Row]:
+    """The days after `after` up to `end` of the latest forecast generation the analytics step wrote for one
+    series in one currency (forecast_date, point, method, backtest_metric, backtest_error, first_date: the
+    generation's first forecast day). A row without a currency summed several and is never used."""
+    sql = """
+        WITH latest AS (SELECT max(generated_at) AS g FROM mart.forecasts
+                        WHERE scope_type = :st AND scope_value = :sv AND metric = :m AND currency = :cur),
+             gen AS (SELECT f.* FROM mart.forecasts f, latest
+                     WHERE f.scope_type = :st AND f.scope_value = :sv AND f.metric = :m AND f.currency = :cur
+                       AND f.generated_at = latest.g)
+        SELECT forecast_date, point, method, backtest_metric, backtest_error::float8,
+               (SELECT min(forecast_date) FROM gen) AS first_date
+        FROM gen WHERE forecast_date > :after AND forecast_date <= :end ORDER BY forecast_date"""
+    params = {"st": scope_type, "sv": scope_value, "m": metric, "cur": currency, "after": after, "end": end}
+    return list(conn.execute(sa.text(sql), params))
+
+
 FORECAST_COLUMNS = (
     "budget_id",
     "period_start",

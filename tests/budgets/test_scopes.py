@@ -149,6 +149,29 @@ def test_outlook_stores_backtest_error_window_and_exceed_date(estate):
     assert got[ids["over"]].exceed_date == date(2025, 6, 15)  # already passed: the day it was
 
 
+def test_a_budget_on_one_analytics_series_shows_that_forecast_and_its_stored_backtest(estate):
+    """A subscription budget without filters is the analytics step's subscription series: its stored forecast
+    (as the Overview shows it) and the backtest error stored with it, over the window that error covers."""
+    with estate.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO mart.forecasts (scope_type, scope_value, metric, forecast_date, point, method, currency,"
+                " backtest_metric, backtest_error, generated_at)"
+                " SELECT 'subscription', 's-a', 'actual', d, 50, 'ets', 'USD', 'mape_30d_total', 0.123, now()"
+                " FROM generate_series(DATE '2025-06-21', DATE '2025-07-20', interval '1 day') d"
+            )
+        )
+    budget = _budget(estate, "alpha", amount=1000, scope_type="subscription", scope_value="s-a")
+    budgets.evaluate_budgets(estate, run_id="r1", as_of=AS_OF)
+    view = readers.budget_forecasts(estate)[budget["budget_id"]]
+    # s-a spends 40 a day in USD: 800 by June 20th, then the stored 50 a day for the 10 days left.
+    assert float(view.spent) == 800 and float(view.forecast_total) == 1300 and view.method == "ets"
+    assert float(view.backtest_error) == pytest.approx(0.123) and view.backtest_metric == "mape_30d_total"
+    # Six weekly origins of 30-day totals, the last ending on the day before the first forecast day.
+    assert (view.backtest_start, view.backtest_end) == (date(2025, 4, 17), AS_OF)
+    assert view.exceed_date == date(2025, 6, 24)
+
+
 def test_a_short_history_projects_the_run_rate_without_a_backtest(estate):
     # On March 20th the mart holds 20 days: too short to forecast (28), so the run rate says when.
     budget = _budget(estate, "early", amount=250, scope_type="resource_group", scope_value="NetworkWatcherRG",
