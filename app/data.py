@@ -381,6 +381,8 @@ def _budget_values(values: Mapping[str, Any]) -> dict[str, Any]:
         "actual_thresholds": list(values["actual_thresholds"]),
         "forecast_thresholds": list(values.get("forecast_thresholds") or [100]),
         "enabled": bool(values.get("enabled", True)),
+        # More dimensions than the scope (backend.analytics.budgets.clean_filters checks them).
+        "filters": dict(values.get("filters") or {}),
     }
     if values.get("webhook_url"):  # empty on edit = keep the stored one (the page never shows it)
         clean["webhook_url"] = str(values["webhook_url"]).strip()
@@ -409,7 +411,7 @@ def list_budgets(owner: sa.Engine) -> pd.DataFrame:
     if frame.empty:
         return pd.DataFrame(columns=["budget_id", "name", "scope_type", "scope_value", "tag_key", "metric", "amount",
                                      "currency", "period", "actual_thresholds", "forecast_thresholds", "enabled",
-                                     "has_webhook"])  # fmt: skip
+                                     "has_webhook", "filters", "scope_candidates"])  # fmt: skip
     frame["has_webhook"] = frame.pop("webhook_url").notna() if "webhook_url" in frame else False
     frame["amount"] = frame["amount"].astype(float)
     return frame
