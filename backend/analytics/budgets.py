@@ -82,8 +82,8 @@ def validate(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def clean_filters(filters: Mapping[str, Any] | None) -> dict[str, list[str]]:
-    """{dimension: [values]} with known dimensions only, values trimmed, empty ones dropped; subscriptions
-    spelled as the mart spells them."""
+    """{dimension: [values]} with known dimensions only, values trimmed, empty ones dropped (subscriptions are
+    matched to the mart's ids when saved, see `_scope_checked`)."""
     out: dict[str, list[str]] = {}
     for name, values in (filters or {}).items():
         name = str(name).strip()
@@ -96,8 +96,6 @@ def clean_filters(filters: Mapping[str, Any] | None) -> dict[str, list[str]]:
         if isinstance(values, str):
             values = [values]
         kept = list(dict.fromkeys(str(v).strip() for v in values or () if str(v).strip()))
-        if name == "subscription":
-            kept = list(dict.fromkeys(_subscription_member(v) for v in kept))
         if kept:
             out[name] = kept
     return out
@@ -121,7 +119,8 @@ def _scope_checked(conn: sa.Connection, data: dict[str, Any]) -> None:
     """Resolve subscription names to ids and give a resource-group budget its one subscription (in `data`)."""
     filters = data.get("filters") or {}
     if filters.get("subscription"):
-        filters["subscription"] = [_resolve_subscription(conn, v) for v in filters["subscription"]]
+        subs = [_subscription_filter(conn, v) for v in filters["subscription"]]
+        filters["subscription"] = list(dict.fromkeys(subs))
     if data.get("scope_type") == "subscription":
         data["scope_value"] = _resolve_subscription(conn, data.get("scope_value") or "")
     if data.get("scope_type") == "resource_group":
@@ -160,6 +159,16 @@ def _resolve_subscription(conn: sa.Connection, value: str) -> str:
         raise ValueError(f"{len(named)} subscriptions are named {value!r}; enter the subscription id instead")
     known = ", ".join(sorted({name or sub_id for sub_id, name in rows})[:10])
     raise ValueError(f"no subscription has the id or name {value!r} (known: {known})")
+
+
+def _subscription_filter(conn: sa.Connection, value: str) -> str:
+    """A subscription filter's value as the mart's id: an id the mart holds as given (the page offers those),
+    otherwise a typed guid in the ARM form or a name resolved to its one id."""
+    known = conn.execute(
+        sa.text("SELECT 1 FROM mart.dim_subscription WHERE subscription_id = :v AND subscription_id <> ''"),
+        {"v": value},
+    ).first()
+    return value if known else _resolve_subscription(conn, _subscription_member(value))
 
 
 def _audit_values(data: Mapping[str, Any]) -> dict[str, Any]:

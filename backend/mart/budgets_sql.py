@@ -108,6 +108,18 @@ def scope_currencies(conn: sa.Connection, budget: Mapping[str, Any], start: dt.d
     return list(conn.execute(sa.text(sql), params).scalars())
 
 
+def filter_options(engine: sa.Engine, *, limit: int = 500) -> dict[str, list[tuple[str, str]]]:
+    """(natural key, label) of each filter dimension's members for the Budgets form, plus "tag" -> (key, key)."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    with engine.connect() as conn:
+        for name, (dim, _key, natural) in FILTER_DIMENSIONS.items():
+            sql = f"SELECT {natural}, label FROM mart.{dim} WHERE {natural} <> '' ORDER BY label, 1 LIMIT :n"
+            out[name] = [tuple(r) for r in conn.execute(sa.text(sql), {"n": limit})]
+        keys = conn.execute(sa.text("SELECT DISTINCT tag_key FROM mart.dim_tag ORDER BY 1 LIMIT :n"), {"n": limit})
+        out["tag"] = [(k, k) for k in keys.scalars()]
+    return out
+
+
 def first_cost_day(conn: sa.Connection) -> dt.date | None:
     return conn.execute(sa.text("SELECT min(charge_date) FROM mart.agg_cost_daily")).scalar()
 
