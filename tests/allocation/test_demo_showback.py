@@ -24,7 +24,7 @@ FROM src FULL JOIN out USING (charge_month, c)"""
 
 @pytest.fixture
 def service(tmp_path, pg_url, kafka_bootstrap):
-    service = pipeline_service(tmp_path, pg_url, kafka_bootstrap, demo_mode=True, demo_rows=3_000)
+    service = pipeline_service(tmp_path, pg_url, kafka_bootstrap, demo_mode=True, demo_rows=20_000)
     yield service
     service.close()
 
@@ -34,7 +34,7 @@ def test_demo_ships_rules_showback_has_data_and_cost_is_conserved(service):
     assert summary.status == "succeeded", summary.error
     detail = summary.steps["allocation"].detail
     assert detail["demo_rules_seeded"] == 1 and detail["rules_version"] == 1
-    assert 0 < detail["unallocated_share"] < 0.5, detail  # 3k rows: few resources; the 150k-row demo: 9.6%
+    assert 0 < detail["unallocated_share"] < 0.5, detail  # the 150k-row default demo: 9.6%
     with service.engine.connect() as conn:
         months, wrong = conn.execute(sa.text(_SOURCE_VS_ALLOCATED)).one()
         owners = set(conn.execute(sa.text("SELECT DISTINCT owner FROM mart.cost_allocation")).scalars())
@@ -42,7 +42,7 @@ def test_demo_ships_rules_showback_has_data_and_cost_is_conserved(service):
             sa.text("SELECT count(*) FROM mart.cost_allocation WHERE allocated_method_id = 'shared-subscription'")
         ).scalar()
     assert months >= 12 and wrong == 0  # every month and currency conserved exactly
-    assert {"payments", "frontend", "platform", None} <= owners and split > 0
+    assert len(owners - {None}) >= 4 and None in owners and split > 0
     gold = service.lake.read_arrow(GOLD_COST_ALLOCATION)
     assert gold.num_rows > 0 and set(gold.column("rules_version").to_pylist()) == {1}
 
