@@ -7,6 +7,7 @@ import logging
 import shutil
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 log = logging.getLogger("bench.profile_medallion")
@@ -44,6 +45,7 @@ def main(rows: int) -> None:
     from backend.medallion.parse import BRONZE_INPUT_COLUMNS
     from backend.medallion.schemas import BRONZE_COST_RECORDS, BRONZE_SCHEMA
     from backend.runtime.spark import get_spark, stop_spark
+    from bench.bench_e2e import estate_window
     from bench.bench_medallion import build_bronze
 
     root = Path(tempfile.mkdtemp(prefix="profile-medallion-"))
@@ -51,7 +53,12 @@ def main(rows: int) -> None:
         settings = Settings(_env_file=None, app_env="test", data_dir=root, lake_uri=str(root / "lake"))
         spark = get_spark(settings)
         lake = lake_from_settings(settings)
-        _timed(f"build bronze ({rows:,} rows)", lambda: build_bronze(lake, rows, settings=settings))
+        # The e2e bench's shape: 13 months, one message per (subscription, day).
+        start, months = estate_window(datetime.now(UTC).date())
+        _timed(
+            f"build bronze ({rows:,} rows)",
+            lambda: build_bronze(lake, rows, settings=settings, start=start, months=months),
+        )
         bronze = engine.read(spark, lake, BRONZE_COST_RECORDS, BRONZE_SCHEMA).select(*BRONZE_INPUT_COLUMNS)
 
         def noop(frame) -> None:
@@ -70,6 +77,7 @@ def main(rows: int) -> None:
         daily = gold.cost_daily(silver_rows, run_id="p")
         _timed("gold cost_daily", lambda: noop(daily))
         _timed("gold top_movers (daily recomputed)", lambda: noop(gold.top_movers(daily, run_id="p")))
+        _timed("gold resource_cost_changes (daily recomputed)", lambda: noop(gold.cost_changes(daily, run_id="p")))
         _timed("run_gold (whole step)", lambda: jobs.run_gold(spark, lake, None, run_id="p"))
     finally:
         stop_spark()

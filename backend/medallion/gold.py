@@ -230,14 +230,13 @@ def monthly_summary(daily: DataFrame, *, run_id: str, months: list[str] | None =
     return conform(out.withColumn("run_id", F.lit(run_id)), GOLD_MONTHLY_SUMMARY_SCHEMA)
 
 
-def cost_by_tag(silver: DataFrame, *, run_id: str, month_keys: DataFrame | None = None) -> DataFrame:
-    """Pure transform: preferred silver rows -> GOLD_COST_BY_TAG_SCHEMA.
+TOTAL_KEY = ""  # tag_sums' key of a day's total
+_TAG_GRAIN = ["charge_date", "subscription_id", "billing_currency", "charge_month"]
 
-    For every tag key seen in a month, the cost of rows lacking that key is reported under the
-    value "untagged", so each key's values add up to the day's total. `month_keys` (charge_month,
-    tag_key) adds keys seen on days of the month that are not in `silver` (an increment computes
-    only the days it touched).
-    """
+
+def tag_sums(silver: DataFrame) -> DataFrame:
+    """Preferred silver rows -> costs and row counts per (day, subscription, currency, tag key, tag value),
+    plus each day's total under the tag key TOTAL_KEY: everything cost_by_tag needs, in one pass over silver."""
     base = silver.select(
         F.col("x_ChargeDate").alias("charge_date"),
         F.coalesce(F.col("SubAccountId"), F.lit("")).alias("subscription_id"),
@@ -248,18 +247,45 @@ def cost_by_tag(silver: DataFrame, *, run_id: str, month_keys: DataFrame | None 
         "EffectiveCost",
     ).withColumn("charge_month", _month(F.col("charge_date")))
     base = with_metric_availability(base, {"actual": "BilledCost", "amortized": "EffectiveCost"})
-    grain = ["charge_date", "subscription_id", "billing_currency", "charge_month"]
-    tagged_rows = base.select(*grain, F.explode("Tags").alias("tag_key", "tag_value"), "BilledCost", "EffectiveCost")
-    tagged = tagged_rows.groupBy(*grain, "tag_key", "tag_value").agg(
-        _sum("BilledCost").alias("actual_cost"), _sum("EffectiveCost").alias("amortized_cost")
+    # Every row stands once per tag it carries and once more, under the key "" (silver drops empty tag keys),
+    # for the total: one explode and one aggregate instead of an aggregate per role. (A null key would need
+    # a nullable struct field, and Sail refuses to concatenate arrays that differ only in nullability.)
+    total = F.array(F.struct(F.lit(TOTAL_KEY).alias("key"), F.lit(None).cast("string").alias("value")))
+    entries = F.explode(F.concat(F.map_entries("Tags"), total)).alias("_tag")
+    exploded = base.select(*_TAG_GRAIN, entries, "BilledCost", "EffectiveCost")
+    return exploded.groupBy(
+        *_TAG_GRAIN, F.col("_tag.key").alias("tag_key"), F.col("_tag.value").alias("tag_value")
+    ).agg(
+        _sum("BilledCost").alias("actual_cost"),
+        _sum("EffectiveCost").alias("amortized_cost"),
+        F.count(F.lit(1)).alias("n"),
     )
-    totals = base.groupBy(*grain).agg(
-        _sum("BilledCost").alias("t_actual"), _sum("EffectiveCost").alias("t_amortized"), F.count(F.lit(1)).alias("t_n")
+
+
+def cost_by_tag(
+    silver: DataFrame | None, *, run_id: str, month_keys: DataFrame | None = None, sums: DataFrame | None = None
+) -> DataFrame:
+    """Pure transform: preferred silver rows (or their `tag_sums`, when the caller kept them) -> GOLD_COST_BY_TAG_SCHEMA.
+
+    For every tag key seen in a month, the cost of rows lacking that key is reported under the
+    value "untagged", so each key's values add up to the day's total. `month_keys` (charge_month,
+    tag_key) adds keys seen on days of the month that are not in `silver` (an increment computes
+    only the days it touched). The sums are read four times below: a caller on Sail (no plan reuse)
+    passes them materialised.
+    """
+    sums = tag_sums(silver) if sums is None else sums
+    grain = _TAG_GRAIN
+    tagged = sums.where(F.col("tag_key") != TOTAL_KEY)
+    totals = sums.where(F.col("tag_key") == TOTAL_KEY).select(
+        *grain,
+        F.col("actual_cost").alias("t_actual"),
+        F.col("amortized_cost").alias("t_amortized"),
+        F.col("n").alias("t_n"),
     )
-    per_key = tagged_rows.groupBy(*grain, "tag_key").agg(
-        _sum("BilledCost").alias("k_actual"), _sum("EffectiveCost").alias("k_amortized"), F.count(F.lit(1)).alias("k_n")
+    per_key = tagged.groupBy(*grain, "tag_key").agg(
+        _sum("actual_cost").alias("k_actual"), _sum("amortized_cost").alias("k_amortized"), F.sum("n").alias("k_n")
     )
-    keys_of_month = tagged_rows.select("charge_month", "tag_key")
+    keys_of_month = tagged.select("charge_month", "tag_key")
     if month_keys is not None:
         keys_of_month = keys_of_month.unionByName(month_keys.select("charge_month", "tag_key"))
     keys_of_month = keys_of_month.distinct()
@@ -275,7 +301,7 @@ def cost_by_tag(silver: DataFrame, *, run_id: str, month_keys: DataFrame | None 
             (F.col("t_amortized") - F.coalesce(F.col("k_amortized"), F.lit(0))).cast(MONEY_SQL).alias("amortized_cost"),
         )
     )
-    out = tagged.unionByName(untagged).withColumn("run_id", F.lit(run_id))
+    out = tagged.drop("n").unionByName(untagged).withColumn("run_id", F.lit(run_id))
     return conform(out, GOLD_COST_BY_TAG_SCHEMA)
 
 

@@ -217,13 +217,14 @@ def _cost_by_tag(
     whole: list[str] | None,
     partial: dict[str, list[str]],
     tag_partial: dict[str, set],
+    area: Scratch,
     *,
     run_id: str,
 ) -> DataFrame:
     """cost_by_tag of the target months: months in `tag_partial` from their touched days' silver rows (with
     the month's stored keys) plus their other days as stored; every other month whole from silver."""
     if not partial:
-        return gold.cost_by_tag(silver_rows, run_id=run_id)
+        return gold.cost_by_tag(None, run_id=run_id, sums=area.keep(gold.tag_sums(silver_rows), "tag_sums"))
     kept_days = [date.fromisoformat(d) for m in tag_partial for d in partial[m]]
     recompute = [m for m in partial if m not in tag_partial]
     rows = silver_rows
@@ -234,7 +235,7 @@ def _cost_by_tag(
         rows = gold.prefer_detail(rows)
     keys = [(m, k) for m, ks in sorted(tag_partial.items()) for k in sorted(ks)]
     month_keys = spark.createDataFrame(keys, "charge_month string, tag_key string") if keys else None
-    out = gold.cost_by_tag(rows, run_id=run_id, month_keys=month_keys)
+    out = gold.cost_by_tag(None, run_id=run_id, month_keys=month_keys, sums=area.keep(gold.tag_sums(rows), "tag_sums"))
     if tag_partial:
         kept = _read_gold(spark, lake, GOLD_COST_BY_TAG, GOLD_COST_BY_TAG_SCHEMA, sorted(tag_partial))
         kept = kept.where(~_isin("charge_date", kept_days)).withColumn("run_id", F.lit(run_id))
@@ -320,7 +321,7 @@ def run_gold(
         movers = area.keep(gold.movers_base(daily_all), "movers")
         log.info("gold %s: %s rows in %.1fs", "scratch (daily + movers)", 0, time.perf_counter() - t_scratch)
         target = F.lit(True) if months is None else F.col("charge_month").isin(*months)
-        by_tag = _cost_by_tag(spark, lake, silver_month, silver_rows, whole, partial, tag_partial, run_id=run_id)
+        by_tag = _cost_by_tag(spark, lake, silver_month, silver_rows, whole, partial, tag_partial, area, run_id=run_id)
         if tag_partial:
             # It unions stored rows of the months it replaces: materialised before the replace reads them.
             by_tag = area.keep(by_tag, "by_tag")
