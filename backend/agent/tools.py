@@ -655,7 +655,7 @@ def budget_status_impl(ctx: AgentContext, name: str = "") -> ToolOutcome:
         budgets = conn.execute(
             sa.text(
                 "SELECT b.budget_id, b.name, b.scope_type, b.scope_value, b.tag_key, b.metric, b.amount, b.currency, "
-                "b.period, s.label AS subscription "
+                "b.period, b.filters, b.scope_candidates, s.label AS subscription "
                 "FROM mart.v_budgets b LEFT JOIN mart.dim_subscription s "
                 "ON b.scope_type = 'subscription' AND s.subscription_id = b.scope_value "
                 "WHERE b.enabled AND (:name = '' OR b.name ILIKE :pattern OR s.label ILIKE :pattern) ORDER BY b.name"
@@ -676,24 +676,17 @@ def budget_status_impl(ctx: AgentContext, name: str = "") -> ToolOutcome:
         start = _period_start(as_of, b.period)
         end = _period_end(start, b.period)
         scope = f"{b.scope_type} {b.scope_value}".strip()
+        # The evaluator's own measure: scope and every filter by natural key (a resource group within its
+        # subscription), in the budget's currency only.
+        with ctx.engine.connect() as conn:
+            spent = budget_store.spend(conn, b._mapping, start, as_of)
         if b.scope_type == "subscription":
-            # The evaluator's own measure (by id, in the budget's currency): a display name may be shared.
-            with ctx.engine.connect() as conn:
-                spent = budget_store.spend(conn, b._mapping, start, as_of)
             # An id no subscription carries (or a name saved before ids) never alerts: say so, not just "0 spent".
             scope = f"subscription {b.subscription}" if b.subscription else f"{scope} (no such subscription id)"
-        else:
-            filters: dict[str, list[str]] = {}
-            if b.scope_type in ("resource_group", "service"):
-                filters = {b.scope_type: [b.scope_value]}
-            elif b.scope_type == "tag":
-                filters = {f"tag:{b.tag_key}": [b.scope_value]}
-            if b.currency:
-                filters["currency"] = [b.currency]  # a budget is in its own currency: never a sum across them
-            spent_frame = queries.cost_breakdown(
-                ctx.engine, start=start, end=as_of, group_by=None, grain="monthly", metric=b.metric, filters=filters
-            )
-            spent = float(spent_frame["cost"].fillna(0).sum())
+        if b.filters:
+            scope += " with " + "; ".join(f"{k} {', '.join(v)}" for k, v in sorted(b.filters.items()))
+        if b.scope_candidates is not None:
+            scope += " (subscription not chosen yet: not evaluated)"
         scope_type = b.scope_type if b.scope_type != "tag" else f"tag:{b.tag_key}"
         rows = _forecast_rows(
             ctx,
@@ -704,6 +697,8 @@ def budget_status_impl(ctx: AgentContext, name: str = "") -> ToolOutcome:
             b.metric,
             currency=b.currency or None,
         )
+        if b.filters or b.scope_type == "resource_group":
+            rows = []  # no analytics series is this budget's: the run rate, not another scope's forecast
         elapsed = (as_of - start).days + 1
         remaining = (end - as_of).days - 1
         if rows and len(rows) >= remaining:
