@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -54,6 +55,8 @@ N_CTX = 8192
 # A forced call plus a phrased answer over a 4k-token prompt takes 20-60 s on 2 cores; 60 s cut some off.
 LLM_TIMEOUT_S = 240.0
 READY_TIMEOUT_S = 300.0
+# A tool call's arguments take 20-60 tokens; the bound stops a model that rambles.
+MAX_TOKENS = 256
 
 
 # --- the server's venv ----------------------------------------------------------------------------
@@ -143,6 +146,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _threads() -> int:
+    """2 threads on a quiet machine; 1 on a busy one, where a descheduled thread stalls the other at every
+    barrier (measured here at a load of 11: 1 thread 4 tokens/s, 2 threads 1 token/s)."""
+    return 2 if os.getloadavg()[0] < 1.5 else 1
+
+
 @dataclass
 class LlamaServer:
     """llama_cpp.server on 127.0.0.1 as a child process; its stderr (with llama.cpp's timings) goes to `log_path`."""
@@ -151,7 +160,7 @@ class LlamaServer:
     model: Path
     log_path: Path
     chat_format: str = CHAT_FORMAT
-    threads: int = 2
+    threads: int = field(default_factory=lambda: _threads())
     port: int = field(default_factory=_free_port)
     process: subprocess.Popen | None = None
 
@@ -186,9 +195,10 @@ class LlamaServer:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
+            # uvicorn waits for the request in flight, which may be generating for minutes.
             self.process.terminate()
             try:
-                self.process.wait(timeout=20)
+                self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=20)
@@ -300,7 +310,17 @@ def _score(rows: list[dict], key: str) -> str:
     return f"{sum(r[key] for r in rows)}/{len(rows)}" if rows else "0/0"
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM raises SystemExit, so that the finally blocks stop the server (it lives in its own session)."""
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def main(quick: bool = False) -> None:
+    _stop_on_sigterm()
     python = llm_python()
     gguf = model_path()
     cases = list(PLAIN) + ([] if quick else [c for c in ALL_CASES if c not in PLAIN])
@@ -312,32 +332,40 @@ def main(quick: bool = False) -> None:
             server.start()
             memory.roots.append(server.process.pid)
             started = time.perf_counter()
+            load = [os.getloadavg()[0]]
             try:
                 settings = Settings(
                     _env_file=None, app_env="test", database_url=url, llm_base_url=server.url, llm_model=MODEL_ALIAS
                 )
-                llm = build_agent(settings, model=build_chat_model(settings, timeout_s=LLM_TIMEOUT_S, max_retries=0))
+                model = build_chat_model(settings, timeout_s=LLM_TIMEOUT_S, max_retries=0, max_tokens=MAX_TOKENS)
+                # The app's default forcing (tool_choice "required", the planner's tool named once the server
+                # refuses it); no phrasing call: chatml-function-calling leaves tool results out of the prompt.
+                llm = build_agent(settings, model=model, phrase_results=False)
                 rules = build_agent(settings.model_copy(update={"llm_model": ""}))
                 for case in cases:
                     row, timings = ask_both(llm, rules, server, case)
                     rows.append(row)
                     total.add(timings)
+                load.append(os.getloadavg()[0])
             finally:
                 wall = time.perf_counter() - started
                 server.stop()
                 log_tail = server.log_path.read_text(errors="replace")[-3000:]
         if not rows:
             raise RuntimeError(f"no question was asked; server log:\n{log_tail}")
-    _write(rows, total, wall, memory, quick)
+    _write(rows, total, wall, memory, quick, server.threads, load)
 
 
-def _write(rows: list[dict], total: Timings, wall: float, memory: PeakMemory, quick: bool) -> None:
+def _write(
+    rows: list[dict], total: Timings, wall: float, memory: PeakMemory, quick: bool, threads: int, load: list[float]
+) -> None:
     plain = rows[: len(PLAIN)]
     seconds = [r["seconds"] for r in rows]
     notes = [
         f"model: Qwen2.5-Coder-1.5B-Instruct Q4_K_M ({MODEL_FILE}, from the registry's chunk wheels "
         f"{MODEL_PACKAGE.format(n='1..' + str(MODEL_PARTS))}=={MODEL_VERSION}) on llama-cpp-python's server "
-        f"({', '.join(_pins())}), --chat_format {CHAT_FORMAT}, n_ctx {N_CTX}, 2 threads",
+        f"({_pins()[0]}), --chat_format {CHAT_FORMAT}, n_ctx {N_CTX}, {threads} threads, max_tokens {MAX_TOKENS}; "
+        "the agent as the app builds it (first step forced), answers from the tools' summaries",
         f"eight plain questions: right from the model's own tool call {_score(plain, 'llm_ok_from_model_tool')}, "
         f"right (any path) {_score(plain, 'llm_ok')}, tool-backed {_score(plain, 'llm_tool_backed')}; "
         f"rule-based {_score(plain, 'rules_ok')}",
@@ -355,6 +383,7 @@ def _write(rows: list[dict], total: Timings, wall: float, memory: PeakMemory, qu
         f"{total.generated_tokens} generated ({total.tokens_per_s:.1f}/s) in {total.completions} completions "
         "(llama.cpp's own timings; prompt prefixes it reused from the previous request are not counted)",
         f"peak memory of this process and the server: {memory.peak_gb} GB",
+        f"machine load (1-min average, 2 cores shared with other work) at start and end: {load}",
         "python -m bench agent_llm" + (" --quick" if quick else ""),
     ]
     for r in plain:

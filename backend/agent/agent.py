@@ -60,6 +60,7 @@ def build_chat_model(
     vocabulary_loader=None,
     timeout_s: float = LLM_TIMEOUT_S,
     max_retries: int = LLM_MAX_RETRIES,
+    max_tokens: int | None = None,
 ) -> BaseChatModel:
     """The configured LLM (OpenAI-compatible or Azure OpenAI), else the rule-based model. temperature 0."""
     if not settings.llm_configured:
@@ -71,6 +72,8 @@ def build_chat_model(
     # Local OpenAI-compatible servers (Ollama, vLLM, llama.cpp) ignore the key but the client insists on one.
     api_key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else "not-needed"
     common = {"api_key": api_key, "temperature": 0, "timeout": timeout_s, "max_retries": max_retries}
+    if max_tokens is not None:
+        common["max_tokens"] = max_tokens
     if settings.llm_provider == "azure":
         return CompatibleAzureChatOpenAI(
             azure_endpoint=settings.llm_base_url,
@@ -103,14 +106,25 @@ def _question_pending(messages: Sequence[BaseMessage]) -> HumanMessage | None:
     return messages[last_human]
 
 
+def _refused(exc: Exception) -> bool:
+    """Whether a request failed the way servers refuse a tool_choice they do not support.
+
+    Unstreamed: a 400/422/500 (the client's APIStatusError, matched by status so that a run without an LLM
+    never loads openai). Streamed, llama-cpp-python's server has sent its 200 before the handler fails, so
+    the stream ends empty and langchain raises "No generations found in stream"."""
+    if getattr(exc, "status_code", None) in (400, 422, 500):
+        return True
+    return isinstance(exc, ValueError) and "No generations found in stream" in str(exc)
+
+
 def first_tool_call(*, mode: str = REQUIRED, plan_tool: Callable[[str], str | None] | None = None):
     """Middleware: until a tool has answered the question, the model must call one.
 
     Small models asked politely answer in prose with invented SQL; forced, they call the tools (measured
     with Qwen2.5-1.5B). `mode` PLANNED names the tool the rule-based planner would call first (a server
     with a grammar, like llama.cpp's, then writes valid arguments for it), and "required" when the
-    planner has none. In REQUIRED mode a server that refuses "required" (llama-cpp-python's
-    chatml-function-calling answers it with a 500) gets the planner's tool named instead, from then on.
+    planner has none. A server that refuses "required" (llama-cpp-python's chatml-function-calling
+    asserts "auto") gets the planner's tool named instead, or "auto" without a plan, from then on.
     """
     if mode not in TOOL_CHOICES:
         raise ValueError(f"tool choice mode {mode!r} is not one of {TOOL_CHOICES}")
@@ -126,25 +140,39 @@ def first_tool_call(*, mode: str = REQUIRED, plan_tool: Callable[[str], str | No
             log.exception("could not plan a tool to force")
             return None
 
+    def choice(question: HumanMessage) -> str:
+        name = planned(question) if mode == PLANNED or refused_required.is_set() else None
+        return name or ("auto" if refused_required.is_set() else REQUIRED)
+
     @wrap_model_call(name="ForceFirstToolCall")
     def force(request, handler):
         question = _question_pending(request.messages)
         if question is None:
             return handler(request)
-        if mode == PLANNED or refused_required.is_set():
-            return handler(request.override(tool_choice=planned(question) or REQUIRED))
+        chosen = choice(question)
         try:
-            return handler(request.override(tool_choice=REQUIRED))
-        # The client's APIStatusError; matched by status so that a run without an LLM never loads openai.
+            return handler(request.override(tool_choice=chosen))
         except Exception as exc:
-            name = planned(question)
-            if getattr(exc, "status_code", None) not in (400, 422, 500) or name is None:
+            if chosen != REQUIRED or not _refused(exc):
                 raise
-            log.warning("the model server refused tool_choice 'required' (%s); naming the tool %s instead", exc, name)
+            log.warning("the model server refused tool_choice 'required' (%s); naming the tool from now on", exc)
             refused_required.set()
-            return handler(request.override(tool_choice=name))
+            return handler(request.override(tool_choice=choice(question)))
 
     return force
+
+
+@wrap_model_call(name="AnswerFromTools")
+def answer_from_tools(request, handler):
+    """Once a tool has answered, its summaries are the answer and the model is not asked to phrase them.
+
+    For servers whose chat template leaves tool results out of the prompt (llama-cpp-python's
+    chatml-function-calling has no 'tool' role in its template): their model would phrase a result it
+    never saw."""
+    if _question_pending(request.messages) is not None or not request.messages:
+        return handler(request)
+    results = [m for m in _after_last_question(request.messages) if isinstance(m, ToolMessage)]
+    return AIMessage(content=compose_answer(results))
 
 
 def model_label(model: BaseChatModel) -> str:
@@ -334,6 +362,7 @@ class CostAgent:
         max_tool_calls: int = MAX_TOOL_CALLS,
         force_first_tool: bool = True,
         tool_choice: str = REQUIRED,
+        phrase_results: bool = True,
         fallback: RuleBasedChatModel | None = None,
     ) -> None:
         self.ctx = ctx
@@ -353,6 +382,8 @@ class CostAgent:
             self.fallback = fallback or RuleBasedChatModel(vocabulary_loader=_vocabulary_loader(ctx))
         if force_first_tool and self.uses_llm:
             middleware.insert(0, first_tool_call(mode=tool_choice, plan_tool=self._planned_tool))
+        if not phrase_results and self.uses_llm:
+            middleware.insert(0, answer_from_tools)
         self.graph = create_agent(
             model, self.tools, system_prompt=SYSTEM_PROMPT, middleware=middleware, name="costlake_agent"
         )
@@ -566,13 +597,14 @@ def build_agent(
     auditor: sa.Engine | None = None,
     force_first_tool: bool = True,
     tool_choice: str = REQUIRED,
+    phrase_results: bool = True,
 ) -> CostAgent:
     """The agent over the mart: reads on the read-only role (statement timeout from settings), audits as owner.
 
     `owner_url` is the resolved owner URL (the embedded server's when DATABASE_URL is empty). Tests and
     the evaluation pass a scripted `model`; otherwise the settings choose it. `force_first_tool` makes an
     LLM's first step of each question a tool call, as `tool_choice` says (REQUIRED or PLANNED, see
-    first_tool_call).
+    first_tool_call); `phrase_results` False answers with the tools' summaries (see answer_from_tools).
     """
     reader = reader or reader_engine(settings, owner_url=owner_url)
     ctx = AgentContext(reader, timeout_ms=settings.statement_timeout_ms)
@@ -582,5 +614,10 @@ def build_agent(
     if isinstance(chosen, RuleBasedChatModel) and chosen.vocabulary_loader is None:
         chosen.vocabulary_loader = _vocabulary_loader(ctx)
     return CostAgent(
-        ctx=ctx, model=chosen, audit=AuditLog(auditor), force_first_tool=force_first_tool, tool_choice=tool_choice
+        ctx=ctx,
+        model=chosen,
+        audit=AuditLog(auditor),
+        force_first_tool=force_first_tool,
+        tool_choice=tool_choice,
+        phrase_results=phrase_results,
     )

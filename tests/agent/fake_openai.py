@@ -3,7 +3,8 @@
 It checks requests the way real servers do (and llama.cpp's stricter ones, on request): roles, tool
 messages answering an earlier tool call id, tool-call arguments as JSON strings, `tool_choice`, and
 optionally refuses assistant messages whose content is null. Like llama-cpp-python's
-chatml-function-calling server it can answer tool_choice "required" with a 500 (`refuse_required`), and
+chatml-function-calling server it can refuse tool_choice "required" (`refuse_required`: a 500, or an
+empty event stream when streaming), and
 a tool_choice naming a function is answered with a call of that function, as a grammar-constrained
 server does (the scripted reply's arguments for it, else {}). Replies come from a script, one per
 request: a text, tool calls (arguments given as a dict, or as a raw string to send malformed JSON),
@@ -235,9 +236,17 @@ class FakeChatServer:
                     return
                 if server.refuse_required and body.get("tool_choice") == "required":
                     # What llama-cpp-python 0.3.36's chatml-function-calling handler does: it asserts
-                    # tool_choice == "auto" and the server turns the AssertionError into a 500.
+                    # tool_choice == "auto". Unstreamed that is a 500; streamed, the 200 and the event-stream
+                    # headers are out before the handler runs, and the stream ends with no event.
                     server.refused.append("tool_choice 'required'")
-                    self._json(500, _error_body("AssertionError", "internal_server_error"))
+                    if body.get("stream"):
+                        self.send_response(200)
+                        self.send_header("Content-Type", "text/event-stream")
+                        self.send_header("Connection", "close")
+                        self.end_headers()
+                        self.close_connection = True
+                    else:
+                        self._json(500, _error_body("AssertionError", "internal_server_error"))
                     return
                 reply = _forced(server._next(body, self.path), body.get("tool_choice"))
                 if reply.delay_s and server._stopping.wait(reply.delay_s):

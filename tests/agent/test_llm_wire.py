@@ -354,19 +354,28 @@ def test_a_server_that_refuses_required_gets_the_planned_tool_named(strict_serve
         agent.audit.engine.dispose()
 
 
-def test_refused_required_without_a_plan_falls_back_honestly(strict_server, agent_settings):
+def test_refused_required_without_a_plan_lets_the_model_choose(strict_server, agent_settings):
     from backend.agent.agent import build_chat_model
 
     settings = agent_settings.model_copy(update={"llm_base_url": strict_server.url, "llm_model": strict_server.model})
     agent = build_agent(settings, model=build_chat_model(settings, timeout_s=10, max_retries=0))
     try:
-        strict_server.script("refused")
-        answer = agent.ask("what is the meaning of life?")
+        strict_server.script("Hello! Ask me about your cloud costs.")
+        answer = agent.ask("hello there, who are you")
     finally:
         agent.ctx.engine.dispose()
         agent.audit.engine.dispose()
-    assert answer.error and "500" in answer.error
-    assert answer.answered_by == grounding.NO_QUERY and "could not be reached" in answer.text
+    assert answer.error is None and strict_server.refused == ["tool_choice 'required'"]
+    assert [r["tool_choice"] for r in strict_server.requests] == ["auto"]
+    assert answer.answered_by == grounding.NO_QUERY and "no query ran" in answer.text
+
+
+def test_results_answer_without_a_phrasing_call_when_asked(llm_server, llm_agent, owner):
+    llm_server.script(tools(("cost_breakdown", {"dimension": "total", "period": "this_month"})), f"{INVENTED} EUR.")
+    answer = llm_agent(phrase_results=False).ask("How much did we spend this month?")
+    assert len(llm_server.requests) == 1  # the tool's summary answers: the model is not asked again
+    assert answer.answered_by == grounding.MODEL and INVENTED not in answer.text
+    assert _money(_total(owner)) in answer.text
 
 
 def test_planned_mode_names_the_planner_tool_and_the_model_writes_its_arguments(llm_server, llm_agent, owner):
