@@ -39,7 +39,7 @@ def kafka_lag(pipeline) -> pd.DataFrame:
     from backend.ingest.monitor import consumer_lag
 
     try:
-        rows = consumer_lag(resolved_settings(pipeline), pipeline.lake)
+        rows = consumer_lag(resolved_settings(pipeline), pipeline.lake, probe=True)
     except KafkaError as exc:
         # Before the first ingest the topic does not exist (UNKNOWN_TOPIC_OR_PARTITION = 3): nothing lags yet.
         if "error code 3" in str(exc):

@@ -29,9 +29,11 @@ READ_TTL = dt.timedelta(minutes=30)
 
 
 def guard(what: str, fn: Callable[..., T], *args: Any, fix: str = "", **kwargs: Any) -> T | None:
-    """Call fn; on failure log with context and show a friendly error (never a stack trace)."""
+    """Call fn, saying what the page waits for while it runs; on failure log with context and show a friendly
+    error (never a stack trace)."""
     try:
-        return fn(*args, **kwargs)
+        with st.spinner(f"Waiting to {what}…"):
+            return fn(*args, **kwargs)
     except PermissionDenied as exc:
         # Not a fault: the user's role does not allow it; say which role would (and audit the attempt).
         auth.refused(exc)

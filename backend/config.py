@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     kafka_topic_partitions: int = Field(default=6, ge=1)
     kafka_consumer_group: str = "costlake-bronze"
     kafka_max_message_bytes: int = Field(default=900_000, ge=10_000)
+    # A page or health check gives up on an unreachable broker after this long (kafka-python's own bootstrap
+    # wait is 30 s, which froze the Pipeline and Sources pages on every rerun while the broker was down).
+    kafka_probe_timeout_ms: int = Field(default=3000, ge=100)
 
     # --- Lake (Delta tables) ---------------------------------------------------------
     lake_uri: str = Field(default="", description="local path or s3://bucket/prefix; empty = <data_dir>/lake")

@@ -1,5 +1,5 @@
-"""Server-side time of the Overview and Cost explorer pages over a large mart: uncached (cache cleared before
-each run: the query path) and warm (cached), plus the page's queries alone. `--quick`: 200k rows; else 5M.
+"""Server-side time of every page over a large mart: uncached (cache cleared before each run: the query path)
+and warm (cached), plus the Overview's and explorer's queries alone. `--quick`: 200k rows; else 5M.
 
 "Server-side" is what Streamlit's script thread does for one rerun: ScriptRunner._run_script, i.e. compiling
 (cached) and executing the page, every query, figure and Arrow serialisation, and queueing the messages. It is
@@ -24,7 +24,9 @@ from bench.common import BenchResult, scratch_postgres, timed
 
 log = logging.getLogger("bench.ui")
 REPEATS = 5
-GOAL_MS = 300
+GOAL_MS = 300  # our own bar for the two pages users open most
+PAINT_GOAL_MS = 2000  # issue 20: every page paints within 2 s of server time
+DETAILED = ("overview", "explorer")  # the pages whose queries are also measured one by one
 
 
 def _median_ms(fn, repeats: int = REPEATS) -> float:
@@ -83,6 +85,12 @@ def _measure(at_factory, *, clear: bool, script: ScriptTimer) -> tuple[float, fl
     return round(statistics.median(scripts), 1), round(statistics.median(trips), 1)
 
 
+def _pages(folder: Path) -> list[str]:
+    """Every page of the app, the detailed ones first (a new page is measured without touching this bench)."""
+    found = sorted(p.stem for p in folder.glob("*.py") if not p.stem.startswith("_"))
+    return [p for p in DETAILED if p in found] + [p for p in found if p not in DETAILED]
+
+
 def main(quick: bool = False) -> None:
     import streamlit as st
     from streamlit.testing.v1 import AppTest
@@ -104,7 +112,7 @@ def main(quick: bool = False) -> None:
             app_env="test",
             data_dir=work,
             database_url=url,
-            kafka_bootstrap_servers="127.0.0.1:9",  # the measured pages never touch Kafka
+            kafka_bootstrap_servers="",  # embedded Tansu, as in the app: Pipeline and Sources ask the broker
             lake_uri=str(work / "lake"),
             scheduler_enabled=False,
         )
@@ -174,7 +182,7 @@ def main(quick: bool = False) -> None:
             )
             rows.append({"what": "reference: one-line page", "rows_in_mart": n, "uncached_ms": ref_script,
                          "warm_ms": None, "apptest_round_trip_ms": ref_trip, "x_reference": 1.0})  # fmt: skip
-            for page in ("overview", "explorer"):
+            for page in _pages(REPO_ROOT / "pages"):
                 path = str(REPO_ROOT / "pages" / f"{page}.py")
                 warm_app = AppTest.from_file(path, default_timeout=120)
                 cold_ms, cold_trip = _measure(lambda path=path: AppTest.from_file(path, default_timeout=120),
@@ -189,8 +197,8 @@ def main(quick: bool = False) -> None:
                         "warm_ms": warm_ms,
                         "apptest_round_trip_ms": cold_trip,
                         "x_reference": round(cold_ms / ref_script, 1) if ref_script else None,
-                        "x_queries": round(cold_ms / page_queries[page], 2),
-                        "goal_met": cold_ms <= GOAL_MS,
+                        "x_queries": round(cold_ms / page_queries[page], 2) if page in page_queries else None,
+                        "goal_met": cold_ms <= (GOAL_MS if page in DETAILED else PAINT_GOAL_MS),
                     }
                 )
                 log.info("%s", rows[-1])
@@ -199,14 +207,15 @@ def main(quick: bool = False) -> None:
         BenchResult(
             name="bench_ui" + ("_quick" if quick else ""),
             description=(
-                "Server-side time of one script run of the Overview and Cost explorer pages over a mart of "
+                "Server-side time of one script run of every page over a mart of "
                 "synthetic gold loaded by the mart loader, timed around Streamlit's ScriptRunner._run_script (the "
                 "page's queries, figures, Arrow/JSON serialisation and message queueing, in the server's script "
                 "thread). 'uncached' clears st.cache_data first (the query path), 'warm' is a rerun with the cache; "
                 "'apptest_round_trip_ms' is the whole AppTest.run() for comparison (harness overhead included); "
                 "x_reference = uncached / a one-line page measured the same way in this run; x_queries = uncached / the "
                 "page's queries run alone one after another (explorer: status + its default view only). "
-                f"Median of {REPEATS}. Goal: <= {GOAL_MS} ms per page uncached."
+                f"Median of {REPEATS}. Goal: every page <= {PAINT_GOAL_MS} ms uncached (issue 20); the Overview "
+                f"and explorer <= {GOAL_MS} ms."
             ),
             rows=rows,
             notes=[

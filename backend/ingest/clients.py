@@ -46,6 +46,14 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
 }
 
 
+def probe_timeouts(settings: Settings) -> dict[str, Any]:
+    """Client overrides for a page or health check: fail fast on an unreachable broker."""
+    return {
+        "bootstrap_timeout_ms": settings.kafka_probe_timeout_ms,
+        "request_timeout_ms": settings.kafka_probe_timeout_ms,
+    }
+
+
 def bootstrap(settings: Settings) -> list[str]:
     if not settings.kafka_bootstrap_servers:
         raise ValueError(
@@ -81,8 +89,8 @@ def make_consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
     )
 
 
-def make_admin(settings: Settings) -> KafkaAdminClient:
-    return KafkaAdminClient(bootstrap_servers=bootstrap(settings), client_id="costlake-admin")
+def make_admin(settings: Settings, **overrides: Any) -> KafkaAdminClient:
+    return KafkaAdminClient(bootstrap_servers=bootstrap(settings), client_id="costlake-admin", **overrides)
 
 
 def ensure_topics(

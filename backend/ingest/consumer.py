@@ -76,9 +76,11 @@ class _Partition:
     app_id: str  # the same id keys the partition's high-water in bronze and in the dead-letter table
 
 
-def topic_ids(settings: Settings, topics: Sequence[str]) -> dict[str, tuple[str | None, list[int]]]:
+def topic_ids(
+    settings: Settings, topics: Sequence[str], **client_overrides: Any
+) -> dict[str, tuple[str | None, list[int]]]:
     """topic -> (topic id or None, partition numbers), from the broker's metadata."""
-    admin = make_admin(settings)
+    admin = make_admin(settings, **client_overrides)
     try:
         described = admin.describe_topics(list(topics))
     finally:

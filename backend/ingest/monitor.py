@@ -12,7 +12,7 @@ from kafka import TopicPartition
 from backend.config import Settings
 from backend.ingest import consumer as bronze_consumer
 from backend.ingest.bronze import app_id
-from backend.ingest.clients import make_consumer
+from backend.ingest.clients import make_consumer, probe_timeouts
 from backend.lake import Lake
 from backend.medallion.schemas import BRONZE_COST_RECORDS
 
@@ -54,11 +54,16 @@ class DrainStats:
         return self.messages / self.seconds
 
 
-def consumer_lag(settings: Settings, lake: Lake, *, topics: Sequence[str] | None = None) -> list[PartitionLag]:
-    """Lag of the bronze consumer group per topic/partition (also the "last offsets" view)."""
+def consumer_lag(
+    settings: Settings, lake: Lake, *, topics: Sequence[str] | None = None, probe: bool = False
+) -> list[PartitionLag]:
+    """Lag of the bronze consumer group per topic/partition (also the "last offsets" view).
+
+    `probe`: a page is asking, so an unreachable broker fails within seconds instead of kafka-python's 30 s."""
     names = list(topics or [settings.kafka_topic_costs])
-    meta = bronze_consumer.topic_ids(settings, names)
-    kafka = make_consumer(settings)
+    overrides = probe_timeouts(settings) if probe else {}
+    meta = bronze_consumer.topic_ids(settings, names, **overrides)
+    kafka = make_consumer(settings, **overrides)
     try:
         tps = [TopicPartition(t, p) for t in names for p in meta[t][1]]
         ends = kafka.end_offsets(tps)

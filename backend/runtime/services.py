@@ -192,10 +192,12 @@ class Runtime:
         try:
             from kafka import KafkaAdminClient
 
+            timeout = self.settings.kafka_probe_timeout_ms  # fail fast: a page waits on this check
             admin = KafkaAdminClient(
                 bootstrap_servers=ep.kafka_bootstrap_servers,
-                request_timeout_ms=5000,
                 client_id="costlake-health",
+                bootstrap_timeout_ms=timeout,
+                request_timeout_ms=timeout,
             )
             try:
                 topics = admin.list_topics()

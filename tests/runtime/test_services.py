@@ -140,3 +140,32 @@ def test_external_urls_are_used_as_given(tmp_path, pg_url, kafka_bootstrap, s3_s
 def test_spark_session_runs_and_is_utc(spark):
     row = spark.sql("SELECT current_timezone() AS tz, sum(id) AS s FROM range(10)").collect()[0]
     assert row.tz == "UTC" and row.s == 45
+
+
+def test_an_unreachable_broker_is_reported_within_the_probe_timeout(tmp_path, pg_url):
+    """A down broker makes the Kafka status (and the Pipeline page's lag) fail fast, not after kafka-python's
+    30 s bootstrap wait; the bound here is loose on purpose (a regression to 30 s, not a timing benchmark)."""
+    import socket
+
+    from kafka.errors import KafkaError
+
+    from backend.ingest.monitor import consumer_lag
+    from backend.lake import Lake
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = make_settings(
+        tmp_path, database_url=pg_url, kafka_bootstrap_servers=f"127.0.0.1:{port}", kafka_probe_timeout_ms=500
+    )
+    runtime = Runtime(settings)
+    endpoints = runtime.start(spark=False)
+    try:
+        started = time.monotonic()
+        kafka = next(s for s in runtime.status() if s.name == "kafka")
+        assert not kafka.healthy and kafka.mode == "external"
+        with pytest.raises(KafkaError):
+            consumer_lag(settings, Lake(endpoints.lake), probe=True)
+        assert time.monotonic() - started < 15
+    finally:
+        runtime.stop()
