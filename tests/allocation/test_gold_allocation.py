@@ -73,6 +73,9 @@ def test_gold_allocation_matches_the_mart(spark, mart_settings, owner):
         assert total == Decimal(source)
     owners = {r["owner"] for r in gold}
     assert owners == {"payments", "frontend", "ops"}  # "rest" names its owners: EUR needs no basis to split
-    coverage = {(r["charge_month"], r["tag_key"]): r for r in lake.read_arrow(GOLD_TAG_COVERAGE).to_pylist()}
-    assert coverage[("2026-03", "cost-center")]["untagged_cost"] == Decimal("87.01")
-    assert coverage[("2026-03", "team")]["untagged_cost"] == Decimal("30.01")  # vm-cc 10, shared 20, tax 0.01
+    coverage = {
+        (r["charge_month"], r["billing_currency"], r["tag_key"]): r
+        for r in lake.read_arrow(GOLD_TAG_COVERAGE).to_pylist()
+    }
+    assert coverage[("2026-03", "USD", "cost-center")]["untagged_cost"] == Decimal("87.01")
+    assert coverage[("2026-03", "USD", "team")]["untagged_cost"] == Decimal("30.01")  # vm-cc 10, shared 20, tax 0.01
