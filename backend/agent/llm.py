@@ -1,4 +1,4 @@
-"""langchain-openai chat models with two fixes for what real OpenAI-compatible servers do: null content and cut-off tool calls."""
+"""langchain-openai chat models with fixes for what real OpenAI-compatible servers do: null content, cut-off tool calls, repeated call names."""
 
 from __future__ import annotations
 
@@ -33,15 +33,19 @@ def _is_json_object(text: str) -> bool:
 
 
 def complete_tool_calls(chunks: Iterator[ChatGenerationChunk]) -> Iterator[ChatGenerationChunk]:
-    """Pass text on as it streams; hold tool-call chunks back until the reply ends, and drop calls whose
-    arguments are not a JSON object.
+    """Pass text on as it streams; hold tool-call chunks back until the reply ends, send each call's id and
+    name once, and drop calls whose arguments are not a JSON object.
 
     langchain merges streamed arguments with a partial-JSON parser, so a call cut off mid-way
     ('{"dimension": "total", "period": ') would run with the arguments it still had (here, no period:
     the default one). Without streaming the same reply is an invalid tool call; this makes both the same:
     the call does not run, and the reply's response_metadata[MALFORMED] says what was dropped.
+
+    OpenAI names a streamed call in its first chunk only; llama-cpp-python's server repeats the id and the
+    name in every chunk, which langchain's merge concatenates ("cost_breakdowncost_breakdown..."), so a
+    repeat of what the call already has is dropped.
     """
-    held: list[ChatGenerationChunk] = []
+    held: list[tuple[ChatGenerationChunk, list[dict]]] = []
     raw: dict[Any, dict[str, str]] = {}
     for chunk in chunks:
         message = chunk.message
@@ -49,34 +53,37 @@ def complete_tool_calls(chunks: Iterator[ChatGenerationChunk]) -> Iterator[ChatG
         if not pieces:
             yield chunk
             continue
+        kept = []
         for piece in pieces:
             entry = raw.setdefault(piece.get("index"), {"name": "", "id": "", "args": ""})
-            entry["name"] = entry["name"] or piece.get("name") or ""
-            entry["id"] = entry["id"] or piece.get("id") or ""
+            piece = dict(piece)
+            for key in ("name", "id"):
+                if entry[key] and piece.get(key) == entry[key]:
+                    piece[key] = None
+                else:
+                    entry[key] += piece.get(key) or ""
             entry["args"] += piece.get("args") or ""
-        held.append(chunk)
+            kept.append(piece)
+        held.append((chunk, kept))
     bad = {index for index, entry in raw.items() if entry["args"].strip() and not _is_json_object(entry["args"])}
-    if not bad:
-        yield from held
-        return
     for index in bad:
         log.warning("dropping tool call %s: its arguments are not JSON: %r", raw[index]["name"], raw[index]["args"])
-    for chunk in held:
+    for chunk, kept in held:
         message = chunk.message
-        kept = [p for p in message.tool_call_chunks if p.get("index") not in bad]
         yield ChatGenerationChunk(
             message=AIMessageChunk(
                 content=message.content,
-                tool_call_chunks=kept,
+                tool_call_chunks=[p for p in kept if p.get("index") not in bad],
                 response_metadata=message.response_metadata,
                 usage_metadata=message.usage_metadata,
                 id=message.id,
             ),
             generation_info=chunk.generation_info,
         )
-    yield ChatGenerationChunk(
-        message=AIMessageChunk(content="", response_metadata={MALFORMED: [raw[i] for i in sorted(bad, key=str)]})
-    )
+    if bad:
+        yield ChatGenerationChunk(
+            message=AIMessageChunk(content="", response_metadata={MALFORMED: [raw[i] for i in sorted(bad, key=str)]})
+        )
 
 
 class CompatibleChatOpenAI(ChatOpenAI):

@@ -6,7 +6,8 @@ optionally refuses assistant messages whose content is null. Like llama-cpp-pyth
 chatml-function-calling server it can refuse tool_choice "required" (`refuse_required`: a 500, or an
 empty event stream when streaming), and
 a tool_choice naming a function is answered with a call of that function, as a grammar-constrained
-server does (the scripted reply's arguments for it, else {}). Replies come from a script, one per
+server does (the scripted reply's arguments for it, else {}); `repeat_call_names` streams calls as
+llama-cpp-python does, with the id and name in every chunk. Replies come from a script, one per
 request: a text, tool calls (arguments given as a dict, or as a raw string to send malformed JSON),
 an HTTP error, or a delay (for client timeouts). Streaming (`"stream": true`) answers with
 server-sent `chat.completion.chunk` events, tool-call arguments split across chunks, as OpenAI does.
@@ -133,11 +134,17 @@ class FakeChatServer:
     """`/v1/chat/completions` on 127.0.0.1 (an ephemeral port); `script(...)` sets the replies of a test."""
 
     def __init__(
-        self, *, model: str = "fake-model", reject_null_content: bool = True, refuse_required: bool = False
+        self,
+        *,
+        model: str = "fake-model",
+        reject_null_content: bool = True,
+        refuse_required: bool = False,
+        repeat_call_names: bool = False,
     ) -> None:
         self.model = model
         self.reject_null_content = reject_null_content
         self.refuse_required = refuse_required
+        self.repeat_call_names = repeat_call_names
         self.requests: list[dict[str, Any]] = []  # every request body received, in order
         self.paths: list[str] = []  # the path (with query) of each, in order
         self.refused: list[str] = []  # why requests were refused with 400
@@ -294,7 +301,18 @@ class FakeChatServer:
                     send({"tool_calls": [head | {"function": {"name": fn["name"], "arguments": ""}}]})
                     args = fn["arguments"]
                     for i in range(0, len(args), CHUNK_CHARS):
-                        send({"tool_calls": [{"index": index, "function": {"arguments": args[i : i + CHUNK_CHARS]}}]})
+                        piece = {"arguments": args[i : i + CHUNK_CHARS]}
+                        if server.repeat_call_names:
+                            # llama-cpp-python: every chunk repeats the id, type and name, beside a legacy
+                            # function_call delta.
+                            send(
+                                {
+                                    "function_call": {"name": fn["name"]} | piece,
+                                    "tool_calls": [head | {"function": {"name": fn["name"]} | piece}],
+                                }
+                            )
+                        else:
+                            send({"tool_calls": [{"index": index, "function": piece}]})
                 send({}, finish)
                 if (body.get("stream_options") or {}).get("include_usage"):
                     send(None, usage=_usage(body, message))

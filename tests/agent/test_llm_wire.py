@@ -318,10 +318,13 @@ NAMED_BREAKDOWN = {"type": "function", "function": {"name": "cost_breakdown"}}
 
 @pytest.fixture
 def strict_server():
-    """A server that refuses tool_choice "required" with a 500, as llama-cpp-python's chatml-function-calling does."""
+    """A server that streams like llama-cpp-python's chatml-function-calling: it refuses tool_choice "required"
+    and repeats each call's id and name in every chunk."""
     from tests.agent.fake_openai import FakeChatServer
 
-    server = FakeChatServer(model="qwen2.5-coder-1.5b-instruct-q4_k_m", refuse_required=True).start()
+    server = FakeChatServer(
+        model="qwen2.5-coder-1.5b-instruct-q4_k_m", refuse_required=True, repeat_call_names=True
+    ).start()
     yield server
     server.stop()
 
