@@ -106,6 +106,9 @@ class Settings(BaseSettings):
 
     # --- Lake (Delta tables) ---------------------------------------------------------
     lake_uri: str = Field(default="", description="local path or s3://bucket/prefix; empty = <data_dir>/lake")
+    inbox_uri: str = Field(
+        default="", description="s3://bucket/prefix watched as an inbox (with the S3_* settings); empty = local only"
+    )
     s3_endpoint_url: str = Field(default="", description="MinIO/S3 endpoint, e.g. http://minio:9000")
     s3_access_key_id: str = ""
     s3_secret_access_key: SecretStr | None = None
@@ -324,6 +327,14 @@ class Settings(BaseSettings):
         if value and "://" in value and not value.startswith(("s3://", "s3a://", "file://")):
             raise ValueError("LAKE_URI must be a local path, file://path or s3://bucket/prefix")
         return value.replace("s3a://", "s3://", 1)
+
+    @field_validator("inbox_uri", mode="after")
+    @classmethod
+    def _check_inbox_uri(cls, value: str) -> str:
+        value = value.strip().replace("s3a://", "s3://", 1)
+        if value and (not value.startswith("s3://") or not value[len("s3://") :].strip("/")):
+            raise ValueError("INBOX_URI must be s3://bucket[/prefix] (the local inbox is always DATA_DIR/inbox)")
+        return value.rstrip("/")
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:

@@ -176,6 +176,7 @@ def ingest(ctx: PipelineContext) -> StepResult:
     sent: list[tuple[Any, str]] = []
     detail: dict[str, Any] = {"batches": [], "inbox": []}
     rows = 0
+    remote, remote_error = _pull_remote_inbox(ctx, detail)  # first: what it pulls is "real data coming"
     _keep_demo_apart(ctx, detail)
 
     def before_real(source) -> None:
@@ -218,12 +219,36 @@ def ingest(ctx: PipelineContext) -> StepResult:
                 detail.setdefault("fx_rates", []).append(done.report())
                 return done.detail
 
-            for result in scan_inbox(ctx.settings, deliver=deliver, cursors=_cursors(ctx), rates=import_rates):
+            settled = remote.settle if remote is not None else None
+            scanned = scan_inbox(
+                ctx.settings, deliver=deliver, cursors=_cursors(ctx), rates=import_rates, on_settled=settled
+            )
+            for result in scanned:
                 detail["inbox"].append({"file": result.file_name, "status": result.status, "detail": result.detail})
+    if remote_error is not None:
+        raise remote_error  # after every other source went out: one unreadable bucket does not hold them back
     if skipped := ctx.state.get("skipped_sources"):
         detail["skipped_sources"] = skipped
     ctx.state["sent"] = sent
     return StepResult(rows_in=None, rows_out=rows, detail=detail)
+
+
+def _pull_remote_inbox(ctx: PipelineContext, detail: dict[str, Any]):
+    """With INBOX_URI set, copy the bucket's ready exports into the local inbox; (inbox, error to raise later)."""
+    from backend.sources.remote_inbox import RemoteInboxError, remote_inbox
+
+    if "inbox" not in ctx.sources or not ctx.settings.inbox_uri:
+        return None, None
+    remote = remote_inbox(ctx.settings)
+    try:
+        report = remote.pull()
+    except RemoteInboxError as exc:
+        log.error("%s", exc)
+        detail["inbox_remote"] = {"uri": remote.uri, "error": str(exc)}
+        return None, exc
+    detail["inbox_remote"] = {"uri": remote.uri, "pulled": report.pulled, "settled": report.settled,
+                              "waiting": report.waiting}  # fmt: skip
+    return remote, None
 
 
 def _keep_demo_apart(ctx: PipelineContext, detail: dict[str, Any]) -> None:

@@ -714,7 +714,7 @@ def _move(path: Path, folder: Path) -> Path:
     return target
 
 
-def _reject(path: Path, folder: Path, reason: str) -> Path:
+def _set_aside(path: Path, folder: Path, reason: str) -> Path:
     target = _move(path, folder)
     target.with_name(target.name + ".error.txt").write_text(reason + "\n", encoding="utf-8")
     return target
@@ -727,8 +727,12 @@ def scan_inbox(
     cursors: CursorStore,
     metric: str | None = None,
     rates: Callable[[Path], str] | None = None,
+    on_settled: Callable[[str, str, str], None] | None = None,
 ) -> list[InboxResult]:
     """Import every file in settings.inbox_dir.
+
+    - `on_settled(name, "processed" | "rejected", reason)` hears where each entry went (the S3 inbox
+      moves its copy on the bucket to match: backend/sources/remote_inbox.py).
 
     - An FX rates file (backend/sources/fx.py) goes to `rates` (which imports it and says what changed)
       when given, then to processed/; refused (FileRefusedError), to rejected/ with its `.error.txt`.
@@ -746,6 +750,18 @@ def scan_inbox(
     inbox = settings.inbox_dir
     inbox.mkdir(parents=True, exist_ok=True)
     processed, rejected = inbox / "processed", inbox / "rejected"
+    settled = on_settled or (lambda name, outcome, reason: None)
+
+    def _reject(path: Path, folder: Path, reason: str) -> Path:
+        target = _set_aside(path, folder, reason)
+        settled(path.name, "rejected", reason)
+        return target
+
+    def _processed(path: Path, folder: Path, result: InboxResult) -> None:
+        _move_processed(path, folder, result)
+        if result.status == "imported":
+            settled(path.name, "processed", "")
+
     results: list[InboxResult] = []
     failures: list[str] = []
     pending: dict[str, ImportedFile] = {}  # sent by this scan, not committed yet: a second copy is a duplicate
@@ -761,6 +777,10 @@ def scan_inbox(
 
             if is_rates_file(path):
                 results.append(_import_rates(path, rates, processed, rejected, failures))
+                if results[-1].status in ("imported", "refused"):
+                    settled(
+                        path.name, "processed" if results[-1].status == "imported" else "rejected", results[-1].detail
+                    )
                 continue
         result = InboxResult(path.name, "sent", "")
         source = FileSource(
@@ -820,17 +840,17 @@ def _import_rates(
         detail = rates(path)
     except FileRefusedError as exc:
         log.warning("inbox: refused %s: %s", path.name, exc)
-        return InboxResult(path.name, "refused", str(exc), _reject(path, rejected, str(exc)))
+        return InboxResult(path.name, "refused", str(exc), _set_aside(path, rejected, str(exc)))
     except Exception as exc:  # recorded, logged, and re-raised by the scan as InboxError
         log.exception("inbox: importing rates file %s failed; it stays in the inbox", path.name)
         failures.append(f"{path.name}: {exc}")
         return InboxResult(path.name, "failed", str(exc))
     result = InboxResult(path.name, "imported", detail)
-    _processed(path, processed, result)
+    _move_processed(path, processed, result)
     return result
 
 
-def _processed(path: Path, folder: Path, result: InboxResult) -> None:
+def _move_processed(path: Path, folder: Path, result: InboxResult) -> None:
     """After the commit: the file's rows are in bronze, so it leaves the inbox."""
     try:
         result.moved_to = _move(path, folder)
