@@ -75,6 +75,11 @@ with c1, st.container(border=True):
 with c2, st.container(border=True):
     st.markdown("**Inbox folder**")
     st.caption(f"`{settings.inbox_dir}` · files here are imported by every pipeline run and the `inbox-scan` job.")
+    if settings.inbox_uri:
+        st.caption(
+            f"Also watched: `{settings.inbox_uri}` (S3). Each run copies its ready files and export runs here "
+            "first; on the bucket they then move to `processed/` or `rejected/`."
+        )
     inbox = uploads.inbox_files(settings.inbox_dir)
     st.caption(
         f"{len(inbox['waiting'])} waiting · {len(inbox['processed'])} imported · {len(inbox['rejected'])} refused"
