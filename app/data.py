@@ -71,8 +71,21 @@ def _frame(rows: Sequence[Any], cls: type, *, dates: Sequence[str] = ()) -> pd.D
     return frame
 
 
+CONVERTED = " (converted)"  # "EUR (converted)": every billing currency, converted with the imported rates
+
+
+def converted_choice(reporting_currency: str) -> str:
+    return f"{reporting_currency}{CONVERTED}"
+
+
+def converted_to(currency: str | None) -> str | None:
+    """The reporting currency when `currency` is the converted choice, else None."""
+    return currency[: -len(CONVERTED)] if currency and currency.endswith(CONVERTED) else None
+
+
 def _currency(currency: str | None) -> dict[str, list[str]]:
-    return {"currency": [currency]} if currency else {}
+    """One billing currency's rows; the converted choice reads them all (their converted columns)."""
+    return {"currency": [currency]} if currency and not converted_to(currency) else {}
 
 
 def month_start(day: dt.date) -> dt.date:
@@ -103,6 +116,7 @@ class DataStatus:
     last_run_at: dt.datetime | None = None
     currencies: list[str] = field(default_factory=list)
     demo: bool = False  # the mart shows the generated demo estate (no real source has delivered)
+    reporting_currency: str | None = None  # gold converts to it (FX rates imported), else None
 
     @property
     def empty(self) -> bool:
@@ -132,8 +146,14 @@ def data_status(engine: sa.Engine) -> DataStatus:
         run_f = pool.submit(history.latest_run, engine, status="succeeded")
         currencies_f = pool.submit(_currencies_by_cost, engine)
         demo_f = pool.submit(demo_shown, engine)
+        reporting_f = pool.submit(queries.reporting_currency, engine)
         fresh, run, currencies = fresh_f.result(), run_f.result(), currencies_f.result()
-    status = DataStatus(as_of=fresh.data_as_of, last_loaded_at=fresh.last_successful_load_at, demo=demo_f.result())
+    status = DataStatus(
+        as_of=fresh.data_as_of,
+        last_loaded_at=fresh.last_successful_load_at,
+        demo=demo_f.result(),
+        reporting_currency=reporting_f.result(),
+    )
     if fresh.fact_months:
         status.first_date = dt.date.fromisoformat(f"{fresh.fact_months[0]}-01")
     if run:
@@ -205,8 +225,11 @@ def daily_total(
     engine: sa.Engine, *, start: dt.date, end: dt.date, metric: str = "actual", currency: str | None = None
 ) -> pd.DataFrame:
     """Total cost per day: columns day (datetime64), cost (float)."""
-    frame = queries.time_series(engine, start=start, end=end, metric=metric, filters=_currency(currency))
-    out = frame.groupby("period", as_index=False)["cost"].sum().rename(columns={"period": "day"})
+    if target := converted_to(currency):
+        frame = queries.cost_breakdown(engine, start=start, end=end, metric=metric, converted_to=target)
+    else:
+        frame = queries.time_series(engine, start=start, end=end, metric=metric, filters=_currency(currency))
+    out = frame.groupby("period", as_index=False)["cost"].sum(min_count=1).rename(columns={"period": "day"})
     out["day"] = pd.to_datetime(out["day"])
     return out
 
@@ -215,8 +238,11 @@ def daily_total(
 
 
 def kpis(engine: sa.Engine, *, as_of: dt.date, currency: str | None, metric: str = "actual") -> queries.Kpis:
-    """Month to date vs the same point last month, in one currency (sums never mix currencies)."""
-    return queries.kpis(engine, metric=metric, as_of=as_of, filters=_currency(currency))
+    """Month to date vs the same point last month, in one currency (sums never mix currencies; the converted
+    choice sums the converted costs, all in the reporting currency)."""
+    return queries.kpis(
+        engine, metric=metric, as_of=as_of, filters=_currency(currency), converted_to=converted_to(currency)
+    )
 
 
 @dataclass(frozen=True)
@@ -240,7 +266,10 @@ class MonthEndForecast:
 def month_end_forecast(
     engine: sa.Engine, *, as_of: dt.date, metric: str = "actual", currency: str | None = None
 ) -> MonthEndForecast | None:
-    """The analytics step's month-end total for the month holding `as_of` (None before the first one)."""
+    """The analytics step's month-end total for the month holding `as_of` (None before the first one, and for
+    the converted choice: forecasts are per billing currency)."""
+    if converted_to(currency):
+        return None
     fc = readers.month_end_forecast(engine, as_of=as_of, metric=metric, currency=currency)
     if fc is None:
         return None
@@ -269,6 +298,7 @@ def top_movers(
         metric=metric,
         filters=_currency(currency),
         limit=limit,
+        converted_to=converted_to(currency),
     )
     frame["change_pct"] = frame["change_pct"] * 100
     return frame

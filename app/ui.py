@@ -158,11 +158,21 @@ def first_load_progress() -> None:
     st.caption("The pages fill in when the load reaches the mart; details on the **Pipeline** page.")
 
 
-def currency_choice(status: data.DataStatus, *, key: str = "currency") -> str:
-    """The reporting currency; a selector appears only when the mart holds more than one."""
+def currency_choice(status: data.DataStatus, *, key: str = "currency", converted: bool = False) -> str:
+    """The currency shown; a selector appears only when the mart holds more than one. `converted`: the pages
+    that can also offer every currency converted to the reporting currency (once FX rates are imported)."""
     if len(status.currencies) <= 1:
         return status.currencies[0] if status.currencies else ""
-    return st.selectbox("Currency", status.currencies, key=key, help="Costs are never summed across currencies.")
+    options = list(status.currencies)
+    if converted and status.reporting_currency:
+        options.append(data.converted_choice(status.reporting_currency))
+    return st.selectbox(
+        "Currency",
+        options,
+        key=key,
+        help="Costs are never summed across billing currencies; the converted choice converts each day with "
+        "the imported FX rates (a month without a rate is not available, never left out).",
+    )
 
 
 # Freshness follows the clock, not the data version: a source turns stale while nothing is loaded.

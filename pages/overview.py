@@ -14,7 +14,7 @@ ui.require_data(status)
 
 left, right = st.columns([3, 1])
 with right:
-    currency = ui.currency_choice(status, key="overview_currency")
+    currency = ui.currency_choice(status, key="overview_currency", converted=True)
     metric = st.segmented_control("Cost", ["actual", "amortized"], default="actual", key="overview_metric") or "actual"
 with left:
     ui.data_as_of(status)
@@ -34,21 +34,29 @@ k = ui.guard("compute the KPIs", ui.kpis, status.version, as_of, currency, metri
 if k is None:
     st.stop()
 fc = ui.guard("read the month-end forecast", ui.month_end_forecast, status.version, as_of, currency, metric)
+unit = data.converted_to(currency) or currency  # the converted choice shows the reporting currency
 prev_start, prev_same = data.previous_month_same_day(as_of)
 
 c1, c2, c3, c4 = st.columns(4)
-c1.metric(f"Month to date ({as_of:%b %Y})", fmt.cost(k.month_to_date, currency, metric), border=True)
-if not k.available:
+c1.metric(f"Month to date ({as_of:%b %Y})", fmt.cost(k.month_to_date, unit, metric), border=True)
+if not k.available and unit != currency:
+    c1.caption("Some billing currency lacks an FX rate for part of this period: import a rates file for it.")
+elif not k.available:
     c1.caption(fmt.not_available_hint(metric))
+elif unit != currency:
+    c1.caption(f"Every billing currency converted to {unit} with the imported FX rates.")
 c2.metric(
     "vs last month, same day",
-    fmt.cost(k.last_month_same_point, currency, metric),
+    fmt.cost(k.last_month_same_point, unit, metric),
     delta=fmt.pct(k.change_vs_last_month * 100) if k.change_vs_last_month is not None else None,
     delta_color="inverse",
     border=True,
     help=f"{fmt.when(prev_start)} to {fmt.when(prev_same)}",
 )
-if fc is None:
+if fc is None and data.converted_to(currency):
+    c3.metric("End-of-month forecast", "–", border=True)
+    c3.caption("Forecasts are per billing currency: choose one above to see its month-end forecast.")
+elif fc is None:
     c3.metric("End-of-month forecast", "–", border=True)
     c3.caption("No month-end forecast yet: the pipeline's **analytics** step computes it after a load.")
 else:
@@ -65,13 +73,13 @@ else:
         + (f" · data to {fmt.when(fc.as_of)}" if fc.as_of != as_of else "")
         + (" · all currencies summed" if fc.currency is None and len(status.currencies) > 1 else "")
     )
-c4.metric("Last month total", fmt.cost(k.last_month_total, currency, metric), border=True)
+c4.metric("Last month total", fmt.cost(k.last_month_total, unit, metric), border=True)
 
 daily = ui.guard(
     "load the daily trend", ui.daily_total, status.version, as_of - dt.timedelta(days=59), as_of, metric, currency
 )
 if daily is not None and not daily.empty:
-    st.plotly_chart(charts.daily_bars(daily, currency=currency), key="overview_daily")
+    st.plotly_chart(charts.daily_bars(daily, currency=unit), key="overview_daily")
 
 col_b, col_m = st.columns(2)
 with col_b:

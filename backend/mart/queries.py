@@ -423,6 +423,12 @@ class FxStatus:
         return self.reporting_currency is not None
 
 
+def reporting_currency(engine: sa.Engine) -> str | None:
+    """The currency gold converts to (REPORTING_CURRENCY, once FX rates were imported), else None."""
+    with engine.connect() as conn:
+        return conn.execute(sa.text("SELECT currency FROM mart.fx_reporting_currency")).scalar()
+
+
 def fx_status(
     engine: sa.Engine,
     *,
@@ -434,8 +440,7 @@ def fx_status(
     """The reporting currency gold converted to (None: no conversion), the latest rate date among the rates
     to it for the range's months and the billing currencies of those months, and what lacks a rate."""
     column = _metric(metric)
-    with engine.connect() as conn:
-        currency = conn.execute(sa.text("SELECT currency FROM mart.fx_reporting_currency")).scalar()
+    currency = reporting_currency(engine)
     if currency is None:
         return FxStatus(None, None, [])
     table = _choose_table(None, filters, "daily")
@@ -472,9 +477,13 @@ def kpis(
     metric: Metric = "actual",
     as_of: dt.date | None = None,
     filters: Filters | None = None,
+    converted_to: str | None = None,
 ) -> Kpis:
-    """Month to date up to `as_of` (default: the last day with data) vs the same point last month."""
-    column = _metric(metric)
+    """Month to date up to `as_of` (default: the last day with data) vs the same point last month.
+
+    `converted_to` (the reporting currency) sums every billing currency's converted cost; a part without a
+    rate makes the total not available (None), never a total that leaves it out."""
+    column = _metric(metric) + ("_converted" if converted_to else "")
     latest = data_as_of(engine)
     day = as_of or latest
     if day is None:
@@ -495,7 +504,8 @@ def kpis(
     same, cur2 = total(prev_start, prev_same)
     last, cur3 = total(prev_start, prev_end)
     change = float((mtd - same) / same) if mtd is not None and same else None
-    return Kpis(metric, latest, mtd, same, last, change, sorted(set(cur1) | set(cur2) | set(cur3)))
+    currencies = [converted_to] if converted_to else sorted(set(cur1) | set(cur2) | set(cur3))
+    return Kpis(metric, latest, mtd, same, last, change, currencies)
 
 
 def top_movers(
@@ -507,12 +517,16 @@ def top_movers(
     metric: Metric = "actual",
     filters: Filters | None = None,
     limit: int = 10,
+    converted_to: str | None = None,
 ) -> pd.DataFrame:
     """Members whose cost changed most (absolute) between two inclusive date ranges. Columns: group (str),
-    current_cost, previous_cost, change (float), change_pct (float ratio; NaN when previous is 0)."""
-    column = _metric(metric)
+    current_cost, previous_cost, change (float), change_pct (float ratio; NaN when previous is 0).
+    `converted_to`: in the reporting currency, across billing currencies (see `kpis`)."""
+    column = _metric(metric) + ("_converted" if converted_to else "")
     _check_dimension(dimension)
     table = _choose_table(dimension, filters, "daily")
+    if converted_to and table == "agg_cost_by_tag":
+        table = "fact_cost_daily"  # gold's by-tag table has no converted costs: the resource-grain rows do
     q = _Query(table)
     lo, hi = min(current[0], previous[0]), max(current[1], previous[1])
     _date_range(q, lo, hi)

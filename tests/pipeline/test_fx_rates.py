@@ -159,3 +159,48 @@ def test_rates_files_in_the_inbox_are_imported_or_rejected(service, estate, tmp_
     error = (inbox / "rejected" / "typo.csv.error.txt").read_text()
     assert "row 2: to currency 'EUO' is not an ISO 4217 currency code" in error
     assert _converted(service, OCT) == _sum(estate["usd_oct"], rate=Decimal("0.97"))
+
+
+def test_the_overview_offers_every_currency_converted_and_its_kpis_are_the_converted_sums(service, estate, monkeypatch):
+    """Two billing currencies and a reporting currency: the Overview's KPIs, trend and movers can show the
+    whole estate in EUR; a period with a currency lacking a rate is "not available", never a partial sum."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    import app.context
+    from app import data
+    from backend.config import REPO_ROOT
+
+    usd, eur = estate["usd"], estate["eur"]
+    rate = Decimal("0.9234")
+    status = data.data_status(service.engine)
+    assert status.currencies == ["EUR", "USD"] or set(status.currencies) == {"EUR", "USD"}
+    assert status.reporting_currency == "EUR"
+    choice = data.converted_choice("EUR")
+    # As of the last September day: September in EUR is both currencies converted (October has no rate yet).
+    k = data.kpis(service.engine, as_of=SEP[1], currency=choice)
+    assert k.month_to_date.quantize(CENT) == _sum(eur) + _sum(usd, rate=rate) and k.currencies == ["EUR"]
+    assert data.kpis(service.engine, as_of=dt.date(2026, 10, 20), currency=choice).month_to_date is None
+    # One currency alone is still its own total.
+    assert data.kpis(service.engine, as_of=SEP[1], currency="USD").month_to_date.quantize(CENT) == _sum(usd)
+    trend = data.daily_total(service.engine, start=SEP[0], end=SEP[1], currency=choice)
+    assert Decimal(str(round(trend["cost"].sum(), 2))) == _sum(eur) + _sum(usd, rate=rate)
+    last_usd_day = max(dt.date.fromisoformat(r["ChargePeriodStart"][:10]) for r in usd)
+    movers = data.top_movers(service.engine, as_of=last_usd_day, currency=choice, dimension="service")
+    assert not movers.empty and movers["current_cost"].notna().all()
+    assert data.month_end_forecast(service.engine, as_of=SEP[1], currency=choice) is None
+
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    monkeypatch.setattr(app.context, "get_runtime", lambda: service.runtime)
+    at = AppTest.from_file(str(REPO_ROOT / "pages" / "overview.py"), default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    (select,) = [s for s in at.selectbox if s.label == "Currency"]
+    assert choice in select.options
+    select.set_value(choice).run()
+    assert not at.exception, at.exception
+    shown = " ".join(str(c.value) for c in at.caption)
+    assert "Forecasts are per billing currency" in shown
+    st.cache_data.clear()
+    st.cache_resource.clear()
