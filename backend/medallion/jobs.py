@@ -323,7 +323,9 @@ def run_gold(
         movers = area.keep(gold.movers_base(daily_all), "movers")
         log.info("gold %s: %s rows in %.1fs", "scratch (daily + movers)", 0, time.perf_counter() - t_scratch)
         target = F.lit(True) if months is None else F.col("charge_month").isin(*months)
+        t_tags = time.perf_counter()
         by_tag = _cost_by_tag(spark, lake, silver_month, silver_rows, whole, partial, tag_partial, area, run_id=run_id)
+        log.info("gold %s: %s rows in %.1fs", "scratch (tag sums)", 0, time.perf_counter() - t_tags)
         if tag_partial:
             # It unions stored rows of the months it replaces: materialised before the replace reads them.
             by_tag = area.keep(by_tag, "by_tag")
