@@ -8,7 +8,10 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-ALL_STEPS = ("ingest", "bronze", "silver", "gold", "mart", "allocation", "analytics", "budgets")
+# The step lists earlier versions stored with their default jobs when they meant "every step": such a job
+# now runs every step (steps None, the pipeline's own list), so a step added later is never missing from
+# a schedule saved before it existed.
+FORMER_ALL_STEPS = (("ingest", "bronze", "silver", "gold", "mart", "analytics", "budgets"),)
 
 
 @dataclass(frozen=True)
@@ -17,7 +20,7 @@ class JobSpec:
     name: str
     trigger: str  # "interval" or "cron"
     trigger_args: dict[str, Any]
-    steps: tuple[str, ...] = ALL_STEPS
+    steps: tuple[str, ...] | None = None  # None: every step of the pipeline (backend.pipeline.steps.ALL_STEPS)
     options: tuple[tuple[str, Any], ...] = ()
 
 

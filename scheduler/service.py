@@ -20,7 +20,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from backend.auth import Principal, Role, require
 from backend.auth.audit import record_now
-from scheduler.jobs import DEFAULT_JOBS, run_job
+from scheduler.jobs import DEFAULT_JOBS, FORMER_ALL_STEPS, run_job
 
 log = logging.getLogger(__name__)
 
@@ -67,16 +67,23 @@ def make_trigger(kind: str, args: dict[str, Any]):
 
 
 def ensure_default_jobs(scheduler: BackgroundScheduler) -> None:
-    """Add missing default jobs; existing ones keep whatever schedule a user gave them."""
+    """Add missing default jobs; existing ones keep whatever schedule a user gave them (a full step list an
+    earlier version stored becomes "every step", so steps added since then run on that schedule too)."""
     for spec in DEFAULT_JOBS:
-        if scheduler.get_job(spec.job_id, jobstore="default") is not None:
+        job = scheduler.get_job(spec.job_id, jobstore="default")
+        if job is not None:
+            stored = job.kwargs.get("steps")
+            if stored and tuple(stored) in FORMER_ALL_STEPS:
+                scheduler.modify_job(spec.job_id, jobstore="default", kwargs={**job.kwargs, "steps": None})
+                log.info("default job %s now runs every step (it stored %s)", spec.job_id, stored)
             continue
+        steps = None if spec.steps is None else list(spec.steps)
         scheduler.add_job(
             run_job,
             trigger=make_trigger(spec.trigger, spec.trigger_args),
             id=spec.job_id,
             name=spec.name,
-            kwargs={"job_id": spec.job_id, "steps": list(spec.steps), "options": dict(spec.options)},
+            kwargs={"job_id": spec.job_id, "steps": steps, "options": dict(spec.options)},
             jobstore="default",
             replace_existing=False,
         )

@@ -41,6 +41,28 @@ def test_jobs_persist_and_edits_survive_restart(migrated):
     again.shutdown(wait=False)
 
 
+def test_a_default_job_saved_with_an_older_full_step_list_runs_every_step_after_restart(migrated):
+    """An install whose hourly job stored the full list of an earlier version (before `allocation`) runs every
+    step of this version after a restart; the user's schedule is kept."""
+    from scheduler.jobs import FORMER_ALL_STEPS
+
+    scheduler = start_scheduler(migrated, runner=lambda **kw: None, paused=True)
+    job = scheduler.get_job("pipeline-hourly")
+    assert job.kwargs["steps"] is None  # new installs: every step, whatever steps exist
+    scheduler.modify_job("pipeline-hourly", kwargs={**job.kwargs, "steps": list(FORMER_ALL_STEPS[0])})
+    reschedule(scheduler, "pipeline-hourly", kind="interval", args={"minutes": 20}, actor=ADMIN)
+    scheduler.shutdown(wait=False)
+
+    again = start_scheduler(migrated, runner=lambda **kw: None, paused=True)
+    try:
+        assert again.get_job("pipeline-hourly").kwargs["steps"] is None
+        assert "0:20:00" in {j.job_id: j for j in list_jobs(again)}["pipeline-hourly"].trigger
+        assert again.get_job("lake-maintenance").kwargs["steps"] == ["maintenance"]  # a chosen list stays
+    finally:
+        reschedule(again, "pipeline-hourly", kind="interval", args={"hours": 1}, actor=ADMIN)
+        again.shutdown(wait=False)
+
+
 def test_bad_trigger_is_refused(migrated):
     scheduler = start_scheduler(migrated, runner=lambda **kw: None, paused=True)
     try:
