@@ -263,7 +263,12 @@ def model_backed(answer: AgentAnswer) -> bool:
 
 
 def _tools(answer: AgentAnswer) -> str:
-    return ", ".join(f"{c.tool}({'ok' if c.ok else 'failed'}, {c.via})" for c in answer.tool_calls) or "-"
+    """Each call with its arguments (what the model wrote), whether it ran, and who asked for it."""
+    calls = [
+        f"{c.tool}({json.dumps(c.args, default=str, separators=(',', ':'))}) {'ok' if c.ok else 'failed'} via {c.via}"
+        for c in answer.tool_calls
+    ]
+    return "; ".join(calls) or "-"
 
 
 def _reference(agent: CostAgent, case: Case):
@@ -365,7 +370,10 @@ def _write(
         f"model: Qwen2.5-Coder-1.5B-Instruct Q4_K_M ({MODEL_FILE}, from the registry's chunk wheels "
         f"{MODEL_PACKAGE.format(n='1..' + str(MODEL_PARTS))}=={MODEL_VERSION}) on llama-cpp-python's server "
         f"({_pins()[0]}), --chat_format {CHAT_FORMAT}, n_ctx {N_CTX}, {threads} threads, max_tokens {MAX_TOKENS}; "
-        "the agent as the app builds it (first step forced), answers from the tools' summaries",
+        "the agent as the app builds it: the first step forced (tool_choice 'required'; the server refuses it, so "
+        "from then on the rule-based planner's tool is named and its arguments shown as a draft after the "
+        "question, the model writing the call's arguments under the tool's JSON-schema grammar); answers from "
+        "the tools' summaries (no phrasing call)",
         f"eight plain questions: right from the model's own tool call {_score(plain, 'llm_ok_from_model_tool')}, "
         f"right (any path) {_score(plain, 'llm_ok')}, tool-backed {_score(plain, 'llm_tool_backed')}; "
         f"rule-based {_score(plain, 'rules_ok')}",

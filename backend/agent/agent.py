@@ -98,6 +98,22 @@ PLANNED = "planned"  # tool_choice names the rule-based planner's tool; the mode
 TOOL_CHOICES = (REQUIRED, PLANNED)
 
 
+@dataclass(frozen=True)
+class PlannedCall:
+    """The rule-based planner's first call for a question: the tool to force and a draft of its arguments."""
+
+    name: str
+    args: dict[str, Any]
+    as_of: dt.date | None = None
+
+    def draft(self) -> str:
+        data = f"The data ends on {self.as_of.isoformat()}. " if self.as_of else ""
+        return (
+            f"({data}Costlake's rule-based planner would call {self.name} with {json.dumps(_json_safe(self.args))}; "
+            "keep its arguments unless the question asks for something else.)"
+        )
+
+
 def _question_pending(messages: Sequence[BaseMessage]) -> HumanMessage | None:
     """The current question when no tool has answered it yet (the step to force), else None."""
     last_human = max((i for i, m in enumerate(messages) if isinstance(m, HumanMessage)), default=-1)
@@ -117,47 +133,53 @@ def _refused(exc: Exception) -> bool:
     return isinstance(exc, ValueError) and "No generations found in stream" in str(exc)
 
 
-def first_tool_call(*, mode: str = REQUIRED, plan_tool: Callable[[str], str | None] | None = None):
+def first_tool_call(*, mode: str = REQUIRED, plan_call: Callable[[str], PlannedCall | None] | None = None):
     """Middleware: until a tool has answered the question, the model must call one.
 
     Small models asked politely answer in prose with invented SQL; forced, they call the tools (measured
     with Qwen2.5-1.5B). `mode` PLANNED names the tool the rule-based planner would call first (a server
-    with a grammar, like llama.cpp's, then writes valid arguments for it), and "required" when the
-    planner has none. A server that refuses "required" (llama-cpp-python's chatml-function-calling
-    asserts "auto") gets the planner's tool named instead, or "auto" without a plan, from then on.
+    with a grammar, like llama.cpp's, then writes valid arguments for it) and shows the planner's
+    arguments as a draft after the question, and "required" when the planner has none. A server that
+    refuses "required" (llama-cpp-python's chatml-function-calling asserts "auto") is treated as PLANNED
+    from then on, with "auto" where there is no plan.
     """
     if mode not in TOOL_CHOICES:
         raise ValueError(f"tool choice mode {mode!r} is not one of {TOOL_CHOICES}")
     refused_required = threading.Event()
 
-    def planned(question: HumanMessage) -> str | None:
-        if plan_tool is None:
+    def planned(question: HumanMessage) -> PlannedCall | None:
+        if plan_call is None or not (mode == PLANNED or refused_required.is_set()):
             return None
         try:
-            return plan_tool(_text(question.content))
+            return plan_call(_text(question.content))
         # The planner reads the mart's vocabulary; when it cannot, the model chooses.
         except Exception:
             log.exception("could not plan a tool to force")
             return None
 
-    def choice(question: HumanMessage) -> str:
-        name = planned(question) if mode == PLANNED or refused_required.is_set() else None
-        return name or ("auto" if refused_required.is_set() else REQUIRED)
+    def forced(request, question: HumanMessage):
+        if (call := planned(question)) is None:
+            return request.override(tool_choice="auto" if refused_required.is_set() else REQUIRED)
+        # The draft goes after the question, not into the system prompt: a server that reuses the
+        # previous prompt's prefix (llama.cpp) then re-reads only the question, not the tools.
+        drafted = HumanMessage(f"{_text(question.content)}\n\n{call.draft()}")
+        messages = [drafted if m is question else m for m in request.messages]
+        return request.override(tool_choice=call.name, messages=messages)
 
     @wrap_model_call(name="ForceFirstToolCall")
     def force(request, handler):
         question = _question_pending(request.messages)
         if question is None:
             return handler(request)
-        chosen = choice(question)
+        chosen = forced(request, question)
         try:
-            return handler(request.override(tool_choice=chosen))
+            return handler(chosen)
         except Exception as exc:
-            if chosen != REQUIRED or not _refused(exc):
+            if chosen.tool_choice != REQUIRED or not _refused(exc):
                 raise
             log.warning("the model server refused tool_choice 'required' (%s); naming the tool from now on", exc)
             refused_required.set()
-            return handler(request.override(tool_choice=choice(question)))
+            return handler(forced(request, question))
 
     return force
 
@@ -381,7 +403,7 @@ class CostAgent:
         else:
             self.fallback = fallback or RuleBasedChatModel(vocabulary_loader=_vocabulary_loader(ctx))
         if force_first_tool and self.uses_llm:
-            middleware.insert(0, first_tool_call(mode=tool_choice, plan_tool=self._planned_tool))
+            middleware.insert(0, first_tool_call(mode=tool_choice, plan_call=self._planned_call))
         if not phrase_results and self.uses_llm:
             middleware.insert(0, answer_from_tools)
         self.graph = create_agent(
@@ -468,10 +490,14 @@ class CostAgent:
         """A final reply that is SQL or a tool call written out (small models do both after a result)."""
         return bool(grounding.extract_sql(text) or grounding.extract_text_call(text, self._tools_by_name))
 
-    def _planned_tool(self, question: str) -> str | None:
-        """The first tool the rule-based planner would call for `question`, if it has a plan."""
-        plan = QuestionParser(self.fallback.vocabulary()).plan(question)
-        return plan.calls[0][0] if plan.calls else None
+    def _planned_call(self, question: str) -> PlannedCall | None:
+        """The first call the rule-based planner would make for `question`, if it has a plan."""
+        vocabulary = self.fallback.vocabulary()
+        plan = QuestionParser(vocabulary).plan(question)
+        if not plan.calls:
+            return None
+        name, args = plan.calls[0]
+        return PlannedCall(name, args, vocabulary.as_of)
 
     # --- grounding --------------------------------------------------------------------------------
     def _run_tool(self, name: str, args: dict[str, Any], prefix: str) -> list[BaseMessage]:

@@ -388,6 +388,12 @@ def test_planned_mode_names_the_planner_tool_and_the_model_writes_its_arguments(
     llm_server.script(tools(("cost_breakdown", {"dimension": "total", "period": "2025-04"})), "April.")
     answer = llm_agent(tool_choice=PLANNED).ask("How much did we spend this month?")
     assert llm_server.requests[0]["tool_choice"] == NAMED_BREAKDOWN
+    # The planner's arguments are a draft after the question, for this request only.
+    asked = llm_server.requests[0]["messages"][-1]["content"]
+    assert asked.startswith("How much did we spend this month?") and "data ends on 2025-04-27" in asked
+    assert "would call cost_breakdown with" in asked and '"period": "this_month"' in asked
+    user_messages = [m for m in llm_server.requests[1]["messages"] if m["role"] == "user"]
+    assert user_messages[-1]["content"] == "How much did we spend this month?"
     assert [(c.tool, c.args["period"], c.via) for c in answer.tool_calls] == [("cost_breakdown", "2025-04", "model")]
     assert float(answer.last_table["cost"][0]) == pytest.approx(_total(owner))
 
