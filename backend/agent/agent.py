@@ -139,7 +139,8 @@ def first_tool_call(*, mode: str = REQUIRED, plan_call: Callable[[str], PlannedC
     Small models asked politely answer in prose with invented SQL; forced, they call the tools (measured
     with Qwen2.5-1.5B). `mode` PLANNED names the tool the rule-based planner would call first (a server
     with a grammar, like llama.cpp's, then writes valid arguments for it) and shows the planner's
-    arguments as a draft after the question, and "required" when the planner has none. A server that
+    arguments as a draft after the question (the draft's values fill what the model's call leaves out),
+    and "required" when the planner has none. A server that
     refuses "required" (llama-cpp-python's chatml-function-calling asserts "auto") is treated as PLANNED
     from then on, with "auto" where there is no plan.
     """
@@ -166,6 +167,20 @@ def first_tool_call(*, mode: str = REQUIRED, plan_call: Callable[[str], PlannedC
         messages = [drafted if m is question else m for m in request.messages]
         return request.override(tool_choice=call.name, messages=messages)
 
+    def completed(response, question: HumanMessage):
+        """The named call with the draft's values for the arguments the model left out (it may change
+        them, not drop them: Qwen2.5-1.5B wrote the period but left out the tag key or the grain)."""
+        call = planned(question)
+        for message in getattr(response, "result", None) or [response]:
+            for tool_call in getattr(message, "tool_calls", None) or []:
+                if call is None or tool_call["name"] != call.name:
+                    continue
+                missing = {k: v for k, v in call.args.items() if tool_call["args"].get(k) in (None, "")}
+                if missing:
+                    log.info("%s: the planner's %s for what the model left out", call.name, missing)
+                    tool_call["args"] = {**tool_call["args"], **missing}
+        return response
+
     @wrap_model_call(name="ForceFirstToolCall")
     def force(request, handler):
         question = _question_pending(request.messages)
@@ -173,13 +188,15 @@ def first_tool_call(*, mode: str = REQUIRED, plan_call: Callable[[str], PlannedC
             return handler(request)
         chosen = forced(request, question)
         try:
-            return handler(chosen)
+            response = handler(chosen)
         except Exception as exc:
             if chosen.tool_choice != REQUIRED or not _refused(exc):
                 raise
             log.warning("the model server refused tool_choice 'required' (%s); naming the tool from now on", exc)
             refused_required.set()
-            return handler(forced(request, question))
+            chosen = forced(request, question)
+            response = handler(chosen)
+        return completed(response, question) if chosen.tool_choice not in (REQUIRED, "auto") else response
 
     return force
 

@@ -397,6 +397,13 @@ def test_planned_mode_names_the_planner_tool_and_the_model_writes_its_arguments(
     assert [(c.tool, c.args["period"], c.via) for c in answer.tool_calls] == [("cost_breakdown", "2025-04", "model")]
     assert float(answer.last_table["cost"][0]) == pytest.approx(_total(owner))
 
+    # A call that leaves arguments out gets the draft's values for them; what it wrote stands.
+    llm_server.script(tools(("untagged_share", {"period": "2025-03"})), "March.")
+    answer = llm_agent(tool_choice=PLANNED).ask("What share of cost is untagged for the owner tag this month?")
+    assert [(c.tool, c.args["tag_key"], c.args["period"]) for c in answer.tool_calls] == [
+        ("untagged_share", "owner", "2025-03")
+    ]
+
     llm_server.script(tools(("list_tables", {})), "The mart's views.")
     answer = llm_agent(tool_choice=PLANNED).ask("hmm, tell me something interesting")
     assert llm_server.requests[0]["tool_choice"] == "required"  # no plan: the model picks the tool
