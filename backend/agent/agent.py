@@ -133,7 +133,12 @@ def _refused(exc: Exception) -> bool:
     return isinstance(exc, ValueError) and "No generations found in stream" in str(exc)
 
 
-def first_tool_call(*, mode: str = REQUIRED, plan_call: Callable[[str], PlannedCall | None] | None = None):
+def first_tool_call(
+    *,
+    mode: str = REQUIRED,
+    plan_call: Callable[[str], PlannedCall | None] | None = None,
+    refused_required: threading.Event | None = None,
+):
     """Middleware: until a tool has answered the question, the model must call one.
 
     Small models asked politely answer in prose with invented SQL; forced, they call the tools (measured
@@ -142,11 +147,11 @@ def first_tool_call(*, mode: str = REQUIRED, plan_call: Callable[[str], PlannedC
     arguments as a draft after the question (the draft's values fill what the model's call leaves out),
     and "required" when the planner has none. A server that
     refuses "required" (llama-cpp-python's chatml-function-calling asserts "auto") is treated as PLANNED
-    from then on, with "auto" where there is no plan.
+    from then on, with "auto" where there is no plan; `refused_required` is set then.
     """
     if mode not in TOOL_CHOICES:
         raise ValueError(f"tool choice mode {mode!r} is not one of {TOOL_CHOICES}")
-    refused_required = threading.Event()
+    refused_required = refused_required or threading.Event()
 
     def planned(question: HumanMessage) -> PlannedCall | None:
         if plan_call is None or not (mode == PLANNED or refused_required.is_set()):
@@ -201,17 +206,22 @@ def first_tool_call(*, mode: str = REQUIRED, plan_call: Callable[[str], PlannedC
     return force
 
 
-@wrap_model_call(name="AnswerFromTools")
-def answer_from_tools(request, handler):
-    """Once a tool has answered, its summaries are the answer and the model is not asked to phrase them.
+def answer_from_tools(*, when: Callable[[], bool] = lambda: True):
+    """Middleware: once a tool has answered (and `when()` holds), its summaries are the answer and the model
+    is not asked to phrase them.
 
     For servers whose chat template leaves tool results out of the prompt (llama-cpp-python's
     chatml-function-calling has no 'tool' role in its template): their model would phrase a result it
     never saw."""
-    if _question_pending(request.messages) is not None or not request.messages:
-        return handler(request)
-    results = [m for m in _after_last_question(request.messages) if isinstance(m, ToolMessage)]
-    return AIMessage(content=compose_answer(results))
+
+    @wrap_model_call(name="AnswerFromTools")
+    def answer(request, handler):
+        if not when() or not request.messages or _question_pending(request.messages) is not None:
+            return handler(request)
+        results = [m for m in _after_last_question(request.messages) if isinstance(m, ToolMessage)]
+        return AIMessage(content=compose_answer(results))
+
+    return answer
 
 
 def model_label(model: BaseChatModel) -> str:
@@ -419,10 +429,16 @@ class CostAgent:
             self.fallback = model
         else:
             self.fallback = fallback or RuleBasedChatModel(vocabulary_loader=_vocabulary_loader(ctx))
+        # Only llama-cpp-python's chatml-function-calling is known to refuse "required", and its template
+        # also drops tool results: once refused, the tools' summaries answer (see answer_from_tools).
+        refused_required = threading.Event()
         if force_first_tool and self.uses_llm:
-            middleware.insert(0, first_tool_call(mode=tool_choice, plan_call=self._planned_call))
-        if not phrase_results and self.uses_llm:
-            middleware.insert(0, answer_from_tools)
+            middleware.insert(
+                0,
+                first_tool_call(mode=tool_choice, plan_call=self._planned_call, refused_required=refused_required),
+            )
+        if self.uses_llm:
+            middleware.insert(0, answer_from_tools(when=lambda: not phrase_results or refused_required.is_set()))
         self.graph = create_agent(
             model, self.tools, system_prompt=SYSTEM_PROMPT, middleware=middleware, name="costlake_agent"
         )
@@ -647,7 +663,8 @@ def build_agent(
     `owner_url` is the resolved owner URL (the embedded server's when DATABASE_URL is empty). Tests and
     the evaluation pass a scripted `model`; otherwise the settings choose it. `force_first_tool` makes an
     LLM's first step of each question a tool call, as `tool_choice` says (REQUIRED or PLANNED, see
-    first_tool_call); `phrase_results` False answers with the tools' summaries (see answer_from_tools).
+    first_tool_call); `phrase_results` False answers with the tools' summaries (see answer_from_tools), as
+    the agent does by itself once a server has refused tool_choice "required".
     """
     reader = reader or reader_engine(settings, owner_url=owner_url)
     ctx = AgentContext(reader, timeout_ms=settings.statement_timeout_ms)
