@@ -63,15 +63,20 @@ def allocate(
     raw_keys = [r["tag_key"] for r in tags.select("tag_key").distinct().collect()]
     costs.createOrReplaceTempView("alloc_costs")
     tags.select("resource_id", "tag_key", "tag_value", "last_seen").createOrReplaceTempView("alloc_tags")
-    spark.createDataFrame(
-        pa.Table.from_pylist(alloc_sql.keymap_rows(ruleset, raw_keys), schema=_KEYMAP)
-    ).createOrReplaceTempView("alloc_keymap")
-    parents = [dict(zip(_PARENTS.names, p, strict=True)) for p in plan.parents]
-    spark.createDataFrame(pa.Table.from_pylist(parents, schema=_PARENTS)).createOrReplaceTempView("alloc_parents")
+    _view(spark, alloc_sql.keymap_rows(ruleset, raw_keys), _KEYMAP, "alloc_keymap")
+    _view(spark, [dict(zip(_PARENTS.names, p, strict=True)) for p in plan.parents], _PARENTS, "alloc_parents")
     params = plan.params_row() or {"p_none": ""}
-    param_schema = pa.schema([(name, pa.string()) for name in params])
-    spark.createDataFrame(pa.Table.from_pylist([params], schema=param_schema)).createOrReplaceTempView("alloc_params")
+    _view(spark, [params], pa.schema([(name, pa.string()) for name in params]), "alloc_params")
     return spark.sql(plan.allocation_sql), spark.sql(plan.coverage_sql)
+
+
+def _view(spark: SparkSession, rows: list[dict], schema: pa.Schema, name: str) -> None:
+    # An estate without tags has no key map rows, and the engine cannot infer a schema from an empty
+    # Arrow table: an empty frame is built from the schema instead.
+    frame = (
+        spark.createDataFrame(pa.Table.from_pylist(rows, schema=schema)) if rows else engine.empty_frame(spark, schema)
+    )
+    frame.createOrReplaceTempView(name)
 
 
 def run_allocation(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
@@ -12,7 +13,12 @@ from backend.lake.delta import lake_from_settings
 from backend.mart import allocation
 from backend.mart.load import load_gold
 from backend.medallion.allocation import run_allocation
-from backend.medallion.schemas import GOLD_COST_ALLOCATION, GOLD_TAG_COVERAGE
+from backend.medallion.schemas import (
+    GOLD_COST_ALLOCATION,
+    GOLD_RESOURCE_TAGS,
+    GOLD_RESOURCE_TAGS_SCHEMA,
+    GOLD_TAG_COVERAGE,
+)
 from tests.allocation import helpers as h
 from tests.allocation.test_mart_allocation import EDITOR
 
@@ -79,3 +85,17 @@ def test_gold_allocation_matches_the_mart(spark, mart_settings, owner):
     }
     assert coverage[("2026-03", "USD", "cost-center")]["untagged_cost"] == Decimal("87.01")
     assert coverage[("2026-03", "USD", "team")]["untagged_cost"] == Decimal("30.01")  # vm-cc 10, shared 20, tax 0.01
+
+
+def test_an_estate_without_tags_or_rules_is_all_unallocated(spark, mart_settings):
+    # A first FOCUS import often carries no tags: the key map and the parents are empty, and gold still
+    # holds every cent, unallocated (the CI run that found this failed the whole pipeline run instead).
+    lake = lake_from_settings(mart_settings)
+    h.finops.write(lake, h.estate())
+    lake.overwrite(GOLD_RESOURCE_TAGS, pa.Table.from_pylist([], schema=GOLD_RESOURCE_TAGS_SCHEMA), run_id="t")
+
+    rows = run_allocation(spark, lake, parse_yaml(""), version=None, run_id="g1")
+    assert rows[GOLD_COST_ALLOCATION] > 0
+    gold = lake.read_arrow(GOLD_COST_ALLOCATION).to_pylist()
+    assert sum(r["amortized_cost"] for r in gold if r["billing_currency"] == "USD") == Decimal("244.02")
+    assert {r["rules_version"] for r in gold} == {0}
