@@ -385,52 +385,62 @@ def _any(column: str, patterns: tuple[str, ...], params: dict, prefix: str) -> s
 
 
 def _orphan_sql(rule: OrphanRule, params: dict) -> str:
+    """One rule's statement. The patterns are matched once over the small dimensions (meters, resources)
+    and the cost rows are then filtered by key: matching them per cost row cost 1.5 s on a 5M-row mart."""
     p = rule.kind
-    meter = (
-        f"(lower(m.meter_category) = ANY (:{p}_cat) AND {_any('m.meter_name', rule.meter_names, params, p + '_mn')})"
-    )
     params[f"{p}_cat"] = list(rule.meter_categories)
-    is_type = _any("r.resource_id", rule.resource_ids, params, p + "_id")
+    hit_meters = f"""SELECT meter_key FROM mart.dim_meter m
+            WHERE lower(m.meter_category) = ANY (:{p}_cat) AND {_any("m.meter_name", rule.meter_names, params, p + "_mn")}"""
+    typed = f"SELECT resource_key FROM mart.dim_resource r WHERE {_any('r.resource_id', rule.resource_ids, params, p + '_id')}"
+    currency = "SELECT currency_key FROM mart.dim_currency WHERE currency_code = :currency"
+    names = """JOIN mart.dim_resource r ON r.resource_key = h.resource_key
+        JOIN mart.dim_meter m ON m.meter_key = h.meter_key
+        JOIN mart.dim_resource_group rg ON rg.resource_group_key = h.resource_group_key"""
     if rule.own_compute:
-        # Per day from the fact (the month's partition only): VM-days with disk/IP cost and no compute.
+        # Per day from the fact (the month's partition, the typed resources only): the resource's days with
+        # disk/IP cost and no compute cost. A day's cost counts whole (what the stopped VM cost that day).
         params[f"{p}_own"] = list(rule.own_compute)
         return f"""
+        WITH hits AS (SELECT meter_key FROM ({hit_meters}) x),
+        rows AS MATERIALIZED (
+            SELECT f.resource_key, f.resource_group_key, f.charge_date, f.meter_key,
+                   hm.meter_key IS NOT NULL AS hit, {_COST.format(a="f")} AS cost
+            FROM mart.fact_cost_daily f LEFT JOIN hits hm ON hm.meter_key = f.meter_key
+            WHERE f.charge_date >= :month AND f.charge_date < :next_month
+              AND f.currency_key IN ({currency}) AND f.resource_key IN ({typed})),
+        computed AS (
+            SELECT DISTINCT c.resource_key, c.charge_date FROM rows c
+            WHERE c.meter_key IN (SELECT meter_key FROM mart.dim_meter WHERE lower(meter_category) = ANY (:{p}_own)))
         SELECT '{p}' AS kind, r.resource_id, r.resource_name, rg.resource_group,
-               string_agg(DISTINCT m.meter_name, ', ' ORDER BY m.meter_name) FILTER (WHERE {meter}) AS meters,
-               count(DISTINCT f.charge_date) AS days, sum({_COST.format(a="f")}) AS cost
-        FROM mart.fact_cost_daily f
-        JOIN mart.dim_resource r ON r.resource_key = f.resource_key
-        JOIN mart.dim_meter m ON m.meter_key = f.meter_key
-        JOIN mart.dim_resource_group rg ON rg.resource_group_key = f.resource_group_key
-        JOIN mart.dim_currency cur ON cur.currency_key = f.currency_key
-        WHERE f.charge_date >= :month AND f.charge_date < :next_month AND cur.currency_code = :currency
-          AND {is_type}
-          AND NOT EXISTS (
-              SELECT 1 FROM mart.fact_cost_daily o JOIN mart.dim_meter om ON om.meter_key = o.meter_key
-              WHERE o.resource_key = f.resource_key AND o.charge_date = f.charge_date
-                AND o.charge_date >= :month AND o.charge_date < :next_month
-                AND lower(om.meter_category) = ANY (:{p}_own))
+               string_agg(DISTINCT m.meter_name, ', ' ORDER BY m.meter_name) FILTER (WHERE h.hit) AS meters,
+               count(DISTINCT h.charge_date) AS days, sum(h.cost) AS cost
+        FROM rows h {names}
+        WHERE NOT EXISTS (
+            SELECT 1 FROM computed c WHERE c.resource_key = h.resource_key AND c.charge_date = h.charge_date)
         GROUP BY 1, 2, 3, 4
-        HAVING bool_or({meter}) AND sum({_COST.format(a="f")}) > 0"""
+        HAVING bool_or(h.hit) AND sum(h.cost) > 0"""
+    # Disks and IPs per month: the resource's rows on the orphan meters (or all its rows when its id is of
+    # the type), in resource groups where nothing that would use it had cost that month. VMs are the rule above.
     params[f"{p}_use"] = list(rule.consumers)
-    not_vm = f"NOT (r.resource_id ILIKE '{_VM_ID}')"
     return f"""
+        WITH busy AS (
+            SELECT DISTINCT o.resource_group_key FROM mart.agg_cost_resource_monthly o
+            WHERE o.charge_month = :month AND coalesce(o.amortized_cost, o.actual_cost) <> 0
+              AND o.meter_key IN (SELECT meter_key FROM mart.dim_meter WHERE lower(meter_category) = ANY (:{p}_use))),
+        h AS (
+            SELECT a.resource_key, a.resource_group_key, a.meter_key, sum({_COST.format(a="a")}) AS cost
+            FROM mart.agg_cost_resource_monthly a
+            WHERE a.charge_month = :month AND a.currency_key IN ({currency}) AND a.resource_key <> 0
+              AND (a.meter_key IN ({hit_meters}) OR a.resource_key IN ({typed}))
+              AND a.resource_key NOT IN (SELECT resource_key FROM mart.dim_resource WHERE resource_id ILIKE '{_VM_ID}')
+              AND a.resource_group_key NOT IN (SELECT resource_group_key FROM busy)
+            GROUP BY 1, 2, 3)
         SELECT '{p}' AS kind, r.resource_id, r.resource_name, rg.resource_group,
                string_agg(DISTINCT m.meter_name, ', ' ORDER BY m.meter_name) AS meters,
-               NULL::bigint AS days, sum({_COST.format(a="a")}) AS cost
-        FROM mart.agg_cost_resource_monthly a
-        JOIN mart.dim_resource r ON r.resource_key = a.resource_key
-        JOIN mart.dim_meter m ON m.meter_key = a.meter_key
-        JOIN mart.dim_resource_group rg ON rg.resource_group_key = a.resource_group_key
-        {_CURRENCY_JOIN}
-        WHERE a.charge_month = :month AND cur.currency_code = :currency AND a.resource_key <> 0
-          AND ({meter} OR {is_type}) AND {not_vm}
-          AND NOT EXISTS (
-              SELECT 1 FROM mart.agg_cost_resource_monthly o JOIN mart.dim_meter om ON om.meter_key = o.meter_key
-              WHERE o.charge_month = a.charge_month AND o.resource_group_key = a.resource_group_key
-                AND lower(om.meter_category) = ANY (:{p}_use) AND coalesce(o.amortized_cost, o.actual_cost) <> 0)
+               NULL::bigint AS days, sum(h.cost) AS cost
+        FROM h {names}
         GROUP BY 1, 2, 3, 4
-        HAVING sum({_COST.format(a="a")}) > 0"""
+        HAVING sum(h.cost) > 0"""
 
 
 def orphans(
