@@ -169,7 +169,7 @@ def cursor_summary(owner: sa.Engine) -> list[CursorSummary]:
     """Per source, scope and metric: which days the cursors hold (owner engine: ops.source_cursors is not
     granted to the reader role)."""
     sql = (
-        "SELECT source, scope, metric, min(day), max(day), count(*), max(fetched_at) FROM ops.source_cursors"
+        "SELECT source, scope, metric, min(day), max(day), count(DISTINCT day), max(fetched_at) FROM ops.source_cursors"
         " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
     )
     with owner.connect() as conn:

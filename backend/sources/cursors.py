@@ -18,7 +18,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class CursorRow:
-    """One delivered day of one scope (subscription, billing account, file) and metric."""
+    """One delivered day of one scope (subscription, billing account, file) and metric, in one billing
+    currency: a day billed in two currencies is two rows, so each currency's reported total reconciles with
+    silver's total of that currency (ops.source_cursors is keyed by currency since migration 0020)."""
 
     source: str
     scope: str
@@ -168,14 +170,14 @@ class MemoryCursorStore:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._done: dict[tuple[str, str, str, date], CursorRow] = {}
+        self._done: dict[tuple[str, str, str, date, str], CursorRow] = {}
         self._staged: dict[str, tuple[list[CursorRow], list[ImportedFile]]] = {}
         self._committed: set[str] = set()
         self._files: dict[str, ImportedFile] = {}
 
     def delivered(self, source: str) -> set[tuple[str, str, date]]:
         with self._lock:
-            return {(s, m, d) for (src, s, m, d) in self._done if src == source}
+            return {(s, m, d) for (src, s, m, d, _cur) in self._done if src == source}
 
     def rows(self, source: str) -> list[CursorRow]:
         with self._lock:
@@ -200,8 +202,12 @@ class MemoryCursorStore:
             if batch_id not in self._staged:
                 raise UnknownBatchError(f"batch {batch_id!r} was not fetched to the end; nothing to commit")
             rows, files = self._staged.pop(batch_id)
+            for day_key, currencies in _replaced_currencies(rows).items():
+                # A re-delivered day replaces the day: a currency it no longer carries goes too.
+                for key in [k for k in self._done if k[:4] == day_key and k[4] not in currencies]:
+                    del self._done[key]
             for row in rows:
-                key = (row.source, row.scope, row.metric, row.day)
+                key = (row.source, row.scope, row.metric, row.day, row.currency or "")
                 self._done[key] = row.added_to(self._done.get(key))
             now = utc_now()
             for f in files:
@@ -255,11 +261,11 @@ class PostgresCursorStore:
             result = conn.execute(
                 sa.text(
                     "SELECT source, scope, metric, day, fetched_at, row_count, reported_total, currency"
-                    " FROM ops.source_cursors WHERE source = :source ORDER BY scope, metric, day"
+                    " FROM ops.source_cursors WHERE source = :source ORDER BY scope, metric, day, currency"
                 ),
                 {"source": source},
             )
-            return [CursorRow(*row) for row in result]
+            return [CursorRow(*row[:-1], currency=row[-1] or None) for row in result]
 
     def stage(
         self,
@@ -309,6 +315,18 @@ class PostgresCursorStore:
                 log.warning("batch %s has no staged cursor rows here; its days will be fetched again", batch_id)
                 rows, files = [], []
             scopes = sorted({r.scope for r in (rows or (own[0] if own is not None else []))})
+            replaced = _replaced_currencies(rows)
+            if replaced:
+                conn.execute(
+                    sa.text(
+                        "DELETE FROM ops.source_cursors WHERE source = :source AND scope = :scope"
+                        " AND metric = :metric AND day = :day AND currency <> ALL (:currencies)"
+                    ),
+                    [
+                        {"source": src, "scope": scope, "metric": metric, "day": day, "currencies": sorted(cur)}
+                        for (src, scope, metric, day), cur in replaced.items()
+                    ],
+                )
             if rows:
                 conn.execute(
                     sa.text(
@@ -316,13 +334,12 @@ class PostgresCursorStore:
                         " (source, scope, metric, day, batch_id, fetched_at, row_count, reported_total, currency)"
                         " VALUES (:source, :scope, :metric, :day, :batch_id, :fetched_at, :row_count,"
                         " :reported_total, :currency)"
-                        " ON CONFLICT (source, scope, metric, day) DO UPDATE SET batch_id = EXCLUDED.batch_id,"
+                        " ON CONFLICT (source, scope, metric, day, currency) DO UPDATE SET batch_id = EXCLUDED.batch_id,"
                         " fetched_at = EXCLUDED.fetched_at,"
                         " row_count = CASE WHEN :adds THEN ops.source_cursors.row_count + EXCLUDED.row_count"
                         " ELSE EXCLUDED.row_count END,"
                         " reported_total = CASE WHEN :adds THEN ops.source_cursors.reported_total"
-                        " + EXCLUDED.reported_total ELSE EXCLUDED.reported_total END,"
-                        " currency = coalesce(EXCLUDED.currency, ops.source_cursors.currency)"
+                        " + EXCLUDED.reported_total ELSE EXCLUDED.reported_total END"
                     ),
                     [
                         {
@@ -334,7 +351,7 @@ class PostgresCursorStore:
                             "fetched_at": r.fetched_at,
                             "row_count": r.row_count,
                             "reported_total": r.reported_total,
-                            "currency": r.currency,
+                            "currency": r.currency or "",
                             "adds": r.adds,
                         }
                         for r in rows
@@ -387,6 +404,15 @@ class PostgresCursorStore:
                 {"field": field, "value": value},
             ).all()
         return [ImportedFile.from_json(r.file, batch_id=r.batch_id, imported_at=r.created_at) for r in found]
+
+
+def _replaced_currencies(rows: Iterable[CursorRow]) -> dict[tuple[str, str, str, date], set[str]]:
+    """The days `rows` re-deliver whole (not adding to them), with the currencies the new delivery carries."""
+    out: dict[tuple[str, str, str, date], set[str]] = {}
+    for r in rows:
+        if not r.adds:
+            out.setdefault((r.source, r.scope, r.metric, r.day), set()).add(r.currency or "")
+    return out
 
 
 def utc_now() -> datetime:

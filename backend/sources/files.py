@@ -66,7 +66,10 @@ class FileRefusedError(ValueError):
 
 @dataclass
 class GroupTotal:
-    """Rows and exact amounts of one (scope, day) as the file reports them."""
+    """Rows and exact amounts of one (scope, day, billing currency) as the file reports them.
+
+    Per currency: a billing account can bill one scope's day in two currencies, and a reported total
+    that summed them would never match silver's per-currency totals (reconciliation compares per currency)."""
 
     scope: str
     day: date | None
@@ -85,7 +88,7 @@ class PreparedFile:
     detection: Detection
     metric: str
     chunks: list[RawChunk]
-    totals: dict[tuple[str, date | None], GroupTotal]
+    totals: dict[tuple[str, date | None, str], GroupTotal]  # keyed (scope, day, currency)
     row_count: int
     total_cost: Decimal
     cost_column: str
@@ -111,7 +114,7 @@ class PreparedFile:
     def report(self) -> dict:
         """The load report of this file: format, version, metric, rows, totals per currency and month, delivery."""
         totals: dict[str, dict[str, str]] = {}
-        for (_scope, day), group in sorted(self.totals.items(), key=lambda kv: (kv[0][1] or date.min, kv[0][0])):
+        for (_scope, day, _cur), group in sorted(self.totals.items(), key=lambda kv: (kv[0][1] or date.min, kv[0][0])):
             month = day.strftime("%Y-%m") if day else "(no date)"
             per_currency = totals.setdefault(group.currency or "(none)", {})
             per_currency[month] = str(Decimal(per_currency.get(month, "0")) + group.cost)
@@ -263,7 +266,7 @@ def _prepare_csv(path: Path, data: bytes, sha: str, settings: Settings, metric: 
 
     day_cache: dict[str, date | None] = {}
     groups: dict[tuple[str, date | None], list[int]] = {}
-    totals: dict[tuple[str, date | None], GroupTotal] = {}
+    totals: dict[tuple[str, date | None, str], GroupTotal] = {}
     invalid = blank = unparsed = 0
     charge_types: set[str] = set()
     total = Decimal(0)
@@ -279,10 +282,11 @@ def _prepare_csv(path: Path, data: bytes, sha: str, settings: Settings, metric: 
         scope = next((row[i].strip() for i in i_scopes if i < len(row) and row[i].strip().lower() not in NULLS), "")
         key = (scope, day)
         groups.setdefault(key, []).append(r)
-        group = totals.get(key) or totals.setdefault(key, GroupTotal(scope, day))
+        currency = row[i_cur].strip() if i_cur is not None and i_cur < len(row) else ""
+        group = totals.get((*key, currency)) or totals.setdefault(
+            (*key, currency), GroupTotal(scope, day, currency=currency or None)
+        )
         group.rows += 1
-        if i_cur is not None and i_cur < len(row) and not group.currency and row[i_cur].strip():
-            group.currency = row[i_cur].strip()
         if i_charge is not None and i_charge < len(row):
             charge_types.add(row[i_charge])
         try:
@@ -376,7 +380,7 @@ def _prepare_parquet(path: Path, data: bytes, sha: str, settings: Settings, metr
     scope_lists = [s for s in scope_lists if s is not None]
     day_cache: dict[str | None, date | None] = {}
     keys: list[tuple[str, date | None]] = []
-    totals: dict[tuple[str, date | None], GroupTotal] = {}
+    totals: dict[tuple[str, date | None, str], GroupTotal] = {}
     invalid = unparsed = 0
     total = Decimal(0)
     for r in range(table.num_rows):
@@ -388,10 +392,11 @@ def _prepare_parquet(path: Path, data: bytes, sha: str, settings: Settings, metr
         scope = next((s[r].strip() for s in scope_lists if s[r] and s[r].strip().lower() not in NULLS), "")
         key = (scope, day)
         keys.append(key)
-        group = totals.get(key) or totals.setdefault(key, GroupTotal(scope, day))
+        currency = (currencies[r] or "").strip()
+        group = totals.get((*key, currency)) or totals.setdefault(
+            (*key, currency), GroupTotal(scope, day, currency=currency or None)
+        )
         group.rows += 1
-        if currencies[r] and not group.currency:
-            group.currency = currencies[r]
         try:
             amount = None if costs[r] is None else parse_amount(costs[r])
             extra = None if extras[r] is None else parse_amount(extras[r])
@@ -600,7 +605,7 @@ class FileSource:
         for skip in self.skipped:
             log.warning("import: %s", skip.message)
         fetched_at = datetime.now(UTC)
-        cursor_rows: dict[tuple[str, str, date], CursorRow] = {}
+        cursor_rows: dict[tuple[str, str, date, str], CursorRow] = {}
         chunks = 0
         for prepared in self.prepared:
             log.info(
@@ -623,7 +628,7 @@ class FileSource:
                 chunk.meta["batch_id"] = batch_id
                 chunks += 1
                 yield chunk
-            for (scope, day), group in prepared.totals.items():
+            for (scope, day, currency), group in prepared.totals.items():
                 if day is None:
                     continue
                 row = CursorRow(
@@ -638,7 +643,7 @@ class FileSource:
                     adds=prepared.adds,
                 )
                 # Files of one import that add to each other sum here; a re-delivery overwrites.
-                key = (scope, prepared.metric, day)
+                key = (scope, prepared.metric, day, currency)
                 earlier = cursor_rows.get(key)
                 cursor_rows[key] = row if earlier is None or not prepared.adds else _combined(earlier, row)
         self.cursors.stage(

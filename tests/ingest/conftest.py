@@ -68,7 +68,7 @@ class DaySource:
                 conn.execute(
                     sa.text(
                         "INSERT INTO ops.source_cursors (source, scope, metric, day, batch_id, fetched_at, row_count) "
-                        "VALUES (:s, 'acct-1', :m, :d, :b, :f, :n) ON CONFLICT (source, scope, metric, day) "
+                        "VALUES (:s, 'acct-1', :m, :d, :b, :f, :n) ON CONFLICT (source, scope, metric, day, currency) "
                         "DO UPDATE SET batch_id = EXCLUDED.batch_id, fetched_at = EXCLUDED.fetched_at"
                     ),
                     {"s": self.name, "m": self.metric, "d": day, "b": batch_id, "f": now, "n": self.rows},

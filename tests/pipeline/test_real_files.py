@@ -151,6 +151,29 @@ def test_part_files_imported_one_by_one_give_the_whole_file_and_a_redelivery_cha
     assert _mart_totals(service) == {"USD": (_total(restated), whole[1])} and _mismatches(service) == 0
 
 
+def test_a_scope_billed_in_two_currencies_reconciles_per_currency(service, tmp_path):
+    # One billing account billing the same subscriptions' days in EUR and USD (an MCA account with two
+    # billing profiles): each currency's reported total is its own, never EUR + USD under the first one seen.
+    usd, eur = _focus_rows(60, seed=11), _focus_rows(60, seed=12, currency="EUR")
+    both = tmp_path / "focus-two-currencies.csv"
+    _write(both, FOCUS_COLUMNS, [r for pair in zip(usd, eur, strict=True) for r in pair])
+    _import(service, both)
+    assert _mart_totals(service) == {
+        "USD": (_total(usd), _total(usd, "EffectiveCost")),
+        "EUR": (_total(eur), _total(eur, "EffectiveCost")),
+    }
+    assert _mismatches(service) == 0
+    # Re-delivered with the EUR rows gone (moved to another account): the days' EUR totals go with them.
+    again = tmp_path / "focus-usd-only.csv"
+    _write(again, FOCUS_COLUMNS, list(reversed(usd)))
+    _import(service, again)
+    assert _mart_totals(service) == {"USD": (_total(usd), _total(usd, "EffectiveCost"))}
+    assert _mismatches(service) == 0
+    with service.engine.connect() as conn:
+        cursors = conn.execute(sa.text("SELECT DISTINCT currency FROM ops.source_cursors WHERE source = 'file'"))
+        assert {c for (c,) in cursors} == {"USD"}
+
+
 def test_three_parts_then_the_whole_file_is_one_delivery_not_four(service, tmp_path):
     rows = _focus_rows(300, seed=5)
     parts = [tmp_path / f"part_{n}_0001.csv" for n in range(3)]

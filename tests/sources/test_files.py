@@ -144,7 +144,7 @@ def test_focus_csv_with_null_strings_json_tags_and_quoted_newlines(tmp_path):
     assert prepared.row_count == 6
     assert prepared.total_cost == sum(Decimal(r["BilledCost"]) for r in rows)
     assert prepared.total_cost == Decimal("23.393466789013")
-    group = prepared.totals[(f"/subscriptions/{SUB_B}", date(2025, 3, 1))]
+    group = prepared.totals[(f"/subscriptions/{SUB_B}", date(2025, 3, 1), "EUR")]
     assert group.rows == 1 and group.cost == Decimal("0.123456789012") and group.currency == "EUR"
     _check_chunks_are_exact(prepared, data)
     chunk = next(c for c in prepared.chunks if c.key == f"/subscriptions/{SUB_A}|2025-03-02")
@@ -210,7 +210,7 @@ def test_ea_export_with_bom_us_dates_legacy_tags_and_gzip(tmp_path, compress):
     assert prepared.cost_column == "CostInBillingCurrency"
     assert prepared.total_cost == sum(Decimal(r["CostInBillingCurrency"]) for r in rows)
     assert prepared.metric == "AmortizedCost", "an UnusedReservation row only exists in amortized data"
-    assert prepared.totals[(SUB_A, date(2025, 3, 1))].cost == Decimal("10.1234567890") + Decimal("5")
+    assert prepared.totals[(SUB_A, date(2025, 3, 1), "USD")].cost == Decimal("10.1234567890") + Decimal("5")
     assert not prepared.chunks[0].payload.startswith(b"\xef\xbb\xbf")
     _check_chunks_are_exact(prepared, data)
     assert all(c.payload.endswith(b"\r\n") for c in prepared.chunks)
@@ -257,7 +257,7 @@ def test_mca_export(tmp_path):
     assert prepared.detection.format.payload_format == PayloadFormat.azure_export_mca
     assert "invoiceId" in prepared.detection.matched
     assert prepared.total_cost == Decimal("100.750000000001")
-    assert prepared.totals[(SUB_B, date(2025, 3, 1))].rows == 2
+    assert prepared.totals[(SUB_B, date(2025, 3, 1), "EUR")].rows == 2
     _check_chunks_are_exact(prepared, data)
 
 

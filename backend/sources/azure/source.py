@@ -335,7 +335,8 @@ class AzureCostSource:
                 prepared = prepare_csv_bytes(data, self.settings, name=name, metric=window.metric)
             except FileRefusedError as exc:
                 raise AzureError(f"Cost Details blob {index} for {window.subscription} is unreadable: {exc}") from None
-            for (_scope, day), group in prepared.totals.items():
+            # A subscription bills in one currency: its blobs' totals sum per day.
+            for (_scope, day, _currency), group in prepared.totals.items():
                 if day is None:
                     continue
                 count, total, currency = totals.get(day, (0, Decimal(0), None))
