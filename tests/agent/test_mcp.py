@@ -239,3 +239,28 @@ def test_streamable_http_breakdown_and_audit(http_server, owner, before):
     rows = _audit_rows(owner, f"mcp:{client}")
     assert [r.tool_calls[0]["tool"] for r in rows] == ["cost_breakdown", "run_sql"]
     assert rows[0].session_id and not rows[0].session_id.startswith("mcp-")  # the HTTP session, not the process
+
+
+def test_attack_corpus_through_mcp_writes_nothing_and_stops_at_the_timeout(server_env, before):
+    # The same corpus as the in-process and over-the-wire tests, sent by an MCP client to run_sql: every
+    # statement is refused or stopped by the reader role's timeout, none hangs, the mart is unchanged.
+    from tests.agent.test_attacks import CORPUS, HEAVY
+
+    async def scenario() -> dict[str, tuple[float, types.CallToolResult]]:
+        out = {}
+        async with stdio_session(server_env, _client_name()) as session:
+            for name, sql in CORPUS.items():
+                t0 = time.perf_counter()
+                result = await session.call_tool("run_sql", {"sql": sql})
+                out[name] = ((time.perf_counter() - t0) * 1000, result)
+        return out
+
+    results = anyio.run(scenario)
+    assert set(results) == set(CORPUS)
+    for name, (elapsed_ms, result) in results.items():
+        assert elapsed_ms < TIMEOUT_MS + 5000, name
+        text = result.content[0].text if result.content else ""
+        if CORPUS[name] in HEAVY.values():
+            assert result.is_error and "timeout" in text, (name, text)
+        if result.is_error:
+            assert text, name  # says why
