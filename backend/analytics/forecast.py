@@ -32,10 +32,12 @@ def _profiles(hist: np.ndarray, w: int) -> np.ndarray:
     # Block column c holds days n - 7w + c + 7k, so it matches future step h (day n + h) when h % 7 == c.
     block = hist[:, hist.shape[1] - 7 * w :].reshape(len(hist), w, 7)
     overall = np.median(block.reshape(len(hist), -1), axis=1)
+    # A series whose median day is 0 (a part-month file, a sparse service) divides by 0 twice here; its
+    # factors are replaced by 1 below, so the warnings would only be noise on the user's console.
     with np.errstate(invalid="ignore", divide="ignore"):
         factor = np.median(block, axis=1) / overall[:, None]
-    factor = np.where(factor > 0.05, factor, 1.0)
-    factor = factor / factor.mean(axis=1, keepdims=True)
+        factor = np.where(factor > 0.05, factor, 1.0)
+        factor = factor / factor.mean(axis=1, keepdims=True)
     return np.where(overall[:, None] > 0, factor, 1.0)
 
 
