@@ -87,16 +87,20 @@ def run_allocation(
         return {}
     daily = engine.read(spark, lake, GOLD_COST_DAILY, GOLD_COST_DAILY_SCHEMA)
     tags = engine.read(spark, lake, GOLD_RESOURCE_TAGS, GOLD_RESOURCE_TAGS_SCHEMA)
-    allocated, coverage = allocate(spark, monthly_costs(daily), tags, ruleset, version=version or 0)
-    extra = [F.lit(version or 0).alias("rules_version"), F.lit(run_id).alias("run_id")]
-    rows = {
-        GOLD_COST_ALLOCATION: engine.replace(
-            allocated.select("*", *extra), lake, GOLD_COST_ALLOCATION, GOLD_COST_ALLOCATION_SCHEMA,
-            partition_by=["charge_month"],
-        ),
-        GOLD_TAG_COVERAGE: engine.replace(
-            coverage.select("*", *extra), lake, GOLD_TAG_COVERAGE, GOLD_TAG_COVERAGE_SCHEMA
-        ),
-    }  # fmt: skip
+    with engine.Scratch(spark, lake, run_id) as area:
+        # The statement reads the monthly costs five times and the engine reuses no plan: summed once
+        # (months x resources, small) instead of re-aggregating cost_daily each time (5M rows, demo rules: 52 -> 20 s).
+        costs = area.keep(monthly_costs(daily), "alloc_costs")
+        allocated, coverage = allocate(spark, costs, tags, ruleset, version=version or 0)
+        extra = [F.lit(version or 0).alias("rules_version"), F.lit(run_id).alias("run_id")]
+        rows = {
+            GOLD_COST_ALLOCATION: engine.replace(
+                allocated.select("*", *extra), lake, GOLD_COST_ALLOCATION, GOLD_COST_ALLOCATION_SCHEMA,
+                partition_by=["charge_month"],
+            ),
+            GOLD_TAG_COVERAGE: engine.replace(
+                coverage.select("*", *extra), lake, GOLD_TAG_COVERAGE, GOLD_TAG_COVERAGE_SCHEMA
+            ),
+        }  # fmt: skip
     log.info("gold allocation with rules version %s: %s", version, rows)
     return rows
