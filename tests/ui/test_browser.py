@@ -312,4 +312,11 @@ def test_every_page_and_run_now(app_url, browser):
             assert "Demo data" in text and "Demo: " in text, f"no demo label or demo budget:\n{text[:2000]}"
             assert "Not enough history yet for movers" not in text
             assert "No open anomalies" not in text, f"the first run scored no anomaly:\n{text[:3000]}"
+        if name == "budgets":
+            # Each demo budget's outlook: the forecast, the exceed date and the backtest error (issue 24).
+            text = _text(browser)
+            assert "Expected to exceed" in text and "Forecast error" in text, text[:3000]
+            assert "MAPE " in text, f"no demo budget has a backtested forecast:\n{text[:3000]}"
+        if name == "anomalies":
+            assert "Detection settings per level" in _text(browser)
     assert len(list(SHOTS.glob("*.png"))) == len(PAGES) + 1
