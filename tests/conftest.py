@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,6 +118,17 @@ def s3_settings(s3_endpoint: str, tmp_path: Path) -> Settings:
     )
     ensure_lake(lake_location(settings))
     return settings
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # Runtimes a test built without stopping are stopped by their atexit hook after pytest has closed the
+    # streams it captured; their "stopping embedded ..." lines then go to the real stderr instead of
+    # printing logging's "I/O operation on closed file" tracebacks at the end of every run.
+    for logger in (logging.getLogger(), *[lg for lg in logging.root.manager.loggerDict.values()
+                                          if isinstance(lg, logging.Logger)]):  # fmt: skip
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                handler.stream = sys.__stderr__  # not setStream: it flushes the old, maybe closed, stream
 
 
 # --- Spark --------------------------------------------------------------------------
