@@ -350,8 +350,8 @@ def first_run(seed: int, rows: int, work: Path, *, score: bool = True) -> list[d
     from backend.analytics.run import run_analytics
     from backend.config import Settings
     from backend.lake import lake_from_settings
+    from backend.lake.catalog import GOLD_COST_DAILY, GOLD_RESOURCE_TAGS
     from backend.lake.storage import ensure_lake, lake_location
-    from backend.medallion.schemas import GOLD_COST_DAILY, GOLD_RESOURCE_TAGS
     from backend.runtime.spark import get_spark
     from bench.common import scratch_postgres
 

@@ -17,7 +17,7 @@ from backend.ingest.clients import ensure_topics
 from backend.ingest.consumer import drain
 from backend.ingest.producer import KafkaChunkSink
 from backend.lake import Lake, lake_from_settings
-from backend.medallion.schemas import BRONZE_COST_RECORDS, BRONZE_PARTITION_BY
+from backend.lake.catalog import BRONZE_COST_RECORDS, BRONZE_PARTITION_BY
 from backend.runtime import kafka as kafka_service
 from backend.sources.base import ContentType, PayloadFormat, RawChunk
 from bench.common import BenchResult, PeakMemory, timed

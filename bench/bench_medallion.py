@@ -125,7 +125,7 @@ COPY (
 
 def build_bronze(lake, rows: int, *, settings, start: date = date(2025, 1, 1), months: int = 3) -> tuple[int, int]:
     """Synthetic estate -> FOCUS Parquet chunks -> bronze rows (as ingest would write them)."""
-    from backend.medallion.schemas import BRONZE_COST_RECORDS, BRONZE_PARTITION_BY, BRONZE_SCHEMA
+    from backend.lake.catalog import BRONZE_COST_RECORDS, BRONZE_PARTITION_BY, BRONZE_SCHEMA
     from backend.sources.cursors import MemoryCursorStore
     from backend.sources.synthetic import SyntheticSource, generate_estate
 
@@ -165,7 +165,7 @@ def run_duckdb(lake, workdir: Path) -> dict[str, float]:
     """The DuckDB reference over the same bronze: payloads to Parquet files, then the SQL above."""
     import duckdb
 
-    from backend.medallion.schemas import BRONZE_COST_RECORDS
+    from backend.lake.catalog import BRONZE_COST_RECORDS
 
     payload_dir = workdir / "payloads"
     out = workdir / "gold"

@@ -41,9 +41,9 @@ def main(rows: int) -> None:
 
     from backend.config import Settings
     from backend.lake import engine, lake_from_settings
+    from backend.lake.catalog import BRONZE_COST_RECORDS, BRONZE_SCHEMA
     from backend.medallion import gold, jobs, silver, staging
     from backend.medallion.parse import BRONZE_INPUT_COLUMNS
-    from backend.medallion.schemas import BRONZE_COST_RECORDS, BRONZE_SCHEMA
     from backend.runtime.spark import get_spark, stop_spark
     from bench.bench_e2e import estate_window
     from bench.bench_medallion import build_bronze

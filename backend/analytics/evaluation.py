@@ -168,7 +168,7 @@ def estate_gold(estate_costs: pa.Table, *, tag_keys: tuple[str, ...] = ("team",)
     plus charge_month): cost_daily at its grain, cost_by_tag and resource_tags for `tag_keys`, tags canonical
     as gold makes them. Lets the evaluation run the real analytics step (Spark, the mart) without the whole
     medallion."""
-    from backend.medallion.schemas import GOLD_COST_BY_TAG, GOLD_COST_DAILY, GOLD_RESOURCE_TAGS, MONEY
+    from backend.lake.catalog import GOLD_COST_BY_TAG, GOLD_COST_DAILY, GOLD_RESOURCE_TAGS, MONEY
 
     frame = estate_cost_frame(estate_costs)
     frame["charge_month"] = frame["charge_date"].dt.strftime("%Y-%m")

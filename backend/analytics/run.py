@@ -31,7 +31,7 @@ from backend.analytics.detect import DetectorParams
 from backend.analytics.forecast import ForecastParams
 from backend.analytics.series import CHILD_COLUMN, LEVEL_COLUMN, METRICS, TAG_PREFIX, TOTAL
 from backend.config import Settings
-from backend.medallion.schemas import (
+from backend.lake.catalog import (
     GOLD_COST_BY_TAG,
     GOLD_COST_BY_TAG_SCHEMA,
     GOLD_COST_DAILY,

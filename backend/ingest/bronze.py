@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pyarrow as pa
 
 from backend.ingest.envelope import Envelope, InvalidMessageError, decode
-from backend.medallion.schemas import BRONZE_SCHEMA, DEAD_LETTER_SCHEMA
+from backend.lake.catalog import BRONZE_SCHEMA, DEAD_LETTER_SCHEMA
 
 
 @dataclass(frozen=True)

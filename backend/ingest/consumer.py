@@ -18,7 +18,7 @@ from backend.config import Settings
 from backend.ingest.bronze import BronzeBatch, ConsumedMessage, PartitionProgress, app_id, build_batch
 from backend.ingest.clients import ensure_topics, make_admin, make_consumer
 from backend.lake import Lake
-from backend.medallion.schemas import BRONZE_COST_RECORDS, BRONZE_DEAD_LETTERS, BRONZE_PARTITION_BY
+from backend.lake.catalog import BRONZE_COST_RECORDS, BRONZE_DEAD_LETTERS, BRONZE_PARTITION_BY
 
 log = logging.getLogger(__name__)
 

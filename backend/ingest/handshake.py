@@ -17,7 +17,7 @@ from backend.config import Settings
 from backend.ingest.consumer import DrainResult, drain
 from backend.ingest.producer import BatchReceipt, KafkaChunkSink
 from backend.lake import Lake
-from backend.medallion.schemas import BRONZE_COST_RECORDS
+from backend.lake.catalog import BRONZE_COST_RECORDS
 from backend.sources.base import CostSource
 
 log = logging.getLogger(__name__)

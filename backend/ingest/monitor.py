@@ -14,7 +14,7 @@ from backend.ingest import consumer as bronze_consumer
 from backend.ingest.bronze import app_id
 from backend.ingest.clients import make_consumer, probe_timeouts
 from backend.lake import Lake
-from backend.medallion.schemas import BRONZE_COST_RECORDS
+from backend.lake.catalog import BRONZE_COST_RECORDS
 
 log = logging.getLogger(__name__)
 

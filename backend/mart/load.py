@@ -39,9 +39,7 @@ import pyarrow.dataset as ds
 import sqlalchemy as sa
 
 from backend.config import Settings
-from backend.lake.delta import Lake
-from backend.mart.model import AGG_KEYS, DIMENSIONS, FACT_COLUMNS, FACT_MEASURES, Dimension
-from backend.medallion.schemas import (
+from backend.lake.catalog import (
     GOLD_COST_BY_TAG,
     GOLD_COST_CHANGES,
     GOLD_COST_DAILY,
@@ -49,6 +47,8 @@ from backend.medallion.schemas import (
     GOLD_MONTHLY_SUMMARY,
     GOLD_RESOURCE_TAGS,
 )
+from backend.lake.delta import Lake
+from backend.mart.model import AGG_KEYS, DIMENSIONS, FACT_COLUMNS, FACT_MEASURES, Dimension
 
 log = logging.getLogger(__name__)
 

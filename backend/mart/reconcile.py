@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
+from backend.lake.catalog import FAMILY_RANK, SILVER_COSTS
 from backend.lake.delta import Lake
-from backend.medallion.schemas import FAMILY_RANK, SILVER_COSTS
 
 log = logging.getLogger(__name__)
 

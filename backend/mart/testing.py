@@ -8,8 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from backend.lake.delta import Lake
-from backend.medallion.schemas import (
+from backend.lake.catalog import (
     GOLD_COST_BY_TAG,
     GOLD_COST_BY_TAG_SCHEMA,
     GOLD_COST_DAILY,
@@ -18,6 +17,7 @@ from backend.medallion.schemas import (
     GOLD_RESOURCE_TAGS_SCHEMA,
     MONEY,
 )
+from backend.lake.delta import Lake
 
 SERVICES = [
     ("Virtual Machines", "Compute"),

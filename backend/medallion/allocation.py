@@ -17,8 +17,7 @@ from pyspark.sql import functions as F  # noqa: N812  (the PySpark convention)
 from backend.allocation import sql as alloc_sql
 from backend.allocation.rules import RuleSet
 from backend.lake import engine
-from backend.lake.delta import Lake
-from backend.medallion.schemas import (
+from backend.lake.catalog import (
     GOLD_COST_ALLOCATION,
     GOLD_COST_ALLOCATION_SCHEMA,
     GOLD_COST_DAILY,
@@ -28,6 +27,7 @@ from backend.medallion.schemas import (
     GOLD_TAG_COVERAGE,
     GOLD_TAG_COVERAGE_SCHEMA,
 )
+from backend.lake.delta import Lake
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F  # noqa: N812  (the PySpark convention)
 
-from backend.lake.engine import conform
-from backend.medallion.frames import aggregate_repeated, with_small
-from backend.medallion.schemas import (
+from backend.lake.catalog import (
     FAMILY_RANK,
     GOLD_COST_BY_TAG_SCHEMA,
     GOLD_COST_CHANGES_SCHEMA,
@@ -18,6 +16,8 @@ from backend.medallion.schemas import (
     MONEY_SQL,
     TOP_MOVERS_PER_PERIOD,
 )
+from backend.lake.engine import conform
+from backend.medallion.frames import aggregate_repeated, with_small
 
 UNTAGGED = "untagged"
 

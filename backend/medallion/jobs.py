@@ -15,10 +15,7 @@ from pyspark.sql import functions as F  # noqa: N812  (the PySpark convention)
 from backend.config import Settings
 from backend.lake import Lake
 from backend.lake import engine as delta
-from backend.lake.engine import Scratch, sql_list
-from backend.medallion import gold, silver, staging
-from backend.medallion.parse import BRONZE_INPUT_COLUMNS
-from backend.medallion.schemas import (
+from backend.lake.catalog import (
     BRONZE_COST_RECORDS,
     BRONZE_SCHEMA,
     GOLD_COST_BY_TAG,
@@ -41,6 +38,9 @@ from backend.medallion.schemas import (
     SILVER_QUARANTINE,
     SILVER_QUARANTINE_SCHEMA,
 )
+from backend.lake.engine import Scratch, sql_list
+from backend.medallion import gold, silver, staging
+from backend.medallion.parse import BRONZE_INPUT_COLUMNS
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,7 @@ from pyspark.sql.pandas.types import from_arrow_schema
 
 from backend.lake import Lake
 from backend.lake import engine as delta
-from backend.lake.engine import conform, ensure_table, sql_list
-from backend.medallion.frames import aggregate_repeated
-from backend.medallion.parse import LINEAGE_FIELDS, STAGING_FIELDS, STAGING_SCHEMA, explode_batches
-from backend.medallion.schemas import (
+from backend.lake.catalog import (
     MONEY_SQL,
     SILVER_COSTS,
     SILVER_COSTS_SCHEMA,
@@ -26,6 +23,9 @@ from backend.medallion.schemas import (
     SILVER_QUARANTINE_KEY,
     SILVER_QUARANTINE_SCHEMA,
 )
+from backend.lake.engine import conform, ensure_table, sql_list
+from backend.medallion.frames import aggregate_repeated
+from backend.medallion.parse import LINEAGE_FIELDS, STAGING_FIELDS, STAGING_SCHEMA, explode_batches
 
 log = logging.getLogger(__name__)
 

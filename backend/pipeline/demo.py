@@ -210,7 +210,7 @@ def seed_demo_budgets(engine: sa.Engine) -> list[str]:
 
 
 def _delete_demo_rows(lake: Lake, layers: tuple[str, ...]) -> dict[str, object]:
-    from backend.medallion.schemas import BRONZE_COST_RECORDS, SILVER_COSTS, SILVER_QUARANTINE
+    from backend.lake.catalog import BRONZE_COST_RECORDS, SILVER_COSTS, SILVER_QUARANTINE
 
     done: dict[str, object] = {}
     names = ", ".join(f"'{s}'" for s in DEMO_SOURCES)

@@ -299,8 +299,8 @@ def bronze(ctx: PipelineContext) -> StepResult:
 
 def silver(ctx: PipelineContext) -> StepResult:
     """New bronze -> silver (MERGE, quarantine); the months touched are handed to gold."""
+    from backend.lake.catalog import SILVER_COSTS
     from backend.medallion.jobs import MedallionStats, reset_for_rebuild, run_silver
-    from backend.medallion.schemas import SILVER_COSTS
 
     stats = MedallionStats(run_id=ctx.run_id, full_rebuild=bool(_option(ctx, "full_rebuild", False)))
     if stats.full_rebuild:
@@ -326,8 +326,8 @@ def silver(ctx: PipelineContext) -> StepResult:
 def gold(ctx: PipelineContext) -> StepResult:
     """Recompute gold for the months silver touched, plus any a killed run left behind (all months on a full rebuild)
     and those whose FX rates (or reporting currency) changed since gold last converted."""
+    from backend.lake.catalog import SILVER_COSTS, SILVER_PARTITION_BY
     from backend.medallion.jobs import run_gold
-    from backend.medallion.schemas import SILVER_COSTS, SILVER_PARTITION_BY
     from backend.sources.fx import reporting_currency
 
     months = ctx.state.get("affected_months")
@@ -377,7 +377,7 @@ _NO_RATES = -1  # the version recorded while no rates table exists (conversion a
 def _fx_months(ctx: PipelineContext, currency: str | None) -> tuple[list[str], tuple[str, int] | None]:
     """Months gold holds whose conversion is stale: FX partitions changed since gold's mark (every month when
     there is no mark for this reporting currency), and the (mark name, version) to record after gold ran."""
-    from backend.medallion.schemas import GOLD_COST_DAILY, SILVER_FX_RATES
+    from backend.lake.catalog import GOLD_COST_DAILY, SILVER_FX_RATES
 
     name = f"{SILVER_FX_RATES}:{currency or '-'}"
     version = ctx.lake.version(SILVER_FX_RATES)
@@ -417,7 +417,7 @@ def _days_changed(ctx: PipelineContext) -> dict[str, list[str]] | None:
     before this run's silver step; after a killed run (or a silver step run on its own) the earlier
     changes are known by month only, so gold recomputes the months whole (None).
     """
-    from backend.medallion.schemas import SILVER_COSTS
+    from backend.lake.catalog import SILVER_COSTS
 
     stats = ctx.state.get("medallion")
     before = ctx.state.get("silver_version_before")
@@ -430,9 +430,9 @@ def _days_changed(ctx: PipelineContext) -> dict[str, list[str]] | None:
 
 def mart(ctx: PipelineContext) -> StepResult:
     """Load the affected gold months (and any a killed run left unloaded) into the Postgres mart in one transaction."""
+    from backend.lake.catalog import GOLD_COST_DAILY
     from backend.mart.load import load_fx_rates, load_gold
     from backend.mart.reconcile import reconcile
-    from backend.medallion.schemas import GOLD_COST_DAILY
     from backend.sources import fx
 
     # The rates gold converted with (small, replaced whole): the pages say which dates a converted figure used.
@@ -527,8 +527,8 @@ def maintenance(ctx: PipelineContext) -> StepResult:
     files a version added, so the compaction's version is then recorded as processed too (nothing is
     appended in between: runs hold the pipeline lock). Otherwise it waits for the next maintenance run.
     """
+    from backend.lake.catalog import BRONZE_COST_RECORDS, SILVER_COSTS
     from backend.medallion.jobs import BRONZE_PROGRESS_APP_ID
-    from backend.medallion.schemas import BRONZE_COST_RECORDS, SILVER_COSTS
     from backend.medallion.silver import record_progress
 
     lake = ctx.lake

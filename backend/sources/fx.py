@@ -38,7 +38,7 @@ import pyarrow as pa
 
 from backend.config import Settings
 from backend.lake import Lake
-from backend.medallion.schemas import SILVER_FX_RATES, SILVER_FX_RATES_SCHEMA
+from backend.lake.catalog import SILVER_FX_RATES, SILVER_FX_RATES_SCHEMA
 from backend.sources.files import BOM, GZIP_MAGIC, PARQUET_MAGIC, FileRefusedError, _read_limited
 
 log = logging.getLogger(__name__)

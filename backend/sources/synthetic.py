@@ -56,7 +56,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from backend.config import Settings
-from backend.medallion.schemas import MONEY, UTC_TS
+from backend.lake.catalog import MONEY, UTC_TS
 from backend.sources.base import ContentType, PayloadFormat, RawChunk
 from backend.sources.catalog import (
     COST_CENTERS,

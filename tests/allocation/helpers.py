@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pyarrow as pa
 
+from backend.lake.catalog import GOLD_RESOURCE_TAGS, GOLD_RESOURCE_TAGS_SCHEMA
 from backend.lake.delta import Lake
-from backend.medallion.schemas import GOLD_RESOURCE_TAGS, GOLD_RESOURCE_TAGS_SCHEMA
 from tests.finops import helpers as finops
 
 SUB1 = "/subscriptions/00000000-0000-0000-0000-000000000001"

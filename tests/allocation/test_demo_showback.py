@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
+from backend.lake.catalog import GOLD_COST_ALLOCATION
 from backend.mart import allocation
-from backend.medallion.schemas import GOLD_COST_ALLOCATION
 from tests.pipeline.services import pipeline_service
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]

@@ -9,16 +9,16 @@ import pytest
 import sqlalchemy as sa
 
 from backend.allocation.rules import parse_yaml
-from backend.lake.delta import lake_from_settings
-from backend.mart import allocation
-from backend.mart.load import load_gold
-from backend.medallion.allocation import run_allocation
-from backend.medallion.schemas import (
+from backend.lake.catalog import (
     GOLD_COST_ALLOCATION,
     GOLD_RESOURCE_TAGS,
     GOLD_RESOURCE_TAGS_SCHEMA,
     GOLD_TAG_COVERAGE,
 )
+from backend.lake.delta import lake_from_settings
+from backend.mart import allocation
+from backend.mart.load import load_gold
+from backend.medallion.allocation import run_allocation
 from tests.allocation import helpers as h
 from tests.allocation.test_mart_allocation import EDITOR
 

@@ -13,9 +13,9 @@ import sqlalchemy as sa
 
 from backend.analytics.run import run_analytics
 from backend.lake import lake_from_settings
+from backend.lake.catalog import GOLD_COST_DAILY, MONEY
 from backend.lake.storage import ensure_lake, lake_location
 from backend.mart.migrate import upgrade
-from backend.medallion.schemas import GOLD_COST_DAILY, MONEY
 from tests.auth.principals import EDITOR
 from tests.conftest import make_settings
 

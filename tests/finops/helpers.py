@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pyarrow as pa
 
+from backend.lake.catalog import GOLD_COST_CHANGES, GOLD_COST_CHANGES_SCHEMA, GOLD_COST_DAILY_SCHEMA
 from backend.lake.delta import Lake
-from backend.medallion.schemas import GOLD_COST_CHANGES, GOLD_COST_CHANGES_SCHEMA, GOLD_COST_DAILY_SCHEMA
 
 SUB = "/subscriptions/00000000-0000-0000-0000-000000000001"
 D1, D2 = dt.date(2026, 3, 1), dt.date(2026, 3, 2)
@@ -116,7 +116,7 @@ def write(lake: Lake, rows: list[dict], cost_changes: list[dict] | None = None) 
     daily = pa.Table.from_pylist(rows, schema=GOLD_COST_DAILY_SCHEMA)
     months = sorted({r["charge_month"] for r in rows})
     where = "charge_month IN (" + ", ".join(f"'{m}'" for m in months) + ")"
-    from backend.medallion.schemas import GOLD_COST_DAILY
+    from backend.lake.catalog import GOLD_COST_DAILY
 
     lake.replace_where(GOLD_COST_DAILY, daily, predicate=where, run_id="t", partition_by=["charge_month"])
     if cost_changes is not None:

@@ -8,8 +8,8 @@ from decimal import Decimal
 import pyarrow as pa
 import pytest
 
+from backend.lake.catalog import SILVER_COSTS_SCHEMA
 from backend.medallion import gold
-from backend.medallion.schemas import SILVER_COSTS_SCHEMA
 
 pytestmark = pytest.mark.transform
 

@@ -8,10 +8,10 @@ import pyarrow.compute as pc
 import pytest
 
 from backend.lake import lake_from_settings
+from backend.lake.catalog import GOLD_COST_DAILY
 from backend.mart import waste
 from backend.mart.load import load_gold
 from backend.medallion import jobs
-from backend.medallion.schemas import GOLD_COST_DAILY
 from tests.conftest import make_settings
 from tests.medallion.helpers import Bronze, focus_payload, focus_row
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from backend.ingest import envelope
 from backend.ingest.bronze import ConsumedMessage, PartitionProgress, app_id, build_batch
-from backend.medallion.schemas import BRONZE_SCHEMA, DEAD_LETTER_SCHEMA
+from backend.lake.catalog import BRONZE_SCHEMA, DEAD_LETTER_SCHEMA
 from tests.ingest.chunks import parquet_chunk
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

@@ -15,7 +15,7 @@ from kafka import TopicPartition
 from backend.ingest.clients import make_consumer
 from backend.ingest.consumer import drain
 from backend.ingest.producer import KafkaChunkSink
-from backend.medallion.schemas import BRONZE_COST_RECORDS
+from backend.lake.catalog import BRONZE_COST_RECORDS
 from tests.ingest.chunks import parquet_chunk
 
 REPO = Path(__file__).resolve().parents[2]

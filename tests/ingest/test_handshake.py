@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from backend.ingest.consumer import drain
 from backend.ingest.handshake import COMMITTED, batch_states, ingest_sources
 from backend.lake import lake_from_settings
-from backend.medallion.schemas import BRONZE_COST_RECORDS
+from backend.lake.catalog import BRONZE_COST_RECORDS
 from backend.runtime import kafka as kafka_service
 from tests.ingest.conftest import DaySource, days
 

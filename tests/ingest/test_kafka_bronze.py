@@ -12,7 +12,7 @@ from backend.ingest import monitor
 from backend.ingest.consumer import drain, run_continuous
 from backend.ingest.envelope import OversizedChunkError
 from backend.ingest.producer import KafkaChunkSink
-from backend.medallion.schemas import BRONZE_COST_RECORDS, BRONZE_DEAD_LETTERS
+from backend.lake.catalog import BRONZE_COST_RECORDS, BRONZE_DEAD_LETTERS
 from backend.sources.base import ContentType, PayloadFormat, RawChunk
 from tests.ingest.chunks import csv_chunk, json_chunk, parquet_chunk
 

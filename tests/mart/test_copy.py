@@ -9,8 +9,8 @@ import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
+from backend.lake.catalog import MONEY
 from backend.mart.load import _binary_compatible, _copy_arrow
-from backend.medallion.schemas import MONEY
 
 VALUES = [
     Decimal("0"),

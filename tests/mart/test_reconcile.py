@@ -10,11 +10,11 @@ import pyarrow.compute as pc
 import pytest
 import sqlalchemy as sa
 
+from backend.lake.catalog import MONEY, SILVER_COSTS
 from backend.lake.delta import lake_from_settings
 from backend.mart import testing
 from backend.mart.load import load_gold
 from backend.mart.reconcile import SILVER_TOTALS_SCHEMA, list_mismatches, reconcile, silver_daily_totals
-from backend.medallion.schemas import MONEY, SILVER_COSTS
 
 START = dt.date(2026, 3, 1)
 

@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from backend.medallion.schemas import BRONZE_SCHEMA
+from backend.lake.catalog import BRONZE_SCHEMA
 
 EA_HEADER = [
     "BillingAccountId", "SubscriptionId", "SubscriptionName", "Date", "MeterCategory", "MeterSubCategory", "MeterName",

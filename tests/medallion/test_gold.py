@@ -8,8 +8,8 @@ from decimal import Decimal
 import pyarrow as pa
 import pytest
 
+from backend.lake.catalog import SILVER_COSTS_SCHEMA
 from backend.medallion import gold
-from backend.medallion.schemas import SILVER_COSTS_SCHEMA
 
 # Pure transforms: CI runs these on Sail and, with `--engine jvm`, on Apache Spark (`make test`).
 pytestmark = pytest.mark.transform

@@ -8,8 +8,7 @@ import pyarrow.compute as pc
 import pytest
 
 from backend.lake import lake_from_settings
-from backend.medallion import jobs
-from backend.medallion.schemas import (
+from backend.lake.catalog import (
     GOLD_COST_BY_TAG,
     GOLD_COST_CHANGES,
     GOLD_COST_DAILY,
@@ -18,6 +17,7 @@ from backend.medallion.schemas import (
     SILVER_COSTS,
     SILVER_QUARANTINE,
 )
+from backend.medallion import jobs
 from tests.conftest import make_settings
 from tests.medallion.helpers import Bronze, csv_payload, ea_row, focus_payload, focus_row, query_payload
 

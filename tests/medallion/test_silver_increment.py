@@ -5,8 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 from backend.lake import lake_from_settings
+from backend.lake.catalog import SILVER_COSTS
 from backend.medallion import jobs
-from backend.medallion.schemas import SILVER_COSTS
 from tests.conftest import make_settings
 from tests.medallion.helpers import Bronze, csv_payload, ea_row
 

@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from backend.lake import lake_from_settings
+from backend.lake.catalog import SILVER_COSTS, SILVER_QUARANTINE
 from backend.lake.engine import SCRATCH_PREFIX
 from backend.medallion import jobs, staging
-from backend.medallion.schemas import SILVER_COSTS, SILVER_QUARANTINE
 from tests.conftest import make_settings
 from tests.medallion.helpers import Bronze, csv_payload, ea_row, focus_payload, focus_row
 

@@ -20,8 +20,8 @@ import sqlalchemy as sa
 
 from backend.config import REPO_ROOT
 from backend.lake import Lake
+from backend.lake.catalog import SILVER_COSTS, SILVER_KEY
 from backend.mart.reconcile import reconcile
-from backend.medallion.schemas import SILVER_COSTS, SILVER_KEY
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 import pytest
 import sqlalchemy as sa
 
-from backend.medallion.schemas import SILVER_COSTS
+from backend.lake.catalog import SILVER_COSTS
 from backend.pipeline.runner import PipelineContext
 from backend.pipeline.service import PipelineService
 from backend.pipeline.steps import DemoPathConflictError, build_sources, demo_azure_active

@@ -7,7 +7,7 @@ import uuid
 import pyarrow as pa
 import pytest
 
-from backend.medallion.schemas import SILVER_COSTS, SILVER_KEY
+from backend.lake.catalog import SILVER_COSTS, SILVER_KEY
 from backend.pipeline.service import PipelineService
 from backend.runtime import Runtime
 from backend.runtime import kafka as kafka_service

@@ -5,8 +5,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from backend.lake import lake_from_settings
+from backend.lake.catalog import BRONZE_COST_RECORDS, SILVER_COSTS
 from backend.medallion import jobs
-from backend.medallion.schemas import BRONZE_COST_RECORDS, SILVER_COSTS
 from backend.pipeline.steps import maintenance
 from tests.conftest import make_settings
 from tests.medallion.helpers import Bronze, focus_payload, focus_row

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from backend.medallion.schemas import BRONZE_COST_RECORDS
+from backend.lake.catalog import BRONZE_COST_RECORDS
 from backend.pipeline.service import PipelineService
 from backend.runtime import Runtime
 from tests.conftest import make_settings

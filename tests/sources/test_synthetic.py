@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from backend.medallion.schemas import MONEY
+from backend.lake.catalog import MONEY
 from backend.sources.base import ContentType, PayloadFormat
 from backend.sources.catalog import IDLE_RESOURCES
 from backend.sources.chunks import payload_budget

@@ -1,4 +1,4 @@
-"""Explicit schemas of the lake's tables (the contract between ingest, the Spark jobs and the mart loader)."""
+"""The lake-wide table catalogue: every table's name and explicit schema (the contract between ingest, the Spark jobs and the mart loader)."""
 
 from __future__ import annotations
 
