@@ -365,15 +365,15 @@ def first_run(seed: int, rows: int, work: Path, *, score: bool = True) -> list[d
         ensure_lake(lake_location(settings))
         lake, spark = lake_from_settings(settings), get_spark(settings)
         engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-        daily = gold[GOLD_COST_DAILY]
+        daily = gold[GOLD_COST_DAILY.name]
         last = max(estate.days)
         out = []
         steps = [("first run", last - timedelta(days=1)), ("increment 1 day", None), ("no new data", None)]
         for name, upto in steps:
             for table, data in gold.items():
-                if table != GOLD_RESOURCE_TAGS and upto is not None:
+                if table != GOLD_RESOURCE_TAGS.name and upto is not None:
                     data = data.filter(pc.less_equal(data["charge_date"], pa.scalar(upto, pa.date32())))
-                lake.overwrite(table, data, partition_by=None if table == GOLD_RESOURCE_TAGS else ["charge_month"])
+                lake.overwrite(table, data, partition_by=None if table == GOLD_RESOURCE_TAGS.name else ["charge_month"])
             t0 = time.perf_counter()
             stats = run_analytics(settings, lake, spark, engine, run_id=f"bench-{name}")
             seconds = time.perf_counter() - t0

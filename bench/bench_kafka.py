@@ -17,7 +17,7 @@ from backend.ingest.clients import ensure_topics
 from backend.ingest.consumer import drain
 from backend.ingest.producer import KafkaChunkSink
 from backend.lake import Lake, lake_from_settings
-from backend.lake.catalog import BRONZE_COST_RECORDS, BRONZE_PARTITION_BY
+from backend.lake.catalog import BRONZE_COST_RECORDS
 from backend.runtime import kafka as kafka_service
 from backend.sources.base import ContentType, PayloadFormat, RawChunk
 from bench.common import BenchResult, PeakMemory, timed
@@ -124,11 +124,14 @@ def run_confluent(settings, chunks: list[RawChunk]) -> dict:
             if len(messages) >= 5000 or len(messages) == len(chunks):
                 batch = build_batch(messages, progress={}, run_id="bench-confluent")
                 lake.append(
-                    BRONZE_COST_RECORDS, batch.bronze, run_id="bench-confluent", partition_by=BRONZE_PARTITION_BY
+                    BRONZE_COST_RECORDS.name,
+                    batch.bronze,
+                    run_id="bench-confluent",
+                    partition_by=BRONZE_COST_RECORDS.partition_by,
                 )
         consumer.commit(asynchronous=False)
         consumer.close()
-    assert lake.count(BRONZE_COST_RECORDS) == len(chunks)
+    assert lake.count(BRONZE_COST_RECORDS.name) == len(chunks)
     return _row("confluent-kafka", rows, chunks, produce.seconds, consume.seconds)
 
 

@@ -125,7 +125,7 @@ COPY (
 
 def build_bronze(lake, rows: int, *, settings, start: date = date(2025, 1, 1), months: int = 3) -> tuple[int, int]:
     """Synthetic estate -> FOCUS Parquet chunks -> bronze rows (as ingest would write them)."""
-    from backend.lake.catalog import BRONZE_COST_RECORDS, BRONZE_PARTITION_BY, BRONZE_SCHEMA
+    from backend.lake.catalog import BRONZE_COST_RECORDS
     from backend.sources.cursors import MemoryCursorStore
     from backend.sources.synthetic import SyntheticSource, generate_estate
 
@@ -156,7 +156,9 @@ def build_bronze(lake, rows: int, *, settings, start: date = date(2025, 1, 1), m
             }
         )
     lake.append(
-        BRONZE_COST_RECORDS, pa.Table.from_pylist(records, schema=BRONZE_SCHEMA), partition_by=BRONZE_PARTITION_BY
+        BRONZE_COST_RECORDS.name,
+        pa.Table.from_pylist(records, schema=BRONZE_COST_RECORDS.schema),
+        partition_by=BRONZE_COST_RECORDS.partition_by,
     )
     return estate.costs.num_rows, len(records)
 
@@ -172,7 +174,7 @@ def run_duckdb(lake, workdir: Path) -> dict[str, float]:
     payload_dir.mkdir(parents=True)
     out.mkdir(parents=True)
     with timed() as t_extract:
-        bronze = lake.read_arrow(BRONZE_COST_RECORDS, columns=["offset", "payload"])
+        bronze = lake.read_arrow(BRONZE_COST_RECORDS.name, columns=["offset", "payload"])
         for offset, payload in zip(bronze["offset"].to_pylist(), bronze["payload"].to_pylist(), strict=True):
             (payload_dir / f"{offset}.parquet").write_bytes(payload)
     con = duckdb.connect()

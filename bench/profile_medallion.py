@@ -41,7 +41,7 @@ def main(rows: int) -> None:
 
     from backend.config import Settings
     from backend.lake import engine, lake_from_settings
-    from backend.lake.catalog import BRONZE_COST_RECORDS, BRONZE_SCHEMA
+    from backend.lake.catalog import BRONZE_COST_RECORDS
     from backend.medallion import gold, jobs, silver, staging
     from backend.medallion.parse import BRONZE_INPUT_COLUMNS
     from backend.runtime.spark import get_spark, stop_spark
@@ -59,7 +59,9 @@ def main(rows: int) -> None:
             f"build bronze ({rows:,} rows)",
             lambda: build_bronze(lake, rows, settings=settings, start=start, months=months),
         )
-        bronze = engine.read(spark, lake, BRONZE_COST_RECORDS, BRONZE_SCHEMA).select(*BRONZE_INPUT_COLUMNS)
+        bronze = engine.read(spark, lake, BRONZE_COST_RECORDS.name, BRONZE_COST_RECORDS.schema).select(
+            *BRONZE_INPUT_COLUMNS
+        )
 
         def noop(frame) -> None:
             frame.write.format("noop").mode("overwrite").save()

@@ -187,7 +187,7 @@ def estate_gold(estate_costs: pa.Table, *, tag_keys: tuple[str, ...] = ("team",)
     from backend.analytics.run import COST_COLUMNS  # the columns the analytics step reads from gold
 
     daily_columns = [*COST_COLUMNS, "charge_month"]
-    tables = {GOLD_COST_DAILY: table(frame, daily_columns)}
+    tables = {GOLD_COST_DAILY.name: table(frame, daily_columns)}
     by_tag, resource_tags = [], []
     for key in tag_keys:
         col = f"tag_{key}"
@@ -207,9 +207,9 @@ def estate_gold(estate_costs: pa.Table, *, tag_keys: tuple[str, ...] = ("team",)
         )
     if tag_keys:
         tag_columns = ["charge_date", "subscription_id", "tag_key", "tag_value", "billing_currency"]
-        tables[GOLD_COST_BY_TAG] = table(
+        tables[GOLD_COST_BY_TAG.name] = table(
             pd.concat(by_tag, ignore_index=True), [*tag_columns, "actual_cost", "amortized_cost", "charge_month"]
         )
         tags = pd.concat(resource_tags, ignore_index=True).assign(run_id=run_id)
-        tables[GOLD_RESOURCE_TAGS] = table(tags, ["resource_id", "tag_key", "tag_value", "run_id"])
+        tables[GOLD_RESOURCE_TAGS.name] = table(tags, ["resource_id", "tag_key", "tag_value", "run_id"])
     return tables

@@ -31,13 +31,7 @@ from backend.analytics.detect import DetectorParams
 from backend.analytics.forecast import ForecastParams
 from backend.analytics.series import CHILD_COLUMN, LEVEL_COLUMN, METRICS, TAG_PREFIX, TOTAL
 from backend.config import Settings
-from backend.lake.catalog import (
-    GOLD_COST_BY_TAG,
-    GOLD_COST_BY_TAG_SCHEMA,
-    GOLD_COST_DAILY,
-    GOLD_COST_DAILY_SCHEMA,
-    GOLD_RESOURCE_TAGS,
-)
+from backend.lake.catalog import GOLD_COST_BY_TAG, GOLD_COST_DAILY, GOLD_RESOURCE_TAGS
 
 log = logging.getLogger(__name__)
 
@@ -187,19 +181,19 @@ def run_analytics(
     from pyspark.sql import functions as sf
 
     t0 = time.monotonic()
-    if not lake.exists(GOLD_COST_DAILY):
-        log.info("analytics skipped: %s does not exist yet", GOLD_COST_DAILY)
+    if not lake.exists(GOLD_COST_DAILY.name):
+        log.info("analytics skipped: %s does not exist yet", GOLD_COST_DAILY.name)
         return {"series": 0, "anomalies": 0, "forecast_rows": 0, "days_scored": 0}
-    costs = _gold_frame(spark, lake, GOLD_COST_DAILY, GOLD_COST_DAILY_SCHEMA, COST_COLUMNS, as_of)
+    costs = _gold_frame(spark, lake, GOLD_COST_DAILY.name, GOLD_COST_DAILY.schema, COST_COLUMNS, as_of)
     levels, metrics = list(settings.anomaly_levels), list(settings.anomaly_metrics)
     coverage = metric_coverage(costs, metrics)
     if not coverage:
         return {"series": 0, "anomalies": 0, "forecast_rows": 0, "days_scored": 0}
     unavailable, not_available = unavailable_days(coverage, metrics)
     tags = None
-    if any(lv.startswith(TAG_PREFIX) for lv in levels) and lake.exists(GOLD_COST_BY_TAG):
+    if any(lv.startswith(TAG_PREFIX) for lv in levels) and lake.exists(GOLD_COST_BY_TAG.name):
         tag_columns = ["charge_date", "tag_key", "tag_value", "billing_currency", "actual_cost", "amortized_cost"]
-        tags = _gold_frame(spark, lake, GOLD_COST_BY_TAG, GOLD_COST_BY_TAG_SCHEMA, tag_columns, as_of)
+        tags = _gold_frame(spark, lake, GOLD_COST_BY_TAG.name, GOLD_COST_BY_TAG.schema, tag_columns, as_of)
     start, end = min(r["charge_date"] for r in coverage), max(r["charge_date"] for r in coverage)
     dparams, fparams = detector_params(settings), forecast_params(settings)
     # Sensitivity, window and minimum impact per level (the Anomalies page), the environment's where unset.
@@ -330,8 +324,10 @@ def explain_in_batches(
     """`explain` over anomalies grouped into runs of at most EXPLAIN_BATCH_DAYS days, each with its own gold read
     (the window of `params`, the widest; each anomaly's contributors use its level's `level_params`)."""
     resource_tags = None
-    if with_tags and lake.exists(GOLD_RESOURCE_TAGS):
-        resource_tags = lake.read_arrow(GOLD_RESOURCE_TAGS, columns=["resource_id", "tag_key", "tag_value"]).to_pandas()
+    if with_tags and lake.exists(GOLD_RESOURCE_TAGS.name):
+        resource_tags = lake.read_arrow(
+            GOLD_RESOURCE_TAGS.name, columns=["resource_id", "tag_key", "tag_value"]
+        ).to_pandas()
     if found.empty:
         rows = _explain_rows(lake, found, params, as_of, resource_tags)
         return explain(found, rows, resource_tags, params, level_params=level_params)
@@ -358,7 +354,7 @@ def _explain_rows(
     """The gold rows the contributor analysis can look at: the days the anomalies' history windows cover (a few
     weeks, so memory stays flat as history grows), of the members they are on only."""
     if found.empty:
-        return pa.table({c: pa.array([], GOLD_COST_DAILY_SCHEMA.field(c).type) for c in COST_COLUMNS})
+        return pa.table({c: pa.array([], GOLD_COST_DAILY.schema.field(c).type) for c in COST_COLUMNS})
     first = pd.Timestamp(found["charge_date"].min()).date() - _explain_window(params)
     last = pd.Timestamp(found["charge_date"].max()).date()
     if as_of is not None:
@@ -385,7 +381,7 @@ def _explain_rows(
         members = match if members is None else members | match
     if members is not None:
         when = when & members
-    return _money_as_double(lake.read_arrow(GOLD_COST_DAILY, columns=COST_COLUMNS, filters=when))
+    return _money_as_double(lake.read_arrow(GOLD_COST_DAILY.name, columns=COST_COLUMNS, filters=when))
 
 
 def explain(

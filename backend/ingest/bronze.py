@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pyarrow as pa
 
 from backend.ingest.envelope import Envelope, InvalidMessageError, decode
-from backend.lake.catalog import BRONZE_SCHEMA, DEAD_LETTER_SCHEMA
+from backend.lake.catalog import BRONZE_COST_RECORDS, BRONZE_DEAD_LETTERS
 
 
 @dataclass(frozen=True)
@@ -113,20 +113,22 @@ def build_batch(
             pa.array([m.partition for m, _ in good], pa.int32()),
             pa.array([m.offset for m, _ in good], pa.int64()),
             pa.array([e.key for _, e in good], pa.string()),
-            pa.array([_kafka_ts(m.timestamp_ms) for m, _ in good], BRONZE_SCHEMA.field("kafka_timestamp").type),
+            pa.array(
+                [_kafka_ts(m.timestamp_ms) for m, _ in good], BRONZE_COST_RECORDS.schema.field("kafka_timestamp").type
+            ),
             pa.array([e.schema_version for _, e in good], pa.int32()),
             pa.array([e.source for _, e in good], pa.string()),
             pa.array([e.format for _, e in good], pa.string()),
             pa.array([e.content_type for _, e in good], pa.string()),
             pa.array([e.batch_id for _, e in good], pa.string()),
-            pa.array([e.fetched_at for _, e in good], BRONZE_SCHEMA.field("fetched_at").type),
+            pa.array([e.fetched_at for _, e in good], BRONZE_COST_RECORDS.schema.field("fetched_at").type),
             pa.array([e.meta_json for _, e in good], pa.string()),
             pa.array([e.payload for _, e in good], pa.binary()),
-            pa.array([now] * n, BRONZE_SCHEMA.field("ingested_at").type),
+            pa.array([now] * n, BRONZE_COST_RECORDS.schema.field("ingested_at").type),
             pa.array([run_id] * n, pa.string()),
             pa.array([today] * n, pa.date32()),
         ],
-        schema=BRONZE_SCHEMA,
+        schema=BRONZE_COST_RECORDS.schema,
     )
     dead = pa.Table.from_arrays(
         [
@@ -136,11 +138,11 @@ def build_batch(
             pa.array([m.key for m, _ in bad], pa.binary()),
             pa.array([m.value for m, _ in bad], pa.binary()),
             pa.array([_with_headers(err, m.headers) for m, err in bad], pa.string()),
-            pa.array([now] * len(bad), DEAD_LETTER_SCHEMA.field("ingested_at").type),
+            pa.array([now] * len(bad), BRONZE_DEAD_LETTERS.schema.field("ingested_at").type),
             pa.array([run_id] * len(bad), pa.string()),
             pa.array([today] * len(bad), pa.date32()),
         ],
-        schema=DEAD_LETTER_SCHEMA,
+        schema=BRONZE_DEAD_LETTERS.schema,
     )
     return BronzeBatch(
         bronze=bronze,

@@ -18,11 +18,10 @@ from backend.config import Settings
 from backend.ingest.bronze import BronzeBatch, ConsumedMessage, PartitionProgress, app_id, build_batch
 from backend.ingest.clients import ensure_topics, make_admin, make_consumer
 from backend.lake import Lake
-from backend.lake.catalog import BRONZE_COST_RECORDS, BRONZE_DEAD_LETTERS, BRONZE_PARTITION_BY
+from backend.lake.catalog import BRONZE_COST_RECORDS, BRONZE_DEAD_LETTERS
 
 log = logging.getLogger(__name__)
 
-DEAD_LETTER_PARTITION_BY = ["ingest_date"]
 # Commit-metadata keys on bronze commits: the UI's "last drain" view is read back from Delta history,
 # so it needs no table of its own and survives with the lake.
 META_DRAIN_ID = "costlake.ingest.drain_id"
@@ -156,8 +155,8 @@ class BronzeIngestor:
         ends = self.consumer.end_offsets(tps)
         for key, part in self.partitions.items():
             progress = PartitionProgress(
-                bronze_through=self.lake.transaction_version(BRONZE_COST_RECORDS, part.app_id),
-                dead_letters_through=self.lake.transaction_version(BRONZE_DEAD_LETTERS, part.app_id),
+                bronze_through=self.lake.transaction_version(BRONZE_COST_RECORDS.name, part.app_id),
+                dead_letters_through=self.lake.transaction_version(BRONZE_DEAD_LETTERS.name, part.app_id),
             )
             self.progress[key] = progress
             end = ends.get(part.tp, 0)
@@ -237,10 +236,10 @@ class BronzeIngestor:
     def _write(self, batch: BronzeBatch, result: DrainResult) -> None:
         if batch.dead_letters.num_rows:
             self.lake.append(
-                BRONZE_DEAD_LETTERS,
+                BRONZE_DEAD_LETTERS.name,
                 batch.dead_letters,
                 run_id=self.run_id,
-                partition_by=DEAD_LETTER_PARTITION_BY,
+                partition_by=BRONZE_DEAD_LETTERS.partition_by,
                 app_transactions=[(self.partitions[k].app_id, v) for k, v in batch.dead_through.items()],
             )
             for key, last in batch.dead_through.items():
@@ -256,10 +255,10 @@ class BronzeIngestor:
         }
         if batch.bronze.num_rows or advanced:
             self.lake.append(
-                BRONZE_COST_RECORDS,
+                BRONZE_COST_RECORDS.name,
                 batch.bronze,
                 run_id=self.run_id,
-                partition_by=BRONZE_PARTITION_BY,
+                partition_by=BRONZE_COST_RECORDS.partition_by,
                 app_transactions=[(self.partitions[k].app_id, v) for k, v in advanced.items()],
                 metadata={
                     META_DRAIN_ID: result.drain_id,

@@ -87,12 +87,14 @@ def _record(engine: sa.Engine, batch_id: str, source: str, state: str, chunks: i
 
 def bronze_chunk_counts(lake: Lake, batch_ids: Sequence[str], *, since: date | None = None) -> dict[str, int]:
     """Distinct (topic, partition, offset) per batch id in bronze; `since` prunes ingest_date partitions."""
-    if not batch_ids or not lake.exists(BRONZE_COST_RECORDS):
+    if not batch_ids or not lake.exists(BRONZE_COST_RECORDS.name):
         return {}
     filters: list[tuple[str, str, Any]] = [("batch_id", "in", list(batch_ids))]
     if since is not None:
         filters.append(("ingest_date", ">=", since))
-    rows = lake.read_arrow(BRONZE_COST_RECORDS, columns=["batch_id", "topic", "partition", "offset"], filters=filters)
+    rows = lake.read_arrow(
+        BRONZE_COST_RECORDS.name, columns=["batch_id", "topic", "partition", "offset"], filters=filters
+    )
     if rows.num_rows == 0:
         return {}
     # Idempotent bronze holds each offset once; counting distinct coordinates keeps this true even if

@@ -71,7 +71,8 @@ def consumer_lag(
         for tp in tps:
             committed = kafka.committed(tp)
             through = lake.transaction_version(
-                BRONZE_COST_RECORDS, app_id(settings.kafka_consumer_group, tp.topic, tp.partition, meta[tp.topic][0])
+                BRONZE_COST_RECORDS.name,
+                app_id(settings.kafka_consumer_group, tp.topic, tp.partition, meta[tp.topic][0]),
             )
             done = through + 1 if through is not None else (committed or 0)
             end = ends.get(tp, 0)
@@ -92,10 +93,10 @@ def consumer_lag(
 
 def drain_history(lake: Lake, *, limit: int = 200) -> list[DrainStats]:
     """Drains reconstructed from bronze's Delta commit metadata, newest first."""
-    if not lake.exists(BRONZE_COST_RECORDS):
+    if not lake.exists(BRONZE_COST_RECORDS.name):
         return []
     drains: dict[str, dict] = {}
-    for commit in lake.history(BRONZE_COST_RECORDS, limit=limit):
+    for commit in lake.history(BRONZE_COST_RECORDS.name, limit=limit):
         drain_id = commit.get(bronze_consumer.META_DRAIN_ID)
         if not drain_id:
             continue

@@ -120,10 +120,10 @@ def silver_level(lake: Lake, *, months: Sequence[str] | None = None) -> SilverLe
     Without `months`, every month silver holds.
     """
     if not months:
-        months = {p["x_ChargeMonth"] for p in lake.table(SILVER_COSTS).partitions()} - {None}
+        months = {p["x_ChargeMonth"] for p in lake.table(SILVER_COSTS.name).partitions()} - {None}
     totals, families = [], {}
     for month in sorted(months):
-        table = lake.read_arrow(SILVER_COSTS, columns=_SILVER_COLUMNS, filters=[("x_ChargeMonth", "=", month)])
+        table = lake.read_arrow(SILVER_COSTS.name, columns=_SILVER_COLUMNS, filters=[("x_ChargeMonth", "=", month)])
         totals.append(_preferred_totals(table))
         families.update(_families(table))
     return SilverLevel(pa.concat_tables(totals) if totals else SILVER_TOTALS_SCHEMA.empty_table(), families)

@@ -8,15 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from backend.lake.catalog import (
-    GOLD_COST_BY_TAG,
-    GOLD_COST_BY_TAG_SCHEMA,
-    GOLD_COST_DAILY,
-    GOLD_COST_DAILY_SCHEMA,
-    GOLD_RESOURCE_TAGS,
-    GOLD_RESOURCE_TAGS_SCHEMA,
-    MONEY,
-)
+from backend.lake.catalog import GOLD_COST_BY_TAG, GOLD_COST_DAILY, GOLD_RESOURCE_TAGS, MONEY
 from backend.lake.delta import Lake
 
 SERVICES = [
@@ -121,7 +113,7 @@ def gold_cost_daily(
         "commitment_used_cost": pa.nulls(n, MONEY),
         "commitment_unused_cost": pa.nulls(n, MONEY),
     }
-    return pa.table(columns, schema=GOLD_COST_DAILY_SCHEMA)
+    return pa.table(columns, schema=GOLD_COST_DAILY.schema)
 
 
 def gold_resource_tags(daily: pa.Table, *, run_id: str = "synthetic") -> pa.Table:
@@ -144,7 +136,7 @@ def gold_resource_tags(daily: pa.Table, *, run_id: str = "synthetic") -> pa.Tabl
             "last_seen": pa.array([last] * n, pa.date32()),
             "run_id": [run_id] * n,
         },
-        schema=GOLD_RESOURCE_TAGS_SCHEMA,
+        schema=GOLD_RESOURCE_TAGS.schema,
     )
 
 
@@ -186,7 +178,7 @@ def gold_cost_by_tag(daily: pa.Table, tags: pa.Table, *, run_id: str = "syntheti
                     "run_id": [run_id] * n,
                     "charge_month": grouped["charge_month"],
                 },
-                schema=GOLD_COST_BY_TAG_SCHEMA,
+                schema=GOLD_COST_BY_TAG.schema,
             )
         )
     return pa.concat_tables(parts)
@@ -196,9 +188,17 @@ def write_gold(lake: Lake, daily: pa.Table, *, tags: bool = True, run_id: str = 
     """Replace the months `daily` covers in gold (and, with `tags`, the tag tables), like the gold job does."""
     months = sorted(pc.unique(daily["charge_month"]).to_pylist())
     predicate = "charge_month IN (" + ", ".join(f"'{m}'" for m in months) + ")"
-    lake.replace_where(GOLD_COST_DAILY, daily, predicate=predicate, run_id=run_id, partition_by=["charge_month"])
+    lake.replace_where(
+        GOLD_COST_DAILY.name, daily, predicate=predicate, run_id=run_id, partition_by=GOLD_COST_DAILY.partition_by
+    )
     if tags:
         resource_tags = gold_resource_tags(daily, run_id=run_id)
-        lake.overwrite(GOLD_RESOURCE_TAGS, resource_tags, run_id=run_id)
+        lake.overwrite(GOLD_RESOURCE_TAGS.name, resource_tags, run_id=run_id)
         by_tag = gold_cost_by_tag(daily, resource_tags, run_id=run_id)
-        lake.replace_where(GOLD_COST_BY_TAG, by_tag, predicate=predicate, run_id=run_id, partition_by=["charge_month"])
+        lake.replace_where(
+            GOLD_COST_BY_TAG.name,
+            by_tag,
+            predicate=predicate,
+            run_id=run_id,
+            partition_by=GOLD_COST_BY_TAG.partition_by,
+        )

@@ -17,16 +17,7 @@ from pyspark.sql import functions as F  # noqa: N812  (the PySpark convention)
 from backend.allocation import sql as alloc_sql
 from backend.allocation.rules import RuleSet
 from backend.lake import engine
-from backend.lake.catalog import (
-    GOLD_COST_ALLOCATION,
-    GOLD_COST_ALLOCATION_SCHEMA,
-    GOLD_COST_DAILY,
-    GOLD_COST_DAILY_SCHEMA,
-    GOLD_RESOURCE_TAGS,
-    GOLD_RESOURCE_TAGS_SCHEMA,
-    GOLD_TAG_COVERAGE,
-    GOLD_TAG_COVERAGE_SCHEMA,
-)
+from backend.lake.catalog import GOLD_COST_ALLOCATION, GOLD_COST_DAILY, GOLD_RESOURCE_TAGS, GOLD_TAG_COVERAGE
 from backend.lake.delta import Lake
 
 log = logging.getLogger(__name__)
@@ -83,10 +74,10 @@ def run_allocation(
     spark: SparkSession, lake: Lake, ruleset: RuleSet, *, version: int | None, run_id: str
 ) -> dict[str, int]:
     """Recompute gold's allocation tables from gold cost_daily and resource_tags (replaced whole)."""
-    if not lake.exists(GOLD_COST_DAILY):
+    if not lake.exists(GOLD_COST_DAILY.name):
         return {}
-    daily = engine.read(spark, lake, GOLD_COST_DAILY, GOLD_COST_DAILY_SCHEMA)
-    tags = engine.read(spark, lake, GOLD_RESOURCE_TAGS, GOLD_RESOURCE_TAGS_SCHEMA)
+    daily = engine.read(spark, lake, GOLD_COST_DAILY.name, GOLD_COST_DAILY.schema)
+    tags = engine.read(spark, lake, GOLD_RESOURCE_TAGS.name, GOLD_RESOURCE_TAGS.schema)
     with engine.Scratch(spark, lake, run_id) as area:
         # The statement reads the monthly costs five times and the engine reuses no plan: summed once
         # (months x resources, small) instead of re-aggregating cost_daily each time (5M rows, demo rules: 52 -> 20 s).
@@ -94,12 +85,12 @@ def run_allocation(
         allocated, coverage = allocate(spark, costs, tags, ruleset, version=version or 0)
         extra = [F.lit(version or 0).alias("rules_version"), F.lit(run_id).alias("run_id")]
         rows = {
-            GOLD_COST_ALLOCATION: engine.replace(
-                allocated.select("*", *extra), lake, GOLD_COST_ALLOCATION, GOLD_COST_ALLOCATION_SCHEMA,
-                partition_by=["charge_month"],
+            GOLD_COST_ALLOCATION.name: engine.replace(
+                allocated.select("*", *extra), lake, GOLD_COST_ALLOCATION.name, GOLD_COST_ALLOCATION.schema,
+                partition_by=GOLD_COST_ALLOCATION.partition_by,
             ),
-            GOLD_TAG_COVERAGE: engine.replace(
-                coverage.select("*", *extra), lake, GOLD_TAG_COVERAGE, GOLD_TAG_COVERAGE_SCHEMA
+            GOLD_TAG_COVERAGE.name: engine.replace(
+                coverage.select("*", *extra), lake, GOLD_TAG_COVERAGE.name, GOLD_TAG_COVERAGE.schema
             ),
         }  # fmt: skip
     log.info("gold allocation with rules version %s: %s", version, rows)

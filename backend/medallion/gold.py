@@ -7,19 +7,19 @@ from pyspark.sql import functions as F  # noqa: N812  (the PySpark convention)
 
 from backend.lake.catalog import (
     FAMILY_RANK,
-    GOLD_COST_BY_TAG_SCHEMA,
-    GOLD_COST_CHANGES_SCHEMA,
-    GOLD_COST_DAILY_SCHEMA,
-    GOLD_MONTHLY_SUMMARY_SCHEMA,
-    GOLD_RESOURCE_TAGS_SCHEMA,
-    GOLD_TOP_MOVERS_SCHEMA,
+    GOLD_COST_BY_TAG,
+    GOLD_COST_CHANGES,
+    GOLD_COST_DAILY,
+    GOLD_MONTHLY_SUMMARY,
+    GOLD_RESOURCE_TAGS,
+    GOLD_TOP_MOVERS,
     MONEY_SQL,
-    TOP_MOVERS_PER_PERIOD,
 )
 from backend.lake.engine import conform
 from backend.medallion.frames import aggregate_repeated, with_small
 
 UNTAGGED = "untagged"
+TOP_MOVERS_PER_PERIOD = 20  # movers kept per period, dimension and currency
 
 # gold column <- silver column; dimensions are never null in gold ("" = unknown).
 DAILY_DIMENSIONS = {
@@ -188,7 +188,7 @@ def restamp_daily(
     if reporting_currency is None:
         for converted in CONVERTED:
             daily = daily.withColumn(converted, F.lit(None).cast(MONEY_SQL))
-        return conform(daily.withColumn("run_id", F.lit(run_id)), GOLD_COST_DAILY_SCHEMA)
+        return conform(daily.withColumn("run_id", F.lit(run_id)), GOLD_COST_DAILY.schema)
     same = F.col("billing_currency") == F.lit(reporting_currency)
     one = F.lit(1).cast(RATE_SQL)
     if fx is None:
@@ -203,7 +203,7 @@ def restamp_daily(
         rate = F.when(same, one).otherwise(F.col("_rate"))
     for converted, cost in CONVERTED.items():
         daily = daily.withColumn(converted, (F.col(cost) * rate).cast(MONEY_SQL))
-    return conform(daily.withColumn("run_id", F.lit(run_id)), GOLD_COST_DAILY_SCHEMA)
+    return conform(daily.withColumn("run_id", F.lit(run_id)), GOLD_COST_DAILY.schema)
 
 
 def monthly_summary(daily: DataFrame, *, run_id: str, months: list[str] | None = None) -> DataFrame:
@@ -227,7 +227,7 @@ def monthly_summary(daily: DataFrame, *, run_id: str, months: list[str] | None =
         F.col("amortized_cost").alias("previous_month_amortized_cost"),
     )
     out = monthly.join(previous, ["charge_month", *keys], "left").where(_in_months(F.col("charge_month"), months))
-    return conform(out.withColumn("run_id", F.lit(run_id)), GOLD_MONTHLY_SUMMARY_SCHEMA)
+    return conform(out.withColumn("run_id", F.lit(run_id)), GOLD_MONTHLY_SUMMARY.schema)
 
 
 TOTAL_KEY = ""  # tag_sums' key of a day's total
@@ -302,7 +302,7 @@ def cost_by_tag(
         )
     )
     out = tagged.drop("n").unionByName(untagged).withColumn("run_id", F.lit(run_id))
-    return conform(out, GOLD_COST_BY_TAG_SCHEMA)
+    return conform(out, GOLD_COST_BY_TAG.schema)
 
 
 def resource_tags(silver: DataFrame, *, run_id: str, existing: DataFrame | None = None) -> DataFrame:
@@ -320,7 +320,7 @@ def resource_tags(silver: DataFrame, *, run_id: str, existing: DataFrame | None 
         seen = seen.groupBy("resource_id", "tag_key", "tag_value").agg(
             F.min("first_seen").alias("first_seen"), F.max("last_seen").alias("last_seen")
         )
-    return conform(seen.withColumn("run_id", F.lit(run_id)), GOLD_RESOURCE_TAGS_SCHEMA)
+    return conform(seen.withColumn("run_id", F.lit(run_id)), GOLD_RESOURCE_TAGS.schema)
 
 
 def _cost_basis(daily: DataFrame) -> DataFrame:
@@ -460,7 +460,7 @@ def top_movers(
         "rank",
         _month(F.col("period")).alias("charge_month"),
     )
-    return conform(out.withColumn("run_id", F.lit(run_id)), GOLD_TOP_MOVERS_SCHEMA)
+    return conform(out.withColumn("run_id", F.lit(run_id)), GOLD_TOP_MOVERS.schema)
 
 
 def cost_changes(
@@ -501,4 +501,4 @@ def cost_changes(
         .withColumn("event_date", day)
         .withColumn("run_id", F.lit(run_id))
     )
-    return conform(out, GOLD_COST_CHANGES_SCHEMA)
+    return conform(out, GOLD_COST_CHANGES.schema)

@@ -17,26 +17,16 @@ from backend.lake import Lake
 from backend.lake import engine as delta
 from backend.lake.catalog import (
     BRONZE_COST_RECORDS,
-    BRONZE_SCHEMA,
     GOLD_COST_BY_TAG,
-    GOLD_COST_BY_TAG_SCHEMA,
     GOLD_COST_CHANGES,
-    GOLD_COST_CHANGES_SCHEMA,
     GOLD_COST_DAILY,
-    GOLD_COST_DAILY_SCHEMA,
     GOLD_MONTHLY_SUMMARY,
-    GOLD_MONTHLY_SUMMARY_SCHEMA,
     GOLD_RESOURCE_TAGS,
-    GOLD_RESOURCE_TAGS_SCHEMA,
     GOLD_TOP_MOVERS,
-    GOLD_TOP_MOVERS_SCHEMA,
+    MONTHLY_GOLD,
     SILVER_COSTS,
-    SILVER_COSTS_SCHEMA,
     SILVER_FX_RATES,
-    SILVER_FX_RATES_SCHEMA,
-    SILVER_PARTITION_BY,
     SILVER_QUARANTINE,
-    SILVER_QUARANTINE_SCHEMA,
 )
 from backend.lake.engine import Scratch, sql_list
 from backend.medallion import gold, silver, staging
@@ -46,15 +36,6 @@ log = logging.getLogger(__name__)
 
 # Silver records, atomically with its last MERGE, the bronze table version it has processed.
 BRONZE_PROGRESS_APP_ID = "costlake.medallion.bronze_version"
-
-# Gold tables replaced per affected month (partitioned by charge_month).
-MONTHLY_GOLD = {
-    GOLD_COST_DAILY: GOLD_COST_DAILY_SCHEMA,
-    GOLD_MONTHLY_SUMMARY: GOLD_MONTHLY_SUMMARY_SCHEMA,
-    GOLD_COST_BY_TAG: GOLD_COST_BY_TAG_SCHEMA,
-    GOLD_TOP_MOVERS: GOLD_TOP_MOVERS_SCHEMA,
-    GOLD_COST_CHANGES: GOLD_COST_CHANGES_SCHEMA,
-}
 
 
 @dataclass
@@ -87,10 +68,10 @@ class MedallionStats:
 # --- reading -------------------------------------------------------------------------------------
 def new_bronze_files(lake: Lake, processed_version: int | None, current_version: int) -> list[str]:
     """Files bronze added after `processed_version` (bronze is append-only, so new files = new rows)."""
-    current = lake.file_uris(BRONZE_COST_RECORDS, version=current_version)
+    current = lake.file_uris(BRONZE_COST_RECORDS.name, version=current_version)
     if processed_version is None:
         return current
-    seen = set(lake.file_uris(BRONZE_COST_RECORDS, version=processed_version))
+    seen = set(lake.file_uris(BRONZE_COST_RECORDS.name, version=processed_version))
     return [u for u in current if u not in seen]
 
 
@@ -102,7 +83,7 @@ def _months_where(column: str, months: list[str] | None) -> str | None:
 
 def read_silver(spark: SparkSession, lake: Lake, months: list[str] | None) -> DataFrame:
     """Silver rows of the given months (all when None), partition-pruned by the engine."""
-    return delta.read(spark, lake, SILVER_COSTS, SILVER_COSTS_SCHEMA, where=_months_where("x_ChargeMonth", months))
+    return delta.read(spark, lake, SILVER_COSTS.name, SILVER_COSTS.schema, where=_months_where("x_ChargeMonth", months))
 
 
 def _previous_month(month: str) -> str:
@@ -117,12 +98,12 @@ def run_silver(spark: SparkSession, lake: Lake, stats: MedallionStats, *, run_id
     The engine reads the new bronze files, decodes the payloads (Python workers), validates, and
     writes quarantine and silver; the driver only sees counts and the slice lists of the MERGE.
     """
-    current = lake.version(BRONZE_COST_RECORDS)
+    current = lake.version(BRONZE_COST_RECORDS.name)
     stats.bronze_version = current
     if current is None:
         log.info("no bronze table yet; nothing to do")
         return set()
-    processed = None if stats.full_rebuild else lake.transaction_version(SILVER_COSTS, BRONZE_PROGRESS_APP_ID)
+    processed = None if stats.full_rebuild else lake.transaction_version(SILVER_COSTS.name, BRONZE_PROGRESS_APP_ID)
     if processed is not None and processed >= current:
         log.info("bronze version %s already processed", current)
         return set()
@@ -133,7 +114,7 @@ def run_silver(spark: SparkSession, lake: Lake, stats: MedallionStats, *, run_id
         silver.record_progress(lake, progress, run_id=run_id)
         return set()
     t0 = time.perf_counter()
-    file_schema = pa.schema([BRONZE_SCHEMA.field(c) for c in BRONZE_INPUT_COLUMNS])
+    file_schema = pa.schema([BRONZE_COST_RECORDS.schema.field(c) for c in BRONZE_INPUT_COLUMNS])
     bronze = delta.read_files(spark, uris, file_schema)
     stats.bronze_messages = bronze.count()  # a count reads no column of the files
     delta.sweep_scratch(lake)
@@ -189,10 +170,10 @@ def _read_gold(spark: SparkSession, lake: Lake, table: str, schema: pa.Schema, m
 def _stored_tag_keys(lake: Lake, months: list[str], touched: list[date]) -> dict[str, tuple[set, set]]:
     """Per month, the tag keys stored gold cost_by_tag holds on the month's untouched days: (every key,
     keys with a real value). Small (one row per day, subscription, key and value): read on the driver."""
-    if not lake.exists(GOLD_COST_BY_TAG):
+    if not lake.exists(GOLD_COST_BY_TAG.name):
         return {}
     arrow = lake.read_arrow(
-        GOLD_COST_BY_TAG,
+        GOLD_COST_BY_TAG.name,
         columns=["charge_month", "charge_date", "tag_key", "tag_value"],
         filters=[("charge_month", "in", months)],
     )
@@ -239,7 +220,7 @@ def _cost_by_tag(
     month_keys = spark.createDataFrame(keys, "charge_month string, tag_key string") if keys else None
     out = gold.cost_by_tag(None, run_id=run_id, month_keys=month_keys, sums=area.keep(gold.tag_sums(rows), "tag_sums"))
     if tag_partial:
-        kept = _read_gold(spark, lake, GOLD_COST_BY_TAG, GOLD_COST_BY_TAG_SCHEMA, sorted(tag_partial))
+        kept = _read_gold(spark, lake, GOLD_COST_BY_TAG.name, GOLD_COST_BY_TAG.schema, sorted(tag_partial))
         kept = kept.where(~_isin("charge_date", kept_days)).withColumn("run_id", F.lit(run_id))
         out = out.unionByName(kept)
     return out
@@ -301,8 +282,8 @@ def run_gold(
                 tag_partial[m] = every
         # A few rows per month: the engine broadcasts them into the daily rows' join.
         fx = None
-        if reporting_currency and lake.exists(SILVER_FX_RATES):
-            fx = delta.read(spark, lake, SILVER_FX_RATES, SILVER_FX_RATES_SCHEMA)
+        if reporting_currency and lake.exists(SILVER_FX_RATES.name):
+            fx = delta.read(spark, lake, SILVER_FX_RATES.name, SILVER_FX_RATES.schema)
         t_scratch = time.perf_counter()
         # Written once, read by the daily table, the monthly summary, movers and start/stop.
         daily = gold.cost_daily(silver_rows, run_id=run_id, fx=fx, reporting_currency=reporting_currency)
@@ -312,8 +293,8 @@ def run_gold(
         # increment aggregates one month of silver, not two. Likewise the untouched days of a month.
         previous = [] if months is None else sorted({_previous_month(m) for m in months} - set(months))
         stored = sorted({*previous, *partial})
-        if stored and lake.exists(GOLD_COST_DAILY):
-            kept = _read_gold(spark, lake, GOLD_COST_DAILY, GOLD_COST_DAILY_SCHEMA, stored)
+        if stored and lake.exists(GOLD_COST_DAILY.name):
+            kept = _read_gold(spark, lake, GOLD_COST_DAILY.name, GOLD_COST_DAILY.schema, stored)
             kept = kept.where(~_isin("charge_date", touched))
             daily = daily.unionByName(
                 gold.restamp_daily(kept, run_id=run_id, fx=fx, reporting_currency=reporting_currency)
@@ -330,8 +311,8 @@ def run_gold(
             # It unions stored rows of the months it replaces: materialised before the replace reads them.
             by_tag = area.keep(by_tag, "by_tag")
         existing_tags = None
-        if months is not None and lake.exists(GOLD_RESOURCE_TAGS):
-            existing_tags = delta.read(spark, lake, GOLD_RESOURCE_TAGS, GOLD_RESOURCE_TAGS_SCHEMA)
+        if months is not None and lake.exists(GOLD_RESOURCE_TAGS.name):
+            existing_tags = delta.read(spark, lake, GOLD_RESOURCE_TAGS.name, GOLD_RESOURCE_TAGS.schema)
         outputs = {
             GOLD_COST_DAILY: daily_all.where(target),
             GOLD_MONTHLY_SUMMARY: gold.monthly_summary(daily_all, run_id=run_id, months=months),
@@ -340,28 +321,35 @@ def run_gold(
             GOLD_COST_CHANGES: gold.cost_changes(daily_all, run_id=run_id, months=months, base=movers),
         }
         written: dict[str, int] = {}
-        for table, frame in outputs.items():
+        for spec in MONTHLY_GOLD:
             t0 = time.perf_counter()
             # One commit per table: exactly the target months replaced (on a full rebuild, everything).
-            written[table] = delta.replace(
-                frame, lake, table, MONTHLY_GOLD[table], partition_by=["charge_month"], values=months
+            written[spec.name] = delta.replace(
+                outputs[spec], lake, spec.name, spec.schema, partition_by=spec.partition_by, values=months
             )
-            log.info("gold %s: %s rows in %.1fs", table, written[table], time.perf_counter() - t0)
+            log.info("gold %s: %s rows in %.1fs", spec.name, written[spec.name], time.perf_counter() - t0)
         t0 = time.perf_counter()
         # First/last seen folds into what the table held, so the touched days' silver rows are enough.
         # Small dimension table, written whole: materialised first, since it reads the table it replaces.
         tags = gold.resource_tags(silver_rows, run_id=run_id, existing=existing_tags)
         if existing_tags is not None:
             tags = area.keep(tags, "resource_tags")
-        written[GOLD_RESOURCE_TAGS] = delta.replace(tags, lake, GOLD_RESOURCE_TAGS, GOLD_RESOURCE_TAGS_SCHEMA)
-        log.info("gold %s: %s rows in %.1fs", GOLD_RESOURCE_TAGS, written[GOLD_RESOURCE_TAGS], time.perf_counter() - t0)
+        written[GOLD_RESOURCE_TAGS.name] = delta.replace(tags, lake, GOLD_RESOURCE_TAGS.name, GOLD_RESOURCE_TAGS.schema)
+        log.info(
+            "gold %s: %s rows in %.1fs",
+            GOLD_RESOURCE_TAGS.name,
+            written[GOLD_RESOURCE_TAGS.name],
+            time.perf_counter() - t0,
+        )
     return written
 
 
 def reset_for_rebuild(lake: Lake, *, run_id: str) -> None:
     """Empty silver and quarantine (schema kept, history kept: time travel still shows the old state)."""
-    lake.overwrite(SILVER_COSTS, SILVER_COSTS_SCHEMA.empty_table(), run_id=run_id, partition_by=SILVER_PARTITION_BY)
-    lake.overwrite(SILVER_QUARANTINE, SILVER_QUARANTINE_SCHEMA.empty_table(), run_id=run_id)
+    lake.overwrite(
+        SILVER_COSTS.name, SILVER_COSTS.schema.empty_table(), run_id=run_id, partition_by=SILVER_COSTS.partition_by
+    )
+    lake.overwrite(SILVER_QUARANTINE.name, SILVER_QUARANTINE.schema.empty_table(), run_id=run_id)
 
 
 def run(
@@ -385,8 +373,8 @@ def run(
     t1 = time.perf_counter()
     if full_rebuild:
         stats.gold_rows = run_gold(spark, lake, None, run_id=run_id, reporting_currency=currency)
-        if lake.exists(GOLD_COST_DAILY):
-            months_col = lake.read_arrow(GOLD_COST_DAILY, columns=["charge_month"]).column("charge_month")
+        if lake.exists(GOLD_COST_DAILY.name):
+            months_col = lake.read_arrow(GOLD_COST_DAILY.name, columns=["charge_month"]).column("charge_month")
             stats.affected_months = sorted(pc.unique(months_col).to_pylist())
     elif months:
         stats.gold_rows = run_gold(

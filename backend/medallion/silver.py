@@ -13,16 +13,7 @@ from pyspark.sql.pandas.types import from_arrow_schema
 
 from backend.lake import Lake
 from backend.lake import engine as delta
-from backend.lake.catalog import (
-    MONEY_SQL,
-    SILVER_COSTS,
-    SILVER_COSTS_SCHEMA,
-    SILVER_KEY,
-    SILVER_PARTITION_BY,
-    SILVER_QUARANTINE,
-    SILVER_QUARANTINE_KEY,
-    SILVER_QUARANTINE_SCHEMA,
-)
+from backend.lake.catalog import MONEY_SQL, SILVER_COSTS, SILVER_QUARANTINE
 from backend.lake.engine import conform, ensure_table, sql_list
 from backend.medallion.frames import aggregate_repeated
 from backend.medallion.parse import LINEAGE_FIELDS, STAGING_FIELDS, STAGING_SCHEMA, explode_batches
@@ -543,7 +534,7 @@ def transform(valid: DataFrame, *, run_id: str, now: datetime | None = None) -> 
         )
         # One row per unit in `kept`: the inner join is the semi join, with the small side hashed.
         rows = F.broadcast(kept).join(rows, unit, "inner").select(*rows.columns)
-    group = [*SILVER_KEY, "_mode", "_additive", "x_Slice", "batch_id"]
+    group = [*SILVER_COSTS.key, "_mode", "_additive", "x_Slice", "batch_id"]
     dims = F.struct(*[c(d) for d in _DIMENSIONS])
     lineage = F.struct(c("topic"), c("partition"), c("offset"), c("bronze_run_id"))
     first_row = F.struct(c("topic"), c("partition"), c("offset"), c("row_index"))
@@ -566,7 +557,7 @@ def transform(valid: DataFrame, *, run_id: str, now: datetime | None = None) -> 
     )
     mode = c("_mode")
     out = grouped.select(
-        *SILVER_KEY,
+        *SILVER_COSTS.key,
         *[c("_dims")[d].alias(d) for d in _DIMENSIONS if d not in ("source_format", "source")],
         *_SUMMED,
         "x_Slice",
@@ -586,7 +577,7 @@ def transform(valid: DataFrame, *, run_id: str, now: datetime | None = None) -> 
         "_mode",
         "_additive",
     )
-    return out.select(*[f.name for f in SILVER_COSTS_SCHEMA], "_mode", "_additive")
+    return out.select(*[f.name for f in SILVER_COSTS.schema], "_mode", "_additive")
 
 
 def quarantine(invalid: DataFrame, *, run_id: str, now: datetime | None = None) -> DataFrame:
@@ -661,9 +652,11 @@ def _slices(part: DataFrame, batch_col: str) -> _Slices:
 
 def _stored_slices(spark: SparkSession, lake: Lake, part: DataFrame, months: list[str]) -> list[str]:
     """Which of these rows' (family, scope, day) slices silver already holds (their months only are read)."""
-    if not lake.exists(SILVER_COSTS):
+    if not lake.exists(SILVER_COSTS.name):
         return []
-    stored = delta.read(spark, lake, SILVER_COSTS, SILVER_COSTS_SCHEMA, where=f"x_ChargeMonth IN ({sql_list(months)})")
+    stored = delta.read(
+        spark, lake, SILVER_COSTS.name, SILVER_COSTS.schema, where=f"x_ChargeMonth IN ({sql_list(months)})"
+    )
     found = stored.select("x_Slice").distinct().join(part.select("x_Slice").distinct(), "x_Slice", "left_semi")
     return sorted(r[0] for r in found.collect())
 
@@ -680,10 +673,10 @@ def write_silver(spark: SparkSession, lake: Lake, rows: DataFrame, modes: list[s
     Every row already carries its run id (x_RunId).
     """
     result = SilverWrite()
-    ensure_table(lake, SILVER_COSTS, SILVER_COSTS_SCHEMA, SILVER_PARTITION_BY)
+    ensure_table(lake, SILVER_COSTS.name, SILVER_COSTS.schema, SILVER_COSTS.partition_by)
     # Gold recomputes only the charge days an increment touched; a first load (or rebuild) has every
     # day of its months new, so it lists none and gold computes those months whole.
-    first_load = lake.count(SILVER_COSTS) == 0
+    first_load = lake.count(SILVER_COSTS.name) == 0
     for mode in [m for m in (MODE_BOTH, MODE_BILLED, MODE_EFFECTIVE) if m in modes]:
         part = rows.where(F.col("_mode") == mode).drop("_mode")
         batch_col = "x_EffectiveBatchId" if mode == MODE_EFFECTIVE else "x_BilledBatchId"
@@ -706,14 +699,14 @@ def write_silver(spark: SparkSession, lake: Lake, rows: DataFrame, modes: list[s
                 result.touched_days.setdefault(day[:7], []).append(day)
         stored = _stored_slices(spark, lake, part, months)
         if not stored:
-            delta.append(part, lake, SILVER_COSTS, SILVER_COSTS_SCHEMA, SILVER_PARTITION_BY)
+            delta.append(part, lake, SILVER_COSTS.name, SILVER_COSTS.schema, SILVER_COSTS.partition_by)
             log.info("silver append (%s): %s rows, %s new slices", mode, n, len(slices))
             continue
         if mode == MODE_BOTH:
             update_columns, other_cost, cleared = None, None, {}
         elif mode == MODE_BILLED:
             update_columns = [
-                f.name for f in SILVER_COSTS_SCHEMA if f.name not in ("EffectiveCost", "x_EffectiveBatchId")
+                f.name for f in SILVER_COSTS.schema if f.name not in ("EffectiveCost", "x_EffectiveBatchId")
             ]
             other_cost, cleared = "EffectiveCost", {"BilledCost": "NULL", "x_BilledBatchId": "NULL"}
         else:
@@ -725,9 +718,9 @@ def write_silver(spark: SparkSession, lake: Lake, rows: DataFrame, modes: list[s
         metrics = delta.merge(
             spark,
             lake,
-            SILVER_COSTS,
-            conform(part, SILVER_COSTS_SCHEMA),
-            keys=SILVER_KEY,
+            SILVER_COSTS.name,
+            conform(part, SILVER_COSTS.schema),
+            keys=SILVER_COSTS.key,
             update_columns=update_columns,
             target_predicate=f"t.{in_months}",
         )
@@ -743,10 +736,10 @@ def write_silver(spark: SparkSession, lake: Lake, rows: DataFrame, modes: list[s
                 f"({batch_col} IS NULL OR {batch_col} NOT IN ({sql_list(batches)}))"
             )
             removed = delta.delete(
-                spark, lake, SILVER_COSTS, stale if other_cost is None else f"{stale} AND {other_cost} IS NULL"
+                spark, lake, SILVER_COSTS.name, stale if other_cost is None else f"{stale} AND {other_cost} IS NULL"
             )
             if cleared:
-                removed += delta.update(spark, lake, SILVER_COSTS, cleared, stale)
+                removed += delta.update(spark, lake, SILVER_COSTS.name, cleared, stale)
         result.deleted_or_cleared += removed
         log.info(
             "silver merge (%s): %s rows, %s slices (%s stored), %s stale rows removed or cleared, metrics %s",
@@ -768,15 +761,17 @@ def record_progress(lake: Lake, progress: tuple[str, int], *, run_id: str) -> No
     """Record that silver has processed bronze up to a version: its own (empty) commit after every write,
     so a run killed half way leaves it unrecorded and the rerun repeats every (idempotent) step."""
     lake.append(
-        SILVER_COSTS,
-        SILVER_COSTS_SCHEMA.empty_table(),
+        SILVER_COSTS.name,
+        SILVER_COSTS.schema.empty_table(),
         run_id=run_id,
         app_transaction=progress,
-        partition_by=SILVER_PARTITION_BY,
+        partition_by=SILVER_COSTS.partition_by,
     )
 
 
 def merge_quarantine(spark: SparkSession, lake: Lake, rows: DataFrame) -> None:
     """Quarantine MERGEs on the source row's position, so reprocessing bronze never duplicates it."""
-    ensure_table(lake, SILVER_QUARANTINE, SILVER_QUARANTINE_SCHEMA)
-    delta.merge(spark, lake, SILVER_QUARANTINE, conform(rows, SILVER_QUARANTINE_SCHEMA), keys=SILVER_QUARANTINE_KEY)
+    ensure_table(lake, SILVER_QUARANTINE.name, SILVER_QUARANTINE.schema)
+    delta.merge(
+        spark, lake, SILVER_QUARANTINE.name, conform(rows, SILVER_QUARANTINE.schema), keys=SILVER_QUARANTINE.key
+    )

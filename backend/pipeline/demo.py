@@ -214,7 +214,7 @@ def _delete_demo_rows(lake: Lake, layers: tuple[str, ...]) -> dict[str, object]:
 
     done: dict[str, object] = {}
     names = ", ".join(f"'{s}'" for s in DEMO_SOURCES)
-    tables = {BRONZE_COST_RECORDS: "source", SILVER_COSTS: "x_Source", SILVER_QUARANTINE: "source"}
+    tables = {BRONZE_COST_RECORDS.name: "source", SILVER_COSTS.name: "x_Source", SILVER_QUARANTINE.name: "source"}
     for table, column in tables.items():
         if table.split("/", 1)[0] in layers and lake.exists(table):
             metrics = lake.table(table).delete(f"{column} IN ({names})")

@@ -305,7 +305,7 @@ def silver(ctx: PipelineContext) -> StepResult:
     stats = MedallionStats(run_id=ctx.run_id, full_rebuild=bool(_option(ctx, "full_rebuild", False)))
     if stats.full_rebuild:
         reset_for_rebuild(ctx.lake, run_id=ctx.run_id)
-    ctx.state["silver_version_before"] = ctx.lake.version(SILVER_COSTS)
+    ctx.state["silver_version_before"] = ctx.lake.version(SILVER_COSTS.name)
     months = run_silver(ctx.spark, ctx.lake, stats, run_id=ctx.run_id)
     ctx.state["affected_months"] = sorted(months)
     ctx.state["medallion"] = stats
@@ -326,7 +326,7 @@ def silver(ctx: PipelineContext) -> StepResult:
 def gold(ctx: PipelineContext) -> StepResult:
     """Recompute gold for the months silver touched, plus any a killed run left behind (all months on a full rebuild)
     and those whose FX rates (or reporting currency) changed since gold last converted."""
-    from backend.lake.catalog import SILVER_COSTS, SILVER_PARTITION_BY
+    from backend.lake.catalog import SILVER_COSTS
     from backend.medallion.jobs import run_gold
     from backend.sources.fx import reporting_currency
 
@@ -336,10 +336,10 @@ def gold(ctx: PipelineContext) -> StepResult:
         # Run on its own (e.g. "run gold" from the UI): refresh every month silver holds.
         full = True
     if full:
-        months, silver_version = None, ctx.lake.version(SILVER_COSTS)
+        months, silver_version = None, ctx.lake.version(SILVER_COSTS.name)
     else:
         pending, silver_version = progress.pending_months(
-            ctx.engine, ctx.lake, stage="gold", upstream_table=SILVER_COSTS, column=SILVER_PARTITION_BY[0]
+            ctx.engine, ctx.lake, stage="gold", upstream_table=SILVER_COSTS.name, column=SILVER_COSTS.partition_by[0]
         )
         months = progress.merge_months(months, pending)
     currency = reporting_currency(ctx.settings, ctx.lake)
@@ -361,7 +361,7 @@ def gold(ctx: PipelineContext) -> StepResult:
         days=None if full else _days_changed(ctx),
         reporting_currency=currency,
     )
-    progress.record(ctx.engine, "gold", SILVER_COSTS, silver_version, run_id=ctx.run_id)
+    progress.record(ctx.engine, "gold", SILVER_COSTS.name, silver_version, run_id=ctx.run_id)
     _record_fx(ctx, fx_mark)
     return StepResult(
         rows_out=sum(rows.values()), detail={**detail, "tables": rows, "affected_months": months or "all"}
@@ -379,8 +379,8 @@ def _fx_months(ctx: PipelineContext, currency: str | None) -> tuple[list[str], t
     there is no mark for this reporting currency), and the (mark name, version) to record after gold ran."""
     from backend.lake.catalog import GOLD_COST_DAILY, SILVER_FX_RATES
 
-    name = f"{SILVER_FX_RATES}:{currency or '-'}"
-    version = ctx.lake.version(SILVER_FX_RATES)
+    name = f"{SILVER_FX_RATES.name}:{currency or '-'}"
+    version = ctx.lake.version(SILVER_FX_RATES.name)
     current = _NO_RATES if version is None else version
     done = progress.recorded_version(ctx.engine, FX_STAGE, name)
     if done == current:
@@ -389,10 +389,10 @@ def _fx_months(ctx: PipelineContext, currency: str | None) -> tuple[list[str], t
         return [], (name, current)  # gold never converted and has nothing to convert to: nothing is stale
     changed: set[str] | None = None  # None: every month
     if done is not None and done != _NO_RATES and version is not None:
-        changed = ctx.lake.changed_partitions(SILVER_FX_RATES, "rate_month", since=done)
-    if not ctx.lake.exists(GOLD_COST_DAILY):
+        changed = ctx.lake.changed_partitions(SILVER_FX_RATES.name, SILVER_FX_RATES.partition_by[0], since=done)
+    if not ctx.lake.exists(GOLD_COST_DAILY.name):
         return [], (name, current)
-    held = {part["charge_month"] for part in ctx.lake.table(GOLD_COST_DAILY).partitions()}
+    held = {part["charge_month"] for part in ctx.lake.table(GOLD_COST_DAILY.name).partitions()}
     return sorted(held if changed is None else held & changed), (name, current)
 
 
@@ -423,7 +423,7 @@ def _days_changed(ctx: PipelineContext) -> dict[str, list[str]] | None:
     before = ctx.state.get("silver_version_before")
     if stats is None or not stats.touched_days or before is None:
         return None
-    if progress.recorded_version(ctx.engine, "gold", SILVER_COSTS) != before:
+    if progress.recorded_version(ctx.engine, "gold", SILVER_COSTS.name) != before:
         return None
     return stats.touched_days
 
@@ -443,14 +443,14 @@ def mart(ctx: PipelineContext) -> StepResult:
         run_id=ctx.run_id,
     )
     pending, gold_version = progress.pending_months(
-        ctx.engine, ctx.lake, stage="mart", upstream_table=GOLD_COST_DAILY, column="charge_month"
+        ctx.engine, ctx.lake, stage="mart", upstream_table=GOLD_COST_DAILY.name, column=GOLD_COST_DAILY.partition_by[0]
     )
     # Run on its own (no months handed down): reload everything gold holds.
     months = progress.merge_months(ctx.state["affected_months"], pending) if "affected_months" in ctx.state else None
     if months == []:
         return StepResult(rows_in=0, rows_out=0, detail={"months": []})
     stats = load_gold(ctx.engine, ctx.lake, run_id=ctx.run_id, months=months)
-    progress.record(ctx.engine, "mart", GOLD_COST_DAILY, gold_version, run_id=ctx.run_id)
+    progress.record(ctx.engine, "mart", GOLD_COST_DAILY.name, gold_version, run_id=ctx.run_id)
     detail = asdict(stats)
     # Mart vs silver vs what the source reported, per day: stored for the Pipeline page; a mismatch is
     # reported loudly but does not fail the load (the numbers are what the source sent).
@@ -533,15 +533,15 @@ def maintenance(ctx: PipelineContext) -> StepResult:
 
     lake = ctx.lake
     detail: dict[str, Any] = {"compacted": {}, "vacuumed_files": {}}
-    bronze_version = lake.version(BRONZE_COST_RECORDS)
-    processed = lake.transaction_version(SILVER_COSTS, BRONZE_PROGRESS_APP_ID)
+    bronze_version = lake.version(BRONZE_COST_RECORDS.name)
+    processed = lake.transaction_version(SILVER_COSTS.name, BRONZE_PROGRESS_APP_ID)
     if bronze_version is not None and processed == bronze_version:
-        metrics = lake.compact(BRONZE_COST_RECORDS, run_id=ctx.run_id)
-        detail["compacted"][BRONZE_COST_RECORDS] = {
+        metrics = lake.compact(BRONZE_COST_RECORDS.name, run_id=ctx.run_id)
+        detail["compacted"][BRONZE_COST_RECORDS.name] = {
             "files_removed": metrics.get("numFilesRemoved", 0),
             "files_added": metrics.get("numFilesAdded", 0),
         }
-        after = lake.version(BRONZE_COST_RECORDS)
+        after = lake.version(BRONZE_COST_RECORDS.name)
         if after != bronze_version:
             record_progress(lake, (BRONZE_PROGRESS_APP_ID, after), run_id=ctx.run_id)
     elif bronze_version is not None:

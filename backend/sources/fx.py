@@ -38,12 +38,11 @@ import pyarrow as pa
 
 from backend.config import Settings
 from backend.lake import Lake
-from backend.lake.catalog import SILVER_FX_RATES, SILVER_FX_RATES_SCHEMA
+from backend.lake.catalog import SILVER_FX_RATES
 from backend.sources.files import BOM, GZIP_MAGIC, PARQUET_MAGIC, FileRefusedError, _read_limited
 
 log = logging.getLogger(__name__)
 
-PARTITION_BY = ["rate_month"]
 MAX_ERRORS_SHOWN = 10
 # Gold multiplies costs by DECIMAL(20,12) rates: 8 integer digits (e.g. 1 USD = 42,000 IRR) and 12 decimals.
 MAX_RATE = Decimal(10**8)
@@ -307,18 +306,18 @@ def _table(rates: Iterable[Rate]) -> pa.Table:
             "rate_month": pa.array([r.rate_month for r in rates], pa.string()),
             "from_currency": pa.array([r.from_currency for r in rates], pa.string()),
             "to_currency": pa.array([r.to_currency for r in rates], pa.string()),
-            "rate": pa.array([r.rate for r in rates], SILVER_FX_RATES_SCHEMA.field("rate").type),
+            "rate": pa.array([r.rate for r in rates], SILVER_FX_RATES.schema.field("rate").type),
             "rate_date": pa.array([r.rate_date for r in rates], pa.date32()),
         },
-        schema=SILVER_FX_RATES_SCHEMA,
+        schema=SILVER_FX_RATES.schema,
     )
 
 
 def stored_rates(lake: Lake) -> list[Rate]:
     """Every rate silver/fx_rates holds (small: a few per month), oldest month first."""
-    if not lake.exists(SILVER_FX_RATES):
+    if not lake.exists(SILVER_FX_RATES.name):
         return []
-    rows = lake.read_arrow(SILVER_FX_RATES, columns=SILVER_FX_RATES_SCHEMA.names).to_pylist()
+    rows = lake.read_arrow(SILVER_FX_RATES.name, columns=SILVER_FX_RATES.schema.names).to_pylist()
     return sorted(
         (Rate(r["rate_month"], r["from_currency"], r["to_currency"], Decimal(r["rate"]), r["rate_date"]) for r in rows),
         key=lambda r: r.key,
@@ -329,7 +328,7 @@ def write_rates(lake: Lake, rates: RatesFile, *, run_id: str) -> RatesImport:
     """Replace the (month, from, to) rates the file names, keep every other rate; one commit, changed months only."""
     from backend.lake.engine import ensure_table
 
-    ensure_table(lake, SILVER_FX_RATES, SILVER_FX_RATES_SCHEMA, PARTITION_BY)
+    ensure_table(lake, SILVER_FX_RATES.name, SILVER_FX_RATES.schema, SILVER_FX_RATES.partition_by)
     old = {r.key: r for r in stored_rates(lake)}
     result = RatesImport(file=rates.path.name, rows=rates.rows, rates=len(rates.rates))
     merged = dict(old)
@@ -349,11 +348,11 @@ def write_rates(lake: Lake, rates: RatesFile, *, run_id: str) -> RatesImport:
         return result
     months = ", ".join(f"'{m}'" for m in result.changed_months)  # validated YYYY-MM: safe in the predicate
     lake.replace_where(
-        SILVER_FX_RATES,
+        SILVER_FX_RATES.name,
         _table(r for r in merged.values() if r.rate_month in changed),
         predicate=f"rate_month IN ({months})",
         run_id=run_id,
-        partition_by=PARTITION_BY,
+        partition_by=SILVER_FX_RATES.partition_by,
     )
     log.info("fx rates %s: %s", rates.path.name, result.detail)
     return result

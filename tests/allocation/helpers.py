@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pyarrow as pa
 
-from backend.lake.catalog import GOLD_RESOURCE_TAGS, GOLD_RESOURCE_TAGS_SCHEMA
+from backend.lake.catalog import GOLD_RESOURCE_TAGS
 from backend.lake.delta import Lake
 from tests.finops import helpers as finops
 
@@ -66,7 +66,7 @@ def write(lake: Lake, rows: list[dict] | None = None) -> None:
         for res, kv in TAGS.items()
         for k, v in kv.items()
     ]  # fmt: skip
-    lake.overwrite(GOLD_RESOURCE_TAGS, pa.Table.from_pylist(tags, schema=GOLD_RESOURCE_TAGS_SCHEMA), run_id="t")
+    lake.overwrite(GOLD_RESOURCE_TAGS.name, pa.Table.from_pylist(tags, schema=GOLD_RESOURCE_TAGS.schema), run_id="t")
 
 
 def d(value: str) -> Decimal:

@@ -43,7 +43,7 @@ def test_demo_ships_rules_showback_has_data_and_cost_is_conserved(service):
         ).scalar()
     assert months >= 12 and wrong == 0  # every month and currency conserved exactly
     assert len(owners - {None}) >= 4 and None in owners and split > 0
-    gold = service.lake.read_arrow(GOLD_COST_ALLOCATION)
+    gold = service.lake.read_arrow(GOLD_COST_ALLOCATION.name)
     assert gold.num_rows > 0 and set(gold.column("rules_version").to_pylist()) == {1}
 
     removed = service.run(steps=["remove_demo"], trigger="test")

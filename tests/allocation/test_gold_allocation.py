@@ -9,12 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from backend.allocation.rules import parse_yaml
-from backend.lake.catalog import (
-    GOLD_COST_ALLOCATION,
-    GOLD_RESOURCE_TAGS,
-    GOLD_RESOURCE_TAGS_SCHEMA,
-    GOLD_TAG_COVERAGE,
-)
+from backend.lake.catalog import GOLD_COST_ALLOCATION, GOLD_RESOURCE_TAGS, GOLD_TAG_COVERAGE
 from backend.lake.delta import lake_from_settings
 from backend.mart import allocation
 from backend.mart.load import load_gold
@@ -55,8 +50,8 @@ def test_gold_allocation_matches_the_mart(spark, mart_settings, owner):
     saved = allocation.save_rules(owner, RULES, actor=EDITOR)
 
     rows = run_allocation(spark, lake, parse_yaml(RULES), version=saved.rules_version, run_id="g1")
-    assert rows[GOLD_COST_ALLOCATION] > 0 and rows[GOLD_TAG_COVERAGE] > 0
-    gold = lake.read_arrow(GOLD_COST_ALLOCATION).to_pylist()
+    assert rows[GOLD_COST_ALLOCATION.name] > 0 and rows[GOLD_TAG_COVERAGE.name] > 0
+    gold = lake.read_arrow(GOLD_COST_ALLOCATION.name).to_pylist()
     assert {r["rules_version"] for r in gold} == {1}
     with owner.connect() as conn:
         mart = conn.execute(
@@ -81,7 +76,7 @@ def test_gold_allocation_matches_the_mart(spark, mart_settings, owner):
     assert owners == {"payments", "frontend", "ops"}  # "rest" names its owners: EUR needs no basis to split
     coverage = {
         (r["charge_month"], r["billing_currency"], r["tag_key"]): r
-        for r in lake.read_arrow(GOLD_TAG_COVERAGE).to_pylist()
+        for r in lake.read_arrow(GOLD_TAG_COVERAGE.name).to_pylist()
     }
     assert coverage[("2026-03", "USD", "cost-center")]["untagged_cost"] == Decimal("87.01")
     assert coverage[("2026-03", "USD", "team")]["untagged_cost"] == Decimal("30.01")  # vm-cc 10, shared 20, tax 0.01
@@ -92,10 +87,10 @@ def test_an_estate_without_tags_or_rules_is_all_unallocated(spark, mart_settings
     # holds every cent, unallocated (the CI run that found this failed the whole pipeline run instead).
     lake = lake_from_settings(mart_settings)
     h.finops.write(lake, h.estate())
-    lake.overwrite(GOLD_RESOURCE_TAGS, pa.Table.from_pylist([], schema=GOLD_RESOURCE_TAGS_SCHEMA), run_id="t")
+    lake.overwrite(GOLD_RESOURCE_TAGS.name, pa.Table.from_pylist([], schema=GOLD_RESOURCE_TAGS.schema), run_id="t")
 
     rows = run_allocation(spark, lake, parse_yaml(""), version=None, run_id="g1")
-    assert rows[GOLD_COST_ALLOCATION] > 0
-    gold = lake.read_arrow(GOLD_COST_ALLOCATION).to_pylist()
+    assert rows[GOLD_COST_ALLOCATION.name] > 0
+    gold = lake.read_arrow(GOLD_COST_ALLOCATION.name).to_pylist()
     assert sum(r["amortized_cost"] for r in gold if r["billing_currency"] == "USD") == Decimal("244.02")
     assert {r["rules_version"] for r in gold} == {0}

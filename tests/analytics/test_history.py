@@ -67,13 +67,13 @@ def _months(table: pa.Table, months: list[str]) -> pa.Table:
 
 def _write_months(lake, gold: dict, months: list[str]) -> None:
     """Replace those months of gold cost_daily, as the gold job does for the months a load touched."""
-    daily = _months(gold[GOLD_COST_DAILY], months)
+    daily = _months(gold[GOLD_COST_DAILY.name], months)
     predicate = "charge_month IN (" + ", ".join(f"'{m}'" for m in months) + ")"
-    lake.replace_where(GOLD_COST_DAILY, daily, predicate=predicate, partition_by=["charge_month"])
+    lake.replace_where(GOLD_COST_DAILY.name, daily, predicate=predicate, partition_by=["charge_month"])
 
 
 def _all_months(gold: dict) -> list[str]:
-    return sorted(pc.unique(gold[GOLD_COST_DAILY]["charge_month"]).to_pylist())
+    return sorted(pc.unique(gold[GOLD_COST_DAILY.name]["charge_month"]).to_pylist())
 
 
 def _anomalies(engine) -> pd.DataFrame:
@@ -95,7 +95,7 @@ def _recall(found: pd.DataFrame, labels: pd.DataFrame, level: str) -> dict:
 def test_first_run_scores_the_whole_history_and_finds_the_injected_anomalies(spark, env, estate):
     settings, lake, engine = env
     generated, gold = estate
-    lake.overwrite(GOLD_COST_DAILY, gold[GOLD_COST_DAILY], partition_by=["charge_month"])
+    lake.overwrite(GOLD_COST_DAILY.name, gold[GOLD_COST_DAILY.name], partition_by=["charge_month"])
     ndays = len(generated.days)
 
     first = run_analytics(settings, lake, spark, engine, run_id="first")
@@ -135,20 +135,20 @@ def test_increments_give_the_verdicts_of_one_run_over_the_whole_history(spark, e
         stats.append(run_analytics(settings, lake, spark, engine, run_id=f"m{n}"))
     # A month in: its days, the recent window and the days before it that it can still change, not the history.
     assert all(s["days_scored"] <= 31 + 14 + LOOKBACK for s in stats[1:]), [s["days_scored"] for s in stats]
-    daily = gold[GOLD_COST_DAILY]
+    daily = gold[GOLD_COST_DAILY.name]
     last = pc.max(daily["charge_date"]).as_py()
     one_day = daily.filter(pc.less(daily["charge_date"], pa.scalar(last, pa.date32())))
-    lake.overwrite(GOLD_COST_DAILY, one_day, partition_by=["charge_month"])
+    lake.overwrite(GOLD_COST_DAILY.name, one_day, partition_by=["charge_month"])
     # The last day gone from gold (its month replaced by fewer days): forgotten, and scored again when back.
     assert run_analytics(settings, lake, spark, engine, run_id="all-but-one")["days_gone"] == 1
-    lake.overwrite(GOLD_COST_DAILY, daily, partition_by=["charge_month"])
+    lake.overwrite(GOLD_COST_DAILY.name, daily, partition_by=["charge_month"])
     increment = run_analytics(settings, lake, spark, engine, run_id="last-day")
     assert (increment["days_new"], increment["days_scored"]) == (1, 1 + 14)  # the new day and the 14 before it
 
     whole_url = create_database(pg_admin_url)
     whole_settings, whole_lake, whole = _env(spark, whole_url, tmp_path / "whole")
     try:
-        whole_lake.overwrite(GOLD_COST_DAILY, daily, partition_by=["charge_month"])
+        whole_lake.overwrite(GOLD_COST_DAILY.name, daily, partition_by=["charge_month"])
         run_analytics(whole_settings, whole_lake, spark, whole, run_id="whole")
         keys = ["level", "member", "metric", "charge_date", "kind"]
         pd.testing.assert_frame_equal(_anomalies(engine)[keys], _anomalies(whole)[keys])
@@ -187,7 +187,7 @@ def test_an_imported_older_month_is_scored_by_the_next_run(spark, env, estate):
     pd.testing.assert_frame_equal(late_before, late_after)
 
     # A restated old month (re-rated: one resource's cost changes) is scored again, the rest is not.
-    daily = gold[GOLD_COST_DAILY]
+    daily = gold[GOLD_COST_DAILY.name]
     july = _months(daily, ["2025-07"])
     rid = july["resource_id"][0].as_py()
     bump = pc.if_else(
@@ -198,7 +198,7 @@ def test_an_imported_older_month_is_scored_by_the_next_run(spark, env, estate):
         "amortized_cost",
         bump.cast(daily.schema.field("amortized_cost").type),
     )
-    lake.replace_where(GOLD_COST_DAILY, july, predicate="charge_month = '2025-07'", partition_by=["charge_month"])
+    lake.replace_where(GOLD_COST_DAILY.name, july, predicate="charge_month = '2025-07'", partition_by=["charge_month"])
     restated = run_analytics(settings, lake, spark, engine, run_id="restated")
     assert (restated["days_new"], restated["days_changed"]) == (0, 31)
     assert restated["days_scored"] == 31 + 14 + span + LOOKBACK
@@ -209,7 +209,7 @@ def test_feedback_suppresses_across_the_history_and_survives_rescoring(spark, en
     keeps its verdict, and both stay so when the history is scored again (new detector settings)."""
     settings, lake, engine = env
     generated, gold = estate
-    lake.overwrite(GOLD_COST_DAILY, gold[GOLD_COST_DAILY], partition_by=["charge_month"])
+    lake.overwrite(GOLD_COST_DAILY.name, gold[GOLD_COST_DAILY.name], partition_by=["charge_month"])
     run_analytics(settings, lake, spark, engine, run_id="first")
     found = _anomalies(engine)
     shifts = found[(found["level"] == "service") & (found["kind"] == "level_shift")]
@@ -239,9 +239,9 @@ def test_tag_levels_and_both_metrics_score_the_history(spark, env, estate):
     settings, lake, engine = env
     generated, _ = estate
     gold = estate_gold(generated.costs, tag_keys=("team",))
-    for table in (GOLD_COST_DAILY, GOLD_COST_BY_TAG):
+    for table in (GOLD_COST_DAILY.name, GOLD_COST_BY_TAG.name):
         lake.overwrite(table, gold[table], partition_by=["charge_month"])
-    lake.overwrite(GOLD_RESOURCE_TAGS, gold[GOLD_RESOURCE_TAGS])
+    lake.overwrite(GOLD_RESOURCE_TAGS.name, gold[GOLD_RESOURCE_TAGS.name])
     settings = settings.model_copy(
         update={"anomaly_levels": ["service", "resource_group", "tag:team"], "anomaly_metrics": ["actual", "amortized"]}
     )

@@ -89,7 +89,7 @@ def analytics_env(spark, pg_url, tmp_path):
 
 def test_run_analytics_writes_anomalies_and_forecasts(spark, analytics_env):
     settings, lake, engine = analytics_env
-    lake.overwrite(GOLD_COST_DAILY, gold_rows())
+    lake.overwrite(GOLD_COST_DAILY.name, gold_rows())
     stats = run_analytics(settings, lake, spark, engine, run_id="run-1")
     assert stats["anomalies"] >= 1
     with engine.connect() as conn:
@@ -129,7 +129,7 @@ def test_a_metric_no_report_covers_gets_no_anomalies_and_no_forecast(spark, anal
     settings = settings.model_copy(update={"anomaly_metrics": ["actual", "amortized"]})
     gold = gold_rows()
     gold = gold.set_column(gold.schema.get_field_index("amortized_cost"), "amortized_cost", pa.nulls(len(gold), MONEY))
-    lake.overwrite(GOLD_COST_DAILY, gold)
+    lake.overwrite(GOLD_COST_DAILY.name, gold)
     stats = run_analytics(settings, lake, spark, engine, run_id="run-1")
     # total + 2 services + 1 resource group, per metric; every amortized one is skipped
     assert (stats["series"], stats["series_not_available"]) == (8, 4)
@@ -156,7 +156,7 @@ def test_days_a_metric_is_not_available_are_not_zero_cost(spark, analytics_env):
     )
     amortized = pc.if_else(gap, pa.scalar(None, MONEY), gold["amortized_cost"])
     gold = gold.set_column(gold.schema.get_field_index("amortized_cost"), "amortized_cost", amortized)
-    lake.overwrite(GOLD_COST_DAILY, gold)
+    lake.overwrite(GOLD_COST_DAILY.name, gold)
     stats = run_analytics(settings, lake, spark, engine, run_id="run-1")
     assert (stats["series_not_available"], stats["metrics_not_available"]) == (0, [])
     with engine.connect() as conn:
@@ -189,7 +189,7 @@ def test_two_currencies_are_never_added(spark, analytics_env):
     month-end total is one currency's, the EUR spike is found in EUR with EUR contributors only."""
     settings, lake, engine = analytics_env
     gold = gold_rows(resources=TWO_CURRENCIES, spike="st-e2")
-    lake.overwrite(GOLD_COST_DAILY, gold)
+    lake.overwrite(GOLD_COST_DAILY.name, gold)
     stats = run_analytics(settings, lake, spark, engine, run_id="run-1")
     assert stats["currencies"] == 2
     # total + 2 services + 1 resource group, each in 2 currencies
@@ -340,7 +340,7 @@ def test_a_level_setting_takes_effect_on_the_next_run(spark, analytics_env):
     from backend.analytics import anomaly_settings
 
     settings, lake, engine = analytics_env
-    lake.overwrite(GOLD_COST_DAILY, gold_rows())
+    lake.overwrite(GOLD_COST_DAILY.name, gold_rows())
     last = date(2025, 3, 1) + timedelta(days=83)
 
     def found() -> set[str]:

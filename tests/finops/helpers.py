@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pyarrow as pa
 
-from backend.lake.catalog import GOLD_COST_CHANGES, GOLD_COST_CHANGES_SCHEMA, GOLD_COST_DAILY_SCHEMA
+from backend.lake.catalog import GOLD_COST_CHANGES, GOLD_COST_DAILY
 from backend.lake.delta import Lake
 
 SUB = "/subscriptions/00000000-0000-0000-0000-000000000001"
@@ -35,7 +35,7 @@ def row(day: dt.date, resource_id: str, rg: str, category: str, meter: str, *, l
         sub: str = SUB) -> dict:  # fmt: skip
     """One gold cost_daily row; money as given (None = the source does not carry it)."""
     r = {
-        name: "" for name in GOLD_COST_DAILY_SCHEMA.names if pa.types.is_string(GOLD_COST_DAILY_SCHEMA.field(name).type)
+        name: "" for name in GOLD_COST_DAILY.schema.names if pa.types.is_string(GOLD_COST_DAILY.schema.field(name).type)
     }
     r |= {
         "charge_date": day,
@@ -113,17 +113,15 @@ def changes() -> list[dict]:
 
 
 def write(lake: Lake, rows: list[dict], cost_changes: list[dict] | None = None) -> None:
-    daily = pa.Table.from_pylist(rows, schema=GOLD_COST_DAILY_SCHEMA)
+    daily = pa.Table.from_pylist(rows, schema=GOLD_COST_DAILY.schema)
     months = sorted({r["charge_month"] for r in rows})
     where = "charge_month IN (" + ", ".join(f"'{m}'" for m in months) + ")"
-    from backend.lake.catalog import GOLD_COST_DAILY
-
-    lake.replace_where(GOLD_COST_DAILY, daily, predicate=where, run_id="t", partition_by=["charge_month"])
+    lake.replace_where(GOLD_COST_DAILY.name, daily, predicate=where, run_id="t", partition_by=["charge_month"])
     if cost_changes is not None:
         rows_c = [c | {"run_id": "t", "charge_month": c["event_date"].strftime("%Y-%m")} for c in cost_changes]
         lake.replace_where(
-            GOLD_COST_CHANGES,
-            pa.Table.from_pylist(rows_c, schema=GOLD_COST_CHANGES_SCHEMA),
+            GOLD_COST_CHANGES.name,
+            pa.Table.from_pylist(rows_c, schema=GOLD_COST_CHANGES.schema),
             predicate=where,
             run_id="t",
             partition_by=["charge_month"],

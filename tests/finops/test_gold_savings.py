@@ -8,7 +8,7 @@ from decimal import Decimal
 import pyarrow as pa
 import pytest
 
-from backend.lake.catalog import SILVER_COSTS_SCHEMA
+from backend.lake.catalog import SILVER_COSTS
 from backend.medallion import gold
 
 pytestmark = pytest.mark.transform
@@ -20,13 +20,13 @@ def _silver(spark, rows: list[dict]):
     base = {"x_SourceFamily": "focus", "SubAccountId": "s", "BillingCurrency": "USD", "Tags": []}
     full = []
     for row in rows:
-        r = {name: None for name in SILVER_COSTS_SCHEMA.names} | base | row
+        r = {name: None for name in SILVER_COSTS.schema.names} | base | row
         r["x_ChargeMonth"] = r["x_ChargeDate"].strftime("%Y-%m")
         for money in _MONEY:
             if r[money] is not None:
                 r[money] = Decimal(str(r[money]))
         full.append(r)
-    return spark.createDataFrame(pa.Table.from_pylist(full, schema=SILVER_COSTS_SCHEMA))
+    return spark.createDataFrame(pa.Table.from_pylist(full, schema=SILVER_COSTS.schema))
 
 
 def test_contracted_and_commitment_costs_reach_gold(spark):

@@ -41,9 +41,9 @@ def test_an_old_gold_table_gains_the_columns_and_an_increment_fills_them(spark, 
     bronze.flush(lake)
     jobs.run(settings, lake, spark, run_id="run-1")
     # What a lake written before this change holds: gold cost_daily without the savings columns.
-    old = lake.read_arrow(GOLD_COST_DAILY).drop_columns(list(NEW))
-    lake.overwrite(GOLD_COST_DAILY, old, run_id="old", partition_by=["charge_month"])
-    assert not set(NEW) & set(lake.table(GOLD_COST_DAILY).schema().to_arrow().names)
+    old = lake.read_arrow(GOLD_COST_DAILY.name).drop_columns(list(NEW))
+    lake.overwrite(GOLD_COST_DAILY.name, old, run_id="old", partition_by=["charge_month"])
+    assert not set(NEW) & set(lake.table(GOLD_COST_DAILY.name).schema().to_arrow().names)
 
     second = [
         _committed("2024-02-01", "vm1", "6", "Used", contracted="9"),
@@ -54,7 +54,7 @@ def test_an_old_gold_table_gains_the_columns_and_an_increment_fills_them(spark, 
     bronze.flush(lake)
     stats = jobs.run(settings, lake, spark, run_id="run-2")
     assert stats.affected_months == ["2024-02"]
-    gold = lake.read_arrow(GOLD_COST_DAILY)
+    gold = lake.read_arrow(GOLD_COST_DAILY.name)
     assert set(NEW) <= set(gold.column_names)
     feb = gold.filter(pc.equal(gold["charge_month"], "2024-02"))
     assert pc.sum(feb["commitment_used_cost"]).as_py() == Decimal(6)

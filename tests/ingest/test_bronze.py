@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from backend.ingest import envelope
 from backend.ingest.bronze import ConsumedMessage, PartitionProgress, app_id, build_batch
-from backend.lake.catalog import BRONZE_SCHEMA, DEAD_LETTER_SCHEMA
+from backend.lake.catalog import BRONZE_COST_RECORDS, BRONZE_DEAD_LETTERS
 from tests.ingest.chunks import parquet_chunk
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -21,8 +21,8 @@ def _msg(offset: int, *, partition: int = 0, poison: bool = False) -> ConsumedMe
 
 def test_rows_follow_the_bronze_contract():
     batch = build_batch([_msg(0), _msg(1), _msg(2, poison=True)], progress={}, run_id="r", ingested_at=NOW)
-    assert batch.bronze.schema == BRONZE_SCHEMA
-    assert batch.dead_letters.schema == DEAD_LETTER_SCHEMA
+    assert batch.bronze.schema == BRONZE_COST_RECORDS.schema
+    assert batch.dead_letters.schema == BRONZE_DEAD_LETTERS.schema
     assert batch.bronze["offset"].to_pylist() == [0, 1]
     assert batch.bronze["ingest_date"].to_pylist() == [NOW.date()] * 2
     assert batch.bronze["payload"][0].as_py() == parquet_chunk(0, rows=4).payload

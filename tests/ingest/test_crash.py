@@ -42,7 +42,7 @@ def test_sigkill_after_bronze_write_before_commit(ingest_settings, lake):
         timeout=120,
     )
     assert child.returncode == -signal.SIGKILL, child.stderr.decode()[-2000:]
-    landed = lake.count(BRONZE_COST_RECORDS)
+    landed = lake.count(BRONZE_COST_RECORDS.name)
     assert 0 < landed < N  # the first commit (up to 10 messages) is in bronze ...
     consumer = make_consumer(ingest_settings)
     tps = [TopicPartition(ingest_settings.kafka_topic_costs, p) for p in range(3)]
@@ -51,7 +51,7 @@ def test_sigkill_after_bronze_write_before_commit(ingest_settings, lake):
 
     result = drain(ingest_settings, lake, run_id="restart")
     assert result.bronze_rows == N - landed
-    table = lake.read_arrow(BRONZE_COST_RECORDS, columns=["topic", "partition", "offset", "payload"])
+    table = lake.read_arrow(BRONZE_COST_RECORDS.name, columns=["topic", "partition", "offset", "payload"])
     coords = list(
         zip(table["topic"].to_pylist(), table["partition"].to_pylist(), table["offset"].to_pylist(), strict=True)
     )

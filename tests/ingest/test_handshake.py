@@ -19,9 +19,9 @@ from tests.ingest.conftest import DaySource, days
 
 def _bronze_rows(lake) -> list[tuple]:
     """Every cost row in bronze, decoded from the Parquet payloads (what silver will read)."""
-    if not lake.exists(BRONZE_COST_RECORDS):
+    if not lake.exists(BRONZE_COST_RECORDS.name):
         return []
-    payloads = lake.read_arrow(BRONZE_COST_RECORDS, columns=["payload"])["payload"].to_pylist()
+    payloads = lake.read_arrow(BRONZE_COST_RECORDS.name, columns=["payload"])["payload"].to_pylist()
     tables = [pq.read_table(io.BytesIO(p)) for p in payloads]
     rows = pa.concat_tables(tables).to_pylist() if tables else []
     return sorted(tuple(r.values()) for r in rows)
@@ -37,7 +37,7 @@ def test_cursor_advances_only_after_bronze(ingest_settings, lake, engine):
     # Nothing new to fetch: an empty batch is trivially in bronze.
     again = ingest_sources([source], settings=ingest_settings, lake=lake, engine=engine, run_id="run-2")
     assert source.fetched[-1] == [] and again.committed
-    assert lake.count(BRONZE_COST_RECORDS) == 3
+    assert lake.count(BRONZE_COST_RECORDS.name) == 3
 
 
 def test_batch_not_in_bronze_keeps_the_cursor(ingest_settings, lake, engine):

@@ -25,7 +25,7 @@ def _produce(settings, chunks, *, batch_id="b-1"):
 
 
 def _coords(lake):
-    table = lake.read_arrow(BRONZE_COST_RECORDS, columns=["topic", "partition", "offset"])
+    table = lake.read_arrow(BRONZE_COST_RECORDS.name, columns=["topic", "partition", "offset"])
     return list(zip(*(table[c].to_pylist() for c in ("topic", "partition", "offset")), strict=True))
 
 
@@ -40,7 +40,7 @@ def test_produce_drain_exactly_once(ingest_settings, lake):
     assert again.bronze_rows == 0
     coords = _coords(lake)
     assert len(coords) == len(set(coords)) == 14
-    bronze = lake.read_arrow(BRONZE_COST_RECORDS)
+    bronze = lake.read_arrow(BRONZE_COST_RECORDS.name)
     assert set(bronze["payload"].to_pylist()) == {c.payload for c in chunks}
     assert set(bronze["run_id"].to_pylist()) == {"run-1"}
     # Committed group offsets follow bronze; lag is zero.
@@ -57,7 +57,7 @@ def test_same_key_same_partition(ingest_settings, lake):
     chunks = [parquet_chunk(3, source=s) for s in ("a", "b", "c", "d")]
     _produce(ingest_settings, chunks)
     drain(ingest_settings, lake, run_id="r")
-    table = lake.read_arrow(BRONZE_COST_RECORDS, columns=["kafka_key", "partition"])
+    table = lake.read_arrow(BRONZE_COST_RECORDS.name, columns=["kafka_key", "partition"])
     assert len(set(table["partition"].to_pylist())) == 1
 
 
@@ -74,13 +74,13 @@ def test_poison_messages_go_to_dead_letters_and_the_loop_goes_on(ingest_settings
     _produce(ingest_settings, [parquet_chunk(i) for i in range(3, 6)], batch_id="b-2")
     result = drain(ingest_settings, lake, run_id="r")
     assert result.bronze_rows == 6 and result.dead_letters == 2
-    dead = lake.read_arrow(BRONZE_DEAD_LETTERS)
+    dead = lake.read_arrow(BRONZE_DEAD_LETTERS.name)
     assert sorted(dead["raw_value"].to_pylist()) == [b"\x00garbage", b"PAR1x"]
     assert all("missing envelope headers" in e for e in dead["error"].to_pylist())
     assert pc.all(pc.equal(dead["topic"], topic)).as_py()
     # Replaying adds neither bronze rows nor dead letters.
     assert drain(ingest_settings, lake, run_id="r2").dead_letters == 0
-    assert lake.count(BRONZE_DEAD_LETTERS) == 2 and lake.count(BRONZE_COST_RECORDS) == 6
+    assert lake.count(BRONZE_DEAD_LETTERS.name) == 2 and lake.count(BRONZE_COST_RECORDS.name) == 6
 
 
 def test_oversized_chunk_is_refused_with_a_clear_error(ingest_settings):
@@ -110,12 +110,12 @@ def test_continuous_mode_lands_messages_as_they_arrive(ingest_settings, lake):
     try:
         _produce(ingest_settings, [parquet_chunk(i) for i in range(4)])
         for _ in range(100):
-            if lake.count(BRONZE_COST_RECORDS) >= 4:
+            if lake.count(BRONZE_COST_RECORDS.name) >= 4:
                 break
             stop.wait(0.1)
     finally:
         stop.set()
         thread.join(timeout=20)
     assert not thread.is_alive()
-    assert lake.count(BRONZE_COST_RECORDS) == 4
+    assert lake.count(BRONZE_COST_RECORDS.name) == 4
     assert seen and seen[-1].bronze_rows == 4

@@ -93,7 +93,7 @@ def test_silver_totals_read_from_the_lake(owner, loaded):
             "x_ChargeMonth": daily["charge_month"],
         }
     )
-    lake.append(SILVER_COSTS, silver, partition_by=["x_ChargeMonth"])
+    lake.append(SILVER_COSTS.name, silver, partition_by=["x_ChargeMonth"])
     totals = silver_daily_totals(lake, months=["2026-03"])
     assert pc.sum(totals["total"]).as_py() == pc.sum(daily["actual_cost"]).as_py()
     assert reconcile(owner, lake=lake, months=["2026-03"]).mismatches == []
@@ -122,7 +122,7 @@ def test_silver_is_counted_by_family_as_gold_counts_it(mart_settings):
     lake = lake_from_settings(mart_settings)
     d1, d2 = dt.date(2026, 3, 1), dt.date(2026, 3, 2)
     lake.append(
-        SILVER_COSTS,
+        SILVER_COSTS.name,
         _silver_rows(
             [
                 ("/subscriptions/a", d1, "azure_detail", "azure", "10"),
@@ -146,7 +146,7 @@ def test_a_source_report_is_compared_on_its_family_and_a_lost_day_is_flagged(own
     lake = lake_from_settings(mart_settings)
     d1, d2, d3 = dt.date(2026, 4, 1), dt.date(2026, 4, 2), dt.date(2026, 4, 3)
     lake.append(
-        SILVER_COSTS,
+        SILVER_COSTS.name,
         _silver_rows([("/subscriptions/a", d1, "focus", "demo", "3"), ("/subscriptions/a", d2, "focus", "demo", "4")]),
         partition_by=["x_ChargeMonth"],
     )

@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from backend.lake.catalog import BRONZE_SCHEMA
+from backend.lake.catalog import BRONZE_COST_RECORDS
 
 EA_HEADER = [
     "BillingAccountId", "SubscriptionId", "SubscriptionName", "Date", "MeterCategory", "MeterSubCategory", "MeterName",
@@ -139,7 +139,7 @@ class Bronze:
         return self
 
     def table(self) -> pa.Table:
-        return pa.Table.from_pylist(self.rows, schema=BRONZE_SCHEMA)
+        return pa.Table.from_pylist(self.rows, schema=BRONZE_COST_RECORDS.schema)
 
     def flush(self, lake) -> None:
         """Append the accumulated rows to bronze (as ingest would) and start a new set."""

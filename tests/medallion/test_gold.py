@@ -8,7 +8,7 @@ from decimal import Decimal
 import pyarrow as pa
 import pytest
 
-from backend.lake.catalog import SILVER_COSTS_SCHEMA
+from backend.lake.catalog import SILVER_COSTS
 from backend.medallion import gold
 
 # Pure transforms: CI runs these on Sail and, with `--engine jvm`, on Apache Spark (`make test`).
@@ -19,13 +19,13 @@ def silver_rows(spark, rows: list[dict]):
     base = {"x_SourceFamily": "azure_detail", "SubAccountId": "s", "BillingCurrency": "USD", "Tags": []}
     full = []
     for row in rows:
-        r = {name: None for name in SILVER_COSTS_SCHEMA.names} | base | row
+        r = {name: None for name in SILVER_COSTS.schema.names} | base | row
         r["x_ChargeMonth"] = r["x_ChargeDate"].strftime("%Y-%m")
         for money in ("BilledCost", "EffectiveCost"):
             if r[money] is not None:
                 r[money] = Decimal(str(r[money]))
         full.append(r)
-    return spark.createDataFrame(pa.Table.from_pylist(full, schema=SILVER_COSTS_SCHEMA))
+    return spark.createDataFrame(pa.Table.from_pylist(full, schema=SILVER_COSTS.schema))
 
 
 def test_query_rows_are_dropped_where_detail_rows_exist(spark):

@@ -59,10 +59,10 @@ def _check_first_load(lake, stats) -> None:
     assert stats.source_rows == 4 + 2 + 2 + 2 + 1
     assert stats.quarantined == 2
     assert stats.valid_rows + stats.quarantined == stats.source_rows
-    assert lake.count(SILVER_QUARANTINE) == 2
-    rules = sorted(lake.read_arrow(SILVER_QUARANTINE, columns=["rule"]).column("rule").to_pylist())
+    assert lake.count(SILVER_QUARANTINE.name) == 2
+    rules = sorted(lake.read_arrow(SILVER_QUARANTINE.name, columns=["rule"]).column("rule").to_pylist())
     assert rules == ["invalid_cost", "unparseable_payload"]
-    silver = lake.read_arrow(SILVER_COSTS)
+    silver = lake.read_arrow(SILVER_COSTS.name)
     # Each silver row says how many source rows it sums: 3 actual rows became 2 rows (the 2 matching
     # amortized rows only set their EffectiveCost), + 2 FOCUS + 2 Query rows.
     assert _money(silver, "x_SourceRowCount") == 3 + 2 + 2
@@ -71,11 +71,11 @@ def _check_first_load(lake, stats) -> None:
     assert len(vm1) == 1
     assert vm1[0]["BilledCost"] == Decimal(15) and vm1[0]["EffectiveCost"] == Decimal(12)
     assert dict(vm1[0]["Tags"]) == {"env": "prod", "team": "x"}
-    daily = lake.read_arrow(GOLD_COST_DAILY)
+    daily = lake.read_arrow(GOLD_COST_DAILY.name)
     assert _money(daily, "actual_cost") == Decimal(15 + 7 + 3 + 1 + 40)  # the 100 query row is shadowed by detail
     assert _money(daily, "amortized_cost") == Decimal(12 + 6 + Decimal("2.5") + 1)
     assert sorted(stats.affected_months) == ["2024-01", "2024-02"]
-    assert lake.count(GOLD_MONTHLY_SUMMARY) == 3  # (2024-01, sub-1), (2024-02, sub-f) x currency
+    assert lake.count(GOLD_MONTHLY_SUMMARY.name) == 3  # (2024-01, sub-1), (2024-02, sub-f) x currency
 
 
 @pytest.mark.slow
@@ -87,7 +87,7 @@ def test_bronze_to_gold_local_idempotent_and_rerated(spark, tmp_path):
     bronze.flush(lake)
     stats = jobs.run(settings, lake, spark, run_id="run-1")
     _check_first_load(lake, stats)
-    by_tag = lake.read_arrow(GOLD_COST_BY_TAG).to_pylist()
+    by_tag = lake.read_arrow(GOLD_COST_BY_TAG.name).to_pylist()
     env = {
         r["tag_value"]: r["actual_cost"]
         for r in by_tag
@@ -98,16 +98,16 @@ def test_bronze_to_gold_local_idempotent_and_rerated(spark, tmp_path):
     assert {str(r["charge_date"]) for r in untagged} == {"2024-01-29", "2024-01-31", "2024-02-01"}
 
     # Same bronze again: nothing new to process; a full rebuild gives identical counts and sums.
-    silver_before = lake.read_arrow(SILVER_COSTS)
-    gold_before = lake.read_arrow(GOLD_COST_DAILY)
+    silver_before = lake.read_arrow(SILVER_COSTS.name)
+    gold_before = lake.read_arrow(GOLD_COST_DAILY.name)
     again = jobs.run(settings, lake, spark, run_id="run-2")
     assert again.bronze_files == 0 and again.silver_upserted == 0
     rebuilt = jobs.run(settings, lake, spark, run_id="run-3", full_rebuild=True)
     _check_first_load(lake, rebuilt)
-    for table, before in ((SILVER_COSTS, silver_before), (GOLD_COST_DAILY, gold_before)):
+    for table, before in ((SILVER_COSTS.name, silver_before), (GOLD_COST_DAILY.name, gold_before)):
         after = lake.read_arrow(table)
         assert after.num_rows == before.num_rows
-    assert _money(lake.read_arrow(SILVER_COSTS), "BilledCost") == _money(silver_before, "BilledCost")
+    assert _money(lake.read_arrow(SILVER_COSTS.name), "BilledCost") == _money(silver_before, "BilledCost")
 
     # The same messages landing in bronze again (same Kafka positions) change nothing.
     bronze.offset = 0
@@ -115,9 +115,9 @@ def test_bronze_to_gold_local_idempotent_and_rerated(spark, tmp_path):
     bronze.flush(lake)
     replay = jobs.run(settings, lake, spark, run_id="run-4")
     assert replay.bronze_messages == 5
-    assert lake.read_arrow(SILVER_COSTS).num_rows == silver_before.num_rows
-    assert _money(lake.read_arrow(GOLD_COST_DAILY), "actual_cost") == _money(gold_before, "actual_cost")
-    assert lake.count(SILVER_QUARANTINE) == 2
+    assert lake.read_arrow(SILVER_COSTS.name).num_rows == silver_before.num_rows
+    assert _money(lake.read_arrow(GOLD_COST_DAILY.name), "actual_cost") == _money(gold_before, "actual_cost")
+    assert lake.count(SILVER_QUARANTINE.name) == 2
 
     # Azure re-rates 2024-01-31: vm2 changes, a new vm4 row appears; 2024-01-30 is untouched.
     rerated = [ea_row("01/31/2024", "vm2", "8"), ea_row("01/31/2024", "vm4", "2")]
@@ -125,11 +125,11 @@ def test_bronze_to_gold_local_idempotent_and_rerated(spark, tmp_path):
     bronze.flush(lake)
     rerun = jobs.run(settings, lake, spark, run_id="run-5")
     assert rerun.affected_months == ["2024-01"]
-    silver = lake.read_arrow(SILVER_COSTS).to_pylist()
+    silver = lake.read_arrow(SILVER_COSTS.name).to_pylist()
     day31 = {r["ResourceId"].rsplit("/", 1)[-1]: (r["BilledCost"], r["EffectiveCost"]) for r in silver
              if str(r["x_ChargeDate"]) == "2024-01-31"}  # fmt: skip
     assert day31 == {"vm2": (Decimal(8), Decimal(6)), "vm4": (Decimal(2), None)}
-    daily = lake.read_arrow(GOLD_COST_DAILY)
+    daily = lake.read_arrow(GOLD_COST_DAILY.name)
     assert _money(daily, "actual_cost") == Decimal(15 + 8 + 2 + 3 + 1 + 40)
     # Gold for February (not touched) was not rewritten by this run.
     feb = daily.filter(pc.equal(daily["charge_month"], "2024-02")).column("run_id").to_pylist()
@@ -140,10 +140,10 @@ def test_bronze_to_gold_local_idempotent_and_rerated(spark, tmp_path):
                sub="sub-1", fetched=6)  # fmt: skip
     bronze.flush(lake)
     jobs.run(settings, lake, spark, run_id="run-6")
-    names = {r["ResourceId"].rsplit("/", 1)[-1] for r in lake.read_arrow(SILVER_COSTS).to_pylist()
+    names = {r["ResourceId"].rsplit("/", 1)[-1] for r in lake.read_arrow(SILVER_COSTS.name).to_pylist()
              if str(r["x_ChargeDate"]) == "2024-01-31"}  # fmt: skip
     assert names == {"vm2"}
-    assert lake.history(SILVER_COSTS)[0]["costlake.run_id"] == "run-6"
+    assert lake.history(SILVER_COSTS.name)[0]["costlake.run_id"] == "run-6"
 
 
 @pytest.mark.slow
@@ -163,17 +163,17 @@ def test_one_subscription_whichever_source_spells_it(spark, tmp_path):
     bronze.flush(lake)
     jobs.run(settings, lake, spark, run_id="run-1")
 
-    silver = lake.read_arrow(SILVER_COSTS).to_pylist()
+    silver = lake.read_arrow(SILVER_COSTS.name).to_pylist()
     assert sorted(r["x_SourceFamily"] for r in silver) == ["azure_detail", "azure_query", "focus"]
     assert {r["SubAccountId"] for r in silver} == {SUBSCRIPTION}
     assert {r["x_Slice"].split("|")[1] for r in silver} == {SUBSCRIPTION}
     # Gold sees one subscription-day, so only the most detailed family counts (not 10 + 3 + 100).
-    daily = lake.read_arrow(GOLD_COST_DAILY).to_pylist()
+    daily = lake.read_arrow(GOLD_COST_DAILY.name).to_pylist()
     assert {(r["subscription_id"], r["subscription_name"], r["source"]) for r in daily} == {
         (SUBSCRIPTION, "Production", "azure_detail")
     }
     assert sum(r["actual_cost"] for r in daily) == Decimal(10)
-    monthly = lake.read_arrow(GOLD_MONTHLY_SUMMARY).to_pylist()
+    monthly = lake.read_arrow(GOLD_MONTHLY_SUMMARY.name).to_pylist()
     assert [(r["subscription_id"], r["actual_cost"]) for r in monthly] == [(SUBSCRIPTION, Decimal(10))]
 
     # A re-pull of that day spelling the guid in lower case replaces the row instead of adding one.
@@ -181,11 +181,11 @@ def test_one_subscription_whichever_source_spells_it(spark, tmp_path):
     bronze.add("azure_cost_details", csv_payload(detail), batch="cd-2", metric="ActualCost", sub=GUID, fetched=5)
     bronze.flush(lake)
     jobs.run(settings, lake, spark, run_id="run-2")
-    rows = [r for r in lake.read_arrow(SILVER_COSTS).to_pylist() if r["x_SourceFamily"] == "azure_detail"]
+    rows = [r for r in lake.read_arrow(SILVER_COSTS.name).to_pylist() if r["x_SourceFamily"] == "azure_detail"]
     assert [(r["SubAccountId"], r["ResourceId"], r["BilledCost"]) for r in rows] == [
         (SUBSCRIPTION, resource, Decimal(11))
     ]
-    assert _money(lake.read_arrow(GOLD_COST_DAILY), "actual_cost") == Decimal(11)
+    assert _money(lake.read_arrow(GOLD_COST_DAILY.name), "actual_cost") == Decimal(11)
 
 
 @pytest.mark.slow
@@ -202,7 +202,13 @@ def test_bronze_to_gold_on_s3(spark, s3_settings):
 
 def _gold_snapshot(lake) -> dict[str, list[tuple]]:
     """Every monthly gold table without its run ids, in a stable order."""
-    tables = (GOLD_COST_DAILY, GOLD_MONTHLY_SUMMARY, GOLD_COST_BY_TAG, GOLD_TOP_MOVERS, GOLD_COST_CHANGES)
+    tables = (
+        GOLD_COST_DAILY.name,
+        GOLD_MONTHLY_SUMMARY.name,
+        GOLD_COST_BY_TAG.name,
+        GOLD_TOP_MOVERS.name,
+        GOLD_COST_CHANGES.name,
+    )
     snap = {}
     for table in tables:
         rows = lake.read_arrow(table).drop_columns(["run_id"]).to_pylist()
@@ -235,5 +241,5 @@ def test_an_increment_leaves_gold_as_a_full_rebuild_would(spark, tmp_path):
     after_increment = _gold_snapshot(lake)
     jobs.run(settings, lake, spark, run_id="run-3", full_rebuild=True)
     assert _gold_snapshot(lake) == after_increment
-    summary = [r for r in lake.read_arrow(GOLD_MONTHLY_SUMMARY).to_pylist() if r["charge_month"] == "2024-02"]
+    summary = [r for r in lake.read_arrow(GOLD_MONTHLY_SUMMARY.name).to_pylist() if r["charge_month"] == "2024-02"]
     assert {r["subscription_id"]: r["previous_month_actual_cost"] for r in summary}["sub-f"] == Decimal(20)

@@ -12,7 +12,7 @@ from tests.medallion.helpers import Bronze, csv_payload, ea_row
 
 
 def _silver(lake) -> dict:
-    rows = lake.read_arrow(SILVER_COSTS).to_pylist()
+    rows = lake.read_arrow(SILVER_COSTS.name).to_pylist()
     return {
         (str(r["x_ChargeDate"]), r["ResourceId"].rsplit("/", 1)[-1]): (r["BilledCost"], r["EffectiveCost"])
         for r in rows
@@ -53,7 +53,9 @@ def test_a_new_day_is_appended_a_restated_day_merged_and_both_match_a_rebuild(sp
         ("2024-01-31", "vm2"): (Decimal(1), None),
     }
     # The bronze version is recorded as processed by the last commit, so nothing is processed twice.
-    assert lake.transaction_version(SILVER_COSTS, jobs.BRONZE_PROGRESS_APP_ID) == lake.version("bronze/cost_records")
+    assert lake.transaction_version(SILVER_COSTS.name, jobs.BRONZE_PROGRESS_APP_ID) == lake.version(
+        "bronze/cost_records"
+    )
     assert _run(spark, lake, "r3").bronze_files == 0
 
     # The same day re-pulled: vm2 is gone, vm1 re-rated -> a MERGE that clears what vanished.
@@ -61,10 +63,10 @@ def test_a_new_day_is_appended_a_restated_day_merged_and_both_match_a_rebuild(sp
     bronze.add("azure_export_ea", csv_payload([ea_row("01/31/2024", "vm1", "8")]), batch="a3", metric="ActualCost",
                fetched=3)  # fmt: skip
     bronze.flush(lake)
-    december_before_r4 = lake.file_uris(SILVER_COSTS, partition_filters=[("x_ChargeMonth", "=", "2023-12")])
+    december_before_r4 = lake.file_uris(SILVER_COSTS.name, partition_filters=[("x_ChargeMonth", "=", "2023-12")])
     with caplog.at_level("INFO", logger="backend.medallion.silver"):
         _run(spark, lake, "r4")
-    december_after_r4 = lake.file_uris(SILVER_COSTS, partition_filters=[("x_ChargeMonth", "=", "2023-12")])
+    december_after_r4 = lake.file_uris(SILVER_COSTS.name, partition_filters=[("x_ChargeMonth", "=", "2023-12")])
     assert "silver merge (billed)" in caplog.text and "silver append" not in caplog.text
     assert _silver(lake) == {
         ("2023-12-30", "vm1"): (Decimal(4), None),
@@ -74,7 +76,7 @@ def test_a_new_day_is_appended_a_restated_day_merged_and_both_match_a_rebuild(sp
     # The restatement rewrote only January's files: December's are the files they were (the MERGE, the
     # DELETE and the UPDATE carry the month predicate, so no other month is scanned or rewritten).
     assert december_after_r4 == december_before_r4
-    assert {h["operation"] for h in lake.history(SILVER_COSTS, limit=4)} <= {"MERGE", "DELETE", "UPDATE", "WRITE"}
+    assert {h["operation"] for h in lake.history(SILVER_COSTS.name, limit=4)} <= {"MERGE", "DELETE", "UPDATE", "WRITE"}
 
     # Re-pulled again without vm1, whose amortized cost is still known: its actual cost is cleared and
     # the row kept for the amortized cost; the new vm3 row is inserted.
@@ -90,7 +92,9 @@ def test_a_new_day_is_appended_a_restated_day_merged_and_both_match_a_rebuild(sp
         ("2024-01-31", "vm1"): (None, Decimal(6)),
         ("2024-01-31", "vm3"): (Decimal(2), None),
     }
-    assert lake.transaction_version(SILVER_COSTS, jobs.BRONZE_PROGRESS_APP_ID) == lake.version("bronze/cost_records")
+    assert lake.transaction_version(SILVER_COSTS.name, jobs.BRONZE_PROGRESS_APP_ID) == lake.version(
+        "bronze/cost_records"
+    )
 
     jobs.run(settings, lake, spark, run_id="rebuild", full_rebuild=True)
     assert _silver(lake) == incremental

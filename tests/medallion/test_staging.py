@@ -131,8 +131,8 @@ def test_a_payload_whose_pages_are_broken_is_quarantined_and_its_batch_kept(spar
     stats = jobs.MedallionStats(run_id="r1")
     jobs.run_silver(spark, lake, stats, run_id="r1")
     assert stats.valid_rows == 1 and stats.quarantined == 1
-    assert lake.count(SILVER_COSTS) == 1
-    rule = lake.read_arrow(SILVER_QUARANTINE, columns=["rule"]).column(0).to_pylist()
+    assert lake.count(SILVER_COSTS.name) == 1
+    rule = lake.read_arrow(SILVER_QUARANTINE.name, columns=["rule"]).column(0).to_pylist()
     assert rule == ["unparseable_payload"]
 
 
@@ -146,4 +146,4 @@ def test_scratch_is_removed_after_the_run_and_a_killed_runs_scratch_by_a_later_o
     bronze.flush(lake)
     jobs.run_silver(spark, lake, jobs.MedallionStats(run_id="r1"), run_id="r1")
     assert not base.exists() or not list(base.iterdir())  # the dead run's and this run's scratch are gone
-    assert lake.read_arrow(SILVER_COSTS).filter(pc.is_valid(pc.field("ResourceId"))).num_rows == 1
+    assert lake.read_arrow(SILVER_COSTS.name).filter(pc.is_valid(pc.field("ResourceId"))).num_rows == 1

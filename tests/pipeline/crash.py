@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from backend.config import REPO_ROOT
 from backend.lake import Lake
-from backend.lake.catalog import SILVER_COSTS, SILVER_KEY
+from backend.lake.catalog import SILVER_COSTS
 from backend.mart.reconcile import reconcile
 
 log = logging.getLogger(__name__)
@@ -132,8 +132,8 @@ def expected_totals(demo_rows: int, seed: int = 42) -> tuple[Decimal, Decimal]:
 def check_state(engine: sa.Engine, lake: Lake) -> tuple[Decimal, Decimal, int, int, int]:
     """Mart totals, duplicate natural keys in silver, duplicate grain rows in the mart fact, and the
     days where mart, silver and the source's reported totals disagree."""
-    silver = lake.read_arrow(SILVER_COSTS, columns=SILVER_KEY)
-    grouped = silver.group_by(SILVER_KEY, use_threads=False).aggregate([([], "count_all")])
+    silver = lake.read_arrow(SILVER_COSTS.name, columns=SILVER_COSTS.key)
+    grouped = silver.group_by(SILVER_COSTS.key, use_threads=False).aggregate([([], "count_all")])
     silver_dupes = int(pc.sum(pc.greater(grouped["count_all"], 1)).as_py() or 0)
     with engine.connect() as conn:
         keys = (

@@ -48,7 +48,7 @@ def _state(service: PipelineService) -> dict[str, object]:
         actual, amortized, rows = conn.execute(
             sa.text("SELECT sum(actual_cost), sum(amortized_cost), count(*) FROM mart.fact_cost_daily")
         ).one()
-    silver = service.lake.read_arrow(SILVER_COSTS, columns=["BilledCost", "EffectiveCost"])
+    silver = service.lake.read_arrow(SILVER_COSTS.name, columns=["BilledCost", "EffectiveCost"])
     return {
         "actual": actual,
         "amortized": amortized,

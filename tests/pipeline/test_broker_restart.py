@@ -7,7 +7,7 @@ import uuid
 import pyarrow as pa
 import pytest
 
-from backend.lake.catalog import SILVER_COSTS, SILVER_KEY
+from backend.lake.catalog import SILVER_COSTS
 from backend.pipeline.service import PipelineService
 from backend.runtime import Runtime
 from backend.runtime import kafka as kafka_service
@@ -33,9 +33,9 @@ def _service(tmp_path, name: str, database_url: str, bootstrap: str) -> Pipeline
 
 
 def _silver(service: PipelineService) -> pa.Table:
-    table = service.lake.read_arrow(SILVER_COSTS)
+    table = service.lake.read_arrow(SILVER_COSTS.name)
     table = table.select([c for c in table.column_names if c not in LINEAGE])
-    return table.sort_by([(k, "ascending") for k in SILVER_KEY])
+    return table.sort_by([(k, "ascending") for k in SILVER_COSTS.key])
 
 
 @pytest.mark.slow

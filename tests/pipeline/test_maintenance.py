@@ -13,7 +13,7 @@ from tests.medallion.helpers import Bronze, focus_payload, focus_row
 
 
 def _silver(lake) -> list[tuple]:
-    rows = lake.read_arrow(SILVER_COSTS, columns=["x_ChargeDate", "ResourceId", "BilledCost"]).to_pylist()
+    rows = lake.read_arrow(SILVER_COSTS.name, columns=["x_ChargeDate", "ResourceId", "BilledCost"]).to_pylist()
     return sorted((str(r["x_ChargeDate"]), r["ResourceId"], r["BilledCost"]) for r in rows)
 
 
@@ -27,20 +27,20 @@ def test_bronze_is_compacted_once_silver_has_it_and_never_reprocessed(spark, tmp
         bronze.flush(lake)
     jobs.run(settings, lake, spark, run_id="r1")
     before = _silver(lake)
-    assert len(lake.file_uris(BRONZE_COST_RECORDS)) == 3
+    assert len(lake.file_uris(BRONZE_COST_RECORDS.name)) == 3
 
     # New bronze that silver has not processed yet: compacting now would hide it, so nothing is compacted.
     bronze.add("focus", focus_payload([focus_row("2024-01-08", "st1", "2", "2")]), batch="b-8")
     bronze.flush(lake)
     waiting = maintenance(ctx)
     assert "bronze_not_compacted" in waiting.detail
-    assert len(lake.file_uris(BRONZE_COST_RECORDS)) == 4
+    assert len(lake.file_uris(BRONZE_COST_RECORDS.name)) == 4
 
     jobs.run(settings, lake, spark, run_id="r2")
     done = maintenance(ctx)
-    assert done.detail["compacted"][BRONZE_COST_RECORDS]["files_removed"] == 4
-    assert len(lake.file_uris(BRONZE_COST_RECORDS)) == 1
-    assert done.detail["vacuumed_files"].get(BRONZE_COST_RECORDS, 0) >= 4  # retention 0: the old files are gone
+    assert done.detail["compacted"][BRONZE_COST_RECORDS.name]["files_removed"] == 4
+    assert len(lake.file_uris(BRONZE_COST_RECORDS.name)) == 1
+    assert done.detail["vacuumed_files"].get(BRONZE_COST_RECORDS.name, 0) >= 4  # retention 0: the old files are gone
     # The compaction's version counts as processed: the rerun finds no new bronze and silver is unchanged.
     again = jobs.run(settings, lake, spark, run_id="r3")
     assert again.bronze_files == 0

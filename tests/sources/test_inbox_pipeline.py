@@ -18,7 +18,7 @@ FOCUS = _csv(FOCUS_COLUMNS, _focus_rows())
 
 def _bronze_rows(service: PipelineService) -> int:
     lake = service.lake
-    return lake.read_arrow(BRONZE_COST_RECORDS).num_rows if lake.exists(BRONZE_COST_RECORDS) else 0
+    return lake.read_arrow(BRONZE_COST_RECORDS.name).num_rows if lake.exists(BRONZE_COST_RECORDS.name) else 0
 
 
 def test_inbox_file_moves_after_bronze_and_a_re_drop_or_a_bad_file_loads_nothing(tmp_path, pg_url, kafka_bootstrap):
