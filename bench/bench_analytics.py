@@ -22,7 +22,7 @@ from backend.analytics.detect import DetectorParams
 from backend.analytics.evaluation import estate_cost_frame, label_scope, score_detection, truth_members
 from backend.analytics.forecast import ForecastParams, forecast_series, month_end_forecast
 from backend.analytics.series import level_series
-from backend.sources.synthetic import generate_estate
+from backend.demo.estate import generate_estate
 from bench.common import BenchResult
 
 log = logging.getLogger("bench.analytics")

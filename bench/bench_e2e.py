@@ -53,11 +53,11 @@ def _ingest_until(estate, until: date, redeliver: tuple[date, ...] = ()):
     restatement sends days silver already holds again, as Azure re-rates its latest days."""
 
     def ingest(ctx):
+        from backend.demo.estate import SyntheticSource
         from backend.ingest.handshake import new_batch_id, send_batch
         from backend.ingest.producer import KafkaChunkSink
         from backend.pipeline.runs import StepResult
         from backend.sources.cursors import PostgresCursorStore
-        from backend.sources.synthetic import SyntheticSource
 
         cursors = ctx.state.setdefault("cursors", PostgresCursorStore(ctx.endpoints.database_url))
         source = SyntheticSource(ctx.settings, estate, cursors=cursors, until=until, redeliver=redeliver)
@@ -149,11 +149,11 @@ def _write(result: BenchResult) -> None:
 def run_size(rows: int, root: Path, result: BenchResult) -> None:
     """The full 13-month load, the one-day increment and the restatement, on fresh embedded servers."""
     from backend.config import Settings
+    from backend.demo.estate import generate_estate
     from backend.pipeline.service import PipelineService
     from backend.pipeline.steps import REGISTRY
     from backend.runtime import Runtime
     from backend.runtime.spark import get_spark
-    from backend.sources.synthetic import generate_estate
     from bench.bench_medallion import run_duckdb
 
     work = root / f"n{rows}"

@@ -28,7 +28,7 @@ log = logging.getLogger("bench.kafka")
 
 def synthetic_chunks(total_rows: int, rows_per_chunk: int, *, limit: int) -> list[RawChunk]:
     """Parquet slices of the synthetic estate (FOCUS columns), one chunk per slice, each under `limit` bytes."""
-    from backend.sources.synthetic import generate_estate
+    from backend.demo.estate import generate_estate
 
     estate = generate_estate(target_rows=max(total_rows, 1000), months=2)
     costs = estate.plain_costs().slice(0, total_rows)

@@ -108,8 +108,8 @@ def _query_latencies(engine: sa.Engine, as_of: dt.date) -> list[dict]:
 def main(quick: bool = False) -> None:
     from backend.lake.delta import Lake
     from backend.lake.storage import LakeLocation
-    from backend.mart import testing
     from backend.mart.load import load_gold
+    from tests.mart import synthetic_gold
 
     load_before = os.getloadavg()
     total_rows = 200_000 if quick else 5_000_000
@@ -121,10 +121,10 @@ def main(quick: bool = False) -> None:
         lake = Lake(LakeLocation(uri=str(work / "lake")))
 
         with timed() as gen:
-            daily = testing.gold_cost_daily(
+            daily = synthetic_gold.gold_cost_daily(
                 start=dt.date(2026, 1, 1), days=days, rows_per_day=rows_per_day, resources=20_000, subscriptions=12
             )
-            testing.write_gold(lake, daily)
+            synthetic_gold.write_gold(lake, daily)
         n = daily.num_rows
         del daily
         log.info("gold: %d rows written in %.1fs", n, gen.seconds)

@@ -125,9 +125,9 @@ COPY (
 
 def build_bronze(lake, rows: int, *, settings, start: date = date(2025, 1, 1), months: int = 3) -> tuple[int, int]:
     """Synthetic estate -> FOCUS Parquet chunks -> bronze rows (as ingest would write them)."""
+    from backend.demo.estate import SyntheticSource, generate_estate
     from backend.lake.catalog import BRONZE_COST_RECORDS
     from backend.sources.cursors import MemoryCursorStore
-    from backend.sources.synthetic import SyntheticSource, generate_estate
 
     estate = generate_estate(seed=7, start=start, months=months, target_rows=rows)
     source = SyntheticSource(settings, estate, cursors=MemoryCursorStore())

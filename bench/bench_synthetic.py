@@ -13,8 +13,8 @@ import numpy as np
 import pyarrow as pa
 
 from backend.config import Settings
+from backend.demo.estate import SyntheticSource, generate_estate
 from backend.sources.cursors import MemoryCursorStore
-from backend.sources.synthetic import SyntheticSource, generate_estate
 from bench.common import BenchResult, PeakMemory, timed
 
 log = logging.getLogger("bench.synthetic")

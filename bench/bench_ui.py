@@ -98,9 +98,10 @@ def main(quick: bool = False) -> None:
     import app.context
     from app import data
     from backend.config import REPO_ROOT, Settings
-    from backend.mart import testing, waste
+    from backend.mart import waste
     from backend.mart.load import load_gold
     from backend.runtime import Runtime
+    from tests.mart import synthetic_gold
 
     total_rows = 200_000 if quick else 5_000_000
     days = 150
@@ -123,14 +124,14 @@ def main(quick: bool = False) -> None:
 
         as_of = dt.date.today()
         with timed() as gen:
-            daily = testing.gold_cost_daily(
+            daily = synthetic_gold.gold_cost_daily(
                 start=as_of - dt.timedelta(days=days - 1),
                 days=days,
                 rows_per_day=total_rows // days,
                 resources=20_000,
                 subscriptions=12,
             )
-            testing.write_gold(pipeline.lake, daily)
+            synthetic_gold.write_gold(pipeline.lake, daily)
         n = daily.num_rows
         del daily
         with timed() as load:

@@ -40,7 +40,7 @@ DEMO = "demo"
 FILE = "file"
 MART = "mart"
 AZURE_PREFIX = "azure:"
-_DEMO_SOURCES = ("synthetic",)  # the cursors' name of the demo estate (backend.pipeline.demo.DEMO_SOURCES)
+_DEMO_SOURCES = ("synthetic",)  # the cursors' name of the demo estate (backend.demo.lifecycle.DEMO_SOURCES)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from backend.pipeline import demo, progress
+from backend.demo import lifecycle
+from backend.pipeline import progress
 from backend.pipeline.runner import PipelineContext, Step
 from backend.pipeline.runs import StepResult
 
@@ -33,7 +34,7 @@ def _cursors(ctx: PipelineContext):
 
 def demo_estate(ctx: PipelineContext):
     """The demo estate: 13 months ending with the current month, same seed every time, so it never changes."""
-    from backend.sources.synthetic import generate_estate
+    from backend.demo.estate import generate_estate
 
     if "demo_estate" not in ctx.state:  # "demo" and the demo tenant's "azure" share one estate per run
         today = datetime.now(UTC).date()
@@ -59,7 +60,7 @@ def _demo_azure_source(ctx: PipelineContext, resources: ExitStack):
     Only the base URLs (through the RoutingSession given to msal and the ARM client) and the made-up
     credentials differ from a real tenant, so the demo shows the real connector at work: msal tokens,
     paging, the Cost Details report flow, cursors and the open window."""
-    from backend.sources.azure.demo import start_demo_azure
+    from backend.demo.azure_tenant import start_demo_azure
     from backend.sources.azure.source import AzureCostSource
 
     estate = demo_estate(ctx)
@@ -122,7 +123,7 @@ def build_sources(ctx: PipelineContext, resources: ExitStack) -> list:
         if name == "demo" and ctx.state.get("demo_skipped"):
             continue
         if name == "demo":
-            from backend.sources.synthetic import SyntheticSource
+            from backend.demo.estate import SyntheticSource
 
             # Days after today are held back: the demo estate "arrives" day by day like a real bill.
             today = datetime.now(UTC).date()
@@ -158,10 +159,10 @@ def build_sources(ctx: PipelineContext, resources: ExitStack) -> list:
 def remove_demo(ctx: PipelineContext) -> StepResult:
     """Remove the demo estate from every layer now (Sources & settings' button), under the pipeline lock."""
     with ctx.engine.connect() as conn:
-        loaded = demo.demo_loaded(conn)
+        loaded = lifecycle.demo_loaded(conn)
     if not loaded:
         return StepResult(rows_out=0, detail={"demo_removed": False, "detail": "no demo data loaded"})
-    detail = demo.remove_demo_data(ctx.engine, ctx.lake, ctx.settings)
+    detail = lifecycle.remove_demo_data(ctx.engine, ctx.lake, ctx.settings)
     _forget_demo_allocation(ctx)
     return StepResult(rows_out=0, detail=detail)
 
@@ -181,11 +182,11 @@ def ingest(ctx: PipelineContext) -> StepResult:
 
     def before_real(source) -> None:
         # The demo leaves before the first real batch goes out: real totals never include demo rows.
-        if demo.is_real_source(source.name, ctx.settings) and not detail.get("demo_removed"):
+        if lifecycle.is_real_source(source.name, ctx.settings) and not detail.get("demo_removed"):
             with ctx.engine.connect() as conn:
-                loaded = demo.demo_loaded(conn)
+                loaded = lifecycle.demo_loaded(conn)
             if loaded:
-                detail.update(demo.remove_demo_data(ctx.engine, ctx.lake, ctx.settings))
+                detail.update(lifecycle.remove_demo_data(ctx.engine, ctx.lake, ctx.settings))
 
     with KafkaChunkSink(ctx.settings) as sink, ExitStack() as resources:
         sources = build_sources(ctx, resources)
@@ -257,11 +258,11 @@ def _keep_demo_apart(ctx: PipelineContext, detail: dict[str, Any]) -> None:
         return
     settings = ctx.settings
     with ctx.engine.connect() as conn:
-        real_before = demo.real_delivered(conn, settings)
+        real_before = lifecycle.real_delivered(conn, settings)
     coming = (
         "files" in ctx.sources
         or ("azure" in ctx.sources and settings.azure_configured)
-        or ("inbox" in ctx.sources and demo.inbox_waiting(settings))
+        or ("inbox" in ctx.sources and lifecycle.inbox_waiting(settings))
     )
     if real_before or coming:
         ctx.state["demo_skipped"] = True
@@ -507,7 +508,7 @@ def budgets(ctx: PipelineContext) -> StepResult:
     """Evaluate every budget against actual and forecast spend; alert once per threshold (channels and webhooks)."""
     from backend.analytics.budgets import evaluate_budgets
 
-    seeded = demo.seed_demo_budgets(ctx.engine)  # only on a demo install without budgets
+    seeded = lifecycle.seed_demo_budgets(ctx.engine)  # only on a demo install without budgets
     stats = evaluate_budgets(
         ctx.engine,
         run_id=ctx.run_id,

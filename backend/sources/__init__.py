@@ -1,1 +1,1 @@
-"""Cost sources: Azure Cost Management (Query API, Cost Details), file imports (FOCUS, Azure exports), the synthetic estate."""
+"""Cost sources: Azure Cost Management (Query API, Cost Details) and file imports (FOCUS, Azure exports); the demo estate lives in backend/demo."""

@@ -14,9 +14,9 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
 from backend.agent.agent import CostAgent, build_agent, build_chat_model
-from backend.agent.seed import seed_demo_mart
 from backend.mart.migrate import upgrade
 from tests.agent.fake_openai import FakeChatServer
+from tests.agent.seed import seed_demo_mart
 from tests.conftest import make_settings
 
 TIMEOUT_MS = 1000

@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from backend.agent.seed import INJECTION_NAME, INJECTION_TAG
 from tests.agent.conftest import TIMEOUT_MS, scripted, tool_call
+from tests.agent.seed import INJECTION_NAME, INJECTION_TAG
 from tests.agent.test_sqlguard import BAD
 
 # Reach the server past the guard's parser only if sqlglot misreads them; then the role and the timeout stop them.

@@ -7,10 +7,10 @@ from contextlib import contextmanager
 
 import sqlalchemy as sa
 
-from backend.agent.seed import AS_OF, SUBSCRIPTIONS
 from backend.agent.tools import _stored_members, budget_status_impl
 from backend.analytics import budgets
 from backend.sources.ids import canonical_subscription_id
+from tests.agent.seed import AS_OF, SUBSCRIPTIONS
 from tests.auth.principals import EDITOR
 
 

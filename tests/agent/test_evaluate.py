@@ -7,7 +7,7 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from backend.agent.evaluate import ALL_CASES, CASES, HELD_OUT, PARAPHRASES, matches, run_cases
+from bench.agent_evaluation import ALL_CASES, CASES, HELD_OUT, PARAPHRASES, matches, run_cases
 
 
 def test_matcher():

@@ -23,11 +23,11 @@ def _mart(pg_url: str, tmp_path, currencies: dict[int, str]) -> sa.Engine:
     costs 100x USD's, so EUR is the larger)."""
     from backend.lake.delta import Lake
     from backend.lake.storage import LakeLocation
-    from backend.mart import testing
     from backend.mart.load import load_gold
+    from tests.mart import synthetic_gold
 
     upgrade(pg_url)
-    daily = testing.gold_cost_daily(start=START, days=DAYS, rows_per_day=20, resources=40, subscriptions=2)
+    daily = synthetic_gold.gold_cost_daily(start=START, days=DAYS, rows_per_day=20, resources=40, subscriptions=2)
     frame = daily.to_pandas()
     subs = sorted(frame["subscription_id"].unique())
     frame["billing_currency"] = frame["subscription_id"].map({s: currencies[i] for i, s in enumerate(subs)})
@@ -35,7 +35,7 @@ def _mart(pg_url: str, tmp_path, currencies: dict[int, str]) -> sa.Engine:
     for col in ("actual_cost", "amortized_cost"):
         frame.loc[eur, col] = frame.loc[eur, col].map(lambda c: c * 100)
     lake = Lake(LakeLocation(uri=str(tmp_path / "lake")))
-    testing.write_gold(lake, pa.Table.from_pandas(frame, schema=daily.schema, preserve_index=False))
+    synthetic_gold.write_gold(lake, pa.Table.from_pandas(frame, schema=daily.schema, preserve_index=False))
     load_gold(pg_url, lake, run_id="r1")
     return sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
 

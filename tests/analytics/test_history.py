@@ -14,11 +14,11 @@ import sqlalchemy as sa
 from backend.analytics import readers, store
 from backend.analytics.evaluation import estate_gold, score_detection, truth_members
 from backend.analytics.run import run_analytics
+from backend.demo.estate import generate_estate
 from backend.lake import lake_from_settings
 from backend.lake.catalog import GOLD_COST_BY_TAG, GOLD_COST_DAILY, GOLD_RESOURCE_TAGS
 from backend.lake.storage import ensure_lake, lake_location
 from backend.mart.migrate import upgrade
-from backend.sources.synthetic import generate_estate
 from tests.auth.principals import EDITOR
 from tests.conftest import create_database, make_settings
 

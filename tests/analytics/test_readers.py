@@ -14,9 +14,9 @@ import sqlalchemy as sa
 
 from backend.analytics import readers
 from backend.lake.delta import lake_from_settings
-from backend.mart import testing
 from backend.mart.load import load_gold
 from tests.auth.principals import EDITOR
+from tests.mart import synthetic_gold
 
 pytestmark = pytest.mark.slow  # a fresh migrated database per test
 
@@ -27,8 +27,8 @@ AS_OF = dt.date(2026, 2, 10)
 @pytest.fixture
 def gold(mart_settings) -> pd.DataFrame:
     lake = lake_from_settings(mart_settings)
-    daily = testing.gold_cost_daily(start=START, days=41, rows_per_day=30, resources=60)
-    testing.write_gold(lake, daily)
+    daily = synthetic_gold.gold_cost_daily(start=START, days=41, rows_per_day=30, resources=60)
+    synthetic_gold.write_gold(lake, daily)
     load_gold(mart_settings, lake, run_id="r1")
     frame = daily.to_pandas()
     frame["charge_date"] = pd.to_datetime(frame["charge_date"]).dt.date
@@ -198,15 +198,15 @@ def two_currency_gold(mart_settings) -> pd.DataFrame:
     resource groups and tags have cost in both), loaded into the mart."""
     lake = lake_from_settings(mart_settings)
     # Three subscriptions: with the generator's four, each service would live in one subscription only.
-    daily = testing.gold_cost_daily(start=START, days=41, rows_per_day=30, resources=60, subscriptions=3)
+    daily = synthetic_gold.gold_cost_daily(start=START, days=41, rows_per_day=30, resources=60, subscriptions=3)
     usd = pc.equal(daily["subscription_id"], daily["subscription_id"][0])
     currency = pc.if_else(usd, "USD", "EUR")
     daily = daily.set_column(daily.schema.get_field_index("billing_currency"), "billing_currency", currency)
-    testing.write_gold(lake, daily)
+    synthetic_gold.write_gold(lake, daily)
     load_gold(mart_settings, lake, run_id="r1")
     frame = daily.to_pandas()
     frame["charge_date"] = pd.to_datetime(frame["charge_date"]).dt.date
-    tags = testing.gold_resource_tags(daily).to_pandas()
+    tags = synthetic_gold.gold_resource_tags(daily).to_pandas()
     frame["env"] = frame["resource_id"].map(tags[tags.tag_key == "env"].set_index("resource_id")["tag_value"])
     return frame
 

@@ -262,12 +262,12 @@ def test_two_currency_mart_end_to_end(spark, mart_settings, owner, reader):
     per currency, and each budget's alerts use its own currency's spend and forecast."""
     from backend.analytics import readers
     from backend.analytics.budgets import create_budget, evaluate_budgets
-    from backend.mart import testing
     from backend.mart.load import load_gold
+    from tests.mart import synthetic_gold
 
     start, days = date(2026, 1, 1), 70
     as_of = start + timedelta(days=days - 1)
-    daily = testing.gold_cost_daily(start=start, days=days, rows_per_day=40, resources=60, subscriptions=3)
+    daily = synthetic_gold.gold_cost_daily(start=start, days=days, rows_per_day=40, resources=60, subscriptions=3)
     frame = daily.to_pandas()
     frame["billing_currency"] = np.where(frame["subscription_id"] == frame["subscription_id"].iloc[0], "USD", "EUR")
     eur = frame[frame["billing_currency"] == "EUR"]["resource_id"].iloc[0]
@@ -275,7 +275,7 @@ def test_two_currency_mart_end_to_end(spark, mart_settings, owner, reader):
     frame.loc[spike, ["actual_cost", "amortized_cost"]] = frame.loc[spike, "actual_cost"].map(lambda c: c + 5000)
     daily = pa.Table.from_pandas(frame, schema=daily.schema, preserve_index=False)
     lake = lake_from_settings(mart_settings)
-    testing.write_gold(lake, daily)
+    synthetic_gold.write_gold(lake, daily)
     load_gold(mart_settings, lake, run_id="r1")
     create_budget(owner, actor=EDITOR, name="usd", scope_type="total", amount=1, currency="USD", period="monthly")
     create_budget(owner, actor=EDITOR, name="eur", scope_type="total", amount=1, currency="EUR", period="monthly")

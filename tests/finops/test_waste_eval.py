@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from backend.agent.evaluate import CASES, run_cases
+from bench.agent_evaluation import CASES, run_cases
 from tests.agent.conftest import agent_settings, demo_mart_url, rule_agent  # noqa: F401  (session fixtures)
 
 QUESTIONS = (

@@ -19,9 +19,9 @@ import sqlalchemy as sa
 
 from backend.lake.delta import lake_from_settings
 from backend.mart import load as mart_load
-from backend.mart import testing
 from backend.mart.load import LoadError, load_gold, mark_abandoned_loads
 from backend.mart.model import DIMENSIONS
+from tests.mart import synthetic_gold
 
 START = dt.date(2026, 1, 25)  # 14 days across two months
 
@@ -33,8 +33,8 @@ def lake(mart_settings):
 
 @pytest.fixture
 def gold(lake):
-    daily = testing.gold_cost_daily(start=START, days=14, rows_per_day=60, resources=80)
-    testing.write_gold(lake, daily)
+    daily = synthetic_gold.gold_cost_daily(start=START, days=14, rows_per_day=60, resources=80)
+    synthetic_gold.write_gold(lake, daily)
     return daily
 
 
@@ -117,8 +117,8 @@ def test_reloading_one_month_keeps_keys_and_other_months(mart_settings, lake, go
     load_gold(mart_settings, lake, run_id="r1")
     before = _snapshot(owner)
     # February is re-rated, and a new resource appears in it.
-    feb = testing.gold_cost_daily(start=dt.date(2026, 2, 1), days=7, rows_per_day=60, resources=90, seed=7)
-    testing.write_gold(lake, feb, tags=False)
+    feb = synthetic_gold.gold_cost_daily(start=dt.date(2026, 2, 1), days=7, rows_per_day=60, resources=90, seed=7)
+    synthetic_gold.write_gold(lake, feb, tags=False)
     stats = load_gold(mart_settings, lake, run_id="r2", months=["2026-02"])
     after = _snapshot(owner)
     assert stats.months == ["2026-02"]
@@ -150,8 +150,8 @@ def test_resource_monthly_aggregate_is_the_fact_summed_per_month(mart_settings, 
         months = conn.execute(sa.text("SELECT DISTINCT charge_month FROM mart.agg_cost_resource_monthly")).scalars()
         assert sorted(months) == [dt.date(2026, 1, 1), dt.date(2026, 2, 1)]
     # Reloading one month replaces exactly that month's rows.
-    feb = testing.gold_cost_daily(start=dt.date(2026, 2, 1), days=5, rows_per_day=40, resources=90, seed=11)
-    testing.write_gold(lake, feb, tags=False)
+    feb = synthetic_gold.gold_cost_daily(start=dt.date(2026, 2, 1), days=5, rows_per_day=40, resources=90, seed=11)
+    synthetic_gold.write_gold(lake, feb, tags=False)
     load_gold(mart_settings, lake, run_id="r2", months=["2026-02"])
     with owner.connect() as conn:
         assert conn.execute(sa.text(_RESOURCE_MONTHLY_DIFF)).scalar() == 0
@@ -168,7 +168,7 @@ def test_attributes_follow_the_last_month_and_null_names_are_the_none_member(mar
     for i, (start, name) in enumerate(
         [(dt.date(2026, 1, 1), "a"), (dt.date(2026, 2, 1), "b"), (dt.date(2026, 3, 1), "a")]
     ):
-        month = testing.gold_cost_daily(start=start, days=3, rows_per_day=20, resources=5, seed=i)
+        month = synthetic_gold.gold_cost_daily(start=start, days=3, rows_per_day=20, resources=5, seed=i)
         names = pc.if_else(pc.equal(month["resource_name"], "r0"), name, month["resource_name"])
         month = month.set_column(month.schema.get_field_index("resource_name"), "resource_name", names)
         parts.append(month)
@@ -177,7 +177,7 @@ def test_attributes_follow_the_last_month_and_null_names_are_the_none_member(mar
     is_storage = pc.equal(daily["service_name"], "Storage")
     service = pc.if_else(is_storage, pa.scalar(None, pa.string()), daily["service_name"])
     daily = daily.set_column(daily.schema.get_field_index("service_name"), "service_name", service)
-    testing.write_gold(lake, daily)
+    synthetic_gold.write_gold(lake, daily)
     stats = load_gold(mart_settings, lake, run_id="r1")
     assert stats.rows_loaded == daily.num_rows
     with owner.connect() as conn:
@@ -197,7 +197,7 @@ def test_attributes_follow_the_last_month_and_null_names_are_the_none_member(mar
 def test_a_failed_load_leaves_the_previous_state(mart_settings, lake, gold, owner, monkeypatch):
     load_gold(mart_settings, lake, run_id="r1")
     before = _snapshot(owner)
-    testing.write_gold(lake, testing.gold_cost_daily(start=START, days=14, rows_per_day=30, seed=3))
+    synthetic_gold.write_gold(lake, synthetic_gold.gold_cost_daily(start=START, days=14, rows_per_day=30, seed=3))
 
     def explode(cur, months):
         raise RuntimeError("disk full (injected)")
@@ -217,7 +217,7 @@ def test_a_failed_load_leaves_the_previous_state(mart_settings, lake, gold, owne
 def test_unknown_month_and_missing_gold_fail_clearly(mart_settings, lake):
     with pytest.raises(LoadError, match="does not exist"):
         load_gold(mart_settings, lake, run_id="r1")
-    testing.write_gold(lake, testing.gold_cost_daily(start=START, days=2, rows_per_day=5), tags=False)
+    synthetic_gold.write_gold(lake, synthetic_gold.gold_cost_daily(start=START, days=2, rows_per_day=5), tags=False)
     with pytest.raises(ValueError):
         load_gold(mart_settings, lake, run_id="r1", months=["2026-13"])
 
@@ -266,7 +266,7 @@ def _wait_backend_gone(owner: sa.Engine, pid: int, timeout: float = 30) -> None:
 def test_load_terminated_inside_its_transaction_leaves_old_data(mart_settings, lake, gold, owner):
     load_gold(mart_settings, lake, run_id="r1")
     before = _snapshot(owner)
-    testing.write_gold(lake, testing.gold_cost_daily(start=START, days=14, rows_per_day=30, seed=5))
+    synthetic_gold.write_gold(lake, synthetic_gold.gold_cost_daily(start=START, days=14, rows_per_day=30, seed=5))
     blocker = _block_the_swap(owner)
     errors: list[BaseException] = []
 
@@ -296,7 +296,7 @@ def test_load_terminated_inside_its_transaction_leaves_old_data(mart_settings, l
 def test_load_process_killed_inside_its_transaction_leaves_old_data(mart_settings, lake, gold, owner, tmp_path):
     load_gold(mart_settings, lake, run_id="r1")
     before = _snapshot(owner)
-    testing.write_gold(lake, testing.gold_cost_daily(start=START, days=14, rows_per_day=30, seed=5))
+    synthetic_gold.write_gold(lake, synthetic_gold.gold_cost_daily(start=START, days=14, rows_per_day=30, seed=5))
     script = (
         "import sys\n"
         "from backend.mart.load import load_gold\n"

@@ -73,13 +73,13 @@ def test_0006_backfills_the_resource_aggregate_from_an_existing_fact(pg_url, tmp
 
     from backend.lake.delta import Lake
     from backend.lake.storage import LakeLocation
-    from backend.mart import testing
     from backend.mart.load import load_gold
     from backend.mart.migrate import alembic_config
+    from tests.mart import synthetic_gold
 
     upgrade(pg_url)
     lake = Lake(LakeLocation(uri=str(tmp_path / "lake")))
-    testing.write_gold(lake, testing.gold_cost_daily(start=dt.date(2026, 1, 28), days=6, rows_per_day=30))
+    synthetic_gold.write_gold(lake, synthetic_gold.gold_cost_daily(start=dt.date(2026, 1, 28), days=6, rows_per_day=30))
     load_gold(pg_url, lake, run_id="r1")
     engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
     query = sa.text(

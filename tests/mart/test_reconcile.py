@@ -12,9 +12,9 @@ import sqlalchemy as sa
 
 from backend.lake.catalog import MONEY, SILVER_COSTS
 from backend.lake.delta import lake_from_settings
-from backend.mart import testing
 from backend.mart.load import load_gold
 from backend.mart.reconcile import SILVER_TOTALS_SCHEMA, list_mismatches, reconcile, silver_daily_totals
+from tests.mart import synthetic_gold
 
 START = dt.date(2026, 3, 1)
 
@@ -22,8 +22,8 @@ START = dt.date(2026, 3, 1)
 @pytest.fixture
 def loaded(mart_settings):
     lake = lake_from_settings(mart_settings)
-    daily = testing.gold_cost_daily(start=START, days=5, rows_per_day=40)
-    testing.write_gold(lake, daily, tags=False)
+    daily = synthetic_gold.gold_cost_daily(start=START, days=5, rows_per_day=40)
+    synthetic_gold.write_gold(lake, daily, tags=False)
     load_gold(mart_settings, lake, run_id="r1")
     return lake, daily
 

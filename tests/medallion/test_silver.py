@@ -9,9 +9,9 @@ from decimal import Decimal
 import pyarrow as pa
 import pytest
 
+from backend.demo.estate import Subscription
 from backend.medallion import silver
 from backend.medallion.parse import STAGING_SCHEMA
-from backend.sources.synthetic import Subscription
 
 # Pure transforms: CI runs these on Sail and, with `--engine jvm`, on Apache Spark (`make test`).
 pytestmark = pytest.mark.transform

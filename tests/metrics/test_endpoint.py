@@ -16,12 +16,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from backend.lake import lake_from_settings
 from backend.lake.storage import lake_location
-from backend.mart import testing
 from backend.mart.load import load_gold
 from backend.metrics.server import kafka_lag_reader, serve, start_metrics
 from backend.pipeline.runner import PipelineContext, run_pipeline
 from backend.pipeline.runs import StepResult
 from backend.runtime import Endpoints
+from tests.mart import synthetic_gold
 
 WEBHOOK_SECRET = "hooks-token-do-not-leak"
 RUN_NOW_JOB = "manual-1a2b3c4d"
@@ -81,7 +81,9 @@ def seeded(tmp_path, settings, mart_url, owner):
     assert failed.status == "failed"
 
     as_of = dt.date.today() - dt.timedelta(days=5)
-    testing.write_gold(lake, testing.gold_cost_daily(start=as_of - dt.timedelta(days=39), days=40, rows_per_day=30))
+    synthetic_gold.write_gold(
+        lake, synthetic_gold.gold_cost_daily(start=as_of - dt.timedelta(days=39), days=40, rows_per_day=30)
+    )
     load_gold(owner, lake, run_id="seed")
     with owner.begin() as conn:
         # Files delivered up to as_of, 5 days ago: stale against the 24 h file expectation.

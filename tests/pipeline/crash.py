@@ -116,7 +116,7 @@ def wait_ok(proc: subprocess.Popen, timeout: float) -> int:
 
 def expected_totals(demo_rows: int, seed: int = 42) -> tuple[Decimal, Decimal]:
     """What the demo source delivers up to today: the source totals the mart must match to the cent."""
-    from backend.sources.synthetic import generate_estate
+    from backend.demo.estate import generate_estate
 
     today = datetime.now(UTC).date()
     estate = generate_estate(seed=seed, start=date(today.year - 1, today.month, 1), months=13, target_rows=demo_rows)

@@ -11,15 +11,15 @@ import pyarrow.compute as pc
 import pytest
 import sqlalchemy as sa
 
+from backend.demo.estate import generate_estate
+from backend.demo.fake_azure import FakeAzure
 from backend.lake.catalog import SILVER_COSTS
 from backend.pipeline.runner import PipelineContext
 from backend.pipeline.service import PipelineService
 from backend.pipeline.steps import DemoPathConflictError, build_sources, demo_azure_active
 from backend.runtime import Runtime
-from backend.sources.azure.fake import FakeAzure
 from backend.sources.azure.source import Window, query_body
 from backend.sources.cursors import CursorRow, MemoryCursorStore
-from backend.sources.synthetic import generate_estate
 from tests.conftest import make_settings
 
 DEMO_ROWS = 3000

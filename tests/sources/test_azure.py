@@ -11,6 +11,8 @@ from decimal import Decimal
 import pyarrow.compute as pc
 import pytest
 
+from backend.demo.estate import generate_estate
+from backend.demo.fake_azure import FakeAzure, Fault
 from backend.sources.azure import (
     AzureAuthError,
     AzureCostSource,
@@ -22,10 +24,8 @@ from backend.sources.azure import (
     plan_windows,
 )
 from backend.sources.azure.client import ArmClient
-from backend.sources.azure.fake import FakeAzure, Fault
 from backend.sources.base import ContentType, PayloadFormat
 from backend.sources.cursors import MemoryCursorStore
-from backend.sources.synthetic import generate_estate
 from tests.conftest import make_settings
 
 NOW = datetime(2025, 3, 25, 12, 0, tzinfo=UTC)
@@ -262,7 +262,7 @@ def test_open_window_is_refetched_every_run_and_closed_days_only_once(tmp_path, 
 
 
 def test_demo_azure_runs_the_production_connector_against_the_fake(tmp_path, estate):
-    from backend.sources.azure.demo import start_demo_azure
+    from backend.demo.azure_tenant import start_demo_azure
 
     demo = start_demo_azure(make_settings(tmp_path, azure_backfill_days=3), estate, page_size=500)
     try:

@@ -12,11 +12,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from backend.demo.estate import generate_estate
 from backend.sources.base import ContentType, PayloadFormat
 from backend.sources.csvsplit import record_ends
 from backend.sources.cursors import MemoryCursorStore
 from backend.sources.files import FileRefusedError, FileSource, deliver_via_sink, prepare_file, scan_inbox
-from backend.sources.synthetic import generate_estate
 from tests.conftest import make_settings
 
 # FOCUS 1.0-1.2 mandatory columns (DESIGN.md reference) plus a few optional / Azure x_ columns.

@@ -70,7 +70,7 @@ def pipeline(app_runtime):
 def seeded(pipeline) -> dict:
     """60 days of synthetic cost ending yesterday, loaded through the mart loader; anomalies and a budget."""
     from backend.mart.load import load_gold
-    from backend.mart.testing import gold_cost_daily, write_gold
+    from tests.mart.synthetic_gold import gold_cost_daily, write_gold
 
     as_of = dt.date.today() - dt.timedelta(days=1)
     start = as_of - dt.timedelta(days=59)

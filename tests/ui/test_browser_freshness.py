@@ -41,7 +41,7 @@ OLD_DAYS = 10
 def seed_stale_files(engine: sa.Engine, lake) -> dt.date:
     """Forty days of cost through the mart loader, ending OLD_DAYS ago, delivered by an imported file."""
     from backend.mart.load import load_gold
-    from backend.mart.testing import gold_cost_daily, write_gold
+    from tests.mart.synthetic_gold import gold_cost_daily, write_gold
 
     as_of = dt.date.today() - dt.timedelta(days=OLD_DAYS)
     write_gold(lake, gold_cost_daily(start=as_of - dt.timedelta(days=39), days=40, rows_per_day=30), run_id="seed")

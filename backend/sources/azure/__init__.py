@@ -1,4 +1,4 @@
-"""Azure Cost Management: the msal-authenticated connector (Query API, Cost Details) and FakeAzure, its local stand-in."""
+"""Azure Cost Management: the msal-authenticated connector (Query API, Cost Details); its local stand-in is backend.demo.fake_azure."""
 
 from backend.sources.azure.client import (
     ArmClient,

@@ -37,7 +37,7 @@ from urllib.parse import parse_qs, urlsplit
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from backend.sources.synthetic import Estate
+from backend.demo.estate import Estate
 
 log = logging.getLogger(__name__)
 

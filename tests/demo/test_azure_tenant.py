@@ -7,10 +7,10 @@ from decimal import Decimal
 
 import pytest
 
+from backend.demo.azure_tenant import start_demo_azure
+from backend.demo.estate import generate_estate
 from backend.sources.azure import AzureCostSource
-from backend.sources.azure.demo import start_demo_azure
 from backend.sources.cursors import MemoryCursorStore
-from backend.sources.synthetic import generate_estate
 from tests.conftest import make_settings
 
 NOW = datetime(2025, 2, 10, 12, 0, tzinfo=UTC)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from backend.pipeline import demo
+from backend.demo import lifecycle
 from tests.pipeline.services import pipeline_service
 from tests.pipeline.test_real_files import FOCUS_COLUMNS, _focus_rows, _mart_totals, _total, _write
 
@@ -28,7 +28,7 @@ def _run(service, **kwargs):
 
 def _demo_loaded(service) -> bool:
     with service.engine.connect() as conn:
-        return demo.demo_loaded(conn)
+        return lifecycle.demo_loaded(conn)
 
 
 def _focus_file(tmp_path):

@@ -14,12 +14,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from backend.demo.estate import FOCUS_SCHEMA, NATURAL_KEY, SyntheticSource, generate_estate
+from backend.demo.prices import IDLE_RESOURCES
 from backend.lake.catalog import MONEY
 from backend.sources.base import ContentType, PayloadFormat
-from backend.sources.catalog import IDLE_RESOURCES
 from backend.sources.chunks import payload_budget
 from backend.sources.cursors import MemoryCursorStore, PostgresCursorStore, UnknownBatchError
-from backend.sources.synthetic import FOCUS_SCHEMA, NATURAL_KEY, SyntheticSource, generate_estate
 from tests.conftest import make_settings
 
 START = date(2025, 1, 1)

@@ -3,7 +3,7 @@
 Shape of the estate (all derived from `seed`; same arguments -> byte-identical tables):
 
 - several subscriptions of different sizes, each with 3-6 resource groups named after workloads;
-- resources of 25+ services (catalog.py) with plausible meters and list prices; one row per
+- resources of 25+ services (prices.py) with plausible meters and list prices; one row per
   (resource, meter, day, charge category, pricing model), so that natural key is unique;
 - resources are created and deleted during the window, small enough that the creations and
   deletions of one day move their service's and resource group's daily total by < ~10% (resources
@@ -14,9 +14,9 @@ Shape of the estate (all derived from `seed`; same arguments -> byte-identical t
   and EffectiveCost > 0, and unused commitment appears daily as Usage with CommitmentDiscountStatus
   "Unused"; so actual and amortized differ per day but agree per full month;
 - spot VMs in dev/test/sandbox subscriptions (PricingCategory Dynamic);
-- a negotiated discount per service category (catalog.NEGOTIATED_DISCOUNT): ContractedCost is the usage
-  at the catalog's (contract) prices, ListCost above it; commitments discount the contracted price;
-- idle resources in a resource group without compute (catalog.IDLE_RESOURCES): a deallocated VM whose
+- a negotiated discount per service category (prices.NEGOTIATED_DISCOUNT): ContractedCost is the usage
+  at the price list's (contract) prices, ListCost above it; commitments discount the contracted price;
+- idle resources in a resource group without compute (prices.IDLE_RESOURCES): a deallocated VM whose
   OS disk is still billed, an unattached premium disk, an unused public IP and a zero-quantity fee;
 - tags as JSON with missing keys, inconsistent key case and stray spaces, and inconsistent values.
 
@@ -56,9 +56,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from backend.config import Settings
-from backend.lake.catalog import MONEY, UTC_TS
-from backend.sources.base import ContentType, PayloadFormat, RawChunk
-from backend.sources.catalog import (
+from backend.demo.prices import (
     COST_CENTERS,
     IDLE_RESOURCE_GROUP,
     IDLE_RESOURCES,
@@ -70,6 +68,8 @@ from backend.sources.catalog import (
     SUBSCRIPTIONS,
     WORKLOADS,
 )
+from backend.lake.catalog import MONEY, UTC_TS
+from backend.sources.base import ContentType, PayloadFormat, RawChunk
 from backend.sources.chunks import parquet_pieces, payload_budget
 from backend.sources.cursors import CursorRow, CursorStore
 
@@ -344,7 +344,7 @@ def generate_estate(
 
     Within ~2% from about 50k rows; smaller estates overshoot by up to ~2,500 rows (whole resources,
     commitment lines and new_cost resources come on top), plus one row per idle resource and day
-    (catalog.IDLE_RESOURCES, added whatever the size)."""
+    (prices.IDLE_RESOURCES, added whatever the size)."""
     if not 1 <= subscriptions <= len(SUBSCRIPTIONS):
         raise ValueError(f"subscriptions must be between 1 and {len(SUBSCRIPTIONS)}")
     if months < 1 or target_rows < 1000:
@@ -1091,7 +1091,7 @@ class _Context:
         c_model = np.where(c_is_ri, RESERVATION, SAVINGS_PLAN)
         cols["x_PricingModel"] = by_code(self.model, c_model, c_model, list(PRICING_MODELS))
 
-        # Meters: the catalog's meters, then synthetic meters for unused and purchased commitments.
+        # Meters: the price list's meters, then synthetic meters for unused and purchased commitments.
         flat = [(s, m) for s in range(nsvc) for m in range(len(SERVICES[s].meters))]
         flat_index = {sm: i for i, sm in enumerate(flat)}
         fm = np.array([flat_index[(int(s), int(m))] for s, m in zip(svc, self.st_meter, strict=True)], dtype=np.int64)
@@ -1257,7 +1257,7 @@ def _with_idle_resources(
     billing_account_id: str,
     billing_account_name: str,
 ) -> pa.Table:
-    """`table` plus catalog.IDLE_RESOURCES, billed every day of the window (steady: no change point, so no
+    """`table` plus prices.IDLE_RESOURCES, billed every day of the window (steady: no change point, so no
     anomaly; a few dollars a day, far below any service's or resource group's noise). No random draw, so
     the rest of the estate is what the seed made it."""
     sub = _idle_subscription(subs)

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pydantic import SecretStr
 
 from backend.config import Settings
-from backend.sources.azure.fake import FakeAzure
+from backend.demo.estate import Estate
+from backend.demo.fake_azure import FakeAzure
 from backend.sources.azure.transport import RoutingSession
-from backend.sources.synthetic import Estate
 
 log = logging.getLogger(__name__)
 

@@ -1,13 +1,13 @@
 """Execution-accuracy evaluation of the cost agent on FinOps questions with reference SQL over the seeded demo mart.
 
-    python -m backend.agent.evaluate                 # the model the settings configure (rule-based without an LLM)
-    python -m backend.agent.evaluate --database-url postgresql+psycopg2://admin@host/postgres --write
+    python -m bench.agent_evaluation                 # the model the settings configure (rule-based without an LLM)
+    python -m bench.agent_evaluation --database-url postgresql+psycopg2://admin@host/postgres --write
 
 A question scores when the agent's last result table holds the reference result: every reference
 column matches one of the agent's columns (values compared with a 0.01 tolerance, row order ignored,
 extra columns allowed). `exact` needs the same rows; `contains` needs the reference rows among the
 agent's (used where the agent rightly returns more context, e.g. the top contributors of a spike).
-The mart is the deterministic demo estate of backend.agent.seed (data to 2025-04-27), in a fresh
+The mart is the deterministic demo estate of tests.agent.seed (data to 2025-04-27), in a fresh
 database created for the run and dropped afterwards.
 
 Three sets of questions: CASES were written beside the rule-based model's patterns; PARAPHRASES were
@@ -36,9 +36,9 @@ import pandas as pd
 import sqlalchemy as sa
 
 from backend.agent.agent import CostAgent, build_agent
-from backend.agent.seed import seed_demo_mart
 from backend.config import Settings
 from backend.mart.migrate import upgrade
+from tests.agent.seed import seed_demo_mart
 
 log = logging.getLogger(__name__)
 
@@ -711,7 +711,7 @@ def main(argv: list[str] | None = None) -> int:
             notes=[
                 f"score {score:.3f} ({sum(r.ok for r in results)}/{len(results)})",
                 *summary(results),
-                "python -m backend.agent.evaluate --write",
+                "python -m bench.agent_evaluation --write",
             ],
         ).write()
     return 0
