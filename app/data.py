@@ -34,8 +34,6 @@ log = logging.getLogger(__name__)
 
 METRICS = ("actual", "amortized")
 GRAINS = ("daily", "weekly", "monthly")
-# Links shared before the backend grains existed said day / week / month.
-GRAIN_ALIASES = {"day": "daily", "week": "weekly", "month": "monthly"}
 TAG_PREFIX = queries.TAG_PREFIX
 DIMENSIONS = tuple(queries.dimensions())
 _TITLES = {"resource_group": "Resource group", "pricing_model": "Pricing model",
@@ -47,14 +45,6 @@ def title(name: str) -> str:
     if name.startswith(TAG_PREFIX):
         return f"Tag: {name[len(TAG_PREFIX) :]}"
     return _TITLES.get(name, name.replace("_", " ").capitalize())
-
-
-def to_grain(name: str) -> str:
-    """A backend grain from what a page or a shared link says ("week" or "weekly")."""
-    value = GRAIN_ALIASES.get(name, name)
-    if value not in GRAINS:
-        raise ValueError(f"unknown grain {name!r}: use one of {GRAINS}")
-    return value
 
 
 def _frame(rows: Sequence[Any], cls: type, *, dates: Sequence[str] = ()) -> pd.DataFrame:
@@ -213,7 +203,7 @@ def cost_by(
         start=start,
         end=end,
         group_by=group_by,
-        grain=to_grain(grain),
+        grain=grain,
         metric=metric,
         filters={k: list(v) for k, v in (filters or {}).items() if v},
     )

@@ -39,6 +39,7 @@ PAGES = {
         _page("budgets", "Budgets", "🎯"),
         _page("waste", "Waste & savings", "♻️"),
         _page("showback", "Showback", "🧾"),
+        _page("chat", "Ask Costlake", "💬"),
     ],
     "Data": [
         _page("gold", "Gold tables", "🥇"),
@@ -46,8 +47,5 @@ PAGES = {
         _page("sources", "Sources & settings", "🩺"),
     ],
 }
-# The chat page belongs to the agent work; the nav must work before it lands.
-if (_ROOT / "pages" / "chat.py").exists():
-    PAGES["Cost"].append(_page("chat", "Ask Costlake", "💬"))
 
 st.navigation(PAGES).run()

@@ -23,7 +23,7 @@ def converted_cost_by(
     version: str, group_by: str, start: dt.date, end: dt.date, grain: str, metric: str, filters: tuple, currency: str
 ) -> pd.DataFrame:
     frame = queries.cost_breakdown(
-        get_reader(), start=start, end=end, group_by=group_by, grain=data.to_grain(grain), metric=metric,
+        get_reader(), start=start, end=end, group_by=group_by, grain=grain, metric=metric,
         filters=dict(filters), converted_to=currency,
     )  # fmt: skip
     frame["period"] = pd.to_datetime(frame["period"])

@@ -1,9 +1,8 @@
-"""Kafka -> bronze: drain-then-stop and continuous modes; offsets committed to Kafka only after the bronze Delta commit."""
+"""Kafka -> bronze, drain-then-stop; offsets committed to Kafka only after the bronze Delta commit."""
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +41,7 @@ class TopicResetError(RuntimeError):
 
 @dataclass
 class DrainResult:
-    """What one drain (or one continuous session) did; the pipeline records it in its run step."""
+    """What one drain did; the pipeline records it in its run step."""
 
     run_id: str
     drain_id: str
@@ -282,16 +281,21 @@ class BronzeIngestor:
             result.batch_ids[batch_id] = result.batch_ids.get(batch_id, 0) + n
 
     def _check_topic_ids(self) -> None:
-        # Cheap (cached metadata) and it guards the one case app ids cannot: a topic re-created while
-        # this session runs, whose new offsets would otherwise be filtered against the old high-water.
-        cluster = getattr(self.consumer, "_client", None)
-        cluster = getattr(cluster, "cluster", None)
-        if cluster is None or not hasattr(cluster, "topic_id"):
+        # It guards the one case app ids cannot: a topic re-created while this session runs, whose new
+        # offsets would otherwise be filtered against the old high-water. The ids come from the broker's
+        # metadata through the admin API (one describe per bronze commit), as the session's start read them.
+        if not any(self._topic_ids.values()):
+            return  # a broker without topic ids: _assign refused what it could not tell apart
+        try:
+            current = topic_ids(self.settings, self.topics)
+        except KafkaError as exc:
+            # As before the check: a topic the broker cannot describe right now has no id to compare.
+            log.warning("topic ids not checked before this bronze commit: %s", exc)
             return
         for topic, known in self._topic_ids.items():
-            current = cluster.topic_id(topic)
-            if known and current is not None and str(current) != known:
-                raise TopicResetError(f"topic {topic} changed id from {known} to {current} during the session")
+            now = current.get(topic, (None, []))[0]
+            if known and now is not None and now != known:
+                raise TopicResetError(f"topic {topic} changed id from {known} to {now} during the session")
 
     def close(self) -> None:
         if self._own_consumer:
@@ -369,46 +373,3 @@ def drain(
         result.seconds,
     )
     return result
-
-
-def run_continuous(
-    settings: Settings,
-    lake: Lake,
-    *,
-    run_id: str,
-    stop: threading.Event,
-    topics: Sequence[str] | None = None,
-    commit_interval_s: float = 5.0,
-    commit_bytes: int = 64 * 1024 * 1024,
-    retry_backoff_s: float = 5.0,
-    on_drain: Callable[[DrainResult], None] | None = None,
-) -> None:
-    """Continuous mode: land messages as they arrive, committing at most every `commit_interval_s` (or
-    `commit_bytes`), until `stop` is set. A broker error or a re-created topic ends the session, which
-    is opened again after `retry_backoff_s` (re-reading offsets from bronze, so nothing is lost)."""
-    while not stop.is_set():
-        result = _new_result(run_id)
-        t0 = time.perf_counter()
-        try:
-            with BronzeIngestor(settings, lake, run_id=run_id, topics=topics, commit_bytes=commit_bytes) as ingestor:
-                buffer: list[ConsumedMessage] = []
-                buffered_bytes = 0
-                last_flush = time.monotonic()
-                while not stop.is_set():
-                    messages = ingestor.poll(timeout_ms=500)
-                    buffer.extend(messages)
-                    buffered_bytes += sum(len(m.value or b"") for m in messages)
-                    if buffer and (
-                        buffered_bytes >= commit_bytes or time.monotonic() - last_flush >= commit_interval_s
-                    ):
-                        ingestor.flush(buffer, result)
-                        buffer, buffered_bytes = [], 0
-                        last_flush = time.monotonic()
-                        result.seconds = time.perf_counter() - t0
-                        if on_drain is not None:
-                            on_drain(result)
-                ingestor.flush(buffer, result)
-        except (KafkaError, TopicResetError, OSError):
-            # The loop must outlive broker restarts; everything unflushed is re-read next session.
-            log.exception("bronze consumer session failed; retrying in %.0fs", retry_backoff_s)
-            stop.wait(retry_backoff_s)

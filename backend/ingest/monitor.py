@@ -122,9 +122,3 @@ def drain_history(lake: Lake, *, limit: int = 200) -> list[DrainStats]:
         d["dead_letters"] += int(commit.get(bronze_consumer.META_DEAD_LETTERS, 0))
     stats = [DrainStats(drain_id=k, **v) for k, v in drains.items()]
     return sorted(stats, key=lambda s: s.started_at, reverse=True)
-
-
-def last_drain(lake: Lake) -> DrainStats | None:
-    """Throughput of the last drain that wrote to bronze (None before the first)."""
-    history = drain_history(lake, limit=50)
-    return history[0] if history else None

@@ -44,7 +44,7 @@ import pyarrow.parquet as pq
 
 from backend.config import Settings
 from backend.sources import delivery, manifest
-from backend.sources.base import ChunkSink, ContentType, RawChunk
+from backend.sources.base import ContentType, RawChunk
 from backend.sources.chunks import parquet_pieces, payload_budget
 from backend.sources.csvsplit import record_ends
 from backend.sources.cursors import CursorRow, CursorStore, ImportedFile
@@ -682,19 +682,6 @@ def _imported(prepared: PreparedFile) -> ImportedFile:
 
 # --- the watched inbox ------------------------------------------------------------------------
 Deliver = Callable[[FileSource, str], None]
-
-
-def deliver_via_sink(sink: ChunkSink) -> Deliver:
-    """A `deliver` that sends a batch to `sink`, flushes and commits. The pipeline passes its own,
-    which commits only once bronze holds the batch; this one suits sinks that are the destination."""
-
-    def deliver(source: FileSource, batch_id: str) -> None:
-        for chunk in source.fetch(batch_id):
-            sink.send(chunk)
-        sink.flush()
-        source.commit(batch_id)
-
-    return deliver
 
 
 @dataclass

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import threading
-
 import pyarrow.compute as pc
 import pytest
 from kafka import KafkaProducer
 
 from backend.ingest import monitor
-from backend.ingest.consumer import drain, run_continuous
+from backend.ingest.consumer import drain
 from backend.ingest.envelope import OversizedChunkError
 from backend.ingest.producer import KafkaChunkSink
 from backend.lake.catalog import BRONZE_COST_RECORDS, BRONZE_DEAD_LETTERS
@@ -49,7 +47,7 @@ def test_produce_drain_exactly_once(ingest_settings, lake):
     assert {lag.partition: lag.committed for lag in lags if lag.committed} == {
         p: o + 1 for p, o in receipt.last_offsets.items()
     }
-    stats = monitor.last_drain(lake)
+    stats = next(iter(monitor.drain_history(lake, limit=50)), None)
     assert stats is not None and stats.run_id == "run-1" and stats.messages == 14 and stats.cost_rows_per_s > 0
 
 
@@ -95,27 +93,3 @@ def test_oversized_chunk_is_refused_with_a_clear_error(ingest_settings):
 def test_send_outside_a_batch_is_an_error(ingest_settings):
     with KafkaChunkSink(ingest_settings) as sink, pytest.raises(RuntimeError, match="outside a batch"):
         sink.send(parquet_chunk(1))
-
-
-def test_continuous_mode_lands_messages_as_they_arrive(ingest_settings, lake):
-    stop = threading.Event()
-    seen = []
-    thread = threading.Thread(
-        target=run_continuous,
-        args=(ingest_settings, lake),
-        kwargs={"run_id": "live", "stop": stop, "commit_interval_s": 0.2, "on_drain": seen.append},
-        daemon=True,
-    )
-    thread.start()
-    try:
-        _produce(ingest_settings, [parquet_chunk(i) for i in range(4)])
-        for _ in range(100):
-            if lake.count(BRONZE_COST_RECORDS.name) >= 4:
-                break
-            stop.wait(0.1)
-    finally:
-        stop.set()
-        thread.join(timeout=20)
-    assert not thread.is_alive()
-    assert lake.count(BRONZE_COST_RECORDS.name) == 4
-    assert seen and seen[-1].bronze_rows == 4

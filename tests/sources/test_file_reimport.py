@@ -10,9 +10,17 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from backend.sources.cursors import MemoryCursorStore, PostgresCursorStore
-from backend.sources.files import FileSource, deliver_via_sink, scan_inbox
+from backend.sources.files import FileSource, scan_inbox
 from tests.conftest import make_settings
-from tests.sources.test_files import EA_COLUMNS, FOCUS_COLUMNS, ListSink, _csv, _ea_rows, _focus_rows
+from tests.sources.test_files import (
+    EA_COLUMNS,
+    FOCUS_COLUMNS,
+    ListSink,
+    _csv,
+    _ea_rows,
+    _focus_rows,
+    deliver_via_sink,
+)
 
 FOCUS = _csv(FOCUS_COLUMNS, _focus_rows())
 FOCUS_TOTAL = Decimal("23.393466789013")

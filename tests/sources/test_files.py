@@ -16,7 +16,7 @@ from backend.demo.estate import generate_estate
 from backend.sources.base import ContentType, PayloadFormat
 from backend.sources.csvsplit import record_ends
 from backend.sources.cursors import MemoryCursorStore
-from backend.sources.files import FileRefusedError, FileSource, deliver_via_sink, prepare_file, scan_inbox
+from backend.sources.files import FileRefusedError, FileSource, prepare_file, scan_inbox
 from tests.conftest import make_settings
 
 # FOCUS 1.0-1.2 mandatory columns (DESIGN.md reference) plus a few optional / Azure x_ columns.
@@ -313,6 +313,19 @@ class ListSink:
 
     def flush(self) -> None:
         self.flushed += 1
+
+
+def deliver_via_sink(sink: ListSink):
+    """A `deliver` for scan_inbox that sends a batch to `sink`, flushes and commits at once: the sink is the
+    destination here (the pipeline's own commits only once bronze holds the batch)."""
+
+    def deliver(source: FileSource, batch_id: str) -> None:
+        for chunk in source.fetch(batch_id):
+            sink.send(chunk)
+        sink.flush()
+        source.commit(batch_id)
+
+    return deliver
 
 
 def test_inbox_imports_good_files_and_rejects_bad_ones_without_touching_loaded_data(tmp_path):
