@@ -235,36 +235,14 @@ def kpis(engine: sa.Engine, *, as_of: dt.date, currency: str | None, metric: str
     )
 
 
-@dataclass(frozen=True)
-class MonthEndForecast:
-    """backend.analytics.readers.MonthEndForecast with money as float, for the cards."""
-
-    period_start: dt.date
-    period_end: dt.date
-    actual_to_date: float
-    point: float
-    lower: float | None
-    upper: float | None
-    interval_level: float | None
-    method: str
-    as_of: dt.date
-    generated_at: dt.datetime
-    # One billing currency's forecast; "" is an unknown currency, or a row from before forecasts were per currency.
-    currency: str
-
-
 def month_end_forecast(
     engine: sa.Engine, *, as_of: dt.date, metric: str = "actual", currency: str | None = None
-) -> MonthEndForecast | None:
+) -> readers.MonthEndForecast | None:
     """The analytics step's month-end total for the month holding `as_of` (None before the first one, and for
     the converted choice: forecasts are per billing currency)."""
     if converted_to(currency):
         return None
-    fc = readers.month_end_forecast(engine, as_of=as_of, metric=metric, currency=currency)
-    if fc is None:
-        return None
-    values = {f.name: getattr(fc, f.name) for f in dataclasses.fields(fc)}
-    return MonthEndForecast(**{k: float(v) if isinstance(v, Decimal) else v for k, v in values.items()})
+    return readers.month_end_forecast(engine, as_of=as_of, metric=metric, currency=currency)
 
 
 def top_movers(
@@ -469,7 +447,7 @@ def budget_alerts(engine: sa.Engine, *, limit: int = 200) -> pd.DataFrame:
 
 
 def runs(engine: sa.Engine, *, limit: int = 50) -> pd.DataFrame:
-    return _frame(history.list_runs(engine, limit=limit), history.RunSummary)
+    return _frame(history.list_runs(engine, limit=limit), history.RunRecord)
 
 
 def run_steps(engine: sa.Engine, run_id: str) -> pd.DataFrame:

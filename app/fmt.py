@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 
 SYMBOLS = {"EUR": "€", "USD": "$", "GBP": "£", "JPY": "¥", "CHF": "CHF ", "INR": "₹"}
 
@@ -20,13 +21,13 @@ def not_available_hint(metric: str) -> str:
     )
 
 
-def money(value: float | None, currency: str = "", *, decimals: int | None = None) -> str:
-    """1234567.8 -> "€1.23M"; small values keep cents. None -> "–"."""
+def money(value: float | Decimal | None, currency: str = "", *, decimals: int | None = None) -> str:
+    """1234567.8 -> "€1.23M"; small values keep cents. None -> "–". Decimals (the mart's money) display as floats."""
     if value is None:
         return "–"
     symbol = SYMBOLS.get(currency, f"{currency} " if currency else "")
     sign = "-" if value < 0 else ""
-    v = abs(value)
+    v = abs(float(value))
     if decimals is None:
         # From 10k up in thousands (12.35k); below that cents stay readable.
         for limit, unit, suffix in ((1e9, 1e9, "B"), (1e6, 1e6, "M"), (1e4, 1e3, "k")):

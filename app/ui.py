@@ -15,6 +15,7 @@ from streamlit.runtime.scriptrunner import add_script_run_ctx, get_script_run_ct
 
 from app import auth, data
 from app.context import get_launcher, get_owner, get_pipeline, get_reader
+from backend.analytics import readers
 from backend.auth import PermissionDenied, Role
 from backend.mart import freshness
 from backend.mart.freshness import SourceFreshness
@@ -224,7 +225,7 @@ def kpis(version: str, as_of: dt.date, currency: str, metric: str) -> Kpis:
 
 
 @st.cache_data(ttl=READ_TTL, show_spinner=False)
-def month_end_forecast(version: str, as_of: dt.date, currency: str, metric: str) -> data.MonthEndForecast | None:
+def month_end_forecast(version: str, as_of: dt.date, currency: str, metric: str) -> readers.MonthEndForecast | None:
     return data.month_end_forecast(get_reader(), as_of=as_of, currency=currency, metric=metric)
 
 

@@ -100,16 +100,6 @@ COPY (
 ) TO '{out}/cost_by_tag.parquet' (FORMAT parquet);
 
 COPY (
-  WITH d AS (SELECT resource_id, charge_date, sum(coalesce(amortized_cost, actual_cost)) AS cost
-             FROM daily WHERE resource_id <> '' GROUP BY ALL),
-  j AS (SELECT coalesce(c.charge_date, p.charge_date + 1) AS period, coalesce(c.resource_id, p.resource_id) AS res,
-               coalesce(c.cost, 0) - coalesce(p.cost, 0) AS change
-        FROM d c FULL JOIN d p ON c.resource_id = p.resource_id AND c.charge_date = p.charge_date + 1)
-  SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY period ORDER BY abs(change) DESC, res) AS rank
-                 FROM j WHERE change <> 0) WHERE rank <= 20
-) TO '{out}/top_movers.parquet' (FORMAT parquet);
-
-COPY (
   WITH d AS (SELECT resource_id, charge_date, lag(charge_date) OVER w AS prev, lead(charge_date) OVER w AS next
              FROM (SELECT resource_id, charge_date FROM daily WHERE resource_id <> '' GROUP BY ALL)
              WINDOW w AS (PARTITION BY resource_id ORDER BY charge_date)),
@@ -198,8 +188,8 @@ def run_duckdb(lake, workdir: Path) -> dict[str, float]:
 def main(quick: bool = False, sizes: list[int] | None = None) -> None:
     from backend.config import Settings
     from backend.lake import lake_from_settings
-    from backend.medallion import jobs
     from backend.runtime.spark import get_spark
+    from tests.medallion.helpers import run_medallion
 
     sizes = sizes or ([50_000] if quick else [1_000_000, 5_000_000])
     result = BenchResult(
@@ -219,7 +209,7 @@ def main(quick: bool = False, sizes: list[int] | None = None) -> None:
                 source_rows, messages = build_bronze(lake, rows, settings=settings)
             log.info("bronze: %s rows in %s messages (%.1fs)", source_rows, messages, t_build.seconds)
             with PeakMemory() as mem, timed() as t_spark:
-                stats = jobs.run(settings, lake, spark, run_id=f"bench-{rows}")
+                stats = run_medallion(settings, lake, spark, run_id=f"bench-{rows}")
             duck = run_duckdb(lake, root / f"duck{rows}")
             ratio = t_spark.seconds / duck["total_s"] if duck["total_s"] else None
             result.rows.append(
@@ -242,9 +232,9 @@ def main(quick: bool = False, sizes: list[int] | None = None) -> None:
             log.info("result %s", result.rows[-1])
             result.write()  # after every size: a long run that is cut short still leaves its numbers
         result.notes += [
-            "Spark: backend.medallion.jobs.run on a fresh local lake (first load: silver create, gold written per month).",
+            "Spark: the silver and gold steps' jobs (run_silver, run_gold) on a fresh local lake (first load: silver create, gold written per month).",
             "DuckDB: payload blobs written out as Parquet files (counted), then the same typing, validation, "
-            "per-key sums and gold tables (daily, monthly, by tag incl. untagged, day-over-day movers, start/stop) "
+            "per-key sums and gold tables (daily, monthly, by tag incl. untagged, start/stop) "
             "in SQL with 2 threads; no Delta commits, no lineage columns, no quarantine table write.",
             "Measured on a 2-core machine shared with other sessions; absolute times are noisy.",
         ]

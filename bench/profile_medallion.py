@@ -78,7 +78,6 @@ def main(rows: int) -> None:
         silver_rows = jobs.read_silver(spark, lake, None)
         daily = gold.cost_daily(silver_rows, run_id="p")
         _timed("gold cost_daily", lambda: noop(daily))
-        _timed("gold top_movers (daily recomputed)", lambda: noop(gold.top_movers(daily, run_id="p")))
         _timed("gold resource_cost_changes (daily recomputed)", lambda: noop(gold.cost_changes(daily, run_id="p")))
         _timed("run_gold (whole step)", lambda: jobs.run_gold(spark, lake, None, run_id="p"))
     finally:

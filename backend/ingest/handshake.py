@@ -5,16 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from datetime import UTC, date
 from typing import Any
 
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
-from backend.config import Settings
-from backend.ingest.consumer import DrainResult, drain
 from backend.ingest.producer import BatchReceipt, KafkaChunkSink
 from backend.lake import Lake
 from backend.lake.catalog import BRONZE_COST_RECORDS
@@ -25,16 +22,6 @@ log = logging.getLogger(__name__)
 # States of ops.source_batches.state, in order. 'failed' marks a fetch that raised part-way: its chunks
 # may be in Kafka, but the batch is never complete, so the cursor does not move.
 SENT, IN_BRONZE, COMMITTED, FAILED = "sent", "in_bronze", "committed", "failed"
-
-
-@dataclass
-class IngestReport:
-    run_id: str
-    batches: list[BatchReceipt] = field(default_factory=list)
-    drain: DrainResult | None = None
-    in_bronze: list[str] = field(default_factory=list)
-    committed: list[str] = field(default_factory=list)
-    not_in_bronze: list[str] = field(default_factory=list)  # sent this run, missing from bronze: re-fetched next run
 
 
 def new_batch_id(run_id: str, source: str) -> str:
@@ -139,49 +126,6 @@ def commit_batch(source: CostSource, engine: sa.Engine, batch_id: str) -> None:
         conn.execute(
             sa.text("UPDATE ops.source_batches SET state = :s WHERE batch_id = :b"), {"s": COMMITTED, "b": batch_id}
         )
-
-
-def ingest_sources(
-    sources: Sequence[CostSource],
-    *,
-    settings: Settings,
-    lake: Lake,
-    engine: sa.Engine,
-    run_id: str,
-    sink: KafkaChunkSink | None = None,
-    drain_fn: Callable[..., DrainResult] = drain,
-) -> IngestReport:
-    """The ingest step of a pipeline run: fetch every source into Kafka, drain Kafka into bronze, then
-    commit the cursors of exactly the batches bronze holds. A batch missing from bronze (a broker that
-    lost its memory, a dead-lettered chunk) keeps its cursor where it was, so the next run fetches the
-    same data again and silver's MERGE absorbs the repeat."""
-    report = IngestReport(run_id=run_id)
-    own_sink = sink is None
-    sink = sink or KafkaChunkSink(settings)
-    source_of: dict[str, CostSource] = {}
-    try:
-        for source in sources:
-            receipt = send_batch(source, sink, engine, batch_id=new_batch_id(run_id, source.name))
-            report.batches.append(receipt)
-            source_of[receipt.batch_id] = source
-    finally:
-        if own_sink:
-            sink.close()
-    report.drain = drain_fn(settings, lake, run_id=run_id)
-    report.in_bronze = mark_in_bronze(engine, lake)
-    for receipt in report.batches:
-        source = source_of[receipt.batch_id]
-        if receipt.batch_id in report.in_bronze:
-            commit_batch(source, engine, receipt.batch_id)
-            report.committed.append(receipt.batch_id)
-        else:
-            report.not_in_bronze.append(receipt.batch_id)
-            log.warning(
-                "batch %s of %s is not all in bronze after the drain; its cursor stays, the next run re-fetches",
-                receipt.batch_id,
-                source.name,
-            )
-    return report
 
 
 def batch_states(engine: sa.Engine, *, limit: int = 50) -> list[dict[str, Any]]:

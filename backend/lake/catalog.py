@@ -385,31 +385,6 @@ GOLD_MONTHLY_SUMMARY = TableSpec(
     ),
 )
 
-# Biggest day-over-day and month-over-month changes of amortized cost (actual where no amortized).
-GOLD_TOP_MOVERS = TableSpec(
-    name="gold/top_movers",
-    write=Write.REPLACE_PARTITIONS,
-    partition_by=("charge_month",),
-    schema=pa.schema(
-        [
-            ("period_type", pa.string()),  # "day" | "month"
-            ("period", pa.string()),  # "YYYY-MM-DD" | "YYYY-MM"
-            ("previous_period", pa.string()),
-            ("dimension", pa.string()),  # "resource" | "service" | "subscription"
-            ("dimension_value", pa.string()),
-            ("subscription_id", pa.string()),
-            ("billing_currency", pa.string()),
-            ("current_cost", MONEY),
-            ("previous_cost", MONEY),
-            ("change", MONEY),
-            ("change_pct", pa.float64()),  # a ratio for display only; null when previous is 0
-            ("rank", pa.int32()),  # 1 = largest absolute change in its period/dimension/currency
-            ("run_id", pa.string()),
-            ("charge_month", pa.string()),
-        ]
-    ),
-)
-
 # Resources whose cost started (first day after a gap) or stopped (last day before a gap): idle/waste hints.
 GOLD_COST_CHANGES = TableSpec(
     name="gold/resource_cost_changes",
@@ -478,7 +453,7 @@ GOLD_TAG_COVERAGE = TableSpec(
 )
 
 # Gold tables replaced per affected charge month, in the order a gold run writes them.
-MONTHLY_GOLD = (GOLD_COST_DAILY, GOLD_MONTHLY_SUMMARY, GOLD_COST_BY_TAG, GOLD_TOP_MOVERS, GOLD_COST_CHANGES)
+MONTHLY_GOLD = (GOLD_COST_DAILY, GOLD_MONTHLY_SUMMARY, GOLD_COST_BY_TAG, GOLD_COST_CHANGES)
 
 TABLES = (
     BRONZE_COST_RECORDS,
@@ -490,8 +465,12 @@ TABLES = (
     GOLD_RESOURCE_TAGS,
     GOLD_COST_BY_TAG,
     GOLD_MONTHLY_SUMMARY,
-    GOLD_TOP_MOVERS,
     GOLD_COST_CHANGES,
     GOLD_COST_ALLOCATION,
     GOLD_TAG_COVERAGE,
 )
+
+# Tables earlier versions wrote and nothing reads any more; the gold step drops them from an older lake so
+# the gold browser does not show them frozen. gold/top_movers: the pages and the agent compute movers for
+# any two periods from the mart (backend.mart.queries.top_movers).
+RETIRED_TABLES = ("gold/top_movers",)

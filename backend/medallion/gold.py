@@ -1,4 +1,4 @@
-"""Gold: daily cost, monthly summary, cost by tag, resource tags, top movers and started/stopped resources, from silver."""
+"""Gold: daily cost, monthly summary, cost by tag, resource tags and started/stopped resources, from silver."""
 
 from __future__ import annotations
 
@@ -12,14 +12,12 @@ from backend.lake.catalog import (
     GOLD_COST_DAILY,
     GOLD_MONTHLY_SUMMARY,
     GOLD_RESOURCE_TAGS,
-    GOLD_TOP_MOVERS,
     MONEY_SQL,
 )
 from backend.lake.engine import conform
 from backend.medallion.frames import aggregate_repeated, with_small
 
 UNTAGGED = "untagged"
-TOP_MOVERS_PER_PERIOD = 20  # movers kept per period, dimension and currency
 
 # gold column <- silver column; dimensions are never null in gold ("" = unknown).
 DAILY_DIMENSIONS = {
@@ -324,17 +322,16 @@ def resource_tags(silver: DataFrame, *, run_id: str, existing: DataFrame | None 
 
 
 def _cost_basis(daily: DataFrame) -> DataFrame:
-    # Movers and start/stop hints follow amortized cost (what the resource really costs), actual where
-    # no amortized report exists.
+    # Start/stop hints follow amortized cost (what the resource really costs), actual where no
+    # amortized report exists.
     return daily.withColumn("_cost", F.coalesce(F.col("amortized_cost"), F.col("actual_cost")))
 
 
-def movers_base(daily: DataFrame) -> DataFrame:
+def resource_day_costs(daily: DataFrame) -> DataFrame:
     """Gold daily rows summed per (day, resource, subscription, service, resource group, currency).
 
-    Top movers and started/stopped resources only look at these columns; daily rows also split by
-    meter, pricing model, charge category etc., so this is several times smaller. Computed (and
-    cached) once, every mover and start/stop aggregate reads it instead of the daily table.
+    Started/stopped resources only look at these columns; daily rows also split by meter, pricing
+    model, charge category etc., so this is several times smaller than the daily table.
     """
     return (
         _cost_basis(daily)
@@ -351,127 +348,15 @@ def movers_base(daily: DataFrame) -> DataFrame:
     )
 
 
-def top_movers(
-    daily: DataFrame,
-    *,
-    run_id: str,
-    months: list[str] | None = None,
-    top: int = TOP_MOVERS_PER_PERIOD,
-    base: DataFrame | None = None,
-) -> DataFrame:
-    """Pure transform: gold daily rows -> largest day-over-day and month-over-month changes per dimension.
-
-    `base` is `movers_base(daily)` when the caller already has it (cached); it is derived otherwise.
-    """
-    base = movers_base(daily) if base is None else base
-    dimensions = {
-        "resource": (F.col("resource_id"), F.col("subscription_id")),
-        "service": (F.col("service_name"), F.lit("")),
-        "subscription": (F.col("subscription_id"), F.lit("")),
-    }
-    # All six (dimension, period type) series in one frame: one aggregate, one join, one window
-    # instead of six of each (each is a shuffle; on 2 cores the stage count is what costs).
-    series = []
-    for dim, (value, sub) in dimensions.items():
-        rows = base.where(value != "") if dim == "resource" else base
-        for period_type in ("day", "month"):
-            period = F.col("charge_date") if period_type == "day" else F.to_date(F.concat("charge_month", F.lit("-01")))
-            series.append(
-                rows.select(
-                    F.lit(dim).alias("dimension"),
-                    F.lit(period_type).alias("period_type"),
-                    period.alias("period"),
-                    value.alias("dimension_value"),
-                    sub.alias("subscription_id"),
-                    "billing_currency",
-                    "_cost",
-                )
-            )
-    unioned = series[0]
-    for part in series[1:]:
-        unioned = unioned.unionByName(part)
-    keys = ["dimension", "period_type", "period", "dimension_value", "subscription_id", "billing_currency"]
-    agg = unioned.groupBy(*keys).agg(_sum("_cost").alias("_cost"))
-    is_day = F.col("period_type") == "day"
-    next_period = F.when(is_day, F.date_add(F.col("period"), 1)).otherwise(F.add_months(F.col("period"), 1))
-    # Each period's cost beside the one before it: every aggregate row also stands, shifted one period
-    # on, as the previous cost of the period after it, and one more aggregate pairs them (a key on one
-    # side only gets 0 on the other). Generated from the one aggregate, never joined back to it: Sail
-    # has no plan reuse, so every second reference to a frame computes it again from the scan.
-    none = F.lit(None).cast(MONEY_SQL)
-    pair = F.explode(
-        F.array(
-            F.struct(F.col("period").alias("period"), F.col("_cost").alias("current"), none.alias("previous")),
-            F.struct(next_period.alias("period"), none.alias("current"), F.col("_cost").alias("previous")),
-        )
-    ).alias("_pair")
-    others = [k for k in keys if k != "period"]
-    both = agg.select(*others, pair).select(*others, "_pair.period", "_pair.current", "_pair.previous")
-    # Ranks are per period: the target months' periods are chosen before anything is sorted.
-    both = both.where(_in_months(_month(F.col("period")), months))
-    paired = both.groupBy(*keys).agg(_sum("current").alias("current_cost"), _sum("previous").alias("previous_cost"))
-    cur = F.coalesce(F.col("current_cost"), F.lit(0))
-    pre = F.coalesce(F.col("previous_cost"), F.lit(0))
-    scored = paired.select(
-        *keys,
-        F.col("current_cost").isNotNull().alias("_has_data"),
-        cur.cast(MONEY_SQL).alias("current_cost"),
-        pre.cast(MONEY_SQL).alias("previous_cost"),
-        (cur - pre).cast(MONEY_SQL).alias("change"),
-    )
-    # Sorted first on the change as a double (a 64-bit compare instead of a 128-bit decimal one: the
-    # rank window sorts every mover row); exact ties of the double fall through to the decimal.
-    # Unchanged keys sort last, so the ranks of the changed ones are what they would be without them.
-    magnitude = F.abs(F.col("change"))
-    order = Window.partitionBy("dimension", "period_type", "period", "billing_currency").orderBy(
-        (F.col("change") == 0).asc(),
-        magnitude.cast("double").desc(),
-        magnitude.desc(),
-        F.col("dimension_value"),
-        F.col("subscription_id"),
-    )
-    # Only periods that have data at all (per series): a resource gone on a day with no data is no mover.
-    # The same window's whole frame says it, instead of a semi join against the aggregate.
-    whole = order.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
-    ranked = scored.withColumn("rank", F.row_number().over(order)).withColumn(
-        "_period_has_data", F.max("_has_data").over(whole)
-    )
-    ranked = ranked.where((F.col("rank") <= top) & F.col("_period_has_data") & (F.col("change") != 0))
-    prev_period = F.when(is_day, F.date_sub(F.col("period"), 1)).otherwise(F.add_months(F.col("period"), -1))
-    fmt = {"day": "yyyy-MM-dd", "month": "yyyy-MM"}
-    out = ranked.select(
-        "period_type",
-        F.when(is_day, F.date_format("period", fmt["day"]))
-        .otherwise(F.date_format("period", fmt["month"]))
-        .alias("period"),
-        F.when(is_day, F.date_format(prev_period, fmt["day"]))
-        .otherwise(F.date_format(prev_period, fmt["month"]))
-        .alias("previous_period"),
-        "dimension",
-        "dimension_value",
-        "subscription_id",
-        "billing_currency",
-        "current_cost",
-        "previous_cost",
-        "change",
-        F.when(F.col("previous_cost") != 0, (F.col("change") / F.col("previous_cost")).cast("double")).alias(
-            "change_pct"
-        ),
-        "rank",
-        _month(F.col("period")).alias("charge_month"),
-    )
-    return conform(out.withColumn("run_id", F.lit(run_id)), GOLD_TOP_MOVERS.schema)
-
-
 def cost_changes(
     daily: DataFrame, *, run_id: str, months: list[str] | None = None, base: DataFrame | None = None
 ) -> DataFrame:
     """Pure transform: resources whose daily cost started after a gap or stopped before one (idle/waste hints).
 
     The first day of the data cannot say "started" and its last day cannot say "stopped". `base` is
-    `movers_base(daily)` when the caller already has it.
+    `resource_day_costs(daily)` when the caller already has it.
     """
-    base = (movers_base(daily) if base is None else base).where(F.col("resource_id") != "")
+    base = (resource_day_costs(daily) if base is None else base).where(F.col("resource_id") != "")
     per_day = (
         base.groupBy("resource_id", "subscription_id", "billing_currency", "charge_date")
         .agg(

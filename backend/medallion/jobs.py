@@ -12,7 +12,6 @@ import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F  # noqa: N812  (the PySpark convention)
 
-from backend.config import Settings
 from backend.lake import Lake
 from backend.lake import engine as delta
 from backend.lake.catalog import (
@@ -22,7 +21,6 @@ from backend.lake.catalog import (
     GOLD_COST_DAILY,
     GOLD_MONTHLY_SUMMARY,
     GOLD_RESOURCE_TAGS,
-    GOLD_TOP_MOVERS,
     MONTHLY_GOLD,
     SILVER_COSTS,
     SILVER_FX_RATES,
@@ -242,7 +240,7 @@ def run_gold(
 
     `days` (month -> ISO charge days) says which days of a month silver changed: for those months only
     these days are recomputed from silver and the month's other days come from stored gold (cost_daily,
-    cost_by_tag); the month tables, movers and start/stop derive from the assembled daily rows as before.
+    cost_by_tag); the month tables and start/stop derive from the assembled daily rows as before.
     Months without an entry are recomputed whole. Valid only when every silver change in the month since
     gold last ran is on those days (the caller knows: silver's MERGE replaces whole day slices).
     """
@@ -285,10 +283,9 @@ def run_gold(
         if reporting_currency and lake.exists(SILVER_FX_RATES.name):
             fx = delta.read(spark, lake, SILVER_FX_RATES.name, SILVER_FX_RATES.schema)
         t_scratch = time.perf_counter()
-        # Written once, read by the daily table, the monthly summary, movers and start/stop.
+        # Written once, read by the daily table, the monthly summary and start/stop.
         daily = gold.cost_daily(silver_rows, run_id=run_id, fx=fx, reporting_currency=reporting_currency)
-        # Month-over-month movers, the monthly summary's previous month and start/stop at a month's first
-        # day also need the month before each target month. Silver did not change there (else it would
+        # The monthly summary's previous month and start/stop at a month's first day also need the month before each target month. Silver did not change there (else it would
         # be a target month), so its gold daily rows are read as they are instead of recomputed: an
         # increment aggregates one month of silver, not two. Likewise the untouched days of a month.
         previous = [] if months is None else sorted({_previous_month(m) for m in months} - set(months))
@@ -300,9 +297,7 @@ def run_gold(
                 gold.restamp_daily(kept, run_id=run_id, fx=fx, reporting_currency=reporting_currency)
             )
         daily_all = area.keep(daily, "daily")
-        # Six mover aggregates and the start/stop scan all read this one smaller per-resource-day sum.
-        movers = area.keep(gold.movers_base(daily_all), "movers")
-        log.info("gold %s: %s rows in %.1fs", "scratch (daily + movers)", 0, time.perf_counter() - t_scratch)
+        log.info("gold %s: %s rows in %.1fs", "scratch (daily)", 0, time.perf_counter() - t_scratch)
         target = F.lit(True) if months is None else F.col("charge_month").isin(*months)
         t_tags = time.perf_counter()
         by_tag = _cost_by_tag(spark, lake, silver_month, silver_rows, whole, partial, tag_partial, area, run_id=run_id)
@@ -317,8 +312,7 @@ def run_gold(
             GOLD_COST_DAILY: daily_all.where(target),
             GOLD_MONTHLY_SUMMARY: gold.monthly_summary(daily_all, run_id=run_id, months=months),
             GOLD_COST_BY_TAG: by_tag,
-            GOLD_TOP_MOVERS: gold.top_movers(daily_all, run_id=run_id, months=months, base=movers),
-            GOLD_COST_CHANGES: gold.cost_changes(daily_all, run_id=run_id, months=months, base=movers),
+            GOLD_COST_CHANGES: gold.cost_changes(daily_all, run_id=run_id, months=months),
         }
         written: dict[str, int] = {}
         for spec in MONTHLY_GOLD:
@@ -350,37 +344,3 @@ def reset_for_rebuild(lake: Lake, *, run_id: str) -> None:
         SILVER_COSTS.name, SILVER_COSTS.schema.empty_table(), run_id=run_id, partition_by=SILVER_COSTS.partition_by
     )
     lake.overwrite(SILVER_QUARANTINE.name, SILVER_QUARANTINE.schema.empty_table(), run_id=run_id)
-
-
-def run(
-    settings: Settings, lake: Lake, spark: SparkSession, *, run_id: str, full_rebuild: bool = False
-) -> MedallionStats:
-    """Process new bronze into silver and refresh gold for the months touched; `full_rebuild` redoes everything from bronze.
-
-    Write semantics: silver MERGEs on its natural key (replacing re-pulled slices), quarantine
-    MERGEs on the source row position, gold replaces only the affected charge_month partitions
-    (a full rebuild overwrites gold). Every commit carries `run_id`.
-    """
-    from backend.sources.fx import reporting_currency
-
-    currency = reporting_currency(settings, lake)
-    stats = MedallionStats(run_id=run_id, full_rebuild=full_rebuild)
-    t0 = time.perf_counter()
-    if full_rebuild:
-        reset_for_rebuild(lake, run_id=run_id)
-    months = run_silver(spark, lake, stats, run_id=run_id)
-    stats.affected_months = sorted(months)
-    t1 = time.perf_counter()
-    if full_rebuild:
-        stats.gold_rows = run_gold(spark, lake, None, run_id=run_id, reporting_currency=currency)
-        if lake.exists(GOLD_COST_DAILY.name):
-            months_col = lake.read_arrow(GOLD_COST_DAILY.name, columns=["charge_month"]).column("charge_month")
-            stats.affected_months = sorted(pc.unique(months_col).to_pylist())
-    elif months:
-        stats.gold_rows = run_gold(
-            spark, lake, sorted(months), run_id=run_id, days=stats.touched_days, reporting_currency=currency
-        )
-    stats.seconds["gold"] = round(time.perf_counter() - t1, 2)
-    stats.seconds["total"] = round(time.perf_counter() - t0, 2)
-    log.info("medallion run %s done: %s", run_id, stats.as_dict())
-    return stats

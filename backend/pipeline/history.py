@@ -16,8 +16,10 @@ import sqlalchemy as sa
 
 
 @dataclass(frozen=True)
-class RunSummary:
-    """One pipeline run; `seconds` runs on (to now) while the run has not finished."""
+class RunRecord:
+    """One recorded pipeline run; `seconds` runs on (to now) while the run has not finished.
+
+    (What run_pipeline returns about the run it just ran is backend.pipeline.runner.RunSummary.)"""
 
     run_id: str
     trigger: str
@@ -107,14 +109,14 @@ def _check_limit(limit: int) -> int:
     return limit
 
 
-def list_runs(engine: sa.Engine, *, limit: int = 50) -> list[RunSummary]:
+def list_runs(engine: sa.Engine, *, limit: int = 50) -> list[RunRecord]:
     """The latest runs, newest first (reader role)."""
     sql = f"SELECT {_RUN_COLUMNS} FROM ops.pipeline_runs ORDER BY started_at DESC, run_id DESC LIMIT :n"
     with engine.connect() as conn:
-        return [RunSummary(*row) for row in conn.execute(sa.text(sql), {"n": _check_limit(limit)})]
+        return [RunRecord(*row) for row in conn.execute(sa.text(sql), {"n": _check_limit(limit)})]
 
 
-def latest_run(engine: sa.Engine, *, status: str | None = None) -> RunSummary | None:
+def latest_run(engine: sa.Engine, *, status: str | None = None) -> RunRecord | None:
     """The newest run, or the newest with `status` (e.g. "succeeded"); None when there is none (reader role)."""
     sql = (
         f"SELECT {_RUN_COLUMNS} FROM ops.pipeline_runs WHERE CAST(:status AS text) IS NULL OR status = :status"
@@ -122,7 +124,7 @@ def latest_run(engine: sa.Engine, *, status: str | None = None) -> RunSummary | 
     )
     with engine.connect() as conn:
         row = conn.execute(sa.text(sql), {"status": status}).first()
-    return RunSummary(*row) if row else None
+    return RunRecord(*row) if row else None
 
 
 def run_steps(engine: sa.Engine, run_id: str) -> list[StepRow]:

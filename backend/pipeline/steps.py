@@ -331,6 +331,7 @@ def gold(ctx: PipelineContext) -> StepResult:
     from backend.medallion.jobs import run_gold
     from backend.sources.fx import reporting_currency
 
+    _drop_retired_tables(ctx)
     months = ctx.state.get("affected_months")
     full = bool(_option(ctx, "full_rebuild", False))
     if months is None and not full:
@@ -367,6 +368,17 @@ def gold(ctx: PipelineContext) -> StepResult:
     return StepResult(
         rows_out=sum(rows.values()), detail={**detail, "tables": rows, "affected_months": months or "all"}
     )
+
+
+def _drop_retired_tables(ctx: PipelineContext) -> None:
+    """An older lake's tables this version no longer writes go, rather than stay in the gold browser frozen."""
+    from backend.lake.catalog import RETIRED_TABLES
+    from backend.lake.engine import remove_tree
+
+    for name in RETIRED_TABLES:
+        if ctx.lake.exists(name):
+            remove_tree(ctx.lake, ctx.lake.uri(name))
+            log.info("gold: dropped %s, a table this version no longer writes", name)
 
 
 # Gold's mark on silver/fx_rates names the reporting currency it converted to, so changing

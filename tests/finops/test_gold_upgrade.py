@@ -11,9 +11,8 @@ from backend.lake import lake_from_settings
 from backend.lake.catalog import GOLD_COST_DAILY
 from backend.mart import waste
 from backend.mart.load import load_gold
-from backend.medallion import jobs
 from tests.conftest import make_settings
-from tests.medallion.helpers import Bronze, focus_payload, focus_row
+from tests.medallion.helpers import Bronze, focus_payload, focus_row, run_medallion
 
 NEW = ("contracted_cost", "commitment_used_cost", "commitment_unused_cost")
 PARQUET = "application/vnd.apache.parquet"
@@ -39,7 +38,7 @@ def test_an_old_gold_table_gains_the_columns_and_an_increment_fills_them(spark, 
     first = [focus_row("2024-01-30", "st1", "5", "5") | {"ContractedCost": "4"}]
     bronze.add("focus", focus_payload(first), batch="f-1", content_type=PARQUET)
     bronze.flush(lake)
-    jobs.run(settings, lake, spark, run_id="run-1")
+    run_medallion(settings, lake, spark, run_id="run-1")
     # What a lake written before this change holds: gold cost_daily without the savings columns.
     old = lake.read_arrow(GOLD_COST_DAILY.name).drop_columns(list(NEW))
     lake.overwrite(GOLD_COST_DAILY.name, old, run_id="old", partition_by=["charge_month"])
@@ -52,7 +51,7 @@ def test_an_old_gold_table_gains_the_columns_and_an_increment_fills_them(spark, 
     ]
     bronze.add("focus", focus_payload(second), batch="f-2", content_type=PARQUET)
     bronze.flush(lake)
-    stats = jobs.run(settings, lake, spark, run_id="run-2")
+    stats = run_medallion(settings, lake, spark, run_id="run-2")
     assert stats.affected_months == ["2024-02"]
     gold = lake.read_arrow(GOLD_COST_DAILY.name)
     assert set(NEW) <= set(gold.column_names)

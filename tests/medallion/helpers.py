@@ -145,3 +145,37 @@ class Bronze:
         """Append the accumulated rows to bronze (as ingest would) and start a new set."""
         lake.append("bronze/cost_records", self.table(), partition_by=["ingest_date"], run_id="ingest")
         self.rows = []
+
+
+def run_medallion(settings, lake, spark, *, run_id: str, full_rebuild: bool = False):
+    """Silver then gold on one lake, through the functions the pipeline's silver and gold steps call, without
+    the steps' Postgres bookkeeping (stage progress, FX marks): new bronze -> silver, then gold for the
+    months silver touched (every month on `full_rebuild`, which first empties silver). Returns the stats."""
+    import time
+
+    import pyarrow.compute as pc
+
+    from backend.lake.catalog import GOLD_COST_DAILY
+    from backend.medallion.jobs import MedallionStats, reset_for_rebuild, run_gold, run_silver
+    from backend.sources.fx import reporting_currency
+
+    currency = reporting_currency(settings, lake)
+    stats = MedallionStats(run_id=run_id, full_rebuild=full_rebuild)
+    t0 = time.perf_counter()
+    if full_rebuild:
+        reset_for_rebuild(lake, run_id=run_id)
+    months = run_silver(spark, lake, stats, run_id=run_id)
+    stats.affected_months = sorted(months)
+    t1 = time.perf_counter()
+    if full_rebuild:
+        stats.gold_rows = run_gold(spark, lake, None, run_id=run_id, reporting_currency=currency)
+        if lake.exists(GOLD_COST_DAILY.name):
+            months_col = lake.read_arrow(GOLD_COST_DAILY.name, columns=["charge_month"]).column("charge_month")
+            stats.affected_months = sorted(pc.unique(months_col).to_pylist())
+    elif months:
+        stats.gold_rows = run_gold(
+            spark, lake, sorted(months), run_id=run_id, days=stats.touched_days, reporting_currency=currency
+        )
+    stats.seconds["gold"] = round(time.perf_counter() - t1, 2)
+    stats.seconds["total"] = round(time.perf_counter() - t0, 2)
+    return stats

@@ -7,9 +7,9 @@ import logging
 import pytest
 
 from backend.lake import lake_from_settings
-from backend.medallion import gold, jobs
+from backend.medallion import gold
 from tests.conftest import make_settings
-from tests.medallion.helpers import Bronze, focus_payload, focus_row
+from tests.medallion.helpers import Bronze, focus_payload, focus_row, run_medallion
 from tests.medallion.test_jobs import _gold_snapshot
 
 FOCUS = "application/vnd.apache.parquet"
@@ -47,16 +47,16 @@ def _increment_then_rebuild(spark, tmp_path, day_rows, monkeypatch, caplog):
     bronze = Bronze()
     _history(bronze)
     bronze.flush(lake)
-    jobs.run(settings, lake, spark, run_id="run-1")
+    run_medallion(settings, lake, spark, run_id="run-1")
     for batch, rows in day_rows:
         bronze.add("focus", focus_payload(rows), batch=batch, content_type=FOCUS, fetched=5)
     bronze.flush(lake)
     seen = _spy_daily_days(monkeypatch)
     with caplog.at_level(logging.INFO, logger="backend.medallion.jobs"):
-        increment = jobs.run(settings, lake, spark, run_id="run-2")
+        increment = run_medallion(settings, lake, spark, run_id="run-2")
     monkeypatch.undo()
     after_increment = _gold_snapshot(lake)
-    jobs.run(settings, lake, spark, run_id="run-3", full_rebuild=True)
+    run_medallion(settings, lake, spark, run_id="run-3", full_rebuild=True)
     assert _gold_snapshot(lake) == after_increment
     return increment, seen
 

@@ -13,13 +13,11 @@ from backend.lake.catalog import (
     GOLD_COST_CHANGES,
     GOLD_COST_DAILY,
     GOLD_MONTHLY_SUMMARY,
-    GOLD_TOP_MOVERS,
     SILVER_COSTS,
     SILVER_QUARANTINE,
 )
-from backend.medallion import jobs
 from tests.conftest import make_settings
-from tests.medallion.helpers import Bronze, csv_payload, ea_row, focus_payload, focus_row, query_payload
+from tests.medallion.helpers import Bronze, csv_payload, ea_row, focus_payload, focus_row, query_payload, run_medallion
 
 GUID = "6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b"
 SUBSCRIPTION = f"/subscriptions/{GUID}"
@@ -85,7 +83,7 @@ def test_bronze_to_gold_local_idempotent_and_rerated(spark, tmp_path):
     bronze = Bronze()
     _first_load(bronze)
     bronze.flush(lake)
-    stats = jobs.run(settings, lake, spark, run_id="run-1")
+    stats = run_medallion(settings, lake, spark, run_id="run-1")
     _check_first_load(lake, stats)
     by_tag = lake.read_arrow(GOLD_COST_BY_TAG.name).to_pylist()
     env = {
@@ -100,9 +98,9 @@ def test_bronze_to_gold_local_idempotent_and_rerated(spark, tmp_path):
     # Same bronze again: nothing new to process; a full rebuild gives identical counts and sums.
     silver_before = lake.read_arrow(SILVER_COSTS.name)
     gold_before = lake.read_arrow(GOLD_COST_DAILY.name)
-    again = jobs.run(settings, lake, spark, run_id="run-2")
+    again = run_medallion(settings, lake, spark, run_id="run-2")
     assert again.bronze_files == 0 and again.silver_upserted == 0
-    rebuilt = jobs.run(settings, lake, spark, run_id="run-3", full_rebuild=True)
+    rebuilt = run_medallion(settings, lake, spark, run_id="run-3", full_rebuild=True)
     _check_first_load(lake, rebuilt)
     for table, before in ((SILVER_COSTS.name, silver_before), (GOLD_COST_DAILY.name, gold_before)):
         after = lake.read_arrow(table)
@@ -113,7 +111,7 @@ def test_bronze_to_gold_local_idempotent_and_rerated(spark, tmp_path):
     bronze.offset = 0
     _first_load(bronze)
     bronze.flush(lake)
-    replay = jobs.run(settings, lake, spark, run_id="run-4")
+    replay = run_medallion(settings, lake, spark, run_id="run-4")
     assert replay.bronze_messages == 5
     assert lake.read_arrow(SILVER_COSTS.name).num_rows == silver_before.num_rows
     assert _money(lake.read_arrow(GOLD_COST_DAILY.name), "actual_cost") == _money(gold_before, "actual_cost")
@@ -123,7 +121,7 @@ def test_bronze_to_gold_local_idempotent_and_rerated(spark, tmp_path):
     rerated = [ea_row("01/31/2024", "vm2", "8"), ea_row("01/31/2024", "vm4", "2")]
     bronze.add("azure_export_ea", csv_payload(rerated), batch="ea-2", metric="ActualCost", sub="sub-1", fetched=5)
     bronze.flush(lake)
-    rerun = jobs.run(settings, lake, spark, run_id="run-5")
+    rerun = run_medallion(settings, lake, spark, run_id="run-5")
     assert rerun.affected_months == ["2024-01"]
     silver = lake.read_arrow(SILVER_COSTS.name).to_pylist()
     day31 = {r["ResourceId"].rsplit("/", 1)[-1]: (r["BilledCost"], r["EffectiveCost"]) for r in silver
@@ -139,7 +137,7 @@ def test_bronze_to_gold_local_idempotent_and_rerated(spark, tmp_path):
     bronze.add("azure_export_ea", csv_payload([ea_row("01/31/2024", "vm2", "8")]), batch="ea-3", metric="ActualCost",
                sub="sub-1", fetched=6)  # fmt: skip
     bronze.flush(lake)
-    jobs.run(settings, lake, spark, run_id="run-6")
+    run_medallion(settings, lake, spark, run_id="run-6")
     names = {r["ResourceId"].rsplit("/", 1)[-1] for r in lake.read_arrow(SILVER_COSTS.name).to_pylist()
              if str(r["x_ChargeDate"]) == "2024-01-31"}  # fmt: skip
     assert names == {"vm2"}
@@ -161,7 +159,7 @@ def test_one_subscription_whichever_source_spells_it(spark, tmp_path):
     query = [[100, 20240305, "rg-a", "USD"]]
     bronze.add("azure_query", query_payload(query, QUERY_COLUMNS), batch="q-1", metric="ActualCost", sub=GUID)
     bronze.flush(lake)
-    jobs.run(settings, lake, spark, run_id="run-1")
+    run_medallion(settings, lake, spark, run_id="run-1")
 
     silver = lake.read_arrow(SILVER_COSTS.name).to_pylist()
     assert sorted(r["x_SourceFamily"] for r in silver) == ["azure_detail", "azure_query", "focus"]
@@ -180,7 +178,7 @@ def test_one_subscription_whichever_source_spells_it(spark, tmp_path):
     detail = [ea_row("03/05/2024", "vm1", "11", sub=GUID, SubscriptionName="Production")]
     bronze.add("azure_cost_details", csv_payload(detail), batch="cd-2", metric="ActualCost", sub=GUID, fetched=5)
     bronze.flush(lake)
-    jobs.run(settings, lake, spark, run_id="run-2")
+    run_medallion(settings, lake, spark, run_id="run-2")
     rows = [r for r in lake.read_arrow(SILVER_COSTS.name).to_pylist() if r["x_SourceFamily"] == "azure_detail"]
     assert [(r["SubAccountId"], r["ResourceId"], r["BilledCost"]) for r in rows] == [
         (SUBSCRIPTION, resource, Decimal(11))
@@ -194,9 +192,9 @@ def test_bronze_to_gold_on_s3(spark, s3_settings):
     bronze = Bronze()
     _first_load(bronze)
     bronze.flush(lake)
-    stats = jobs.run(s3_settings, lake, spark, run_id="s3-1")
+    stats = run_medallion(s3_settings, lake, spark, run_id="s3-1")
     _check_first_load(lake, stats)
-    again = jobs.run(s3_settings, lake, spark, run_id="s3-2")
+    again = run_medallion(s3_settings, lake, spark, run_id="s3-2")
     assert again.silver_upserted == 0
 
 
@@ -206,7 +204,6 @@ def _gold_snapshot(lake) -> dict[str, list[tuple]]:
         GOLD_COST_DAILY.name,
         GOLD_MONTHLY_SUMMARY.name,
         GOLD_COST_BY_TAG.name,
-        GOLD_TOP_MOVERS.name,
         GOLD_COST_CHANGES.name,
     )
     snap = {}
@@ -218,8 +215,8 @@ def _gold_snapshot(lake) -> dict[str, list[tuple]]:
 
 @pytest.mark.slow
 def test_an_increment_leaves_gold_as_a_full_rebuild_would(spark, tmp_path):
-    """The increment recomputes only its month from silver and reads the month before from gold; movers,
-    the monthly summary's previous month and start/stop at the month boundary must still come out exact."""
+    """The increment recomputes only its month from silver and reads the month before from gold; the
+    monthly summary's previous month and start/stop at the month boundary must still come out exact."""
     settings = make_settings(tmp_path)
     lake = lake_from_settings(settings)
     bronze = Bronze()
@@ -232,14 +229,14 @@ def test_an_increment_leaves_gold_as_a_full_rebuild_would(spark, tmp_path):
     ]
     bronze.add("focus", focus_payload(history), batch="f-1", content_type="application/vnd.apache.parquet")
     bronze.flush(lake)
-    jobs.run(settings, lake, spark, run_id="run-1")
+    run_medallion(settings, lake, spark, run_id="run-1")
     day = [focus_row("2024-02-03", "st1", "20", "18"), focus_row("2024-02-03", "st3", "2", "2", tags="")]
     bronze.add("focus", focus_payload(day), batch="f-2", content_type="application/vnd.apache.parquet")
     bronze.flush(lake)
-    increment = jobs.run(settings, lake, spark, run_id="run-2")
+    increment = run_medallion(settings, lake, spark, run_id="run-2")
     assert increment.affected_months == ["2024-02"]
     after_increment = _gold_snapshot(lake)
-    jobs.run(settings, lake, spark, run_id="run-3", full_rebuild=True)
+    run_medallion(settings, lake, spark, run_id="run-3", full_rebuild=True)
     assert _gold_snapshot(lake) == after_increment
     summary = [r for r in lake.read_arrow(GOLD_MONTHLY_SUMMARY.name).to_pylist() if r["charge_month"] == "2024-02"]
     assert {r["subscription_id"]: r["previous_month_actual_cost"] for r in summary}["sub-f"] == Decimal(20)

@@ -8,7 +8,7 @@ from backend.lake import lake_from_settings
 from backend.lake.catalog import SILVER_COSTS
 from backend.medallion import jobs
 from tests.conftest import make_settings
-from tests.medallion.helpers import Bronze, csv_payload, ea_row
+from tests.medallion.helpers import Bronze, csv_payload, ea_row, run_medallion
 
 
 def _silver(lake) -> dict:
@@ -96,5 +96,5 @@ def test_a_new_day_is_appended_a_restated_day_merged_and_both_match_a_rebuild(sp
         "bronze/cost_records"
     )
 
-    jobs.run(settings, lake, spark, run_id="rebuild", full_rebuild=True)
+    run_medallion(settings, lake, spark, run_id="rebuild", full_rebuild=True)
     assert _silver(lake) == incremental

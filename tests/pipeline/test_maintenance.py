@@ -6,10 +6,9 @@ from types import SimpleNamespace
 
 from backend.lake import lake_from_settings
 from backend.lake.catalog import BRONZE_COST_RECORDS, SILVER_COSTS
-from backend.medallion import jobs
 from backend.pipeline.steps import maintenance
 from tests.conftest import make_settings
-from tests.medallion.helpers import Bronze, focus_payload, focus_row
+from tests.medallion.helpers import Bronze, focus_payload, focus_row, run_medallion
 
 
 def _silver(lake) -> list[tuple]:
@@ -25,7 +24,7 @@ def test_bronze_is_compacted_once_silver_has_it_and_never_reprocessed(spark, tmp
     for day in ("2024-01-05", "2024-01-06", "2024-01-07"):  # three drains: three small files
         bronze.add("focus", focus_payload([focus_row(day, "st1", "1", "1")]), batch=f"b-{day}")
         bronze.flush(lake)
-    jobs.run(settings, lake, spark, run_id="r1")
+    run_medallion(settings, lake, spark, run_id="r1")
     before = _silver(lake)
     assert len(lake.file_uris(BRONZE_COST_RECORDS.name)) == 3
 
@@ -36,17 +35,17 @@ def test_bronze_is_compacted_once_silver_has_it_and_never_reprocessed(spark, tmp
     assert "bronze_not_compacted" in waiting.detail
     assert len(lake.file_uris(BRONZE_COST_RECORDS.name)) == 4
 
-    jobs.run(settings, lake, spark, run_id="r2")
+    run_medallion(settings, lake, spark, run_id="r2")
     done = maintenance(ctx)
     assert done.detail["compacted"][BRONZE_COST_RECORDS.name]["files_removed"] == 4
     assert len(lake.file_uris(BRONZE_COST_RECORDS.name)) == 1
     assert done.detail["vacuumed_files"].get(BRONZE_COST_RECORDS.name, 0) >= 4  # retention 0: the old files are gone
     # The compaction's version counts as processed: the rerun finds no new bronze and silver is unchanged.
-    again = jobs.run(settings, lake, spark, run_id="r3")
+    again = run_medallion(settings, lake, spark, run_id="r3")
     assert again.bronze_files == 0
     assert _silver(lake) == sorted([*before, ("2024-01-08", before[0][1], before[0][2] * 2)])
     # A later drain is processed alone.
     bronze.add("focus", focus_payload([focus_row("2024-01-09", "st1", "3", "3")]), batch="b-9")
     bronze.flush(lake)
-    later = jobs.run(settings, lake, spark, run_id="r4")
+    later = run_medallion(settings, lake, spark, run_id="r4")
     assert later.bronze_files == 1 and later.source_rows == 1
