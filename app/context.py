@@ -102,7 +102,7 @@ def get_lake():
 @st.cache_resource(show_spinner=False)
 def get_launcher():
     """Starts manual pipeline runs in a background thread of this process and remembers the outcome."""
-    from app.runs import RunLauncher
+    from app.pipeline_ui import RunLauncher
 
     return RunLauncher(lambda: get_pipeline())
 

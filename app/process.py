@@ -36,7 +36,7 @@ _PRELOAD = (
     "backend.demo.estate",
     "backend.sources.files",
     "backend.sources.cursors",
-    "backend.medallion.jobs",
+    "backend.medallion.refine",
     "backend.mart.load",
     "backend.mart.reconcile",
     "backend.analytics.run",

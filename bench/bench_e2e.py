@@ -161,7 +161,7 @@ def run_size(rows: int, root: Path, result: BenchResult) -> None:
     runtime = Runtime(settings)
     service = PipelineService(runtime)  # starts Postgres and Tansu, migrates the mart
     gold_times = _GoldTimes()
-    logging.getLogger("backend.medallion.jobs").addHandler(gold_times)
+    logging.getLogger("backend.medallion.refine").addHandler(gold_times)
     try:
         with timed() as t_spark:
             get_spark(service.settings)  # the app warms Spark at start-up too; reported, not counted in steps
@@ -222,7 +222,7 @@ def run_size(rows: int, root: Path, result: BenchResult) -> None:
             result.rows.append(row)
             _write(result)  # after every scenario: a long run that is cut short still leaves its numbers
     finally:
-        logging.getLogger("backend.medallion.jobs").removeHandler(gold_times)
+        logging.getLogger("backend.medallion.refine").removeHandler(gold_times)
         service.close()
         runtime.stop()
 

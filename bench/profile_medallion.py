@@ -42,7 +42,7 @@ def main(rows: int) -> None:
     from backend.config import Settings
     from backend.lake import engine, lake_from_settings
     from backend.lake.catalog import BRONZE_COST_RECORDS
-    from backend.medallion import gold, jobs, silver, staging
+    from backend.medallion import gold, refine, silver, staging
     from backend.medallion.parse import BRONZE_INPUT_COLUMNS
     from backend.runtime.spark import get_spark, stop_spark
     from bench.bench_e2e import estate_window
@@ -72,14 +72,14 @@ def main(rows: int) -> None:
         validated = spark.read.parquet(str(root / "validated"))
         rows_ok = validated.where(F.size("_rules") == 0)
         _timed("transform (from validated Parquet)", lambda: noop(silver.transform(rows_ok, run_id="p")))
-        stats = jobs.MedallionStats(run_id="p")
-        _timed("run_silver (whole step)", lambda: jobs.run_silver(spark, lake, stats, run_id="p"))
+        stats = refine.MedallionStats(run_id="p")
+        _timed("run_silver (whole step)", lambda: refine.run_silver(spark, lake, stats, run_id="p"))
         log.info("run_silver seconds: %s", stats.seconds)
-        silver_rows = jobs.read_silver(spark, lake, None)
+        silver_rows = refine.read_silver(spark, lake, None)
         daily = gold.cost_daily(silver_rows, run_id="p")
         _timed("gold cost_daily", lambda: noop(daily))
         _timed("gold resource_cost_changes (daily recomputed)", lambda: noop(gold.cost_changes(daily, run_id="p")))
-        _timed("run_gold (whole step)", lambda: jobs.run_gold(spark, lake, None, run_id="p"))
+        _timed("run_gold (whole step)", lambda: refine.run_gold(spark, lake, None, run_id="p"))
     finally:
         stop_spark()
         shutil.rmtree(root, ignore_errors=True)

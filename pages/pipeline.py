@@ -10,7 +10,7 @@ import streamlit as st
 
 from app import auth, data, fmt, ops, ui
 from app.context import get_lake, get_launcher, get_owner, get_pipeline, get_reader, get_scheduler
-from app.runs import STATUS_ICONS, failed_steps, parse_detail, runs_table, steps_table
+from app.pipeline_ui import STATUS_ICONS, failed_steps, parse_detail, runs_table, steps_table
 
 log = logging.getLogger(__name__)
 TIME_HELP = "UTC, like every time in the app."

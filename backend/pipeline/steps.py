@@ -301,7 +301,7 @@ def bronze(ctx: PipelineContext) -> StepResult:
 def silver(ctx: PipelineContext) -> StepResult:
     """New bronze -> silver (MERGE, quarantine); the months touched are handed to gold."""
     from backend.lake.catalog import SILVER_COSTS
-    from backend.medallion.jobs import MedallionStats, reset_for_rebuild, run_silver
+    from backend.medallion.refine import MedallionStats, reset_for_rebuild, run_silver
 
     stats = MedallionStats(run_id=ctx.run_id, full_rebuild=bool(_option(ctx, "full_rebuild", False)))
     if stats.full_rebuild:
@@ -328,7 +328,7 @@ def gold(ctx: PipelineContext) -> StepResult:
     """Recompute gold for the months silver touched, plus any a killed run left behind (all months on a full rebuild)
     and those whose FX rates (or reporting currency) changed since gold last converted."""
     from backend.lake.catalog import SILVER_COSTS
-    from backend.medallion.jobs import run_gold
+    from backend.medallion.refine import run_gold
     from backend.sources.fx import reporting_currency
 
     _drop_retired_tables(ctx)
@@ -541,7 +541,7 @@ def maintenance(ctx: PipelineContext) -> StepResult:
     appended in between: runs hold the pipeline lock). Otherwise it waits for the next maintenance run.
     """
     from backend.lake.catalog import BRONZE_COST_RECORDS, SILVER_COSTS
-    from backend.medallion.jobs import BRONZE_PROGRESS_APP_ID
+    from backend.medallion.refine import BRONZE_PROGRESS_APP_ID
     from backend.medallion.silver import record_progress
 
     lake = ctx.lake

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from app.runs import RunLauncher
+from app.pipeline_ui import RunLauncher
 from backend.analytics import budgets, readers
 from backend.auth import SCHEDULER, PermissionDenied, Role
 from backend.auth.audit import recent

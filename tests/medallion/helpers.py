@@ -156,7 +156,7 @@ def run_medallion(settings, lake, spark, *, run_id: str, full_rebuild: bool = Fa
     import pyarrow.compute as pc
 
     from backend.lake.catalog import GOLD_COST_DAILY
-    from backend.medallion.jobs import MedallionStats, reset_for_rebuild, run_gold, run_silver
+    from backend.medallion.refine import MedallionStats, reset_for_rebuild, run_gold, run_silver
     from backend.sources.fx import reporting_currency
 
     currency = reporting_currency(settings, lake)

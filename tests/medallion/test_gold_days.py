@@ -52,7 +52,7 @@ def _increment_then_rebuild(spark, tmp_path, day_rows, monkeypatch, caplog):
         bronze.add("focus", focus_payload(rows), batch=batch, content_type=FOCUS, fetched=5)
     bronze.flush(lake)
     seen = _spy_daily_days(monkeypatch)
-    with caplog.at_level(logging.INFO, logger="backend.medallion.jobs"):
+    with caplog.at_level(logging.INFO, logger="backend.medallion.refine"):
         increment = run_medallion(settings, lake, spark, run_id="run-2")
     monkeypatch.undo()
     after_increment = _gold_snapshot(lake)

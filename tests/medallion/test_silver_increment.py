@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from backend.lake import lake_from_settings
 from backend.lake.catalog import SILVER_COSTS
-from backend.medallion import jobs
+from backend.medallion import refine
 from tests.conftest import make_settings
 from tests.medallion.helpers import Bronze, csv_payload, ea_row, run_medallion
 
@@ -19,9 +19,9 @@ def _silver(lake) -> dict:
     }
 
 
-def _run(spark, lake, run_id: str) -> jobs.MedallionStats:
-    stats = jobs.MedallionStats(run_id=run_id)
-    jobs.run_silver(spark, lake, stats, run_id=run_id)
+def _run(spark, lake, run_id: str) -> refine.MedallionStats:
+    stats = refine.MedallionStats(run_id=run_id)
+    refine.run_silver(spark, lake, stats, run_id=run_id)
     return stats
 
 
@@ -53,7 +53,7 @@ def test_a_new_day_is_appended_a_restated_day_merged_and_both_match_a_rebuild(sp
         ("2024-01-31", "vm2"): (Decimal(1), None),
     }
     # The bronze version is recorded as processed by the last commit, so nothing is processed twice.
-    assert lake.transaction_version(SILVER_COSTS.name, jobs.BRONZE_PROGRESS_APP_ID) == lake.version(
+    assert lake.transaction_version(SILVER_COSTS.name, refine.BRONZE_PROGRESS_APP_ID) == lake.version(
         "bronze/cost_records"
     )
     assert _run(spark, lake, "r3").bronze_files == 0
@@ -92,7 +92,7 @@ def test_a_new_day_is_appended_a_restated_day_merged_and_both_match_a_rebuild(sp
         ("2024-01-31", "vm1"): (None, Decimal(6)),
         ("2024-01-31", "vm3"): (Decimal(2), None),
     }
-    assert lake.transaction_version(SILVER_COSTS.name, jobs.BRONZE_PROGRESS_APP_ID) == lake.version(
+    assert lake.transaction_version(SILVER_COSTS.name, refine.BRONZE_PROGRESS_APP_ID) == lake.version(
         "bronze/cost_records"
     )
 

@@ -15,7 +15,7 @@ import pytest
 from backend.lake import lake_from_settings
 from backend.lake.catalog import SILVER_COSTS, SILVER_QUARANTINE
 from backend.lake.engine import SCRATCH_PREFIX
-from backend.medallion import jobs, staging
+from backend.medallion import refine, staging
 from tests.conftest import make_settings
 from tests.medallion.helpers import Bronze, csv_payload, ea_row, focus_payload, focus_row
 
@@ -128,8 +128,8 @@ def test_a_payload_whose_pages_are_broken_is_quarantined_and_its_batch_kept(spar
     bronze.add("focus", good, batch="b1")
     bronze.add("focus", bytes(broken), batch="b1")
     bronze.flush(lake)
-    stats = jobs.MedallionStats(run_id="r1")
-    jobs.run_silver(spark, lake, stats, run_id="r1")
+    stats = refine.MedallionStats(run_id="r1")
+    refine.run_silver(spark, lake, stats, run_id="r1")
     assert stats.valid_rows == 1 and stats.quarantined == 1
     assert lake.count(SILVER_COSTS.name) == 1
     rule = lake.read_arrow(SILVER_QUARANTINE.name, columns=["rule"]).column(0).to_pylist()
@@ -144,6 +144,6 @@ def test_scratch_is_removed_after_the_run_and_a_killed_runs_scratch_by_a_later_o
     bronze = Bronze()
     bronze.add("focus", focus_payload([focus_row("2024-01-05", "st1", "1", "1")]), batch="b1")
     bronze.flush(lake)
-    jobs.run_silver(spark, lake, jobs.MedallionStats(run_id="r1"), run_id="r1")
+    refine.run_silver(spark, lake, refine.MedallionStats(run_id="r1"), run_id="r1")
     assert not base.exists() or not list(base.iterdir())  # the dead run's and this run's scratch are gone
     assert lake.read_arrow(SILVER_COSTS.name).filter(pc.is_valid(pc.field("ResourceId"))).num_rows == 1

@@ -1,4 +1,4 @@
-"""The medallion run: new bronze files -> silver MERGE + quarantine -> gold for the touched months (or a full rebuild)."""
+"""Refining the lake: new bronze files -> silver (MERGE + quarantine) and silver -> gold for the touched months (or a full rebuild); the silver and gold steps run these."""
 
 from __future__ import annotations
 
