@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 from backend.lake.delta import lake_from_settings
-from backend.mart import queries, testing
+from backend.mart import queries
 from backend.mart.load import load_gold
+from tests.mart import synthetic_gold
 
 START = dt.date(2026, 1, 1)  # January + 10 days of February
 
@@ -18,8 +19,8 @@ START = dt.date(2026, 1, 1)  # January + 10 days of February
 @pytest.fixture
 def gold(mart_settings) -> pd.DataFrame:
     lake = lake_from_settings(mart_settings)
-    daily = testing.gold_cost_daily(start=START, days=41, rows_per_day=30, resources=60)
-    testing.write_gold(lake, daily)
+    daily = synthetic_gold.gold_cost_daily(start=START, days=41, rows_per_day=30, resources=60)
+    synthetic_gold.write_gold(lake, daily)
     load_gold(mart_settings, lake, run_id="r1")
     frame = daily.to_pandas()
     frame["charge_date"] = pd.to_datetime(frame["charge_date"]).dt.date
