@@ -11,9 +11,9 @@ import streamlit as st
 from streamlit.errors import StreamlitSecretNotFoundError
 
 from backend.auth import PermissionDenied, Principal, Role, local_principal
-from backend.auth.audit import record_now
 from backend.auth.oidc import DISABLED, LAPTOP, AuthMode, auth_mode, secrets_toml_auth, session_expired
 from backend.auth.policy import RolePolicy, principal_from_claims
+from backend.mart.audit import record_now
 
 log = logging.getLogger(__name__)
 

@@ -73,15 +73,14 @@ def settings() -> Settings:
 @st.cache_resource(show_spinner=False)
 def get_reader():
     """Engine on the mart's read-only role (pages read through it); the owner engine when the role is unusable."""
-    from backend.mart.db import ensure_reader_role, reader_engine
+    from backend.mart.db import ensure_reader_role, ping, reader_engine
 
     pipeline = get_pipeline()
     owner_url = pipeline.endpoints.database_url
     try:
         ensure_reader_role(pipeline.settings, owner_url=owner_url)
         engine = reader_engine(pipeline.settings, owner_url=owner_url)
-        with engine.connect() as conn:
-            conn.exec_driver_sql("SELECT 1")
+        ping(engine)
         return engine
     except Exception:
         # Pages must still work (e.g. an external server that requires a reader password not yet set):
@@ -120,7 +119,7 @@ def autostart_demo() -> bool:
     runtime = get_runtime()
     if not (runtime.settings.is_demo and runtime.settings.scheduler_enabled):
         return False
-    from backend.pipeline.history import latest_run
+    from backend.mart.history import latest_run
 
     try:
         ran = latest_run(get_pipeline().engine) is not None

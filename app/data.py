@@ -2,7 +2,7 @@
 
 Every function takes an engine first, so pages pass the cached reader (or the owner, for writes and
 for tables the reader role cannot see) and tests pass their own. The SQL lives in backend.mart.queries,
-backend.mart.reconcile, backend.analytics.readers and backend.pipeline.history; caching lives in app/ui.py,
+backend.mart.reconcile, backend.mart.analytics and backend.mart.history; caching lives in app/ui.py,
 keyed by the mart's data version.
 """
 
@@ -23,12 +23,10 @@ import pandas as pd
 import sqlalchemy as sa
 
 from backend.analytics import budgets as budget_store
-from backend.analytics import readers
 from backend.auth import Principal, Role, require
-from backend.auth.audit import record_now
-from backend.mart import queries, reconcile
+from backend.mart import analytics, budgets_sql, history, queries, reconcile
+from backend.mart.audit import record_now
 from backend.mart.model import BY_NAME
-from backend.pipeline import history
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +152,7 @@ def data_status(engine: sa.Engine) -> DataStatus:
 
 
 def demo_shown(engine: sa.Engine) -> bool:
-    from backend.demo.lifecycle import demo_loaded
+    from backend.mart.demo import demo_loaded
 
     with engine.connect() as conn:
         return demo_loaded(conn)
@@ -171,7 +169,7 @@ def mart_freshness(engine: sa.Engine) -> pd.DataFrame:
     }
     areas = [
         {"area": a.area, "latest": str(a.latest or ""), "written_at": a.written_at, "note": ""}
-        for a in readers.freshness(engine)
+        for a in analytics.freshness(engine)
     ]
     return pd.DataFrame([cost, *areas], columns=["area", "latest", "written_at", "note"])
 
@@ -237,12 +235,12 @@ def kpis(engine: sa.Engine, *, as_of: dt.date, currency: str | None, metric: str
 
 def month_end_forecast(
     engine: sa.Engine, *, as_of: dt.date, metric: str = "actual", currency: str | None = None
-) -> readers.MonthEndForecast | None:
+) -> analytics.MonthEndForecast | None:
     """The analytics step's month-end total for the month holding `as_of` (None before the first one, and for
     the converted choice: forecasts are per billing currency)."""
     if converted_to(currency):
         return None
-    return readers.month_end_forecast(engine, as_of=as_of, metric=metric, currency=currency)
+    return analytics.month_end_forecast(engine, as_of=as_of, metric=metric, currency=currency)
 
 
 def top_movers(
@@ -272,13 +270,13 @@ def top_movers(
     return frame
 
 
-# --- anomalies (backend.analytics.readers) ---------------------------------------------------------------
+# --- anomalies (backend.mart.analytics) ---------------------------------------------------------------
 
 NONE_LABEL = "(none)"  # how the member with an empty natural key is shown
 
 
 def anomalies(engine: sa.Engine, *, status: str | None = "open", since: dt.date | None = None) -> pd.DataFrame:
-    frame = _frame(readers.list_anomalies(engine, status=status, since=since), readers.Anomaly)
+    frame = _frame(analytics.list_anomalies(engine, status=status, since=since), analytics.Anomaly)
     frame["dimension_value"] = frame["dimension_value"].replace("", NONE_LABEL)
     return frame
 
@@ -299,7 +297,7 @@ def series_for(
     """The daily series an anomaly was found in, in its billing currency (a member billed in two currencies is
     two series, never a sum): columns day (datetime64), cost (float); days the metric is not available have no
     row. `currency` None or "" takes the member's only currency (ValueError when it has several)."""
-    points = readers.series(
+    points = analytics.series(
         engine,
         level=level,
         value=_natural(value),
@@ -308,17 +306,17 @@ def series_for(
         end=end,
         currency=_series_currency(currency),
     )
-    return _frame(points, readers.DailyCost, dates=("day",))
+    return _frame(points, analytics.DailyCost, dates=("day",))
 
 
 def anomaly_band(engine: sa.Engine, *, level: str, value: str, metric: str, currency: str | None) -> pd.DataFrame:
     """Every detection stored for one series (expected value and band per day) in `currency`, for the chart;
     None or "" reads every currency's detections of the member."""
-    points = readers.band(engine, level=level, value=_natural(value), metric=metric, currency=currency or None)
-    return _frame(points, readers.BandPoint, dates=("day",))
+    points = analytics.band(engine, level=level, value=_natural(value), metric=metric, currency=currency or None)
+    return _frame(points, analytics.BandPoint, dates=("day",))
 
 
-set_anomaly_status = readers.set_anomaly_status
+set_anomaly_status = analytics.set_anomaly_status
 
 
 def contributors_frame(contributors: Any) -> pd.DataFrame:
@@ -331,7 +329,7 @@ def contributors_frame(contributors: Any) -> pd.DataFrame:
 
 BUDGET_SCOPES = budget_store.SCOPES
 BUDGET_PERIODS = budget_store.PERIODS
-period_bounds = budget_store.period_bounds
+period_bounds = budgets_sql.period_bounds
 
 
 class BudgetError(ValueError):
@@ -404,7 +402,7 @@ def _budget_call(fn, *args: Any, actor: Principal, values: dict[str, Any]) -> An
 def list_budgets(owner: sa.Engine) -> pd.DataFrame:
     """Every budget (owner engine: backend list_budgets reads webhook_url, which the reader may not see);
     the webhook URL is replaced by whether one is set, since it may carry a token."""
-    rows = budget_store.list_budgets(owner)
+    rows = budgets_sql.list_budgets(owner)
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=["budget_id", "name", "scope_type", "scope_value", "tag_key", "metric", "amount",
@@ -433,17 +431,17 @@ def delete_budget(owner: sa.Engine, budget_id: int, *, actor: Principal) -> int:
 
 def budget_burn(engine: sa.Engine, budget: Mapping[str, Any], *, as_of: dt.date) -> pd.DataFrame:
     """Spend per day of the budget's current period and the running total: day, cost, cumulative."""
-    frame = _frame(readers.budget_burn(engine, budget, as_of=as_of), readers.DailyCost, dates=("day",))
+    frame = _frame(analytics.budget_burn(engine, budget, as_of=as_of), analytics.DailyCost, dates=("day",))
     frame["cumulative"] = frame["cost"].cumsum()
     return frame
 
 
 def budget_alerts(engine: sa.Engine, *, limit: int = 200) -> pd.DataFrame:
     """The alert history the budgets step records."""
-    return _frame(readers.budget_alerts(engine, limit=limit), readers.BudgetAlert)
+    return _frame(analytics.budget_alerts(engine, limit=limit), analytics.BudgetAlert)
 
 
-# --- pipeline runs (backend.pipeline.history) --------------------------------------------------------
+# --- pipeline runs (backend.mart.history) --------------------------------------------------------
 
 
 def runs(engine: sa.Engine, *, limit: int = 50) -> pd.DataFrame:
@@ -468,7 +466,7 @@ def load_history(engine: sa.Engine, *, limit: int = 20) -> pd.DataFrame:
     return _frame(history.load_history(engine, limit=limit), history.LoadRecord)
 
 
-# --- reconciliation (backend.mart.reconcile, header from backend.pipeline.history) ---------------------
+# --- reconciliation (backend.mart.reconcile, header from backend.mart.history) ---------------------
 
 
 def reconciliation(engine: sa.Engine) -> tuple[dict[str, Any] | None, pd.DataFrame]:
@@ -495,7 +493,7 @@ def reconcile_now(owner: sa.Engine, lake, *, actor: Principal) -> reconcile.Reco
 
 def batch_states(owner: sa.Engine, *, limit: int = 50) -> pd.DataFrame:
     """Ingest batches and their handshake state (ops.source_batches is not granted to the reader)."""
-    from backend.ingest.handshake import batch_states as states
+    from backend.mart.batches import batch_states as states
 
     return pd.DataFrame(states(owner, limit=limit))
 

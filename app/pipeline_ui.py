@@ -23,7 +23,7 @@ import pandas as pd
 
 from app import fmt
 from backend.auth import Principal, require
-from backend.auth.audit import record_now
+from backend.mart.audit import record_now
 
 log = logging.getLogger(__name__)
 

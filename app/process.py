@@ -89,9 +89,9 @@ def _start_metrics(pipeline) -> None:
 
 
 def _any_successful_run(engine: sa.Engine) -> bool:
-    with engine.connect() as conn:
-        query = "SELECT EXISTS (SELECT 1 FROM ops.pipeline_runs WHERE status = 'succeeded')"
-        return bool(conn.execute(sa.text(query)).scalar())
+    from backend.mart import history
+
+    return history.latest_run(engine, status="succeeded") is not None
 
 
 def shutdown() -> None:

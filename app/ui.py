@@ -15,9 +15,8 @@ from streamlit.runtime.scriptrunner import add_script_run_ctx, get_script_run_ct
 
 from app import auth, data
 from app.context import get_launcher, get_owner, get_pipeline, get_reader
-from backend.analytics import readers
 from backend.auth import PermissionDenied, Role
-from backend.mart import freshness
+from backend.mart import analytics, freshness
 from backend.mart.freshness import SourceFreshness
 from backend.mart.queries import Kpis
 
@@ -87,14 +86,18 @@ def data_status() -> data.DataStatus:
     return data.data_status(get_reader())
 
 
+DEMO_BANNER = (
+    "Demo data: these numbers are a generated demo estate, not your bill. Upload FOCUS or Azure export "
+    "files (or set Azure credentials) and the demo is removed before your data loads."
+)
+
+
 def status_or_stop() -> data.DataStatus:
     """The mart's status; stops the page with a friendly message when the mart cannot be reached."""
     status = guard("reach the cost mart", data_status, fix="Check **Sources & settings** for the Postgres status.")
     if status is None:
         st.stop()
     if status.demo and not status.empty:
-        from backend.demo.lifecycle import DEMO_BANNER
-
         st.warning(DEMO_BANNER, icon="🧪")
     return status
 
@@ -225,7 +228,7 @@ def kpis(version: str, as_of: dt.date, currency: str, metric: str) -> Kpis:
 
 
 @st.cache_data(ttl=READ_TTL, show_spinner=False)
-def month_end_forecast(version: str, as_of: dt.date, currency: str, metric: str) -> readers.MonthEndForecast | None:
+def month_end_forecast(version: str, as_of: dt.date, currency: str, metric: str) -> analytics.MonthEndForecast | None:
     return data.month_end_forecast(get_reader(), as_of=as_of, currency=currency, metric=metric)
 
 

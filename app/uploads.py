@@ -18,8 +18,8 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from backend.auth import Principal, Role, require
-from backend.auth.audit import record_now
 from backend.config import Settings
+from backend.mart.audit import record_now
 from backend.sources import fx
 from backend.sources.azure.source import CONFIGURED, azure_config
 from backend.sources.files import FileRefusedError, PreparedFile, prepare_file

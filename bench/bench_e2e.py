@@ -56,8 +56,8 @@ def _ingest_until(estate, until: date, redeliver: tuple[date, ...] = ()):
         from backend.demo.estate import SyntheticSource
         from backend.ingest.handshake import new_batch_id, send_batch
         from backend.ingest.producer import KafkaChunkSink
-        from backend.pipeline.runs import StepResult
-        from backend.sources.cursors import PostgresCursorStore
+        from backend.mart.cursors import PostgresCursorStore
+        from backend.mart.runs import StepResult
 
         cursors = ctx.state.setdefault("cursors", PostgresCursorStore(ctx.endpoints.database_url))
         source = SyntheticSource(ctx.settings, estate, cursors=cursors, until=until, redeliver=redeliver)

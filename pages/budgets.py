@@ -10,8 +10,7 @@ import streamlit as st
 from app import auth, charts, data, fmt, ui
 from app.context import get_owner, get_reader
 from backend.analytics import budgets as budget_store
-from backend.analytics import readers
-from backend.mart import budgets_sql
+from backend.mart import analytics, budgets_sql
 
 log = logging.getLogger(__name__)
 st.title("Budgets")
@@ -42,7 +41,7 @@ def filters_text(filters: dict | None) -> str:
     return " · ".join(f"{k} = {', '.join(v)}" for k, v in sorted((filters or {}).items()))
 
 
-def outlook_metrics(b: dict, view: readers.BudgetForecast | None, cols) -> float | None:
+def outlook_metrics(b: dict, view: analytics.BudgetForecast | None, cols) -> float | None:
     """Forecast total, exceed date and backtest error of the evaluator's last outlook; the projection charted."""
     cur = b["currency"]
     if view is None:
@@ -217,7 +216,7 @@ with tab_list:
     elif status.empty:
         st.info("Budgets are set, but the mart has no cost yet: burn appears after the first pipeline run.")
     else:
-        outlooks = ui.guard("load the budgets' outlook", readers.budget_forecasts, get_reader()) or {}
+        outlooks = ui.guard("load the budgets' outlook", analytics.budget_forecasts, get_reader()) or {}
         for _, b in budgets.iterrows():
             bd = b.to_dict()
             with st.container(border=True):

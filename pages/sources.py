@@ -11,8 +11,8 @@ import streamlit as st
 from app import auth, fmt, notify_ui, ui, uploads
 from app import data as app_data
 from app.context import get_launcher, get_owner, get_runtime
-from backend.auth.audit import recent
 from backend.auth.oidc import DISABLED, LAPTOP
+from backend.mart.audit import recent
 from backend.pipeline.service import default_sources
 from backend.sources.azure.source import CONFIGURED, MISCONFIGURED, NOT_CONFIGURED, azure_config
 

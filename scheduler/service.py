@@ -19,7 +19,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from backend.auth import Principal, Role, require
-from backend.auth.audit import record_now
+from backend.mart.audit import record_now
 from scheduler.jobs import DEFAULT_JOBS, FORMER_ALL_STEPS, run_job
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,8 @@ from backend.agent import grounding
 from backend.agent.rules import EXAMPLES, QuestionParser, RuleBasedChatModel, Vocabulary, compose_answer
 from backend.agent.tools import AgentContext, ToolOutcome, build_tools
 from backend.config import Settings
-from backend.mart import queries
+from backend.mart import agent_queries, queries
+from backend.mart.audit import record_agent_question
 from backend.mart.db import owner_engine, reader_engine
 
 log = logging.getLogger(__name__)
@@ -279,8 +280,7 @@ def _vocabulary_loader(ctx: AgentContext):
             for label in queries.dimension_values(ctx.engine, dimension, limit=2000):
                 if label and label != "(none)":
                     members[label.lower()] = (dimension, label)
-        with ctx.engine.connect() as conn:
-            budgets = tuple(conn.execute(sa.text("SELECT name FROM mart.v_budgets")).scalars())
+        budgets = agent_queries.budget_names(ctx.engine)
         return Vocabulary(
             as_of=queries.data_as_of(ctx.engine),
             members=members,
@@ -317,28 +317,19 @@ class AuditLog:
             for c in answer.tool_calls
         ]
         rows = sum(len(r.frame) for r in answer.results if r.frame is not None)
-        with self.engine.begin() as conn:
-            return conn.execute(
-                sa.text(
-                    """INSERT INTO mart.agent_audit (session_id, user_name, question, answer, model, tool_calls,
-                           sql_statements, row_count, duration_ms, error)
-                       VALUES (:session_id, :user_name, :question, :answer, :model, CAST(:tool_calls AS jsonb),
-                           CAST(:sql AS jsonb), :row_count, :duration_ms, :error)
-                       RETURNING audit_id"""
-                ),
-                {
-                    "session_id": session_id,
-                    "user_name": user_name,
-                    "question": answer.question,
-                    "answer": answer.text,
-                    "model": answer.model,
-                    "tool_calls": json.dumps(tool_calls),
-                    "sql": json.dumps(_json_safe(answer.sql_statements)),
-                    "row_count": rows,
-                    "duration_ms": answer.duration_ms,
-                    "error": answer.error,
-                },
-            ).scalar_one()
+        return record_agent_question(
+            self.engine,
+            session_id=session_id,
+            user_name=user_name,
+            question=answer.question,
+            answer=answer.text,
+            model=answer.model,
+            tool_calls=tool_calls,
+            sql_statements=_json_safe(answer.sql_statements),
+            row_count=rows,
+            duration_ms=answer.duration_ms,
+            error=answer.error,
+        )
 
 
 def _text(content: Any) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -19,7 +20,7 @@ from backend.agent.periods import Period, PeriodError, resolve_day, resolve_peri
 from backend.agent.runner import ExecutedSQL, capturing, instrument, run_select
 from backend.agent.sqlguard import DEFAULT_MAX_ROWS, UnsafeSQLError
 from backend.analytics import budgets as budget_store
-from backend.mart import queries, waste
+from backend.mart import agent_queries, queries, waste
 from backend.mart.model import BY_NAME
 
 log = logging.getLogger(__name__)
@@ -173,14 +174,7 @@ def _filters(ctx: AgentContext, filters: dict[str, str] | None) -> dict[str, lis
 
 
 def _services_in_categories(ctx: AgentContext, categories: list[str]) -> list[str]:
-    with ctx.engine.connect() as conn:
-        rows = conn.execute(
-            sa.text("SELECT DISTINCT label FROM mart.dim_service WHERE lower(service_category) IN :c").bindparams(
-                sa.bindparam("c", expanding=True)
-            ),
-            {"c": [c.lower() for c in categories]},
-        ).scalars()
-        found = list(rows)
+    found = agent_queries.services_in_categories(ctx.engine, categories)
     if not found:
         raise ToolInputError(f"no service category {', '.join(categories)!r}")
     return found
@@ -191,12 +185,8 @@ def _stored_members(ctx: AgentContext, dimension: str, label: str) -> list[str]:
     which silver keeps as /subscriptions/<lower guid>, the other levels by their label."""
     if dimension != "subscription":
         return [label]
-    with ctx.engine.connect() as conn:
-        ids = conn.execute(
-            sa.text("SELECT subscription_id FROM mart.dim_subscription WHERE label = :l ORDER BY 1"), {"l": label}
-        ).scalars()
-        # Display names are not unique in Azure: a name may stand for several subscriptions.
-        return list(ids) or [label]
+    # Display names are not unique in Azure: a name may stand for several subscriptions.
+    return agent_queries.subscription_ids(ctx.engine, label) or [label]
 
 
 def _period(ctx: AgentContext, period: str | None) -> Period:
@@ -251,9 +241,7 @@ def _breakdown_totals(
 
 
 def _service_categories(ctx: AgentContext) -> dict[str, str]:
-    with ctx.engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT label, service_category FROM mart.dim_service")).all()
-    return {label: (category or "(none)") for label, category in rows}
+    return {label: (category or "(none)") for label, category in agent_queries.service_categories(ctx.engine).items()}
 
 
 # --- the tools' logic -----------------------------------------------------------------------
@@ -424,23 +412,14 @@ def explain_cost_change_impl(
     level = dim if dim in ("subscription", "resource_group", "service") else None
     # Anomalies the detector recorded near that day (the detector may date a spike a day off).
     target = resolve_day(day, as_of) if day not in ("", "latest") else None
-    with ctx.engine.connect() as conn:
-        params: dict[str, Any] = {"metric": metric}
-        where = ["metric = :metric"]
-        if target is not None:
-            where.append("charge_date BETWEEN :d0 AND :d1")
-            params |= {"d0": target - dt.timedelta(days=1), "d1": target + dt.timedelta(days=1)}
-        if level and member:
-            where.append("level = :level AND dimension_value IN :members")
-            params |= {"level": level, "members": _stored_members(ctx, level, member)}
-        statement = sa.text(
-            "SELECT anomaly_id, level, dimension_value, charge_date, kind, expected, actual, impact, currency, "
-            f"severity, contributors, status FROM mart.anomalies WHERE {' AND '.join(where)} "
-            "ORDER BY abs(impact) DESC NULLS LAST, charge_date DESC LIMIT 5"
-        )
-        if "members" in params:
-            statement = statement.bindparams(sa.bindparam("members", expanding=True))
-        anomalies = conn.execute(statement, params).all()
+    near = agent_queries.AnomalyFilter(
+        metric=metric,
+        start=None if target is None else target - dt.timedelta(days=1),
+        end=None if target is None else target + dt.timedelta(days=1),
+        level=level if level and member else "",
+        members=_stored_members(ctx, level, member) if level and member else [],
+    )
+    anomalies = agent_queries.anomalies(ctx.engine, near, limit=5, labelled=False)
     if target is None:
         target = anomalies[0].charge_date if anomalies else as_of
     filters = {dim: [member]} if dim and member else {}
@@ -498,22 +477,15 @@ def _forecast_rows(
     """The scope's latest forecast generation in one currency, days start..end. Forecasts are per billing currency
     and one run's currencies share a generation, so `currency` None takes the first currency (in code order) of
     the latest generation rather than adding two currencies' points up."""
-    with ctx.engine.connect() as conn:
-        return conn.execute(
-            sa.text(
-                """WITH latest AS (
-                       SELECT generated_at, currency FROM mart.forecasts
-                       WHERE scope_type = :t AND scope_value = :v AND metric = :m
-                         AND (CAST(:c AS text) IS NULL OR currency = :c)
-                       ORDER BY generated_at DESC, currency LIMIT 1)
-                   SELECT f.forecast_date, f.point, f.lower_bound, f.upper_bound, f.currency, f.method
-                   FROM mart.forecasts f JOIN latest l ON l.generated_at = f.generated_at AND l.currency = f.currency
-                   WHERE f.scope_type = :t AND f.scope_value = :v AND f.metric = :m
-                     AND f.forecast_date BETWEEN :s AND :e
-                   ORDER BY f.forecast_date"""
-            ),
-            {"t": scope_type, "v": scope_value, "m": metric, "c": currency, "s": start, "e": end},
-        ).all()
+    return agent_queries.latest_forecast(
+        ctx.engine,
+        scope_type=scope_type,
+        scope_value=scope_value,
+        start=start,
+        end=end,
+        metric=metric,
+        currency=currency,
+    )
 
 
 def _forecast_currency(
@@ -531,16 +503,9 @@ def _forecast_currency(
         ranked = sorted(by_cost.items(), key=lambda kv: (-(0.0 if pd.isna(kv[1]) else kv[1]), kv[0]))
         names = [c for c, _ in ranked]
         return names[0], sorted(names)
-    with ctx.engine.connect() as conn:
-        stored = list(
-            conn.execute(
-                sa.text(
-                    "SELECT DISTINCT currency FROM mart.forecasts WHERE scope_type = :t AND scope_value = :v"
-                    " AND metric = :m ORDER BY 1"
-                ),
-                {"t": scope_type, "v": scope_value, "m": metric},
-            ).scalars()
-        )
+    stored = agent_queries.forecast_currencies(
+        ctx.engine, scope_type=scope_type, scope_value=scope_value, metric=metric
+    )
     return (stored[0] if stored else None), stored
 
 
@@ -649,28 +614,10 @@ def _forecast_period(text: str, as_of: dt.date) -> Period:
 
 def budget_status_impl(ctx: AgentContext, name: str = "") -> ToolOutcome:
     as_of = ctx.as_of()
-    with ctx.engine.connect() as conn:
-        # A subscription budget's scope_value is the subscription_id, as the Budgets page saves it and the
-        # evaluator matches it; users think in names, so the name is looked up to show it and to be asked by.
-        budgets = conn.execute(
-            sa.text(
-                "SELECT b.budget_id, b.name, b.scope_type, b.scope_value, b.tag_key, b.metric, b.amount, b.currency, "
-                "b.period, b.filters, b.scope_candidates, s.label AS subscription "
-                "FROM mart.v_budgets b LEFT JOIN mart.dim_subscription s "
-                "ON b.scope_type = 'subscription' AND s.subscription_id = b.scope_value "
-                "WHERE b.enabled AND (:name = '' OR b.name ILIKE :pattern OR s.label ILIKE :pattern) ORDER BY b.name"
-            ),
-            {"name": name, "pattern": f"%{name}%"},
-        ).all()
-        alerts = conn.execute(
-            sa.text(
-                "SELECT budget_id, max(threshold_pct) FROM mart.budget_alerts WHERE threshold_type = 'actual' "
-                "GROUP BY budget_id"
-            )
-        ).all()
+    budgets = agent_queries.enabled_budgets(ctx.engine, name=name)
+    alerted = agent_queries.highest_actual_alerts(ctx.engine)
     if not budgets:
         return ToolOutcome("budget_status", True, "No budgets are defined" + (f" matching {name!r}." if name else "."))
-    alerted = {b: float(p) for b, p in alerts}
     out = []
     for b in budgets:
         start = _period_start(as_of, b.period)
@@ -779,40 +726,22 @@ def untagged_share_impl(ctx: AgentContext, tag_key: str = "", period: str = "las
     return ToolOutcome("untagged_share", True, "\n".join(lines), frame)
 
 
-def _anomaly_where(
+def _anomaly_filter(
     ctx: AgentContext, *, period: str, dimension: str, value: str, kind: str, status: str, metric: str
-) -> tuple[list[str], dict[str, Any], Period | None]:
-    where, params = ["a.metric = :metric"], {"metric": metric}
+) -> tuple[agent_queries.AnomalyFilter, Period | None]:
     p = None if period in ("", "all", "all_time") else _period(ctx, period)
-    if p is not None:
-        where.append("a.charge_date BETWEEN :d0 AND :d1")
-        params |= {"d0": p.start, "d1": p.end - dt.timedelta(days=1)}
     dim = _member_dimension(dimension, "the anomaly tools")
-    if dim:
-        where.append("a.level = :level")
-        params["level"] = dim
-        if value:
-            member = _resolve_member(ctx, dim, value)
-            where.append("a.dimension_value IN :members")
-            params["members"] = _stored_members(ctx, dim, member)
-    if kind:
-        where.append("a.kind = :kind")
-        params["kind"] = kind.strip().lower()
-    if status:
-        where.append("a.status = :status")
-        params["status"] = status.strip().lower()
-    return where, params, p
-
-
-def _anomaly_statement(select: str, where: list[str], params: dict[str, Any], tail: str = "") -> sa.TextClause:
-    # Subscriptions are stored by id; users know them by name.
-    statement = sa.text(
-        f"SELECT {select} FROM mart.anomalies a LEFT JOIN mart.dim_subscription s "
-        f"ON a.level = 'subscription' AND s.subscription_id = a.dimension_value WHERE {' AND '.join(where)} {tail}"
+    members = _stored_members(ctx, dim, _resolve_member(ctx, dim, value)) if dim and value else []
+    found = agent_queries.AnomalyFilter(
+        metric=metric,
+        start=None if p is None else p.start,
+        end=None if p is None else p.end - dt.timedelta(days=1),
+        level=dim or "",
+        members=members,
+        kind=kind.strip().lower() if kind else "",
+        status=status.strip().lower() if status else "",
     )
-    if "members" in params:
-        statement = statement.bindparams(sa.bindparam("members", expanding=True))
-    return statement
+    return found, p
 
 
 def list_anomalies_impl(
@@ -825,21 +754,10 @@ def list_anomalies_impl(
     top_n: int = 50,
     metric: Metric = "actual",
 ) -> ToolOutcome:
-    where, params, p = _anomaly_where(
+    found, p = _anomaly_filter(
         ctx, period=period, dimension=dimension, value=value, kind=kind, status=status, metric=metric
     )
-    params["limit"] = max(1, min(int(top_n), ctx.max_rows))
-    with ctx.engine.connect() as conn:
-        rows = conn.execute(
-            _anomaly_statement(
-                "a.anomaly_id, a.charge_date, a.level, coalesce(s.label, a.dimension_value) AS dimension_value, "
-                "a.kind, a.status, a.expected, a.actual, a.impact, a.currency, a.severity",
-                where,
-                params,
-                "ORDER BY abs(a.impact) DESC NULLS LAST, a.charge_date DESC LIMIT :limit",
-            ),
-            params,
-        ).all()
+    rows = agent_queries.anomalies(ctx.engine, found, limit=max(1, min(int(top_n), ctx.max_rows)))
     frame = pd.DataFrame(
         [r._asdict() for r in rows],
         columns=[
@@ -870,16 +788,6 @@ def list_anomalies_impl(
     return ToolOutcome("list_anomalies", True, "\n".join(lines), frame)
 
 
-_ANOMALY_GROUPS = {
-    "level": "a.level",
-    "member": "a.level || ' ' || coalesce(s.label, a.dimension_value)",
-    "kind": "a.kind",
-    "status": "a.status",
-    "day": "a.charge_date",
-    "month": "date_trunc('month', a.charge_date)::date",
-}
-
-
 def count_anomalies_impl(
     ctx: AgentContext,
     period: str = "all",
@@ -890,28 +798,19 @@ def count_anomalies_impl(
     status: str = "",
     metric: Metric = "actual",
 ) -> ToolOutcome:
-    where, params, p = _anomaly_where(
+    found, p = _anomaly_filter(
         ctx, period=period, dimension=dimension, value=value, kind=kind, status=status, metric=metric
     )
     key = group_by.strip().lower()
-    if key and key not in _ANOMALY_GROUPS:
+    group = key
+    if key and key not in agent_queries.ANOMALY_GROUPS:
         # "by service": the members of that level.
         dim = _member_dimension(key, "count_anomalies")
-        where.append("a.level = :group_level")
-        params["group_level"] = dim
-        key, expr = dim, "coalesce(s.label, a.dimension_value)"
-    else:
-        expr = _ANOMALY_GROUPS.get(key, "")
-    counts = "count(*) AS anomalies, count(*) FILTER (WHERE a.status = 'open') AS open"
-    select = f"{expr} AS grp, {counts}" if expr else counts
-    with ctx.engine.connect() as conn:
-        result = conn.execute(
-            _anomaly_statement(select, where, params, "GROUP BY 1 ORDER BY 2 DESC, 1" if expr else ""), params
-        )
-        frame = pd.DataFrame(result.all(), columns=list(result.keys())).rename(columns={"grp": key})
-        impacts = conn.execute(
-            _anomaly_statement("a.currency, sum(a.impact)", where, params, "GROUP BY 1 ORDER BY 1"), params
-        ).all()
+        found = dataclasses.replace(found, group_level=dim)
+        key, group = dim, "level_member"
+    expr = group in agent_queries.ANOMALY_GROUPS or group == "level_member"
+    columns, rows, impacts = agent_queries.count_anomalies(ctx.engine, found, group=group if expr else "")
+    frame = pd.DataFrame(rows, columns=columns).rename(columns={"grp": key})
     scope = p.label if p else "all time"
     total = int(frame["anomalies"].sum()) if not frame.empty else 0
     impact = ", ".join(f"{_money(float(v or 0))} {c or ''}".strip() for c, v in impacts) or "0.00"

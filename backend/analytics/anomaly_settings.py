@@ -19,9 +19,9 @@ import sqlalchemy as sa
 from backend.analytics.detect import DetectorParams
 from backend.analytics.series import LEVEL_COLUMN, TAG_PREFIX, TOTAL
 from backend.auth import Principal, Role, require
-from backend.auth.audit import record
 from backend.config import Settings
 from backend.mart import anomaly_settings as sql
+from backend.mart.audit import record
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,6 @@ A resource-group budget always names its subscription: group names repeat across
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Callable, Mapping
 from datetime import date, timedelta
@@ -19,13 +18,14 @@ import sqlalchemy as sa
 
 from backend.analytics.forecast import ForecastParams, backtest_origins, forecast_series
 from backend.auth import Principal, Role, require
-from backend.auth.audit import record
 from backend.config import Settings
 from backend.mart import budgets_sql
+from backend.mart.audit import record
+from backend.mart.budgets_sql import list_budgets, period_bounds
+from backend.mart.notifications import delivery_summary
 from backend.notify.channels import budget_channel
 from backend.notify.dispatch import dispatch
 from backend.notify.events import queue_budget_alert
-from backend.notify.store import delivery_summary
 from backend.sources.ids import canonical_subscription_id
 
 log = logging.getLogger(__name__)
@@ -49,13 +49,6 @@ FIELDS = (
 )
 FILTER_DIMENSIONS = (*budgets_sql.FILTER_DIMENSIONS, "tag:<key>")
 TAG_PREFIX = budgets_sql.TAG_PREFIX
-# How each scope finds its members in the aggregate: dimension table, key, natural key.
-SCOPE_DIM = {
-    "subscription": ("dim_subscription", "subscription_key", "subscription_id"),
-    "resource_group": ("dim_resource_group", "resource_group_key", "resource_group"),
-    "service": ("dim_service", "service_key", "service_name"),
-}
-
 HttpPost = Callable[..., Any]
 
 
@@ -146,10 +139,7 @@ def _resolve_subscription(conn: sa.Connection, value: str) -> str:
     id, so a name stored as it is would match nothing and the budget would never alert."""
     if not value:
         return value
-    rows = conn.execute(
-        # '' is the dimension's "unknown" member, not a subscription anyone can mean.
-        sa.text("SELECT subscription_id, subscription_name FROM mart.dim_subscription WHERE subscription_id <> ''")
-    ).all()
+    rows = budgets_sql.subscriptions(conn)
     if not rows or any(sub_id == value for sub_id, _ in rows):
         return value  # a known id, or no cost loaded yet to check against
     named = [sub_id for sub_id, name in rows if (name or "").strip().casefold() == value.strip().casefold()]
@@ -164,11 +154,11 @@ def _resolve_subscription(conn: sa.Connection, value: str) -> str:
 def _subscription_filter(conn: sa.Connection, value: str) -> str:
     """A subscription filter's value as the mart's id: an id the mart holds as given (the page offers those),
     otherwise a typed guid in the ARM form or a name resolved to its one id."""
-    known = conn.execute(
-        sa.text("SELECT 1 FROM mart.dim_subscription WHERE subscription_id = :v AND subscription_id <> ''"),
-        {"v": value},
-    ).first()
-    return value if known else _resolve_subscription(conn, _subscription_member(value))
+    return (
+        value
+        if budgets_sql.subscription_known(conn, value)
+        else _resolve_subscription(conn, _subscription_member(value))
+    )
 
 
 def _audit_values(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -182,13 +172,7 @@ def create_budget(engine: sa.Engine, *, actor: Principal, **values: Any) -> int:
     data = validate(values)
     with engine.begin() as conn:
         _scope_checked(conn, data)
-        cols = ", ".join(data)
-        budget_id = conn.execute(
-            sa.text(
-                f"INSERT INTO mart.budgets ({cols}) VALUES ({', '.join(_bind(k) for k in data)}) RETURNING budget_id"
-            ),
-            _bound(data),
-        ).scalar_one()
+        budget_id = budgets_sql.insert_budget(conn, data)
         record(conn, actor, "budget.create", f"budget {budget_id}", _audit_values(data))
         return budget_id
 
@@ -199,14 +183,7 @@ def update_budget(engine: sa.Engine, budget_id: int, *, actor: Principal, **valu
     if not data:
         return
     with engine.begin() as conn:
-        stored = (
-            conn.execute(
-                sa.text("SELECT scope_type, scope_value, filters FROM mart.budgets WHERE budget_id = :id FOR UPDATE"),
-                {"id": budget_id},
-            )
-            .mappings()
-            .one_or_none()
-        )
+        stored = budgets_sql.scope_for_update(conn, budget_id)
         if stored is None:
             raise LookupError(f"budget {budget_id} not found")
         if "scope_type" not in data and stored["scope_type"] == "subscription" and "scope_value" in data:
@@ -218,63 +195,20 @@ def update_budget(engine: sa.Engine, budget_id: int, *, actor: Principal, **valu
             merged["filters"] = dict(merged.get("filters") or {})
             _scope_checked(conn, merged)
             data.update({k: merged[k] for k in ("scope_value", "filters", "scope_candidates")})
-        sets = ", ".join(f"{k} = {_bind(k)}" for k in data)
-        n = conn.execute(
-            sa.text(f"UPDATE mart.budgets SET {sets}, updated_at = now() WHERE budget_id = :id"),
-            {**_bound(data), "id": budget_id},
-        ).rowcount
+        n = budgets_sql.update_budget(conn, budget_id, data)
         if n:
             record(conn, actor, "budget.update", f"budget {budget_id}", _audit_values(data))
     if not n:
         raise LookupError(f"budget {budget_id} not found")
 
 
-def _bind(column: str) -> str:
-    return f"CAST(:{column} AS jsonb)" if column == "filters" else f":{column}"
-
-
-def _bound(data: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: json.dumps(v, sort_keys=True) if k == "filters" else v for k, v in data.items()}
-
-
 def delete_budget(engine: sa.Engine, budget_id: int, *, actor: Principal) -> None:
     """Deletes the budget; its alert history stays (budget_id set null, name kept)."""
     require(actor, Role.editor, "Deleting a budget")
     with engine.begin() as conn:
-        name = conn.execute(
-            sa.text("DELETE FROM mart.budgets WHERE budget_id = :id RETURNING name"), {"id": budget_id}
-        ).scalar_one_or_none()
+        name = budgets_sql.delete_budget(conn, budget_id)
         if name is not None:
             record(conn, actor, "budget.delete", f"budget {budget_id}", {"name": name})
-
-
-def get_budget(engine: sa.Engine, budget_id: int) -> dict[str, Any] | None:
-    with engine.connect() as conn:
-        row = conn.execute(sa.text("SELECT * FROM mart.budgets WHERE budget_id = :id"), {"id": budget_id}).mappings()
-        found = row.one_or_none()
-    return dict(found) if found else None
-
-
-def list_budgets(engine: sa.Engine, *, enabled_only: bool = False) -> list[dict[str, Any]]:
-    where = " WHERE enabled" if enabled_only else ""
-    with engine.connect() as conn:
-        return [dict(r) for r in conn.execute(sa.text(f"SELECT * FROM mart.budgets{where} ORDER BY name")).mappings()]
-
-
-def period_bounds(period: str, day: date) -> tuple[date, date]:
-    """First and last day (inclusive) of the budget period containing `day`."""
-    if period == "monthly":
-        start = day.replace(day=1)
-        months = 1
-    elif period == "quarterly":
-        start = date(day.year, 3 * ((day.month - 1) // 3) + 1, 1)
-        months = 3
-    elif period == "yearly":
-        start, months = date(day.year, 1, 1), 12
-    else:
-        raise ValueError(period)
-    year, month = divmod(start.month - 1 + months, 12)
-    return start, date(start.year + year, month + 1, 1) - timedelta(days=1)
 
 
 def crossed(amount_spent: float, budget_amount: float, thresholds: list[float]) -> list[float]:
@@ -491,7 +425,7 @@ def evaluate_budgets(
     queued: list[int] = []
     with engine.connect() as conn:
         if as_of is None:
-            as_of = conn.execute(sa.text("SELECT max(charge_date) FROM mart.agg_cost_daily")).scalar()
+            as_of = budgets_sql.last_cost_day(conn)
         if as_of is None:
             return stats
     for budget in list_budgets(engine, enabled_only=True):
@@ -554,7 +488,7 @@ def evaluate_budgets(
                 # The alert and its notification commit together: a crash in between can neither lose the
                 # notification nor send one for an alert that was never recorded.
                 with engine.begin() as conn:
-                    alert_id = _record_alert(conn, budget, start, kind, pct, value, run_id)
+                    alert_id = budgets_sql.record_alert(conn, budget, start, kind, pct, value, run_id)
                     if alert_id is None:
                         continue  # already alerted for this threshold in this period
                     stats["alerts"] += 1
@@ -614,28 +548,3 @@ def _forecast_row(budget: Mapping[str, Any], view: Outlook, start: date, end: da
 def _budget_webhooks_only() -> Settings:
     # Defaults without reading the environment: no NOTIFY_* channel, only the budgets' own webhooks.
     return Settings.model_construct()
-
-
-def _record_alert(conn: sa.Connection, budget, start, kind, pct, value, run_id) -> int | None:
-    return conn.execute(
-        sa.text(
-            """
-            INSERT INTO mart.budget_alerts (budget_id, budget_name, period_start, threshold_type, threshold_pct,
-                amount_at_alert, budget_amount, currency, run_id, webhook_status)
-            VALUES (:bid, :name, :start, :kind, :pct, :value, :amount, :cur, :run_id, :wh)
-            ON CONFLICT ON CONSTRAINT uq_budget_alerts_once DO NOTHING
-            RETURNING alert_id"""
-        ),
-        {
-            "bid": budget["budget_id"],
-            "name": budget["name"],
-            "start": start,
-            "kind": kind,
-            "pct": pct,
-            "value": value,
-            "amount": float(budget["amount"]),
-            "cur": budget["currency"],
-            "run_id": run_id,
-            "wh": "pending" if budget.get("webhook_url") else "none",
-        },
-    ).scalar()

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
-from backend.analytics import anomaly_settings, scoring, store
+from backend.analytics import anomaly_settings, scoring
 from backend.analytics.analyze import (
     ANOMALY_COLUMNS,
     ANOMALY_SPARK_SCHEMA,
@@ -32,6 +32,7 @@ from backend.analytics.forecast import ForecastParams
 from backend.analytics.series import CHILD_COLUMN, LEVEL_COLUMN, METRICS, TAG_PREFIX, TOTAL
 from backend.config import Settings
 from backend.lake.catalog import GOLD_COST_BY_TAG, GOLD_COST_DAILY, GOLD_RESOURCE_TAGS
+from backend.mart import analytics_store
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +204,7 @@ def run_analytics(
     widest = max([dparams, *level_params.values()], key=scoring.history_span)
     plan = scoring.plan_scoring(
         coverage,
-        store.read_scored_days(engine),
+        analytics_store.read_scored_days(engine),
         metrics=metrics,
         config=config,
         params=widest,
@@ -278,7 +279,7 @@ def run_analytics(
     t_explain = time.monotonic()
     found = found[found["level"] != TOTAL].reset_index(drop=True)
     found = explain_in_batches(found, lake, widest, as_of, with_tags=tags is not None, level_params=level_params)
-    feedback = store.read_feedback(engine)
+    feedback = analytics_store.read_feedback(engine)
     by = suppressed_by_feedback(found, feedback, default_days=settings.anomaly_feedback_days)
     found["status"] = np.where(by.notna(), "expected", "open")
     found["feedback"] = [f"suppressed by feedback #{int(f)}" if pd.notna(f) else None for f in by]
@@ -287,7 +288,7 @@ def run_analytics(
     stats |= {f"days_{k}": v for k, v in plan.counts.items()}
     scored = plan.scored
     stats |= {"scored_from": str(scored[0][1]) if scored else None, "scored_to": str(scored[-1][1]) if scored else None}
-    stats |= store.write_anomalies(
+    stats |= analytics_store.write_anomalies(
         engine,
         found,
         scored=plan.fingerprints,
@@ -298,7 +299,7 @@ def run_analytics(
         metrics=metrics,
     )
     stats["anomaly_seconds"] = round(detect_seconds + time.monotonic() - t_explain, 1)
-    stats |= store.write_forecasts(
+    stats |= analytics_store.write_forecasts(
         engine, forecasts, run_id=run_id, interval_level=fparams.interval_level, as_of=end,
         horizon_days=fparams.horizon_days,
     )  # fmt: skip

@@ -21,73 +21,18 @@ import sqlalchemy as sa
 from backend.config import Settings
 from backend.lake.delta import Lake
 from backend.lake.engine import remove_tree
+from backend.mart import demo as mart_demo
 from backend.sources import manifest
 
 log = logging.getLogger(__name__)
 
-DEMO_SOURCES = ("synthetic",)  # cursor / batch / bronze source names of the demo estate
-DEMO_BANNER = (
-    "Demo data: these numbers are a generated demo estate, not your bill. Upload FOCUS or Azure export "
-    "files (or set Azure credentials) and the demo is removed before your data loads."
-)
-
-# Mart tables that hold cost data or what was computed from it (budgets and the agent audit are the user's).
-_MART_DATA = (
-    "fact_cost_daily",
-    "agg_cost_daily",
-    "agg_cost_monthly",
-    "agg_cost_resource_monthly",
-    "agg_cost_by_tag",
-    "bridge_resource_tag",
-    "dim_tag",
-    "forecasts",
-    "forecast_totals",
-    "budget_alerts",
-    "reconciliation_results",
-    "reconciliation_checks",
-)
-_MART_DIMENSIONS = (
-    "dim_billing_account",
-    "dim_subscription",
-    "dim_resource_group",
-    "dim_resource",
-    "dim_region",
-    "dim_service",
-    "dim_meter",
-    "dim_pricing_model",
-    "dim_charge_category",
-    "dim_currency",
-    "dim_source",
-    "dim_provider",
-    "dim_service_provider",
-)
 _KEEP_TABLES = ("silver/fx_rates",)  # reference data the user imported
-
-
-def demo_loaded(conn: sa.Connection) -> bool:
-    """Whether the demo estate has delivered anything (works on the reader role: source_cursors is readable)."""
-    return bool(
-        conn.execute(
-            sa.text("SELECT EXISTS (SELECT 1 FROM ops.source_cursors WHERE source IN :demo)").bindparams(
-                sa.bindparam("demo", expanding=True)
-            ),
-            {"demo": list(DEMO_SOURCES)},
-        ).scalar()
-    )
 
 
 def real_delivered(conn: sa.Connection, settings: Settings) -> bool:
     """Whether a real source has delivered: files always; Azure only with real credentials (else it is the
     demo tenant, FakeAzure serving the demo estate)."""
-    real = ["file"] + (["azure"] if settings.azure_configured else [])
-    return bool(
-        conn.execute(
-            sa.text("SELECT EXISTS (SELECT 1 FROM ops.source_cursors WHERE source IN :real)").bindparams(
-                sa.bindparam("real", expanding=True)
-            ),
-            {"real": real},
-        ).scalar()
-    )
+    return mart_demo.delivered(conn, ["file"] + (["azure"] if settings.azure_configured else []))
 
 
 def inbox_waiting(settings: Settings) -> bool:
@@ -118,41 +63,11 @@ def remove_demo_data(engine: sa.Engine, lake: Lake, settings: Settings) -> dict[
             if table not in _KEEP_TABLES:
                 remove_tree(lake, lake.uri(table))
                 removed[table] = "dropped"
-    with engine.begin() as conn:
-        analytics = [
-            r[0]
-            for r in conn.execute(
-                sa.text("SELECT tablename FROM pg_tables WHERE schemaname = 'mart' AND tablename LIKE 'anomal%'")
-            )
-        ]
-        tables = [t for t in _MART_DATA if _exists(conn, t)] + analytics
-        conn.execute(sa.text(f"TRUNCATE {', '.join(f'mart.{t}' for t in tables)}"))
-        for dim in _MART_DIMENSIONS:
-            if _exists(conn, dim):
-                key = conn.execute(
-                    sa.text(
-                        "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
-                        "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = CAST(:t AS regclass) AND i.indisprimary"
-                    ),
-                    {"t": f"mart.{dim}"},
-                ).scalar_one()
-                conn.execute(sa.text(f"DELETE FROM mart.{dim} WHERE {key} <> 0"))  # 0 is the "(none)" member
-        params = {"demo": list(DEMO_SOURCES)}
-        for table in ("ops.source_cursors", "ops.source_batches"):
-            conn.execute(
-                sa.text(f"DELETE FROM {table} WHERE source IN :demo").bindparams(sa.bindparam("demo", expanding=True)),
-                params,
-            )
-        conn.execute(sa.text("DELETE FROM mart.budgets WHERE name LIKE :p"), {"p": f"{DEMO_BUDGET_PREFIX}%"})
-        # Gold and the mart start over: with no progress mark every month is pending (from real silver, if any).
-        conn.execute(sa.text("DELETE FROM ops.stage_progress"))
+    mart_demo.empty_demo_data(engine)
     log.warning(
         "demo data removed (%s): lake %s, mart tables emptied", "real data kept" if keep_real else "all", removed
     )
     return {"demo_removed": True, "real_data_kept": keep_real, "lake": removed}
-
-
-DEMO_BUDGET_PREFIX = "Demo: "
 
 
 def seed_demo_budgets(engine: sa.Engine) -> list[str]:
@@ -162,23 +77,11 @@ def seed_demo_budgets(engine: sa.Engine) -> list[str]:
     from backend.analytics.budgets import create_budget
     from backend.auth import system_principal
 
-    with engine.connect() as conn:
-        if not demo_loaded(conn) or conn.execute(sa.text("SELECT count(*) FROM mart.budgets")).scalar():
-            return []
-        as_of = conn.execute(sa.text("SELECT max(charge_date) FROM mart.agg_cost_daily")).scalar()
-        if as_of is None:
-            return []
-        start = as_of.replace(day=1)
-        top = conn.execute(
-            sa.text(
-                "SELECT s.subscription_id, s.label, c.currency_code, sum(a.actual_cost) AS spent "
-                "FROM mart.agg_cost_daily a JOIN mart.dim_subscription s USING (subscription_key) "
-                "JOIN mart.dim_currency c USING (currency_key) "
-                "WHERE a.charge_date BETWEEN :start AND :as_of AND s.subscription_id <> '' "
-                "GROUP BY 1, 2, 3 HAVING sum(a.actual_cost) > 0 ORDER BY 4 DESC LIMIT 3"
-            ),
-            {"start": start, "as_of": as_of},
-        ).all()
+    found = mart_demo.budget_candidates(engine)
+    if found is None:
+        return []
+    as_of, top = found
+    start = as_of.replace(day=1)
     next_month = (start.replace(day=28) + timedelta(days=4)).replace(day=1)
     elapsed, days = (as_of - start).days + 1, (next_month - start).days
     made = []
@@ -188,7 +91,7 @@ def seed_demo_budgets(engine: sa.Engine) -> list[str]:
     ):
         run_rate = float(spent) / elapsed * days
         amount = float(spent) * 0.9 if factor is None else run_rate * factor
-        name = f"{DEMO_BUDGET_PREFIX}{label} monthly ({kind})"
+        name = f"{mart_demo.DEMO_BUDGET_PREFIX}{label} monthly ({kind})"
         create_budget(
             engine,
             # The pipeline's own demo seeding, not a user: audited as system:pipeline.
@@ -213,17 +116,13 @@ def _delete_demo_rows(lake: Lake, layers: tuple[str, ...]) -> dict[str, object]:
     from backend.lake.catalog import BRONZE_COST_RECORDS, SILVER_COSTS, SILVER_QUARANTINE
 
     done: dict[str, object] = {}
-    names = ", ".join(f"'{s}'" for s in DEMO_SOURCES)
+    names = ", ".join(f"'{s}'" for s in mart_demo.DEMO_SOURCES)
     tables = {BRONZE_COST_RECORDS.name: "source", SILVER_COSTS.name: "x_Source", SILVER_QUARANTINE.name: "source"}
     for table, column in tables.items():
         if table.split("/", 1)[0] in layers and lake.exists(table):
             metrics = lake.table(table).delete(f"{column} IN ({names})")
             done[table] = metrics.get("num_deleted_rows", 0) if isinstance(metrics, dict) else "deleted"
     return done
-
-
-def _exists(conn: sa.Connection, table: str) -> bool:
-    return conn.execute(sa.text("SELECT to_regclass(:t) IS NOT NULL"), {"t": f"mart.{table}"}).scalar()
 
 
 def is_real_source(name: str, settings: Settings) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Sequence
@@ -15,13 +14,11 @@ import sqlalchemy as sa
 from backend.ingest.producer import BatchReceipt, KafkaChunkSink
 from backend.lake import Lake
 from backend.lake.catalog import BRONZE_COST_RECORDS
+from backend.mart import batches
+from backend.mart.batches import FAILED, IN_BRONZE, SENT
 from backend.sources.base import CostSource
 
 log = logging.getLogger(__name__)
-
-# States of ops.source_batches.state, in order. 'failed' marks a fetch that raised part-way: its chunks
-# may be in Kafka, but the batch is never complete, so the cursor does not move.
-SENT, IN_BRONZE, COMMITTED, FAILED = "sent", "in_bronze", "committed", "failed"
 
 
 def new_batch_id(run_id: str, source: str) -> str:
@@ -36,7 +33,7 @@ def send_batch(source: CostSource, sink: KafkaChunkSink, engine: sa.Engine, *, b
             for chunk in source.fetch(batch_id):
                 sink.send(chunk)
     except Exception as exc:
-        _record(engine, batch_id, source.name, FAILED, 0, {"error": f"{type(exc).__name__}: {exc}"[:2000]})
+        batches.record(engine, batch_id, source.name, FAILED, 0, {"error": f"{type(exc).__name__}: {exc}"[:2000]})
         raise
     detail = {
         "topic": receipt.topic,
@@ -44,7 +41,7 @@ def send_batch(source: CostSource, sink: KafkaChunkSink, engine: sa.Engine, *, b
         "payload_bytes": receipt.payload_bytes,
         "cost_rows": receipt.cost_rows,
     }
-    _record(engine, batch_id, source.name, SENT, receipt.chunks, detail)
+    batches.record(engine, batch_id, source.name, SENT, receipt.chunks, detail)
     log.info(
         "batch %s of %s: %d chunks (%d cost rows) acknowledged",
         batch_id,
@@ -53,23 +50,6 @@ def send_batch(source: CostSource, sink: KafkaChunkSink, engine: sa.Engine, *, b
         receipt.cost_rows,
     )
     return receipt
-
-
-def _record(engine: sa.Engine, batch_id: str, source: str, state: str, chunks: int, detail: dict[str, Any]) -> None:
-    # The source staged its cursor rows and imported files in the same `detail` while fetching; the
-    # handshake's keys are merged into it, never replace it, or the commit would find nothing to
-    # advance and every run would fetch its sources' whole window again.
-    with engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO ops.source_batches (batch_id, source, chunk_count, state, detail) "
-                "VALUES (:b, :s, :n, :st, CAST(:d AS json)) "
-                "ON CONFLICT (batch_id) DO UPDATE SET chunk_count = EXCLUDED.chunk_count, "
-                "state = EXCLUDED.state, "
-                "detail = (COALESCE(ops.source_batches.detail::jsonb, '{}'::jsonb) || EXCLUDED.detail::jsonb)::json"
-            ),
-            {"b": batch_id, "s": source, "n": chunks, "st": state, "d": json.dumps(detail)},
-        )
 
 
 def bronze_chunk_counts(lake: Lake, batch_ids: Sequence[str], *, since: date | None = None) -> dict[str, int]:
@@ -95,47 +75,21 @@ def bronze_chunk_counts(lake: Lake, batch_ids: Sequence[str], *, since: date | N
 
 def mark_in_bronze(engine: sa.Engine, lake: Lake) -> list[str]:
     """Step 2: every 'sent' batch whose chunks are all in bronze becomes 'in_bronze'. Returns their ids."""
-    with engine.connect() as conn:
-        pending = conn.execute(
-            sa.text("SELECT batch_id, chunk_count, created_at FROM ops.source_batches WHERE state = :s"), {"s": SENT}
-        ).all()
+    pending = batches.sent(engine)
     if not pending:
         return []
-    since = min(r.created_at for r in pending).astimezone(UTC).date()
-    counts = bronze_chunk_counts(lake, [r.batch_id for r in pending], since=since)
-    done = [r.batch_id for r in pending if counts.get(r.batch_id, 0) >= r.chunk_count]
+    since = min(created for _, _, created in pending).astimezone(UTC).date()
+    counts = bronze_chunk_counts(lake, [batch_id for batch_id, _, _ in pending], since=since)
+    done = [batch_id for batch_id, chunks, _ in pending if counts.get(batch_id, 0) >= chunks]
     if done:
-        with engine.begin() as conn:
-            conn.execute(
-                sa.text("UPDATE ops.source_batches SET state = :new WHERE batch_id = ANY(:ids) AND state = :old"),
-                {"new": IN_BRONZE, "ids": done, "old": SENT},
-            )
+        batches.mark_in_bronze(engine, done)
     return done
 
 
 def commit_batch(source: CostSource, engine: sa.Engine, batch_id: str) -> None:
     """Step 3: the source's cursor advances (source.commit) only for a batch bronze holds."""
-    with engine.connect() as conn:
-        state = conn.execute(
-            sa.text("SELECT state FROM ops.source_batches WHERE batch_id = :b"), {"b": batch_id}
-        ).scalar_one_or_none()
+    state = batches.state(engine, batch_id)
     if state != IN_BRONZE:
         raise RuntimeError(f"batch {batch_id} is {state!r}, not {IN_BRONZE!r}: its cursor must not advance")
     source.commit(batch_id)
-    with engine.begin() as conn:
-        conn.execute(
-            sa.text("UPDATE ops.source_batches SET state = :s WHERE batch_id = :b"), {"s": COMMITTED, "b": batch_id}
-        )
-
-
-def batch_states(engine: sa.Engine, *, limit: int = 50) -> list[dict[str, Any]]:
-    """The latest batches and their states, newest first (for the UI)."""
-    with engine.connect() as conn:
-        rows = conn.execute(
-            sa.text(
-                "SELECT batch_id, source, created_at, chunk_count, state, detail FROM ops.source_batches "
-                "ORDER BY created_at DESC LIMIT :n"
-            ),
-            {"n": limit},
-        ).mappings()
-        return [dict(r) for r in rows]
+    batches.mark_committed(engine, batch_id)

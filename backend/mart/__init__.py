@@ -1,1 +1,1 @@
-"""Postgres cost mart: migrations, the gold -> mart loader, roles, reconciliation and the typed queries pages use."""
+"""The Postgres cost mart, owner of every statement over mart.* and ops.*: migrations, roles, the gold loader, and the named reads and writes the pages, the agent, analytics, notifications and the pipeline call."""

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from backend.allocation import sql as alloc_sql
 from backend.allocation.rules import RuleSet, export_yaml, from_dict, parse_yaml, to_dict
 from backend.auth import Principal, Role, require
-from backend.auth.audit import record
+from backend.mart.audit import record
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def recompute(engine: sa.Engine, *, run_id: str | None = None) -> Recompute:
 def seed_demo_rules(engine: sa.Engine) -> int | None:
     """The demo's rules (backend/allocation/demo_rules.yaml), once, on a demo install that has no rules yet."""
     from backend.auth import system_principal
-    from backend.demo.lifecycle import demo_loaded
+    from backend.mart.demo import demo_loaded
 
     with engine.connect() as conn:
         if not demo_loaded(conn) or conn.execute(sa.text("SELECT count(*) FROM mart.allocation_rulesets")).scalar():
@@ -169,7 +169,7 @@ def forget_demo_rules(engine: sa.Engine) -> int:
     """Once the demo estate is gone: drop the demo's seeded rules unless a user has saved a version since (then
     they are the user's rules). Returns how many versions went; the next recompute applies what is left."""
     from backend.auth import system_principal
-    from backend.demo.lifecycle import demo_loaded
+    from backend.mart.demo import demo_loaded
 
     demo = system_principal("demo")
     with engine.begin() as conn:

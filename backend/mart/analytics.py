@@ -1,7 +1,7 @@
 """Typed readers of what the analytics step stored (anomalies with their bands, month-end forecasts, budget burn
 and alerts, analytics freshness), plus the one write the UI makes on them: a verdict on an anomaly.
 
-backend.analytics.store, .forecast and .budgets write these tables; pages and tools read them here. Money
+backend.mart.analytics_store, .forecast and .budgets write these tables; pages and tools read them here. Money
 stays Decimal (the mart's numeric); callers that chart convert. Reads work on the read-only role.
 """
 
@@ -17,15 +17,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from backend.analytics import budgets as budget_store
 from backend.auth import Principal, Role, require
-from backend.auth.audit import record
 from backend.mart import budgets_sql, queries
+from backend.mart.audit import record
 
 ANOMALY_STATUSES = ("open", "expected", "resolved")
 VERDICTS = ("expected", "resolved", "reopened")
 # How an anomaly level's member (its natural key, as analytics stores it) is found in the daily aggregate.
-LEVEL_KEYS = {**budget_store.SCOPE_DIM, "region": ("dim_region", "region_key", "region")}
+LEVEL_KEYS = {**budgets_sql.SCOPE_DIM, "region": ("dim_region", "region_key", "region")}
 
 
 @dataclass(frozen=True)
@@ -318,7 +317,7 @@ def budget_burn(engine: sa.Engine, budget: Mapping[str, Any], *, as_of: dt.date)
     """Spend per day of the budget's period holding `as_of`, up to `as_of`, in the budget's currency; its scope
     and every filter match by natural key as backend.analytics.budgets evaluates them. `budget` is a
     mart.budgets row."""
-    start, end = budget_store.period_bounds(budget["period"], as_of)
+    start, end = budgets_sql.period_bounds(budget["period"], as_of)
     with engine.connect() as conn:
         return [DailyCost(*row) for row in budgets_sql.daily_spend(conn, budget, start, min(end, as_of))]
 

@@ -1,4 +1,4 @@
-"""The users' audit trail (ops.user_audit): who did which write, or was refused it, and when."""
+"""Audit trails: the users' writes (ops.user_audit: who did which write, or was refused it, and when) and the agent's questions (mart.agent_audit)."""
 
 from __future__ import annotations
 
@@ -80,3 +80,42 @@ def recent(engine: sa.Engine, *, limit: int = 200, who: str | None = None) -> li
     )
     with engine.connect() as conn:
         return [AuditEntry(*row) for row in conn.execute(sa.text(sql), {"who": who, "limit": limit})]
+
+
+def record_agent_question(
+    engine: sa.Engine,
+    *,
+    session_id: str | None,
+    user_name: str | None,
+    question: str,
+    answer: str | None,
+    model: str | None,
+    tool_calls: list[dict[str, Any]],
+    sql_statements: Any,
+    row_count: int,
+    duration_ms: int | None,
+    error: str | None,
+) -> int:
+    """One mart.agent_audit row per question the agent answered (owner role: the reader cannot write); its id."""
+    with engine.begin() as conn:
+        return conn.execute(
+            sa.text(
+                """INSERT INTO mart.agent_audit (session_id, user_name, question, answer, model, tool_calls,
+                       sql_statements, row_count, duration_ms, error)
+                   VALUES (:session_id, :user_name, :question, :answer, :model, CAST(:tool_calls AS jsonb),
+                       CAST(:sql AS jsonb), :row_count, :duration_ms, :error)
+                   RETURNING audit_id"""
+            ),
+            {
+                "session_id": session_id,
+                "user_name": user_name,
+                "question": question,
+                "answer": answer,
+                "model": model,
+                "tool_calls": json.dumps(tool_calls),
+                "sql": json.dumps(sql_statements),
+                "row_count": row_count,
+                "duration_ms": duration_ms,
+                "error": error,
+            },
+        ).scalar_one()

@@ -1,4 +1,4 @@
-"""The mart SQL of budgets: a budget's scope and filters as one WHERE on its natural keys, daily spend, forecasts kept.
+"""The mart SQL of budgets: the budget rows, their scope and filters as one WHERE on natural keys, daily spend, alerts, forecasts kept.
 
 A budget names members by natural key (subscription id, service name, region, provider name, tag value), AND
 across dimensions and OR within one. A resource group is found by (subscription, group): dim_resource_group's
@@ -8,6 +8,7 @@ natural key is the pair, and one group name exists in many subscriptions.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -23,6 +24,12 @@ FILTER_DIMENSIONS = {
     "provider": ("dim_provider", "provider_key", "provider_name"),
 }
 _METRIC_COLUMN = {"actual": "actual_cost", "amortized": "amortized_cost"}
+# How each scope finds its members in the aggregate: dimension table, key, natural key.
+SCOPE_DIM = {
+    "subscription": ("dim_subscription", "subscription_key", "subscription_id"),
+    "resource_group": ("dim_resource_group", "resource_group_key", "resource_group"),
+    "service": ("dim_service", "service_key", "service_name"),
+}
 
 
 def conditions(budget: Mapping[str, Any]) -> dict[str, list[str]]:
@@ -189,3 +196,128 @@ def latest_forecasts(engine: sa.Engine) -> list[dict[str, Any]]:
               FROM mart.budget_forecasts ORDER BY budget_id, period_start DESC"""
     with engine.connect() as conn:
         return [dict(r) for r in conn.execute(sa.text(sql)).mappings()]
+
+
+# --- the budgets themselves (mart.budgets) -------------------------------------------------------------------
+def get_budget(engine: sa.Engine, budget_id: int) -> dict[str, Any] | None:
+    with engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT * FROM mart.budgets WHERE budget_id = :id"), {"id": budget_id}).mappings()
+        found = row.one_or_none()
+    return dict(found) if found else None
+
+
+def list_budgets(engine: sa.Engine, *, enabled_only: bool = False) -> list[dict[str, Any]]:
+    where = " WHERE enabled" if enabled_only else ""
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(sa.text(f"SELECT * FROM mart.budgets{where} ORDER BY name")).mappings()]
+
+
+def subscriptions(conn: sa.Connection) -> list[tuple[str, str | None]]:
+    """(subscription id, name) of every loaded subscription."""
+    # '' is the dimension's "unknown" member, not a subscription anyone can mean.
+    sql = "SELECT subscription_id, subscription_name FROM mart.dim_subscription WHERE subscription_id <> ''"
+    return [tuple(r) for r in conn.execute(sa.text(sql)).all()]
+
+
+def subscription_known(conn: sa.Connection, value: str) -> bool:
+    """Whether the mart holds a subscription with this id."""
+    return (
+        conn.execute(
+            sa.text("SELECT 1 FROM mart.dim_subscription WHERE subscription_id = :v AND subscription_id <> ''"),
+            {"v": value},
+        ).first()
+        is not None
+    )
+
+
+def insert_budget(conn: sa.Connection, data: Mapping[str, Any]) -> int:
+    """A new budget row from validated values; its id."""
+    cols = ", ".join(data)
+    return conn.execute(
+        sa.text(f"INSERT INTO mart.budgets ({cols}) VALUES ({', '.join(_bind(k) for k in data)}) RETURNING budget_id"),
+        _bound(data),
+    ).scalar_one()
+
+
+def scope_for_update(conn: sa.Connection, budget_id: int) -> dict[str, Any] | None:
+    """The budget's scope and filters, locked for the rest of the transaction; None for an unknown budget."""
+    row = (
+        conn.execute(
+            sa.text("SELECT scope_type, scope_value, filters FROM mart.budgets WHERE budget_id = :id FOR UPDATE"),
+            {"id": budget_id},
+        )
+        .mappings()
+        .one_or_none()
+    )
+    return dict(row) if row is not None else None
+
+
+def update_budget(conn: sa.Connection, budget_id: int, data: Mapping[str, Any]) -> int:
+    """Write these validated values on the budget; how many rows changed (0: no such budget)."""
+    sets = ", ".join(f"{k} = {_bind(k)}" for k in data)
+    return conn.execute(
+        sa.text(f"UPDATE mart.budgets SET {sets}, updated_at = now() WHERE budget_id = :id"),
+        {**_bound(data), "id": budget_id},
+    ).rowcount
+
+
+def delete_budget(conn: sa.Connection, budget_id: int) -> str | None:
+    """Delete the budget; its name, None when there was none (its alert history stays, budget_id set null)."""
+    return conn.execute(
+        sa.text("DELETE FROM mart.budgets WHERE budget_id = :id RETURNING name"), {"id": budget_id}
+    ).scalar_one_or_none()
+
+
+def _bind(column: str) -> str:
+    return f"CAST(:{column} AS jsonb)" if column == "filters" else f":{column}"
+
+
+def _bound(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: json.dumps(v, sort_keys=True) if k == "filters" else v for k, v in data.items()}
+
+
+def last_cost_day(conn: sa.Connection) -> dt.date | None:
+    """The newest charge day the mart holds (None while it is empty)."""
+    return conn.execute(sa.text("SELECT max(charge_date) FROM mart.agg_cost_daily")).scalar()
+
+
+def period_bounds(period: str, day: dt.date) -> tuple[dt.date, dt.date]:
+    """First and last day (inclusive) of the budget period containing `day`."""
+    if period == "monthly":
+        start = day.replace(day=1)
+        months = 1
+    elif period == "quarterly":
+        start = dt.date(day.year, 3 * ((day.month - 1) // 3) + 1, 1)
+        months = 3
+    elif period == "yearly":
+        start, months = dt.date(day.year, 1, 1), 12
+    else:
+        raise ValueError(period)
+    year, month = divmod(start.month - 1 + months, 12)
+    return start, dt.date(start.year + year, month + 1, 1) - dt.timedelta(days=1)
+
+
+def record_alert(conn: sa.Connection, budget, start, kind, pct, value, run_id) -> int | None:
+    """The alert's id, or None when this threshold already alerted in this period (once per period)."""
+    return conn.execute(
+        sa.text(
+            """
+            INSERT INTO mart.budget_alerts (budget_id, budget_name, period_start, threshold_type, threshold_pct,
+                amount_at_alert, budget_amount, currency, run_id, webhook_status)
+            VALUES (:bid, :name, :start, :kind, :pct, :value, :amount, :cur, :run_id, :wh)
+            ON CONFLICT ON CONSTRAINT uq_budget_alerts_once DO NOTHING
+            RETURNING alert_id"""
+        ),
+        {
+            "bid": budget["budget_id"],
+            "name": budget["name"],
+            "start": start,
+            "kind": kind,
+            "pct": pct,
+            "value": value,
+            "amount": float(budget["amount"]),
+            "cur": budget["currency"],
+            "run_id": run_id,
+            "wh": "pending" if budget.get("webhook_url") else "none",
+        },
+    ).scalar()

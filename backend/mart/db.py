@@ -60,6 +60,12 @@ def reader_engine(settings: Settings, *, owner_url: str | None = None, **kwargs)
     )
 
 
+def ping(engine: Engine) -> None:
+    """Connect and run a trivial statement: raises when the role cannot log in or reach the database."""
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SELECT 1")
+
+
 def ensure_reader_role(settings: Settings, *, owner_url: str | None = None) -> str:
     """Idempotent bootstrap after migrations: (re)applies the reader's password and statement timeout from
     settings. The migration created the role and its grants; this only carries the settings' values.

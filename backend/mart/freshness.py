@@ -33,6 +33,7 @@ from datetime import UTC, date, datetime, time, timedelta
 import sqlalchemy as sa
 
 from backend.config import Settings
+from backend.mart.demo import DEMO_SOURCES
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,6 @@ DEMO = "demo"
 FILE = "file"
 MART = "mart"
 AZURE_PREFIX = "azure:"
-_DEMO_SOURCES = ("synthetic",)  # the cursors' name of the demo estate (backend.demo.lifecycle.DEMO_SOURCES)
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ def source_freshness(engine: sa.Engine, settings: Settings, *, now: datetime | N
         day, fetched = files[0]
         out.append(_entry(FILE, "Imported files", day, fetched, settings.stale_after_hours_file, now))
 
-    demo = [(day, fetched) for source, _, day, fetched in cursors if source in _DEMO_SOURCES]
+    demo = [(day, fetched) for source, _, day, fetched in cursors if source in DEMO_SOURCES]
     if not settings.azure_configured:  # the "azure" source then reads the demo tenant
         demo += list(azure.values())
     if demo:

@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from backend.auth import Principal
-from backend.auth.audit import record
+from backend.mart.audit import record
 from backend.notify.channels import (
     EVENTS,
     PAGE,

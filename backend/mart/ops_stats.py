@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from backend.analytics.readers import budget_burn
+from backend.mart.analytics import budget_burn
 from backend.mart.queries import data_as_of
 
 # Upper bounds (seconds) of the duration histograms: a step of an 11-row import takes ~1 s, a 5M-row

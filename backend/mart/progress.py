@@ -29,6 +29,13 @@ def recorded_version(engine: sa.Engine, stage: str, upstream_table: str) -> int 
     return int(row.upstream_version)
 
 
+def has_stage(engine: sa.Engine, stage: str) -> bool:
+    """Whether `stage` has recorded a mark before (for any upstream table)."""
+    with engine.connect() as conn:
+        found = conn.execute(sa.text("SELECT 1 FROM ops.stage_progress WHERE stage = :s"), {"s": stage}).first()
+    return found is not None
+
+
 def record(engine: sa.Engine, stage: str, upstream_table: str, version: int | None, *, run_id: str) -> None:
     if version is None:
         return

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from backend.auth import Principal, Role, require
-from backend.auth.audit import record_now
-from backend.notify import store
+from backend.mart import notifications
+from backend.mart.audit import record_now
 from backend.notify.channels import (
     BUDGET,
     EMAIL,
@@ -47,7 +47,9 @@ def channel_rows(settings: Settings, owner: sa.Engine) -> list[ChannelRow]:
     """Settings' channels, then the page's, then each budget's own webhook (owner engine)."""
     rows = []
     origins = {SETTINGS: "settings (NOTIFY_*)", PAGE: "added here", BUDGET: "budget (Budgets page)"}
-    channels: list[Channel] = settings_channels(settings) + store.page_channels(owner) + store.budget_channels(owner)
+    channels: list[Channel] = (
+        settings_channels(settings) + notifications.page_channels(owner) + notifications.budget_channels(owner)
+    )
     for c in channels:
         rows.append(
             ChannelRow(
@@ -71,17 +73,17 @@ def add(settings: Settings, owner: sa.Engine, *, actor: Principal, name: str, ki
     require(actor, Role.admin, "Adding a notification channel")
     if kind == EMAIL and (problem := smtp_ready(settings)):
         raise ChannelError(f"an email channel cannot send yet: {problem} (in .env or the environment), then restart")
-    return store.add_channel(owner, name=name, kind=kind, target=target, events=events, actor=actor)
+    return notifications.add_channel(owner, name=name, kind=kind, target=target, events=events, actor=actor)
 
 
 def remove(owner: sa.Engine, channel_id: int, *, actor: Principal) -> None:
     require(actor, Role.admin, "Deleting a notification channel")
-    store.delete_channel(owner, channel_id, now=utcnow(), actor=actor)
+    notifications.delete_channel(owner, channel_id, now=utcnow(), actor=actor)
 
 
 def enable(owner: sa.Engine, channel_id: int, enabled: bool, *, actor: Principal) -> None:
     require(actor, Role.admin, "Changing a notification channel")
-    store.set_channel_enabled(owner, channel_id, enabled, now=utcnow(), actor=actor)
+    notifications.set_channel_enabled(owner, channel_id, enabled, now=utcnow(), actor=actor)
 
 
 def test(settings: Settings, owner: sa.Engine, key: str, *, actor: Principal) -> dict[str, Any]:
@@ -93,4 +95,4 @@ def test(settings: Settings, owner: sa.Engine, key: str, *, actor: Principal) ->
 
 
 def recent(engine: sa.Engine, *, limit: int = 50) -> list[dict[str, Any]]:
-    return store.recent_deliveries(engine, limit=limit)
+    return notifications.recent_deliveries(engine, limit=limit)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import requests
 import sqlalchemy as sa
 
-from backend.notify import store
+from backend.mart import notifications
 from backend.notify.channels import (
     BUDGET,
     BUDGET_ALERT,
@@ -68,7 +68,7 @@ def backoff_s(attempts: int, *, base: float, cap: float) -> float:
 
 def channels_for(conn: sa.Connection, settings: Settings, kind: str) -> list[Channel]:
     """The settings' and the page's channels that take this kind of event (a budget's own webhook is added apart)."""
-    return [c for c in settings_channels(settings) + store.page_channels(conn) if c.wants(kind)]
+    return [c for c in settings_channels(settings) + notifications.page_channels(conn) if c.wants(kind)]
 
 
 def enqueue(
@@ -86,11 +86,11 @@ def enqueue(
 
     With no channel at all the event is still recorded: the dedup key then stops a channel added later from
     receiving a backlog of old news."""
-    event_id = store.insert_event(conn, kind=kind, dedup_key=dedup_key, message=message, run_id=run_id)
+    event_id = notifications.insert_event(conn, kind=kind, dedup_key=dedup_key, message=message, run_id=run_id)
     if event_id is None:
         return None
     targets = channels_for(conn, settings, kind) + [c for c in extra if c.wants(kind)]
-    store.insert_deliveries(conn, event_id, targets, due=now or utcnow())
+    notifications.insert_deliveries(conn, event_id, targets, due=now or utcnow())
     log.info("notification %s queued for %d channel(s): %s", dedup_key, len(targets), message.title)
     return event_id
 
@@ -107,7 +107,7 @@ def _resolve(conn: sa.Connection, settings: Settings, key: str, pages: dict[str,
             return "channel deleted"
         return channel if channel.enabled else "channel disabled"
     if origin == BUDGET:
-        hook = store.budget_webhook(conn, int(ident))
+        hook = notifications.budget_webhook(conn, int(ident))
         return budget_channel(int(ident), hook[0], hook[1]) if hook else "budget deleted or its webhook removed"
     return f"unknown channel {key!r}"
 
@@ -148,17 +148,17 @@ def dispatch(
     now = now or utcnow()
     stats = DispatchStats()
     done: list[int] = []
-    pages = {c.key: c for c in store.page_channels(engine)}
+    pages = {c.key: c for c in notifications.page_channels(engine)}
     while True:
         with engine.begin() as conn:
-            row = store.claim_next(conn, now=now, done=done, event_ids=event_ids, delivery_id=delivery_id)
+            row = notifications.claim_next(conn, now=now, done=done, event_ids=event_ids, delivery_id=delivery_id)
             if row is None or row["delivery_id"] in done:
                 break
             done.append(row["delivery_id"])
             at = fixed or utcnow()
             channel = _resolve(conn, settings, row["channel"], pages)
             if isinstance(channel, str):
-                store.record_attempt(
+                notifications.record_attempt(
                     conn,
                     row["delivery_id"],
                     status=CANCELLED,
@@ -235,11 +235,11 @@ def _deliver(
         status = RETRYING
         delay = backoff_s(attempts, base=settings.notify_retry_backoff_s, cap=settings.notify_retry_max_backoff_s)
         next_at = now + timedelta(seconds=max(delay, outcome.retry_after_s or 0.0))
-    store.record_attempt(
+    notifications.record_attempt(
         conn, row["delivery_id"], status=status, attempts=attempts, error=outcome.error, next_at=next_at, now=now
     )
     if is_budget and row["kind"] == BUDGET_ALERT and message.data.get("alert_id") is not None:
-        store.sync_budget_alert(
+        notifications.sync_budget_alert(
             conn, int(message.data["alert_id"]), status=status, attempts=attempts, error=outcome.error, now=now
         )
     setattr(stats, status, getattr(stats, status) + 1)
@@ -268,7 +268,7 @@ def _deliver(
 def send_test(engine: sa.Engine, settings: Settings, channel_key: str, *, http_post: HttpPost = requests.post) -> dict:
     """Send a test message to one channel now and return its delivery row (status, attempts, last error)."""
     with engine.connect() as conn:
-        pages = {c.key: c for c in store.page_channels(conn)}
+        pages = {c.key: c for c in notifications.page_channels(conn)}
         channel = _resolve(conn, settings, channel_key, pages)
     if isinstance(channel, str):
         raise LookupError(f"cannot test {channel_key}: {channel}")
@@ -283,9 +283,9 @@ def send_test(engine: sa.Engine, settings: Settings, channel_key: str, *, http_p
         data={"channel": channel.name},
     )
     with engine.begin() as conn:
-        event_id = store.insert_event(
+        event_id = notifications.insert_event(
             conn, kind=TEST, dedup_key=f"test:{channel_key}:{uuid.uuid4().hex}", message=message, run_id=None
         )
-        (delivery_id,) = store.insert_deliveries(conn, event_id, [channel], due=None)
+        (delivery_id,) = notifications.insert_deliveries(conn, event_id, [channel], due=None)
     dispatch(engine, settings, delivery_id=delivery_id, http_post=http_post)
-    return store.delivery(engine, delivery_id) or {}
+    return notifications.delivery(engine, delivery_id) or {}

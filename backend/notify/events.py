@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 import sqlalchemy as sa
 
-from backend.notify import store
+from backend.mart import notifications
 from backend.notify.channels import ANOMALIES, BUDGET_ALERT, RUN_FAILED, STALE_DATA, Channel
 from backend.notify.dispatch import enqueue
 from backend.notify.render import Item, Message
@@ -91,7 +91,7 @@ def run_message(settings: Settings, run: dict[str, Any]) -> Message | None:
 
 def queue_run(engine: sa.Engine, settings: Settings, run_id: str) -> int | None:
     with engine.begin() as conn:
-        run = store.run_outcome(conn, run_id)
+        run = notifications.run_outcome(conn, run_id)
         message = run_message(settings, run) if run else None
         if message is None:
             return None
@@ -243,12 +243,14 @@ def queue_anomaly_digest(
     with engine.begin() as conn:
         # One digest at a time, even from two processes (the pipeline lock covers runs, not the CLI's tools).
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('costlake:anomaly-digest'))"))
-        newest = store.newest_anomaly_day(conn)
+        newest = notifications.newest_anomaly_day(conn)
         if newest is None:
             return None
-        if settings.notify_anomaly_digest == "daily" and store.digest_sent_on(conn, now.date()):
+        if settings.notify_anomaly_digest == "daily" and notifications.digest_sent_on(conn, now.date()):
             return None
-        found = store.unnotified_anomalies(conn, since=newest - timedelta(days=settings.notify_anomaly_days - 1))
+        found = notifications.unnotified_anomalies(
+            conn, since=newest - timedelta(days=settings.notify_anomaly_days - 1)
+        )
         if not found:
             return None
         entries, every = _collapse(found)
@@ -267,7 +269,7 @@ def queue_anomaly_digest(
             now=now,
         )
         if event_id is not None:
-            store.mark_anomalies_notified(conn, every, event_id)
+            notifications.mark_anomalies_notified(conn, every, event_id)
         return event_id
 
 

@@ -117,20 +117,16 @@ def _load_report(summary) -> None:
 
 
 def _history(runtime: Runtime, limit: int) -> int:
+    from backend.mart import history
     from backend.mart.migrate import upgrade
 
     endpoints = runtime.start()
     upgrade(endpoints.database_url)
     engine = sa.create_engine(endpoints.database_url)
-    with engine.connect() as conn:
-        runs = conn.execute(
-            sa.text(
-                "SELECT run_id, trigger, status, started_at, finished_at, error FROM ops.pipeline_runs"
-                " ORDER BY started_at DESC LIMIT :n"
-            ),
-            {"n": limit},
-        ).all()
-    engine.dispose()
+    try:
+        runs = history.list_runs(engine, limit=limit)
+    finally:
+        engine.dispose()
     lines = [f"{'run':<28} {'trigger':<22} {'status':<10} started"]
     lines += [f"{r.run_id:<28} {r.trigger:<22} {r.status:<10} {r.started_at:%Y-%m-%d %H:%M:%S}" for r in runs]
     sys.stdout.write("\n".join(lines) + "\n")

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from backend.config import Settings
 from backend.lake import Lake
 from backend.logs import current_run_id
-from backend.pipeline.runs import (
+from backend.mart.runs import (
     FAILED,
     SKIPPED,
     SUCCEEDED,

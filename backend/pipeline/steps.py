@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from backend.demo import lifecycle
-from backend.pipeline import progress
+from backend.mart import demo as mart_demo
+from backend.mart import progress
+from backend.mart.runs import StepResult
 from backend.pipeline.runner import PipelineContext, Step
-from backend.pipeline.runs import StepResult
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ def _option(ctx: PipelineContext, name: str, default: Any = None) -> Any:
 
 
 def _cursors(ctx: PipelineContext):
-    from backend.sources.cursors import PostgresCursorStore
+    from backend.mart.cursors import PostgresCursorStore
 
     if "cursors" not in ctx.state:
         ctx.state["cursors"] = PostgresCursorStore(ctx.endpoints.database_url)
@@ -159,7 +160,7 @@ def build_sources(ctx: PipelineContext, resources: ExitStack) -> list:
 def remove_demo(ctx: PipelineContext) -> StepResult:
     """Remove the demo estate from every layer now (Sources & settings' button), under the pipeline lock."""
     with ctx.engine.connect() as conn:
-        loaded = lifecycle.demo_loaded(conn)
+        loaded = mart_demo.demo_loaded(conn)
     if not loaded:
         return StepResult(rows_out=0, detail={"demo_removed": False, "detail": "no demo data loaded"})
     detail = lifecycle.remove_demo_data(ctx.engine, ctx.lake, ctx.settings)
@@ -184,7 +185,7 @@ def ingest(ctx: PipelineContext) -> StepResult:
         # The demo leaves before the first real batch goes out: real totals never include demo rows.
         if lifecycle.is_real_source(source.name, ctx.settings) and not detail.get("demo_removed"):
             with ctx.engine.connect() as conn:
-                loaded = lifecycle.demo_loaded(conn)
+                loaded = mart_demo.demo_loaded(conn)
             if loaded:
                 detail.update(lifecycle.remove_demo_data(ctx.engine, ctx.lake, ctx.settings))
 
@@ -411,11 +412,7 @@ def _fx_months(ctx: PipelineContext, currency: str | None) -> tuple[list[str], t
 
 def _fx_marked(ctx: PipelineContext) -> bool:
     """Whether gold has recorded a conversion mark before (for any reporting currency)."""
-    import sqlalchemy as sa
-
-    with ctx.engine.connect() as conn:
-        found = conn.execute(sa.text("SELECT 1 FROM ops.stage_progress WHERE stage = :s"), {"s": FX_STAGE}).first()
-    return found is not None
+    return progress.has_stage(ctx.engine, FX_STAGE)
 
 
 def _record_fx(ctx: PipelineContext, mark: tuple[str, int] | None) -> None:

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from backend.agent.tools import _stored_members, budget_status_impl
 from backend.analytics import budgets
+from backend.mart import budgets_sql
 from backend.sources.ids import canonical_subscription_id
 from tests.agent.seed import AS_OF, SUBSCRIPTIONS
 from tests.auth.principals import EDITOR
@@ -16,8 +17,8 @@ from tests.auth.principals import EDITOR
 
 def _evaluator_spend(owner: sa.Engine, budget_id: int) -> float:
     """What backend/analytics/budgets.py measures for the budget's current period (the one that alerts)."""
-    budget = budgets.get_budget(owner, budget_id)
-    start, end = budgets.period_bounds(budget["period"], AS_OF)
+    budget = budgets_sql.get_budget(owner, budget_id)
+    start, end = budgets_sql.period_bounds(budget["period"], AS_OF)
     with owner.connect() as conn:
         return budgets.spend(conn, budget, start, min(AS_OF, end))
 
@@ -56,7 +57,7 @@ def test_seed_names_subscription_budgets_by_their_id(owner):
 
 def test_budget_status_spends_what_the_evaluator_measures_and_shows_the_subscription_name(rule_agent, owner):
     rows = _status_rows(rule_agent.ctx)
-    ids = {b["name"]: b["budget_id"] for b in budgets.list_budgets(owner)}
+    ids = {b["name"]: b["budget_id"] for b in budgets_sql.list_budgets(owner)}
     assert set(rows) == set(ids)
     for name, row in rows.items():
         assert abs(row["spent"] - _evaluator_spend(owner, ids[name])) < 0.01, name
@@ -96,7 +97,7 @@ def test_a_subscription_budget_naming_no_subscription_id_is_flagged_not_guessed(
 
 def test_a_subscription_budget_typed_by_name_is_stored_by_id_and_measured(rule_agent, owner):
     with _budget(owner, name="Prod by name", scope_type="subscription", scope_value="production") as bid:
-        assert budgets.get_budget(owner, bid)["scope_value"] == SUBSCRIPTIONS["prod"][0]
+        assert budgets_sql.get_budget(owner, bid)["scope_value"] == SUBSCRIPTIONS["prod"][0]
         row = _status_rows(rule_agent.ctx, name="Prod by name")["Prod by name"]
         assert row["spent"] > 0 and row["spent"] == round(_evaluator_spend(owner, bid), 2)
 

@@ -12,6 +12,7 @@ import requests
 import sqlalchemy as sa
 
 from backend.analytics import budgets
+from backend.mart import budgets_sql
 from backend.mart.migrate import upgrade
 from tests.auth.principals import EDITOR
 
@@ -100,9 +101,9 @@ def test_crud_and_validation(mart):
         period="monthly",
     )
     budgets.update_budget(mart, bid, actor=EDITOR, amount=2500, actual_thresholds=[100, 50])
-    got = budgets.get_budget(mart, bid)
+    got = budgets_sql.get_budget(mart, bid)
     assert float(got["amount"]) == 2500 and [float(t) for t in got["actual_thresholds"]] == [50, 100]
-    assert [b["name"] for b in budgets.list_budgets(mart)] == ["sub"]
+    assert [b["name"] for b in budgets_sql.list_budgets(mart)] == ["sub"]
     with pytest.raises(ValueError):
         budgets.create_budget(
             mart, actor=EDITOR, name="bad", scope_type="tag", amount=1, currency="USD", period="monthly"
@@ -110,7 +111,7 @@ def test_crud_and_validation(mart):
     with pytest.raises(LookupError):
         budgets.update_budget(mart, 999, actor=EDITOR, amount=1)
     budgets.delete_budget(mart, bid, actor=EDITOR)
-    assert budgets.get_budget(mart, bid) is None
+    assert budgets_sql.get_budget(mart, bid) is None
 
 
 def test_subscription_scope_is_stored_as_silver_spells_it(mart):
@@ -132,12 +133,12 @@ def test_subscription_scope_is_stored_as_silver_spells_it(mart):
         actual_thresholds=[50],
         forecast_thresholds=[],
     )
-    assert budgets.get_budget(mart, bid)["scope_value"] == arm
+    assert budgets_sql.get_budget(mart, bid)["scope_value"] == arm
     # Spent 1000 of 1500 on that subscription: the typed guid found it.
     assert budgets.evaluate_budgets(mart, run_id="r1", as_of=date(2025, 6, 10))["alerts"] == 1
     # An edit that sends only the value: the stored scope decides.
     budgets.update_budget(mart, bid, actor=EDITOR, scope_value=f"{arm.upper()}/resourceGroups/RG")
-    assert budgets.get_budget(mart, bid)["scope_value"] == arm
+    assert budgets_sql.get_budget(mart, bid)["scope_value"] == arm
     other = budgets.create_budget(
         mart,
         actor=EDITOR,
@@ -149,13 +150,13 @@ def test_subscription_scope_is_stored_as_silver_spells_it(mart):
         period="monthly",
     )
     budgets.update_budget(mart, other, actor=EDITOR, scope_value=f" {guid.upper()} ")
-    assert budgets.get_budget(mart, other)["scope_value"] == f" {guid.upper()} "  # not a subscription: as given
+    assert budgets_sql.get_budget(mart, other)["scope_value"] == f" {guid.upper()} "  # not a subscription: as given
 
 
 def test_period_bounds():
-    assert budgets.period_bounds("monthly", date(2025, 2, 10)) == (date(2025, 2, 1), date(2025, 2, 28))
-    assert budgets.period_bounds("quarterly", date(2025, 11, 5)) == (date(2025, 10, 1), date(2025, 12, 31))
-    assert budgets.period_bounds("yearly", date(2025, 6, 1)) == (date(2025, 1, 1), date(2025, 12, 31))
+    assert budgets_sql.period_bounds("monthly", date(2025, 2, 10)) == (date(2025, 2, 1), date(2025, 2, 28))
+    assert budgets_sql.period_bounds("quarterly", date(2025, 11, 5)) == (date(2025, 10, 1), date(2025, 12, 31))
+    assert budgets_sql.period_bounds("yearly", date(2025, 6, 1)) == (date(2025, 1, 1), date(2025, 12, 31))
 
 
 def test_evaluate_alerts_once_and_delivers_webhook_with_retries(mart, receiver):
@@ -238,14 +239,14 @@ def test_a_subscription_typed_by_name_is_stored_as_its_id(mart):
     bid = budgets.create_budget(
         mart, actor=EDITOR, name="prod", scope_value=" production ", actual_thresholds=[50], **common
     )
-    assert budgets.get_budget(mart, bid)["scope_value"] == "s1"
+    assert budgets_sql.get_budget(mart, bid)["scope_value"] == "s1"
     assert budgets.evaluate_budgets(mart, run_id="r1", as_of=date(2025, 6, 10))["alerts"] == 1
     with pytest.raises(ValueError, match="2 subscriptions are named 'Shared'; enter the subscription id"):
         budgets.create_budget(mart, actor=EDITOR, name="shared", scope_value="Shared", **common)
     with pytest.raises(ValueError, match=r"no subscription has the id or name 'Prod' \(known: Production, Shared\)"):
         budgets.update_budget(mart, bid, actor=EDITOR, scope_value="Prod")
     budgets.update_budget(mart, bid, actor=EDITOR, scope_value="s3")  # an id is taken as it is
-    assert budgets.get_budget(mart, bid)["scope_value"] == "s3"
+    assert budgets_sql.get_budget(mart, bid)["scope_value"] == "s3"
 
 
 def test_a_subscription_budget_made_before_any_cost_is_kept_as_typed(pg_url):
@@ -262,7 +263,7 @@ def test_a_subscription_budget_made_before_any_cost_is_kept_as_typed(pg_url):
             currency="USD",
             period="monthly",
         )
-        assert budgets.get_budget(engine, bid)["scope_value"] == "Production"
+        assert budgets_sql.get_budget(engine, bid)["scope_value"] == "Production"
     finally:
         engine.dispose()
 
@@ -317,5 +318,5 @@ def test_a_budget_counts_only_cost_and_forecasts_in_its_own_currency(mart):
         ("usd", "forecast", 100.0, 3000.0, "USD"),
     ]
     with mart.connect() as conn:
-        scope = budgets.get_budget(mart, usd)
+        scope = budgets_sql.get_budget(mart, usd)
         assert budgets.scope_currencies(conn, scope, date(2025, 6, 1), date(2025, 6, 10)) == ["EUR", "USD"]

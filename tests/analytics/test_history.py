@@ -11,13 +11,13 @@ import pyarrow.compute as pc
 import pytest
 import sqlalchemy as sa
 
-from backend.analytics import readers, store
 from backend.analytics.evaluation import estate_gold, score_detection, truth_members
 from backend.analytics.run import run_analytics
 from backend.demo.estate import generate_estate
 from backend.lake import lake_from_settings
 from backend.lake.catalog import GOLD_COST_BY_TAG, GOLD_COST_DAILY, GOLD_RESOURCE_TAGS
 from backend.lake.storage import ensure_lake, lake_location
+from backend.mart import analytics, analytics_store
 from backend.mart.migrate import upgrade
 from tests.auth.principals import EDITOR
 from tests.conftest import create_database, make_settings
@@ -216,7 +216,7 @@ def test_feedback_suppresses_across_the_history_and_survives_rescoring(spark, en
     assert len(shifts) >= 2
     member = shifts["member"].iloc[0]
     mine = shifts[shifts["member"] == member].sort_values("charge_date")
-    readers.set_anomaly_status(
+    analytics.set_anomaly_status(
         engine, int(mine["anomaly_id"].iloc[0]), actor=EDITOR, verdict="expected", note="migration"
     )
 
@@ -230,7 +230,7 @@ def test_feedback_suppresses_across_the_history_and_survives_rescoring(spark, en
     assert set(again["status"]) == {"expected"}, again
     assert int(mine["anomaly_id"].iloc[0]) in set(again["anomaly_id"])  # the judged row itself is kept
     # Forgetting the record (a reset) makes the next run score the whole history again.
-    assert store.forget_scored_days(engine) == len(generated.days)
+    assert analytics_store.forget_scored_days(engine) == len(generated.days)
     assert run_analytics(settings, lake, spark, engine, run_id="reset")["days_new"] == len(generated.days)
 
 

@@ -12,8 +12,8 @@ import pyarrow.compute as pc
 import pytest
 import sqlalchemy as sa
 
-from backend.analytics import readers
 from backend.lake.delta import lake_from_settings
+from backend.mart import analytics
 from backend.mart.load import load_gold
 from tests.auth.principals import EDITOR
 from tests.mart import synthetic_gold
@@ -56,15 +56,15 @@ def test_anomalies_order_filter_and_contributors(owner, reader):
         old = _anomaly(conn, level="service", value="Storage", day=AS_OF - dt.timedelta(days=5), severity=4.0)
         done = _anomaly(conn, level="region", value="westeurope", day=AS_OF, severity=5.0, status="resolved")
 
-    found = readers.list_anomalies(reader, status="open")
+    found = analytics.list_anomalies(reader, status="open")
     assert [a.anomaly_id for a in found] == [high, low, old]  # newest day first, most severe first
     assert found[0].contributors == contributors and found[1].contributors == []
     assert found[0].actual == Decimal("400") and found[0].severity == 9.0
-    assert [a.anomaly_id for a in readers.list_anomalies(reader, status=None)] == [high, done, low, old]
-    assert [a.anomaly_id for a in readers.list_anomalies(reader, status=None, since=AS_OF)] == [high, done, low]
-    assert len(readers.list_anomalies(reader, status=None, limit=2)) == 2
+    assert [a.anomaly_id for a in analytics.list_anomalies(reader, status=None)] == [high, done, low, old]
+    assert [a.anomaly_id for a in analytics.list_anomalies(reader, status=None, since=AS_OF)] == [high, done, low]
+    assert len(analytics.list_anomalies(reader, status=None, limit=2)) == 2
     with pytest.raises(ValueError, match="status"):
-        readers.list_anomalies(reader, status="closed")
+        analytics.list_anomalies(reader, status="closed")
 
 
 def test_series_matches_gold_for_total_dimension_and_tag(reader, gold):
@@ -74,24 +74,24 @@ def test_series_matches_gold_for_total_dimension_and_tag(reader, gold):
     def expected(frame: pd.DataFrame) -> dict[dt.date, Decimal]:
         return {d: sum(g["actual_cost"], Decimal(0)) for d, g in frame.groupby("charge_date")}
 
-    total = readers.series(reader, level="total", value="", metric="actual", start=start, end=end)
+    total = analytics.series(reader, level="total", value="", metric="actual", start=start, end=end)
     assert {p.day: p.cost for p in total} == expected(window)
     assert [p.day for p in total] == sorted(p.day for p in total)
 
-    storage = readers.series(reader, level="service", value="Storage", metric="actual", start=start, end=end)
+    storage = analytics.series(reader, level="service", value="Storage", metric="actual", start=start, end=end)
     assert storage and {p.day: p.cost for p in storage} == expected(window[window.service_name == "Storage"])
 
     sub = window.subscription_id.iloc[0]
-    by_sub = readers.series(reader, level="subscription", value=sub, metric="actual", start=start, end=end)
+    by_sub = analytics.series(reader, level="subscription", value=sub, metric="actual", start=start, end=end)
     assert {p.day: p.cost for p in by_sub} == expected(window[window.subscription_id == sub])
 
-    env = readers.series(reader, level="tag:env", value="prod", metric="actual", start=start, end=end)
+    env = analytics.series(reader, level="tag:env", value="prod", metric="actual", start=start, end=end)
     assert env and all(p.cost > 0 for p in env)
     assert sum(p.cost for p in env) < sum(p.cost for p in total)
 
-    assert readers.series(reader, level="service", value="NoSuch", metric="actual", start=start, end=end) == []
+    assert analytics.series(reader, level="service", value="NoSuch", metric="actual", start=start, end=end) == []
     with pytest.raises(ValueError, match="unknown anomaly level"):
-        readers.series(reader, level="meter; DROP", value="x", metric="actual", start=start, end=end)
+        analytics.series(reader, level="meter; DROP", value="x", metric="actual", start=start, end=end)
 
 
 def test_band_and_verdict_round_trip(owner, reader):
@@ -100,23 +100,23 @@ def test_band_and_verdict_round_trip(owner, reader):
         second = _anomaly(conn, level="service", value="Storage", day=AS_OF, severity=6.0, actual=500)
         _anomaly(conn, level="service", value="Compute", day=AS_OF, severity=6.0)
 
-    points = readers.band(reader, level="service", value="Storage", metric="actual")
+    points = analytics.band(reader, level="service", value="Storage", metric="actual")
     assert [p.day for p in points] == [AS_OF - dt.timedelta(days=2), AS_OF]
     assert points[1].actual == Decimal("500") and points[1].lower_bound == Decimal("80")
 
-    readers.set_anomaly_status(owner, second, actor=EDITOR, verdict="expected", note="load test", suppress_days=7)
-    assert [a.anomaly_id for a in readers.list_anomalies(reader, status="expected")] == [second]
+    analytics.set_anomaly_status(owner, second, actor=EDITOR, verdict="expected", note="load test", suppress_days=7)
+    assert [a.anomaly_id for a in analytics.list_anomalies(reader, status="expected")] == [second]
     with owner.connect() as conn:
         fb = conn.execute(sa.text("SELECT verdict, note, created_by, suppress_until FROM mart.anomaly_feedback")).one()
     assert tuple(fb) == ("expected", "load test", EDITOR.email, AS_OF + dt.timedelta(days=7))
-    readers.set_anomaly_status(owner, second, actor=EDITOR, verdict="reopened")
-    assert second in [a.anomaly_id for a in readers.list_anomalies(reader, status="open")]
-    assert first in [a.anomaly_id for a in readers.list_anomalies(reader, status="open")]
+    analytics.set_anomaly_status(owner, second, actor=EDITOR, verdict="reopened")
+    assert second in [a.anomaly_id for a in analytics.list_anomalies(reader, status="open")]
+    assert first in [a.anomaly_id for a in analytics.list_anomalies(reader, status="open")]
 
     with pytest.raises(LookupError):
-        readers.set_anomaly_status(owner, 999_999, actor=EDITOR, verdict="expected")
+        analytics.set_anomaly_status(owner, 999_999, actor=EDITOR, verdict="expected")
     with pytest.raises(ValueError, match="verdict"):
-        readers.set_anomaly_status(owner, second, actor=EDITOR, verdict="ignore")
+        analytics.set_anomaly_status(owner, second, actor=EDITOR, verdict="ignore")
 
 
 def test_month_end_forecast_latest_in_currency(owner, reader):
@@ -132,42 +132,42 @@ def test_month_end_forecast_latest_in_currency(owner, reader):
         conn.execute(insert, {**feb, "point": 1200, "cur": "EUR", "g": dt.datetime(2026, 2, 11, 1, tzinfo=dt.UTC)})
         conn.execute(insert, {**feb, "point": 7, "cur": "USD", "g": dt.datetime(2026, 2, 12, 1, tzinfo=dt.UTC)})
 
-    fc = readers.month_end_forecast(reader, as_of=AS_OF, currency="EUR")
+    fc = analytics.month_end_forecast(reader, as_of=AS_OF, currency="EUR")
     assert fc is not None and fc.point == Decimal("1200") and fc.currency == "EUR"
     assert (fc.lower, fc.upper, fc.interval_level) == (Decimal("900"), Decimal("1300"), 0.8)
-    assert readers.month_end_forecast(reader, as_of=AS_OF, currency="USD").point == Decimal("7")
-    assert readers.month_end_forecast(reader, as_of=AS_OF, currency="GBP") is None
-    assert readers.month_end_forecast(reader, as_of=dt.date(2026, 3, 1), currency="EUR") is None
-    assert readers.month_end_forecast(reader, as_of=AS_OF, metric="amortized", currency="EUR") is None
+    assert analytics.month_end_forecast(reader, as_of=AS_OF, currency="USD").point == Decimal("7")
+    assert analytics.month_end_forecast(reader, as_of=AS_OF, currency="GBP") is None
+    assert analytics.month_end_forecast(reader, as_of=dt.date(2026, 3, 1), currency="EUR") is None
+    assert analytics.month_end_forecast(reader, as_of=AS_OF, metric="amortized", currency="EUR") is None
 
 
 def test_budget_burn_matches_gold_per_scope(reader, gold):
     feb = gold[gold.charge_date >= dt.date(2026, 2, 1)]
     budget = {"period": "monthly", "currency": "EUR", "scope_type": "total", "scope_value": "", "metric": "actual"}
 
-    burn = readers.budget_burn(reader, budget, as_of=AS_OF)
+    burn = analytics.budget_burn(reader, budget, as_of=AS_OF)
     assert [p.day for p in burn] == sorted(feb.charge_date.unique())
     assert sum(p.cost for p in burn) == sum(feb["actual_cost"], Decimal(0))
 
-    storage = readers.budget_burn(reader, {**budget, "scope_type": "service", "scope_value": "Storage"}, as_of=AS_OF)
+    storage = analytics.budget_burn(reader, {**budget, "scope_type": "service", "scope_value": "Storage"}, as_of=AS_OF)
     assert sum(p.cost for p in storage) == sum(feb[feb.service_name == "Storage"]["actual_cost"], Decimal(0))
-    amortized = readers.budget_burn(reader, {**budget, "metric": "amortized"}, as_of=AS_OF)
+    amortized = analytics.budget_burn(reader, {**budget, "metric": "amortized"}, as_of=AS_OF)
     assert sum(p.cost for p in amortized) == sum(feb["amortized_cost"], Decimal(0))
     # The period holding as_of only, and never past it.
-    mid = readers.budget_burn(reader, budget, as_of=dt.date(2026, 2, 5))
+    mid = analytics.budget_burn(reader, budget, as_of=dt.date(2026, 2, 5))
     assert [p.day for p in mid] == [dt.date(2026, 2, d) for d in range(1, 6)]
-    assert readers.budget_burn(reader, {**budget, "currency": "USD"}, as_of=AS_OF) == []
-    tagged = readers.budget_burn(
+    assert analytics.budget_burn(reader, {**budget, "currency": "USD"}, as_of=AS_OF) == []
+    tagged = analytics.budget_burn(
         reader, {**budget, "scope_type": "tag", "tag_key": "env", "scope_value": "prod"}, as_of=AS_OF
     )
     assert tagged and sum(p.cost for p in tagged) < sum(p.cost for p in burn)
     with pytest.raises(ValueError, match="scope"):
-        readers.budget_burn(reader, {**budget, "scope_type": "planet"}, as_of=AS_OF)
+        analytics.budget_burn(reader, {**budget, "scope_type": "planet"}, as_of=AS_OF)
 
 
 def test_budget_alerts_and_freshness(owner, reader):
-    assert readers.budget_alerts(reader) == []
-    assert {f.area: f.written_at for f in readers.freshness(reader)} == dict.fromkeys(
+    assert analytics.budget_alerts(reader) == []
+    assert {f.area: f.written_at for f in analytics.freshness(reader)} == dict.fromkeys(
         ["anomalies", "forecasts", "month-end forecasts", "budget alerts"]
     )
     with owner.begin() as conn:
@@ -181,12 +181,12 @@ def test_budget_alerts_and_freshness(owner, reader):
                 {"p": pct, "amt": pct * 10, "at": at},
             )
         _anomaly(conn, level="total", value="", day=AS_OF, severity=5.0)
-    alerts = readers.budget_alerts(reader)
+    alerts = analytics.budget_alerts(reader)
     assert [(a.threshold_pct, a.amount_at_alert) for a in alerts] == [(80.0, Decimal("800")), (50.0, Decimal("500"))]
-    assert len(readers.budget_alerts(reader, limit=1)) == 1
+    assert len(analytics.budget_alerts(reader, limit=1)) == 1
     with pytest.raises(ValueError, match="limit"):
-        readers.budget_alerts(reader, limit=0)
-    fresh = {f.area: f for f in readers.freshness(reader)}
+        analytics.budget_alerts(reader, limit=0)
+    fresh = {f.area: f for f in analytics.freshness(reader)}
     assert fresh["anomalies"].latest == AS_OF and fresh["anomalies"].written_at is not None
     assert fresh["budget alerts"].latest == dt.date(2026, 2, 1)
     assert fresh["forecasts"].latest is None
@@ -227,30 +227,32 @@ def test_series_and_band_are_one_currency_never_a_sum(owner, reader, two_currenc
     ):
         assert set(rows.billing_currency) == {"EUR", "USD"}, level  # the member has cost in both
         for cur in ("EUR", "USD"):
-            got = readers.series(reader, level=level, value=value, metric="actual", start=start, end=end, currency=cur)
+            got = analytics.series(
+                reader, level=level, value=value, metric="actual", start=start, end=end, currency=cur
+            )
             assert {p.day: p.cost for p in got} == expected(rows[rows.billing_currency == cur]), (level, cur)
         with pytest.raises(ValueError, match=r"2 currencies \(EUR, USD\): pass currency="):
-            readers.series(reader, level=level, value=value, metric="actual", start=start, end=end)
-    eur = readers.series(reader, level="tag:env", value="prod", metric="actual", start=start, end=end, currency="EUR")
-    usd = readers.series(reader, level="tag:env", value="prod", metric="actual", start=start, end=end, currency="USD")
+            analytics.series(reader, level=level, value=value, metric="actual", start=start, end=end)
+    eur = analytics.series(reader, level="tag:env", value="prod", metric="actual", start=start, end=end, currency="EUR")
+    usd = analytics.series(reader, level="tag:env", value="prod", metric="actual", start=start, end=end, currency="USD")
     prod = window[window.env == "prod"]
     assert sum(p.cost for p in eur) + sum(p.cost for p in usd) == sum(prod["actual_cost"], Decimal(0))
     assert sum(p.cost for p in usd) == sum(prod[prod.billing_currency == "USD"]["actual_cost"], Decimal(0))
     # A member with one currency needs none named.
     sub = window[window.billing_currency == "USD"].subscription_id.iloc[0]
-    assert readers.series(reader, level="subscription", value=sub, metric="actual", start=start, end=end)
+    assert analytics.series(reader, level="subscription", value=sub, metric="actual", start=start, end=end)
 
     with owner.begin() as conn:
         _anomaly(conn, level="service", value="Storage", day=AS_OF, severity=3.0)  # EUR
         conn.execute(sa.text("UPDATE mart.anomalies SET currency = 'USD'"))
         _anomaly(conn, level="service", value="Storage", day=AS_OF - dt.timedelta(days=1), severity=3.0)  # EUR
-    assert [p.day for p in readers.band(reader, level="service", value="Storage", metric="actual", currency="USD")] == [
-        AS_OF
-    ]
-    assert len(readers.band(reader, level="service", value="Storage", metric="actual")) == 2
+    assert [
+        p.day for p in analytics.band(reader, level="service", value="Storage", metric="actual", currency="USD")
+    ] == [AS_OF]
+    assert len(analytics.band(reader, level="service", value="Storage", metric="actual")) == 2
 
     burn = {
-        cur: readers.budget_burn(
+        cur: analytics.budget_burn(
             reader,
             {
                 "period": "monthly",
@@ -280,5 +282,5 @@ def test_month_end_forecast_never_takes_a_row_that_summed_currencies(owner, read
         # Written before forecasts were per currency: EUR and USD added up (0011 filed it under "", an unknown
         # currency). Newer, but never EUR's figure.
         conn.execute(insert, {"point": 99, "cur": "", "a": AS_OF, "g": dt.datetime(2026, 2, 11, tzinfo=dt.UTC)})
-    assert readers.month_end_forecast(reader, as_of=AS_OF, currency="EUR").point == Decimal("10")
-    assert readers.month_end_forecast(reader, as_of=AS_OF, currency="USD") is None
+    assert analytics.month_end_forecast(reader, as_of=AS_OF, currency="EUR").point == Decimal("10")
+    assert analytics.month_end_forecast(reader, as_of=AS_OF, currency="USD") is None

@@ -260,8 +260,8 @@ def test_two_currency_mart_end_to_end(spark, mart_settings, owner, reader):
     """The mart's synthetic estate with one subscription in USD and two in EUR, a spike in one EUR resource:
     load, analytics, budgets. Every anomaly's actual is its currency's series in the mart, month-end totals are
     per currency, and each budget's alerts use its own currency's spend and forecast."""
-    from backend.analytics import readers
     from backend.analytics.budgets import create_budget, evaluate_budgets
+    from backend.mart import analytics
     from backend.mart.load import load_gold
     from tests.mart import synthetic_gold
 
@@ -283,11 +283,11 @@ def test_two_currency_mart_end_to_end(spark, mart_settings, owner, reader):
     stats = run_analytics(mart_settings, lake, spark, owner, run_id="r1")  # every default level and metric
     evaluate_budgets(owner, run_id="r1", as_of=as_of)
 
-    found = readers.list_anomalies(reader, status=None)
+    found = analytics.list_anomalies(reader, status=None)
     assert any(a.currency == "EUR" and a.charge_date == as_of for a in found) and stats["currencies"] == 2
     for a in found:
         assert a.currency in ("EUR", "USD")
-        day = readers.series(
+        day = analytics.series(
             reader, level=a.level, value=a.dimension_value, metric=a.metric, start=a.charge_date,
             end=a.charge_date, currency=a.currency,
         )  # fmt: skip
@@ -319,7 +319,7 @@ def test_two_currency_mart_end_to_end(spark, mart_settings, owner, reader):
         }
     assert set(spent) == set(rest) == {"EUR", "USD"}
     for cur in ("EUR", "USD"):
-        fc = readers.month_end_forecast(reader, as_of=as_of, currency=cur)
+        fc = analytics.month_end_forecast(reader, as_of=as_of, currency=cur)
         assert fc is not None and fc.currency == cur and fc.actual_to_date == pytest.approx(spent[cur])
         assert alerts[(cur, "actual")] == pytest.approx(spent[cur])
         assert float(alerts[(cur, "forecast")]) == pytest.approx(float(spent[cur] + rest[cur]))

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from backend.analytics import store
 from backend.analytics.analyze import FORECAST_COLUMNS
+from backend.mart import analytics_store
 from tests.auth.principals import EDITOR
 
 pytestmark = pytest.mark.slow  # a fresh migrated database per test
@@ -53,7 +53,7 @@ def _stored(engine) -> list[tuple]:
 
 def _write(engine, frame: pd.DataFrame, run_id: str) -> dict:
     scored = {(c, DAY): "fp" for c in sorted(set(frame["currency"]))}
-    return store.write_anomalies(
+    return analytics_store.write_anomalies(
         engine, frame, scored=scored, config_fingerprint="cfg", run_id=run_id, levels=LEVELS, metrics=METRICS
     )
 
@@ -72,12 +72,12 @@ def test_two_currencies_on_one_member_and_day_are_two_anomalies(owner):
 
 
 def test_feedback_carries_its_own_currency(owner):
-    from backend.analytics import readers
+    from backend.mart import analytics
 
     _write(owner, _anomalies(("EUR", 200.0, 5.0), ("USD", 80.0, 9.0)), "r1")
     with owner.connect() as conn:
         eur = conn.execute(sa.text("SELECT anomaly_id FROM mart.anomalies WHERE currency = 'EUR'")).scalar_one()
-    readers.set_anomaly_status(owner, eur, actor=EDITOR, verdict="expected", note="planned")
+    analytics.set_anomaly_status(owner, eur, actor=EDITOR, verdict="expected", note="planned")
     with owner.begin() as conn:
         # A verdict from before analytics was per currency: it names none, so it covers every currency.
         conn.execute(
@@ -86,12 +86,12 @@ def test_feedback_carries_its_own_currency(owner):
                 " VALUES (NULL, 'service', 'Storage', 'spike', 'expected')"
             )
         )
-    feedback = store.read_feedback(owner).sort_values("feedback_id")
+    feedback = analytics_store.read_feedback(owner).sort_values("feedback_id")
     assert feedback["marked_currency"].tolist() == ["EUR", None]
     # The anomaly row goes (re-rated away, say): the verdict still suppresses only within EUR.
     with owner.begin() as conn:
         conn.execute(sa.text("DELETE FROM mart.anomalies WHERE anomaly_id = :a"), {"a": eur})
-    assert store.read_feedback(owner).sort_values("feedback_id")["marked_currency"].tolist() == ["EUR", None]
+    assert analytics_store.read_feedback(owner).sort_values("feedback_id")["marked_currency"].tolist() == ["EUR", None]
 
 
 def test_one_run_is_one_forecast_generation_per_currency_key(owner):
@@ -111,7 +111,7 @@ def test_one_run_is_one_forecast_generation_per_currency_key(owner):
             rows[-1] |= {"lower_bound": 29 * point, "upper_bound": 31 * point}
     frame = pd.DataFrame(rows)[FORECAST_COLUMNS]
     for run in ("r1", "r2"):  # a second run appends (no primary key clash)
-        stats = store.write_forecasts(owner, frame, run_id=run, interval_level=0.8, as_of=DAY)
+        stats = analytics_store.write_forecasts(owner, frame, run_id=run, interval_level=0.8, as_of=DAY)
         assert (stats["forecast_rows"], stats["forecast_totals"]) == (8, 4)
     with owner.connect() as conn:
         days = conn.execute(

@@ -11,9 +11,10 @@ import sqlalchemy as sa
 from alembic import command
 
 from app.pipeline_ui import RunLauncher
-from backend.analytics import budgets, readers
+from backend.analytics import budgets
 from backend.auth import SCHEDULER, PermissionDenied, Role
-from backend.auth.audit import recent
+from backend.mart import analytics, budgets_sql
+from backend.mart.audit import recent
 from backend.mart.migrate import alembic_config, upgrade
 from backend.pipeline.service import PipelineService, run_role
 from scheduler.service import list_jobs, pause, reschedule, run_now, start_scheduler
@@ -46,9 +47,9 @@ def test_budget_writes_need_the_editor_role_and_are_audited_with_the_user(owner)
     budgets.update_budget(owner, bid, actor=ADMIN, amount=250)
     with pytest.raises(PermissionDenied, match="Deleting a budget needs the editor role"):
         budgets.delete_budget(owner, bid, actor=VIEWER)
-    assert budgets.get_budget(owner, bid)["amount"] == 250
+    assert budgets_sql.get_budget(owner, bid)["amount"] == 250
     budgets.delete_budget(owner, bid, actor=EDITOR)
-    assert budgets.get_budget(owner, bid) is None
+    assert budgets_sql.get_budget(owner, bid) is None
 
     entries = recent(owner)
     assert [(e.who, e.role, e.action, e.target) for e in entries] == [
@@ -74,9 +75,9 @@ def test_anomaly_feedback_needs_the_editor_role_and_records_who_gave_it(owner):
             {"d": dt.date(2026, 11, 20)},
         ).scalar_one()
     with pytest.raises(PermissionDenied, match="Giving anomaly feedback needs the editor role; you are viewer"):
-        readers.set_anomaly_status(owner, anomaly_id, actor=VIEWER, verdict="expected")
+        analytics.set_anomaly_status(owner, anomaly_id, actor=VIEWER, verdict="expected")
     assert _count(owner, "mart.anomaly_feedback") == 0
-    readers.set_anomaly_status(owner, anomaly_id, actor=EDITOR, verdict="expected", note="load test", suppress_days=3)
+    analytics.set_anomaly_status(owner, anomaly_id, actor=EDITOR, verdict="expected", note="load test", suppress_days=3)
     with owner.connect() as conn:
         assert conn.execute(sa.text("SELECT created_by FROM mart.anomaly_feedback")).scalar_one() == EDITOR.email
     (entry,) = recent(owner)

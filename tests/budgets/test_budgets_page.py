@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from backend.analytics import budgets, readers
+from backend.analytics import budgets
+from backend.mart import analytics, budgets_sql
 from tests.ui.conftest import app_runtime, page, pipeline, seeded, texts, ui_settings  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.timeout(300)
@@ -19,7 +20,7 @@ def _metric(at, label: str):
 def test_budgets_page_shows_backtest_error_and_exceed_date(seeded, pipeline):  # noqa: F811
     engine = pipeline.engine
     budgets.evaluate_budgets(engine, run_id="r1", as_of=seeded["as_of"])
-    view = next(iter(readers.budget_forecasts(engine).values()))  # 'Platform', the seeded total budget
+    view = next(iter(analytics.budget_forecasts(engine).values()))  # 'Platform', the seeded total budget
     assert view.backtest_error is not None  # 60 days of history: backtested
     at = page("budgets").run()
     assert not at.exception and [e.value for e in at.error] == []
@@ -49,7 +50,7 @@ def test_a_budget_with_filters_is_saved_from_the_form(seeded, pipeline):  # noqa
     at.text_input(key="bf_f_tagvalues_new").set_value("prod, test")
     next(b for b in at.button if b.label == "Create budget").click().run()
     assert not at.exception and [e.value for e in at.error] == []
-    saved = next(b for b in budgets.list_budgets(pipeline.engine) if b["name"] == "Filtered")
+    saved = next(b for b in budgets_sql.list_budgets(pipeline.engine) if b["name"] == "Filtered")
     assert saved["filters"] == {"service": [service], "region": [region], "tag:env": ["prod", "test"]}
     assert f"service = {service}" in texts(at)
 
@@ -77,6 +78,6 @@ def test_an_ambiguous_resource_group_is_asked_back(seeded, pipeline):  # noqa: F
     pick.set_value(subs[1])
     next(b for b in at.button if b.label == "Use this subscription").click().run()
     assert not at.exception
-    chosen = budgets.get_budget(pipeline.engine, bid)
+    chosen = budgets_sql.get_budget(pipeline.engine, bid)
     assert chosen["filters"] == {"subscription": [subs[1]]} and chosen["scope_candidates"] is None
     assert not any("NetworkWatcherRG" in w.value for w in at.warning)

@@ -12,8 +12,9 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from backend.analytics import budgets, readers
+from backend.analytics import budgets
 from backend.config import Settings
+from backend.mart import analytics, budgets_sql
 from backend.mart.migrate import upgrade
 from backend.notify.events import budget_message
 from tests.auth.principals import EDITOR
@@ -26,7 +27,7 @@ JUNE = {"amount": 100_000, "currency": "USD", "period": "monthly", "forecast_thr
 
 def _budget(engine, name: str, **values) -> dict:
     bid = budgets.create_budget(engine, actor=EDITOR, name=name, **{**JUNE, **values})
-    return budgets.get_budget(engine, bid)
+    return budgets_sql.get_budget(engine, bid)
 
 
 def _spent(engine, budget: dict) -> float:
@@ -82,9 +83,9 @@ def test_an_ambiguous_group_is_not_evaluated_until_its_subscription_is_picked(es
     budgets.update_budget(estate, bid, actor=EDITOR, amount=150)  # the amount only: the scope stays as it is
     with pytest.raises(ValueError, match=r"exists in 2 subscriptions \(s-a, s-b\): pick the subscription"):
         budgets.update_budget(estate, bid, actor=EDITOR, scope_value="NetworkWatcherRG")
-    assert budgets.get_budget(estate, bid)["scope_candidates"] == ["s-a", "s-b"]
+    assert budgets_sql.get_budget(estate, bid)["scope_candidates"] == ["s-a", "s-b"]
     budgets.update_budget(estate, bid, actor=EDITOR, filters={"subscription": ["Beta"]})  # by name: stored as id
-    chosen = budgets.get_budget(estate, bid)
+    chosen = budgets_sql.get_budget(estate, bid)
     assert chosen["filters"] == {"subscription": ["s-b"]} and chosen["scope_candidates"] is None
     assert _spent(estate, chosen) == 20 * 20  # s-b's group only, not 30 a day across both
     stats = budgets.evaluate_budgets(estate, run_id="r2", as_of=AS_OF)
@@ -122,7 +123,7 @@ def test_every_filter_holds_and_only_the_budget_currency_counts(estate):
     for name, (values, per_day) in cases.items():
         budget = _budget(estate, name, **values)
         assert _spent(estate, budget) == per_day * 20, name
-        assert [p.cost for p in readers.budget_burn(estate, budget, as_of=AS_OF)] == [per_day] * 20 * bool(per_day)
+        assert [p.cost for p in analytics.budget_burn(estate, budget, as_of=AS_OF)] == [per_day] * 20 * bool(per_day)
     eur = _budget(estate, "eur", scope_type="subscription", scope_value="s-a", currency="EUR")
     assert _spent(estate, eur) == 1000 * 20
     with pytest.raises(ValueError, match="a budget filters on subscription, service, region, provider, tag:<key>"):
@@ -137,7 +138,7 @@ def test_outlook_stores_backtest_error_window_and_exceed_date(estate):
         for name, amount in (("exceeds", 250), ("fits", 1000), ("over", 150))
     }
     budgets.evaluate_budgets(estate, run_id="r1", as_of=AS_OF)
-    got = readers.budget_forecasts(estate)
+    got = analytics.budget_forecasts(estate)
     fits = got[ids["fits"]]
     assert float(fits.spent) == 200 and float(fits.forecast_total) == pytest.approx(300)
     assert fits.exceed_date is None  # not expected this period
@@ -163,7 +164,7 @@ def test_a_budget_on_one_analytics_series_shows_that_forecast_and_its_stored_bac
         )
     budget = _budget(estate, "alpha", amount=1000, scope_type="subscription", scope_value="s-a")
     budgets.evaluate_budgets(estate, run_id="r1", as_of=AS_OF)
-    view = readers.budget_forecasts(estate)[budget["budget_id"]]
+    view = analytics.budget_forecasts(estate)[budget["budget_id"]]
     # s-a spends 40 a day in USD: 800 by June 20th, then the stored 50 a day for the 10 days left.
     assert float(view.spent) == 800 and float(view.forecast_total) == 1300 and view.method == "ets"
     assert float(view.backtest_error) == pytest.approx(0.123) and view.backtest_metric == "mape_30d_total"
@@ -177,7 +178,7 @@ def test_a_short_history_projects_the_run_rate_without_a_backtest(estate):
     budget = _budget(estate, "early", amount=250, scope_type="resource_group", scope_value="NetworkWatcherRG",
                      filters={"subscription": ["s-a"]})  # fmt: skip
     budgets.evaluate_budgets(estate, run_id="r1", as_of=date(2025, 3, 20))
-    view = readers.budget_forecasts(estate)[budget["budget_id"]]
+    view = analytics.budget_forecasts(estate)[budget["budget_id"]]
     assert view.method == "run_rate" and view.forecast_total is None and view.backtest_error is None
     assert float(view.spent) == 200 and view.exceed_date == date(2025, 3, 25)
 

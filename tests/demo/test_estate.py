@@ -17,9 +17,10 @@ import pytest
 from backend.demo.estate import FOCUS_SCHEMA, NATURAL_KEY, SyntheticSource, generate_estate
 from backend.demo.prices import IDLE_RESOURCES
 from backend.lake.catalog import MONEY
+from backend.mart.cursors import PostgresCursorStore
 from backend.sources.base import ContentType, PayloadFormat
 from backend.sources.chunks import payload_budget
-from backend.sources.cursors import MemoryCursorStore, PostgresCursorStore, UnknownBatchError
+from backend.sources.cursors import MemoryCursorStore, UnknownBatchError
 from tests.conftest import make_settings
 
 START = date(2025, 1, 1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from backend.demo import lifecycle
+from backend.mart import demo as mart_demo
 from tests.pipeline.services import pipeline_service
 from tests.pipeline.test_real_files import FOCUS_COLUMNS, _focus_rows, _mart_totals, _total, _write
 
@@ -28,7 +28,7 @@ def _run(service, **kwargs):
 
 def _demo_loaded(service) -> bool:
     with service.engine.connect() as conn:
-        return lifecycle.demo_loaded(conn)
+        return mart_demo.demo_loaded(conn)
 
 
 def _focus_file(tmp_path):
@@ -89,7 +89,8 @@ def test_an_install_holding_both_keeps_the_real_rows_when_the_demo_is_removed(se
 
 
 def test_the_demo_seeds_three_budgets_one_over_one_close_one_fine_and_takes_them_away(service, tmp_path):
-    from backend.analytics.budgets import list_budgets, period_bounds, spend
+    from backend.analytics.budgets import spend
+    from backend.mart.budgets_sql import list_budgets, period_bounds
 
     first = _run(service, steps=[*STEPS, "budgets"])
     seeded = first.steps["budgets"].detail["demo_budgets_seeded"]

@@ -12,10 +12,11 @@ import pytest
 import sqlalchemy as sa
 
 from backend.ingest.consumer import DrainResult, drain
-from backend.ingest.handshake import COMMITTED, batch_states, commit_batch, mark_in_bronze, new_batch_id, send_batch
+from backend.ingest.handshake import commit_batch, mark_in_bronze, new_batch_id, send_batch
 from backend.ingest.producer import BatchReceipt, KafkaChunkSink
 from backend.lake import lake_from_settings
 from backend.lake.catalog import BRONZE_COST_RECORDS
+from backend.mart.batches import COMMITTED, batch_states
 from backend.runtime import kafka as kafka_service
 from tests.ingest.conftest import DaySource, days
 

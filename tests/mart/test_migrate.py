@@ -127,7 +127,7 @@ def test_0009_rewrites_subscription_level_analytics_and_merges_split_rows(pg_url
     import pandas as pd
 
     from backend.analytics.analyze import suppressed_by_feedback
-    from backend.analytics.store import read_feedback
+    from backend.mart.analytics_store import read_feedback
     from tests.medallion.test_subscription_ids import ARM, CASES, GUID
 
     raws = [raw for raw, _ in CASES if raw is not None]

@@ -12,12 +12,12 @@ from pydantic import SecretStr
 
 from backend.lake import lake_from_settings
 from backend.lake.storage import lake_location
-from backend.notify import store
+from backend.mart import notifications
+from backend.mart.runs import StepResult
 from backend.notify.channels import RUN_FAILED, ChannelError
 from backend.notify.dispatch import backoff_s, dispatch, enqueue, send_test
 from backend.notify.render import Message
 from backend.pipeline.runner import PipelineContext, run_pipeline
-from backend.pipeline.runs import StepResult
 from backend.runtime import Endpoints
 from tests.conftest import make_settings
 from tests.notify.conftest import SMTP_PASSWORD, SMTP_USER, deliveries
@@ -314,22 +314,22 @@ def test_channels_that_do_not_take_an_event_get_nothing(tmp_path, mart_url, owne
 def test_page_channels_send_test_and_removal(tmp_path, mart_url, owner, http_receiver):
     settings = _settings(tmp_path, mart_url)
     with pytest.raises(ChannelError, match="must be a full http"):
-        store.add_channel(owner, name="bad", kind="slack", target="hooks.slack.com/services/x")
+        notifications.add_channel(owner, name="bad", kind="slack", target="hooks.slack.com/services/x")
     with pytest.raises(ChannelError, match="mail addresses such as"):
-        store.add_channel(owner, name="bad", kind="email", target="finops@example.com, not an address")
+        notifications.add_channel(owner, name="bad", kind="email", target="finops@example.com, not an address")
     with pytest.raises(ChannelError, match="unknown event"):
-        store.add_channel(owner, name="bad", kind="webhook", target=http_receiver.hook(), events=["everything"])
+        notifications.add_channel(owner, name="bad", kind="webhook", target=http_receiver.hook(), events=["everything"])
     with pytest.raises(ChannelError, match="unknown channel kind"):
-        store.add_channel(owner, name="bad", kind="pager", target=http_receiver.hook())
-    assert store.page_channels(owner) == []  # nothing stored by a refusal
+        notifications.add_channel(owner, name="bad", kind="pager", target=http_receiver.hook())
+    assert notifications.page_channels(owner) == []  # nothing stored by a refusal
 
-    good = store.add_channel(owner, name="finops-slack", kind="slack", target=http_receiver.hook("ok"))
-    down = store.add_channel(
+    good = notifications.add_channel(owner, name="finops-slack", kind="slack", target=http_receiver.hook("ok"))
+    down = notifications.add_channel(
         owner, name="down", kind="webhook", target=http_receiver.hook("down"), events=["run_failed"]
     )
     with pytest.raises(ChannelError, match="exists"):
-        store.add_channel(owner, name="finops-slack", kind="slack", target=http_receiver.hook("ok"))
-    (shown,) = [c for c in store.page_channels(owner) if c.name == "finops-slack"]
+        notifications.add_channel(owner, name="finops-slack", kind="slack", target=http_receiver.hook("ok"))
+    (shown,) = [c for c in notifications.page_channels(owner) if c.name == "finops-slack"]
     assert shown.display_target == f"{http_receiver.url}/***" and "ok" not in repr(shown)
 
     result = send_test(owner, settings, f"page:{good}")
@@ -346,7 +346,7 @@ def test_page_channels_send_test_and_removal(tmp_path, mart_url, owner, http_rec
     _run(settings_one_try, owner, ["boom"])
     open_rows = [r for r in deliveries(owner) if r["kind"] == RUN_FAILED]
     assert {r["channel_name"]: r["status"] for r in open_rows} == {"finops-slack": "delivered", "down": "retrying"}
-    store.delete_channel(owner, down, now=datetime.now(UTC))
+    notifications.delete_channel(owner, down, now=datetime.now(UTC))
     cancelled = [r for r in deliveries(owner) if r["channel_name"] == "down" and r["kind"] == RUN_FAILED]
     assert [(r["status"], r["last_error"]) for r in cancelled] == [("cancelled", "channel deleted")]
     with pytest.raises(LookupError, match="channel deleted"):
@@ -354,9 +354,9 @@ def test_page_channels_send_test_and_removal(tmp_path, mart_url, owner, http_rec
 
 
 def test_the_reader_sees_deliveries_but_never_channel_targets(mart_settings, owner, reader, http_receiver):
-    store.add_channel(owner, name="hook", kind="webhook", target=http_receiver.hook("S3CRET"))
-    send_test(owner, mart_settings, f"page:{store.page_channels(owner)[0].key.split(':')[1]}")
-    recent = store.recent_deliveries(reader)
+    notifications.add_channel(owner, name="hook", kind="webhook", target=http_receiver.hook("S3CRET"))
+    send_test(owner, mart_settings, f"page:{notifications.page_channels(owner)[0].key.split(':')[1]}")
+    recent = notifications.recent_deliveries(reader)
     assert [(r["event"], r["channel"], r["status"]) for r in recent] == [("test", "hook", "delivered")]
     with reader.connect() as conn, pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
         conn.execute(sa.text("SELECT target FROM ops.notification_channels"))

@@ -6,7 +6,8 @@ import pytest
 import sqlalchemy as sa
 
 from backend.auth import Principal, Role, local_principal
-from backend.notify import admin, store
+from backend.mart import notifications
+from backend.notify import admin
 from backend.notify.channels import ChannelError
 from tests.notify.conftest import deliveries
 
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 def test_channels_are_listed_tested_added_and_deliveries_shown(pipeline, http_receiver):  # noqa: F811
     owner = pipeline.engine
-    store.add_channel(owner, name="finops-slack", kind="slack", target=http_receiver.hook("S3CRET-token"))
+    notifications.add_channel(owner, name="finops-slack", kind="slack", target=http_receiver.hook("S3CRET-token"))
     at = page("sources").run()
     assert not at.exception
     shown = texts(at)
@@ -37,12 +38,12 @@ def test_channels_are_listed_tested_added_and_deliveries_shown(pipeline, http_re
     at.text_input(key="ntf_target").input("example.com/hook")
     next(b for b in at.button if b.label == "Add channel").click().run()
     assert any("Channel not added" in e.value and "must be a full http(s) URL" in e.value for e in at.error)
-    assert [c.name for c in store.page_channels(owner)] == ["finops-slack"]
+    assert [c.name for c in notifications.page_channels(owner)] == ["finops-slack"]
 
     at.text_input(key="ntf_target").input(http_receiver.hook("ops"))
     next(b for b in at.button if b.label == "Add channel").click().run()
     assert not at.exception
-    assert sorted(c.name for c in store.page_channels(owner)) == ["finops-slack", "ops hook"]
+    assert sorted(c.name for c in notifications.page_channels(owner)) == ["finops-slack", "ops hook"]
     with owner.connect() as conn:  # audited with the actor, without the URL
         audit = conn.execute(sa.text("SELECT action, detail::text FROM ops.user_audit ORDER BY 1")).all()
     assert [a for a, _ in audit] == ["notify.channel.add", "notify.channel.test"]

@@ -13,11 +13,12 @@ import sqlalchemy as sa
 
 from backend.lake.delta import lake_from_settings
 from backend.logs import current_run_id
-from backend.mart import reconcile, testing
+from backend.mart import history, reconcile
+from backend.mart.cursors import PostgresCursorStore
 from backend.mart.load import load_gold
-from backend.pipeline import history
-from backend.pipeline.runs import RunLogHandler, RunRecorder, StepResult
-from backend.sources.cursors import CursorRow, PostgresCursorStore
+from backend.mart.runs import RunLogHandler, RunRecorder, StepResult
+from backend.sources.cursors import CursorRow
+from tests.mart import synthetic_gold
 
 pytestmark = pytest.mark.slow  # a fresh migrated database per test
 
@@ -92,8 +93,8 @@ def test_run_logs_need_the_owner_and_keep_order(owner, reader):
 def test_load_history_and_reconciliation(mart_settings, owner, reader):
     assert history.load_history(reader) == [] and history.latest_reconciliation(reader) is None
     lake = lake_from_settings(mart_settings)
-    daily = testing.gold_cost_daily(start=dt.date(2026, 1, 30), days=4, rows_per_day=10, resources=20)
-    testing.write_gold(lake, daily)
+    daily = synthetic_gold.gold_cost_daily(start=dt.date(2026, 1, 30), days=4, rows_per_day=10, resources=20)
+    synthetic_gold.write_gold(lake, daily)
     load_gold(mart_settings, lake, run_id="load-1")
     load_gold(mart_settings, lake, run_id="load-2")
 

@@ -7,7 +7,7 @@ import pytest
 import sqlalchemy as sa
 
 from backend.lake import lake_from_settings
-from backend.pipeline import progress
+from backend.mart import progress
 from tests.conftest import make_settings
 
 TABLE = "silver/probe"
@@ -50,8 +50,10 @@ def test_cursor_advances_when_another_process_commits_after_the_handshake(owner,
     fetch must survive it, so a commit from a process that did not fetch still advances the cursor."""
     from datetime import UTC, date, datetime
 
-    from backend.ingest.handshake import SENT, _record
-    from backend.sources.cursors import CursorRow, PostgresCursorStore
+    from backend.mart.batches import SENT
+    from backend.mart.batches import record as _record
+    from backend.mart.cursors import PostgresCursorStore
+    from backend.sources.cursors import CursorRow
 
     fetcher, committer = PostgresCursorStore(mart_url), PostgresCursorStore(mart_url)
     try:

@@ -98,7 +98,7 @@ _TWO_PROCESS_SCRIPT = textwrap.dedent(
     from backend.lake import lake_from_settings
     from backend.lake.storage import lake_location
     from backend.pipeline.runner import PipelineContext, run_pipeline
-    from backend.pipeline.runs import StepResult
+    from backend.mart.runs import StepResult
     from backend.runtime import Endpoints
     from backend.auth import SCHEDULER
     from scheduler.service import run_now, start_scheduler

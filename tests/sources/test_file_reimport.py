@@ -9,7 +9,8 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from backend.sources.cursors import MemoryCursorStore, PostgresCursorStore
+from backend.mart.cursors import PostgresCursorStore
+from backend.sources.cursors import MemoryCursorStore
 from backend.sources.files import FileSource, scan_inbox
 from tests.conftest import make_settings
 from tests.sources.test_files import (

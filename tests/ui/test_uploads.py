@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from app.uploads import save_upload
 from backend.auth import PermissionDenied
-from backend.auth.audit import recent
+from backend.mart.audit import recent
 from backend.mart.migrate import upgrade
 from backend.sources.files import FileRefusedError
 from tests.auth.principals import EDITOR, VIEWER
