@@ -134,7 +134,7 @@ def prefer_detail(silver: DataFrame) -> DataFrame:
 def cost_daily(
     silver: DataFrame, *, run_id: str, fx: DataFrame | None = None, reporting_currency: str | None = None
 ) -> DataFrame:
-    """Pure transform: preferred silver rows -> GOLD_COST_DAILY_SCHEMA (one row per day and dimension set)."""
+    """Pure transform: preferred silver rows -> GOLD_COST_DAILY.schema rows (one row per day and dimension set)."""
     dims = [F.coalesce(F.col(src), F.lit("")).alias(dst) for dst, src in DAILY_DIMENSIONS.items()]
     measures = {"actual_cost": "BilledCost", "amortized_cost": "EffectiveCost", "list_cost": "ListCost",
                 "quantity": "PricingQuantity", "contracted_cost": "ContractedCost"}  # fmt: skip
@@ -177,7 +177,7 @@ def restamp_daily(
     """Daily rows (computed or read back from gold) with the converted costs and run id of this run.
 
     Conversion to `reporting_currency` (None: no conversion, every *_converted is null) uses the month's
-    rate from `fx` (SILVER_FX_RATES_SCHEMA rows; only those to the reporting currency are used, one per
+    rate from `fx` (SILVER_FX_RATES.schema rows; only those to the reporting currency are used, one per
     month and from-currency); a row already in the reporting currency converts at 1; a row without a
     rate stays null, never 0. An increment keeps a month's untouched days from stored gold; converting
     them again with today's rates keeps them exactly what recomputing the whole month would give.
@@ -205,7 +205,7 @@ def restamp_daily(
 
 
 def monthly_summary(daily: DataFrame, *, run_id: str, months: list[str] | None = None) -> DataFrame:
-    """Pure transform: gold daily rows (target months plus their previous months) -> GOLD_MONTHLY_SUMMARY_SCHEMA."""
+    """Pure transform: gold daily rows (target months plus their previous months) -> GOLD_MONTHLY_SUMMARY.schema rows."""
     keys = ["billing_account_id", "subscription_id", "billing_currency"]
     monthly = daily.groupBy("charge_month", *keys).agg(
         F.max("subscription_name").alias("subscription_name"),
@@ -263,7 +263,7 @@ def tag_sums(silver: DataFrame) -> DataFrame:
 def cost_by_tag(
     silver: DataFrame | None, *, run_id: str, month_keys: DataFrame | None = None, sums: DataFrame | None = None
 ) -> DataFrame:
-    """Pure transform: preferred silver rows (or their `tag_sums`, when the caller kept them) -> GOLD_COST_BY_TAG_SCHEMA.
+    """Pure transform: preferred silver rows (or their `tag_sums`, when the caller kept them) -> GOLD_COST_BY_TAG.schema rows.
 
     For every tag key seen in a month, the cost of rows lacking that key is reported under the
     value "untagged", so each key's values add up to the day's total. `month_keys` (charge_month,

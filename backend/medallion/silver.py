@@ -485,7 +485,7 @@ _DIMENSIONS = (
 
 
 def transform(valid: DataFrame, *, run_id: str, now: datetime | None = None) -> DataFrame:
-    """Pure transform: validated rows -> one silver row per (natural key, merge mode) on SILVER_COSTS_SCHEMA
+    """Pure transform: validated rows -> one silver row per (natural key, merge mode) on SILVER_COSTS.schema
     + `_mode` + `_additive`.
 
     A delivery unit is a batch (an API pull) or one file of it. Within a run, per (slice, mode), the
@@ -581,7 +581,7 @@ def transform(valid: DataFrame, *, run_id: str, now: datetime | None = None) -> 
 
 
 def quarantine(invalid: DataFrame, *, run_id: str, now: datetime | None = None) -> DataFrame:
-    """Pure transform: failing rows -> SILVER_QUARANTINE_SCHEMA with the rule(s) and the raw row as received."""
+    """Pure transform: failing rows -> SILVER_QUARANTINE.schema rows with the rule(s) and the raw row as received."""
     now = now or datetime.now(UTC)
     c = F.col
     return invalid.select(
@@ -664,7 +664,7 @@ def _stored_slices(spark: SparkSession, lake: Lake, part: DataFrame, months: lis
 def write_silver(spark: SparkSession, lake: Lake, rows: DataFrame, modes: list[str]) -> SilverWrite:
     """Write transformed silver rows (with `_mode`) into silver/costs, mode by mode.
 
-    Semantics: match on SILVER_KEY (null-safe). A FOCUS row sets every column; an actual report
+    Semantics: match on SILVER_COSTS.key (null-safe). A FOCUS row sets every column; an actual report
     sets BilledCost (and dimensions) only, an amortized report EffectiveCost only. Within the
     (family, scope, day) slices present in the new rows, target rows last set by another batch and
     absent from the new data were re-rated away: their cost is cleared, and the row deleted when
