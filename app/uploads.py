@@ -52,7 +52,7 @@ def _safe_name(name: str) -> str:
 
 
 def _summary(prepared: PreparedFile, name: str, path: Path, *, already_there: bool) -> SavedUpload:
-    days = sorted(day for _, day in prepared.totals if day is not None)
+    days = sorted(day for _scope, day, _currency in prepared.totals if day is not None)
     return SavedUpload(
         name=name,
         path=path,
