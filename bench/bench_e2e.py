@@ -59,11 +59,13 @@ def _ingest_until(estate, until: date, redeliver: tuple[date, ...] = ()):
         from backend.mart.cursors import PostgresCursorStore
         from backend.mart.runs import StepResult
 
-        cursors = ctx.state.setdefault("cursors", PostgresCursorStore(ctx.endpoints.database_url))
+        if ctx.state.cursors is None:
+            ctx.state.cursors = PostgresCursorStore(ctx.endpoints.database_url)
+        cursors = ctx.state.cursors
         source = SyntheticSource(ctx.settings, estate, cursors=cursors, until=until, redeliver=redeliver)
         with KafkaChunkSink(ctx.settings) as sink:
             receipt = send_batch(source, sink, ctx.engine, batch_id=new_batch_id(ctx.run_id, source.name))
-        ctx.state["sent"] = [(source, receipt.batch_id)]
+        ctx.state.sent = [(source, receipt.batch_id)]
         return StepResult(rows_in=None, rows_out=receipt.cost_rows, detail={"chunks": receipt.chunks})
 
     return ingest
@@ -109,13 +111,13 @@ def _step_row(summary, ctx, gold_times: dict[str, float]) -> dict[str, Any]:
         row[f"{step}_s"] = round(float(result.detail.get("seconds", 0.0)), 1)
     row["source_to_mart_s"] = round(sum(row.get(f"{s}_s", 0.0) for s in SOURCE_TO_MART), 1)
     row["all_steps_s"] = round(sum(v for k, v in row.items() if k.endswith("_s") and k[:-2] in summary.steps), 1)
-    stats = ctx.state.get("medallion")
+    stats = ctx.state.medallion
     if stats is not None:
         row["silver_compute_s"] = stats.seconds.get("silver_compute")
         row["silver_write_s"] = stats.seconds.get("silver_write")
         row["silver_rows"] = stats.silver_upserted
         row["quarantined"] = stats.quarantined
-    row["affected_months"] = len(ctx.state.get("affected_months") or [])
+    row["affected_months"] = len(ctx.state.affected_months or [])
     row["gold_tables_s"] = dict(gold_times)
     mart = summary.steps.get("mart")
     if mart is not None:

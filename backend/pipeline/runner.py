@@ -66,8 +66,27 @@ def request_stop() -> None:
 
 
 @dataclass
+class RunState:
+    """What one run's steps hand each other, by name and type: each field says which step sets it.
+
+    A step run on its own finds the defaults (e.g. `affected_months` None: gold and the mart then do
+    every month), which is what "run gold" or "run mart" from the UI means."""
+
+    options: dict[str, Any] = field(default_factory=dict)  # the run's options (files to import, full_rebuild)
+    cursors: Any = None  # ingest: the run's source cursor store, built on first use (tests pass their own)
+    demo_estate: Any = None  # ingest: the demo estate, generated once ("demo" and the demo tenant share it)
+    demo_skipped: bool = False  # ingest: a real source delivered, so the demo source was not loaded
+    skipped_sources: list[dict[str, str]] = field(default_factory=list)  # ingest: sources not configured
+    fx_files: list[Any] = field(default_factory=list)  # ingest: FX rates files found among the imports
+    sent: list[tuple[str, str]] = field(default_factory=list)  # ingest: (source, batch id) sent to Kafka
+    silver_version_before: int | None = None  # silver: silver's Delta version before this run wrote
+    affected_months: list[str] | None = None  # silver, then gold: the months to refine / load (None: all)
+    medallion: Any = None  # silver: its MedallionStats (touched days, for gold's day-level increment)
+
+
+@dataclass
 class PipelineContext:
-    """What a step gets: settings, resolved endpoints, the owner engine, the lake, and shared run state."""
+    """What a step gets: settings, resolved endpoints, the owner engine, the lake, and the run's state."""
 
     settings: Settings
     endpoints: Endpoints
@@ -75,7 +94,7 @@ class PipelineContext:
     lake: Lake
     run_id: str
     sources: list[str]
-    state: dict[str, Any] = field(default_factory=dict)
+    state: RunState = field(default_factory=RunState)
 
     @cached_property
     def spark(self):

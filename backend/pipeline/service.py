@@ -87,7 +87,7 @@ class PipelineService:
 
         def factory(run_id: str) -> PipelineContext:
             ctx = PipelineContext(self.settings, self.endpoints, self.engine, self.lake, run_id, chosen_sources)
-            ctx.state["options"] = options
+            ctx.state.options = options
             return ctx
 
         return run_pipeline(

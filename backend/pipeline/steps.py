@@ -22,28 +22,28 @@ SOURCE_NAMES = ("demo", "azure", "inbox", "files")
 
 
 def _option(ctx: PipelineContext, name: str, default: Any = None) -> Any:
-    return ctx.state.get("options", {}).get(name, default)
+    return ctx.state.options.get(name, default)
 
 
 def _cursors(ctx: PipelineContext):
     from backend.mart.cursors import PostgresCursorStore
 
-    if "cursors" not in ctx.state:
-        ctx.state["cursors"] = PostgresCursorStore(ctx.endpoints.database_url)
-    return ctx.state["cursors"]
+    if ctx.state.cursors is None:
+        ctx.state.cursors = PostgresCursorStore(ctx.endpoints.database_url)
+    return ctx.state.cursors
 
 
 def demo_estate(ctx: PipelineContext):
     """The demo estate: 13 months ending with the current month, same seed every time, so it never changes."""
     from backend.demo.estate import generate_estate
 
-    if "demo_estate" not in ctx.state:  # "demo" and the demo tenant's "azure" share one estate per run
+    if ctx.state.demo_estate is None:  # "demo" and the demo tenant's "azure" share one estate per run
         today = datetime.now(UTC).date()
         start = date(today.year - 1, today.month, 1)
-        ctx.state["demo_estate"] = generate_estate(
+        ctx.state.demo_estate = generate_estate(
             seed=ctx.settings.demo_seed, start=start, months=13, target_rows=ctx.settings.demo_rows
         )
-    return ctx.state["demo_estate"]
+    return ctx.state.demo_estate
 
 
 def demo_azure_active(settings) -> bool:
@@ -115,13 +115,13 @@ def _check_one_demo_path(ctx: PipelineContext) -> None:
 def build_sources(ctx: PipelineContext, resources: ExitStack) -> list:
     """The CostSources this run pulls, by name. The inbox is handled separately (one batch per file).
 
-    A source that is not configured at all is left out and noted in ctx.state["skipped_sources"].
+    A source that is not configured at all is left out and noted in ctx.state.skipped_sources.
 
     Anything a source needs only while it fetches (the demo tenant's FakeAzure) is closed with `resources`."""
     _check_one_demo_path(ctx)
     sources = []
     for name in ctx.sources:
-        if name == "demo" and ctx.state.get("demo_skipped"):
+        if name == "demo" and ctx.state.demo_skipped:
             continue
         if name == "demo":
             from backend.demo.estate import SyntheticSource
@@ -139,7 +139,7 @@ def build_sources(ctx: PipelineContext, resources: ExitStack) -> list:
                 # Nothing set is a deployment without Azure (files only), not a failure: the run says so and
                 # goes on. A half-configured one is refused by AzureCostSource, naming the missing setting.
                 log.info("azure source skipped: %s", config.message)
-                ctx.state.setdefault("skipped_sources", []).append({"source": name, "detail": config.message})
+                ctx.state.skipped_sources.append({"source": name, "detail": config.message})
                 continue
             # The open window is re-planned on every run by the source itself (Azure re-rates it).
             sources.append(AzureCostSource(ctx.settings, cursors=_cursors(ctx), mode=ctx.settings.azure_mode))
@@ -149,7 +149,7 @@ def build_sources(ctx: PipelineContext, resources: ExitStack) -> list:
             paths = [Path(p) for p in _option(ctx, "files", [])]
             source = FileSource(ctx.settings, paths, cursors=_cursors(ctx))
             # FX rates files among them are imported by the ingest step itself (not sent through Kafka).
-            ctx.state.setdefault("fx_files", []).extend(source.rates_paths)
+            ctx.state.fx_files.extend(source.rates_paths)
             if source.paths or not source.rates_paths:
                 sources.append(source)
         elif name != "inbox":
@@ -193,7 +193,7 @@ def ingest(ctx: PipelineContext) -> StepResult:
         sources = build_sources(ctx, resources)
         # Rates files are checked before anything is sent (a bad one fails the import, naming its rows) and
         # written after the cost files went out, so a refused cost file leaves the rates untouched too.
-        rates_files = [fx.parse_rates(path, ctx.settings) for path in ctx.state.get("fx_files", [])]
+        rates_files = [fx.parse_rates(path, ctx.settings) for path in ctx.state.fx_files]
         for source in sources:
             if getattr(source, "check", None) is None or source.check():
                 before_real(source)
@@ -229,9 +229,9 @@ def ingest(ctx: PipelineContext) -> StepResult:
                 detail["inbox"].append({"file": result.file_name, "status": result.status, "detail": result.detail})
     if remote_error is not None:
         raise remote_error  # after every other source went out: one unreadable bucket does not hold them back
-    if skipped := ctx.state.get("skipped_sources"):
+    if skipped := ctx.state.skipped_sources:
         detail["skipped_sources"] = skipped
-    ctx.state["sent"] = sent
+    ctx.state.sent = sent
     return StepResult(rows_in=None, rows_out=rows, detail=detail)
 
 
@@ -266,7 +266,7 @@ def _keep_demo_apart(ctx: PipelineContext, detail: dict[str, Any]) -> None:
         or ("inbox" in ctx.sources and lifecycle.inbox_waiting(settings))
     )
     if real_before or coming:
-        ctx.state["demo_skipped"] = True
+        ctx.state.demo_skipped = True
         detail["demo_skipped"] = "real data " + ("was delivered" if real_before else "arrives in this run")
 
 
@@ -278,7 +278,7 @@ def bronze(ctx: PipelineContext) -> StepResult:
     result = drain(ctx.settings, ctx.lake, run_id=ctx.run_id)
     in_bronze = set(mark_in_bronze(ctx.engine, ctx.lake))
     committed, missing = [], []
-    for source, batch_id in ctx.state.get("sent", []):
+    for source, batch_id in ctx.state.sent:
         if batch_id in in_bronze:
             commit_batch(source, ctx.engine, batch_id)
             committed.append(batch_id)
@@ -307,10 +307,10 @@ def silver(ctx: PipelineContext) -> StepResult:
     stats = MedallionStats(run_id=ctx.run_id, full_rebuild=bool(_option(ctx, "full_rebuild", False)))
     if stats.full_rebuild:
         reset_for_rebuild(ctx.lake, run_id=ctx.run_id)
-    ctx.state["silver_version_before"] = ctx.lake.version(SILVER_COSTS.name)
+    ctx.state.silver_version_before = ctx.lake.version(SILVER_COSTS.name)
     months = run_silver(ctx.spark, ctx.lake, stats, run_id=ctx.run_id)
-    ctx.state["affected_months"] = sorted(months)
-    ctx.state["medallion"] = stats
+    ctx.state.affected_months = sorted(months)
+    ctx.state.medallion = stats
     return StepResult(
         rows_in=stats.source_rows,
         rows_out=stats.silver_upserted,
@@ -333,7 +333,7 @@ def gold(ctx: PipelineContext) -> StepResult:
     from backend.sources.fx import reporting_currency
 
     _drop_retired_tables(ctx)
-    months = ctx.state.get("affected_months")
+    months = ctx.state.affected_months
     full = bool(_option(ctx, "full_rebuild", False))
     if months is None and not full:
         # Run on its own (e.g. "run gold" from the UI): refresh every month silver holds.
@@ -351,7 +351,7 @@ def gold(ctx: PipelineContext) -> StepResult:
         log.info("gold: FX rates to %s changed for %s; converting those months again", currency, fx_months)
         months = sorted(set(months) | set(fx_months))
     # The mart step loads what gold rewrote (None: everything).
-    ctx.state["affected_months"] = months
+    ctx.state.affected_months = months
     detail: dict[str, Any] = {"reporting_currency": currency or "", "fx_months": fx_months}
     if months == []:
         _record_fx(ctx, fx_mark)
@@ -429,8 +429,8 @@ def _days_changed(ctx: PipelineContext) -> dict[str, list[str]] | None:
     """
     from backend.lake.catalog import SILVER_COSTS
 
-    stats = ctx.state.get("medallion")
-    before = ctx.state.get("silver_version_before")
+    stats = ctx.state.medallion
+    before = ctx.state.silver_version_before
     if stats is None or not stats.touched_days or before is None:
         return None
     if progress.recorded_version(ctx.engine, "gold", SILVER_COSTS.name) != before:
@@ -456,7 +456,9 @@ def mart(ctx: PipelineContext) -> StepResult:
         ctx.engine, ctx.lake, stage="mart", upstream_table=GOLD_COST_DAILY.name, column=GOLD_COST_DAILY.partition_by[0]
     )
     # Run on its own (no months handed down): reload everything gold holds.
-    months = progress.merge_months(ctx.state["affected_months"], pending) if "affected_months" in ctx.state else None
+    months = (
+        progress.merge_months(ctx.state.affected_months, pending) if ctx.state.affected_months is not None else None
+    )
     if months == []:
         return StepResult(rows_in=0, rows_out=0, detail={"months": []})
     stats = load_gold(ctx.engine, ctx.lake, run_id=ctx.run_id, months=months)

@@ -78,7 +78,7 @@ def test_the_demo_tenant_bills_what_the_demo_load_delivers():
 
 def _context(settings, sources, cursors) -> PipelineContext:
     ctx = PipelineContext(settings, None, None, None, "run-1", sources)  # only settings and state are used
-    ctx.state["cursors"] = cursors
+    ctx.state.cursors = cursors
     return ctx
 
 

@@ -33,7 +33,7 @@ NOT_CONFIGURED_MESSAGE = (
 
 def _context(settings, sources) -> PipelineContext:
     ctx = PipelineContext(settings, None, None, None, "run-1", sources)  # only settings and state are used
-    ctx.state["cursors"] = MemoryCursorStore()
+    ctx.state.cursors = MemoryCursorStore()
     return ctx
 
 
@@ -82,7 +82,7 @@ def test_explicit_azure_without_any_setting_is_skipped_with_what_to_set(tmp_path
     ctx = _context(make_settings(tmp_path, demo_mode=False), ["azure"])
     with ExitStack() as resources:
         assert build_sources(ctx, resources) == []
-    assert ctx.state["skipped_sources"] == [{"source": "azure", "detail": NOT_CONFIGURED_MESSAGE}]
+    assert ctx.state.skipped_sources == [{"source": "azure", "detail": NOT_CONFIGURED_MESSAGE}]
 
 
 @pytest.mark.parametrize(
