@@ -1,4 +1,4 @@
-"""Streamlit entry point: starts the runtime once and navigates over the pages in pages/."""
+"""Streamlit entry point: starts the process's Server once and navigates over the pages in pages/."""
 
 from __future__ import annotations
 
@@ -13,13 +13,11 @@ if str(_ROOT) not in sys.path:
 import streamlit as st  # noqa: E402
 
 from app import auth  # noqa: E402
-from app.context import autostart_demo, get_runtime, get_scheduler  # noqa: E402
+from app.context import get_server  # noqa: E402
 
 st.set_page_config(page_title="Costlake", page_icon="💠", layout="wide")
 
-get_runtime()
-get_scheduler()
-autostart_demo()
+get_server()  # the runtime, the mart, the scheduler and the first demo load, once per process
 # Before any page: a shared deployment shows the sign-in (or refusal) screen and stops here.
 auth.sidebar(auth.current_principal())
 

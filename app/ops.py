@@ -1,4 +1,4 @@
-"""Pipeline-page helpers: steps, ingest details of a run, Kafka lag and drains, lake freshness (backend functions)."""
+"""Pipeline-page helpers: ingest details of a run, Kafka lag and drains, lake freshness (backend functions)."""
 
 from __future__ import annotations
 
@@ -15,23 +15,6 @@ from backend.ingest.monitor import PartitionLag
 log = logging.getLogger(__name__)
 
 
-def known_steps() -> list[str]:
-    """The pipeline's steps in order, from the step registry."""
-    from backend.pipeline.steps import ALL_STEPS
-
-    return list(ALL_STEPS)
-
-
-def resolved_settings(pipeline):
-    """Settings with the runtime's resolved endpoints (an embedded broker's address is not in the env)."""
-    return pipeline.settings.model_copy(
-        update={
-            "kafka_bootstrap_servers": pipeline.endpoints.kafka_bootstrap_servers,
-            "database_url": pipeline.endpoints.database_url,
-        }
-    )
-
-
 def kafka_lag(pipeline) -> pd.DataFrame:
     """Per topic partition: end offset, the group's committed offset, what bronze holds, and the lag."""
     from kafka.errors import KafkaError
@@ -39,7 +22,7 @@ def kafka_lag(pipeline) -> pd.DataFrame:
     from backend.ingest.monitor import consumer_lag
 
     try:
-        rows = consumer_lag(resolved_settings(pipeline), pipeline.lake, probe=True)
+        rows = consumer_lag(pipeline.settings, pipeline.lake, probe=True)  # resolved: the broker's address
     except KafkaError as exc:
         # Before the first ingest the topic does not exist (UNKNOWN_TOPIC_OR_PARTITION = 3): nothing lags yet.
         if "error code 3" in str(exc):

@@ -1,25 +1,40 @@
-"""Server-process services started before Streamlit serves anything, so scheduled runs happen without a browser."""
+"""The served app's composition: one Server per process (resources, pipeline, launcher, scheduler, metrics).
+
+`python -m app.serve` starts it before Streamlit serves anything, so scheduled runs happen without a
+browser; `streamlit run app/main.py` starts it on the first page view through app.context. Both go through
+`start`, so the first demo load and everything else happen the same way whichever way the app was launched.
+"""
 
 from __future__ import annotations
 
 import atexit
+import importlib
 import logging
 import threading
-
-import sqlalchemy as sa
+from dataclasses import dataclass
 
 from backend.config import Settings
+from backend.pipeline.launcher import RunLauncher, first_start_demo
+from backend.pipeline.service import PipelineService
+from backend.resources import Resources, open_resources
 from backend.runtime import Runtime
+from scheduler.service import Schedules, start_scheduler
 
 log = logging.getLogger(__name__)
 
-# Set by `start()` when the app is launched through `python -m app.serve`; app.context hands these out
-# instead of building its own, so the UI and the scheduler share one runtime per process.
-runtime: Runtime | None = None
-pipeline = None
-scheduler = None
-_lock = threading.Lock()
 
+@dataclass(frozen=True)
+class Server:
+    """What the pages and the server's threads share; built once per process by `start`."""
+
+    resources: Resources
+    pipeline: PipelineService
+    launcher: RunLauncher  # manual runs (the pages' buttons, the first demo load)
+    schedules: Schedules | None  # None with SCHEDULER_ENABLED=false
+
+
+_server: Server | None = None
+_lock = threading.Lock()
 
 # Every module a pipeline step imports, loaded in the main thread before the scheduler's worker threads
 # start: two threads importing the same heavy packages for the first time can deadlock-detect and see
@@ -45,64 +60,60 @@ _PRELOAD = (
 )
 
 
-def _preload() -> None:
-    import importlib
-
-    for name in _PRELOAD:
-        importlib.import_module(name)
+def started() -> bool:
+    """Whether this process's Server exists (`python -m app.serve` starts it before any page)."""
+    return _server is not None
 
 
-def start(settings: Settings) -> None:
-    """Start the runtime, migrate the mart, start the scheduler; queue the first demo load on a fresh install."""
-    global runtime, pipeline, scheduler
+def build(settings: Settings, *, spark: bool = True) -> Server:
+    """Resources, the pipeline over them, the launcher, and the scheduler when enabled (tests build their own)."""
+    resources = open_resources(Runtime(settings), spark=spark)
+    pipeline = PipelineService(resources)
+    schedules = None
+    if settings.scheduler_enabled:
+        schedules = start_scheduler(resources.owner, pipeline.run)
+    return Server(resources, pipeline, RunLauncher(pipeline), schedules)
+
+
+def start(settings: Settings) -> Server:
+    """This process's Server: built, with the metrics endpoint and the first demo load, on the first call."""
+    global _server
     with _lock:
-        if runtime is not None:
-            return
-        from backend.pipeline.service import PipelineService
-
-        _preload()  # before the Spark warm-up thread and the scheduler's workers start importing
-        runtime = Runtime(settings)
-        runtime.start(spark=True)
-        pipeline = PipelineService(runtime)
-        _start_metrics(pipeline)
-        if not settings.scheduler_enabled:
-            return
-        from backend.auth import system_principal
-        from scheduler.service import run_now, start_scheduler
-
-        scheduler = start_scheduler(pipeline.endpoints.database_url, pipeline.run)
-        atexit.register(lambda: scheduler.shutdown(wait=False) if scheduler.running else None)
-        if settings.is_demo and not _any_successful_run(pipeline.engine):
-            log.info("demo mode without a successful run yet: queueing the demo estate load now, not in an hour")
-            run_now(scheduler, actor=system_principal("first-start"))
+        if _server is not None:
+            return _server
+        for name in _PRELOAD:  # before the Spark warm-up thread and the scheduler's workers start importing
+            importlib.import_module(name)
+        server = build(settings)
+        log.info("costlake started: %s", {k: round(v, 2) for k, v in server.resources.runtime.startup_seconds.items()})
+        _start_metrics(server.resources)
+        if server.schedules is not None:
+            # Streamlit stops with SIGTERM/SIGINT and then runs atexit: a running job finishes its step.
+            atexit.register(server.schedules.shutdown)
+        first_start_demo(server.pipeline, server.launcher)
+        _server = server
+        return server
 
 
-def _start_metrics(pipeline) -> None:
+def _start_metrics(resources: Resources) -> None:
     # With the pipeline, not the scheduler: the endpoint exists whenever this process can run the pipeline.
     # A port already taken must not stop the app from serving: logged, the app runs without metrics.
     from backend.metrics.server import start_for
 
     try:
-        start_for(pipeline)
+        start_for(resources)
     except OSError:
-        log.exception("metrics endpoint not started (METRICS_PORT=%s)", pipeline.settings.metrics_port)
-
-
-def _any_successful_run(engine: sa.Engine) -> bool:
-    from backend.mart import history
-
-    return history.latest_run(engine, status="succeeded") is not None
+        log.exception("metrics endpoint not started (METRICS_PORT=%s)", resources.settings.metrics_port)
 
 
 def shutdown() -> None:
     """The server is stopping: no new runs; a running one stops at its next step, and its Spark work is
     cancelled now so Ctrl-C does not wait minutes for a job (the run is recorded as failed, nothing is lost)."""
     from backend.metrics.server import stop_metrics
-    from backend.pipeline.runner import request_stop
-    from backend.runtime.spark import stop_spark
 
-    request_stop()
-    if scheduler is not None and scheduler.running:
-        scheduler.shutdown(wait=False)
+    server = _server
+    if server is None:
+        return
+    if server.schedules is not None:
+        server.schedules.shutdown()
     stop_metrics()
-    stop_spark()
+    server.pipeline.stop()

@@ -60,7 +60,7 @@ def _ingest_until(estate, until: date, redeliver: tuple[date, ...] = ()):
         from backend.mart.runs import StepResult
 
         if ctx.state.cursors is None:
-            ctx.state.cursors = PostgresCursorStore(ctx.endpoints.database_url)
+            ctx.state.cursors = PostgresCursorStore(ctx.engine)
         cursors = ctx.state.cursors
         source = SyntheticSource(ctx.settings, estate, cursors=cursors, until=until, redeliver=redeliver)
         with KafkaChunkSink(ctx.settings) as sink:
@@ -154,6 +154,7 @@ def run_size(rows: int, root: Path, result: BenchResult) -> None:
     from backend.demo.estate import generate_estate
     from backend.pipeline.service import PipelineService
     from backend.pipeline.steps import REGISTRY
+    from backend.resources import open_resources
     from backend.runtime import Runtime
     from backend.runtime.spark import get_spark
     from bench.bench_medallion import run_duckdb
@@ -161,7 +162,7 @@ def run_size(rows: int, root: Path, result: BenchResult) -> None:
     work = root / f"n{rows}"
     settings = Settings(_env_file=None, app_env="test", data_dir=work, demo_rows=rows, scheduler_enabled=False)
     runtime = Runtime(settings)
-    service = PipelineService(runtime)  # starts Postgres and Tansu, migrates the mart
+    service = PipelineService(open_resources(runtime))  # starts Postgres and Tansu, migrates the mart
     gold_times = _GoldTimes()
     logging.getLogger("backend.medallion.refine").addHandler(gold_times)
     try:

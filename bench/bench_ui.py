@@ -96,11 +96,11 @@ def main(quick: bool = False) -> None:
     from streamlit.testing.v1 import AppTest
 
     import app.context
+    import app.process
     from app import data
     from backend.config import REPO_ROOT, Settings
     from backend.mart import waste
     from backend.mart.load import load_gold
-    from backend.runtime import Runtime
     from tests.mart import synthetic_gold
 
     total_rows = 200_000 if quick else 5_000_000
@@ -117,10 +117,9 @@ def main(quick: bool = False) -> None:
             lake_uri=str(work / "lake"),
             scheduler_enabled=False,
         )
-        runtime = Runtime(settings)
-        runtime.start(spark=False)
-        app.context.get_runtime = lambda: runtime  # the pages' runtime, as in tests/ui
-        pipeline = app.context.get_pipeline()  # runs the migrations
+        app_server = app.process.build(settings, spark=False)  # migrates the mart
+        app.context.get_server = lambda: app_server  # the pages' server, as in tests/ui
+        pipeline = app.context.get_pipeline()
 
         as_of = dt.date.today()
         with timed() as gen:
@@ -236,6 +235,5 @@ def main(quick: bool = False) -> None:
         ).write()
         st.cache_resource.clear()
         pipeline.close()
-        runtime.stop()
     finally:
         server.cleanup()

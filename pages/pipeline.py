@@ -9,8 +9,8 @@ import logging
 import streamlit as st
 
 from app import auth, data, fmt, ops, ui
-from app.context import get_lake, get_launcher, get_owner, get_pipeline, get_reader, get_scheduler
-from app.pipeline_ui import STATUS_ICONS, failed_steps, parse_detail, runs_table, steps_table
+from app.context import get_lake, get_launcher, get_owner, get_pipeline, get_reader, get_schedules
+from app.run_history import STATUS_ICONS, failed_steps, parse_detail, runs_table, steps_table
 
 log = logging.getLogger(__name__)
 TIME_HELP = "UTC, like every time in the app."
@@ -32,7 +32,7 @@ def _active() -> bool:
 
 
 # --- run now -----------------------------------------------------------------------------------------
-steps_all = ops.known_steps()
+steps_all = get_pipeline().steps
 active = _active()
 with st.container(border=True):
     c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
@@ -193,19 +193,18 @@ with tab_hist:
                 st.dataframe(logs, hide_index=True, width="stretch")
 
 with tab_sched:
-    scheduler = get_scheduler()
-    if scheduler is None:
+    schedules = get_schedules()
+    if schedules is None:
         st.info(
             "The scheduler is off in this process (`SCHEDULER_ENABLED=false`); runs start only from here or the CLI."
         )
     else:
-        from scheduler import service as sched
 
-        def _toggle(scheduler, job) -> bool:
-            (sched.resume if job.paused else sched.pause)(scheduler, job.job_id, actor=principal)
+        def _toggle(job) -> bool:
+            (schedules.resume if job.paused else schedules.pause)(job.job_id, actor=principal)
             return True
 
-        jobs = ui.guard("list the scheduled jobs", sched.list_jobs, scheduler) or []
+        jobs = ui.guard("list the scheduled jobs", schedules.list) or []
         auth.role_note(principal, auth.Role.admin, "Changing a schedule")
         for job in jobs:
             with st.container(border=True):
@@ -214,7 +213,7 @@ with tab_sched:
                 j2.write("⏸️ paused" if job.paused else f"next run {fmt.when(job.next_run_time)}")
                 toggled = j3.button("Resume" if job.paused else "Pause", key=f"pl_toggle_{job.job_id}",
                                     disabled=not is_admin)  # fmt: skip
-                if toggled and ui.guard("change the job", _toggle, scheduler, job):
+                if toggled and ui.guard("change the job", _toggle, job):
                     st.rerun()
                 with st.expander("Edit schedule"), st.form(f"pl_form_{job.job_id}"):
                     kind = st.radio("Kind", ["interval", "cron"], horizontal=True, key=f"pl_kind_{job.job_id}")
@@ -234,7 +233,7 @@ with tab_sched:
                                         "a cron expression has 5 fields: minute hour day month day_of_week"
                                     )
                                 args = dict(zip(["minute", "hour", "day", "month", "day_of_week"], parts, strict=True))
-                            info = sched.reschedule(scheduler, job.job_id, kind=kind, args=args, actor=principal)
+                            info = schedules.reschedule(job.job_id, kind=kind, args=args, actor=principal)
                             st.success(f"Saved: {info.trigger}, next run {fmt.when(info.next_run_time)}")
                         except auth.PermissionDenied as exc:
                             auth.refused(exc, target=job.job_id)

@@ -1,10 +1,9 @@
-"""Builds the process's BackgroundScheduler (SQLAlchemyJobStore in Postgres), seeds default jobs, and offers run-now/pause/edit."""
+"""Builds the process's BackgroundScheduler (SQLAlchemyJobStore in Postgres), seeds the default jobs, and edits them."""
 
 from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -12,7 +11,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from apscheduler.executors.pool import ThreadPoolExecutor
-from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -43,15 +41,12 @@ class JobInfo:
     paused: bool
 
 
-def build_scheduler(database_url: str) -> BackgroundScheduler:
-    """A scheduler whose jobs persist in ops.apscheduler_jobs; one-off manual runs live in memory."""
+def build_scheduler(engine: sa.Engine) -> BackgroundScheduler:
+    """A scheduler whose jobs persist in ops.apscheduler_jobs (on the owner engine); nothing else is queued on it."""
     return BackgroundScheduler(
-        jobstores={
-            "default": SQLAlchemyJobStore(url=database_url, tablename="apscheduler_jobs", tableschema="ops"),
-            "adhoc": MemoryJobStore(),
-        },
-        # Two workers: a scheduled run and a manual one can queue; the pipeline's advisory lock
-        # still lets only one execute at a time, across processes.
+        jobstores={"default": SQLAlchemyJobStore(engine=engine, tablename="apscheduler_jobs", tableschema="ops")},
+        # Two workers: two due jobs can queue; the pipeline's advisory lock still lets only one execute at
+        # a time, across processes (manual runs start through backend.pipeline.launcher instead).
         executors={"default": ThreadPoolExecutor(2)},
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
         timezone=UTC,
@@ -90,27 +85,68 @@ def ensure_default_jobs(scheduler: BackgroundScheduler) -> None:
         log.info("added default job %s (%s %s)", spec.job_id, spec.trigger, spec.trigger_args)
 
 
-def start_scheduler(database_url: str, runner: Callable[..., Any], *, paused: bool = False) -> BackgroundScheduler:
-    """Start a scheduler for this process. `runner(steps=, trigger=, options=)` runs the pipeline."""
+class Schedules:
+    """The process's scheduler, as pages and the server use it: list, edit, pause and resume the jobs (admins
+    only, each change audited), and shut it down. `scheduler` is the APScheduler object underneath."""
+
+    def __init__(self, scheduler: BackgroundScheduler, engine: sa.Engine) -> None:
+        self.scheduler = scheduler
+        self._engine = engine  # the owner engine: the audit trail and the job store live in the same mart
+
+    @property
+    def running(self) -> bool:
+        return self.scheduler.running
+
+    def list(self) -> list[JobInfo]:
+        return [
+            JobInfo(job.id, job.name, str(job.trigger), job.next_run_time, job.next_run_time is None)
+            for job in self.scheduler.get_jobs(jobstore="default")
+        ]
+
+    def reschedule(self, job_id: str, *, kind: str, args: dict[str, Any], actor: Principal) -> JobInfo:
+        """Change a job's trigger at runtime (admins only); persisted in Postgres, so it survives restarts."""
+        require(actor, Role.admin, "Editing a schedule")
+        trigger = make_trigger(kind, args)
+        before = str(self.scheduler.get_job(job_id, jobstore="default").trigger)
+        self.scheduler.reschedule_job(job_id, jobstore="default", trigger=trigger)
+        info = next(j for j in self.list() if j.job_id == job_id)
+        record_now(self._engine, actor, "schedule.edit", job_id, {"before": before, "after": info.trigger})
+        return info
+
+    def pause(self, job_id: str, *, actor: Principal) -> None:
+        require(actor, Role.admin, "Pausing a schedule")
+        self.scheduler.pause_job(job_id, jobstore="default")
+        record_now(self._engine, actor, "schedule.pause", job_id, {})
+
+    def resume(self, job_id: str, *, actor: Principal) -> None:
+        require(actor, Role.admin, "Resuming a schedule")
+        self.scheduler.resume_job(job_id, jobstore="default")
+        record_now(self._engine, actor, "schedule.resume", job_id, {})
+
+    def shutdown(self, *, wait: bool = False) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=wait)
+
+
+def start_scheduler(engine: sa.Engine, runner: Callable[..., Any], *, paused: bool = False) -> Schedules:
+    """Start this process's scheduler over the mart's owner engine. `runner(steps=, trigger=, options=)` runs
+    the pipeline: APScheduler stores jobs by reference to `scheduler.jobs.run_job`, which finds it here."""
     global _pipeline_runner
     with _lock:
         _pipeline_runner = runner
-    scheduler = build_scheduler(database_url)
-    engine = sa.create_engine(database_url, poolclass=sa.pool.NullPool)
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": STARTUP_LOCK})
-            try:
-                scheduler.start(paused=True)
-                ensure_default_jobs(scheduler)
-            finally:
-                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": STARTUP_LOCK})
-    finally:
-        engine.dispose()
+    scheduler = build_scheduler(engine)
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": STARTUP_LOCK})
+        try:
+            scheduler.start(paused=True)
+            ensure_default_jobs(scheduler)
+        finally:
+            conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": STARTUP_LOCK})
+            conn.commit()
     if not paused:
         scheduler.resume()
     log.info("scheduler started with jobs %s", [j.id for j in scheduler.get_jobs()])
-    return scheduler
+    return Schedules(scheduler, engine)
 
 
 def run_pipeline_now(*, steps: list[str] | None, trigger: str, options: dict[str, Any]):
@@ -119,62 +155,3 @@ def run_pipeline_now(*, steps: list[str] | None, trigger: str, options: dict[str
     if runner is None:
         raise RuntimeError("no pipeline runner registered in this process (start_scheduler was not called)")
     return runner(steps=steps, trigger=trigger, options=options)
-
-
-def _audit(scheduler: BackgroundScheduler, actor: Principal, action: str, job_id: str, detail: dict[str, Any]) -> None:
-    # The job store's engine reaches the same database as ops.user_audit; APScheduler offers no public
-    # getter for a store, and the one named "default" is always the SQLAlchemyJobStore built above.
-    engine = scheduler._lookup_jobstore("default").engine
-    record_now(engine, actor, action, job_id, detail)
-
-
-def run_now(
-    scheduler: BackgroundScheduler, *, actor: Principal, steps: list[str] | None = None, options: dict | None = None
-) -> str:
-    """Queue a manual run on the scheduler's workers (admins and the system only); returns the ad-hoc job id."""
-    require(actor, Role.admin, "Running the pipeline")
-    job_id = f"manual-{uuid.uuid4().hex[:8]}"
-    scheduler.add_job(
-        run_job,
-        trigger="date",
-        run_date=datetime.now(UTC),
-        id=job_id,
-        name="Run now",
-        kwargs={"job_id": job_id, "steps": steps, "options": options or {}},
-        jobstore="adhoc",
-    )
-    if actor.kind != "system":  # the app's own first demo load is not a user's write
-        _audit(scheduler, actor, "run.start", job_id, {"steps": steps, "options": options or {}})
-    return job_id
-
-
-def list_jobs(scheduler: BackgroundScheduler) -> list[JobInfo]:
-    return [
-        JobInfo(job.id, job.name, str(job.trigger), job.next_run_time, job.next_run_time is None)
-        for job in scheduler.get_jobs(jobstore="default")
-    ]
-
-
-def reschedule(
-    scheduler: BackgroundScheduler, job_id: str, *, kind: str, args: dict[str, Any], actor: Principal
-) -> JobInfo:
-    """Change a job's trigger at runtime (admins only); persisted in Postgres, so it survives restarts."""
-    require(actor, Role.admin, "Editing a schedule")
-    trigger = make_trigger(kind, args)
-    before = str(scheduler.get_job(job_id, jobstore="default").trigger)
-    scheduler.reschedule_job(job_id, jobstore="default", trigger=trigger)
-    info = next(j for j in list_jobs(scheduler) if j.job_id == job_id)
-    _audit(scheduler, actor, "schedule.edit", job_id, {"before": before, "after": info.trigger})
-    return info
-
-
-def pause(scheduler: BackgroundScheduler, job_id: str, *, actor: Principal) -> None:
-    require(actor, Role.admin, "Pausing a schedule")
-    scheduler.pause_job(job_id, jobstore="default")
-    _audit(scheduler, actor, "schedule.pause", job_id, {})
-
-
-def resume(scheduler: BackgroundScheduler, job_id: str, *, actor: Principal) -> None:
-    require(actor, Role.admin, "Resuming a schedule")
-    scheduler.resume_job(job_id, jobstore="default")
-    _audit(scheduler, actor, "schedule.resume", job_id, {})

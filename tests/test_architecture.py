@@ -64,8 +64,17 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "backend.demo": (*BASE, "backend.auth", "backend.lake", "backend.mart", "backend.sources", "backend.analytics"),
     "backend.runtime": (*BASE, "backend.lake"),
     "backend.pipeline": ("backend",),
-    # Entry points start the embedded servers they need.
-    "backend.notify.__main__": (*BASE, "backend.auth", "backend.mart", "backend.notify", "backend.runtime"),
+    # The composition root builds what every process shares from the storage and the servers alone.
+    "backend.resources": (*BASE, "backend.lake", "backend.mart", "backend.runtime"),
+    # Entry points start the embedded servers they need, through the composition root.
+    "backend.notify.__main__": (
+        *BASE,
+        "backend.auth",
+        "backend.mart",
+        "backend.notify",
+        "backend.runtime",
+        "backend.resources",
+    ),  # fmt: skip
     "backend.agent.mcp_server": (
         *BASE,
         "backend.auth",
@@ -92,18 +101,6 @@ EXCEPTIONS: tuple[tuple[str, str, str], ...] = (
         "backend.notify.channels",
         "Settings validates NOTIFY_* channels with the checks the Sources page uses (a lazy import inside the "
         "validator); the composition root can validate them once it builds the notifier",
-    ),
-    (
-        "app.ops",
-        "backend.pipeline.steps",
-        "the Pipeline page lists the step names from the step registry; the composition root's one launcher "
-        "will hand the UI its step list",
-    ),
-    (
-        "pages.pipeline",
-        "scheduler",
-        "the schedule editor reaches the scheduler module for its job ids and calls; the composition root will "
-        "give pages a scheduler handle through app.context",
     ),
 )
 

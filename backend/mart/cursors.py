@@ -26,13 +26,10 @@ class PostgresCursorStore:
     for a `detail` rewritten by an older writer. The pipeline does not depend on a re-fetch to finish
     a killed run: gold and the mart resume from their own progress marks (backend/mart/progress.py)."""
 
-    def __init__(self, database_url: str) -> None:
-        self._engine = sa.create_engine(database_url, pool_pre_ping=True, pool_size=2, max_overflow=2)
+    def __init__(self, engine: sa.Engine) -> None:
+        self._engine = engine  # the process's owner engine: the store borrows it, never disposes it
         self._staged: dict[str, tuple[list[CursorRow], list[ImportedFile]]] = {}
         self._lock = threading.Lock()
-
-    def dispose(self) -> None:
-        self._engine.dispose()
 
     def delivered(self, source: str) -> set[tuple[str, str, date]]:
         with self._engine.connect() as conn:

@@ -113,14 +113,9 @@ def stop_metrics() -> None:
             _current = None
 
 
-def start_for(pipeline) -> MetricsServer | None:
-    """The endpoint for a started PipelineService, reading through the read-only role (every figure is granted
+def start_for(resources) -> MetricsServer | None:
+    """The endpoint for a process's Resources, reading through the read-only role (every figure is granted
     to it; budgets through v_budgets, without webhook URLs). None when METRICS_PORT is unset."""
-    from backend.mart.db import reader_engine
-
-    settings = pipeline.settings
-    if not settings.metrics_port:
+    if not resources.settings.metrics_port:
         return None
-    # A small pool of its own: a slow scrape must not take connections the pages need.
-    engine = reader_engine(settings, owner_url=pipeline.endpoints.database_url, pool_size=2, max_overflow=2)
-    return start_metrics(engine, settings, lake=pipeline.lake)
+    return start_metrics(resources.reader, resources.settings, lake=resources.lake)

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from backend.config import Settings, get_settings
 from backend.logs import setup_logging
+from backend.resources import open_resources
 from backend.runtime import Runtime
 
 log = logging.getLogger("backend.notify")
@@ -28,19 +29,11 @@ def main(argv: list[str] | None = None, *, settings: Settings | None = None) -> 
 
     settings = settings or get_settings()
     setup_logging(settings)
-    runtime = Runtime(settings)
+    resources = open_resources(Runtime(settings))
     try:
-        from backend.mart.migrate import upgrade
-
-        endpoints = runtime.start()
-        upgrade(endpoints.database_url)
-        engine = sa.create_engine(endpoints.database_url, poolclass=sa.pool.NullPool)
-        try:
-            return _command(args, settings, engine)
-        finally:
-            engine.dispose()
+        return _command(args, settings, resources.owner)
     finally:
-        runtime.stop()
+        resources.close()
 
 
 def _command(args: argparse.Namespace, settings: Settings, engine: sa.Engine) -> int:

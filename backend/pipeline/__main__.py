@@ -7,10 +7,9 @@ import logging
 import sys
 from pathlib import Path
 
-import sqlalchemy as sa
-
 from backend.config import get_settings
 from backend.logs import setup_logging
+from backend.resources import Resources, open_resources
 from backend.runtime import Runtime, exit_on_sigterm
 
 log = logging.getLogger("backend.pipeline")
@@ -42,13 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     setup_logging(settings)
     exit_on_sigterm()
-    runtime = Runtime(settings)
+    resources = open_resources(Runtime(settings))
     try:
         if args.command == "history":
-            return _history(runtime, args.limit)
+            return _history(resources, args.limit)
         from backend.pipeline.service import PipelineService
 
-        service = PipelineService(runtime)
+        service = PipelineService(resources)
         if args.command == "run":
             options = {"full_rebuild": args.full_rebuild, "refetch_open_window": args.refetch_open_window}
             summary = service.run(steps=args.steps, sources=args.sources, trigger="cli", options=options)
@@ -75,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("run %s succeeded in %.1fs", summary.run_id, summary.seconds)
         return 0
     finally:
-        runtime.stop()
+        resources.close()
 
 
 def _load_report(summary) -> None:
@@ -116,17 +115,10 @@ def _load_report(summary) -> None:
         )
 
 
-def _history(runtime: Runtime, limit: int) -> int:
+def _history(resources: Resources, limit: int) -> int:
     from backend.mart import history
-    from backend.mart.migrate import upgrade
 
-    endpoints = runtime.start()
-    upgrade(endpoints.database_url)
-    engine = sa.create_engine(endpoints.database_url)
-    try:
-        runs = history.list_runs(engine, limit=limit)
-    finally:
-        engine.dispose()
+    runs = history.list_runs(resources.owner, limit=limit)
     lines = [f"{'run':<28} {'trigger':<22} {'status':<10} started"]
     lines += [f"{r.run_id:<28} {r.trigger:<22} {r.status:<10} {r.started_at:%Y-%m-%d %H:%M:%S}" for r in runs]
     sys.stdout.write("\n".join(lines) + "\n")

@@ -1,4 +1,4 @@
-"""Runs the pipeline for a started Runtime: builds each run's context and hands the runner the step registry."""
+"""Runs the pipeline over a process's Resources: builds each run's context and hands the runner the step registry."""
 
 from __future__ import annotations
 
@@ -11,10 +11,9 @@ import sqlalchemy as sa
 from backend.auth import SCHEDULER, Principal, Role, require
 from backend.config import Settings
 from backend.lake import Lake
-from backend.mart.db import check_reader
-from backend.mart.migrate import upgrade
 from backend.pipeline.runner import PipelineContext, ProgressCallback, RunSummary, run_pipeline
-from backend.runtime import Runtime
+from backend.resources import Resources
+from backend.runtime import Endpoints, Runtime
 
 log = logging.getLogger(__name__)
 
@@ -46,22 +45,38 @@ def run_role(*, steps: Sequence[str] | None, sources: Sequence[str] | None) -> t
 
 
 class PipelineService:
-    """One per process: owns the owner-role engine; `run()` is what the CLI, the scheduler and the UI call."""
+    """One per process, over its Resources: `run()` is what the CLI, the scheduler and the launcher call."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        self.endpoints = runtime.start()
-        upgrade(self.endpoints.database_url)
-        # The reader's password and timeout are applied by every process that starts (the CLI too), and a
-        # reader that cannot log in refuses the start with the setting to change.
-        check_reader(runtime.resolved_settings(), owner_url=self.endpoints.database_url)
-        self.engine = sa.create_engine(self.endpoints.database_url, pool_pre_ping=True)
-        self.lake = Lake(self.endpoints.lake)
+    def __init__(self, resources: Resources) -> None:
+        self.resources = resources
+
+    # The pieces a caller of the service reaches for, named as the steps name them.
+    @property
+    def settings(self) -> Settings:
+        return self.resources.settings
 
     @property
-    def settings(self):
-        # Resolved: embedded servers' addresses filled in, so every module can build its clients from it.
-        return self.runtime.resolved_settings()
+    def endpoints(self) -> Endpoints:
+        return self.resources.endpoints
+
+    @property
+    def engine(self) -> sa.Engine:
+        return self.resources.owner
+
+    @property
+    def lake(self) -> Lake:
+        return self.resources.lake
+
+    @property
+    def runtime(self) -> Runtime:
+        return self.resources.runtime
+
+    @property
+    def steps(self) -> list[str]:
+        """Every step, in the order a full run takes them."""
+        from backend.pipeline.steps import ALL_STEPS
+
+        return list(ALL_STEPS)
 
     def default_sources(self) -> list[str]:
         return default_sources(self.settings)
@@ -98,5 +113,15 @@ class PipelineService:
             progress=progress,
         )
 
+    def stop(self) -> None:
+        """The process is stopping: a running run stops before its next step, and its Spark work is cancelled
+        now (the run is recorded as failed; every step is idempotent, so nothing is lost)."""
+        from backend.pipeline.runner import request_stop
+        from backend.runtime.spark import stop_spark
+
+        request_stop()
+        stop_spark()
+
     def close(self) -> None:
-        self.engine.dispose()
+        """Release the engines and the servers (the CLI and tests; the served app stops with its process)."""
+        self.resources.close()

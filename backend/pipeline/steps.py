@@ -29,7 +29,7 @@ def _cursors(ctx: PipelineContext):
     from backend.mart.cursors import PostgresCursorStore
 
     if ctx.state.cursors is None:
-        ctx.state.cursors = PostgresCursorStore(ctx.endpoints.database_url)
+        ctx.state.cursors = PostgresCursorStore(ctx.engine)
     return ctx.state.cursors
 
 

@@ -10,14 +10,14 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from app.pipeline_ui import RunLauncher
 from backend.analytics import budgets
 from backend.auth import SCHEDULER, PermissionDenied, Role
 from backend.mart import analytics, budgets_sql
 from backend.mart.audit import recent
 from backend.mart.migrate import alembic_config, upgrade
+from backend.pipeline.launcher import RunLauncher
 from backend.pipeline.service import PipelineService, run_role
-from scheduler.service import list_jobs, pause, reschedule, run_now, start_scheduler
+from scheduler.service import start_scheduler
 from tests.auth.principals import ADMIN, EDITOR, VIEWER
 
 BUDGET = {"name": "team", "scope_type": "total", "amount": 100, "currency": "EUR", "period": "monthly"}
@@ -85,25 +85,24 @@ def test_anomaly_feedback_needs_the_editor_role_and_records_who_gave_it(owner):
     assert entry.detail == {"verdict": "expected", "note": "load test", "suppress_days": 3}
 
 
-def test_schedule_edits_and_run_now_need_the_admin_role_and_are_audited(owner, pg_url):
-    scheduler = start_scheduler(pg_url, runner=lambda **kw: None, paused=True)
+def test_schedule_edits_need_the_admin_role_and_are_audited(owner):
+    scheduler = start_scheduler(owner, runner=lambda **kw: None, paused=True)
     try:
-        before = {j.job_id: j.trigger for j in list_jobs(scheduler)}
+        before = {j.job_id: j.trigger for j in scheduler.list()}
         for call in (
-            lambda who: reschedule(scheduler, "pipeline-hourly", kind="interval", args={"minutes": 5}, actor=who),
-            lambda who: pause(scheduler, "inbox-scan", actor=who),
-            lambda who: run_now(scheduler, actor=who),
+            lambda who: scheduler.reschedule("pipeline-hourly", kind="interval", args={"minutes": 5}, actor=who),
+            lambda who: scheduler.pause("inbox-scan", actor=who),
         ):
             for who in (VIEWER, EDITOR):
                 with pytest.raises(PermissionDenied, match=f"needs the admin role; you are {who.role.name}"):
                     call(who)
-        assert {j.job_id: j.trigger for j in list_jobs(scheduler)} == before
-        assert not any(j.paused for j in list_jobs(scheduler))
+        assert {j.job_id: j.trigger for j in scheduler.list()} == before
+        assert not any(j.paused for j in scheduler.list())
         assert recent(owner) == []
 
-        info = reschedule(scheduler, "pipeline-hourly", kind="interval", args={"minutes": 5}, actor=ADMIN)
+        info = scheduler.reschedule("pipeline-hourly", kind="interval", args={"minutes": 5}, actor=ADMIN)
         assert "0:05:00" in info.trigger
-        pause(scheduler, "inbox-scan", actor=ADMIN)
+        scheduler.pause("inbox-scan", actor=ADMIN)
         entries = recent(owner)
         assert [(e.who, e.action, e.target) for e in entries] == [
             (ADMIN.email, "schedule.pause", "inbox-scan"),
@@ -131,7 +130,7 @@ class _Pipeline:
 
 def test_run_now_from_the_app_needs_an_admin_but_an_editor_may_import_the_inbox(owner):
     pipeline = _Pipeline(owner)
-    launcher = RunLauncher(lambda: pipeline)
+    launcher = RunLauncher(pipeline)
     with pytest.raises(PermissionDenied, match="Running the pipeline needs the admin role; you are viewer"):
         launcher.start(actor=VIEWER)
     with pytest.raises(PermissionDenied, match="Running the pipeline needs the admin role; you are editor"):

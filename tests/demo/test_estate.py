@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+import sqlalchemy as sa
 
 from backend.demo.estate import FOCUS_SCHEMA, NATURAL_KEY, SyntheticSource, generate_estate
 from backend.demo.prices import IDLE_RESOURCES
@@ -188,7 +189,8 @@ def test_postgres_cursor_store_stages_and_commits_once(pg_url, estate, tmp_path)
     from backend.mart.migrate import upgrade
 
     upgrade(pg_url)
-    store = PostgresCursorStore(pg_url)
+    engine = sa.create_engine(pg_url)
+    store = PostgresCursorStore(engine)
     try:
         until = START + timedelta(days=2)
         source = SyntheticSource(make_settings(tmp_path), estate, cursors=store, until=until)
@@ -208,7 +210,7 @@ def test_postgres_cursor_store_stages_and_commits_once(pg_url, estate, tmp_path)
         )
         assert list(source.fetch("batch-2")) == []
     finally:
-        store.dispose()
+        engine.dispose()
 
 
 # --- any size, seed and start month: the demo takes all three from settings --------------------

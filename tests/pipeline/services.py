@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from backend.pipeline.service import PipelineService
+from backend.resources import open_resources
 from backend.runtime import Runtime
 from tests.conftest import make_settings
 
@@ -20,4 +21,4 @@ def pipeline_service(tmp_path, pg_url: str, kafka_bootstrap: str, **overrides) -
         lake_uri=str(tmp_path / "lake"),
         **overrides,
     )
-    return PipelineService(Runtime(settings))
+    return PipelineService(open_resources(Runtime(settings)))

@@ -17,6 +17,7 @@ from backend.lake.catalog import SILVER_COSTS
 from backend.pipeline.runner import PipelineContext
 from backend.pipeline.service import PipelineService
 from backend.pipeline.steps import DemoPathConflictError, build_sources, demo_azure_active
+from backend.resources import open_resources
 from backend.runtime import Runtime
 from backend.sources.azure.source import Window, query_body
 from backend.sources.cursors import CursorRow, MemoryCursorStore
@@ -119,7 +120,7 @@ def test_azure_demo_tenant_end_to_end_to_the_cent(tmp_path, pg_url, kafka_bootst
         demo_rows=DEMO_ROWS,
         azure_mode=mode,
     )
-    service = PipelineService(Runtime(settings))
+    service = PipelineService(open_resources(Runtime(settings)))
     try:
         first = service.run(steps=STEPS, sources=["azure"], trigger="test")
         assert first.status == "succeeded", first.error

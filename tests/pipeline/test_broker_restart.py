@@ -9,6 +9,7 @@ import pytest
 
 from backend.lake.catalog import SILVER_COSTS
 from backend.pipeline.service import PipelineService
+from backend.resources import open_resources
 from backend.runtime import Runtime
 from backend.runtime import kafka as kafka_service
 from tests.conftest import create_database, make_settings
@@ -29,7 +30,7 @@ def _service(tmp_path, name: str, database_url: str, bootstrap: str) -> Pipeline
         demo_mode=True,
         demo_rows=DEMO_ROWS,
     )
-    return PipelineService(Runtime(settings))
+    return PipelineService(open_resources(Runtime(settings)))
 
 
 def _silver(service: PipelineService) -> pa.Table:

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from backend.mart import queries
 from backend.pipeline.service import PipelineService
+from backend.resources import open_resources
 from backend.runtime import Runtime
 from tests.conftest import make_settings
 from tests.pipeline.test_real_files import STEPS, _focus_rows, _import, _write
@@ -36,7 +37,7 @@ def service(tmp_path, pg_url, kafka_bootstrap):
         lake_uri=str(tmp_path / "lake"),
         demo_mode=False,
     )
-    service = PipelineService(Runtime(settings))
+    service = PipelineService(open_resources(Runtime(settings)))
     yield service
     service.close()
 
@@ -192,7 +193,11 @@ def test_the_overview_offers_every_currency_converted_and_its_kpis_are_the_conve
 
     st.cache_data.clear()
     st.cache_resource.clear()
-    monkeypatch.setattr(app.context, "get_runtime", lambda: service.runtime)
+    from app.process import Server
+    from backend.pipeline.launcher import RunLauncher
+
+    server = Server(service.resources, service, RunLauncher(service), schedules=None)
+    monkeypatch.setattr(app.context, "get_server", lambda: server)
     at = AppTest.from_file(str(REPO_ROOT / "pages" / "overview.py"), default_timeout=120)
     at.run()
     assert not at.exception, at.exception

@@ -118,15 +118,12 @@ def test_load_history_and_reconciliation(mart_settings, owner, reader):
 
 def test_cursor_summary(mart_settings, owner):
     assert history.cursor_summary(owner) == []
-    store = PostgresCursorStore(mart_settings.database_url)
+    store = PostgresCursorStore(owner)
     fetched = dt.datetime(2026, 2, 1, 12, tzinfo=dt.UTC)
-    try:
-        rows = [CursorRow("azure", "sub-1", "ActualCost", dt.date(2026, 1, d), fetched, 10) for d in (3, 1, 2)]
-        rows.append(CursorRow("file", "sha-1", "file", dt.date(2026, 1, 5), fetched + dt.timedelta(hours=1)))
-        store.stage("b-1", "azure", rows, chunk_count=1)
-        store.commit("b-1")
-    finally:
-        store.dispose()
+    rows = [CursorRow("azure", "sub-1", "ActualCost", dt.date(2026, 1, d), fetched, 10) for d in (3, 1, 2)]
+    rows.append(CursorRow("file", "sha-1", "file", dt.date(2026, 1, 5), fetched + dt.timedelta(hours=1)))
+    store.stage("b-1", "azure", rows, chunk_count=1)
+    store.commit("b-1")
     summary = history.cursor_summary(owner)
     assert [(c.source, c.scope, c.first_day, c.last_day, c.days) for c in summary] == [
         ("azure", "sub-1", dt.date(2026, 1, 1), dt.date(2026, 1, 3), 3),

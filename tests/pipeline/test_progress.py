@@ -55,7 +55,9 @@ def test_cursor_advances_when_another_process_commits_after_the_handshake(owner,
     from backend.mart.cursors import PostgresCursorStore
     from backend.sources.cursors import CursorRow
 
-    fetcher, committer = PostgresCursorStore(mart_url), PostgresCursorStore(mart_url)
+    # Two processes: each store on an engine of its own.
+    engines = [sa.create_engine(mart_url), sa.create_engine(mart_url)]
+    fetcher, committer = (PostgresCursorStore(e) for e in engines)
     try:
         day = date(2026, 10, 1)
         row = CursorRow("azure", "sub-1", "ActualCost", day, datetime(2026, 10, 2, tzinfo=UTC), 3)
@@ -67,5 +69,5 @@ def test_cursor_advances_when_another_process_commits_after_the_handshake(owner,
             detail = conn.execute(sa.text("SELECT detail FROM ops.source_batches WHERE batch_id = 'b1'")).scalar_one()
         assert detail["topic"] == "t" and detail["cursor_rows"]
     finally:
-        fetcher.dispose()
-        committer.dispose()
+        for engine in engines:
+            engine.dispose()

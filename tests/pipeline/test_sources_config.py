@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from backend.pipeline.runner import PipelineContext
 from backend.pipeline.service import PipelineService, default_sources
 from backend.pipeline.steps import build_sources
+from backend.resources import open_resources
 from backend.runtime import Runtime
 from backend.sources.azure.source import (
     CONFIGURED,
@@ -129,7 +130,7 @@ def _runs(service: PipelineService) -> list[tuple[str, str | None]]:
 def test_file_only_deployment_runs_green_and_loads_the_inbox(tmp_path, pg_url, kafka_bootstrap, spark):
     settings = _file_only_settings(tmp_path, pg_url, kafka_bootstrap)
     settings.inbox_dir.mkdir(parents=True)
-    service = PipelineService(Runtime(settings))
+    service = PipelineService(open_resources(Runtime(settings)))
     try:
         assert service.default_sources() == ["inbox"]
         # A fresh deployment with nothing to import: every step runs over nothing, and that is a success.
@@ -168,7 +169,7 @@ def test_file_only_deployment_runs_green_and_loads_the_inbox(tmp_path, pg_url, k
 @pytest.mark.slow
 def test_credentials_without_subscriptions_fail_the_run_at_ingest_naming_the_setting(tmp_path, pg_url, kafka_bootstrap):
     settings = _file_only_settings(tmp_path, pg_url, kafka_bootstrap, **CREDENTIALS)
-    service = PipelineService(Runtime(settings))
+    service = PipelineService(open_resources(Runtime(settings)))
     try:
         assert service.default_sources() == ["azure", "inbox"]
         run = service.run(steps=["ingest", "bronze"], trigger="test")

@@ -1,4 +1,4 @@
-"""Scheduler: default jobs persist in Postgres across restarts, edits survive, run-now runs, two processes never overlap."""
+"""Scheduler: default jobs persist in Postgres across restarts, edits survive, a due job runs, two processes never overlap."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
@@ -14,7 +15,7 @@ import sqlalchemy as sa
 from backend.config import REPO_ROOT
 from backend.mart.migrate import upgrade
 from scheduler.jobs import DEFAULT_JOBS
-from scheduler.service import list_jobs, pause, reschedule, resume, run_now, start_scheduler
+from scheduler.service import start_scheduler
 from tests.auth.principals import ADMIN
 
 
@@ -24,65 +25,72 @@ def migrated(pg_url):
     return pg_url
 
 
-def test_jobs_persist_and_edits_survive_restart(migrated):
-    scheduler = start_scheduler(migrated, runner=lambda **kw: None, paused=True)
-    assert {j.job_id for j in list_jobs(scheduler)} == {spec.job_id for spec in DEFAULT_JOBS}
-    reschedule(scheduler, "pipeline-hourly", kind="interval", args={"minutes": 15}, actor=ADMIN)
-    pause(scheduler, "inbox-scan", actor=ADMIN)
+@pytest.fixture
+def owner(migrated):
+    engine = sa.create_engine(migrated)
+    yield engine
+    engine.dispose()
+
+
+def test_jobs_persist_and_edits_survive_restart(owner):
+    scheduler = start_scheduler(owner, runner=lambda **kw: None, paused=True)
+    assert {j.job_id for j in scheduler.list()} == {spec.job_id for spec in DEFAULT_JOBS}
+    scheduler.reschedule("pipeline-hourly", kind="interval", args={"minutes": 15}, actor=ADMIN)
+    scheduler.pause("inbox-scan", actor=ADMIN)
     scheduler.shutdown(wait=False)
 
-    again = start_scheduler(migrated, runner=lambda **kw: None)
-    jobs = {j.job_id: j for j in list_jobs(again)}
+    again = start_scheduler(owner, runner=lambda **kw: None)
+    jobs = {j.job_id: j for j in again.list()}
     assert len(jobs) == len(DEFAULT_JOBS)  # not duplicated
     assert "0:15:00" in jobs["pipeline-hourly"].trigger
     assert jobs["inbox-scan"].paused
-    resume(again, "inbox-scan", actor=ADMIN)
-    assert not {j.job_id: j for j in list_jobs(again)}["inbox-scan"].paused
+    again.resume("inbox-scan", actor=ADMIN)
+    assert not {j.job_id: j for j in again.list()}["inbox-scan"].paused
     again.shutdown(wait=False)
 
 
-def test_a_default_job_saved_with_an_older_full_step_list_runs_every_step_after_restart(migrated):
+def test_a_default_job_saved_with_an_older_full_step_list_runs_every_step_after_restart(owner):
     """An install whose hourly job stored the full list of an earlier version (before `allocation`) runs every
     step of this version after a restart; the user's schedule is kept."""
     from scheduler.jobs import FORMER_ALL_STEPS
 
-    scheduler = start_scheduler(migrated, runner=lambda **kw: None, paused=True)
-    job = scheduler.get_job("pipeline-hourly")
+    scheduler = start_scheduler(owner, runner=lambda **kw: None, paused=True)
+    job = scheduler.scheduler.get_job("pipeline-hourly")
     assert job.kwargs["steps"] is None  # new installs: every step, whatever steps exist
-    scheduler.modify_job("pipeline-hourly", kwargs={**job.kwargs, "steps": list(FORMER_ALL_STEPS[0])})
-    reschedule(scheduler, "pipeline-hourly", kind="interval", args={"minutes": 20}, actor=ADMIN)
+    scheduler.scheduler.modify_job("pipeline-hourly", kwargs={**job.kwargs, "steps": list(FORMER_ALL_STEPS[0])})
+    scheduler.reschedule("pipeline-hourly", kind="interval", args={"minutes": 20}, actor=ADMIN)
     scheduler.shutdown(wait=False)
 
-    again = start_scheduler(migrated, runner=lambda **kw: None, paused=True)
+    again = start_scheduler(owner, runner=lambda **kw: None, paused=True)
     try:
-        assert again.get_job("pipeline-hourly").kwargs["steps"] is None
-        assert "0:20:00" in {j.job_id: j for j in list_jobs(again)}["pipeline-hourly"].trigger
-        assert again.get_job("lake-maintenance").kwargs["steps"] == ["maintenance"]  # a chosen list stays
+        assert again.scheduler.get_job("pipeline-hourly").kwargs["steps"] is None
+        assert "0:20:00" in {j.job_id: j for j in again.list()}["pipeline-hourly"].trigger
+        assert again.scheduler.get_job("lake-maintenance").kwargs["steps"] == ["maintenance"]  # a chosen list stays
     finally:
-        reschedule(again, "pipeline-hourly", kind="interval", args={"hours": 1}, actor=ADMIN)
+        again.reschedule("pipeline-hourly", kind="interval", args={"hours": 1}, actor=ADMIN)
         again.shutdown(wait=False)
 
 
-def test_bad_trigger_is_refused(migrated):
-    scheduler = start_scheduler(migrated, runner=lambda **kw: None, paused=True)
+def test_bad_trigger_is_refused(owner):
+    scheduler = start_scheduler(owner, runner=lambda **kw: None, paused=True)
     try:
         with pytest.raises(ValueError, match="interval"):
-            reschedule(scheduler, "pipeline-hourly", kind="weekly", args={}, actor=ADMIN)
+            scheduler.reschedule("pipeline-hourly", kind="weekly", args={}, actor=ADMIN)
     finally:
         scheduler.shutdown(wait=False)
 
 
-def test_run_now_calls_the_runner(migrated):
+def test_a_due_job_calls_the_runner_with_its_steps(owner):
     calls = []
-    scheduler = start_scheduler(migrated, runner=lambda **kw: calls.append(kw) or _Summary("succeeded"))
+    schedules = start_scheduler(owner, runner=lambda **kw: calls.append(kw) or _Summary("succeeded"))
     try:
-        run_now(scheduler, steps=["mart"], actor=ADMIN)
+        schedules.scheduler.modify_job("lake-maintenance", next_run_time=datetime.now(UTC))
         deadline = time.monotonic() + 10
         while not calls and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
-        scheduler.shutdown(wait=True)
-    assert calls and calls[0]["steps"] == ["mart"] and calls[0]["trigger"].startswith("schedule:manual-")
+        schedules.shutdown(wait=True)
+    assert calls and calls[0]["steps"] == ["maintenance"] and calls[0]["trigger"] == "schedule:lake-maintenance"
 
 
 class _Summary:
@@ -100,8 +108,9 @@ _TWO_PROCESS_SCRIPT = textwrap.dedent(
     from backend.pipeline.runner import PipelineContext, run_pipeline
     from backend.mart.runs import StepResult
     from backend.runtime import Endpoints
-    from backend.auth import SCHEDULER
-    from scheduler.service import run_now, start_scheduler
+    from datetime import UTC, datetime
+    from scheduler.jobs import run_job
+    from scheduler.service import start_scheduler
     from tests.conftest import make_settings
 
     url, tmp, start_at = sys.argv[1], Path(sys.argv[2]), float(sys.argv[3])
@@ -120,11 +129,13 @@ _TWO_PROCESS_SCRIPT = textwrap.dedent(
         print(summary.status, flush=True)
         return summary
 
-    scheduler = start_scheduler(url, runner)
-    time.sleep(max(0.0, start_at - time.time()))
-    run_now(scheduler, actor=SCHEDULER)
-    time.sleep(9)
-    scheduler.shutdown(wait=True)
+    schedules = start_scheduler(engine, runner)
+    # Each process's scheduler has a job of its own due at the same moment (in memory, not in the shared store).
+    schedules.scheduler.add_jobstore("memory", "local")
+    schedules.scheduler.add_job(run_job, trigger="date", run_date=datetime.fromtimestamp(start_at, UTC),
+                                id="both", kwargs={"job_id": "both"}, jobstore="local")
+    time.sleep(max(0.0, start_at - time.time()) + 9)
+    schedules.shutdown(wait=True)
     """
 )
 

@@ -169,8 +169,8 @@ def test_postgres_store_records_files_on_commit_even_after_the_handshake_rewrite
     from backend.mart.migrate import upgrade
 
     upgrade(pg_url)
-    store = PostgresCursorStore(pg_url)
     engine = sa.create_engine(pg_url)
+    store = PostgresCursorStore(engine)
     try:
         path = tmp_path / "ea.csv"
         path.write_bytes(_csv(EA_COLUMNS, _ea_rows("CostInBillingCurrency"), bom=True))
@@ -196,12 +196,11 @@ def test_postgres_store_records_files_on_commit_even_after_the_handshake_rewrite
         assert detail["topic"] == "t" and detail["imported_files"][0]["sha256"] == sha
         assert store.delivered_scopes("file") == {c.meta["scope"] for c in chunks}
         # A new store (another process, a later run) knows it too.
-        other = PostgresCursorStore(pg_url)
+        other_engine = sa.create_engine(pg_url)
         try:
-            again = FileSource(make_settings(tmp_path), [path], cursors=other)
+            again = FileSource(make_settings(tmp_path), [path], cursors=PostgresCursorStore(other_engine))
             assert list(again.fetch("later")) == [] and again.skipped[0].previous.batch_id == batch
         finally:
-            other.dispose()
+            other_engine.dispose()
     finally:
-        store.dispose()
         engine.dispose()

@@ -8,6 +8,7 @@ import pytest
 
 from backend.lake.catalog import BRONZE_COST_RECORDS
 from backend.pipeline.service import PipelineService
+from backend.resources import open_resources
 from backend.runtime import Runtime
 from tests.conftest import make_settings
 from tests.sources.test_files import FOCUS_COLUMNS, _csv, _focus_rows
@@ -32,7 +33,7 @@ def test_inbox_file_moves_after_bronze_and_a_re_drop_or_a_bad_file_loads_nothing
     )
     inbox = settings.inbox_dir
     inbox.mkdir(parents=True)
-    service = PipelineService(Runtime(settings))
+    service = PipelineService(open_resources(Runtime(settings)))
     try:
         (inbox / "focus-march.csv").write_bytes(FOCUS)
         # Sent to Kafka, but bronze has not got it: the file stays where it was.

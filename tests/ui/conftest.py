@@ -34,29 +34,27 @@ def ui_settings(tmp_path: Path, pg_url: str, kafka_bootstrap: str):
 
 
 @pytest.fixture
-def app_runtime(ui_settings, monkeypatch) -> Iterator:
-    """The runtime the pages get from app.context.get_runtime(); Spark is never started here."""
+def app_server(ui_settings, monkeypatch) -> Iterator:
+    """The Server the pages get from app.context.get_server(), built as app.process builds it (no Spark)."""
     import streamlit as st
 
     import app.context
-    from backend.runtime import Runtime
+    import app.process
 
-    runtime = Runtime(ui_settings)
-    runtime.start(spark=False)
+    server = app.process.build(ui_settings, spark=False)
     st.cache_resource.clear()
     st.cache_data.clear()
-    monkeypatch.setattr(app.context, "get_runtime", lambda: runtime)
-    yield runtime
-    launcher = app.context.get_launcher()
-    launcher.wait(timeout=30)
-    pipeline = app.context.get_pipeline()
-    reader = app.context.get_reader()
+    monkeypatch.setattr(app.context, "get_server", lambda: server)
+    yield server
+    server.launcher.wait(timeout=30)
     st.cache_resource.clear()
     st.cache_data.clear()
-    if reader is not pipeline.engine:
-        reader.dispose()
-    pipeline.close()
-    runtime.stop()
+    server.resources.close()
+
+
+@pytest.fixture
+def app_runtime(app_server):
+    return app_server.resources.runtime
 
 
 @pytest.fixture

@@ -302,14 +302,14 @@ def test_main_navigation_runs(pipeline):
     assert at.title[0].value == "Overview"
 
 
-def test_first_start_loads_the_demo_estate_once(app_runtime, pipeline, quick_steps, monkeypatch):
-    """`streamlit run` with no configuration and no run ever recorded starts the demo load; a restart does not."""
-    import app.context
+def test_first_start_loads_the_demo_estate_once(app_server, pipeline, quick_steps, monkeypatch):
+    """A served app with no configuration and no successful run yet starts the demo load; a restart does not."""
+    from backend.pipeline.launcher import first_start_demo
 
-    monkeypatch.setattr(app_runtime.settings, "scheduler_enabled", True)
-    assert app.context.autostart_demo() is True
-    app.context.get_launcher().wait(timeout=60)
+    monkeypatch.setattr(pipeline.settings, "scheduler_enabled", True)
+    assert first_start_demo(pipeline, app_server.launcher) is True
+    app_server.launcher.wait(timeout=60)
     with pipeline.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM ops.pipeline_runs")).scalar() == 1
-    app.context.autostart_demo.clear()  # as after a restart of the server process
-    assert app.context.autostart_demo() is False
+    # As after a restart of the server process: the first load succeeded, so it is not repeated.
+    assert first_start_demo(pipeline, app_server.launcher) is False

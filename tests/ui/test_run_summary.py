@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from app import fmt
-from app.pipeline_ui import failed_steps, parse_detail, runs_table, step_summary, steps_table
+from app.run_history import failed_steps, parse_detail, runs_table, step_summary, steps_table
 
 MONTHS_13 = [f"2025-{m:02d}" for m in (10, 11, 12)] + [f"2026-{m:02d}" for m in range(1, 11)]
 
