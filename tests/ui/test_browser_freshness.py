@@ -69,28 +69,18 @@ def stale_pipeline(stale_ui, monkeypatch):
     import streamlit as st
 
     import app.context
-    from backend.runtime import Runtime
-
-    runtime = Runtime(stale_ui)
-    runtime.start(spark=False)
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    monkeypatch.setattr(app.context, "get_runtime", lambda: runtime)
-    # No launcher-owned pipeline from another test in this process: the pages must get this one.
     import app.process
 
-    monkeypatch.setattr(app.process, "runtime", None)
-    monkeypatch.setattr(app.process, "pipeline", None)
+    server = app.process.build(stale_ui, spark=False)
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    monkeypatch.setattr(app.context, "get_server", lambda: server)
     pipeline = app.context.get_pipeline()
     assert pipeline.settings.stale_after_hours_file == 24.0
     yield pipeline
-    reader = app.context.get_reader()
     st.cache_resource.clear()
     st.cache_data.clear()
-    if reader is not pipeline.engine:
-        reader.dispose()
-    pipeline.close()
-    runtime.stop()
+    server.resources.close()
 
 
 @pytest.mark.parametrize("name", [name for name, _ in PAGES])
