@@ -15,9 +15,12 @@ PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "chat.py")
 @pytest.mark.slow
 def test_chat_page_answers_with_sql_table_and_download(monkeypatch, agent_settings, demo_mart_url):
     import app.context
+    from backend.mart.db import owner_engine, reader_engine
 
-    pipeline = SimpleNamespace(settings=agent_settings, endpoints=SimpleNamespace(database_url=demo_mart_url))
-    monkeypatch.setattr(app.context, "get_pipeline", lambda: pipeline)
+    # The page takes the process's settings and engines from its Server; only those parts are needed here.
+    reader, owner = reader_engine(agent_settings, owner_url=demo_mart_url), owner_engine(demo_mart_url)
+    resources = SimpleNamespace(settings=agent_settings, reader=reader, owner=owner)
+    monkeypatch.setattr(app.context, "get_server", lambda: SimpleNamespace(resources=resources))
     st.cache_resource.clear()
     at = AppTest.from_file(PAGE, default_timeout=60)
     at.run()
@@ -31,3 +34,5 @@ def test_chat_page_answers_with_sql_table_and_download(monkeypatch, agent_settin
     assert not at.exception
     assert "rule-based" in at.chat_message[-1].markdown[0].value
     st.cache_resource.clear()
+    reader.dispose()
+    owner.dispose()

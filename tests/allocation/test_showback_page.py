@@ -7,7 +7,7 @@ import pytest
 from backend.mart import allocation
 from tests.allocation import helpers as h
 from tests.allocation.test_mart_allocation import EDITOR, RULES
-from tests.ui.conftest import app_runtime, page, pipeline, texts, ui_settings  # noqa: F401  (fixtures)
+from tests.ui.conftest import app_runtime, app_server, page, pipeline, texts, ui_settings  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from backend.analytics import budgets
 from backend.mart import analytics, budgets_sql
-from tests.ui.conftest import app_runtime, page, pipeline, seeded, texts, ui_settings  # noqa: F401  (fixtures)
+from tests.ui.conftest import app_runtime, app_server, page, pipeline, seeded, texts, ui_settings  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.timeout(300)
 

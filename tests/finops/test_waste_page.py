@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.finops import helpers as h
-from tests.ui.conftest import app_runtime, page, pipeline, texts, ui_settings  # noqa: F401  (fixtures)
+from tests.ui.conftest import app_runtime, app_server, page, pipeline, texts, ui_settings  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -12,7 +12,7 @@ from backend.notify.channels import ChannelError
 from tests.notify.conftest import deliveries
 
 # The page fixtures: a real runtime (test Postgres, Tansu, local lake) patched into app.context.
-from tests.ui.conftest import app_runtime, page, pipeline, texts, ui_settings  # noqa: F401
+from tests.ui.conftest import app_runtime, app_server, page, pipeline, texts, ui_settings  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
