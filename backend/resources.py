@@ -32,11 +32,10 @@ class Resources:
     reader: sa.Engine  # the read-only role with the statement timeout: pages, the agent, metrics
     lake: Lake
 
-    def close(self, *, stop_runtime: bool = True) -> None:
+    def close(self) -> None:
         self.owner.dispose()
         self.reader.dispose()
-        if stop_runtime:
-            self.runtime.stop()
+        self.runtime.stop()
 
 
 def open_resources(runtime: Runtime, *, spark: bool = False) -> Resources:

@@ -13,15 +13,12 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from backend.auth import Principal, require, system_principal
 from backend.mart import history
 from backend.mart.audit import record_now
-from backend.pipeline.service import run_role
-
-if TYPE_CHECKING:
-    from backend.pipeline.service import PipelineService
+from backend.pipeline.service import PipelineService, run_role
 
 log = logging.getLogger(__name__)
 
