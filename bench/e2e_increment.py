@@ -53,7 +53,9 @@ def main(argv: list[str] | None = None) -> None:
         for i in range(args.repeat):
             load = os.getloadavg()[0]
             t0 = time.perf_counter()
-            run_gold(spark, lake, [month], run_id=f"inc-{i}", days={month: [day.isoformat()]}, reporting_currency=currency)
+            run_gold(
+                spark, lake, [month], run_id=f"inc-{i}", days={month: [day.isoformat()]}, reporting_currency=currency
+            )
             t1 = time.perf_counter()
             stats = load_gold(service.engine, lake, run_id=f"inc-{i}", months=[month])
             t2 = time.perf_counter()
