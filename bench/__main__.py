@@ -25,14 +25,27 @@ def main(argv: list[str] | None = None) -> int:
     default = [name for name in available() if name not in OPT_IN]
     parser.add_argument("names", nargs="*", help=f"benchmarks to run (default: {default}; also {sorted(OPT_IN)})")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument(
+        "--sizes", help="e2e only: comma-separated row counts to run (e.g. 1000000); the results file keeps the others"
+    )
+    parser.add_argument(
+        "--keep",
+        metavar="DIR",
+        help="e2e only: leave each size's lake and mart under DIR, for `python -m bench.e2e_increment DIR/n<rows>`",
+    )
     args = parser.parse_args(argv)
+    options = {}
+    if args.sizes:
+        options["sizes"] = [int(size) for size in args.sizes.split(",")]
+    if args.keep:
+        options["keep"] = Path(args.keep)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     failed = []
     for name in args.names or default:
         module = importlib.import_module(f"bench.bench_{name}")
         log.info("=== bench %s ===", name)
         try:
-            module.main(quick=args.quick)
+            module.main(quick=args.quick, **options)
         except Exception:
             log.exception("bench %s failed", name)
             failed.append(name)

@@ -230,11 +230,12 @@ def run_size(rows: int, root: Path, result: BenchResult) -> None:
         runtime.stop()
 
 
-def main(quick: bool = False, sizes: list[int] | None = None) -> None:
+def main(quick: bool = False, sizes: list[int] | None = None, keep: Path | None = None) -> None:
+    """Every size (or `sizes`: `python -m bench e2e --sizes 5000000`); with `keep`, each size's data folder
+    (lake, embedded Postgres) stays under it after the run, for bench.e2e_increment to rerun the increment."""
     from backend.runtime.spark import stop_spark
 
     sizes = sizes or ([30_000] if quick else [1_000_000, 5_000_000])
-    # One size on its own: python -c "from bench.bench_e2e import main; main(sizes=[5_000_000])"
     result = BenchResult(
         "e2e_quick" if quick else "e2e",
         "Synthetic 13-month estate -> Kafka (embedded Tansu) -> bronze -> silver -> gold -> Postgres mart "
@@ -242,13 +243,16 @@ def main(quick: bool = False, sizes: list[int] | None = None) -> None:
         "last 3 days sent again (a restatement: silver MERGEs them). "
         "Seconds per step from the run's step rows; peak RSS of the whole process tree.",
     )
-    root = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
+    root = Path(tempfile.mkdtemp(prefix="bench-e2e-")) if keep is None else keep
+    root.mkdir(parents=True, exist_ok=True)
     try:
         for rows in sizes:
+            shutil.rmtree(root / f"n{rows}", ignore_errors=True)  # a kept folder of an earlier run
             run_size(rows, root, result)
             # The session belongs to this size's settings: stop it and let the next size start its own.
             stop_spark()
-            shutil.rmtree(root / f"n{rows}", ignore_errors=True)
+            if keep is None:
+                shutil.rmtree(root / f"n{rows}", ignore_errors=True)
             _write(result)
         result.notes += [
             f"Targets (issue 18): source -> mart <= {TARGET_FULL_S} s at 5M rows, a one-day increment <= "
@@ -272,7 +276,8 @@ def main(quick: bool = False, sizes: list[int] | None = None) -> None:
         _write(result)
     finally:
         stop_spark()
-        shutil.rmtree(root, ignore_errors=True)
+        if keep is None:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -111,20 +111,28 @@ def replace(
     *,
     partition_by: Sequence[str] | None = None,
     values: Sequence[str] | None = None,
+    where: str | None = None,
 ) -> int:
     """Replace exactly the partitions `partition_by[0] IN values` with `frame` in one commit (the whole table when None).
 
-    Returns the rows written (from the commit's metrics: no second pass over the frame)."""
+    `where` instead replaces the rows matching a predicate, which may name data columns (e.g. some charge
+    days of a month): the engine rewrites only the files holding such rows, so rows of a day no file holds
+    yet are a plain append. Every row of `frame` must match it. Returns the rows written, from the commit's
+    metrics (no second pass over the frame); they include the rows a rewritten file carried over."""
     ensure_table(lake, table, schema, partition_by)
     writer = conform(frame, schema).write.format("delta").mode("overwrite")
     if partition_by:
         writer = writer.partitionBy(*partition_by)
+    if where is not None and values is not None:
+        raise ValueError(f"{table}: pass partition values or a predicate, not both")
     if values is not None:
         if not partition_by:
             raise ValueError(f"{table}: replacing partitions needs a partition column")
         if not values:
             return 0
-        writer = writer.option("replaceWhere", f"`{partition_by[0]}` IN ({sql_list(values)})")
+        where = f"`{partition_by[0]}` IN ({sql_list(values)})"
+    if where is not None:
+        writer = writer.option("replaceWhere", where)
     writer.save(lake.uri(table))
     return _last_metrics(lake, table, "WRITE").get("numOutputRows", 0)
 

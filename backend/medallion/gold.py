@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F  # noqa: N812  (the PySpark convention)
 
@@ -349,12 +351,20 @@ def resource_day_costs(daily: DataFrame) -> DataFrame:
 
 
 def cost_changes(
-    daily: DataFrame, *, run_id: str, months: list[str] | None = None, base: DataFrame | None = None
+    daily: DataFrame,
+    *,
+    run_id: str,
+    months: list[str] | None = None,
+    base: DataFrame | None = None,
+    bounds: tuple[date | None, date | None] | None = None,
 ) -> DataFrame:
     """Pure transform: resources whose daily cost started after a gap or stopped before one (idle/waste hints).
 
     The first day of the data cannot say "started" and its last day cannot say "stopped". `base` is
-    `resource_day_costs(daily)` when the caller already has it.
+    `resource_day_costs(daily)` when the caller already has it. A day's events depend only on that day,
+    the day before and the day after, so `daily` may hold only some days: those whose events are wanted
+    and the days either side of them. Then `bounds` gives the data's (first, last) day, which such rows
+    cannot tell.
     """
     base = (resource_day_costs(daily) if base is None else base).where(F.col("resource_id") != "")
     per_day = (
@@ -368,7 +378,7 @@ def cost_changes(
     )
     # The data's first and last day: two literals from a small action, so the plan below reads `base` once
     # (a cross join to an aggregate of it would scan and aggregate it a second time).
-    first, last = base.agg(F.min("charge_date"), F.max("charge_date")).first()
+    first, last = base.agg(F.min("charge_date"), F.max("charge_date")).first() if bounds is None else bounds
     order = Window.partitionBy("resource_id", "subscription_id", "billing_currency").orderBy("charge_date")
     day, prev, nxt = F.col("charge_date"), F.col("_prev"), F.col("_next")
     started = (day > F.lit(first)) & (prev.isNull() | (prev < F.date_sub(day, 1)))

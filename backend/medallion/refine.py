@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -21,7 +21,6 @@ from backend.lake.catalog import (
     GOLD_COST_DAILY,
     GOLD_MONTHLY_SUMMARY,
     GOLD_RESOURCE_TAGS,
-    MONTHLY_GOLD,
     SILVER_COSTS,
     SILVER_FX_RATES,
     SILVER_QUARANTINE,
@@ -190,9 +189,52 @@ def _isin(column: str, values: list) -> Column:
     return F.col(column).isin(*values) if values else F.lit(False)
 
 
+def _dates_sql(days: list[date]) -> str:
+    return ", ".join(f"DATE'{d.isoformat()}'" for d in sorted(days))
+
+
+def _rows_in_scope(whole: list[str], days: dict[str, list[date]], date_column: str) -> str:
+    """A replaceWhere predicate: every row of the `whole` months, and the rows of the listed days of the others."""
+    clauses = [f"`charge_month` IN ({sql_list(whole)})"] if whole else []
+    if days:
+        listed = [d for ds in days.values() for d in ds]
+        clauses.append(f"(`charge_month` IN ({sql_list(sorted(days))}) AND `{date_column}` IN ({_dates_sql(listed)}))")
+    return " OR ".join(clauses) if clauses else "false"
+
+
+def _replace_gold(
+    frame: DataFrame,
+    lake: Lake,
+    spec,
+    months: list[str] | None,
+    *,
+    whole: list[str] | None = None,
+    days: dict[str, list[date]] | None = None,
+    date_column: str = "charge_date",
+) -> int:
+    """One commit per table: the target months replaced (on a full rebuild, everything); with `days`, only those
+    days of their months, the month's other rows staying as stored."""
+    t0 = time.perf_counter()
+    if months is None:
+        rows = delta.replace(frame, lake, spec.name, spec.schema, partition_by=spec.partition_by)
+    elif not days:
+        rows = delta.replace(frame, lake, spec.name, spec.schema, partition_by=spec.partition_by, values=months)
+    else:
+        where = _rows_in_scope(whole or [], days, date_column)
+        rows = delta.replace(frame, lake, spec.name, spec.schema, partition_by=spec.partition_by, where=where)
+    log.info("gold %s: %s rows in %.1fs", spec.name, rows, time.perf_counter() - t0)
+    return rows
+
+
+def _by_month(days: list[date]) -> dict[str, list[date]]:
+    out: dict[str, list[date]] = {}
+    for d in sorted(days):
+        out.setdefault(d.strftime("%Y-%m"), []).append(d)
+    return out
+
+
 def _cost_by_tag(
     spark: SparkSession,
-    lake: Lake,
     silver_month: DataFrame,
     silver_rows: DataFrame,
     whole: list[str] | None,
@@ -201,11 +243,12 @@ def _cost_by_tag(
     area: Scratch,
     *,
     run_id: str,
-) -> DataFrame:
-    """cost_by_tag of the target months: months in `tag_partial` from their touched days' silver rows (with
-    the month's stored keys) plus their other days as stored; every other month whole from silver."""
+) -> tuple[DataFrame, list[str] | None, dict[str, list[date]]]:
+    """cost_by_tag rows to write, the months written whole and the days written in the others: months in
+    `tag_partial` get their touched days' rows (computed with the month's stored keys; their other days
+    stay as stored), every other month is computed whole from silver."""
     if not partial:
-        return gold.cost_by_tag(None, run_id=run_id, sums=area.keep(gold.tag_sums(silver_rows), "tag_sums"))
+        return gold.cost_by_tag(None, run_id=run_id, sums=area.keep(gold.tag_sums(silver_rows), "tag_sums")), whole, {}
     kept_days = [date.fromisoformat(d) for m in tag_partial for d in partial[m]]
     recompute = [m for m in partial if m not in tag_partial]
     rows = silver_rows
@@ -217,11 +260,33 @@ def _cost_by_tag(
     keys = [(m, k) for m, ks in sorted(tag_partial.items()) for k in sorted(ks)]
     month_keys = spark.createDataFrame(keys, "charge_month string, tag_key string") if keys else None
     out = gold.cost_by_tag(None, run_id=run_id, month_keys=month_keys, sums=area.keep(gold.tag_sums(rows), "tag_sums"))
-    if tag_partial:
-        kept = _read_gold(spark, lake, GOLD_COST_BY_TAG.name, GOLD_COST_BY_TAG.schema, sorted(tag_partial))
-        kept = kept.where(~_isin("charge_date", kept_days)).withColumn("run_id", F.lit(run_id))
-        out = out.unionByName(kept)
-    return out
+    return out, [*whole, *recompute], _by_month(kept_days)
+
+
+def _change_days(
+    daily: DataFrame, whole: list[str], touched: list[date]
+) -> tuple[tuple[date | None, date | None], list[date], Column]:
+    """For an increment's start/stop: the data's (first, last) day, the days of the partial months whose events
+    may change, and a filter of the daily rows those events (and the whole months') are computed from.
+
+    A day's event depends on the resource's cost that day and on the days either side, and on the data's
+    first and last day. So the touched days and the days either side of them may change, and so do the
+    untouched first and last days (a new last day lets the old one say "stopped"). A whole month needs
+    every day and the day either side of it."""
+    resource_rows = daily.where(F.col("resource_id") != "")
+    untouched = F.when(~_isin("charge_date", touched), F.col("charge_date"))
+    first, last, first_kept, last_kept = resource_rows.agg(
+        F.min("charge_date"), F.max("charge_date"), F.min(untouched), F.max(untouched)
+    ).first()
+    partial_months = {d.strftime("%Y-%m") for d in touched}
+    near = {d + timedelta(days=k) for d in touched for k in (-1, 0, 1)} | {d for d in (first_kept, last_kept) if d}
+    event_days = sorted(d for d in near if d.strftime("%Y-%m") in partial_months)
+    needed = {d + timedelta(days=k) for d in event_days for k in (-1, 0, 1)}
+    for month in whole:
+        start = date.fromisoformat(f"{month}-01")
+        needed |= {start - timedelta(days=1), (start + timedelta(days=32)).replace(day=1)}
+    rows = _isin("charge_month", whole) | _isin("charge_date", sorted(needed))
+    return (first, last), event_days, rows
 
 
 def run_gold(
@@ -239,10 +304,12 @@ def run_gold(
     month's rate from silver/fx_rates (backend.sources.fx.reporting_currency resolves it from settings).
 
     `days` (month -> ISO charge days) says which days of a month silver changed: for those months only
-    these days are recomputed from silver and the month's other days come from stored gold (cost_daily,
-    cost_by_tag); the month tables and start/stop derive from the assembled daily rows as before.
-    Months without an entry are recomputed whole. Valid only when every silver change in the month since
-    gold last ran is on those days (the caller knows: silver's MERGE replaces whole day slices).
+    these days are recomputed from silver and written (cost_daily, cost_by_tag, and the start/stop events
+    those days can change); the month's other rows stay as stored, and the monthly summary derives from
+    the month's daily rows as then stored. Months without an entry are recomputed whole. Valid only when
+    every silver change in the month since gold last ran is on those days (the caller knows: silver's
+    MERGE replaces whole day slices) and the month's stored conversion is current (same rates, same
+    reporting currency).
     """
     partial = {} if months is None else {m: sorted(days[m]) for m in months if days and days.get(m)}
     touched = [date.fromisoformat(d) for m in partial for d in partial[m]]
@@ -282,49 +349,55 @@ def run_gold(
         fx = None
         if reporting_currency and lake.exists(SILVER_FX_RATES.name):
             fx = delta.read(spark, lake, SILVER_FX_RATES.name, SILVER_FX_RATES.schema)
-        t_scratch = time.perf_counter()
-        # Written once, read by the daily table, the monthly summary and start/stop.
-        daily = gold.cost_daily(silver_rows, run_id=run_id, fx=fx, reporting_currency=reporting_currency)
-        # The monthly summary's previous month and start/stop at a month's first day also need the month before each target month. Silver did not change there (else it would
-        # be a target month), so its gold daily rows are read as they are instead of recomputed: an
-        # increment aggregates one month of silver, not two. Likewise the untouched days of a month.
-        previous = [] if months is None else sorted({_previous_month(m) for m in months} - set(months))
-        stored = sorted({*previous, *partial})
-        if stored and lake.exists(GOLD_COST_DAILY.name):
-            kept = _read_gold(spark, lake, GOLD_COST_DAILY.name, GOLD_COST_DAILY.schema, stored)
-            kept = kept.where(~_isin("charge_date", touched))
-            daily = daily.unionByName(
-                gold.restamp_daily(kept, run_id=run_id, fx=fx, reporting_currency=reporting_currency)
-            )
-        daily_all = area.keep(daily, "daily")
-        log.info("gold %s: %s rows in %.1fs", "scratch (daily)", 0, time.perf_counter() - t_scratch)
-        target = F.lit(True) if months is None else F.col("charge_month").isin(*months)
-        t_tags = time.perf_counter()
-        by_tag = _cost_by_tag(spark, lake, silver_month, silver_rows, whole, partial, tag_partial, area, run_id=run_id)
-        log.info("gold %s: %s rows in %.1fs", "scratch (tag sums)", 0, time.perf_counter() - t_tags)
-        if tag_partial:
-            # It unions stored rows of the months it replaces: materialised before the replace reads them.
-            by_tag = area.keep(by_tag, "by_tag")
-        existing_tags = None
-        if months is not None and lake.exists(GOLD_RESOURCE_TAGS.name):
-            existing_tags = delta.read(spark, lake, GOLD_RESOURCE_TAGS.name, GOLD_RESOURCE_TAGS.schema)
-        outputs = {
-            GOLD_COST_DAILY: daily_all.where(target),
-            GOLD_MONTHLY_SUMMARY: gold.monthly_summary(daily_all, run_id=run_id, months=months),
-            GOLD_COST_BY_TAG: by_tag,
-            GOLD_COST_CHANGES: gold.cost_changes(daily_all, run_id=run_id, months=months),
-        }
         written: dict[str, int] = {}
-        for spec in MONTHLY_GOLD:
-            t0 = time.perf_counter()
-            # One commit per table: exactly the target months replaced (on a full rebuild, everything).
-            written[spec.name] = delta.replace(
-                outputs[spec], lake, spec.name, spec.schema, partition_by=spec.partition_by, values=months
+        # Written first and straight from silver: the other tables derive from the daily rows as stored,
+        # so an increment's daily rows are aggregated once and never staged in scratch.
+        daily = gold.cost_daily(silver_rows, run_id=run_id, fx=fx, reporting_currency=reporting_currency)
+        touched_by_month = _by_month(touched)
+        written[GOLD_COST_DAILY.name] = _replace_gold(
+            daily, lake, GOLD_COST_DAILY, months, whole=whole, days=touched_by_month
+        )
+        # The monthly summary's previous month and start/stop at a month's first day also need the month
+        # before each target month. Silver did not change there (else it would be a target month), so its
+        # stored daily rows are read as they are, as are a month's untouched days: an increment aggregates
+        # its days of silver, not the month's or two months'.
+        previous = [] if months is None else sorted({_previous_month(m) for m in months} - set(months))
+        scope = None if months is None else sorted({*months, *previous})
+        daily_all = _read_gold(spark, lake, GOLD_COST_DAILY.name, GOLD_COST_DAILY.schema, scope)
+        written[GOLD_MONTHLY_SUMMARY.name] = _replace_gold(
+            gold.monthly_summary(daily_all, run_id=run_id, months=months), lake, GOLD_MONTHLY_SUMMARY, months
+        )
+        t_tags = time.perf_counter()
+        by_tag, by_tag_whole, by_tag_days = _cost_by_tag(
+            spark, silver_month, silver_rows, whole, partial, tag_partial, area, run_id=run_id
+        )
+        log.info("gold %s: %s rows in %.1fs", "scratch (tag sums)", 0, time.perf_counter() - t_tags)
+        written[GOLD_COST_BY_TAG.name] = _replace_gold(
+            by_tag, lake, GOLD_COST_BY_TAG, months, whole=by_tag_whole, days=by_tag_days
+        )
+        if partial:
+            bounds, event_days, needed = _change_days(daily_all, whole, touched)
+            changes = gold.cost_changes(daily_all.where(needed), run_id=run_id, months=months, bounds=bounds)
+            changes = changes.where(_isin("charge_month", whole) | _isin("event_date", event_days))
+            written[GOLD_COST_CHANGES.name] = _replace_gold(
+                changes,
+                lake,
+                GOLD_COST_CHANGES,
+                months,
+                whole=whole,
+                days=_by_month(event_days),
+                date_column="event_date",
             )
-            log.info("gold %s: %s rows in %.1fs", spec.name, written[spec.name], time.perf_counter() - t0)
+        else:
+            written[GOLD_COST_CHANGES.name] = _replace_gold(
+                gold.cost_changes(daily_all, run_id=run_id, months=months), lake, GOLD_COST_CHANGES, months
+            )
         t0 = time.perf_counter()
         # First/last seen folds into what the table held, so the touched days' silver rows are enough.
         # Small dimension table, written whole: materialised first, since it reads the table it replaces.
+        existing_tags = None
+        if months is not None and lake.exists(GOLD_RESOURCE_TAGS.name):
+            existing_tags = delta.read(spark, lake, GOLD_RESOURCE_TAGS.name, GOLD_RESOURCE_TAGS.schema)
         tags = gold.resource_tags(silver_rows, run_id=run_id, existing=existing_tags)
         if existing_tags is not None:
             tags = area.keep(tags, "resource_tags")

@@ -356,14 +356,11 @@ def gold(ctx: PipelineContext) -> StepResult:
     if months == []:
         _record_fx(ctx, fx_mark)
         return StepResult(rows_in=0, rows_out=0, detail={**detail, "affected_months": []})
-    rows = run_gold(
-        ctx.spark,
-        ctx.lake,
-        months,
-        run_id=ctx.run_id,
-        days=None if full else _days_changed(ctx),
-        reporting_currency=currency,
-    )
+    days = None if full else _days_changed(ctx)
+    if days and fx_months:
+        # Gold keeps a month's untouched days as stored only while their conversion is current.
+        days = {m: d for m, d in days.items() if m not in fx_months}
+    rows = run_gold(ctx.spark, ctx.lake, months, run_id=ctx.run_id, days=days, reporting_currency=currency)
     progress.record(ctx.engine, "gold", SILVER_COSTS.name, silver_version, run_id=ctx.run_id)
     _record_fx(ctx, fx_mark)
     return StepResult(

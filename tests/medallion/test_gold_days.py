@@ -7,6 +7,7 @@ import logging
 import pytest
 
 from backend.lake import lake_from_settings
+from backend.lake.catalog import GOLD_COST_CHANGES
 from backend.medallion import gold
 from tests.conftest import make_settings
 from tests.medallion.helpers import Bronze, focus_payload, focus_row, run_medallion
@@ -100,3 +101,16 @@ def test_an_increment_dropping_a_months_only_tag_key_leaves_gold_as_a_full_rebui
     increment, _ = _increment_then_rebuild(spark, tmp_path, [("f-2", restated)], monkeypatch, caplog)
     assert increment.touched_days == {"2024-02": ["2024-02-01"]}
     assert "recomputing those months whole" in caplog.text
+
+
+@pytest.mark.slow
+def test_an_increment_after_a_gap_lets_the_old_last_day_say_stopped(spark, tmp_path, monkeypatch, caplog):
+    # 2024-02-05 comes after two days without data: 2024-02-02 is no longer the data's last day, so its
+    # resources now stop there, although it is neither touched nor next to a touched day.
+    new_day = [focus_row("2024-02-05", "st1", "20", "18")]
+    increment, seen = _increment_then_rebuild(spark, tmp_path, [("f-2", new_day)], monkeypatch, caplog)
+    assert increment.touched_days == {"2024-02": ["2024-02-05"]}
+    assert seen == [["2024-02-05"]]
+    lake = lake_from_settings(make_settings(tmp_path))
+    events = {(str(r["event_date"]), r["event"]) for r in lake.read_arrow(GOLD_COST_CHANGES.name).to_pylist()}
+    assert ("2024-02-02", "stopped") in events
