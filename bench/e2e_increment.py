@@ -37,13 +37,13 @@ def main(argv: list[str] | None = None) -> None:
     from backend.mart.reconcile import reconcile
     from backend.medallion.refine import run_gold
     from backend.pipeline.service import PipelineService
+    from backend.resources import open_resources
     from backend.runtime import Runtime
-    from backend.runtime.spark import get_spark, stop_spark
+    from backend.runtime.spark import get_spark
     from backend.sources.fx import reporting_currency
 
     settings = Settings(_env_file=None, app_env="test", data_dir=args.data_dir, scheduler_enabled=False)
-    runtime = Runtime(settings)
-    service = PipelineService(runtime)
+    service = PipelineService(open_resources(Runtime(settings)))
     try:
         spark = get_spark(service.settings)
         lake = service.lake
@@ -75,9 +75,8 @@ def main(argv: list[str] | None = None) -> None:
                 os.getloadavg()[0],
             )
     finally:
-        stop_spark()
+        service.stop()
         service.close()
-        runtime.stop()
 
 
 if __name__ == "__main__":
