@@ -15,6 +15,10 @@ How:
    old month partition and ATTACH the new one.
 4. Aggregates for those months (daily, monthly, resource x month) are rebuilt from the new rows; tag
    tables from gold.
+
+An increment (`days`: gold rewrote only some days of a month the mart already holds) replaces just those
+days' fact and daily-aggregate rows in place, in the same transaction: the month's dimensions and its
+resource x month aggregate still come from the whole month, so the result is the same as a month load.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ class LoadStats:
     rows_replaced: int = 0
     dims_added: dict[str, int] = field(default_factory=dict)
     tag_rows: int = 0
+    days: dict[str, list[str]] = field(default_factory=dict)  # months replaced in place: only these days
     gold_versions: dict[str, int | None] = field(default_factory=dict)
     seconds: float = 0.0
     phase_seconds: dict[str, float] = field(default_factory=dict)
@@ -436,6 +441,20 @@ def _gold_months(lake: Lake, months: Sequence[str] | None) -> tuple[list[str], i
     return months, version
 
 
+def _load_days(months: Sequence[str], days: dict[str, Sequence[str]] | None) -> dict[str, list[dt.date]]:
+    """`days` narrowed to the months being loaded, as dates, each checked to lie in its month."""
+    narrowed: dict[str, list[dt.date]] = {}
+    for month in months:
+        if not days or not days.get(month):
+            continue
+        start, end = _month_bounds(month)
+        dates = sorted({dt.date.fromisoformat(str(day)) for day in days[month]})
+        if not start <= dates[0] <= dates[-1] < end:
+            raise ValueError(f"days {dates[0]}..{dates[-1]} are not all in {month}")
+        narrowed[month] = dates
+    return narrowed
+
+
 @dataclass
 class _PreparedMonth:
     """One month of gold, sorted by date, with every dimension's distinct members and each row's member."""
@@ -544,6 +563,17 @@ def _stage_month(engine: sa.Engine, month: str, fact: pa.Table, load_id: int) ->
 
 
 _ANALYZED = ("charge_date", *(dim.key for dim in DIMENSIONS))
+
+
+def _replace_days(cur, month: str, days: Sequence[dt.date], fact: pa.Table) -> int:
+    """Replace the days' rows of the month's partition with `fact` (those days' rows) inside the load's
+    transaction; returns the rows replaced. Readers keep reading the partition meanwhile (a row lock,
+    not the swap's table lock) and see the new days at commit."""
+    name = _partition_name(month)
+    cur.execute(f"DELETE FROM mart.{name} WHERE charge_date = ANY(%s)", (list(days),))
+    replaced = cur.rowcount
+    _copy_arrow(cur, fact, f"mart.{name}")
+    return replaced
 
 
 def _drop_stages(cur, *, load_id: int | None = None) -> None:
@@ -663,6 +693,12 @@ def _rebuild_monthly(cur, months: Sequence[str]) -> None:
                 FROM mart.agg_cost_daily WHERE charge_date >= %s AND charge_date < %s GROUP BY {keys}""",
             (start, start, end),
         )
+
+
+def _analyze_aggregates(cur) -> None:
+    """Fresh statistics for the aggregates: worth it after whole months change, not after a few days
+    (autovacuum's analyze catches up with those, and no plan changes with them)."""
+    keys = ", ".join(AGG_KEYS)
     # Key and date columns only, as for the fact partitions (no plan depends on the sums' histograms).
     cur.execute(f"ANALYZE mart.agg_cost_daily (charge_date, {keys})")
     cur.execute(f"ANALYZE mart.agg_cost_monthly (charge_month, {keys})")
@@ -846,10 +882,15 @@ def load_gold(
     *,
     run_id: str | None,
     months: Sequence[str] | None = None,
+    days: dict[str, Sequence[str]] | None = None,
     copy_workers: int = COPY_WORKERS,
 ) -> LoadStats:
     """Load gold cost_daily (and the tag tables) into the mart for `months` ("YYYY-MM"; None = every
     month gold holds), atomically. Re-running with the same gold changes nothing (same keys, same rows).
+
+    `days` (month -> ISO charge days) says gold changed only those days of a month since the mart last
+    loaded it (backend.pipeline.steps.mart knows); a month the mart holds then has just those days'
+    rows replaced, instead of all its rows copied and swapped in. A month the mart lacks loads whole.
 
     `target` is the owner role: Settings with database_url, an Engine, or a URL. `copy_workers` months
     are COPYed at once on separate connections (staging tables), then swapped in by the one transaction.
@@ -860,6 +901,7 @@ def load_gold(
     try:
         tick = time.perf_counter()
         months, version = _gold_months(lake, months)
+        by_day = _load_days(months, days)
         tag_costs = _read_optional(lake, GOLD_COST_BY_TAG.name, months) if months else None
         versions = {
             t: lake.version(t)
@@ -888,7 +930,16 @@ def load_gold(
             try:
                 with dbapi.cursor() as cur:
                     _load_in_transaction(
-                        cur, engine, lake, version, tag_costs, months, stats, phases, copy_workers=copy_workers
+                        cur,
+                        engine,
+                        lake,
+                        version,
+                        tag_costs,
+                        months,
+                        by_day,
+                        stats,
+                        phases,
+                        copy_workers=copy_workers,
                     )
                     stats.seconds = time.perf_counter() - t0
                     cur.execute(
@@ -935,6 +986,7 @@ def _load_in_transaction(
     version: int,
     tag_costs: pa.Table | None,
     months: list[str],
+    days: dict[str, list[dt.date]],
     stats: LoadStats,
     phases: dict[str, float],
     *,
@@ -942,16 +994,28 @@ def _load_in_transaction(
 ) -> None:
     """Month by month, three things overlap: a helper thread reads and encodes month N+1 from gold, this
     transaction upserts month N's dimension members and aggregates, and `copy_workers` connections COPY
-    months into staging tables. The swap at the end is the only step that changes what readers see."""
+    months into staging tables. The swap at the end is the only step that changes what readers see.
+
+    A month in `days` that the mart already holds is replaced in place instead: this transaction
+    deletes and COPYs only those days' fact and daily-aggregate rows (small), no staging, no swap."""
 
     def add(phase: str, since: float) -> None:
         phases[phase] = phases.get(phase, 0.0) + time.perf_counter() - since
 
     cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOAD_LOCK,))
     _drop_stages(cur)
+    in_place = {}
+    for month, dates in days.items():
+        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (f"mart.{_partition_name(month)}",))
+        if cur.fetchone()[0]:
+            in_place[month] = dates
+    stats.days = {month: [d.isoformat() for d in dates] for month, dates in in_place.items()}
     for month in months:
         start, end = _month_bounds(month)
-        cur.execute("DELETE FROM mart.agg_cost_daily WHERE charge_date >= %s AND charge_date < %s", (start, end))
+        if month in in_place:
+            cur.execute("DELETE FROM mart.agg_cost_daily WHERE charge_date = ANY(%s)", (in_place[month],))
+        else:
+            cur.execute("DELETE FROM mart.agg_cost_daily WHERE charge_date >= %s AND charge_date < %s", (start, end))
         cur.execute("DELETE FROM mart.agg_cost_resource_monthly WHERE charge_month = %s", (start,))
     stats.dims_added = {dim.name: 0 for dim in DIMENSIONS}
     known = _KnownMembers()
@@ -989,6 +1053,17 @@ def _load_in_transaction(
                 keys[dim.key] = pa.array(member_keys[row_member], pa.int32())
             fact = _fact_table(prepared.gold, keys, stats.load_id)
             add("dimensions", tick)
+            stats.rows_in += prepared.gold.num_rows
+            if month in in_place:
+                tick = time.perf_counter()
+                dates = pa.array(in_place[month], pa.date32())
+                changed = fact.filter(pc.is_in(fact["charge_date"], value_set=dates))
+                stats.rows_replaced += _replace_days(cur, month, in_place[month], changed)
+                _copy_arrow(cur, _daily_aggregate(changed), "mart.agg_cost_daily")
+                _copy_arrow(cur, _resource_aggregate(fact, month), "mart.agg_cost_resource_monthly")
+                stats.rows_loaded += changed.num_rows
+                add("in_place", tick)
+                continue
 
             # Bounded: never more months in flight than workers, so memory stays at a few months. A
             # finished month's aggregates go in right away, while the other months still copy.
@@ -1000,8 +1075,6 @@ def _load_in_transaction(
                     copying.remove(future)
                     take_aggregates(future)
             copying.append(copy_pool.submit(_stage_month, engine, month, fact, stats.load_id))
-
-            stats.rows_in += prepared.gold.num_rows
             stats.rows_loaded += fact.num_rows
         # Tags need no fact rows: loaded while the last months are still copying.
         tick = time.perf_counter()
@@ -1013,8 +1086,11 @@ def _load_in_transaction(
 
     tick = time.perf_counter()
     _rebuild_monthly(cur, months)
+    if len(in_place) < len(months):
+        _analyze_aggregates(cur)
     add("aggregates", tick)
     tick = time.perf_counter()
     for month in months:
-        stats.rows_replaced += _swap_month(cur, month, stats.load_id)
+        if month not in in_place:
+            stats.rows_replaced += _swap_month(cur, month, stats.load_id)
     add("swap", tick)

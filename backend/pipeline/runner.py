@@ -82,6 +82,8 @@ class RunState:
     silver_version_before: int | None = None  # silver: silver's Delta version before this run wrote
     affected_months: list[str] | None = None  # silver, then gold: the months to refine / load (None: all)
     medallion: Any = None  # silver: its MedallionStats (touched days, for gold's day-level increment)
+    gold_version_before: int | None = None  # gold: gold cost_daily's Delta version before this run wrote
+    gold_days: dict[str, list[str]] | None = None  # gold: months it rewrote only some days of, and those days
 
 
 @dataclass

@@ -328,7 +328,7 @@ def silver(ctx: PipelineContext) -> StepResult:
 def gold(ctx: PipelineContext) -> StepResult:
     """Recompute gold for the months silver touched, plus any a killed run left behind (all months on a full rebuild)
     and those whose FX rates (or reporting currency) changed since gold last converted."""
-    from backend.lake.catalog import SILVER_COSTS
+    from backend.lake.catalog import GOLD_COST_DAILY, SILVER_COSTS
     from backend.medallion.refine import run_gold
     from backend.sources.fx import reporting_currency
 
@@ -360,7 +360,10 @@ def gold(ctx: PipelineContext) -> StepResult:
     if days and fx_months:
         # Gold keeps a month's untouched days as stored only while their conversion is current.
         days = {m: d for m, d in days.items() if m not in fx_months}
+    ctx.state.gold_version_before = ctx.lake.version(GOLD_COST_DAILY.name)
     rows = run_gold(ctx.spark, ctx.lake, months, run_id=ctx.run_id, days=days, reporting_currency=currency)
+    # The months run_gold rewrote only some days of (a month without days is rewritten whole).
+    ctx.state.gold_days = {m: days[m] for m in months or [] if days and days.get(m)} or None
     progress.record(ctx.engine, "gold", SILVER_COSTS.name, silver_version, run_id=ctx.run_id)
     _record_fx(ctx, fx_mark)
     return StepResult(
@@ -458,7 +461,7 @@ def mart(ctx: PipelineContext) -> StepResult:
     )
     if months == []:
         return StepResult(rows_in=0, rows_out=0, detail={"months": []})
-    stats = load_gold(ctx.engine, ctx.lake, run_id=ctx.run_id, months=months)
+    stats = load_gold(ctx.engine, ctx.lake, run_id=ctx.run_id, months=months, days=_gold_days(ctx))
     progress.record(ctx.engine, "mart", GOLD_COST_DAILY.name, gold_version, run_id=ctx.run_id)
     detail = asdict(stats)
     # Mart vs silver vs what the source reported, per day: stored for the Pipeline page; a mismatch is
@@ -471,6 +474,23 @@ def mart(ctx: PipelineContext) -> StepResult:
             "reconciliation check %s: %d mismatching day(s), e.g. %s", report.check_id, len(mismatches), mismatches[0]
         )
     return StepResult(rows_in=stats.rows_in, rows_out=stats.rows_loaded, detail=detail)
+
+
+def _gold_days(ctx: PipelineContext) -> dict[str, list[str]] | None:
+    """The days this run's gold rewrote, per month, when they are all the mart has to catch up on.
+
+    That holds only if the mart had loaded the gold version this run's gold started from; after a killed
+    run (or a gold step run on its own) the earlier changes are known by month only, so the mart loads
+    the months whole (None).
+    """
+    from backend.lake.catalog import GOLD_COST_DAILY
+
+    before = ctx.state.gold_version_before
+    if not ctx.state.gold_days or before is None:
+        return None
+    if progress.recorded_version(ctx.engine, "mart", GOLD_COST_DAILY.name) != before:
+        return None
+    return ctx.state.gold_days
 
 
 def _forget_demo_allocation(ctx: PipelineContext) -> None:

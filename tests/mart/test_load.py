@@ -161,6 +161,56 @@ def test_resource_monthly_aggregate_is_the_fact_summed_per_month(mart_settings, 
     assert feb_total == _gold_total(feb)
 
 
+_ROWS = {
+    "fact": f"SELECT charge_date, {_KEYS}, actual_cost, amortized_cost, list_cost, quantity FROM mart.fact_cost_daily",
+    "daily": "SELECT * FROM mart.agg_cost_daily",
+    "monthly": "SELECT * FROM mart.agg_cost_monthly",
+    "resource_monthly": "SELECT * FROM mart.agg_cost_resource_monthly",
+    "by_tag": "SELECT * FROM mart.agg_cost_by_tag",
+    "resources": "SELECT * FROM mart.dim_resource",
+}
+
+
+def _rows(engine: sa.Engine) -> dict[str, list]:
+    """Every row a reader could see (load ids aside), sorted."""
+    with engine.connect() as conn:
+        return {name: sorted(map(tuple, conn.execute(sa.text(sql)).all()), key=repr) for name, sql in _ROWS.items()}
+
+
+def test_replacing_some_days_in_place_ends_where_a_month_load_does(mart_settings, lake, gold, owner):
+    load_gold(mart_settings, lake, run_id="r1")
+    before = _rows(owner)
+    # Gold restates February 6 and 7 (other costs, a new resource, renamed ones) and brings February 8.
+    feb = gold.filter(pc.equal(gold["charge_month"], "2026-02"))
+    kept = feb.filter(pc.less(feb["charge_date"], pa.scalar(dt.date(2026, 2, 6))))
+    new = synthetic_gold.gold_cost_daily(start=dt.date(2026, 2, 6), days=3, rows_per_day=70, resources=90, seed=7)
+    renamed = pc.if_else(pc.equal(new["resource_name"], "r3"), "r3-renamed", new["resource_name"])
+    new = new.set_column(new.schema.get_field_index("resource_name"), "resource_name", renamed)
+    synthetic_gold.write_gold(lake, pa.concat_tables([kept, new.cast(kept.schema)]))
+    days = {"2026-02": ["2026-02-06", "2026-02-07", "2026-02-08"], "2026-01": []}
+    stats = load_gold(mart_settings, lake, run_id="r2", months=["2026-02"], days=days)
+    assert stats.days == {"2026-02": days["2026-02"]}
+    assert stats.rows_loaded == new.num_rows
+    assert stats.rows_replaced == feb.num_rows - kept.num_rows
+    in_place = _rows(owner)
+    assert in_place != before
+    with owner.connect() as conn:
+        assert conn.execute(sa.text(_RESOURCE_MONTHLY_DIFF)).scalar() == 0
+    # The same month loaded whole (copied and swapped in) gives exactly the same rows.
+    stats = load_gold(mart_settings, lake, run_id="r3", months=["2026-02"])
+    assert stats.days == {}
+    assert _rows(owner) == in_place
+
+
+def test_days_of_a_month_the_mart_lacks_load_the_month_whole(mart_settings, lake, gold, owner):
+    load_gold(mart_settings, lake, run_id="r1", months=["2026-01"])
+    stats = load_gold(mart_settings, lake, run_id="r2", months=["2026-02"], days={"2026-02": ["2026-02-07"]})
+    assert stats.days == {}
+    assert stats.rows_loaded == pc.sum(pc.equal(gold["charge_month"], "2026-02")).as_py()
+    with pytest.raises(ValueError, match="not all in 2026-02"):
+        load_gold(mart_settings, lake, run_id="r3", months=["2026-02"], days={"2026-02": ["2026-03-01"]})
+
+
 def test_attributes_follow_the_last_month_and_null_names_are_the_none_member(mart_settings, lake, owner):
     # Resource r0 is called "a" in January, "b" in February and "a" again in March: the dimension upserts
     # each member once per load unless its attributes change, and must still end on March's name.

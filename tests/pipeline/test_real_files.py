@@ -151,6 +151,43 @@ def test_part_files_imported_one_by_one_give_the_whole_file_and_a_redelivery_cha
     assert _mart_totals(service) == {"USD": (_total(restated), whole[1])} and _mismatches(service) == 0
 
 
+def _mart_rows(service: PipelineService) -> dict[str, list]:
+    with service.engine.connect() as conn:
+        return {
+            table: sorted(map(tuple, conn.execute(sa.text(f"SELECT * FROM mart.{table}")).all()), key=repr)
+            for table in ("agg_cost_daily", "agg_cost_monthly", "agg_cost_resource_monthly", "agg_cost_by_tag")
+        } | {
+            "fact": sorted(
+                map(
+                    tuple,
+                    conn.execute(sa.text("SELECT charge_date, resource_key, actual_cost FROM mart.fact_cost_daily")),
+                ),
+                key=repr,
+            )
+        }
+
+
+def test_a_new_day_is_loaded_into_the_mart_in_place_and_equals_a_full_reload(service, tmp_path):
+    rows = _focus_rows(200)
+    _write(tmp_path / "focus-2026-09.csv", FOCUS_COLUMNS, rows)
+    first = _import(service, tmp_path / "focus-2026-09.csv")
+    assert first.steps["mart"].detail["days"] == {}  # the first load of a month copies it whole
+    # The next day's file: silver touches one day, gold rewrites it, the mart replaces just that day.
+    day = [dict(r, ChargePeriodStart="2026-09-11T00:00:00Z", ChargePeriodEnd="2026-09-12T00:00:00Z") for r in rows[:30]]
+    _write(tmp_path / "focus-2026-09-11.csv", FOCUS_COLUMNS, day)
+    summary = _import(service, tmp_path / "focus-2026-09-11.csv")
+    mart = summary.steps["mart"]
+    assert mart.detail["days"] == {"2026-09": ["2026-09-11"]}
+    assert mart.rows_out == len(day)
+    assert _mart_totals(service) == {"USD": (_total(rows + day), _total(rows + day, "EffectiveCost"))}
+    assert _mismatches(service) == 0
+    in_place = _mart_rows(service)
+    # The mart step on its own reloads every month whole: nothing changes.
+    reload = service.run(steps=["mart"], sources=["files"], trigger="test")
+    assert reload.status == "succeeded" and reload.steps["mart"].detail["days"] == {}
+    assert _mart_rows(service) == in_place
+
+
 def test_a_scope_billed_in_two_currencies_reconciles_per_currency(service, tmp_path):
     # One billing account billing the same subscriptions' days in EUR and USD (an MCA account with two
     # billing profiles): each currency's reported total is its own, never EUR + USD under the first one seen.
