@@ -310,10 +310,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_notifications(self) -> Settings:
-        # The rules live with the channels (backend/notify/channels.py); a bad value stops the start, naming it.
-        from backend.notify.channels import check_settings
+        # The rules are the channels' own (backend/notify/rules.py); a bad value stops the start, naming it.
+        from backend.notify.rules import check_settings
 
-        check_settings(self)
+        check_settings(self, placeholders=PLACEHOLDER_SECRETS)
         return self
 
     @field_validator("data_dir", mode="after")

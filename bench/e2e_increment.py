@@ -59,9 +59,7 @@ def main(argv: list[str] | None = None) -> None:
             t1 = time.perf_counter()
             # The mart loaded the previous repeat's gold, so only the day changed: replaced in place, as
             # the mart step does after a day-level gold.
-            stats = load_gold(
-                service.engine, lake, run_id=f"inc-{i}", months=[month], days={month: [day.isoformat()]}
-            )
+            stats = load_gold(service.engine, lake, run_id=f"inc-{i}", months=[month], days={month: [day.isoformat()]})
             t2 = time.perf_counter()
             report = reconcile(service.engine, lake=lake, months=[month], run_id=f"inc-{i}")
             t3 = time.perf_counter()

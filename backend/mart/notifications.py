@@ -16,11 +16,11 @@ from backend.notify.channels import (
     PAGE,
     Channel,
     ChannelError,
-    check_events,
     check_name,
     check_target,
 )
 from backend.notify.render import Message
+from backend.notify.rules import check_events
 
 log = logging.getLogger(__name__)
 

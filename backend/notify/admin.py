@@ -20,9 +20,9 @@ from backend.notify.channels import (
     Channel,
     ChannelError,
     settings_channels,
-    smtp_ready,
 )
 from backend.notify.dispatch import send_test, utcnow
+from backend.notify.rules import smtp_ready
 
 if TYPE_CHECKING:
     from backend.config import Settings

@@ -24,9 +24,9 @@ from backend.notify.channels import (
     Channel,
     budget_channel,
     settings_channels,
-    smtp_ready,
 )
 from backend.notify.render import Message, render, render_email
+from backend.notify.rules import smtp_ready
 from backend.notify.send import HttpPost, Outcome, post_json, send_mail
 
 if TYPE_CHECKING:
