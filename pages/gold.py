@@ -8,8 +8,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import streamlit as st
 
-from app import gold, ui
+from app import ui
 from app.context import get_lake
+from backend.lake import browse as gold
 
 st.title("Gold tables")
 ui.data_as_of()

@@ -29,6 +29,7 @@ UI = (
     "backend.notify",
     "backend.sources",
     "backend.pipeline.service",
+    "backend.lake.browse",
 )
 ALLOWED: dict[str, tuple[str, ...]] = {
     # Settings refuses a bad NOTIFY_* value at start with the channels' rules: a leaf of pure checks.

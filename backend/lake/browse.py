@@ -1,4 +1,4 @@
-"""Gold Delta tables for the browser page, through the Lake interface (delta-rs; no JVM in the page)."""
+"""The lake's face for the Gold tables page: a table's schema, partitions, history and rows (delta-rs; no engine)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from backend.lake import Lake
+from backend.lake.delta import Lake
 
 PREVIEW_ROWS = 1000
 DOWNLOAD_ROWS = 200_000  # a browser download, not an export tool: larger pulls belong to the CLI/lake
