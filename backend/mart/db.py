@@ -71,7 +71,7 @@ def ensure_reader_role(settings: Settings, *, owner_url: str | None = None) -> s
     settings. The migration created the role and its grants; this only carries the settings' values.
     Returns the role name."""
     role = reader_role_name(settings, owner_url=owner_url)
-    engine = sa.create_engine(owner_url or settings.database_url, poolclass=sa.pool.NullPool)
+    engine = owner_engine(owner_url or settings.database_url, poolclass=sa.pool.NullPool)
     try:
         with engine.begin() as conn:
             exists = conn.execute(sa.text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}).scalar()

@@ -51,6 +51,7 @@ from backend.lake.catalog import (
     GOLD_RESOURCE_TAGS,
 )
 from backend.lake.delta import Lake
+from backend.mart.db import owner_engine
 from backend.mart.model import AGG_KEYS, DIMENSIONS, FACT_COLUMNS, FACT_MEASURES, Dimension
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ def _engine(target: Settings | sa.Engine | str) -> tuple[sa.Engine, bool]:
     url = target.database_url if isinstance(target, Settings) else target
     if not url:
         raise ValueError("no mart URL: pass the runtime's Endpoints.database_url (embedded) or an engine")
-    return sa.create_engine(url, poolclass=sa.pool.NullPool), True
+    return owner_engine(url, poolclass=sa.pool.NullPool), True
 
 
 def _month_bounds(month: str) -> tuple[dt.date, dt.date]:

@@ -30,7 +30,9 @@ def current_revision(database_url: str) -> str | None:
     import sqlalchemy as sa
     from alembic.runtime.migration import MigrationContext
 
-    engine = sa.create_engine(database_url, poolclass=sa.pool.NullPool)
+    from backend.mart.db import owner_engine
+
+    engine = owner_engine(database_url, poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
