@@ -21,7 +21,7 @@ run: setup  ## serve the app on http://localhost:8501 (embedded Postgres, Kafka,
 test: setup  ## lint, the whole suite against real embedded servers (Sail), then the pure transforms on JVM Spark
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=25
 	$(BIN)/python -m pytest --engine jvm -m transform
 
 lint: setup
