@@ -179,13 +179,38 @@ def merge(
     return _last_metrics(lake, table, "MERGE")
 
 
-def delete(spark: SparkSession, lake: Lake, table: str, predicate: str) -> int:
-    """DELETE the rows matching `predicate`; returns how many went."""
+def delete_in(
+    spark: SparkSession,
+    lake: Lake,
+    table: str,
+    column: str,
+    values: Sequence[str],
+    *,
+    where: str,
+    target_predicate: str = "",
+) -> int:
+    """DELETE the rows whose `column` is one of `values` and that match `where`; returns how many went.
+
+    Written as a MERGE against the values (a join) rather than a DELETE with an IN list: Sail 0.7.2's
+    DELETE slows with the square of a long list (1,472 slices: 31 s against 0.3 s this way) and rewrites
+    every file it scans even when nothing matches. `target_predicate` (on `t.`) prunes partitions.
+    """
+    if not values:
+        return 0
+    view = f"delete_keys_{uuid.uuid4().hex[:12]}"
+    key = "__delete_key"
+    spark.createDataFrame([(v,) for v in sorted(set(values))], f"{key} string").createOrReplaceTempView(view)
+    on = f"t.`{column}` = s.`{key}`" + (f" AND ({target_predicate})" if target_predicate else "")
     version = lake.version(table)
-    spark.sql(f"DELETE FROM delta.`{lake.uri(table)}` WHERE {predicate}").collect()
+    try:
+        spark.sql(
+            f"MERGE INTO delta.`{lake.uri(table)}` AS t USING {view} AS s ON {on} WHEN MATCHED AND ({where}) THEN DELETE"
+        ).collect()
+    finally:
+        spark.catalog.dropTempView(view)
     if lake.version(table) == version:
         return 0
-    return _last_metrics(lake, table, "DELETE").get("numDeletedRows", 0)
+    return _last_metrics(lake, table, "MERGE").get("numTargetRowsDeleted", 0)
 
 
 def update(spark: SparkSession, lake: Lake, table: str, assignments: dict[str, str], predicate: str) -> int:

@@ -731,14 +731,23 @@ def write_silver(spark: SparkSession, lake: Lake, rows: DataFrame, modes: list[s
         replaced = sorted(set(stored) & set(covered.replacing))
         removed = 0
         if replaced:
-            stale = (
-                f"{in_months} AND x_Slice IN ({sql_list(replaced)}) AND "
-                f"({batch_col} IS NULL OR {batch_col} NOT IN ({sql_list(batches)}))"
-            )
-            removed = delta.delete(
-                spark, lake, SILVER_COSTS.name, stale if other_cost is None else f"{stale} AND {other_cost} IS NULL"
+            batches_in = sql_list(batches)
+            # Rows last set by another batch (on the MERGE's target `t`, then as a plain predicate).
+            other = f"(t.{batch_col} IS NULL OR t.{batch_col} NOT IN ({batches_in}))"
+            removed = delta.delete_in(
+                spark,
+                lake,
+                SILVER_COSTS.name,
+                "x_Slice",
+                replaced,
+                where=other if other_cost is None else f"{other} AND t.{other_cost} IS NULL",
+                target_predicate=f"t.{in_months}",
             )
             if cleared:
+                stale = (
+                    f"{in_months} AND x_Slice IN ({sql_list(replaced)}) AND "
+                    f"({batch_col} IS NULL OR {batch_col} NOT IN ({batches_in}))"
+                )
                 removed += delta.update(spark, lake, SILVER_COSTS.name, cleared, stale)
         result.deleted_or_cleared += removed
         log.info(

@@ -106,8 +106,18 @@ def test_the_engine_merges_null_safe_updates_and_deletes_and_delta_rs_reads_it(l
     amounts = {r["key"]: str(r["amount"]) for r in lake.read_arrow("silver/m").to_pylist()}
     assert amounts == {"b": "2.000000000000", None: "6.000000000000", "d": "7.000000000000"}
     assert engine.update(spark, lake, "silver/m", {"amount": "0"}, "key = 'd'") == 1
-    assert engine.delete(spark, lake, "silver/m", "key IS NULL") == 1
-    assert engine.delete(spark, lake, "silver/m", "key = 'nothing'") == 0
+    # Deleting by a list of keys (a MERGE against them) and a condition: "d" now costs 0, so only "b" goes.
+    deleted = engine.delete_in(
+        spark,
+        lake,
+        "silver/m",
+        "key",
+        ["b", "d", "b", "nothing"],
+        where="t.amount > 1",
+        target_predicate="t.month = '2024-02'",
+    )
+    assert deleted == 1
+    assert engine.delete_in(spark, lake, "silver/m", "key", ["d"], where="t.amount > 1") == 0
     assert lake.count("silver/m") == 2
     # delta-rs writes on top of the engine's files (as ingest and the progress marks do), and the engine reads them.
     lake.append("silver/m", lake.read_arrow("silver/m").select(WRITE_SCHEMA.names), run_id="r3")
