@@ -56,13 +56,9 @@ def _ingest_until(estate, until: date, redeliver: tuple[date, ...] = ()):
         from backend.demo.estate import SyntheticSource
         from backend.ingest.handshake import new_batch_id, send_batch
         from backend.ingest.producer import KafkaChunkSink
-        from backend.mart.cursors import PostgresCursorStore
         from backend.mart.runs import StepResult
 
-        if ctx.state.cursors is None:
-            ctx.state.cursors = PostgresCursorStore(ctx.engine)
-        cursors = ctx.state.cursors
-        source = SyntheticSource(ctx.settings, estate, cursors=cursors, until=until, redeliver=redeliver)
+        source = SyntheticSource(ctx.settings, estate, cursors=ctx.cursors, until=until, redeliver=redeliver)
         with KafkaChunkSink(ctx.settings) as sink:
             receipt = send_batch(source, sink, ctx.engine, batch_id=new_batch_id(ctx.run_id, source.name))
         ctx.state.sent = [(source, receipt.batch_id)]

@@ -13,7 +13,7 @@ from app import data as app_data
 from app.context import get_launcher, get_owner, get_runtime
 from backend.auth.oidc import DISABLED, LAPTOP
 from backend.mart.audit import recent
-from backend.pipeline.service import default_sources
+from backend.pipeline.sources import default_sources
 from backend.sources.azure.source import CONFIGURED, MISCONFIGURED, NOT_CONFIGURED, azure_config
 
 log = logging.getLogger(__name__)

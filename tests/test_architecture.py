@@ -29,6 +29,7 @@ UI = (
     "backend.notify",
     "backend.sources",
     "backend.pipeline.service",
+    "backend.pipeline.sources",
     "backend.lake.browse",
 )
 ALLOWED: dict[str, tuple[str, ...]] = {

@@ -73,7 +73,6 @@ class RunState:
     every month), which is what "run gold" or "run mart" from the UI means."""
 
     options: dict[str, Any] = field(default_factory=dict)  # the run's options (files to import, full_rebuild)
-    cursors: Any = None  # ingest: the run's source cursor store, built on first use (tests pass their own)
     demo_estate: Any = None  # ingest: the demo estate, generated once ("demo" and the demo tenant share it)
     demo_skipped: bool = False  # ingest: a real source delivered, so the demo source was not loaded
     skipped_sources: list[dict[str, str]] = field(default_factory=list)  # ingest: sources not configured
@@ -103,6 +102,13 @@ class PipelineContext:
         from backend.runtime.spark import get_spark
 
         return get_spark(self.settings)
+
+    @cached_property
+    def cursors(self):
+        """The run's source cursor store, over the owner engine (a test assigns its own)."""
+        from backend.mart.cursors import PostgresCursorStore
+
+        return PostgresCursorStore(self.engine)
 
 
 Step = Callable[[PipelineContext], StepResult]

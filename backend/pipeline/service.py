@@ -12,26 +12,11 @@ from backend.auth import SCHEDULER, Principal, Role, require
 from backend.config import Settings
 from backend.lake import Lake
 from backend.pipeline.runner import PipelineContext, ProgressCallback, RunSummary, run_pipeline
+from backend.pipeline.sources import default_sources
 from backend.resources import Resources
 from backend.runtime import Endpoints, Runtime
 
 log = logging.getLogger(__name__)
-
-
-def default_sources(settings: Settings) -> list[str]:
-    """Sources a run pulls when none are named: the demo estate in demo mode, Azure when any of its
-    settings is set, and always the inbox (so a deployment that only imports files runs green)."""
-    from backend.sources.azure.source import MISCONFIGURED, NOT_CONFIGURED, azure_config
-
-    azure = azure_config(settings).state
-    if settings.demo_mode is None and azure == MISCONFIGURED:
-        # Demo mode is implied here only because a credential is missing: the user meant Azure, so the
-        # run fails naming the setting rather than filling their lake with the demo estate.
-        return ["azure", "inbox"]
-    if settings.is_demo:
-        return ["demo", "inbox"]
-    # Half-configured Azure stays in, so its run fails with the setting to fix instead of going quiet.
-    return ["inbox"] if azure == NOT_CONFIGURED else ["azure", "inbox"]
 
 
 def run_role(*, steps: Sequence[str] | None, sources: Sequence[str] | None) -> tuple[Role, str]:

@@ -16,7 +16,7 @@ from backend.demo.fake_azure import FakeAzure
 from backend.lake.catalog import SILVER_COSTS
 from backend.pipeline.runner import PipelineContext
 from backend.pipeline.service import PipelineService
-from backend.pipeline.steps import DemoPathConflictError, build_sources, demo_azure_active
+from backend.pipeline.sources import DemoPathConflictError, build_sources, demo_azure_active
 from backend.resources import open_resources
 from backend.runtime import Runtime
 from backend.sources.azure.source import Window, query_body
@@ -79,7 +79,7 @@ def test_the_demo_tenant_bills_what_the_demo_load_delivers():
 
 def _context(settings, sources, cursors) -> PipelineContext:
     ctx = PipelineContext(settings, None, None, None, "run-1", sources)  # only settings and state are used
-    ctx.state.cursors = cursors
+    ctx.cursors = cursors
     return ctx
 
 
@@ -94,7 +94,7 @@ def test_the_demo_estate_enters_a_lake_through_one_path_only(tmp_path, loaded_by
     settings = make_settings(tmp_path, demo_mode=True, demo_rows=DEMO_ROWS)
     cursors = MemoryCursorStore()
     ctx = _context(settings, [asked], cursors)
-    from backend.pipeline.steps import demo_estate
+    from backend.pipeline.sources import demo_estate
 
     _loaded(cursors, loaded_by, "some-other-subscription")  # another tenant's days do not conflict
     with ExitStack() as resources:

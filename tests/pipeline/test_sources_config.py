@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from backend.pipeline.runner import PipelineContext
 from backend.pipeline.service import PipelineService, default_sources
-from backend.pipeline.steps import build_sources
+from backend.pipeline.sources import build_sources
 from backend.resources import open_resources
 from backend.runtime import Runtime
 from backend.sources.azure.source import (
@@ -34,7 +34,7 @@ NOT_CONFIGURED_MESSAGE = (
 
 def _context(settings, sources) -> PipelineContext:
     ctx = PipelineContext(settings, None, None, None, "run-1", sources)  # only settings and state are used
-    ctx.state.cursors = MemoryCursorStore()
+    ctx.cursors = MemoryCursorStore()
     return ctx
 
 
