@@ -38,13 +38,13 @@ class Resources:
         self.runtime.stop()
 
 
-def open_resources(runtime: Runtime, *, spark: bool = False) -> Resources:
+def open_resources(runtime: Runtime, *, spark: bool = False, kafka: bool = True) -> Resources:
     """Start (or join) the servers, migrate the mart and build its two engines.
 
     The reader's password and timeout are applied on every start, and a reader that cannot log in
     refuses the start with the setting to change (ReaderRoleError), rather than every page and agent
-    question failing later."""
-    endpoints = runtime.start(spark=spark)
+    question failing later. A process that only reads the mart passes `kafka=False`."""
+    endpoints = runtime.start(spark=spark, kafka=kafka)
     upgrade(endpoints.database_url)
     settings = runtime.resolved_settings()
     db.check_reader(settings, owner_url=endpoints.database_url)

@@ -87,6 +87,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "backend.agent",
         "backend.analytics",
         "backend.runtime",
+        "backend.resources",
     ),  # fmt: skip
     "scheduler": (*BASE, "backend.auth", "backend.mart", "backend.pipeline"),
     # The UI reaches backend through its public faces: never the demo, the Spark jobs, ingest's internals.

@@ -29,7 +29,7 @@ from backend.agent.agent import AgentAnswer, AuditLog, ToolCallRecord
 from backend.agent.tools import AgentContext, ToolOutcome, build_tools
 from backend.config import Settings
 from backend.mart import queries
-from backend.mart.db import owner_engine, reader_engine
+from backend.mart.db import ReaderRoleError
 
 log = logging.getLogger(__name__)
 
@@ -92,15 +92,12 @@ class McpBackend:
     audit: AuditLog
     tools: dict[str, BaseTool]
     process_session: str = field(default_factory=lambda: f"mcp-{uuid.uuid4().hex[:12]}")
-    _runtime: Any = None  # the embedded runtime this process joined, if any (released by close())
+    _resources: Any = None  # this process's Resources (engines, joined servers), released by close()
 
     def close(self) -> None:
-        self.ctx.engine.dispose()
-        if self.audit.engine is not None:
-            self.audit.engine.dispose()
-        if self._runtime is not None:
-            self._runtime.stop()
-            self._runtime = None
+        if self._resources is not None:
+            self._resources.close()
+            self._resources = None
 
     # --- one tool call -------------------------------------------------------------------------
     def call(
@@ -248,29 +245,17 @@ def outcome_payload(outcome: ToolOutcome) -> dict[str, Any]:
 
 # --- building the backend from settings ------------------------------------------------------------
 def open_backend(settings: Settings) -> McpBackend:
-    """The tools over the read-only role, the audit over the owner role: DATABASE_URL (and
-    DATABASE_READONLY_URL) when set, else the embedded Postgres joined through the runtime, as the CLI does."""
-    runtime = None
-    owner_url = settings.database_url
-    if not owner_url:
-        from backend.runtime import Runtime
+    """The tools over the read-only role, the audit over the owner role, from this process's Resources:
+    DATABASE_URL (and DATABASE_READONLY_URL) when set, else the embedded Postgres joined through the
+    runtime, as the CLI does. A SQL-only server: the broker and the engine are left alone."""
+    from backend.resources import open_resources
+    from backend.runtime import Runtime
 
-        runtime = Runtime(settings)
-        owner_url = runtime.start().database_url
-    reader = reader_engine(settings, owner_url=owner_url, pool_size=2, max_overflow=2)
-    try:
-        with reader.connect() as conn:
-            conn.exec_driver_sql("SELECT 1")
-    except sa.exc.OperationalError:
-        reader.dispose()
-        if runtime is not None:
-            runtime.stop()
-        raise
-    ctx = AgentContext(reader, timeout_ms=settings.statement_timeout_ms)
-    audit = AuditLog(owner_engine(owner_url, pool_size=1, max_overflow=1))
+    resources = open_resources(Runtime(settings), kafka=False)
+    ctx = AgentContext(resources.reader, timeout_ms=resources.settings.statement_timeout_ms)
     tools = {t.name: t for t in build_tools(ctx)}
     log.info("MCP server: %d read-only tools over the reader role", len(tools))
-    return McpBackend(ctx=ctx, audit=audit, tools=tools, _runtime=runtime)
+    return McpBackend(ctx=ctx, audit=AuditLog(resources.owner), tools=tools, _resources=resources)
 
 
 # --- the MCP server ----------------------------------------------------------------------------
@@ -379,16 +364,15 @@ def build_server(backend: McpBackend) -> Server:
 
 
 def _open_or_explain(settings: Settings) -> McpBackend | None:
-    """The backend, or None after logging what to fix when the read-only role cannot connect."""
+    """The backend, or None after logging what to fix when the mart or its read-only role cannot be reached."""
     try:
         return open_backend(settings)
+    except ReaderRoleError as exc:
+        log.error("%s", exc)  # it names the setting to change
+        return None
     except sa.exc.OperationalError as exc:
         first = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc).splitlines()[0]
-        log.error(
-            "the read-only database role cannot connect (%s): run the pipeline once (it creates the mart and the "
-            "role), or check DATABASE_URL / DATABASE_READONLY_URL and DATABASE_READONLY_PASSWORD",
-            first,
-        )
+        log.error("the mart's database cannot be reached (%s): check DATABASE_URL", first)
         return None
 
 

@@ -58,8 +58,9 @@ class Runtime:
         self._spark_thread: threading.Thread | None = None
 
     # --- lifecycle -----------------------------------------------------------------
-    def start(self, *, spark: bool = False) -> Endpoints:
-        """Start or join every embedded service (external ones are only resolved)."""
+    def start(self, *, spark: bool = False, kafka: bool = True) -> Endpoints:
+        """Start or join every embedded service (external ones are only resolved). `kafka=False` is for a
+        process that only reads the mart (the MCP server): it leaves the broker alone."""
         with self._lock:
             if self.endpoints is not None:
                 return self.endpoints
@@ -67,7 +68,7 @@ class Runtime:
             s.data_dir.mkdir(parents=True, exist_ok=True)
             embedded = {
                 "postgres": not s.database_url,
-                "kafka": not s.kafka_bootstrap_servers,
+                "kafka": kafka and not s.kafka_bootstrap_servers,
                 "lake": not s.lake_uri,
             }
             if embedded["postgres"] or embedded["kafka"]:
@@ -80,7 +81,7 @@ class Runtime:
 
             t0 = time.monotonic()
             bootstrap = s.kafka_bootstrap_servers
-            if not bootstrap:
+            if embedded["kafka"]:
                 try:
                     bootstrap = kafka_service.start(self.registry, s.logs_dir / "kafka.log", owner_pid=os.getpid())
                 except kafka_service.EmbeddedKafkaUnavailableError as exc:
