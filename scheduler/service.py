@@ -17,15 +17,12 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from backend.auth import Principal, Role, require
+from backend.mart import locks
 from backend.mart.audit import record_now
 from scheduler.jobs import DEFAULT_JOBS, FORMER_ALL_STEPS, run_job
 
 log = logging.getLogger(__name__)
 
-# pg_advisory_lock key held while a process creates the job table and seeds the default jobs: APScheduler's
-# "CREATE TABLE if missing" and "add job if missing" are check-then-act, so two processes starting
-# together would otherwise both try (a unique violation on the table's type, or a conflicting job id).
-STARTUP_LOCK = 727000003
 
 # The function that actually runs the pipeline in this process; set by `start_scheduler`.
 _pipeline_runner: Callable[..., Any] | None = None
@@ -135,14 +132,9 @@ def start_scheduler(engine: sa.Engine, runner: Callable[..., Any], *, paused: bo
     with _lock:
         _pipeline_runner = runner
     scheduler = build_scheduler(engine)
-    with engine.connect() as conn:
-        conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": STARTUP_LOCK})
-        try:
-            scheduler.start(paused=True)
-            ensure_default_jobs(scheduler)
-        finally:
-            conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": STARTUP_LOCK})
-            conn.commit()
+    with engine.connect() as conn, locks.held(conn, locks.STARTUP):
+        scheduler.start(paused=True)
+        ensure_default_jobs(scheduler)
     if not paused:
         scheduler.resume()
     log.info("scheduler started with jobs %s", [j.id for j in scheduler.get_jobs()])

@@ -18,7 +18,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import zlib
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -28,12 +27,13 @@ import sqlalchemy as sa
 from backend.allocation import sql as alloc_sql
 from backend.allocation.rules import RuleSet, export_yaml, from_dict, parse_yaml, to_dict
 from backend.auth import Principal, Role, require
+from backend.mart import locks
 from backend.mart.audit import record
 
 log = logging.getLogger(__name__)
 
 # Recomputes (a save, the pipeline step) replace the same tables: one at a time.
-ALLOCATION_LOCK_KEY = zlib.crc32(b"costlake:allocation")
+ALLOCATION_LOCK_KEY = locks.ALLOCATION
 DEMO_RULES = Path(__file__).resolve().parent.parent / "allocation" / "demo_rules.yaml"
 UNALLOCATED = "(unallocated)"
 _COST = {"amortized": "coalesce(amortized_cost, actual_cost)", "actual": "actual_cost"}
@@ -116,7 +116,7 @@ def save_rules(engine: sa.Engine, ruleset: RuleSet | str, *, actor: Principal, c
     text = export_yaml(ruleset)
     digest = hashlib.sha256(text.encode()).hexdigest()
     with engine.begin() as conn:
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": ALLOCATION_LOCK_KEY})
+        locks.in_transaction(conn, ALLOCATION_LOCK_KEY)
         current = current_rules(conn)
         if current is not None and current.sha256 == digest:
             version = current.version
@@ -145,7 +145,7 @@ def save_rules(engine: sa.Engine, ruleset: RuleSet | str, *, actor: Principal, c
 def recompute(engine: sa.Engine, *, run_id: str | None = None) -> Recompute:
     """Apply the rule set in force to what the mart holds now (the pipeline step, after each load)."""
     with engine.begin() as conn:
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": ALLOCATION_LOCK_KEY})
+        locks.in_transaction(conn, ALLOCATION_LOCK_KEY)
         current = current_rules(conn)
         ruleset, version = (RuleSet(), None) if current is None else (current.ruleset, current.version)
         return _recompute(conn, ruleset, version=version, run_id=run_id)
@@ -175,7 +175,7 @@ def forget_demo_rules(engine: sa.Engine) -> int:
     with engine.begin() as conn:
         if demo_loaded(conn):
             return 0
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": ALLOCATION_LOCK_KEY})
+        locks.in_transaction(conn, ALLOCATION_LOCK_KEY)
         gone = conn.execute(
             sa.text(
                 """DELETE FROM mart.allocation_rulesets WHERE created_by = :demo

@@ -51,12 +51,13 @@ from backend.lake.catalog import (
     GOLD_RESOURCE_TAGS,
 )
 from backend.lake.delta import Lake
+from backend.mart import locks
 from backend.mart.db import owner_engine
 from backend.mart.model import AGG_KEYS, DIMENSIONS, FACT_COLUMNS, FACT_MEASURES, Dimension
 
 log = logging.getLogger(__name__)
 
-LOAD_LOCK = 727000002  # pg_advisory_xact_lock key: one mart load at a time
+LOAD_LOCK = locks.LOAD
 # Staging tables live outside `mart` (which the reader can read) until the swap moves them in.
 STAGE_SCHEMA = "mart_stage"
 COPY_WORKERS = 2  # months COPYed at once, each by its own backend

@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 import sqlalchemy as sa
 
-from backend.mart import notifications
+from backend.mart import locks, notifications
 from backend.notify.channels import ANOMALIES, BUDGET_ALERT, RUN_FAILED, STALE_DATA, Channel
 from backend.notify.dispatch import enqueue
 from backend.notify.render import Item, Message
@@ -242,7 +242,7 @@ def queue_anomaly_digest(
     now = now or datetime.now(UTC)
     with engine.begin() as conn:
         # One digest at a time, even from two processes (the pipeline lock covers runs, not the CLI's tools).
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('costlake:anomaly-digest'))"))
+        locks.in_transaction(conn, locks.ANOMALY_DIGEST)
         newest = notifications.newest_anomaly_day(conn)
         if newest is None:
             return None

@@ -6,7 +6,6 @@ import logging
 import threading
 import time
 import uuid
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ import sqlalchemy as sa
 from backend.config import Settings
 from backend.lake import Lake
 from backend.logs import current_run_id
+from backend.mart import locks
 from backend.mart.runs import (
     FAILED,
     SKIPPED,
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 # One lock for every pipeline run: steps share tables, so two runs (two app replicas, or the app and
 # the CLI) must never interleave.
-PIPELINE_LOCK_KEY = zlib.crc32(b"costlake:pipeline")
+PIPELINE_LOCK_KEY = locks.PIPELINE
 
 
 @dataclass(frozen=True)
@@ -148,9 +148,7 @@ def run_pipeline(
     recorder = RunRecorder(ctx.engine)
     t0 = time.monotonic()
     with ctx.engine.connect() as lock_conn:
-        got_lock = lock_conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": PIPELINE_LOCK_KEY}).scalar()
-        lock_conn.commit()
-        if not got_lock:
+        if not locks.try_lock(lock_conn, PIPELINE_LOCK_KEY):
             log.info("pipeline already running in another process; %s run skipped", trigger)
             return RunSummary(run_id, SKIPPED, error="another pipeline run holds the lock")
         try:
@@ -158,8 +156,7 @@ def run_pipeline(
             abandoned = recorder.abandon_dead_runs()
             return _run_locked(ctx, recorder, steps, registry, trigger, progress, t0, abandoned=abandoned)
         finally:
-            lock_conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": PIPELINE_LOCK_KEY})
-            lock_conn.commit()
+            locks.unlock(lock_conn, PIPELINE_LOCK_KEY)
 
 
 def _run_locked(

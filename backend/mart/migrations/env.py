@@ -5,22 +5,19 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context
 
+from backend.mart import locks
+
 config = context.config
 
 
 def run_migrations_online() -> None:
     engine = sa.create_engine(config.get_main_option("sqlalchemy.url"), poolclass=sa.pool.NullPool)
-    with engine.connect() as connection:
-        # One advisory lock: two app processes starting together never migrate concurrently.
-        connection.execute(sa.text("SELECT pg_advisory_lock(727000001)"))
-        try:
-            context.configure(connection=connection, transaction_per_migration=True)
-            with context.begin_transaction():
-                context.run_migrations()
-            connection.commit()
-        finally:
-            connection.execute(sa.text("SELECT pg_advisory_unlock(727000001)"))
-            connection.commit()
+    # One advisory lock: two app processes starting together never migrate concurrently.
+    with engine.connect() as connection, locks.held(connection, locks.MIGRATE):
+        context.configure(connection=connection, transaction_per_migration=True)
+        with context.begin_transaction():
+            context.run_migrations()
+        connection.commit()
     engine.dispose()
 
 
