@@ -680,6 +680,16 @@ def write_silver(spark: SparkSession, lake: Lake, rows: DataFrame, modes: list[s
     for mode in [m for m in (MODE_BOTH, MODE_BILLED, MODE_EFFECTIVE) if m in modes]:
         part = rows.where(F.col("_mode") == mode).drop("_mode")
         batch_col = "x_EffectiveBatchId" if mode == MODE_EFFECTIVE else "x_BilledBatchId"
+        if lake.count(SILVER_COSTS.name) == 0:
+            # Nothing stored: nothing to match and nothing stale, so the rows are appended without first
+            # listing their slices. Listing them computed the whole transform a second time (its repeated
+            # key aggregate included) only to learn that; the table now holds exactly these rows.
+            n, source_rows, months = _append_first(spark, lake, part.drop("_additive"))
+            result.months.update(months)
+            result.source_rows += source_rows
+            result.upserted += n
+            log.info("silver first load (%s): %s rows appended", mode, n)
+            continue
         covered = _slices(part, batch_col)
         part = part.drop("_additive")
         slices, months, batches, n, source_rows = (
@@ -760,6 +770,22 @@ def write_silver(spark: SparkSession, lake: Lake, rows: DataFrame, modes: list[s
             metrics,
         )
     return result
+
+
+def _append_first(spark: SparkSession, lake: Lake, part: DataFrame) -> tuple[int, int, list[str]]:
+    """Append `part` to the empty silver table; its rows, source rows and months, read back from the table
+    (three narrow columns) rather than computed from `part` again."""
+    delta.append(part, lake, SILVER_COSTS.name, SILVER_COSTS.schema, SILVER_COSTS.partition_by)
+    row = (
+        delta.read(spark, lake, SILVER_COSTS.name, SILVER_COSTS.schema)
+        .agg(
+            F.count(F.lit(1)).alias("n"),
+            F.sum("x_SourceRowCount").alias("source_rows"),
+            F.collect_set("x_ChargeMonth").alias("months"),
+        )
+        .first()
+    )
+    return row["n"], int(row["source_rows"] or 0), sorted(row["months"])
 
 
 def _flat(days: dict[str, list[str]]) -> list[str]:
