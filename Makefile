@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)
+# Test workers: each runs whole modules (--dist loadfile), so a module's servers and fixtures stay together.
+PYTEST_WORKERS ?= 2
 
 .PHONY: setup run test test-all lint format status pipeline bench clean-venv
 
@@ -21,7 +23,7 @@ run: setup  ## serve the app on http://localhost:8501 (embedded Postgres, Kafka,
 test: setup  ## lint, the whole suite against real embedded servers (Sail), then the pure transforms on JVM Spark
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest --durations=25
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=25
 	$(BIN)/python -m pytest --engine jvm -m transform
 
 lint: setup
