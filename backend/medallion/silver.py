@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F  # noqa: N812  (the PySpark convention)
-from pyspark.sql import types as T  # noqa: N812
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from backend.lake import Lake
@@ -108,51 +107,17 @@ RULES: tuple[str, ...] = (
 )
 
 
-# Staging fields a Parquet payload may deliver typed (staging.py keeps them so): validate reads the
-# typed value directly instead of turning it into text and parsing it back (a third of silver's time).
-TYPED_MONEY = (
-    "pricing_quantity",
-    "cost",
-    "billed_cost",
-    "effective_cost",
-    "list_cost",
-    "contracted_cost",
-    "list_unit_price",
-)
-TYPED_DATES = ("charge_date", "charge_period_start")
-TYPED_TAGS = "tags_raw"
-_TEXT = T.StringType()
-
-
-def keeps_type(name: str, data_type: T.DataType) -> bool:
-    """Whether validate takes staging field `name` as this Spark type without a text round trip."""
-    if name in TYPED_MONEY:
-        return isinstance(data_type, T.NumericType)
-    if name in TYPED_DATES:
-        return isinstance(data_type, T.DateType | T.TimestampType | T.TimestampNTZType)
-    if name == TYPED_TAGS:
-        return isinstance(data_type, T.MapType) and data_type.keyType == _TEXT and data_type.valueType == _TEXT
-    return False
-
-
-def _money(column: Column, data_type: T.DataType = _TEXT) -> Column:
+def _money(column: Column) -> Column:
     # try_cast: a non-numeric, NaN, infinite or out-of-range value becomes null and fails a rule
-    # instead of aborting the job (ANSI mode would raise on a plain cast). A typed number is cast as it
-    # is: Spark turns a double into a decimal through its shortest text, as the text route would.
-    if isinstance(data_type, T.NumericType):
-        return column.try_cast(MONEY_SQL)
+    # instead of aborting the job (ANSI mode would raise on a plain cast).
     text = F.trim(column)
     # Scientific notation ("1e2", Excel's "1.5E-05") goes through a double: Sail's decimal cast takes
     # plain digits only. Plain text stays exact.
     return F.when(text.rlike("[eE]"), text.try_cast("double").try_cast(MONEY_SQL)).otherwise(text.try_cast(MONEY_SQL))
 
 
-def _charge_date(text: Column, data_type: T.DataType = _TEXT) -> Column:
-    """ISO (with or without time), Azure EA MM/DD/YYYY, or Query API yyyymmdd; a typed date or timestamp as it is."""
-    if isinstance(data_type, T.DateType):
-        return text
-    if isinstance(data_type, T.TimestampType | T.TimestampNTZType):
-        return F.to_date(text)  # the session is UTC: the day the text route would read
+def _charge_date(text: Column) -> Column:
+    """ISO (with or without time), Azure EA MM/DD/YYYY, or Query API yyyymmdd."""
     first = F.split(F.trim(text), "[ T]").getItem(0)
     return F.coalesce(
         F.when(first.rlike(r"^\d{4}-\d{2}-\d{2}$"), _try_date(first, "yyyy-MM-dd")),
@@ -166,10 +131,8 @@ def _try_date(text: Column, fmt: str) -> Column:
     return F.to_date(F.try_to_timestamp(text, F.lit(fmt)))
 
 
-def _parse_tags(text: Column, data_type: T.DataType = _TEXT) -> Column:
+def _parse_tags(text: Column) -> Column:
     """Tags text -> map (null when unparseable). Legacy EA tags lack the braces: `"env": "prod","team": "x"`."""
-    if isinstance(data_type, T.MapType):
-        return text  # a Parquet map<string,string> already is the map
     trimmed = F.trim(text)
     as_json = F.when(trimmed.startswith("{"), trimmed).otherwise(F.concat(F.lit("{"), trimmed, F.lit("}")))
     return F.from_json(as_json, "map<string,string>")
@@ -266,18 +229,16 @@ def _commitment_status(status: Column, charge_type: Column, commitment_id: Colum
 def validate(staged: DataFrame) -> DataFrame:
     """Pure transform: staging fields -> typed silver columns, lineage, `_mode`, `_rules` (empty = valid), `_raw_row`.
 
-    Staging fields are text, except those a Parquet payload delivered typed (`keeps_type`): one frame
-    per payload layout, so the parse is chosen per column type here (staging.validated unions them).
+    Staging fields are all text (the decode turns a Parquet payload's typed values into text too).
 
     Two projections on purpose: every parse (dates, decimals, JSON tags) is computed once, then the
     rules and outputs refer to the parsed columns (one inlined projection evaluated each parse
     several times and ran 5x slower).
     """
     c = F.col
-    types = {f.name: f.dataType for f in staged.schema.fields}
 
     def money(name: str) -> Column:
-        return _money(c(name), types[name])
+        return _money(c(name))
 
     fmt = c("source_format")
     is_focus = fmt == "focus"
@@ -289,8 +250,8 @@ def validate(staged: DataFrame) -> DataFrame:
         .when(is_azure & (metric == "AmortizedCost"), F.lit(MODE_EFFECTIVE))
     )
     # The charge date, else the period start; a present but unreadable charge date is not replaced.
-    charge_date = F.when(c("charge_date").isNotNull(), _charge_date(c("charge_date"), types["charge_date"])).otherwise(
-        _charge_date(c("charge_period_start"), types["charge_period_start"])
+    charge_date = F.when(c("charge_date").isNotNull(), _charge_date(c("charge_date"))).otherwise(
+        _charge_date(c("charge_period_start"))
     )
     cost = money("cost")
     quantity = money("pricing_quantity")
@@ -309,7 +270,7 @@ def validate(staged: DataFrame) -> DataFrame:
         ).alias("_list_cost"),
         money("contracted_cost").alias("_contracted"),
         F.upper(F.trim(c("billing_currency"))).alias("_currency"),
-        _parse_tags(c("tags_raw"), types["tags_raw"]).alias("_tags_parsed"),
+        _parse_tags(c("tags_raw")).alias("_tags_parsed"),
         F.coalesce(
             canonical_sub_account_id(c("sub_account_id")), canonical_sub_account_id(c("meta_subscription_id"))
         ).alias("_sub"),

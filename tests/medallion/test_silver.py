@@ -70,39 +70,6 @@ def test_dates_in_every_azure_form_and_exact_money(spark):
     assert rows[0]["ResourceName"] == "vm1"
 
 
-def test_typed_columns_validate_like_their_text(spark):
-    """A Parquet export's date, integer or double cost and tag map give what their text gives."""
-    from pyspark.sql import functions as F  # noqa: N812
-
-    rows = [
-        {"charge_date": "2024-01-05", "cost": "7", "tags_raw": '{"Env": " prod "}'},
-        {"charge_date": "2024-01-31", "cost": "0.1", "tags_raw": "{}"},
-        {"charge_date": "2024-02-29", "cost": "1e40", "tags_raw": None},  # out of range: invalid_cost
-    ]
-    text = silver.validate(staged(spark, rows))
-    typed_input = staged(spark, rows).select(
-        *[
-            F.to_date("charge_date").alias(name)
-            if name == "charge_date"
-            else F.col(name).cast("double").alias(name)
-            if name == "cost"
-            else F.from_json(name, "map<string,string>").alias(name)
-            if name == "tags_raw"
-            else F.col(name)
-            for name in STAGING_SCHEMA.names
-        ]
-    )
-    assert [f.dataType.simpleString() for f in typed_input.schema if f.name in ("charge_date", "cost", "tags_raw")] == [
-        "date",
-        "double",
-        "map<string,string>",
-    ]
-    typed = silver.validate(typed_input)
-    columns = ["row_index", "x_ChargeDate", "BilledCost", "Tags", "_rules"]
-    assert typed.select(columns).orderBy("row_index").collect() == text.select(columns).orderBy("row_index").collect()
-    assert [r["_rules"] for r in typed.orderBy("row_index").collect()] == [[], [], ["invalid_cost"]]
-
-
 def test_validation_rules_name_what_failed(spark):
     assert rules_of(
         spark,
