@@ -19,10 +19,10 @@ import pyarrow.compute as pc
 from backend.analytics import forecast
 from backend.analytics.analyze import SERIES_KEYS, series_anomalies
 from backend.analytics.detect import DetectorParams
-from backend.analytics.evaluation import estate_cost_frame, label_scope, score_detection, truth_members
 from backend.analytics.forecast import ForecastParams, forecast_series, month_end_forecast
 from backend.analytics.series import level_series
 from backend.demo.estate import generate_estate
+from bench.analytics_evaluation import estate_cost_frame, label_scope, score_detection, truth_members
 from bench.common import BenchResult
 
 log = logging.getLogger("bench.analytics")
@@ -346,13 +346,13 @@ def first_run(seed: int, rows: int, work: Path, *, score: bool = True) -> list[d
     the same gold again; precision and recall of what the first two runs left in the mart."""
     import sqlalchemy as sa
 
-    from backend.analytics.evaluation import estate_gold
     from backend.analytics.run import run_analytics
     from backend.config import Settings
     from backend.lake import lake_from_settings
     from backend.lake.catalog import GOLD_COST_DAILY, GOLD_RESOURCE_TAGS
     from backend.lake.storage import ensure_lake, lake_location
     from backend.runtime.spark import get_spark
+    from bench.analytics_evaluation import estate_gold
     from bench.common import scratch_postgres
 
     estate = generate_estate(seed=seed, target_rows=rows)
@@ -456,7 +456,7 @@ def first_run_main(seeds: list[int], rows: int, scale_rows: int | None) -> None:
         f"start, {os.getloadavg()[0]:.1f} at end",
         "backend.analytics.run.run_analytics on a fresh embedded mart with default settings (levels subscription, "
         "resource_group, service, tag:team; metrics actual and amortized; default detector), embedded Sail; gold "
-        "written from the estate by backend.analytics.evaluation.estate_gold (cost_daily, cost_by_tag, "
+        "written from the estate by bench.analytics_evaluation.estate_gold (cost_daily, cost_by_tag, "
         "resource_tags), not by the medallion jobs",
         "scenarios: the first run over every day but the last, the last day appended (increment), the same gold "
         "again; seconds is the whole step (forecasts included, which read the whole history every run), "

@@ -91,7 +91,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     ),  # fmt: skip
     "scheduler": (*BASE, "backend.auth", "backend.mart", "backend.pipeline"),
     # The UI reaches backend through its public faces: never the demo, the Spark jobs, ingest's internals.
-    "app": (*UI, "backend.ingest.monitor", "backend.lake"),
+    "app": (*UI, "backend.ingest.monitor"),
     # The process's wiring (the composition side): it starts the runtime, the scheduler and the metrics endpoint.
     "app.process": ("app", "backend", "scheduler"),
     "app.context": ("app", "backend", "scheduler"),

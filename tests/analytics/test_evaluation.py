@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from backend.analytics.evaluation import label_scope, score_detection
+from bench.analytics_evaluation import label_scope, score_detection
 
 
 def _labels() -> pd.DataFrame:

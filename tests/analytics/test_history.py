@@ -11,7 +11,6 @@ import pyarrow.compute as pc
 import pytest
 import sqlalchemy as sa
 
-from backend.analytics.evaluation import estate_gold, score_detection, truth_members
 from backend.analytics.run import run_analytics
 from backend.demo.estate import generate_estate
 from backend.lake import lake_from_settings
@@ -19,6 +18,7 @@ from backend.lake.catalog import GOLD_COST_BY_TAG, GOLD_COST_DAILY, GOLD_RESOURC
 from backend.lake.storage import ensure_lake, lake_location
 from backend.mart import analytics, analytics_store
 from backend.mart.migrate import upgrade
+from bench.analytics_evaluation import estate_gold, score_detection, truth_members
 from tests.auth.principals import EDITOR
 from tests.conftest import create_database, make_settings
 
