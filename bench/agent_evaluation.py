@@ -35,10 +35,10 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from backend.agent.agent import CostAgent, build_agent
+from backend.agent.agent import CostAgent
 from backend.config import Settings
 from backend.mart.migrate import upgrade
-from tests.agent.seed import seed_demo_mart
+from tests.agent.seed import agent_on, seed_demo_mart
 
 log = logging.getLogger(__name__)
 
@@ -656,7 +656,7 @@ def evaluate(
     """Score the model `settings` configure; returns (score, per-question results, model name)."""
     with scratch_admin_url(admin_url) as admin, demo_mart(admin) as url:
         run_settings = settings.model_copy(update={"database_url": url, "database_readonly_url": ""})
-        agent = build_agent(run_settings)
+        agent = agent_on(run_settings)
         try:
             results = run_cases(agent, agent.ctx.engine, cases)
         finally:

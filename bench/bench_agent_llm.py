@@ -34,10 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backend.agent import grounding
-from backend.agent.agent import AgentAnswer, CostAgent, build_agent, build_chat_model
+from backend.agent.agent import AgentAnswer, CostAgent, build_chat_model
 from backend.config import Settings
 from bench.agent_evaluation import ALL_CASES, PLAIN, Case, demo_mart, matches, scratch_admin_url
 from bench.common import BenchResult, PeakMemory
+from tests.agent.seed import agent_on
 
 log = logging.getLogger("bench.agent_llm")
 
@@ -345,8 +346,8 @@ def main(quick: bool = False) -> None:
                 model = build_chat_model(settings, timeout_s=LLM_TIMEOUT_S, max_retries=0, max_tokens=MAX_TOKENS)
                 # The app's default forcing (tool_choice "required", the planner's tool named once the server
                 # refuses it); no phrasing call: chatml-function-calling leaves tool results out of the prompt.
-                llm = build_agent(settings, model=model, phrase_results=False)
-                rules = build_agent(settings.model_copy(update={"llm_model": ""}))
+                llm = agent_on(settings, model=model, phrase_results=False)
+                rules = agent_on(settings.model_copy(update={"llm_model": ""}))
                 for case in cases:
                     row, timings = ask_both(llm, rules, server, case)
                     rows.append(row)

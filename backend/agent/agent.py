@@ -27,7 +27,6 @@ from backend.agent.tools import AgentContext, ToolOutcome, build_tools
 from backend.config import Settings
 from backend.mart import agent_queries, queries
 from backend.mart.audit import record_agent_question
-from backend.mart.db import owner_engine, reader_engine
 
 log = logging.getLogger(__name__)
 
@@ -641,26 +640,23 @@ class CostAgent:
 def build_agent(
     settings: Settings,
     *,
-    owner_url: str | None = None,
+    reader: sa.Engine,
+    auditor: sa.Engine | None,
     model: BaseChatModel | None = None,
-    reader: sa.Engine | None = None,
-    auditor: sa.Engine | None = None,
     force_first_tool: bool = True,
     tool_choice: str = REQUIRED,
     phrase_results: bool = True,
 ) -> CostAgent:
-    """The agent over the mart: reads on the read-only role (statement timeout from settings), audits as owner.
+    """The agent over the mart: reads through `reader` (the read-only role's engine, with the statement
+    timeout from settings), audits through `auditor` (the owner's; None audits nothing). Both come from the
+    process's Resources: the agent builds no engine of its own.
 
-    `owner_url` is the resolved owner URL (the embedded server's when DATABASE_URL is empty). Tests and
-    the evaluation pass a scripted `model`; otherwise the settings choose it. `force_first_tool` makes an
+    Tests and the evaluation pass a scripted `model`; otherwise the settings choose it. `force_first_tool` makes an
     LLM's first step of each question a tool call, as `tool_choice` says (REQUIRED or PLANNED, see
     first_tool_call); `phrase_results` False answers with the tools' summaries (see answer_from_tools), as
     the agent does by itself once a server has refused tool_choice "required".
     """
-    reader = reader or reader_engine(settings, owner_url=owner_url)
     ctx = AgentContext(reader, timeout_ms=settings.statement_timeout_ms)
-    url = owner_url or settings.database_url
-    auditor = auditor or (owner_engine(url, pool_size=2, max_overflow=2) if url else None)
     chosen = model or build_chat_model(settings, vocabulary_loader=_vocabulary_loader(ctx))
     if isinstance(chosen, RuleBasedChatModel) and chosen.vocabulary_loader is None:
         chosen.vocabulary_loader = _vocabulary_loader(ctx)

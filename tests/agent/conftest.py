@@ -13,10 +13,10 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
-from backend.agent.agent import CostAgent, build_agent, build_chat_model
+from backend.agent.agent import CostAgent, build_chat_model
 from backend.mart.migrate import upgrade
 from tests.agent.fake_openai import FakeChatServer
-from tests.agent.seed import seed_demo_mart
+from tests.agent.seed import agent_on, seed_demo_mart
 from tests.conftest import make_settings
 
 TIMEOUT_MS = 1000
@@ -69,7 +69,7 @@ def owner(demo_mart_url) -> Iterator[sa.Engine]:
 @pytest.fixture(scope="session")
 def rule_agent(agent_settings) -> Iterator[CostAgent]:
     """The agent as the app builds it with no LLM configured."""
-    agent = build_agent(agent_settings)
+    agent = agent_on(agent_settings)
     yield agent
     agent.ctx.engine.dispose()
     agent.audit.engine.dispose()
@@ -80,7 +80,7 @@ def make_agent(agent_settings) -> Iterator[Callable[[BaseChatModel], CostAgent]]
     built: list[CostAgent] = []
 
     def make(model: BaseChatModel) -> CostAgent:
-        agent = build_agent(agent_settings, model=model)
+        agent = agent_on(agent_settings, model=model)
         built.append(agent)
         return agent
 
@@ -130,7 +130,7 @@ def llm_agent(agent_settings, llm_server) -> Iterator[Callable[..., CostAgent]]:
     def make(*, timeout_s: float = 10.0, max_retries: int = 0, **agent_kwargs: Any) -> CostAgent:
         settings = agent_settings.model_copy(update={"llm_base_url": llm_server.url, "llm_model": llm_server.model})
         model = build_chat_model(settings, timeout_s=timeout_s, max_retries=max_retries)
-        agent = build_agent(settings, model=model, **agent_kwargs)
+        agent = agent_on(settings, model=model, **agent_kwargs)
         built.append(agent)
         return agent
 

@@ -522,3 +522,15 @@ def _seed_budgets(conn) -> int:
                     {"b": budget_id, "n": name, "s": start, "pct": pct, "spent": spent, "a": amount},
                 )
     return len(BUDGETS)
+
+
+def agent_on(settings, **kwargs):
+    """The agent over `settings`' mart with its own two engines, as a process's Resources would hand them:
+    the read-only role (statement timeout from settings) and the owner for the audit. The caller disposes
+    `agent.ctx.engine` and `agent.audit.engine`."""
+    from backend.agent.agent import build_agent
+    from backend.mart.db import owner_engine, reader_engine
+
+    reader = reader_engine(settings)
+    auditor = owner_engine(settings.database_url, pool_size=2, max_overflow=2)
+    return build_agent(settings, reader=reader, auditor=auditor, **kwargs)

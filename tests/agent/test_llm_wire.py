@@ -10,10 +10,11 @@ import pytest
 import sqlalchemy as sa
 
 from backend.agent import grounding
-from backend.agent.agent import AgentAnswer, build_agent, default_user
+from backend.agent.agent import AgentAnswer, default_user
 from backend.config import Settings
 from tests.agent.conftest import TIMEOUT_MS
 from tests.agent.fake_openai import Call, error, slow, tools
+from tests.agent.seed import agent_on
 from tests.agent.test_attacks import HEAVY, QUOTING
 from tests.agent.test_sqlguard import BAD
 
@@ -97,7 +98,7 @@ def test_settings_from_the_environment_choose_the_openai_compatible_model(
     )
     assert settings.llm_configured
     llm_server.script(tools(("run_sql", {"sql": APRIL_TOTAL_SQL})), "Done.")
-    agent = build_agent(settings)
+    agent = agent_on(settings)
     try:
         assert agent.uses_llm and agent.model_name == llm_server.model
         answer = agent.ask("How much this month?", session_id=uuid.uuid4().hex)
@@ -122,7 +123,7 @@ def test_azure_openai_over_the_wire(llm_server, agent_settings, owner):
         }
     )
     llm_server.script(tools(("cost_breakdown", {"dimension": "total", "period": "this_month"})), "April so far.")
-    agent = build_agent(settings, model=build_chat_model(settings, timeout_s=10, max_retries=0))
+    agent = agent_on(settings, model=build_chat_model(settings, timeout_s=10, max_retries=0))
     try:
         answer = agent.ask("How much did we spend this month?", session_id=uuid.uuid4().hex)
     finally:
@@ -333,7 +334,7 @@ def test_a_server_that_refuses_required_gets_the_planned_tool_named(strict_serve
     from backend.agent.agent import build_chat_model
 
     settings = agent_settings.model_copy(update={"llm_base_url": strict_server.url, "llm_model": strict_server.model})
-    agent = build_agent(settings, model=build_chat_model(settings, timeout_s=10, max_retries=0))
+    agent = agent_on(settings, model=build_chat_model(settings, timeout_s=10, max_retries=0))
     try:
         # The refused request takes no reply from the script.
         strict_server.script(
@@ -363,7 +364,7 @@ def test_refused_required_without_a_plan_lets_the_model_choose(strict_server, ag
     from backend.agent.agent import build_chat_model
 
     settings = agent_settings.model_copy(update={"llm_base_url": strict_server.url, "llm_model": strict_server.model})
-    agent = build_agent(settings, model=build_chat_model(settings, timeout_s=10, max_retries=0))
+    agent = agent_on(settings, model=build_chat_model(settings, timeout_s=10, max_retries=0))
     try:
         strict_server.script("Hello! Ask me about your cloud costs.")
         answer = agent.ask("hello there, who are you")
