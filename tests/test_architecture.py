@@ -54,7 +54,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "backend.sources.ids",
     ),
     "backend.ingest": (*BASE, "backend.lake", "backend.mart", "backend.sources"),
-    "backend.medallion": (*BASE, "backend.lake", "backend.allocation"),
+    # The decoder spells subscription ids with the one rule budgets and the agent use.
+    "backend.medallion": (*BASE, "backend.lake", "backend.allocation", "backend.sources.ids"),
     "backend.analytics": (
         *BASE,
         "backend.auth",

@@ -1,6 +1,6 @@
 """Postgres' spelling of the subscription-id rule, for migrations that rewrite ids already stored in the mart.
 
-backend/sources/ids.py is the rule in Python and silver's `canonical_sub_account_id` the same in Spark;
+backend/sources/ids.py is the rule in Python (silver reads every id through it);
 this is it in Postgres' regex dialect: `[ \\t\\n\\v\\f\\r]` for Java's ASCII `\\s`, and an optional final line
 terminator before the end, as Java's `$` allows. tests/mart/test_migrate.py checks it against the Python
 cases. Migrations 0008 and 0009 read it, so it is frozen: a changed rule needs a new constant and a new

@@ -7,12 +7,16 @@ import csv
 import io
 import json
 import logging
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
+from datetime import date
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+
+from backend.sources.ids import canonical_subscription_id
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +111,20 @@ LINEAGE_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
     ("raw_payload", pa.string()),  # the undecodable payload (text, or base64 for binary), failures only
 )
 
-STAGING_SCHEMA = pa.schema([(name, pa.string()) for name in STAGING_FIELDS] + list(LINEAGE_FIELDS))
+TAGS_TYPE = pa.map_(pa.string(), pa.string())
+
+# Values read from the text once per distinct value, on the way out of the decoder: a payload repeats
+# its day, its subscription and each resource's tags on every row, so a parse per row in the engine
+# (regexes, JSON) cost more than the rest of validation together. Null when absent or unreadable;
+# silver's rules tell the two apart by the text.
+DERIVED_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
+    ("charge_day", pa.date32()),  # charge_date, else charge_period_start (see `charge_day`)
+    ("sub_account", pa.string()),  # sub_account_id, else the message's subscription, canonical
+    ("tags", TAGS_TYPE),  # tags_raw parsed and normalised (see `parse_tags`)
+)
+
+TEXT_SCHEMA = pa.schema([(name, pa.string()) for name in STAGING_FIELDS] + list(LINEAGE_FIELDS))
+STAGING_SCHEMA = pa.schema([*TEXT_SCHEMA, *DERIVED_FIELDS])
 
 # Bronze columns the parser needs (a projection keeps the scan small).
 BRONZE_INPUT_COLUMNS = [
@@ -399,6 +416,98 @@ def map_columns(raw: pa.Table, source_format: str) -> pa.Table:
     return pa.table(columns, names=list(STAGING_FIELDS))
 
 
+# --- values derived from the text -----------------------------------------------------------------
+# Spark's rules spelt in Python: `trim` strips the space character only; digits are ASCII.
+_ISO_DAY = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
+_US_DAY = re.compile(r"([0-9]{1,2})/([0-9]{1,2})/([0-9]{4})")  # Azure EA: MM/DD/YYYY
+_COMPACT_DAY = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})(?:\.0+)?")  # Query API yyyymmdd (Excel adds ".0")
+
+
+def charge_day(text: str | None) -> date | None:
+    """The charge day of an ISO date (with or without a time), MM/DD/YYYY or yyyymmdd; None when unreadable
+    (2026-02-31 included)."""
+    if text is None:
+        return None
+    first = re.split("[ T]", text.strip(" "), maxsplit=1)[0]
+    for pattern, year, month, day in ((_ISO_DAY, 1, 2, 3), (_US_DAY, 3, 1, 2), (_COMPACT_DAY, 1, 2, 3)):
+        found = pattern.fullmatch(first)
+        if found:
+            try:
+                return date(int(found.group(year)), int(found.group(month)), int(found.group(day)))
+            except ValueError:
+                return None
+    return None
+
+
+def parse_tags(text: str | None) -> list[tuple[str, str | None]] | None:
+    """Tags text -> (key, value) pairs: keys trimmed and case-folded, values trimmed, blank keys dropped; keys
+    that collide once folded keep the last value. Legacy EA tags lack the braces (`"env": "prod","team": "x"`).
+    None when the text is not a JSON object (the row is quarantined as invalid_tags)."""
+    if text is None:
+        return None
+    trimmed = text.strip(" ")
+    try:
+        pairs = json.loads(
+            trimmed if trimmed.startswith("{") else "{" + trimmed + "}",
+            object_pairs_hook=list,
+            parse_float=str,
+            parse_int=str,
+        )
+    except (json.JSONDecodeError, RecursionError):
+        return None
+    if not isinstance(pairs, list):
+        return None
+    tags: dict[str, str | None] = {}
+    for key, value in pairs:
+        folded = key.strip(" ").lower()
+        if folded:
+            tags.pop(folded, None)  # the last one wins, in its own position
+            tags[folded] = _tag_text(value)
+    return list(tags.items())
+
+
+def _tag_text(value) -> str | None:
+    # A JSON number keeps its text ("42", "1.50"); a nested value is its compact JSON.
+    if value is None or isinstance(value, str):
+        return None if value is None else value.strip(" ")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):  # an object inside (object_pairs_hook gives pair lists) or an array
+        return json.dumps(_plain(value), separators=(",", ":"))
+    return str(value)
+
+
+def _plain(value):
+    if isinstance(value, list) and all(isinstance(v, tuple) and len(v) == 2 for v in value) and value:
+        return {k: _plain(v) for k, v in value}
+    return [_plain(v) for v in value] if isinstance(value, list) else value
+
+
+def _per_value(values: pa.ChunkedArray, parse: Callable, kind: pa.DataType) -> pa.ChunkedArray:
+    """`parse` applied once per distinct value of a string column, the results spread back over the rows."""
+    out = []
+    for chunk in values.chunks:
+        encoded = pc.dictionary_encode(chunk)
+        results = pa.array([parse(v) for v in encoded.dictionary.to_pylist()], kind)
+        out.append(results.take(encoded.indices))
+    return pa.chunked_array(out, kind)
+
+
+def derive(table: pa.Table) -> pa.Table:
+    """A TEXT_SCHEMA table -> the same rows on STAGING_SCHEMA, with DERIVED_FIELDS read from the text."""
+    day_text = pc.coalesce(table.column("charge_date"), table.column("charge_period_start"))
+    subscription = pc.coalesce(
+        _per_value(table.column("sub_account_id"), canonical_subscription_id, pa.string()),
+        _per_value(table.column("meta_subscription_id"), canonical_subscription_id, pa.string()),
+    )
+    derived = [
+        _per_value(day_text, charge_day, pa.date32()),
+        subscription,
+        _per_value(table.column("tags_raw"), parse_tags, TAGS_TYPE),
+    ]
+    return pa.table([*table.columns, *derived], schema=STAGING_SCHEMA)
+
+
 def parse_meta(text: str | None) -> dict[str, str]:
     if not text:
         return {}
@@ -459,7 +568,7 @@ def explode_row(row: dict) -> pa.Table:
             row.get("offset"),
             error,
         )
-    return pa.table(list(mapped.columns) + list(lineage.values()), schema=STAGING_SCHEMA)
+    return derive(pa.table(list(mapped.columns) + list(lineage.values()), schema=TEXT_SCHEMA))
 
 
 def _lineage(rows: list[dict], counts: list[int]) -> list[pa.Array]:
@@ -495,7 +604,7 @@ def _explode_group(rows: list[dict], raws: list[pa.Table]) -> pa.Table:
     source_format = rows[0].get("format") or ""
     mapped = map_columns(pa.concat_tables(raws), source_format)
     lineage = _lineage(rows, [t.num_rows for t in raws])
-    return pa.table(list(mapped.columns) + lineage, schema=STAGING_SCHEMA)
+    return derive(pa.table(list(mapped.columns) + lineage, schema=TEXT_SCHEMA))
 
 
 def explode_rows(rows: list[dict]) -> Iterator[pa.Table]:

@@ -15,7 +15,7 @@ from backend.lake import engine as delta
 from backend.lake.catalog import MONEY_SQL, SILVER_COSTS, SILVER_QUARANTINE
 from backend.lake.engine import conform, ensure_table, sql_list
 from backend.medallion.frames import aggregate_repeated
-from backend.medallion.parse import LINEAGE_FIELDS, STAGING_FIELDS, STAGING_SCHEMA, explode_batches
+from backend.medallion.parse import DERIVED_FIELDS, LINEAGE_FIELDS, STAGING_FIELDS, STAGING_SCHEMA, explode_batches
 
 log = logging.getLogger(__name__)
 
@@ -116,69 +116,6 @@ def _money(column: Column) -> Column:
     return F.when(text.rlike("[eE]"), text.try_cast("double").try_cast(MONEY_SQL)).otherwise(text.try_cast(MONEY_SQL))
 
 
-def _charge_date(text: Column) -> Column:
-    """ISO (with or without time), Azure EA MM/DD/YYYY, or Query API yyyymmdd."""
-    first = F.split(F.trim(text), "[ T]").getItem(0)
-    return F.coalesce(
-        F.when(first.rlike(r"^\d{4}-\d{2}-\d{2}$"), _try_date(first, "yyyy-MM-dd")),
-        F.when(first.rlike(r"^\d{1,2}/\d{1,2}/\d{4}$"), _try_date(first, "M/d/yyyy")),
-        F.when(first.rlike(r"^\d{8}(\.0+)?$"), _try_date(F.substring(first, 1, 8), "yyyyMMdd")),
-    )
-
-
-def _try_date(text: Column, fmt: str) -> Column:
-    # try_to_timestamp rather than try_to_date: Sail lacks the latter; both engines give null for 2026-02-31.
-    return F.to_date(F.try_to_timestamp(text, F.lit(fmt)))
-
-
-def _parse_tags(text: Column) -> Column:
-    """Tags text -> map (null when unparseable). Legacy EA tags lack the braces: `"env": "prod","team": "x"`."""
-    trimmed = F.trim(text)
-    as_json = F.when(trimmed.startswith("{"), trimmed).otherwise(F.concat(F.lit("{"), trimmed, F.lit("}")))
-    return F.from_json(as_json, "map<string,string>")
-
-
-def _normalise_tags(parsed: Column) -> Column:
-    """Keys trimmed and case-folded, values trimmed, empty keys dropped; never null (no tags = empty map)."""
-    # Entries -> transform -> filter -> map: Sail has no transform_keys / transform_values. Keys that
-    # collide once case-folded keep the last value (spark.sql.mapKeyDedupPolicy; Sail does the same).
-    entries = F.transform(
-        F.map_entries(parsed),
-        lambda e: F.struct(F.lower(F.trim(e["key"])).alias("key"), F.trim(e["value"]).alias("value")),
-    )
-    kept = F.filter(entries, lambda e: e["key"] != "")
-    normalised = F.map_from_entries(kept)
-    return F.coalesce(normalised, F.create_map().cast("map<string,string>"))
-
-
-_GUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-# An ARM path `/subscriptions/<guid>[/...]`, or a bare guid, optionally in braces, matched on the
-# lower-cased value. Two anchored patterns without look-around, case-sensitive and with ASCII whitespace
-# only: Sail's (Rust) regex has no look-around, and its Unicode-aware `\s` and `(?i)` would take
-# U+2028 as a space and "ſ" as an "s", which Java's do not. A bare guid with a path after it
-# (`<guid>/x`) matches neither.
-# The end is one optional final line terminator then `\z` (what Java's `$` means, spelt so both engines
-# agree: Rust's `$` takes no terminator).
-_WS = r"[ \t\n\x0B\f\r]"
-_END = r"(?:\r\n|[\n\r\x{85}\x{2028}\x{2029}])?\z"
-_ARM_SUBSCRIPTION = rf"(?s)^{_WS}*/subscriptions/({_GUID})(?:/.*)?{_WS}*{_END}"
-_BARE_SUBSCRIPTION = rf"^{_WS}*\{{?{_WS}*({_GUID}){_WS}*\}}?{_WS}*{_END}"
-
-
-def canonical_sub_account_id(value: Column) -> Column:
-    """SubAccountId in the one form silver keeps: `/subscriptions/<lower-case guid>`, else the value trimmed.
-
-    FOCUS files say `/subscriptions/<guid>`, Azure reports and the Query API the bare guid (exports
-    sometimes upper-cased): unless both spell a subscription the same, one subscription shows up as
-    two in gold and the mart. An id that is not an Azure subscription (an AWS account, a billing
-    profile) is kept: inventing a subscription for it would be wrong. Blank -> null.
-    """
-    folded = F.lower(value)
-    arm = F.regexp_extract(folded, _ARM_SUBSCRIPTION, 1)
-    guid = F.when(arm != "", arm).otherwise(F.regexp_extract(folded, _BARE_SUBSCRIPTION, 1))
-    return F.when(guid != "", F.concat(F.lit("/subscriptions/"), guid)).otherwise(F.nullif(F.trim(value), F.lit("")))
-
-
 def _pricing_model(df_model: Column, commitment_type: Column, pricing_category: Column) -> Column:
     key = F.regexp_replace(F.lower(df_model), "[^a-z]", "")
     ctype = F.regexp_replace(F.lower(commitment_type), "[^a-z]", "")
@@ -229,9 +166,10 @@ def _commitment_status(status: Column, charge_type: Column, commitment_id: Colum
 def validate(staged: DataFrame) -> DataFrame:
     """Pure transform: staging fields -> typed silver columns, lineage, `_mode`, `_rules` (empty = valid), `_raw_row`.
 
-    Staging fields are all text (the decode turns a Parquet payload's typed values into text too).
+    Staging fields are text (the decode turns a Parquet payload's typed values into text too), beside the
+    decoder's DERIVED_FIELDS.
 
-    Two projections on purpose: every parse (dates, decimals, JSON tags) is computed once, then the
+    Two projections on purpose: every decimal parse is computed once, then the
     rules and outputs refer to the parsed columns (one inlined projection evaluated each parse
     several times and ran 5x slower).
     """
@@ -249,18 +187,14 @@ def validate(staged: DataFrame) -> DataFrame:
         .when(is_azure & (metric == "ActualCost"), F.lit(MODE_BILLED))
         .when(is_azure & (metric == "AmortizedCost"), F.lit(MODE_EFFECTIVE))
     )
-    # The charge date, else the period start; a present but unreadable charge date is not replaced.
-    charge_date = F.when(c("charge_date").isNotNull(), _charge_date(c("charge_date"))).otherwise(
-        _charge_date(c("charge_period_start"))
-    )
     cost = money("cost")
     quantity = money("pricing_quantity")
     parsed = staged.select(
         *STAGING_FIELDS,
         *[name for name, _ in LINEAGE_FIELDS],
+        *[name for name, _ in DERIVED_FIELDS],
         mode.alias("_mode"),
         (c("charge_date").isNotNull() | c("charge_period_start").isNotNull()).alias("_has_date"),
-        charge_date.alias("_charge_date"),
         F.when(is_focus, money("billed_cost")).when(mode == MODE_BILLED, cost).alias("_billed"),
         F.when(is_focus, money("effective_cost")).when(mode == MODE_EFFECTIVE, cost).alias("_effective"),
         quantity.alias("_quantity"),
@@ -270,15 +204,12 @@ def validate(staged: DataFrame) -> DataFrame:
         ).alias("_list_cost"),
         money("contracted_cost").alias("_contracted"),
         F.upper(F.trim(c("billing_currency"))).alias("_currency"),
-        _parse_tags(c("tags_raw")).alias("_tags_parsed"),
-        F.coalesce(
-            canonical_sub_account_id(c("sub_account_id")), canonical_sub_account_id(c("meta_subscription_id"))
-        ).alias("_sub"),
         F.lower(F.trim(c("resource_id"))).alias("_resource_id"),
     )
-    mode, has_date, charge_date = c("_mode"), c("_has_date"), c("_charge_date")
+    # The charge day, subscription and tags were read in the decoder (parse.derive), once per distinct value.
+    mode, has_date, charge_date = c("_mode"), c("_has_date"), c("charge_day")
     billed, effective, quantity, list_cost = c("_billed"), c("_effective"), c("_quantity"), c("_list_cost")
-    currency, sub, resource_id = c("_currency"), c("_sub"), c("_resource_id")
+    currency, sub, resource_id = c("_currency"), c("sub_account"), c("_resource_id")
     needs_billed = is_focus | (mode == MODE_BILLED)
     needs_effective = is_focus | (mode == MODE_EFFECTIVE)
     cost_text_missing = F.when(is_focus, c("billed_cost").isNull() | c("effective_cost").isNull()).otherwise(
@@ -298,7 +229,7 @@ def validate(staged: DataFrame) -> DataFrame:
         "invalid_list_cost": (c("list_cost").isNotNull() | c("list_unit_price").isNotNull()) & list_cost.isNull(),
         "missing_currency": currency.isNull(),
         "unknown_currency": currency.isNotNull() & ~currency.isin(*KNOWN_CURRENCIES),
-        "invalid_tags": c("tags_raw").isNotNull() & c("_tags_parsed").isNull(),
+        "invalid_tags": c("tags_raw").isNotNull() & c("tags").isNull(),
     }
     # A whole-message failure row only reports that; its null fields are not separate findings.
     rules = F.when(c("parse_error").isNotNull(), F.array(F.lit("unparseable_payload"))).otherwise(
@@ -351,7 +282,7 @@ def validate(staged: DataFrame) -> DataFrame:
         c("meter_category").alias("x_MeterCategory"),
         c("meter_subcategory").alias("x_MeterSubCategory"),
         meter_name.alias("x_MeterName"),
-        _normalise_tags(c("_tags_parsed")).alias("Tags"),
+        F.coalesce(c("tags"), F.create_map().cast("map<string,string>")).alias("Tags"),  # no tags: an empty map
         quantity.alias("PricingQuantity"),
         billed.alias("BilledCost"),
         effective.alias("EffectiveCost"),

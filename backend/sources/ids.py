@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 
-# The same rules as silver's Spark column function `canonical_sub_account_id` (backend/medallion/silver.py),
-# restated for values that never pass through Spark (a budget's scope typed into a form);
-# tests/medallion/test_subscription_ids.py runs one table of cases through both. Spark's regex engine is
-# Java's, so re.ASCII keeps `\s` and case folding ASCII as Java does, and `_END` stands for Java's `$`,
-# which also matches before one final line terminator.
+# Silver reads every SubAccountId through this (backend/medallion/parse.derive, once per distinct value),
+# and so do values that never pass through the lake (a budget's scope typed into a form);
+# tests/medallion/test_subscription_ids.py runs one table of cases through both. The rule was first
+# Spark's (Java's regex engine), so re.ASCII keeps `\s` and case folding ASCII as Java does, and `_END`
+# stands for Java's `$`, which also matches before one final line terminator.
 _GUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 _END = r"(?:\r\n|[\n\r\u0085\u2028\u2029])?\Z"
 _SUBSCRIPTION_GUID = re.compile(
