@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 import streamlit as st
@@ -17,6 +18,9 @@ from backend.pipeline.service import PipelineService
 from backend.runtime import Runtime
 from scheduler.service import Schedules
 
+if TYPE_CHECKING:  # LangChain loads with the first question (app/process.Server.agent), not with every page
+    from backend.agent.agent import CostAgent
+
 log = logging.getLogger(__name__)
 
 
@@ -28,6 +32,11 @@ def get_server() -> process.Server:
         setup_logging(settings)
         check_startup(settings)  # the same refusal as app.serve: production needs sign-in
     return process.start(settings)
+
+
+def get_agent() -> CostAgent:
+    """The process's cost agent (model and tools over its engines), built on the first question."""
+    return get_server().agent()
 
 
 def get_runtime() -> Runtime:

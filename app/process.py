@@ -11,7 +11,8 @@ import atexit
 import importlib
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from backend.config import Settings
 from backend.pipeline.launcher import RunLauncher, first_start_demo
@@ -19,6 +20,9 @@ from backend.pipeline.service import PipelineService
 from backend.resources import Resources, open_resources
 from backend.runtime import Runtime
 from scheduler.service import Schedules, start_scheduler
+
+if TYPE_CHECKING:  # the agent's packages (LangChain) load with the first question, not with the server
+    from backend.agent.agent import CostAgent
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,19 @@ class Server:
     pipeline: PipelineService
     launcher: RunLauncher  # manual runs (the pages' buttons, the first demo load)
     schedules: Schedules | None  # None with SCHEDULER_ENABLED=false
+    _agent: list[CostAgent] = field(default_factory=list, repr=False)  # built on the first question
+    _agent_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def agent(self) -> CostAgent:
+        """The cost agent over the process's reader and owner engines, built on first use (most sessions
+        never open the chat) and then shared by every session."""
+        with self._agent_lock:
+            if not self._agent:
+                from backend.agent.agent import build_agent
+
+                r = self.resources
+                self._agent.append(build_agent(r.settings, reader=r.reader, auditor=r.owner))
+            return self._agent[0]
 
 
 _server: Server | None = None

@@ -9,17 +9,11 @@ import plotly.express as px
 import streamlit as st
 
 from app import auth, ui
-from app.context import get_owner, get_reader, settings
-from backend.agent.agent import AgentAnswer, CostAgent, build_agent
+from app.context import get_agent
+from backend.agent.agent import AgentAnswer
 from backend.agent.rules import EXAMPLES
 from backend.agent.tools import ToolOutcome
 from backend.auth import Principal
-
-
-@st.cache_resource(show_spinner="Starting the cost agent…")
-def get_agent() -> CostAgent:
-    """One agent (model and tools, over the process's engines) per server process, never rebuilt on a rerun."""
-    return build_agent(settings(), reader=get_reader(), auditor=get_owner())
 
 
 def _md(text: str) -> str:

@@ -24,6 +24,10 @@ class JobSpec:
     options: tuple[tuple[str, Any], ...] = ()
 
 
+# Options earlier versions stored in their jobs and runs no longer take: every run re-pulls the open
+# billing window, so "refetch_open_window" never changed what a run did.
+RETIRED_OPTIONS = ("refetch_open_window",)
+
 # Fixed ids: a restart finds the same jobs (with any schedule the user changed), never duplicates.
 DEFAULT_JOBS = (
     JobSpec("pipeline-hourly", "Ingest and process new cost data", "interval", {"hours": 1}),
@@ -32,7 +36,6 @@ DEFAULT_JOBS = (
         "Re-fetch the open billing window (Azure re-rates for up to 72 h)",
         "cron",
         {"hour": 3, "minute": 30},
-        options=(("refetch_open_window", True),),
     ),
     JobSpec(
         "lake-maintenance",

@@ -19,7 +19,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from backend.auth import Principal, Role, require
 from backend.mart import locks
 from backend.mart.audit import record_now
-from scheduler.jobs import DEFAULT_JOBS, FORMER_ALL_STEPS, run_job
+from scheduler.jobs import DEFAULT_JOBS, FORMER_ALL_STEPS, RETIRED_OPTIONS, run_job
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +60,23 @@ def make_trigger(kind: str, args: dict[str, Any]):
 
 def ensure_default_jobs(scheduler: BackgroundScheduler) -> None:
     """Add missing default jobs; existing ones keep whatever schedule a user gave them (a full step list an
-    earlier version stored becomes "every step", so steps added since then run on that schedule too)."""
+    earlier version stored becomes "every step", so steps added since then run on that schedule too, and
+    options runs no longer take are dropped)."""
     for spec in DEFAULT_JOBS:
         job = scheduler.get_job(spec.job_id, jobstore="default")
         if job is not None:
-            stored = job.kwargs.get("steps")
+            kwargs = dict(job.kwargs)
+            stored = kwargs.get("steps")
             if stored and tuple(stored) in FORMER_ALL_STEPS:
-                scheduler.modify_job(spec.job_id, jobstore="default", kwargs={**job.kwargs, "steps": None})
+                kwargs["steps"] = None
                 log.info("default job %s now runs every step (it stored %s)", spec.job_id, stored)
+            options = kwargs.get("options") or {}
+            retired = sorted(set(options) & set(RETIRED_OPTIONS))
+            if retired:
+                kwargs["options"] = {k: v for k, v in options.items() if k not in retired}
+                log.info("default job %s no longer passes %s", spec.job_id, retired)
+            if kwargs != job.kwargs:
+                scheduler.modify_job(spec.job_id, jobstore="default", kwargs=kwargs)
             continue
         steps = None if spec.steps is None else list(spec.steps)
         scheduler.add_job(

@@ -70,7 +70,7 @@ from backend.demo.prices import (
 )
 from backend.lake.catalog import MONEY, UTC_TS
 from backend.sources.base import ContentType, PayloadFormat, RawChunk
-from backend.sources.chunks import parquet_pieces, payload_budget
+from backend.sources.chunks import in_order, parquet_pieces, payload_budget
 from backend.sources.cursors import CursorRow, CursorStore
 
 log = logging.getLogger(__name__)
@@ -1387,6 +1387,7 @@ class SyntheticSource:
         fetched_at = datetime.now(UTC)
         cursor_rows: list[CursorRow] = []
         chunks = 0
+        wanted = []
         for sub_code, day_index, rows in self._grouped():
             day = self.estate.start + timedelta(days=day_index)
             sub_account_id = sub_dict[sub_code]
@@ -1395,8 +1396,14 @@ class SyntheticSource:
                 continue
             if (scope, self.metric, day) in delivered and day not in self.redeliver:
                 continue
-            table = costs.take(pa.array(rows)).cast(FOCUS_SCHEMA)
-            pieces = parquet_pieces(table, budget=budget)
+            wanted.append((day, sub_account_id, scope, rows))
+
+        def encode(group: tuple) -> tuple[pa.Table, list[tuple[pa.Table, bytes]]]:
+            table = costs.take(pa.array(group[3])).cast(FOCUS_SCHEMA)
+            return table, parquet_pieces(table, budget=budget)
+
+        # Encoding is most of a demo load's ingest (a Parquet file per subscription-day): a few at once.
+        for (day, sub_account_id, scope, _), (table, pieces) in zip(wanted, in_order(encode, wanted), strict=True):
             billed = pc.sum(table["BilledCost"]).as_py() or Decimal(0)
             for index, (piece, payload) in enumerate(pieces):
                 meta = {

@@ -19,6 +19,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from backend.config import Settings
+from backend.lake.catalog import SILVER_FX_RATES
 from backend.lake.delta import Lake
 from backend.lake.engine import remove_tree
 from backend.mart import demo as mart_demo
@@ -26,7 +27,7 @@ from backend.sources import manifest
 
 log = logging.getLogger(__name__)
 
-_KEEP_TABLES = ("silver/fx_rates",)  # reference data the user imported
+_KEEP_TABLES = (SILVER_FX_RATES.name,)  # reference data the user imported
 
 
 def real_delivered(conn: sa.Connection, settings: Settings) -> bool:

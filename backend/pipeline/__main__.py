@@ -28,7 +28,6 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--steps", type=_csv, default=None, help=f"comma list, default all: {','.join(ALL_STEPS)}")
     run.add_argument("--sources", type=_csv, default=None, help="comma list: demo, azure, inbox (default: by settings)")
     run.add_argument("--full-rebuild", action="store_true", help="rebuild silver and gold from all of bronze")
-    run.add_argument("--refetch-open-window", action="store_true", help="re-pull the open billing window")
     imp = sub.add_parser(
         "import", help="import FOCUS / Azure export files or export run folders (CSV, CSV.gz, Parquet) and process them"
     )
@@ -49,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
         service = PipelineService(resources)
         if args.command == "run":
-            options = {"full_rebuild": args.full_rebuild, "refetch_open_window": args.refetch_open_window}
+            options = {"full_rebuild": args.full_rebuild}
             summary = service.run(steps=args.steps, sources=args.sources, trigger="cli", options=options)
         else:
             # A folder is one export delivery (manifest.json and its parts, or part files).

@@ -6,11 +6,12 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -27,6 +28,10 @@ from backend.mart.runs import (
     StepResult,
 )
 from backend.runtime import Endpoints
+
+if TYPE_CHECKING:  # the types only: importing them would load the demo and the engine with every run
+    from backend.demo.estate import Estate
+    from backend.medallion.refine import MedallionStats
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +70,27 @@ def request_stop() -> None:
     _stop_requested.set()
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """What a caller may ask of one run beyond its steps and sources, typed; an unknown option is refused."""
+
+    files: tuple[str, ...] = ()  # the files source: the paths to import (a folder is one export delivery)
+    full_rebuild: bool = False  # silver and gold recomputed from the whole of bronze
+
+    @classmethod
+    def of(cls, options: Mapping[str, Any] | None) -> RunOptions:
+        """The options callers pass as a plain mapping (the CLI, the scheduler's stored jobs, the pages)."""
+        given = dict(options or {})
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            raise ValueError(f"unknown run option(s) {', '.join(unknown)}: a run takes {', '.join(known)}")
+        files = given.get("files") or ()
+        if isinstance(files, str):
+            raise ValueError("run option files must be a list of paths, not one string")
+        return cls(files=tuple(str(p) for p in files), full_rebuild=bool(given.get("full_rebuild", False)))
+
+
 @dataclass
 class RunState:
     """What one run's steps hand each other, by name and type: each field says which step sets it.
@@ -72,15 +98,15 @@ class RunState:
     A step run on its own finds the defaults (e.g. `affected_months` None: gold and the mart then do
     every month), which is what "run gold" or "run mart" from the UI means."""
 
-    options: dict[str, Any] = field(default_factory=dict)  # the run's options (files to import, full_rebuild)
-    demo_estate: Any = None  # ingest: the demo estate, generated once ("demo" and the demo tenant share it)
+    options: RunOptions = field(default_factory=RunOptions)  # the caller's (files to import, full_rebuild)
+    demo_estate: Estate | None = None  # ingest: the demo estate, generated once ("demo" and the demo tenant share it)
     demo_skipped: bool = False  # ingest: a real source delivered, so the demo source was not loaded
     skipped_sources: list[dict[str, str]] = field(default_factory=list)  # ingest: sources not configured
-    fx_files: list[Any] = field(default_factory=list)  # ingest: FX rates files found among the imports
+    fx_files: list[Path] = field(default_factory=list)  # ingest: FX rates files found among the imports
     sent: list[tuple[str, str]] = field(default_factory=list)  # ingest: (source, batch id) sent to Kafka
     silver_version_before: int | None = None  # silver: silver's Delta version before this run wrote
     affected_months: list[str] | None = None  # silver, then gold: the months to refine / load (None: all)
-    medallion: Any = None  # silver: its MedallionStats (touched days, for gold's day-level increment)
+    medallion: MedallionStats | None = None  # silver: its stats (touched days, for gold's day-level increment)
     gold_version_before: int | None = None  # gold: gold cost_daily's Delta version before this run wrote
     gold_days: dict[str, list[str]] | None = None  # gold: months it rewrote only some days of, and those days
 

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from backend.auth import SCHEDULER, Principal, Role, require
 from backend.config import Settings
 from backend.lake import Lake
-from backend.pipeline.runner import PipelineContext, ProgressCallback, RunSummary, run_pipeline
+from backend.pipeline.runner import PipelineContext, ProgressCallback, RunOptions, RunSummary, run_pipeline
 from backend.pipeline.sources import default_sources
 from backend.resources import Resources
 from backend.runtime import Endpoints, Runtime
@@ -82,12 +82,13 @@ class PipelineService:
 
         options = dict(options or {})
         chosen_sources = list(sources or options.pop("sources", None) or self.default_sources())
+        run_options = RunOptions.of(options)  # before anything starts: a bad option is the caller's error
         role, action = run_role(steps=steps, sources=chosen_sources)
         require(actor, role, action)
 
         def factory(run_id: str) -> PipelineContext:
             ctx = PipelineContext(self.settings, self.endpoints, self.engine, self.lake, run_id, chosen_sources)
-            ctx.state.options = options
+            ctx.state.options = run_options
             return ctx
 
         return run_pipeline(

@@ -144,7 +144,7 @@ def build_sources(ctx: PipelineContext, resources: ExitStack) -> list:
         elif name == "files":
             from backend.sources.files import FileSource
 
-            paths = [Path(p) for p in ctx.state.options.get("files", [])]
+            paths = [Path(p) for p in ctx.state.options.files]
             source = FileSource(ctx.settings, paths, cursors=ctx.cursors)
             # FX rates files among them are imported by the ingest step itself (not sent through Kafka).
             ctx.state.fx_files.extend(source.rates_paths)

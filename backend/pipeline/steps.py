@@ -20,10 +20,6 @@ log = logging.getLogger(__name__)
 ALL_STEPS = ("ingest", "bronze", "silver", "gold", "mart", "allocation", "analytics", "budgets")
 
 
-def _option(ctx: PipelineContext, name: str, default: Any = None) -> Any:
-    return ctx.state.options.get(name, default)
-
-
 def remove_demo(ctx: PipelineContext) -> StepResult:
     """Remove the demo estate from every layer now (Sources & settings' button), under the pipeline lock."""
     with ctx.engine.connect() as conn:
@@ -171,7 +167,7 @@ def silver(ctx: PipelineContext) -> StepResult:
     from backend.lake.catalog import SILVER_COSTS
     from backend.medallion.refine import MedallionStats, reset_for_rebuild, run_silver
 
-    stats = MedallionStats(run_id=ctx.run_id, full_rebuild=bool(_option(ctx, "full_rebuild", False)))
+    stats = MedallionStats(run_id=ctx.run_id, full_rebuild=ctx.state.options.full_rebuild)
     if stats.full_rebuild:
         reset_for_rebuild(ctx.lake, run_id=ctx.run_id)
     ctx.state.silver_version_before = ctx.lake.version(SILVER_COSTS.name)
@@ -201,7 +197,7 @@ def gold(ctx: PipelineContext) -> StepResult:
 
     _drop_retired_tables(ctx)
     months = ctx.state.affected_months
-    full = bool(_option(ctx, "full_rebuild", False))
+    full = ctx.state.options.full_rebuild
     if months is None and not full:
         # Run on its own (e.g. "run gold" from the UI): refresh every month silver holds.
         full = True

@@ -3,14 +3,43 @@
 from __future__ import annotations
 
 import io
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from backend.config import Settings
 
+T = TypeVar("T")
+R = TypeVar("R")
+
 # Kafka's limit covers key, headers (batch id, meta JSON, ...) and record overhead as well as the value.
 HEADROOM_BYTES = 16 * 1024
+
+
+def in_order(fn: Callable[[T], R], items: Iterable[T], *, workers: int | None = None) -> Iterator[R]:
+    """`fn` over `items` on a few threads, results yielded in the items' order, a bounded number ahead.
+
+    For encoding chunks: pyarrow's take, cast and Parquet writer release the GIL, so on two cores two
+    chunks encode at once while the caller sends the previous ones. A caller that stops early (an
+    exception while sending) cancels what has not started.
+    """
+    workers = workers or max(1, min(4, os.cpu_count() or 1))
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chunk-encode")
+    try:
+        pending: deque[Future[R]] = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) > 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def payload_budget(settings: Settings) -> int:

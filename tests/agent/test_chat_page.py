@@ -15,12 +15,14 @@ PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "chat.py")
 @pytest.mark.slow
 def test_chat_page_answers_with_sql_table_and_download(monkeypatch, agent_settings, demo_mart_url):
     import app.context
+    from app.process import Server
     from backend.mart.db import owner_engine, reader_engine
 
-    # The page takes the process's settings and engines from its Server; only those parts are needed here.
+    # The page asks the process's Server for its agent; the agent needs only the settings and the engines.
     reader, owner = reader_engine(agent_settings, owner_url=demo_mart_url), owner_engine(demo_mart_url)
     resources = SimpleNamespace(settings=agent_settings, reader=reader, owner=owner)
-    monkeypatch.setattr(app.context, "get_server", lambda: SimpleNamespace(resources=resources))
+    server = Server(resources, pipeline=None, launcher=None, schedules=None)
+    monkeypatch.setattr(app.context, "get_server", lambda: server)
     st.cache_resource.clear()
     at = AppTest.from_file(PAGE, default_timeout=60)
     at.run()

@@ -71,6 +71,21 @@ def test_a_default_job_saved_with_an_older_full_step_list_runs_every_step_after_
         again.shutdown(wait=False)
 
 
+def test_a_default_job_saved_with_a_retired_option_drops_it_after_restart(owner):
+    """The daily job of earlier versions stored `refetch_open_window`, which runs no longer take (every run
+    re-pulls the open window): after a restart it runs without it instead of being refused."""
+    scheduler = start_scheduler(owner, runner=lambda **kw: None, paused=True)
+    job = scheduler.scheduler.get_job("open-window-daily")
+    scheduler.scheduler.modify_job("open-window-daily", kwargs={**job.kwargs, "options": {"refetch_open_window": True}})
+    scheduler.shutdown(wait=False)
+
+    again = start_scheduler(owner, runner=lambda **kw: None, paused=True)
+    try:
+        assert again.scheduler.get_job("open-window-daily").kwargs["options"] == {}
+    finally:
+        again.shutdown(wait=False)
+
+
 def test_bad_trigger_is_refused(owner):
     scheduler = start_scheduler(owner, runner=lambda **kw: None, paused=True)
     try:
