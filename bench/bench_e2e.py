@@ -33,7 +33,8 @@ class _GoldTimes(logging.Handler):
         self.seconds: dict[str, float] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.msg == "gold %s: %s rows in %.1fs":
+        # The tables' lines ("... rows in") and the by-tag scratch's ("... kept in"), which counts no rows.
+        if record.msg in ("gold %s: %s rows in %.1fs", "gold %s: %s in %.1fs"):
             table, _, seconds = record.args
             self.seconds[str(table).split("/")[-1]] = round(float(seconds), 1)
 

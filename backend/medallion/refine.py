@@ -371,7 +371,7 @@ def run_gold(
         by_tag, by_tag_whole, by_tag_days = _cost_by_tag(
             spark, silver_month, silver_rows, whole, partial, tag_partial, area, run_id=run_id
         )
-        log.info("gold %s: %s rows in %.1fs", "scratch (tag sums)", 0, time.perf_counter() - t_tags)
+        log.info("gold %s: %s in %.1fs", "scratch (tag sums)", "kept", time.perf_counter() - t_tags)
         written[GOLD_COST_BY_TAG.name] = _replace_gold(
             by_tag, lake, GOLD_COST_BY_TAG, months, whole=by_tag_whole, days=by_tag_days
         )
