@@ -155,6 +155,9 @@ def app_url(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
+    # Here too, not only in the app fixtures: a wider-scoped fixture is set up first, so without Chromium a
+    # test asking for both would fail here instead of being skipped.
+    _needs_chromium()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
