@@ -1399,7 +1399,8 @@ class SyntheticSource:
             wanted.append((day, sub_account_id, scope, rows))
 
         def encode(group: tuple) -> tuple[pa.Table, list[tuple[pa.Table, bytes]]]:
-            table = costs.take(pa.array(group[3])).cast(FOCUS_SCHEMA)
+            *_, rows = group
+            table = costs.take(pa.array(rows)).cast(FOCUS_SCHEMA)
             return table, parquet_pieces(table, budget=budget)
 
         # Encoding is most of a demo load's ingest (a Parquet file per subscription-day): a few at once.

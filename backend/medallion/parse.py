@@ -455,18 +455,14 @@ def parse_tags(text: str | None) -> list[tuple[str, str | None]] | None:
         return None
     trimmed = text.strip(" ")
     try:
-        pairs = json.loads(
-            trimmed if trimmed.startswith("{") else "{" + trimmed + "}",
-            object_pairs_hook=list,
-            parse_float=str,
-            parse_int=str,
-        )
+        # A repeated key keeps its last value, as a JSON object read into a dict does.
+        parsed = json.loads(trimmed if trimmed.startswith("{") else "{" + trimmed + "}", parse_float=str, parse_int=str)
     except (json.JSONDecodeError, RecursionError):
         return None
-    if not isinstance(pairs, list):
+    if not isinstance(parsed, dict):
         return None
     tags: dict[str, str | None] = {}
-    for key, value in pairs:
+    for key, value in parsed.items():
         folded = key.strip(" ").lower()
         if folded:
             tags.pop(folded, None)  # the last one wins, in its own position
@@ -475,20 +471,12 @@ def parse_tags(text: str | None) -> list[tuple[str, str | None]] | None:
 
 
 def _tag_text(value) -> str | None:
-    # A JSON number keeps its text ("42", "1.50"); a nested value is its compact JSON.
+    # Numbers arrive as their text ("42", "1.50"); a nested object or array becomes its compact JSON.
     if value is None or isinstance(value, str):
         return None if value is None else value.strip(" ")
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, list):  # an object inside (object_pairs_hook gives pair lists) or an array
-        return json.dumps(_plain(value), separators=(",", ":"))
-    return str(value)
-
-
-def _plain(value):
-    if isinstance(value, list) and all(isinstance(v, tuple) and len(v) == 2 for v in value) and value:
-        return {k: _plain(v) for k, v in value}
-    return [_plain(v) for v in value] if isinstance(value, list) else value
+    return json.dumps(value, separators=(",", ":"))
 
 
 def _per_value(values: pa.ChunkedArray, parse: Callable, kind: pa.DataType) -> pa.ChunkedArray:
