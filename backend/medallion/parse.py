@@ -603,6 +603,12 @@ def _explode_group(rows: list[dict], raws: list[pa.Table]) -> pa.Table:
     return derive(pa.table(list(mapped.columns) + lineage, schema=TEXT_SCHEMA))
 
 
+# Rows one mapped group may hold. A bronze batch can carry hundreds of payloads (700k rows at 5M); mapped
+# as one group, its staging text and the decoded payloads sat in memory at once on every core (8 GB at 5M).
+# Past a few payloads' worth a bigger group saves nothing: the derive already runs once per distinct value.
+GROUP_ROWS = 65_536
+
+
 def explode_rows(rows: list[dict]) -> Iterator[pa.Table]:
     """Bronze rows -> staging tables. Consecutive payloads with the same format and decoded schema are
     mapped together; anything that fails (or a group whose mapping fails) goes through `explode_row`,
@@ -621,6 +627,7 @@ def explode_rows(rows: list[dict]) -> Iterator[pa.Table]:
         group.clear()
         raws.clear()
 
+    rows_in_group = 0
     for row in rows:
         source_format = row.get("format") or ""
         try:
@@ -631,8 +638,14 @@ def explode_rows(rows: list[dict]) -> Iterator[pa.Table]:
             yield from flush()
             yield explode_row(row)  # records the error and keeps the payload
             continue
-        if group and ((group[0].get("format") or "") != source_format or not raws[0].schema.equals(raw.schema)):
+        if group and (
+            (group[0].get("format") or "") != source_format
+            or not raws[0].schema.equals(raw.schema)
+            or rows_in_group + raw.num_rows > GROUP_ROWS
+        ):
             yield from flush()
+            rows_in_group = 0
+        rows_in_group += raw.num_rows
         group.append(row)
         raws.append(raw)
     yield from flush()

@@ -98,3 +98,18 @@ def test_grouped_explode_equals_one_message_at_a_time():
     assert grouped.to_pylist() == one_by_one.to_pylist()
     tables = list(parse.explode_rows(bronze.select(parse.BRONZE_INPUT_COLUMNS).to_pylist()))
     assert len(tables) == 4  # focus x2 | the failure row | ea x2 | focus
+
+
+def test_a_group_holds_at_most_group_rows_and_splitting_changes_no_row(monkeypatch):
+    """A bronze batch of hundreds of same-layout payloads is mapped in groups of at most GROUP_ROWS rows
+    (one group held 8 GB of staging text at 5M); a payload is never split, and the rows stay the same."""
+    rows = [focus_row(f"2024-02-{d:02d}", f"st{d}", "3", "2.5") for d in range(1, 4)]
+    bronze = Bronze()
+    for b in range(5):
+        bronze.add("focus", focus_payload(rows), batch=f"f{b}", content_type="application/vnd.apache.parquet")
+    records = bronze.table().select(parse.BRONZE_INPUT_COLUMNS).to_pylist()
+    whole = pa.concat_tables(parse.explode_rows(records))
+    monkeypatch.setattr(parse, "GROUP_ROWS", 7)  # two payloads (6 rows) fit, a third would not
+    tables = list(parse.explode_rows(records))
+    assert [t.num_rows for t in tables] == [6, 6, 3]
+    assert pa.concat_tables(tables).to_pylist() == whole.to_pylist()
