@@ -93,3 +93,17 @@ def commit_batch(source: CostSource, engine: sa.Engine, batch_id: str) -> None:
         raise RuntimeError(f"batch {batch_id} is {state!r}, not {IN_BRONZE!r}: its cursor must not advance")
     source.commit(batch_id)
     batches.mark_committed(engine, batch_id)
+
+
+def commit_held(engine: sa.Engine, lake: Lake, sent: Sequence[tuple[CostSource, str]]) -> tuple[list[str], list[str]]:
+    """Steps 2 and 3 for the (source, batch id) pairs a run sent: mark what bronze holds, advance exactly those
+    cursors. Returns (committed, not in bronze): a batch the broker lost keeps its cursor, so it is fetched again."""
+    in_bronze = set(mark_in_bronze(engine, lake))
+    committed, missing = [], []
+    for source, batch_id in sent:
+        if batch_id in in_bronze:
+            commit_batch(source, engine, batch_id)
+            committed.append(batch_id)
+        else:
+            missing.append(batch_id)
+    return committed, missing

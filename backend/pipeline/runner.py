@@ -233,6 +233,7 @@ def _run_locked(
             )
             _notify(progress, ProgressEvent(run_id, step, "succeeded", index, len(steps)))
             handler.flush()
+            _release_memory()
     finally:
         summary.seconds = time.monotonic() - t0
         first = next(iter(summary.steps.values()), None)
@@ -251,6 +252,18 @@ def _run_locked(
         logging.getLogger().removeHandler(handler)
         current_run_id.reset(token)
     return summary
+
+
+def _release_memory() -> None:
+    """Hand back to the OS what a step freed. Arrow's allocator (pyarrow's and the engine's decoding in this
+    process) keeps freed pages until it happens to purge: a 5M-row demo estate's 1.6 GB stayed resident
+    through every later step, on top of what they needed."""
+    import gc
+
+    import pyarrow as pa
+
+    gc.collect()
+    pa.default_memory_pool().release_unused()
 
 
 def _notifications(hook: str, ctx: PipelineContext, **kwargs: Any) -> None:

@@ -95,6 +95,8 @@ def ingest(ctx: PipelineContext) -> StepResult:
     if skipped := ctx.state.skipped_sources:
         detail["skipped_sources"] = skipped
     ctx.state.sent = sent
+    # Only the sources hold the demo estate now (2 GB at 5M rows): bronze releases them once committed.
+    ctx.state.demo_estate = None
     return StepResult(rows_in=None, rows_out=rows, detail=detail)
 
 
@@ -136,19 +138,16 @@ def _keep_demo_apart(ctx: PipelineContext, detail: dict[str, Any]) -> None:
 def bronze(ctx: PipelineContext) -> StepResult:
     """Drain Kafka into bronze, then advance the cursors of exactly the batches bronze now holds."""
     from backend.ingest.consumer import drain
-    from backend.ingest.handshake import commit_batch, mark_in_bronze
+    from backend.ingest.handshake import commit_held
 
     result = drain(ctx.settings, ctx.lake, run_id=ctx.run_id)
-    in_bronze = set(mark_in_bronze(ctx.engine, ctx.lake))
-    committed, missing = [], []
-    for source, batch_id in ctx.state.sent:
-        if batch_id in in_bronze:
-            commit_batch(source, ctx.engine, batch_id)
-            committed.append(batch_id)
-        else:
-            # The broker lost it (memory storage) or it is still in flight: the cursor stays, the next run re-fetches.
-            missing.append(batch_id)
-            log.warning("batch %s is not all in bronze; its days will be fetched again next run", batch_id)
+    committed, missing = commit_held(ctx.engine, ctx.lake, ctx.state.sent)
+    # Nothing after this needs the sources, and a demo source holds its whole estate: let it go now
+    # rather than hold it through silver, gold and the mart.
+    ctx.state.sent = []
+    for batch_id in missing:
+        # The broker lost it (memory storage) or it is still in flight: the cursor stays, the next run re-fetches.
+        log.warning("batch %s is not all in bronze; its days will be fetched again next run", batch_id)
     return StepResult(
         rows_in=result.messages,
         rows_out=result.cost_rows,

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from backend.ingest.consumer import DrainResult, drain
-from backend.ingest.handshake import commit_batch, mark_in_bronze, new_batch_id, send_batch
+from backend.ingest.handshake import commit_held, new_batch_id, send_batch
 from backend.ingest.producer import BatchReceipt, KafkaChunkSink
 from backend.lake import lake_from_settings
 from backend.lake.catalog import BRONZE_COST_RECORDS
@@ -26,7 +26,6 @@ class IngestReport:
     run_id: str
     batches: list[BatchReceipt] = field(default_factory=list)
     drain: DrainResult | None = None
-    in_bronze: list[str] = field(default_factory=list)
     committed: list[str] = field(default_factory=list)
     not_in_bronze: list[str] = field(default_factory=list)
 
@@ -44,20 +43,14 @@ def ingest_sources(
     send every batch to Kafka, drain Kafka into bronze, then commit the cursors of the batches bronze holds.
     `drain_fn` stands in for the consumer (a broker that forgets, a drain that never runs)."""
     report = IngestReport(run_id=run_id)
-    source_of = {}
+    sent = []
     with KafkaChunkSink(settings) as sink:
         for source in sources:
             receipt = send_batch(source, sink, engine, batch_id=new_batch_id(run_id, source.name))
             report.batches.append(receipt)
-            source_of[receipt.batch_id] = source
+            sent.append((source, receipt.batch_id))
     report.drain = drain_fn(settings, lake, run_id=run_id)
-    report.in_bronze = mark_in_bronze(engine, lake)
-    for receipt in report.batches:
-        if receipt.batch_id in report.in_bronze:
-            commit_batch(source_of[receipt.batch_id], engine, receipt.batch_id)
-            report.committed.append(receipt.batch_id)
-        else:
-            report.not_in_bronze.append(receipt.batch_id)
+    report.committed, report.not_in_bronze = commit_held(engine, lake, sent)
     return report
 
 
