@@ -615,8 +615,10 @@ def explode_rows(rows: list[dict]) -> Iterator[pa.Table]:
     which turns an undecodable payload into its failure row."""
     group: list[dict] = []
     raws: list[pa.Table] = []
+    rows_in_group = 0
 
     def flush() -> Iterator[pa.Table]:
+        nonlocal rows_in_group
         if not group:
             return
         try:
@@ -626,8 +628,8 @@ def explode_rows(rows: list[dict]) -> Iterator[pa.Table]:
                 yield explode_row(row)
         group.clear()
         raws.clear()
+        rows_in_group = 0
 
-    rows_in_group = 0
     for row in rows:
         source_format = row.get("format") or ""
         try:
@@ -644,7 +646,6 @@ def explode_rows(rows: list[dict]) -> Iterator[pa.Table]:
             or rows_in_group + raw.num_rows > GROUP_ROWS
         ):
             yield from flush()
-            rows_in_group = 0
         rows_in_group += raw.num_rows
         group.append(row)
         raws.append(raw)

@@ -32,6 +32,7 @@ from backend.runtime import Endpoints
 if TYPE_CHECKING:  # the types only: importing them would load the demo and the engine with every run
     from backend.demo.estate import Estate
     from backend.medallion.refine import MedallionStats
+    from backend.sources.base import CostSource
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class RunState:
     demo_skipped: bool = False  # ingest: a real source delivered, so the demo source was not loaded
     skipped_sources: list[dict[str, str]] = field(default_factory=list)  # ingest: sources not configured
     fx_files: list[Path] = field(default_factory=list)  # ingest: FX rates files found among the imports
-    sent: list[tuple[str, str]] = field(default_factory=list)  # ingest: (source, batch id) sent to Kafka
+    sent: list[tuple[CostSource, str]] = field(default_factory=list)  # ingest: (source, batch id); bronze empties it
     silver_version_before: int | None = None  # silver: silver's Delta version before this run wrote
     affected_months: list[str] | None = None  # silver, then gold: the months to refine / load (None: all)
     medallion: MedallionStats | None = None  # silver: its stats (touched days, for gold's day-level increment)

@@ -107,9 +107,11 @@ def test_a_group_holds_at_most_group_rows_and_splitting_changes_no_row(monkeypat
     bronze = Bronze()
     for b in range(5):
         bronze.add("focus", focus_payload(rows), batch=f"f{b}", content_type="application/vnd.apache.parquet")
+        if b == 2:
+            bronze.add("azure_query", b"{broken", batch="q")  # its failure row ends a group: the next starts empty
     records = bronze.table().select(parse.BRONZE_INPUT_COLUMNS).to_pylist()
     whole = pa.concat_tables(parse.explode_rows(records))
     monkeypatch.setattr(parse, "GROUP_ROWS", 7)  # two payloads (6 rows) fit, a third would not
     tables = list(parse.explode_rows(records))
-    assert [t.num_rows for t in tables] == [6, 6, 3]
+    assert [t.num_rows for t in tables] == [6, 3, 1, 6]
     assert pa.concat_tables(tables).to_pylist() == whole.to_pylist()
