@@ -209,8 +209,9 @@ def _audit(data_dir: Path) -> list[tuple]:
 def test_the_app_refuses_a_signed_in_user_on_no_list(served, browser, idp):
     url, *_ = served
     sign_in(browser, url, idp, "outsider@elsewhere.test")
-    text = _wait(browser, lambda d: "No access to Costlake" in _text(d) and _text(d), "the refusal page")
-    assert "outsider@elsewhere.test" in text and "AUTH_VIEWERS" in text
+    # Streamlit paints the title before the warning beneath it: wait for the whole refusal, not its first line.
+    text = _wait(browser, lambda d: "AUTH_VIEWERS" in _text(d) and _text(d), "the refusal page")
+    assert "No access to Costlake" in text and "outsider@elsewhere.test" in text
     # No page is reachable by URL either: the gate runs before the navigation.
     _visit(browser, url, "budgets", "No access to Costlake")
     assert "Create / edit" not in _text(browser)
@@ -223,7 +224,7 @@ def test_a_viewer_reads_every_page_but_cannot_run_or_change_anything(served, bro
     _visit(browser, url, "pipeline", "Pipeline")
     run = _wait(browser, lambda d: _button(d, "▶ Run now"), "the Run now button")
     assert not run.is_enabled(), "a viewer must not be able to press Run now"
-    assert "Running the pipeline needs the admin role; you are viewer" in _text(browser)
+    _wait(browser, lambda d: "Running the pipeline needs the admin role; you are viewer" in _text(d), "the role notice")
     _visit(browser, url, "budgets", "Budgets")
     _tab(browser, "Create / edit")
     create = _wait(browser, lambda d: _button(d, "Create budget"), "the budget form")
