@@ -1333,6 +1333,23 @@ def _with_idle_resources(
 
 
 # --- the synthetic estate as a CostSource ---------------------------------------------------------
+ENCODE_BLOCK_ROWS = 32_768  # rows the demo source takes and casts at once before cutting them per subscription-day
+
+
+def _blocks(groups: list[tuple]) -> Iterator[list[tuple]]:
+    """Consecutive groups (their row indices last) in blocks of about ENCODE_BLOCK_ROWS rows."""
+    block: list[tuple] = []
+    rows = 0
+    for group in groups:
+        block.append(group)
+        rows += len(group[-1])
+        if rows >= ENCODE_BLOCK_ROWS:
+            yield block
+            block, rows = [], 0
+    if block:
+        yield block
+
+
 class SyntheticSource:
     """Delivers an estate's rows as FOCUS Parquet chunks, one (subscription, day) at a time.
 
@@ -1398,13 +1415,21 @@ class SyntheticSource:
                 continue
             wanted.append((day, sub_account_id, scope, rows))
 
-        def encode(group: tuple) -> tuple[pa.Table, list[tuple[pa.Table, bytes]]]:
-            *_, rows = group
-            table = costs.take(pa.array(rows)).cast(FOCUS_SCHEMA)
-            return table, parquet_pieces(table, budget=budget)
+        def encode(block: list[tuple]) -> list[tuple[pa.Table, list[tuple[pa.Table, bytes]]]]:
+            # One take and one cast for a block of subscription-days, then zero-copy slices: per group, the
+            # take and the 50-column cast cost more than its Parquet file (10k rows: 1,500 groups, 2.8 s
+            # of 4.6 s single-threaded), and a block of ENCODE_BLOCK_ROWS decoded rows stays small.
+            taken = costs.take(pa.array(np.concatenate([rows for *_, rows in block]))).cast(FOCUS_SCHEMA)
+            out, offset = [], 0
+            for *_, rows in block:
+                table = taken.slice(offset, len(rows))
+                offset += len(rows)
+                out.append((table, parquet_pieces(table, budget=budget)))
+            return out
 
-        # Encoding is most of a demo load's ingest (a Parquet file per subscription-day): a few at once.
-        for (day, sub_account_id, scope, _), (table, pieces) in zip(wanted, in_order(encode, wanted), strict=True):
+        encoded = (group for block in in_order(encode, _blocks(wanted)) for group in block)
+        # Encoding is most of a demo load's ingest (a Parquet file per subscription-day): a few blocks at once.
+        for (day, sub_account_id, scope, _), (table, pieces) in zip(wanted, encoded, strict=True):
             billed = pc.sum(table["BilledCost"]).as_py() or Decimal(0)
             for index, (piece, payload) in enumerate(pieces):
                 meta = {
