@@ -194,20 +194,23 @@ def series_forecasts(
 
 def _child_days(children: pd.DataFrame, start, day) -> tuple[pd.Index, np.ndarray]:
     """Every child's complete_days at once: (children in order, a children x days matrix), 0 for a day without
-    rows, NaN for a day whose rows lack the metric. One reshape instead of a groupby per child: an anomaly on a
-    service of a 5M-row estate has thousands of resources under it."""
-    days = pd.date_range(pd.Timestamp(start), pd.Timestamp(day), freq="D")
-    frame = pd.DataFrame(
-        {
-            "child": children["child"].to_numpy(),
-            "d": pd.to_datetime(children["charge_date"]),
-            "cost": children["cost"].astype(float).to_numpy(),
-        }  # fmt: skip
-    )
-    sums = frame.groupby(["child", "d"])["cost"].sum()
-    sums[frame["cost"].isna().groupby([frame["child"], frame["d"]]).any()] = np.nan  # as complete_days says
-    matrix = sums.unstack("d", fill_value=0.0).reindex(columns=days, fill_value=0.0)
-    return matrix.index, matrix.to_numpy(dtype=float)
+    rows, NaN for a day whose rows lack the metric. Scattered into one matrix with numpy instead of a groupby
+    per child (an anomaly on a service of a 5M-row estate has thousands of resources under it), and instead of
+    a grouped sum + unstack per anomaly (15 ms each, a first run explains hundreds)."""
+    first = np.datetime64(pd.Timestamp(start).date(), "D")
+    ndays = (pd.Timestamp(day).normalize() - pd.Timestamp(start).normalize()).days + 1
+    named = children["child"].notna().to_numpy()  # as a groupby: rows without a child name no child
+    codes, names = pd.factorize(children["child"][named], sort=True)
+    offset = (pd.to_datetime(children["charge_date"][named]).to_numpy().astype("datetime64[D]") - first).astype(int)
+    cost = children["cost"][named].astype(float).to_numpy()
+    inside = (offset >= 0) & (offset < ndays)  # days outside the window only name their child
+    where = (codes[inside], offset[inside])
+    matrix = np.zeros((len(names), max(ndays, 0)))
+    np.add.at(matrix, where, np.nan_to_num(cost[inside], nan=0.0))
+    missing = np.zeros(matrix.shape, dtype=bool)
+    np.logical_or.at(missing, where, np.isnan(cost[inside]))
+    matrix[missing] = np.nan  # as complete_days says: a day with a row lacking the metric is unknown, not 0
+    return pd.Index(names), matrix
 
 
 def contributors(
