@@ -71,7 +71,22 @@ def _segment_baseline(x: np.ndarray, params: DetectorParams) -> tuple[np.ndarray
 def _window_baseline(x: np.ndarray, weeks: int, params: DetectorParams) -> tuple[np.ndarray, np.ndarray]:
     """Expected value and scale of days h..n-1 (h = 7 x weeks) from the h days before each."""
     n, h = len(x), weeks * 7
-    windows = sliding_window_view(x, h)[: n - h]  # windows[j] is the history of day j + h
+    return window_baseline(sliding_window_view(x, h)[: n - h], weeks, params)  # row j: the history of day j + h
+
+
+def last_day_baseline(series: np.ndarray, params: DetectorParams) -> tuple[np.ndarray, np.ndarray]:
+    """`baseline`'s expected value and scale of the last day of each row of `series` (rows of equal length, no
+    NaN), every row at once: a service's anomaly is explained by thousands of resources."""
+    n = series.shape[1]
+    weeks = params.weeks(n - 1)
+    if weeks * 7 < max(params.min_history_days, 7):
+        return np.full(len(series), np.nan), np.full(len(series), np.nan)
+    return window_baseline(series[:, n - 1 - weeks * 7 : n - 1], weeks, params)
+
+
+def window_baseline(windows: np.ndarray, weeks: int, params: DetectorParams) -> tuple[np.ndarray, np.ndarray]:
+    """Expected value and scale of the day after each row of `windows` (rows of 7 x weeks days); row by row."""
+    h = weeks * 7
     if params.method == "rolling_mean_pct":
         mean = windows.mean(axis=1)
         return mean, mean * params.pct_threshold / params.sensitivity
