@@ -182,7 +182,7 @@ def test_the_audit_table_migrates_both_ways_and_the_reader_cannot_see_it(owner, 
 
 
 def test_reconcile_now_from_the_pipeline_page_is_an_admins(owner):
-    from app.data import reconcile_now
+    from app.run_history import reconcile_now
 
     for who in (VIEWER, EDITOR):
         with pytest.raises(
