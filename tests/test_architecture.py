@@ -20,7 +20,7 @@ FIRST_PARTY = (*PRODUCT, "bench", "tests")
 # names a module decides. "backend.pipeline" orchestrates the steps, so it may use any backend package.
 BASE = ("backend.config", "backend.logs")
 # The mart's public face (DESIGN.md decision 11): the named reads and audited writes pages and the agent
-# call. Its loader, migrations, locks, cursors, run bookkeeping and analytics store are the pipeline's.
+# call. Its loader, migrations, locks, cursors, run bookkeeping (run_records) and analytics store are the pipeline's.
 MART_FACE = tuple(
     f"backend.mart.{name}"
     for name in (

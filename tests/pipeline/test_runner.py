@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from backend.lake import lake_from_settings
 from backend.lake.storage import lake_location
 from backend.mart.migrate import upgrade
-from backend.mart.runs import RunRecorder, StepResult
+from backend.mart.run_records import RunRecorder, StepResult
 from backend.pipeline.runner import PIPELINE_LOCK_KEY, PipelineContext, run_pipeline
 from backend.runtime import Endpoints
 from tests.conftest import make_settings

@@ -121,7 +121,7 @@ _TWO_PROCESS_SCRIPT = textwrap.dedent(
     from backend.lake import lake_from_settings
     from backend.lake.storage import lake_location
     from backend.pipeline.runner import PipelineContext, run_pipeline
-    from backend.mart.runs import StepResult
+    from backend.mart.run_records import StepResult
     from backend.runtime import Endpoints
     from datetime import UTC, datetime
     from scheduler.jobs import run_job
