@@ -88,7 +88,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "backend.agent": (*BASE, "backend.auth", *MART_FACE, "backend.analytics"),
     "backend.metrics": (*BASE, "backend.mart", "backend.ingest.monitor"),
     "backend.demo": (*BASE, "backend.auth", "backend.lake", "backend.mart", "backend.sources", "backend.analytics"),
-    "backend.runtime": (*BASE, "backend.lake"),
+    # The embedded Postgres creates its database and the health check connects with the one engine factory.
+    "backend.runtime": (*BASE, "backend.lake", "backend.mart.db"),
     "backend.pipeline": ("backend",),
     # The composition root builds what every process shares from the storage and the servers alone.
     "backend.resources": (*BASE, "backend.lake", "backend.mart", "backend.runtime"),
