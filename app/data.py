@@ -1,9 +1,9 @@
-"""Adapters between the pages and the backend readers: typed rows in, DataFrames out; no SQL in the UI.
+"""The cost readers for the pages: freshness, explorer, overview and anomalies, typed rows in, DataFrames out.
 
 Every function takes an engine first, so pages pass the cached reader (or the owner, for writes and
-for tables the reader role cannot see) and tests pass their own. The SQL lives in backend.mart.queries,
-backend.mart.reconcile, backend.mart.analytics and backend.mart.history; caching lives in app/ui.py,
-keyed by the mart's data version.
+for tables the reader role cannot see) and tests pass their own. The SQL lives in backend.mart.queries
+and backend.mart.analytics (the latest run in backend.mart.history); caching lives in app/ui.py, keyed by the mart's data version. The budget
+forms are app.budget_forms, the run history's readers app.run_history.
 """
 
 from __future__ import annotations
@@ -22,10 +22,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from backend.analytics import budgets as budget_store
-from backend.auth import Principal, Role, require
-from backend.mart import analytics, budgets_sql, history, queries, reconcile
-from backend.mart.audit import record_now
+from backend.mart import analytics, history, queries
 from backend.mart.model import BY_NAME
 
 log = logging.getLogger(__name__)
@@ -45,9 +42,10 @@ def title(name: str) -> str:
     return _TITLES.get(name, name.replace("_", " ").capitalize())
 
 
-def _frame(rows: Sequence[Any], cls: type, *, dates: Sequence[str] = ()) -> pd.DataFrame:
+def rows_frame(rows: Sequence[Any], cls: type, *, dates: Sequence[str] = ()) -> pd.DataFrame:
     """Typed backend rows as a DataFrame with the dataclass's columns (also when empty); money (Decimal) as
-    float, since pages chart and format floats; `dates` as datetime64 for the charts."""
+    float, since pages chart and format floats; `dates` as datetime64 for the charts. The budget forms and the
+    run history shape their rows with it too."""
     columns = [f.name for f in dataclasses.fields(cls)]
     frame = pd.DataFrame([[getattr(r, c) for c in columns] for r in rows], columns=columns)
     for col in frame.columns:
@@ -276,7 +274,7 @@ NONE_LABEL = "(none)"  # how the member with an empty natural key is shown
 
 
 def anomalies(engine: sa.Engine, *, status: str | None = "open", since: dt.date | None = None) -> pd.DataFrame:
-    frame = _frame(analytics.list_anomalies(engine, status=status, since=since), analytics.Anomaly)
+    frame = rows_frame(analytics.list_anomalies(engine, status=status, since=since), analytics.Anomaly)
     frame["dimension_value"] = frame["dimension_value"].replace("", NONE_LABEL)
     return frame
 
@@ -306,14 +304,14 @@ def series_for(
         end=end,
         currency=_series_currency(currency),
     )
-    return _frame(points, analytics.DailyCost, dates=("day",))
+    return rows_frame(points, analytics.DailyCost, dates=("day",))
 
 
 def anomaly_band(engine: sa.Engine, *, level: str, value: str, metric: str, currency: str | None) -> pd.DataFrame:
     """Every detection stored for one series (expected value and band per day) in `currency`, for the chart;
     None or "" reads every currency's detections of the member."""
     points = analytics.band(engine, level=level, value=_natural(value), metric=metric, currency=currency or None)
-    return _frame(points, analytics.BandPoint, dates=("day",))
+    return rows_frame(points, analytics.BandPoint, dates=("day",))
 
 
 set_anomaly_status = analytics.set_anomaly_status
@@ -323,184 +321,6 @@ def contributors_frame(contributors: Any) -> pd.DataFrame:
     if isinstance(contributors, str):
         contributors = json.loads(contributors or "[]")
     return pd.DataFrame(list(contributors or []))
-
-
-# --- budgets: CRUD and periods from backend.analytics.budgets ------------------------------------------
-
-BUDGET_SCOPES = budget_store.SCOPES
-BUDGET_PERIODS = budget_store.PERIODS
-period_bounds = budgets_sql.period_bounds
-
-
-class BudgetError(ValueError):
-    """A budget the user must fix (message is shown as is)."""
-
-
-def _form_problem(values: Mapping[str, Any]) -> str | None:
-    """What a person typed wrong, in their words; backend.analytics.budgets.validate stays the authority."""
-    name = str(values.get("name") or "").strip()
-    scope = values.get("scope_type") or "total"
-    if not name:
-        return "Give the budget a name."
-    if len(name) > 120:
-        return "Keep the name under 120 characters."
-    if scope != "total" and not str(values.get("scope_value") or "").strip():
-        return f"Pick the {scope.replace('_', ' ')} this budget covers (the scope value)."
-    if scope == "tag" and not str(values.get("tag_key") or "").strip():
-        return "Pick the tag key for a tag budget."
-    try:
-        amount = float(values.get("amount") or 0)
-    except (TypeError, ValueError):
-        return "The amount must be a number."
-    if amount <= 0:
-        return "The amount must be greater than zero."
-    if len(str(values.get("currency") or "").strip()) != 3:
-        return "Currency must be a 3-letter code such as EUR or USD."
-    if not values.get("actual_thresholds"):
-        return "Pick at least one alert threshold."
-    return None
-
-
-def _budget_values(values: Mapping[str, Any]) -> dict[str, Any]:
-    if problem := _form_problem(values):
-        raise BudgetError(problem)
-    scope = values.get("scope_type") or "total"
-    clean = {
-        "name": str(values["name"]).strip(),
-        "scope_type": scope,
-        "scope_value": "" if scope == "total" else str(values["scope_value"]).strip(),
-        "tag_key": str(values.get("tag_key") or "").strip() if scope == "tag" else None,
-        "metric": values.get("metric") or "actual",
-        "amount": float(values["amount"]),
-        "currency": str(values["currency"]).strip().upper(),
-        "period": values.get("period") or "monthly",
-        "actual_thresholds": list(values["actual_thresholds"]),
-        "forecast_thresholds": list(values.get("forecast_thresholds") or [100]),
-        "enabled": bool(values.get("enabled", True)),
-        # More dimensions than the scope (backend.analytics.budgets.clean_filters checks them).
-        "filters": dict(values.get("filters") or {}),
-    }
-    if values.get("webhook_url"):  # empty on edit = keep the stored one (the page never shows it)
-        clean["webhook_url"] = str(values["webhook_url"]).strip()
-    return clean
-
-
-def _budget_call(fn, *args: Any, actor: Principal, values: dict[str, Any]) -> Any:
-    name = values["name"]
-    try:
-        return fn(*args, actor=actor, **values)
-    except sa.exc.IntegrityError as exc:
-        if "budgets_name_key" in str(exc.orig) or "unique" in str(exc.orig).lower():
-            raise BudgetError(f"A budget named {name!r} already exists; pick another name.") from exc
-        raise BudgetError(f"The database refused this budget: {str(exc.orig).splitlines()[0]}") from exc
-    except LookupError as exc:
-        raise BudgetError(f"Budget {name!r} no longer exists.") from exc
-    except ValueError as exc:
-        raise BudgetError(f"This budget is not valid: {exc}.") from exc
-
-
-def list_budgets(owner: sa.Engine) -> pd.DataFrame:
-    """Every budget (owner engine: backend list_budgets reads webhook_url, which the reader may not see);
-    the webhook URL is replaced by whether one is set, since it may carry a token."""
-    rows = budgets_sql.list_budgets(owner)
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        return pd.DataFrame(columns=["budget_id", "name", "scope_type", "scope_value", "tag_key", "metric", "amount",
-                                     "currency", "period", "actual_thresholds", "forecast_thresholds", "enabled",
-                                     "has_webhook", "filters", "scope_candidates"])  # fmt: skip
-    frame["has_webhook"] = frame.pop("webhook_url").notna() if "webhook_url" in frame else False
-    frame["amount"] = frame["amount"].astype(float)
-    return frame
-
-
-def create_budget(owner: sa.Engine, values: Mapping[str, Any], *, actor: Principal) -> int:
-    clean = _budget_values(values)
-    return _budget_call(budget_store.create_budget, owner, actor=actor, values=clean)
-
-
-def update_budget(owner: sa.Engine, budget_id: int, values: Mapping[str, Any], *, actor: Principal) -> int:
-    clean = _budget_values(values)
-    _budget_call(budget_store.update_budget, owner, budget_id, actor=actor, values=clean)
-    return budget_id
-
-
-def delete_budget(owner: sa.Engine, budget_id: int, *, actor: Principal) -> int:
-    budget_store.delete_budget(owner, budget_id, actor=actor)
-    return budget_id
-
-
-def budget_burn(engine: sa.Engine, budget: Mapping[str, Any], *, as_of: dt.date) -> pd.DataFrame:
-    """Spend per day of the budget's current period and the running total: day, cost, cumulative."""
-    frame = _frame(analytics.budget_burn(engine, budget, as_of=as_of), analytics.DailyCost, dates=("day",))
-    frame["cumulative"] = frame["cost"].cumsum()
-    return frame
-
-
-def budget_alerts(engine: sa.Engine, *, limit: int = 200) -> pd.DataFrame:
-    """The alert history the budgets step records."""
-    return _frame(analytics.budget_alerts(engine, limit=limit), analytics.BudgetAlert)
-
-
-# --- pipeline runs (backend.mart.history) --------------------------------------------------------
-
-
-def runs(engine: sa.Engine, *, limit: int = 50) -> pd.DataFrame:
-    return _frame(history.list_runs(engine, limit=limit), history.RunRecord)
-
-
-def run_steps(engine: sa.Engine, run_id: str) -> pd.DataFrame:
-    return _frame(history.run_steps(engine, run_id), history.StepRow)
-
-
-def run_logs(owner: sa.Engine, run_id: str, *, limit: int = 500) -> pd.DataFrame:
-    """Log lines of one run; ops.pipeline_logs is not granted to the reader, so this takes the owner."""
-    return _frame(history.run_logs(owner, run_id, limit=limit), history.LogLine)
-
-
-def latest_run(engine: sa.Engine, *, status: str | None = None) -> dict[str, Any] | None:
-    run = history.latest_run(engine, status=status)
-    return dataclasses.asdict(run) if run else None
-
-
-def load_history(engine: sa.Engine, *, limit: int = 20) -> pd.DataFrame:
-    return _frame(history.load_history(engine, limit=limit), history.LoadRecord)
-
-
-# --- reconciliation (backend.mart.reconcile, header from backend.mart.history) ---------------------
-
-
-def reconciliation(engine: sa.Engine) -> tuple[dict[str, Any] | None, pd.DataFrame]:
-    """The latest check and its mismatching rows."""
-    check = history.latest_reconciliation(engine)
-    if check is None:
-        return None, pd.DataFrame()
-    rows = reconcile.list_mismatches(engine, check_id=check.check_id)
-    return dataclasses.asdict(check), _frame(rows, reconcile.ReconciliationRow)
-
-
-def reconcile_now(owner: sa.Engine, lake, *, actor: Principal) -> reconcile.ReconciliationReport:
-    """Compare mart, silver and source totals now, over every month (each load checks its own months).
-    It records a check, so it is an admin's (as runs are) and audited."""
-    require(actor, Role.admin, "Reconciling the mart")
-    report = reconcile.reconcile(owner, lake=lake)
-    detail = {"rows": len(report.rows), "mismatches": len(report.mismatches)}
-    record_now(owner, actor, "reconcile", str(report.check_id), detail)
-    return report
-
-
-# --- sources -------------------------------------------------------------------------------------------
-
-
-def batch_states(owner: sa.Engine, *, limit: int = 50) -> pd.DataFrame:
-    """Ingest batches and their handshake state (ops.source_batches is not granted to the reader)."""
-    from backend.mart.batches import batch_states as states
-
-    return pd.DataFrame(states(owner, limit=limit))
-
-
-def source_cursors(owner: sa.Engine) -> pd.DataFrame:
-    """What each source delivered (ops.source_cursors is not granted to the reader)."""
-    return _frame(history.cursor_summary(owner), history.CursorSummary)
 
 
 def known_dimension(name: str) -> bool:

@@ -1,9 +1,12 @@
-"""The run and step tables of the run history shaped for an operator: statuses, counts, a summary of each step.
+"""The run history for an operator: its readers, and the run and step tables shaped from them.
 
+The readers (runs, steps, logs, loads, reconciliation, ingest batches, source cursors) return DataFrames;
+the tables turn them into text cells with statuses, counts and a summary of each step.
 Runs themselves start through backend.pipeline.launcher (the one manual-run launcher)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -12,13 +15,82 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import pandas as pd
+import sqlalchemy as sa
 
 from app import fmt
+from app.data import rows_frame
+from backend.auth import Principal, Role, require
+from backend.mart import history, reconcile
+from backend.mart.audit import record_now
 
 log = logging.getLogger(__name__)
 
 STATUS_ICONS = {"succeeded": "✅", "failed": "❌", "running": "⏳", "pending": "⏸️", "skipped": "⏭️", "abandoned": "💀"}
 
+
+# --- pipeline runs (backend.mart.history) --------------------------------------------------------
+
+
+def runs(engine: sa.Engine, *, limit: int = 50) -> pd.DataFrame:
+    return rows_frame(history.list_runs(engine, limit=limit), history.RunRecord)
+
+
+def run_steps(engine: sa.Engine, run_id: str) -> pd.DataFrame:
+    return rows_frame(history.run_steps(engine, run_id), history.StepRow)
+
+
+def run_logs(owner: sa.Engine, run_id: str, *, limit: int = 500) -> pd.DataFrame:
+    """Log lines of one run; ops.pipeline_logs is not granted to the reader, so this takes the owner."""
+    return rows_frame(history.run_logs(owner, run_id, limit=limit), history.LogLine)
+
+
+def latest_run(engine: sa.Engine, *, status: str | None = None) -> dict[str, Any] | None:
+    run = history.latest_run(engine, status=status)
+    return dataclasses.asdict(run) if run else None
+
+
+def load_history(engine: sa.Engine, *, limit: int = 20) -> pd.DataFrame:
+    return rows_frame(history.load_history(engine, limit=limit), history.LoadRecord)
+
+
+# --- reconciliation (backend.mart.reconcile, header from backend.mart.history) ---------------------
+
+
+def reconciliation(engine: sa.Engine) -> tuple[dict[str, Any] | None, pd.DataFrame]:
+    """The latest check and its mismatching rows."""
+    check = history.latest_reconciliation(engine)
+    if check is None:
+        return None, pd.DataFrame()
+    rows = reconcile.list_mismatches(engine, check_id=check.check_id)
+    return dataclasses.asdict(check), rows_frame(rows, reconcile.ReconciliationRow)
+
+
+def reconcile_now(owner: sa.Engine, lake, *, actor: Principal) -> reconcile.ReconciliationReport:
+    """Compare mart, silver and source totals now, over every month (each load checks its own months).
+    It records a check, so it is an admin's (as runs are) and audited."""
+    require(actor, Role.admin, "Reconciling the mart")
+    report = reconcile.reconcile(owner, lake=lake)
+    detail = {"rows": len(report.rows), "mismatches": len(report.mismatches)}
+    record_now(owner, actor, "reconcile", str(report.check_id), detail)
+    return report
+
+
+# --- ingest batches and source cursors ---------------------------------------------------------------
+
+
+def batch_states(owner: sa.Engine, *, limit: int = 50) -> pd.DataFrame:
+    """Ingest batches and their handshake state (ops.source_batches is not granted to the reader)."""
+    from backend.mart.batches import batch_states as states
+
+    return pd.DataFrame(states(owner, limit=limit))
+
+
+def source_cursors(owner: sa.Engine) -> pd.DataFrame:
+    """What each source delivered (ops.source_cursors is not granted to the reader)."""
+    return rows_frame(history.cursor_summary(owner), history.CursorSummary)
+
+
+# --- the tables an operator reads ----------------------------------------------------------------------
 
 SUMMARY_LIMIT = 160  # characters; the raw JSON stays one expander away
 
@@ -248,7 +320,7 @@ RUN_COLUMNS = ["run_id", "trigger", "status", "started", "finished", "seconds", 
 
 
 def steps_table(steps: pd.DataFrame) -> pd.DataFrame:
-    """A run's step rows (app.data.run_steps) as text cells: icons, UTC times, counts with separators,
+    """A run's step rows (run_steps) as text cells: icons, UTC times, counts with separators,
     "–" where a value does not apply, and a summary of the detail JSON instead of the JSON itself."""
     rows = [
         {
@@ -266,7 +338,7 @@ def steps_table(steps: pd.DataFrame) -> pd.DataFrame:
 
 
 def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """The run list (app.data.runs) as text cells in the same order: "–" for a running run's finish and
+    """The run list (runs) as text cells in the same order: "–" for a running run's finish and
     counts that do not apply, an empty error for a run without one."""
     rows = [
         {

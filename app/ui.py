@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 from streamlit.runtime.scriptrunner import add_script_run_ctx, get_script_run_ctx
 
-from app import auth, data
+from app import auth, budget_forms, data, run_history
 from app.context import get_launcher, get_owner, get_pipeline, get_reader
 from backend.auth import PermissionDenied, Role
 from backend.mart import analytics, freshness
@@ -108,7 +108,7 @@ def require_data(status: data.DataStatus) -> None:
         return
     settings = get_pipeline().settings
     launcher = get_launcher()
-    latest = guard("read the latest run", data.latest_run, get_reader())
+    latest = guard("read the latest run", run_history.latest_run, get_reader())
     if launcher.busy or (latest is not None and latest["status"] == "running"):
         first_load_progress()
         st.stop()
@@ -132,13 +132,13 @@ def require_data(status: data.DataStatus) -> None:
 @st.fragment(run_every=dt.timedelta(seconds=2))
 def first_load_progress() -> None:
     """While the first load runs: which step, how far, with its row counts; the page fills when it ends."""
-    latest = guard("read the latest run", data.latest_run, get_reader())
+    latest = guard("read the latest run", run_history.latest_run, get_reader())
     if latest is None or latest["status"] != "running":
         if get_launcher().busy:  # requested here, not recorded yet
             st.progress(0.0, text="Starting the first load…")
             return
         st.rerun()  # the run ended: the whole page reads the mart again
-    steps = guard("read the run's steps", data.run_steps, get_reader(), latest["run_id"])
+    steps = guard("read the run's steps", run_history.run_steps, get_reader(), latest["run_id"])
     if steps is None or steps.empty:
         st.progress(0.0, text="Starting the first load…")
         return
@@ -266,10 +266,10 @@ def open_anomalies(version: str) -> pd.DataFrame:
 def budget_burns(version: str, as_of: dt.date, limit: int = 6) -> list[tuple[dict[str, Any], float]]:
     """The enabled budgets (at most `limit`) with what their current period has spent up to `as_of`.
     Budget writes on the Budgets page clear the cache, so a new budget shows at once."""
-    budgets = data.list_budgets(get_owner())
+    budgets = budget_forms.list_budgets(get_owner())
     out = []
     for _, b in budgets[budgets["enabled"]].head(limit).iterrows():
-        burn = data.budget_burn(get_reader(), b.to_dict(), as_of=as_of)
+        burn = budget_forms.budget_burn(get_reader(), b.to_dict(), as_of=as_of)
         out.append((b.to_dict(), float(burn["cumulative"].iloc[-1]) if not burn.empty else 0.0))
     return out
 

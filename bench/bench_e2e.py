@@ -58,7 +58,7 @@ def _ingest_until(estates: list, until: date, redeliver: tuple[date, ...] = ()):
         from backend.demo.estate import SyntheticSource
         from backend.ingest.handshake import new_batch_id, send_batch
         from backend.ingest.producer import KafkaChunkSink
-        from backend.mart.runs import StepResult
+        from backend.mart.run_records import StepResult
 
         source = SyntheticSource(ctx.settings, estates.pop(), cursors=ctx.cursors, until=until, redeliver=redeliver)
         with KafkaChunkSink(ctx.settings) as sink:

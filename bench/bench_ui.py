@@ -97,7 +97,7 @@ def main(quick: bool = False) -> None:
 
     import app.context
     import app.process
-    from app import data
+    from app import budget_forms, data
     from backend.config import REPO_ROOT, Settings
     from backend.mart import waste
     from backend.mart.load import load_gold
@@ -149,7 +149,7 @@ def main(quick: bool = False) -> None:
             "overview top movers": lambda: data.top_movers(reader, as_of=as_of, currency=cur),
             "overview month-end forecast": lambda: data.month_end_forecast(reader, as_of=as_of, currency=cur),
             "overview open anomalies": lambda: data.anomalies(reader, status="open"),
-            "overview budgets": lambda: data.list_budgets(pipeline.engine),
+            "overview budgets": lambda: budget_forms.list_budgets(pipeline.engine),
             "overview daily trend": lambda: data.daily_total(reader, start=as_of - dt.timedelta(days=59), end=as_of, currency=cur),
             "explorer by service, day, 90 d": lambda: data.cost_by(reader, group_by="service", start=start, end=as_of),
             "explorer by tag env, week": lambda: data.cost_by(reader, group_by="tag:env", start=start, end=as_of, grain="week"),

@@ -7,7 +7,7 @@ import logging
 
 import streamlit as st
 
-from app import auth, charts, data, fmt, ui
+from app import auth, budget_forms, charts, data, fmt, ui
 from app.context import get_owner, get_reader
 from backend.analytics import budgets as budget_store
 from backend.mart import analytics, budgets_sql
@@ -19,7 +19,7 @@ can_edit = principal.can(auth.Role.editor)
 status = ui.status_or_stop()
 ui.data_as_of(status)
 
-budgets = ui.guard("load budgets", data.list_budgets, get_owner())
+budgets = ui.guard("load budgets", budget_forms.list_budgets, get_owner())
 if budgets is None:
     st.stop()
 currencies = status.currencies or ["EUR"]
@@ -118,8 +118,8 @@ def budget_form(current: dict | None) -> None:
     with st.form("budget_form" if not editing else f"budget_form_{cur['budget_id']}"):
         name = st.text_input("Name", value=cur.get("name", ""), key=f"bf_name_{sfx}")
         c1, c2, c3 = st.columns(3)
-        scope = c1.selectbox("Scope", data.BUDGET_SCOPES, key=f"bf_scope_{sfx}",
-                             index=data.BUDGET_SCOPES.index(cur.get("scope_type", "total")))  # fmt: skip
+        scope = c1.selectbox("Scope", budget_forms.BUDGET_SCOPES, key=f"bf_scope_{sfx}",
+                             index=budget_forms.BUDGET_SCOPES.index(cur.get("scope_type", "total")))  # fmt: skip
         scope_value = c2.text_input("Scope value", value=cur.get("scope_value", ""), key=f"bf_scope_value_{sfx}",
                                     help="Subscription id (guid or /subscriptions/<guid>) or name, resource group (its subscription under Subscriptions), service name or tag value; empty for total.")  # fmt: skip
         tag_key = c3.text_input("Tag key (tag scope)", value=cur.get("tag_key") or "", key=f"bf_tag_key_{sfx}")
@@ -151,8 +151,8 @@ def budget_form(current: dict | None) -> None:
         )
         period = c6.selectbox(
             "Period",
-            data.BUDGET_PERIODS,
-            index=data.BUDGET_PERIODS.index(cur.get("period", "monthly")),
+            budget_forms.BUDGET_PERIODS,
+            index=budget_forms.BUDGET_PERIODS.index(cur.get("period", "monthly")),
             key=f"bf_period_{sfx}",
         )
         metric = c7.selectbox(
@@ -187,10 +187,10 @@ def budget_form(current: dict | None) -> None:
     values["filters"] = filters
     try:
         if editing:
-            data.update_budget(get_owner(), int(cur["budget_id"]), values, actor=principal)
+            budget_forms.update_budget(get_owner(), int(cur["budget_id"]), values, actor=principal)
         else:
-            data.create_budget(get_owner(), values, actor=principal)
-    except data.BudgetError as exc:
+            budget_forms.create_budget(get_owner(), values, actor=principal)
+    except budget_forms.BudgetError as exc:
         st.error(str(exc), icon="✋")
         return
     except auth.PermissionDenied as exc:
@@ -231,10 +231,12 @@ with tab_list:
                 if isinstance(bd.get("scope_candidates"), list):
                     pick_subscription(bd)
                     continue
-                burn = ui.guard(f"compute burn of {b['name']}", data.budget_burn, get_reader(), bd, as_of=status.as_of)
+                burn = ui.guard(
+                    f"compute burn of {b['name']}", budget_forms.budget_burn, get_reader(), bd, as_of=status.as_of
+                )
                 if burn is None:
                     continue
-                start, end = data.period_bounds(b["period"], status.as_of)
+                start, end = budget_forms.period_bounds(b["period"], status.as_of)
                 spent = float(burn["cumulative"].iloc[-1]) if not burn.empty else 0.0
                 view = outlooks.get(int(b["budget_id"]))
                 if view is not None and view.period_start != start:
@@ -263,7 +265,7 @@ with tab_edit:
         with st.popover("Delete this budget", disabled=not can_edit):
             st.write(f"Delete **{current['name']}**? Its alert history is kept.")
             if st.button("Delete", type="primary", key="bf_delete") and (
-                ui.guard("delete the budget", data.delete_budget, get_owner(), int(current["budget_id"]),
+                ui.guard("delete the budget", budget_forms.delete_budget, get_owner(), int(current["budget_id"]),
                          actor=principal) is not None
             ):  # fmt: skip
                 ui.clear_reads()
@@ -272,7 +274,7 @@ with tab_edit:
                 st.rerun()
 
 with tab_alerts:
-    alerts = ui.guard("load alert history", data.budget_alerts, get_reader())
+    alerts = ui.guard("load alert history", budget_forms.budget_alerts, get_reader())
     if alerts is not None and alerts.empty:
         st.caption("No alerts yet. The pipeline's **budgets** step evaluates thresholds after each load.")
     elif alerts is not None:

@@ -8,7 +8,7 @@ import logging
 
 import streamlit as st
 
-from app import auth, data, fmt, ops, ui
+from app import auth, data, fmt, ops, run_history, ui
 from app.context import get_lake, get_launcher, get_owner, get_pipeline, get_reader, get_schedules
 from app.run_history import STATUS_ICONS, failed_steps, parse_detail, runs_table, steps_table
 
@@ -24,7 +24,7 @@ is_admin = principal.can(auth.Role.admin)
 def _active() -> bool:
     """A run is going: started here, or by the scheduler / CLI (only one runs at a time)."""
     try:
-        latest = data.latest_run(get_reader())
+        latest = run_history.latest_run(get_reader())
     except Exception:
         log.exception("could not read the latest run")
         latest = None
@@ -53,7 +53,7 @@ elif active:
 def live_progress() -> None:
     """Progress of the current (or last) run from ops.pipeline_steps: manual and scheduled runs alike."""
     launch = launcher.current
-    latest = ui.guard("read the latest run", data.latest_run, get_reader())
+    latest = ui.guard("read the latest run", run_history.latest_run, get_reader())
     if launch is not None and launch.status == "error":
         st.error(
             f"The run requested at {launch.started_at:%H:%M:%S} UTC could not start: {launch.error}\n\nThe app log (`DATA_DIR/logs/costlake.log`) has the details.",
@@ -66,7 +66,7 @@ def live_progress() -> None:
             st.info("No pipeline run yet. Press **Run now** to ingest, process and load cost data.", icon="⚙️")
         st.session_state["pl_watch"] = launcher.busy
         return
-    steps = ui.guard("read the run's steps", data.run_steps, get_reader(), latest["run_id"])
+    steps = ui.guard("read the run's steps", run_history.run_steps, get_reader(), latest["run_id"])
     running = latest["status"] == "running"
     label = f"Run {latest['run_id']} · {latest['trigger']} · {latest['status']}"
     state = "running" if running else ("error" if latest["status"] in ("failed", "abandoned") else "complete")
@@ -120,7 +120,7 @@ tab_hist, tab_sched, tab_kafka, tab_fresh, tab_recon = st.tabs(
 )
 
 with tab_hist:
-    runs = ui.guard("load run history", data.runs, get_reader())
+    runs = ui.guard("load run history", run_history.runs, get_reader())
     if runs is not None and runs.empty:
         st.caption("No runs recorded yet.")
     elif runs is not None:
@@ -146,7 +146,7 @@ with tab_hist:
         default = runs.index.get_loc(linked_rows[0]) if linked_rows else 0
         run_id = runs.iloc[picked[0] if picked else default]["run_id"]
         st.markdown(f"**Steps of {run_id}**")
-        steps = ui.guard("load the steps", data.run_steps, get_reader(), run_id)
+        steps = ui.guard("load the steps", run_history.run_steps, get_reader(), run_id)
         if steps is not None:
             st.dataframe(
                 steps_table(steps),
@@ -179,7 +179,7 @@ with tab_hist:
             if ingest is not None:
                 show_ingest(ingest)
         with st.expander("Logs"):
-            logs = ui.guard("load the logs", data.run_logs, get_owner(), run_id)
+            logs = ui.guard("load the logs", run_history.run_logs, get_owner(), run_id)
             if logs is not None and logs.empty:
                 st.caption("No log lines stored for this run.")
             elif logs is not None:
@@ -260,7 +260,7 @@ with tab_kafka:
     if drained is not None and not drained.empty:
         st.markdown("**Drains into bronze**")
         st.dataframe(drained, hide_index=True, width="stretch")
-    batches = ui.guard("read the ingest batches", data.batch_states, get_owner())
+    batches = ui.guard("read the ingest batches", run_history.batch_states, get_owner())
     if batches is not None and not batches.empty:
         st.markdown("**Ingest batches** (a batch's cursors move only once bronze holds all of it)")
         st.dataframe(batches, hide_index=True, width="stretch")
@@ -270,7 +270,7 @@ with tab_fresh:
     if fresh is not None:
         st.markdown("**Cost mart**")
         st.dataframe(fresh, hide_index=True, width="stretch")
-    loads = ui.guard("read the load history", data.load_history, get_reader())
+    loads = ui.guard("read the load history", run_history.load_history, get_reader())
     if loads is not None and not loads.empty:
         st.markdown("**Mart loads**")
         st.dataframe(loads, hide_index=True, width="stretch")
@@ -290,11 +290,11 @@ with tab_recon:
     if st.button("Reconcile now", key="pl_reconcile", disabled=active or not is_admin,
                  help="Reads silver through delta-rs; takes a few seconds on a large lake."):  # fmt: skip
         with st.spinner("Comparing mart, silver and source totals…"):
-            report = ui.guard("reconcile", data.reconcile_now, get_owner(), get_lake(), actor=principal,
+            report = ui.guard("reconcile", run_history.reconcile_now, get_owner(), get_lake(), actor=principal,
                               fix="Silver must exist: run the pipeline first.")  # fmt: skip
         if report is not None:
             st.toast(f"Reconciliation {report.check_id}: {len(report.mismatches)} of {len(report.rows)} rows differ.")
-    result = ui.guard("read the reconciliation", data.reconciliation, get_reader())
+    result = ui.guard("read the reconciliation", run_history.reconciliation, get_reader())
     if result is not None:
         check, rows = result
         if check is None:

@@ -8,7 +8,7 @@ import logging
 import pandas as pd
 import streamlit as st
 
-from app import auth, fmt, notify_ui, ui, uploads
+from app import auth, fmt, notify_ui, run_history, ui, uploads
 from app import data as app_data
 from app.context import get_launcher, get_owner, get_runtime
 from backend.auth.oidc import DISABLED, LAPTOP
@@ -155,7 +155,7 @@ if started := st.session_state.get("src_demo_removal"):
 
 # --- source coverage ---------------------------------------------------------------------------------
 with st.expander("What each source has delivered"):
-    cursors = ui.guard("read the source cursors", app_data.source_cursors, get_owner())
+    cursors = ui.guard("read the source cursors", run_history.source_cursors, get_owner())
     if cursors is not None and cursors.empty:
         st.caption("Nothing delivered yet.")
     elif cursors is not None:

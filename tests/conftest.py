@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from backend.config import Settings
-from backend.mart.db import reader_engine
+from backend.mart.db import admin_engine, owner_engine, reader_engine
 from backend.mart.migrate import upgrade
 from backend.runtime.spark import jvm_session
 
@@ -41,7 +41,7 @@ def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def create_database(pg_admin_url: str) -> str:
     """A new empty database on the test server; returns its URL."""
     name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    admin = admin_engine(pg_admin_url)
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
@@ -53,7 +53,7 @@ def pg_url(pg_admin_url: str) -> Iterator[str]:
     """A fresh database per test, dropped afterwards."""
     url = create_database(pg_admin_url)
     name = sa.engine.make_url(url).database
-    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    admin = admin_engine(pg_admin_url)
     yield url
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -208,7 +208,7 @@ def mart_settings(tmp_path, mart_url):
 
 @pytest.fixture
 def owner(mart_url: str) -> Iterator[sa.Engine]:
-    engine = sa.create_engine(mart_url, poolclass=sa.pool.NullPool)
+    engine = owner_engine(mart_url, poolclass=sa.pool.NullPool)
     yield engine
     engine.dispose()
 

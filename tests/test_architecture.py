@@ -1,4 +1,5 @@
-"""Every import follows ARCHITECTURE.md's arrows, and SQL over mart.* / ops.* lives only in backend/mart.
+"""Every import follows ARCHITECTURE.md's arrows, SQL over mart.* / ops.* lives only in backend/mart, and every
+engine comes from backend/mart/db.py.
 
 The imports of every module (module level, inside functions, under TYPE_CHECKING alike) are read with ast;
 a wrong arrow fails naming the module, what it imports and the rule it breaks.
@@ -20,7 +21,7 @@ FIRST_PARTY = (*PRODUCT, "bench", "tests")
 # names a module decides. "backend.pipeline" orchestrates the steps, so it may use any backend package.
 BASE = ("backend.config", "backend.logs")
 # The mart's public face (DESIGN.md decision 11): the named reads and audited writes pages and the agent
-# call. Its loader, migrations, locks, cursors, run bookkeeping and analytics store are the pipeline's.
+# call. Its loader, migrations, locks, cursors, run bookkeeping (run_records) and analytics store are the pipeline's.
 MART_FACE = tuple(
     f"backend.mart.{name}"
     for name in (
@@ -88,7 +89,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "backend.agent": (*BASE, "backend.auth", *MART_FACE, "backend.analytics"),
     "backend.metrics": (*BASE, "backend.mart", "backend.ingest.monitor"),
     "backend.demo": (*BASE, "backend.auth", "backend.lake", "backend.mart", "backend.sources", "backend.analytics"),
-    "backend.runtime": (*BASE, "backend.lake"),
+    # The embedded Postgres creates its database and the health check connects with the one engine factory.
+    "backend.runtime": (*BASE, "backend.lake", "backend.mart.db"),
     "backend.pipeline": ("backend",),
     # The composition root builds what every process shares from the storage and the servers alone.
     "backend.resources": (*BASE, "backend.lake", "backend.mart", "backend.runtime"),
@@ -226,3 +228,41 @@ def test_sql_over_the_mart_lives_in_backend_mart():
         if SQL.search(text)
     ]
     assert not found, "SQL over mart.* / ops.* outside backend/mart:\n" + "\n".join(found)
+
+
+# The one engine factory, and Alembic's env.py, which builds the engine its migrations run on.
+ENGINE_FACTORY = ("backend/mart/db.py", "backend/mart/migrations/env.py")
+ENGINE_CALL = re.compile(r"\bcreate_engine\s*\(")
+
+
+def _builds_engine(node: ast.AST) -> bool:
+    """Whether a node names create_engine, in a call such as sa.create_engine, a reference or an import, or is
+    a string that calls it: the source of a script a test runs in a subprocess."""
+    if isinstance(node, ast.Name):
+        return node.id == "create_engine"
+    if isinstance(node, ast.Attribute):
+        return node.attr == "create_engine"
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return any(alias.name.rsplit(".", 1)[-1] == "create_engine" for alias in node.names)
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return ENGINE_CALL.search(node.value) is not None
+    return False
+
+
+def _engine_lines(path: Path) -> list[int]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return sorted({node.lineno for node in ast.walk(tree) if _builds_engine(node)})
+
+
+def test_every_engine_comes_from_the_one_factory():
+    """The product and the tests build engines with backend.mart.db (owner_engine, reader_engine, admin_engine),
+    so pool, pre-ping and the reader's session options are decided in one place."""
+    found = [
+        f"{rel}:{line}: create_engine"
+        for top in (*PRODUCT, "tests")
+        for path in sorted((REPO_ROOT / top).rglob("*.py"))
+        if (rel := path.relative_to(REPO_ROOT).as_posix()) not in ENGINE_FACTORY
+        for line in _engine_lines(path)
+    ]
+    use = "use its owner_engine, reader_engine or admin_engine"
+    assert not found, f"engines built outside backend/mart/db.py ({use}):\n" + "\n".join(found)

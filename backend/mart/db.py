@@ -1,4 +1,4 @@
-"""Engines for the mart: the owner (pipeline writes) and the read-only role (pages, agent), and the reader's bootstrap."""
+"""The one engine factory (owner for writes, reader for pages and agent, server admin) and the reader role's bootstrap."""
 
 from __future__ import annotations
 
@@ -46,6 +46,12 @@ def reader_role_name(settings: Settings, *, owner_url: str | None = None) -> str
 def owner_engine(database_url: str, **kwargs) -> Engine:
     """The pipeline's engine (owner role); the loader and writers of analytics/budgets/audit use it."""
     return sa.create_engine(database_url, pool_pre_ping=True, **kwargs)
+
+
+def admin_engine(server_url: str) -> Engine:
+    """Engine on the server's admin database, to create and drop databases: autocommit, since CREATE/DROP
+    DATABASE refuse to run in a transaction, and no pool, so no idle connection outlives its use."""
+    return sa.create_engine(server_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
 
 
 def reader_engine(settings: Settings, *, owner_url: str | None = None, **kwargs) -> Engine:

@@ -1,6 +1,6 @@
 """Typed readers of what the pipeline recorded: runs, steps, run logs, mart loads, reconciliation checks, cursors.
 
-backend.mart.runs, backend.mart.load, backend.mart.reconcile and backend.sources.cursors write these
+backend.mart.run_records, backend.mart.load, backend.mart.reconcile and backend.sources.cursors write these
 tables; the pages (and anything else that only looks) read them here. Functions take an engine; the
 reader role sees ops.pipeline_runs / ops.pipeline_steps and the mart, while ops.pipeline_logs and
 ops.source_cursors need the owner engine (said per function).

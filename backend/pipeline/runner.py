@@ -19,7 +19,7 @@ from backend.config import Settings
 from backend.lake import Lake
 from backend.logs import current_run_id
 from backend.mart import locks
-from backend.mart.runs import (
+from backend.mart.run_records import (
     FAILED,
     SKIPPED,
     SUCCEEDED,

@@ -11,7 +11,7 @@ from typing import Any
 from backend.demo import lifecycle
 from backend.mart import demo as mart_demo
 from backend.mart import progress
-from backend.mart.runs import StepResult
+from backend.mart.run_records import StepResult
 from backend.pipeline.runner import PipelineContext, Step
 from backend.pipeline.sources import build_sources
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from backend.mart.db import admin_engine
 from backend.runtime.registry import ServiceRecord, ServiceRegistry
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ def _server(pgdata: Path):
 
 
 def _ensure_database(admin_url: str, database: str) -> None:
-    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    engine = admin_engine(admin_url)
     try:
         with engine.connect() as conn:
             exists = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": database}).scalar()

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from backend.config import Settings, redact_url
 from backend.lake.storage import LakeLocation, check_lake, ensure_lake, lake_location
+from backend.mart.db import owner_engine
 from backend.runtime import kafka as kafka_service
 from backend.runtime import postgres as pg_service
 from backend.runtime.registry import ServiceRegistry
@@ -176,7 +177,7 @@ class Runtime:
         mode = "embedded" if ep.embedded.get("postgres") else "external"
         location = redact_url(ep.database_url)
         try:
-            engine = sa.create_engine(ep.database_url, poolclass=sa.pool.NullPool, connect_args={"connect_timeout": 5})
+            engine = owner_engine(ep.database_url, poolclass=sa.pool.NullPool, connect_args={"connect_timeout": 5})
             with engine.connect() as conn:
                 version = conn.execute(sa.text("SHOW server_version")).scalar()
             engine.dispose()

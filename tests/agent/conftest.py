@@ -14,6 +14,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
 from backend.agent.agent import CostAgent, build_chat_model
+from backend.mart.db import admin_engine, owner_engine
 from backend.mart.migrate import upgrade
 from tests.agent.fake_openai import FakeChatServer
 from tests.agent.seed import agent_on, seed_demo_mart
@@ -27,12 +28,12 @@ def demo_mart_url(pg_admin_url: str) -> Iterator[str]:
     """A migrated mart holding the demo estate (with planted prompt injections); tests only read it,
     except the agent's own audit rows, which tests tell apart by session id."""
     name = f"agent_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    admin = admin_engine(pg_admin_url)
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     url = sa.engine.make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
     upgrade(url)
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    engine = owner_engine(url, poolclass=sa.pool.NullPool)
     seed_demo_mart(engine, injection=True)
     engine.dispose()
     yield url
@@ -61,7 +62,7 @@ def agent_settings(demo_mart_url, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def owner(demo_mart_url) -> Iterator[sa.Engine]:
-    engine = sa.create_engine(demo_mart_url, poolclass=sa.pool.NullPool)
+    engine = owner_engine(demo_mart_url, poolclass=sa.pool.NullPool)
     yield engine
     engine.dispose()
 

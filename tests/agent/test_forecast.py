@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from backend.agent.tools import AgentContext, forecast_impl
+from backend.mart.db import owner_engine
 from backend.mart.migrate import upgrade
 
 pytestmark = pytest.mark.slow  # a fresh migrated database per test
@@ -37,7 +38,7 @@ def _mart(pg_url: str, tmp_path, currencies: dict[int, str]) -> sa.Engine:
     lake = Lake(LakeLocation(uri=str(tmp_path / "lake")))
     synthetic_gold.write_gold(lake, pa.Table.from_pandas(frame, schema=daily.schema, preserve_index=False))
     load_gold(pg_url, lake, run_id="r1")
-    return sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    return owner_engine(pg_url, poolclass=sa.pool.NullPool)
 
 
 def _forecasts(engine: sa.Engine, points: dict[str, float], generated: dt.datetime) -> None:

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from backend.analytics import anomaly_settings, scoring
 from backend.auth import PermissionDenied
 from backend.config import Settings
+from backend.mart.db import owner_engine
 from backend.mart.migrate import upgrade
 from tests.auth.principals import EDITOR, VIEWER
 
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.slow  # a fresh migrated database per test
 @pytest.fixture
 def owner(pg_url):
     upgrade(pg_url)
-    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    engine = owner_engine(pg_url, poolclass=sa.pool.NullPool)
     yield engine
     engine.dispose()
 

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from backend.analytics import budgets
 from backend.mart import budgets_sql
+from backend.mart.db import owner_engine
 from backend.mart.migrate import upgrade
 from tests.auth.principals import EDITOR
 
@@ -34,7 +35,7 @@ AGG_KEYS = [
 @pytest.fixture
 def mart(pg_url):
     upgrade(pg_url)
-    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    engine = owner_engine(pg_url, poolclass=sa.pool.NullPool)
     with engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO mart.dim_currency (currency_key, currency_code) VALUES (1, 'USD')"))
         conn.execute(sa.text("INSERT INTO mart.dim_subscription (subscription_key, subscription_id) VALUES (1, 's1')"))
@@ -251,7 +252,7 @@ def test_a_subscription_typed_by_name_is_stored_as_its_id(mart):
 
 def test_a_subscription_budget_made_before_any_cost_is_kept_as_typed(pg_url):
     upgrade(pg_url)
-    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    engine = owner_engine(pg_url, poolclass=sa.pool.NullPool)
     try:
         bid = budgets.create_budget(
             engine,

@@ -17,6 +17,7 @@ from backend.lake import lake_from_settings
 from backend.lake.catalog import GOLD_COST_BY_TAG, GOLD_COST_DAILY, GOLD_RESOURCE_TAGS
 from backend.lake.storage import ensure_lake, lake_location
 from backend.mart import analytics, analytics_store
+from backend.mart.db import owner_engine
 from backend.mart.migrate import upgrade
 from bench.analytics_evaluation import estate_gold, score_detection, truth_members
 from tests.auth.principals import EDITOR
@@ -51,7 +52,7 @@ def _env(spark, url: str, data_dir, **overrides):
     )
     ensure_lake(lake_location(settings))
     upgrade(url)
-    return settings, lake_from_settings(settings), sa.create_engine(url, poolclass=sa.pool.NullPool)
+    return settings, lake_from_settings(settings), owner_engine(url, poolclass=sa.pool.NullPool)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from backend.analytics.run import run_analytics
 from backend.lake import lake_from_settings
 from backend.lake.catalog import GOLD_COST_DAILY, MONEY
 from backend.lake.storage import ensure_lake, lake_location
+from backend.mart.db import owner_engine
 from backend.mart.migrate import upgrade
 from tests.auth.principals import EDITOR
 from tests.conftest import make_settings
@@ -82,7 +83,7 @@ def analytics_env(spark, pg_url, tmp_path):
     )
     ensure_lake(lake_location(settings))
     upgrade(pg_url)
-    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    engine = owner_engine(pg_url, poolclass=sa.pool.NullPool)
     yield settings, lake_from_settings(settings), engine
     engine.dispose()
 

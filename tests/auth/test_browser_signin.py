@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from backend.config import REPO_ROOT
+from backend.mart.db import owner_engine
 from tests.auth.conftest import Idp
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -197,7 +198,7 @@ def _audit(data_dir: Path) -> list[tuple]:
     from backend.runtime.registry import ServiceRegistry
 
     record = ServiceRegistry(data_dir / "run").read("postgres")
-    engine = sa.create_engine(record.address, poolclass=sa.pool.NullPool)
+    engine = owner_engine(record.address, poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as conn:
             rows = conn.execute(sa.text("SELECT who, role, action, target, outcome FROM ops.user_audit ORDER BY 1"))

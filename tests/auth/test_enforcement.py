@@ -14,6 +14,7 @@ from backend.analytics import budgets
 from backend.auth import SCHEDULER, PermissionDenied, Role
 from backend.mart import analytics, budgets_sql
 from backend.mart.audit import recent
+from backend.mart.db import owner_engine
 from backend.mart.migrate import alembic_config, upgrade
 from backend.pipeline.launcher import RunLauncher
 from backend.pipeline.service import PipelineService, run_role
@@ -26,7 +27,7 @@ BUDGET = {"name": "team", "scope_type": "total", "amount": 100, "currency": "EUR
 @pytest.fixture
 def owner(pg_url):
     upgrade(pg_url)
-    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    engine = owner_engine(pg_url, poolclass=sa.pool.NullPool)
     yield engine
     engine.dispose()
 
@@ -182,7 +183,7 @@ def test_the_audit_table_migrates_both_ways_and_the_reader_cannot_see_it(owner, 
 
 
 def test_reconcile_now_from_the_pipeline_page_is_an_admins(owner):
-    from app.data import reconcile_now
+    from app.run_history import reconcile_now
 
     for who in (VIEWER, EDITOR):
         with pytest.raises(

@@ -7,6 +7,7 @@ from datetime import date, timedelta
 import pytest
 import sqlalchemy as sa
 
+from backend.mart.db import owner_engine
 from backend.mart.migrate import upgrade
 
 FIRST, AS_OF = date(2025, 3, 1), date(2025, 6, 20)
@@ -97,7 +98,7 @@ def insert_costs(conn: sa.Connection) -> None:
 @pytest.fixture
 def estate(pg_url):
     upgrade(pg_url)
-    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    engine = owner_engine(pg_url, poolclass=sa.pool.NullPool)
     with engine.begin() as conn:
         insert_dimensions(conn)
         insert_costs(conn)

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from backend.analytics import budgets
 from backend.config import Settings
 from backend.mart import analytics, budgets_sql
+from backend.mart.db import owner_engine
 from backend.mart.migrate import upgrade
 from backend.notify.events import budget_message
 from tests.auth.principals import EDITOR
@@ -37,7 +38,7 @@ def _spent(engine, budget: dict) -> float:
 
 def test_0018_gives_a_resource_group_budget_its_one_subscription_and_asks_about_the_others(pg_url):
     upgrade(pg_url, "0017_savings")
-    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    engine = owner_engine(pg_url, poolclass=sa.pool.NullPool)
     try:
         with engine.begin() as conn:
             insert_dimensions(conn, providers=False)

@@ -13,12 +13,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-import sqlalchemy as sa
 
 from backend.demo.estate import FOCUS_SCHEMA, NATURAL_KEY, SyntheticSource, generate_estate
 from backend.demo.prices import IDLE_RESOURCES
 from backend.lake.catalog import MONEY
 from backend.mart.cursors import PostgresCursorStore
+from backend.mart.db import owner_engine
 from backend.sources.base import ContentType, PayloadFormat
 from backend.sources.chunks import payload_budget
 from backend.sources.cursors import MemoryCursorStore, UnknownBatchError
@@ -189,7 +189,7 @@ def test_postgres_cursor_store_stages_and_commits_once(pg_url, estate, tmp_path)
     from backend.mart.migrate import upgrade
 
     upgrade(pg_url)
-    engine = sa.create_engine(pg_url)
+    engine = owner_engine(pg_url)
     store = PostgresCursorStore(engine)
     try:
         until = START + timedelta(days=2)

@@ -25,6 +25,7 @@ import pytest
 import sqlalchemy as sa
 
 from backend.config import REPO_ROOT
+from backend.mart.db import admin_engine, owner_engine
 from tests.deploy.composefile import (
     CONTAINER_KAFKA,
     CONTAINER_MINIO,
@@ -84,7 +85,7 @@ class UnixSocketRelay:
 
 
 def server_major(pg_admin_url: str) -> int:
-    engine = sa.create_engine(pg_admin_url, poolclass=sa.pool.NullPool)
+    engine = owner_engine(pg_admin_url, poolclass=sa.pool.NullPool)
     with engine.connect() as conn:
         version = int(conn.execute(sa.text("SHOW server_version_num")).scalar())
     engine.dispose()
@@ -128,7 +129,7 @@ class LocalStack:
 def _run_postgres_init(resolved: dict, pg_admin_url: str, pg_socket: Path) -> None:
     """What the postgres image's entrypoint does on an empty volume: create POSTGRES_DB, run the init scripts."""
     pg_env = {key: str(value) for key, value in environment(resolved["services"]["postgres"]).items()}
-    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    admin = admin_engine(pg_admin_url)
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{pg_env["POSTGRES_DB"]}"'))
     admin.dispose()
@@ -145,7 +146,7 @@ def _run_postgres_init(resolved: dict, pg_admin_url: str, pg_socket: Path) -> No
 
 def _drop_postgres(resolved: dict, pg_admin_url: str) -> None:
     pg_env = environment(resolved["services"]["postgres"])
-    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    admin = admin_engine(pg_admin_url)
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{pg_env["POSTGRES_DB"]}" WITH (FORCE)'))
         # The reader role is cluster-wide and shared with other tests; only this stack's owner goes.

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from backend.mart.db import owner_engine
 from tests.deploy.conftest import ENV_ONLY_SETTINGS_PRELUDE, LocalStack, app_process_env
 
 pytestmark = pytest.mark.slow
@@ -54,7 +55,7 @@ def test_pipeline_runs_end_to_end_on_the_compose_environment(
     )
     assert result.returncode == 0, result.stderr[-6000:]
 
-    owner = sa.create_engine(local_stack.app_env["DATABASE_URL"], poolclass=sa.pool.NullPool)
+    owner = owner_engine(local_stack.app_env["DATABASE_URL"], poolclass=sa.pool.NullPool)
     try:
         with owner.connect() as conn:
             status, trigger = conn.execute(

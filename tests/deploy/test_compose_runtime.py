@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from backend.config import REPO_ROOT, Settings
+from backend.mart.db import owner_engine
 from tests.deploy.composefile import DOCKERFILE, environment, load_raw
 from tests.deploy.conftest import ENV_ONLY_SETTINGS_PRELUDE, LocalStack, app_process_env, server_major
 
@@ -85,7 +86,7 @@ def test_owner_and_reader_roles_from_the_init_script_run_the_mart(
     from backend.mart.migrate import upgrade
 
     settings = _env_only_settings(local_stack, monkeypatch)
-    owner = sa.create_engine(settings.database_url, poolclass=sa.pool.NullPool)
+    owner = owner_engine(settings.database_url, poolclass=sa.pool.NullPool)
     with owner.connect() as conn:
         is_super = conn.execute(sa.text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")).scalar()
         assert is_super is False
@@ -97,7 +98,9 @@ def test_owner_and_reader_roles_from_the_init_script_run_the_mart(
     url = sa.engine.make_url(readonly_url(settings))
     assert url.username == READER_ROLE and url.password == local_stack.dotenv["DATABASE_READONLY_PASSWORD"]
     assert f"{url.host}:{url.port}" == settings.database_url.split("@", 1)[1].split("/", 1)[0]
-    reader = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    # The plain factory engine on the reader's URL, not reader_engine: that one forces read-only on every
+    # session itself, and this checks the role's own default.
+    reader = owner_engine(url, poolclass=sa.pool.NullPool)
     try:
         with reader.connect() as conn:
             assert conn.execute(sa.text("SHOW default_transaction_read_only")).scalar() == "on"

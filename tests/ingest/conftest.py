@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from backend.config import Settings
 from backend.lake import Lake, lake_from_settings
+from backend.mart.db import owner_engine
 from backend.mart.migrate import upgrade
 from backend.sources.base import RawChunk
 from tests.ingest.chunks import parquet_chunk
@@ -28,7 +29,7 @@ def lake(ingest_settings: Settings) -> Lake:
 @pytest.fixture
 def engine(ingest_settings: Settings) -> Iterator[sa.Engine]:
     upgrade(ingest_settings.database_url)
-    eng = sa.create_engine(ingest_settings.database_url, poolclass=sa.pool.NullPool)
+    eng = owner_engine(ingest_settings.database_url, poolclass=sa.pool.NullPool)
     yield eng
     eng.dispose()
 

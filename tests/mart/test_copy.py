@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from backend.lake.catalog import MONEY
+from backend.mart.db import owner_engine
 from backend.mart.load import _binary_compatible, _copy_arrow
 
 VALUES = [
@@ -44,7 +45,7 @@ def _table(money: list, *, converted: list | None = None) -> pa.Table:
 
 
 def _roundtrip(url: str, table: pa.Table) -> list[tuple]:
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    engine = owner_engine(url, poolclass=sa.pool.NullPool)
     raw = engine.raw_connection()
     try:
         with raw.driver_connection.cursor() as cur:
@@ -80,7 +81,7 @@ def test_an_encoding_error_aborts_the_copy(pg_url, monkeypatch):
         raise RuntimeError("encoder failed (injected)")
 
     monkeypatch.setattr(load, "_binary_rows", broken)
-    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    engine = owner_engine(pg_url, poolclass=sa.pool.NullPool)
     raw = engine.raw_connection()
     try:
         dbapi = raw.driver_connection

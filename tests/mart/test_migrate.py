@@ -7,6 +7,7 @@ import datetime as dt
 import pytest
 import sqlalchemy as sa
 
+from backend.mart.db import owner_engine
 from backend.mart.migrate import current_revision, upgrade
 
 
@@ -23,7 +24,7 @@ def test_upgrade_twice_is_a_noop(pg_url):
     first = current_revision(pg_url)
     upgrade(pg_url)
     assert current_revision(pg_url) == first is not None
-    engine = sa.create_engine(pg_url)
+    engine = owner_engine(pg_url)
     with engine.connect() as conn:
         tables = set(sa.inspect(conn).get_table_names(schema="ops"))
     engine.dispose()
@@ -32,7 +33,7 @@ def test_upgrade_twice_is_a_noop(pg_url):
 
 def test_upgrade_an_existing_database_keeps_its_data(pg_url):
     upgrade(pg_url, "0002_pipeline_runs")
-    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    engine = owner_engine(pg_url, poolclass=sa.pool.NullPool)
     with engine.begin() as conn:
         conn.execute(
             sa.text(
@@ -81,7 +82,7 @@ def test_0006_backfills_the_resource_aggregate_from_an_existing_fact(pg_url, tmp
     lake = Lake(LakeLocation(uri=str(tmp_path / "lake")))
     synthetic_gold.write_gold(lake, synthetic_gold.gold_cost_daily(start=dt.date(2026, 1, 28), days=6, rows_per_day=30))
     load_gold(pg_url, lake, run_id="r1")
-    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    engine = owner_engine(pg_url, poolclass=sa.pool.NullPool)
     query = sa.text(
         "SELECT charge_month, resource_key, meter_key, sum(actual_cost), sum(fact_rows) "
         "FROM mart.agg_cost_resource_monthly GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
@@ -105,7 +106,7 @@ def test_0008_rewrites_subscription_budgets_to_the_silver_form(pg_url):
 
     raws = [raw for raw, _ in CASES if raw is not None]
     upgrade(pg_url, "0007_stage_progress")
-    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    engine = owner_engine(pg_url, poolclass=sa.pool.NullPool)
     insert = sa.text(
         "INSERT INTO mart.budgets (name, scope_type, scope_value, amount, currency, period)"
         " VALUES (:n, :t, :v, 100, 'EUR', 'monthly')"
@@ -134,7 +135,7 @@ def test_0009_rewrites_subscription_level_analytics_and_merges_split_rows(pg_url
     canonical = {raw: ARM if expected == ARM else raw for raw, expected in CASES if raw is not None}
     day0 = dt.date(2026, 1, 1)
     upgrade(pg_url, "0008_budget_subscription_ids")
-    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    engine = owner_engine(pg_url, poolclass=sa.pool.NullPool)
     anomaly = sa.text(
         "INSERT INTO mart.anomalies (level, dimension_value, charge_date, actual, impact, kind, status, feedback)"
         " VALUES (:l, :v, :d, 100, :i, 'spike', :s, :f) RETURNING anomaly_id"
@@ -234,7 +235,7 @@ def test_0011_keys_analytics_by_currency_and_downgrades(pg_url):
     from backend.mart.migrate import alembic_config
 
     upgrade(pg_url, "0010_one_metric")
-    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    engine = owner_engine(pg_url, poolclass=sa.pool.NullPool)
     day, gen = dt.date(2026, 2, 10), dt.datetime(2026, 2, 10, tzinfo=dt.UTC)
     anomaly = sa.text(
         "INSERT INTO mart.anomalies (level, dimension_value, charge_date, actual, impact, currency, severity, kind,"

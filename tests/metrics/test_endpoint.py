@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from backend.lake import lake_from_settings
 from backend.lake.storage import lake_location
 from backend.mart.load import load_gold
-from backend.mart.runs import StepResult
+from backend.mart.run_records import StepResult
 from backend.metrics.server import kafka_lag_reader, serve, start_metrics
 from backend.pipeline.runner import PipelineContext, run_pipeline
 from backend.runtime import Endpoints

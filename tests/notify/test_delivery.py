@@ -13,7 +13,7 @@ from pydantic import SecretStr
 from backend.lake import lake_from_settings
 from backend.lake.storage import lake_location
 from backend.mart import notifications
-from backend.mart.runs import StepResult
+from backend.mart.run_records import StepResult
 from backend.notify.channels import RUN_FAILED, ChannelError
 from backend.notify.dispatch import backoff_s, dispatch, enqueue, send_test
 from backend.notify.render import Message

@@ -6,10 +6,10 @@ import os
 import random
 
 import pytest
-import sqlalchemy as sa
 
 from backend.lake import Lake
 from backend.lake.storage import LakeLocation
+from backend.mart.db import owner_engine
 from backend.mart.migrate import upgrade
 from tests.pipeline.crash import KILLABLE_STEPS, crash_cycle, expected_totals, pipeline_env
 
@@ -19,7 +19,7 @@ DEMO_ROWS = 10000  # small and fast; the synthetic generator is exercised at oth
 @pytest.mark.slow
 def test_sigkill_at_random_steps_loses_and_duplicates_nothing(tmp_path, pg_url, kafka_bootstrap, kafka_topic):
     upgrade(pg_url)
-    engine = sa.create_engine(pg_url)
+    engine = owner_engine(pg_url)
     lake = Lake(LakeLocation(uri=str(tmp_path / "lake")))
     env = pipeline_env(
         database_url=pg_url,

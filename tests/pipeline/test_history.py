@@ -16,7 +16,7 @@ from backend.logs import current_run_id
 from backend.mart import history, reconcile
 from backend.mart.cursors import PostgresCursorStore
 from backend.mart.load import load_gold
-from backend.mart.runs import RunLogHandler, RunRecorder, StepResult
+from backend.mart.run_records import RunLogHandler, RunRecorder, StepResult
 from backend.sources.cursors import CursorRow
 from tests.mart import synthetic_gold
 

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 
 from backend.lake import lake_from_settings
 from backend.mart import progress
+from backend.mart.db import owner_engine
 from tests.conftest import make_settings
 
 TABLE = "silver/probe"
@@ -56,7 +57,7 @@ def test_cursor_advances_when_another_process_commits_after_the_handshake(owner,
     from backend.sources.cursors import CursorRow
 
     # Two processes: each store on an engine of its own.
-    engines = [sa.create_engine(mart_url), sa.create_engine(mart_url)]
+    engines = [owner_engine(mart_url), owner_engine(mart_url)]
     fetcher, committer = (PostgresCursorStore(e) for e in engines)
     try:
         day = date(2026, 10, 1)

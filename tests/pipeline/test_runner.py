@@ -9,8 +9,9 @@ import sqlalchemy as sa
 
 from backend.lake import lake_from_settings
 from backend.lake.storage import lake_location
+from backend.mart.db import owner_engine
 from backend.mart.migrate import upgrade
-from backend.mart.runs import RunRecorder, StepResult
+from backend.mart.run_records import RunRecorder, StepResult
 from backend.pipeline.runner import PIPELINE_LOCK_KEY, PipelineContext, run_pipeline
 from backend.runtime import Endpoints
 from tests.conftest import make_settings
@@ -21,7 +22,7 @@ log = logging.getLogger("tests.pipeline")
 @pytest.fixture
 def engine(pg_url):
     upgrade(pg_url)
-    engine = sa.create_engine(pg_url)
+    engine = owner_engine(pg_url)
     yield engine
     engine.dispose()
 

@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 from backend.config import REPO_ROOT
+from backend.mart.db import owner_engine
 from backend.runtime import Runtime
 from backend.runtime.registry import ServiceRegistry
 from tests.conftest import make_settings
@@ -54,14 +55,14 @@ def test_embedded_services_start_healthy_and_stop(tmp_path):
 
     runtime = Runtime(settings)
     url = runtime.start().database_url
-    engine = sa.create_engine(url)
+    engine = owner_engine(url)
     with engine.begin() as conn:
         conn.execute(sa.text("CREATE TABLE IF NOT EXISTS keepme (x int)"))
         conn.execute(sa.text("INSERT INTO keepme VALUES (1)"))
     engine.dispose()
     runtime.stop()
     runtime = Runtime(settings)
-    engine = sa.create_engine(runtime.start().database_url)
+    engine = owner_engine(runtime.start().database_url)
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM keepme")).scalar() == 1
     engine.dispose()

@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from backend.config import REPO_ROOT
+from backend.mart.db import owner_engine
 from backend.mart.migrate import upgrade
 from scheduler.jobs import DEFAULT_JOBS
 from scheduler.service import start_scheduler
@@ -27,7 +28,7 @@ def migrated(pg_url):
 
 @pytest.fixture
 def owner(migrated):
-    engine = sa.create_engine(migrated)
+    engine = owner_engine(migrated)
     yield engine
     engine.dispose()
 
@@ -116,12 +117,12 @@ class _Summary:
 _TWO_PROCESS_SCRIPT = textwrap.dedent(
     """
     import sys, time
-    import sqlalchemy as sa
     from pathlib import Path
     from backend.lake import lake_from_settings
     from backend.lake.storage import lake_location
+    from backend.mart.db import owner_engine
     from backend.pipeline.runner import PipelineContext, run_pipeline
-    from backend.mart.runs import StepResult
+    from backend.mart.run_records import StepResult
     from backend.runtime import Endpoints
     from datetime import UTC, datetime
     from scheduler.jobs import run_job
@@ -130,7 +131,7 @@ _TWO_PROCESS_SCRIPT = textwrap.dedent(
 
     url, tmp, start_at = sys.argv[1], Path(sys.argv[2]), float(sys.argv[3])
     settings = make_settings(tmp, database_url=url)
-    engine = sa.create_engine(url)
+    engine = owner_engine(url)
 
     def slow(ctx):
         time.sleep(6)  # long enough that both processes' runs surely overlap
@@ -171,7 +172,7 @@ def test_two_scheduler_processes_never_run_the_pipeline_at_once(migrated, tmp_pa
     ]
     outputs = sorted(p.communicate(timeout=120)[0].split()[-1] for p in procs)
     assert outputs == ["skipped", "succeeded"]
-    engine = sa.create_engine(migrated)
+    engine = owner_engine(migrated)
     with engine.connect() as conn:
         runs = conn.execute(sa.text("SELECT status FROM ops.pipeline_runs")).scalars().all()
     engine.dispose()

@@ -10,6 +10,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from backend.mart.cursors import PostgresCursorStore
+from backend.mart.db import owner_engine
 from backend.sources.cursors import MemoryCursorStore
 from backend.sources.files import FileSource, scan_inbox
 from tests.conftest import make_settings
@@ -169,7 +170,7 @@ def test_postgres_store_records_files_on_commit_even_after_the_handshake_rewrite
     from backend.mart.migrate import upgrade
 
     upgrade(pg_url)
-    engine = sa.create_engine(pg_url)
+    engine = owner_engine(pg_url)
     store = PostgresCursorStore(engine)
     try:
         path = tmp_path / "ea.csv"
@@ -196,7 +197,7 @@ def test_postgres_store_records_files_on_commit_even_after_the_handshake_rewrite
         assert detail["topic"] == "t" and detail["imported_files"][0]["sha256"] == sha
         assert store.delivered_scopes("file") == {c.meta["scope"] for c in chunks}
         # A new store (another process, a later run) knows it too.
-        other_engine = sa.create_engine(pg_url)
+        other_engine = owner_engine(pg_url)
         try:
             again = FileSource(make_settings(tmp_path), [path], cursors=PostgresCursorStore(other_engine))
             assert list(again.fetch("later")) == [] and again.skipped[0].previous.batch_id == batch

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from backend.config import REPO_ROOT
-from backend.mart.runs import StepResult
+from backend.mart.run_records import StepResult
 from tests.conftest import make_settings
 
 PAGES = REPO_ROOT / "pages"

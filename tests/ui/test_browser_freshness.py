@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
 from backend.config import REPO_ROOT
+from backend.mart.db import owner_engine
 from tests.ui.conftest import page, texts
 from tests.ui.test_browser import (
     PAGES,
@@ -123,7 +124,7 @@ def stale_app(tmp_path: Path, pg_url: str, kafka_bootstrap: str):
 
     upgrade(pg_url)
     settings = make_settings(tmp_path, database_url=pg_url, lake_uri=str(tmp_path / "lake"))
-    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    engine = owner_engine(pg_url, poolclass=sa.pool.NullPool)
     as_of = seed_stale_files(engine, lake_from_settings(settings))
     engine.dispose()
 

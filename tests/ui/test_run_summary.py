@@ -197,7 +197,7 @@ def _cells(frame: pd.DataFrame) -> list[str]:
 
 def test_steps_table_as_an_operator_reads_it():
     t0 = dt.datetime(2026, 11, 21, 16, 0, tzinfo=dt.UTC)
-    # Built like app.data.run_steps: pandas turns the missing ints into NaN and the missing times into NaT.
+    # Built like app.run_history.run_steps: pandas turns the missing ints into NaN and the missing times into NaT.
     steps = pd.DataFrame(
         [
             ["ingest", 0, "succeeded", t0, t0, None, 4_916_276, None, {"batches": []}, 3.21],

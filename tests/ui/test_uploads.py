@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from app.uploads import save_upload
 from backend.auth import PermissionDenied
 from backend.mart.audit import recent
+from backend.mart.db import owner_engine
 from backend.mart.migrate import upgrade
 from backend.sources.files import FileRefusedError
 from tests.auth.principals import EDITOR, VIEWER
@@ -20,7 +21,7 @@ RATES = b"date,from,to,rate\n2026-09-30,USD,EUR,0.92\n2026-10-31,USD,EUR,0.93\n"
 @pytest.fixture
 def owner(pg_url):
     upgrade(pg_url)
-    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    engine = owner_engine(pg_url, poolclass=sa.pool.NullPool)
     yield engine
     engine.dispose()
 

@@ -1,4 +1,7 @@
-"""Run history: a row per pipeline run and per step in ops.pipeline_runs / ops.pipeline_steps, plus each run's log lines."""
+"""Writes the run history: a row per pipeline run and per step, and each run's log lines; backend.mart.history reads it.
+
+The tables are ops.pipeline_runs, ops.pipeline_steps and ops.pipeline_logs, all written with the owner engine.
+"""
 
 from __future__ import annotations
 
