@@ -10,7 +10,6 @@ import streamlit as st
 
 from app import auth, data, fmt, ops, run_history, ui
 from app.context import get_lake, get_launcher, get_owner, get_pipeline, get_reader, get_schedules
-from app.run_history import STATUS_ICONS, failed_steps, parse_detail, runs_table, steps_table
 
 log = logging.getLogger(__name__)
 TIME_HELP = "UTC, like every time in the app."
@@ -81,7 +80,7 @@ def live_progress() -> None:
                     if fmt.missing(s["rows_out"])
                     else f" · rows in {fmt.count(s['rows_in'])}, out {fmt.count(s['rows_out'])}"
                 )
-                st.write(f"{STATUS_ICONS.get(s['status'], '•')} **{s['step']}** {s['status']}{extra}{rows}")
+                st.write(f"{run_history.STATUS_ICONS.get(s['status'], '•')} **{s['step']}** {s['status']}{extra}{rows}")
                 if not fmt.missing(s["error"]) and s["error"]:
                     # Warning as in the run history below: a failed step is shown, the page itself is fine.
                     st.warning(s["error"], icon="❌")
@@ -126,7 +125,7 @@ with tab_hist:
     elif runs is not None:
         # Same row order as `runs`, so a selected row's position picks the run there.
         event = st.dataframe(
-            runs_table(runs),
+            run_history.runs_table(runs),
             hide_index=True,
             width="stretch",
             on_select="rerun",
@@ -149,7 +148,7 @@ with tab_hist:
         steps = ui.guard("load the steps", run_history.run_steps, get_reader(), run_id)
         if steps is not None:
             st.dataframe(
-                steps_table(steps),
+                run_history.steps_table(steps),
                 hide_index=True,
                 width="stretch",
                 column_config={
@@ -161,13 +160,13 @@ with tab_hist:
             )
             # A failed step is an expected state to inspect here, not a page fault: warning, not st.error
             # (the browser test treats any error alert as a broken page).
-            for step, error in failed_steps(steps):
+            for step, error in run_history.failed_steps(steps):
                 st.warning(f"Step **{step}** failed:", icon="❌")
                 st.code(error or "(no error text recorded)", language=None, wrap_lines=True)
             with st.expander("Raw step details"):
                 shown = False
                 for record in steps.to_dict("records"):
-                    detail = parse_detail(record["detail"])
+                    detail = run_history.parse_detail(record["detail"])
                     if detail in (None, {}, []):
                         continue
                     st.markdown(f"**{record['step']}**")
