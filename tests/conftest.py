@@ -120,6 +120,21 @@ def s3_settings(s3_endpoint: str, tmp_path: Path) -> Settings:
     return settings
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Modules with browser tests first, then modules with slow ones, the rest after; each module keeps its
+    own order. `make test` hands whole modules to two workers in this order (--dist loadfile), so a
+    two-minute browser module started last left the other worker idle for its whole length at the end."""
+
+    def weight(item: pytest.Item) -> int:
+        return 0 if item.get_closest_marker("browser") else 1 if item.get_closest_marker("slow") else 2
+
+    module_weight: dict[str, int] = {}
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        module_weight[module] = min(module_weight.get(module, 2), weight(item))
+    items.sort(key=lambda item: module_weight[item.nodeid.split("::", 1)[0]])  # stable: order kept within
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     # Runtimes a test built without stopping are stopped by their atexit hook after pytest has closed the
     # streams it captured; their "stopping embedded ..." lines then go to the real stderr instead of
