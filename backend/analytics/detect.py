@@ -35,6 +35,11 @@ class DetectorParams:
         """Whole weeks of history to use, given `available` days before the day evaluated."""
         return max(0, min(int(np.ceil(self.history_days / 7)), available // 7))
 
+    def baseline_weeks(self, days: int) -> int:
+        """Whole weeks of history a series of `days` days gives its last day, 0 when too short for a baseline."""
+        weeks = self.weeks(days - 1)
+        return weeks if weeks * 7 >= max(self.min_history_days, 7) else 0
+
 
 def baseline(values: np.ndarray, params: DetectorParams) -> tuple[np.ndarray, np.ndarray]:
     """Expected value and noise scale for every day (NaN where history is too short), from days before it only."""
@@ -42,8 +47,8 @@ def baseline(values: np.ndarray, params: DetectorParams) -> tuple[np.ndarray, np
     n = len(x)
     expected = np.full(n, np.nan)
     scale = np.full(n, np.nan)
-    weeks = params.weeks(n - 1)
-    if weeks * 7 < max(params.min_history_days, 7):
+    weeks = params.baseline_weeks(n)
+    if not weeks:
         return expected, scale
     expected[weeks * 7 :], scale[weeks * 7 :] = _window_baseline(x, weeks, params)
     return expected, scale
@@ -78,8 +83,8 @@ def last_day_baseline(series: np.ndarray, params: DetectorParams) -> tuple[np.nd
     """`baseline`'s expected value and scale of the last day of each row of `series` (rows of equal length, no
     NaN), every row at once: a service's anomaly is explained by thousands of resources."""
     n = series.shape[1]
-    weeks = params.weeks(n - 1)
-    if weeks * 7 < max(params.min_history_days, 7):
+    weeks = params.baseline_weeks(n)
+    if not weeks:
         return np.full(len(series), np.nan), np.full(len(series), np.nan)
     return window_baseline(series[:, n - 1 - weeks * 7 : n - 1], weeks, params)
 
